@@ -1,0 +1,24 @@
+/* Block hashing: xxh3-128 with a seed, vectorised for the CPU at run time. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+struct hash128 {
+	uint64_t lo, hi;
+};
+_Static_assert(sizeof(struct hash128) == 16, "hash128 layout");
+
+static inline int hash128_equal(const struct hash128 *a, const struct hash128 *b)
+{
+	return a->lo == b->lo && a->hi == b->hi;
+}
+
+/* Hash len bytes of data with seed. Thread-safe; deterministic for a seed
+ * on every CPU (the vector paths compute the same function). */
+struct hash128 hash_block(const void *data, size_t len, uint64_t seed);
+/* A fresh random seed from the kernel. */
+int hash_seed_random(uint64_t *ret);
+/* Name of the vector path chosen on this CPU ("avx2", "sse2"). */
+const char *hash_impl_name(void);

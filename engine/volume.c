@@ -1,0 +1,155 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "resync/macro.h"
+#include "resync/volume.h"
+
+struct volume {
+	int fd;
+	bool blockdev;
+	bool writable;
+	uint64_t size;
+	dev_t dev;
+	ino_t ino;
+	dev_t rdev;
+	char *path;
+};
+
+int volume_open(const char *path, unsigned flags, struct volume **ret)
+{
+	_cleanup_close_ int fd = -1;
+	struct volume *v;
+	struct stat st;
+	int oflags = O_CLOEXEC | O_NOCTTY;
+
+	if (flags & VOLUME_CREATE)
+		flags |= VOLUME_WRITE;
+	oflags |= (flags & VOLUME_WRITE) ? O_RDWR : O_RDONLY;
+	if (flags & VOLUME_CREATE)
+		oflags |= O_CREAT;
+
+	fd = open(path, oflags, 0644);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return -EINVAL;
+
+	if (flags & VOLUME_LOCK) {
+		/* One writer per volume: resyncfs, resyncd and resync-diff
+		 * all take this lock before writing. */
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+			return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	}
+
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->path = strdup(path);
+	if (!v->path) {
+		free(v);
+		return -ENOMEM;
+	}
+	v->blockdev = S_ISBLK(st.st_mode);
+	v->writable = flags & VOLUME_WRITE;
+	v->dev = st.st_dev;
+	v->ino = st.st_ino;
+	v->rdev = st.st_rdev;
+	if (v->blockdev) {
+		uint64_t sz;
+
+		if (ioctl(fd, BLKGETSIZE64, &sz) < 0) {
+			int r = -errno;
+
+			free(v->path);
+			free(v);
+			return r;
+		}
+		v->size = sz;
+	} else {
+		v->size = (uint64_t)st.st_size;
+	}
+	v->fd = TAKE_FD(fd);
+	*ret = v;
+	return 0;
+}
+
+void volume_free(struct volume *v)
+{
+	if (!v)
+		return;
+	close(v->fd);
+	free(v->path);
+	free(v);
+}
+
+int volume_fd(const struct volume *v)
+{
+	return v->fd;
+}
+
+const char *volume_path(const struct volume *v)
+{
+	return v->path;
+}
+
+uint64_t volume_size(const struct volume *v)
+{
+	return v->size;
+}
+
+bool volume_is_blockdev(const struct volume *v)
+{
+	return v->blockdev;
+}
+
+bool volume_same(const struct volume *a, const struct volume *b)
+{
+	if (a->blockdev || b->blockdev)
+		return a->blockdev && b->blockdev && a->rdev == b->rdev;
+	return a->dev == b->dev && a->ino == b->ino;
+}
+
+int volume_set_size(struct volume *v, uint64_t size)
+{
+	if (size == v->size)
+		return 0;
+	if (v->blockdev)
+		return -EFBIG;
+	if (!v->writable)
+		return -EBADF;
+	if (size > INT64_MAX)
+		return -EFBIG;
+	if (ftruncate(v->fd, (off_t)size) < 0)
+		return -errno;
+	v->size = size;
+	return 0;
+}
+
+int volume_punch(struct volume *v, uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return 0;
+	if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) <
+	    0)
+		return errno == ENOSYS ? -EOPNOTSUPP : -errno;
+	return 0;
+}
+
+int volume_flush(struct volume *v)
+{
+	if (fdatasync(v->fd) < 0)
+		return -errno;
+	return 0;
+}
