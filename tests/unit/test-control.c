@@ -1,0 +1,232 @@
+/* The control socket: JSON lines, commands, errors, stale sockets, mode. */
+#include <errno.h>
+#include <json-c/json.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "control.h"
+
+static char dir[64];
+static char path[128];
+
+static int cmd_echo(void *userdata, struct control_client *c, struct json_object *req)
+{
+	struct json_object *o = json_object_new_object();
+
+	(void)userdata;
+	json_object_object_add(o, "echo", json_object_get(req));
+	return control_client_result(c, o);
+}
+
+static int cmd_stream(void *userdata, struct control_client *c, struct json_object *req)
+{
+	int *calls = userdata;
+
+	(void)req;
+	(*calls)++;
+	for (int i = 0; i < 3; i++) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "type", json_object_new_string("progress"));
+		json_object_object_add(o, "i", json_object_new_int(i));
+		assert_int_equal(control_client_send(c, o), 0);
+		json_object_put(o);
+	}
+	return control_client_result(c, NULL);
+}
+
+static int cmd_fail(void *userdata, struct control_client *c, struct json_object *req)
+{
+	(void)userdata;
+	(void)c;
+	(void)req;
+	return -EPERM;
+}
+
+static const struct control_command cmds[] = {
+	{"echo", cmd_echo},
+	{"stream", cmd_stream},
+	{"fail", cmd_fail},
+};
+
+static int setup(void **state)
+{
+	(void)state;
+	strcpy(dir, "/tmp/resync-control.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ctl.sock", dir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	unlink(path);
+	rmdir(dir);
+	return 0;
+}
+
+static struct json_object *roundtrip(int fd, const char *line)
+{
+	struct json_object *o = NULL;
+
+	assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+	assert_int_equal(control_recv(fd, 5000, &o), 0);
+	return o;
+}
+
+static const char *str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static void test_commands(void **state)
+{
+	struct control_server *s;
+	struct json_object *o;
+	struct stat st;
+	int calls = 0, fd;
+
+	(void)state;
+	assert_int_equal(control_server_new(path, cmds, 3, &calls, &s), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0600);
+
+	assert_int_equal(control_connect(path, &fd), 0);
+	o = roundtrip(fd, "{\"cmd\":\"echo\",\"x\":42}\n");
+	assert_string_equal(str(o, "type"), "result");
+	assert_string_equal(str(o, "ok"), "true");
+	json_object_put(o);
+
+	o = roundtrip(fd, "{\"cmd\":\"nope\"}\n");
+	assert_string_equal(str(o, "ok"), "false");
+	assert_non_null(strstr(str(o, "error"), "unknown command 'nope'"));
+	json_object_put(o);
+
+	o = roundtrip(fd, "not json\n");
+	assert_string_equal(str(o, "ok"), "false");
+	json_object_put(o);
+
+	o = roundtrip(fd, "[1,2]\n");
+	assert_string_equal(str(o, "ok"), "false");
+	json_object_put(o);
+
+	o = roundtrip(fd, "{\"cmd\":\"fail\"}\n");
+	assert_string_equal(str(o, "ok"), "false");
+	assert_non_null(strstr(str(o, "error"), "fail: Operation not permitted"));
+	json_object_put(o);
+
+	/* A streaming command: three progress lines, then the result. */
+	o = roundtrip(fd, "{\"cmd\":\"stream\"}\n");
+	for (int i = 0; i < 3; i++) {
+		assert_string_equal(str(o, "type"), "progress");
+		json_object_put(o);
+		assert_int_equal(control_recv(fd, 5000, &o), 0);
+	}
+	assert_string_equal(str(o, "type"), "result");
+	json_object_put(o);
+	assert_int_equal(calls, 1);
+
+	/* A second server on a live socket is refused. */
+	{
+		struct control_server *s2;
+
+		assert_int_equal(control_server_new(path, cmds, 3, NULL, &s2), -EADDRINUSE);
+	}
+	close(fd);
+	control_server_free(s);
+	assert_int_equal(stat(path, &st), -1);
+}
+
+static void test_stale_socket_replaced(void **state)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct control_server *s;
+	struct json_object *o;
+	int fd, calls = 0;
+
+	(void)state;
+	/* A socket file whose owner is gone: bound, then closed. */
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	strcpy(sa.sun_path, path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+
+	assert_int_equal(control_server_new(path, cmds, 3, &calls, &s), 0);
+	assert_int_equal(control_connect(path, &fd), 0);
+	o = roundtrip(fd, "{\"cmd\":\"echo\"}\n");
+	assert_string_equal(str(o, "ok"), "true");
+	json_object_put(o);
+	close(fd);
+	control_server_free(s);
+}
+
+static void test_oversized_line(void **state)
+{
+	struct control_server *s;
+	struct json_object *o = NULL;
+	size_t big = (1 << 20) + 10;
+	char *junk = malloc(big);
+	int fd, calls = 0;
+	size_t off = 0;
+
+	(void)state;
+	memset(junk, 'a', big);
+	assert_int_equal(control_server_new(path, cmds, 3, &calls, &s), 0);
+	assert_int_equal(control_connect(path, &fd), 0);
+	while (off < big) {
+		ssize_t n = send(fd, junk + off, big - off, MSG_NOSIGNAL);
+
+		if (n <= 0)
+			break; /* the server may hang up once it has refused */
+		off += (size_t)n;
+	}
+	assert_int_equal(control_recv(fd, 5000, &o), 0);
+	assert_string_equal(str(o, "ok"), "false");
+	assert_non_null(strstr(str(o, "error"), "longer than"));
+	json_object_put(o);
+	close(fd);
+	free(junk);
+	control_server_free(s);
+}
+
+static void test_recv_timeout_and_eof(void **state)
+{
+	int sv[2];
+	struct json_object *o;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(control_recv(sv[0], 50, &o), -ETIMEDOUT);
+	close(sv[1]);
+	assert_int_equal(control_recv(sv[0], 1000, &o), -ECONNRESET);
+	close(sv[0]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oversized_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recv_timeout_and_eof, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
