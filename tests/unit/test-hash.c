@@ -1,0 +1,194 @@
+/* Block hashing: deterministic for a seed, sensitive to seed and data, and
+ * the same function on every vector path. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include "hash-int.h"
+#include "resync/hash.h"
+#include "resync/macro.h"
+#include "testlib.h"
+
+#define BIG (1 << 20)
+
+static bool have_avx2(void)
+{
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2");
+#else
+	return false;
+#endif
+}
+
+/* The hash is xxh3-128 exactly: compare with the system's libxxhash (a
+ * separate build of the reference code), so that the function cannot
+ * change silently between versions that must compare hashes. */
+static void test_hash_is_xxh3_128(void **state)
+{
+	_cleanup_free_ unsigned char *buf = malloc(BIG);
+	static const size_t lens[] = {0, 1, 3, 8, 16, 17, 128, 129, 240, 241, 1024, 4095, 65536, BIG};
+
+	assert_non_null(buf);
+	testlib_fill(buf, BIG, 21);
+	for (size_t i = 0; i < ARRAY_SIZE(lens); i++) {
+		for (uint64_t seed = 0; seed < 3; seed++) {
+			XXH128_hash_t x = XXH3_128bits_withSeed(buf, lens[i], seed * 0x9e37);
+			struct hash128 h = hash_block(buf, lens[i], seed * 0x9e37);
+
+			assert_true(h.lo == x.low64 && h.hi == x.high64);
+		}
+	}
+}
+
+static void test_hash_deterministic(void **state)
+{
+	_cleanup_free_ unsigned char *buf = malloc(BIG);
+
+	assert_non_null(buf);
+	testlib_fill(buf, BIG, 7);
+	for (size_t len = 0; len <= BIG; len = len ? len * 4 + 3 : 1) {
+		struct hash128 a = hash_block(buf, len, 0x1234);
+		struct hash128 b = hash_block(buf, len, 0x1234);
+
+		assert_true(hash128_equal(&a, &b));
+	}
+	/* A copy at another (unaligned) address hashes the same. */
+	{
+		_cleanup_free_ unsigned char *copy = malloc(65536 + 1);
+		struct hash128 a, b;
+
+		assert_non_null(copy);
+		memcpy(copy + 1, buf, 65536);
+		a = hash_block(buf, 65536, 99);
+		b = hash_block(copy + 1, 65536, 99);
+		assert_true(hash128_equal(&a, &b));
+	}
+}
+
+static void test_hash_seeds_differ(void **state)
+{
+	_cleanup_free_ unsigned char *buf = malloc(65536);
+	static const size_t lens[] = {0, 1, 16, 17, 128, 129, 240, 241, 4096, 65536};
+
+	assert_non_null(buf);
+	testlib_fill(buf, 65536, 3);
+	for (size_t i = 0; i < ARRAY_SIZE(lens); i++) {
+		struct hash128 a = hash_block(buf, lens[i], 1);
+		struct hash128 b = hash_block(buf, lens[i], 2);
+		struct hash128 c = hash_block(buf, lens[i], 1ULL << 63);
+
+		assert_false(hash128_equal(&a, &b));
+		assert_false(hash128_equal(&a, &c));
+		assert_false(hash128_equal(&b, &c));
+	}
+}
+
+static void test_hash_data_differs(void **state)
+{
+	_cleanup_free_ unsigned char *buf = malloc(65536);
+	struct hash128 ref;
+
+	assert_non_null(buf);
+	testlib_fill(buf, 65536, 5);
+	ref = hash_block(buf, 65536, 11);
+	/* Flip one bit anywhere: the hash changes. */
+	for (size_t off = 0; off < 65536; off += 4093) {
+		struct hash128 h;
+
+		buf[off] ^= 0x10;
+		h = hash_block(buf, 65536, 11);
+		buf[off] ^= 0x10;
+		assert_false(hash128_equal(&h, &ref));
+	}
+	/* A prefix is not the whole. */
+	{
+		struct hash128 h = hash_block(buf, 65535, 11);
+
+		assert_false(hash128_equal(&h, &ref));
+	}
+}
+
+static void test_hash_avx2_equals_sse2(void **state)
+{
+	_cleanup_free_ unsigned char *buf = malloc(BIG + 64);
+	uint64_t st = 17;
+
+	assert_non_null(buf);
+	testlib_fill(buf, BIG + 64, 13);
+	if (!have_avx2()) {
+		skip();
+		return;
+	}
+#if defined(__x86_64__)
+	/* Every length up to 1 KiB (all the short-input branches), then
+	 * random lengths and offsets up to 1 MiB, several seeds. */
+	for (size_t len = 0; len <= 1024; len++) {
+		uint64_t seed = testlib_rand(&st);
+		struct hash128 a = hash_block_avx2(buf, len, seed);
+		struct hash128 b = hash_block_sse2(buf, len, seed);
+
+		assert_true(hash128_equal(&a, &b));
+	}
+	for (int i = 0; i < 200; i++) {
+		size_t off = (size_t)testlib_rand_below(&st, 64);
+		size_t len = (size_t)testlib_rand_below(&st, BIG + 1);
+		uint64_t seed = i == 0 ? 0 : testlib_rand(&st);
+		struct hash128 a = hash_block_avx2(buf + off, len, seed);
+		struct hash128 b = hash_block_sse2(buf + off, len, seed);
+
+		assert_true(hash128_equal(&a, &b));
+	}
+	for (size_t len = 4096; len <= BIG; len *= 2) {
+		struct hash128 a = hash_block_avx2(buf, len, 0xfeed);
+		struct hash128 b = hash_block_sse2(buf, len, 0xfeed);
+		struct hash128 c = hash_block(buf, len, 0xfeed);
+
+		assert_true(hash128_equal(&a, &b));
+		assert_true(hash128_equal(&a, &c));
+	}
+#endif
+}
+
+static void test_hash_impl_name(void **state)
+{
+	const char *name = hash_impl_name();
+
+	assert_non_null(name);
+#if defined(__x86_64__)
+	assert_string_equal(name, have_avx2() ? "avx2" : "sse2");
+#else
+	assert_string_equal(name, "sse2");
+#endif
+}
+
+static void test_hash_seed_random(void **state)
+{
+	uint64_t a = 0, b = 0;
+
+	assert_int_equal(hash_seed_random(&a), 0);
+	assert_int_equal(hash_seed_random(&b), 0);
+	/* 2^-64 chance of a false failure. */
+	assert_true(a != b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hash_is_xxh3_128),
+		cmocka_unit_test(test_hash_deterministic),
+		cmocka_unit_test(test_hash_seeds_differ),
+		cmocka_unit_test(test_hash_data_differs),
+		cmocka_unit_test(test_hash_avx2_equals_sse2),
+		cmocka_unit_test(test_hash_impl_name),
+		cmocka_unit_test(test_hash_seed_random),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
