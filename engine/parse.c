@@ -1,6 +1,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@ static int parse_scaled(const char *s, const char *const *units, const uint64_t 
 {
 	char *end;
 	double v;
+	bool integer;
 
 	if (!s)
 		return -EINVAL;
@@ -24,6 +26,8 @@ static int parse_scaled(const char *s, const char *const *units, const uint64_t 
 	v = strtod(s, &end);
 	if (errno || end == s || !isfinite(v) || v < 0)
 		return -EINVAL;
+	/* A double holds 53 bits: plain integers are parsed exactly. */
+	integer = strspn(s, "0123456789") == (size_t)(end - s);
 	while (isspace((unsigned char)*end))
 		end++;
 	for (size_t i = 0; i < n; i++) {
@@ -36,6 +40,16 @@ static int parse_scaled(const char *s, const char *const *units, const uint64_t 
 			rest++;
 		if (*rest)
 			continue;
+		if (integer) {
+			unsigned long long whole;
+
+			errno = 0;
+			whole = strtoull(s, NULL, 10);
+			if (errno == ERANGE || __builtin_mul_overflow(whole, mult[i], &whole))
+				return -ERANGE;
+			*ret = whole;
+			return 0;
+		}
 		v *= (double)mult[i];
 		if (v >= 18446744073709551616.0)
 			return -ERANGE;
