@@ -1,0 +1,213 @@
+/* The patch writer: merged writes, zero runs as holes, bounds, callbacks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "resync/patch.h"
+
+#define SIZE (8u << 20)
+
+static char path[64];
+
+struct seen {
+	uint64_t bytes;
+	unsigned calls;
+};
+
+static void on_written(void *arg, uint64_t off, uint64_t len)
+{
+	struct seen *s = arg;
+
+	(void)off;
+	s->bytes += len;
+	s->calls++;
+}
+
+static int setup(void **state)
+{
+	int fd;
+
+	(void)state;
+	strcpy(path, "/tmp/resync-patch.XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, SIZE), 0);
+	close(fd);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	unlink(path);
+	return 0;
+}
+
+static void run_random(enum io_kind kind)
+{
+	unsigned char *model = calloc(1, SIZE), *back = malloc(SIZE), *piece = malloc(300000);
+	struct patch_opts opts = {.io = kind, .batch = 1 << 20, .on_written = on_written};
+	struct patch_writer *w;
+	struct patch_stats st;
+	struct volume *v;
+	struct seen seen = {0};
+	uint64_t put = 0;
+	int fd;
+
+	opts.arg = &seen;
+	srand(11);
+	assert_int_equal(volume_open(path, VOLUME_WRITE, &v), 0);
+	assert_int_equal(patch_writer_new(v, &opts, &w), 0);
+	for (int i = 0; i < 400; i++) {
+		size_t len = 1 + (size_t)rand() % 300000;
+		uint64_t off = (uint64_t)rand() % (SIZE - len);
+
+		/* Sometimes continue right after the last piece, to merge. */
+		for (size_t k = 0; k < len; k++)
+			piece[k] = (unsigned char)rand();
+		assert_int_equal(patch_writer_put(w, off, piece, len), 0);
+		memcpy(model + off, piece, len);
+		put += len;
+		if (i % 3 == 0 && off + 2 * len < SIZE) {
+			assert_int_equal(patch_writer_put(w, off + len, piece, len), 0);
+			memcpy(model + off + len, piece, len);
+			put += len;
+		}
+	}
+	assert_int_equal(patch_writer_sync(w), 0);
+	patch_writer_stats(w, &st);
+	assert_int_equal(st.bytes_written, put);
+	assert_int_equal(seen.bytes, put);
+	assert_int_equal(seen.calls, st.writes);
+	/* Merging: fewer writes than pieces. */
+	assert_true(st.writes < 400 + 400 / 3);
+	patch_writer_free(w);
+	volume_free(v);
+
+	fd = open(path, O_RDONLY);
+	assert_int_equal(pread(fd, back, SIZE, 0), SIZE);
+	close(fd);
+	assert_memory_equal(model, back, SIZE);
+	free(model);
+	free(back);
+	free(piece);
+}
+
+static void test_random_uring(void **state)
+{
+	(void)state;
+	run_random(IO_KIND_URING);
+}
+
+static void test_random_sync(void **state)
+{
+	(void)state;
+	run_random(IO_KIND_SYNC);
+}
+
+static void test_bounds(void **state)
+{
+	struct patch_opts opts = {.io = IO_KIND_SYNC};
+	struct patch_writer *w;
+	struct volume *v;
+	char b[16] = {0};
+
+	(void)state;
+	assert_int_equal(volume_open(path, VOLUME_WRITE, &v), 0);
+	assert_int_equal(patch_writer_new(v, &opts, &w), 0);
+	assert_int_equal(patch_writer_put(w, SIZE - 8, b, 16), -EFBIG);
+	assert_int_equal(patch_writer_put(w, SIZE + 1, b, 1), -EFBIG);
+	assert_int_equal(patch_writer_put(w, UINT64_MAX, b, 2), -EFBIG);
+	assert_int_equal(patch_writer_put(w, SIZE - 16, b, 16), 0);
+	assert_int_equal(patch_writer_sync(w), 0);
+	patch_writer_free(w);
+	volume_free(v);
+}
+
+static void test_zero_punch(void **state)
+{
+	struct patch_opts opts = {.io = IO_KIND_SYNC, .punch_zeros = true};
+	unsigned char *ones = malloc(SIZE), *zeros = calloc(1, 1 << 20), *back = malloc(1 << 20);
+	struct patch_writer *w;
+	struct patch_stats st;
+	struct volume *v;
+	struct stat before, after;
+	int fd;
+
+	(void)state;
+	memset(ones, 0xff, SIZE);
+	fd = open(path, O_WRONLY);
+	assert_int_equal(pwrite(fd, ones, SIZE, 0), SIZE);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+	assert_int_equal(stat(path, &before), 0);
+
+	assert_int_equal(volume_open(path, VOLUME_WRITE, &v), 0);
+	assert_int_equal(patch_writer_new(v, &opts, &w), 0);
+	assert_int_equal(patch_writer_put(w, 1 << 20, zeros, 1 << 20), 0);
+	assert_int_equal(patch_writer_sync(w), 0);
+	patch_writer_stats(w, &st);
+	patch_writer_free(w);
+	volume_free(v);
+
+	fd = open(path, O_RDONLY);
+	assert_int_equal(pread(fd, back, 1 << 20, 1 << 20), 1 << 20);
+	close(fd);
+	assert_memory_equal(back, zeros, 1 << 20);
+	assert_int_equal(stat(path, &after), 0);
+	assert_int_equal(after.st_size, SIZE);
+	if (st.bytes_punched) {
+		/* The hole gave the space back. */
+		assert_true(after.st_blocks < before.st_blocks);
+	} else {
+		fprintf(stderr, "note: this file system cannot punch holes; zeros were written\n");
+	}
+	free(ones);
+	free(zeros);
+	free(back);
+}
+
+static void test_write_error(void **state)
+{
+	struct io_fault_config cfg = {.ops = IO_OP_WRITE, .nth = 1, .count = 1, .err = ENOSPC};
+	struct patch_opts opts = {.io = IO_KIND_FAULT};
+	struct patch_writer *w;
+	struct volume *v;
+	char b[4096] = {1};
+
+	(void)state;
+	assert_int_equal(io_fault_configure(&cfg), 0);
+	assert_int_equal(volume_open(path, VOLUME_WRITE, &v), 0);
+	assert_int_equal(patch_writer_new(v, &opts, &w), 0);
+	assert_int_equal(patch_writer_put(w, 0, b, sizeof(b)), 0);
+	assert_int_equal(patch_writer_flush(w), -ENOSPC);
+	/* The data stays queued: a retry succeeds once the fault passed. */
+	assert_int_equal(patch_writer_sync(w), 0);
+	patch_writer_free(w);
+	volume_free(v);
+	cfg = (struct io_fault_config){0};
+	io_fault_configure(&cfg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_random_uring, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_random_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_zero_punch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_error, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
