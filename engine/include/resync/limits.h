@@ -17,6 +17,25 @@ enum resync_limits {
 	RESYNC_IO_DEPTH_MAX = 64,
 };
 
+/* The peer protocol, the shared secret and the hash tree. Every length a
+ * peer sends is checked against these before anything is allocated. */
+enum resync_wire_limits {
+	RESYNC_NAME_MAX = 64,		  /* cluster and node names, bytes */
+	RESYNC_WIRE_TEXT_MAX = 1024,	  /* REFUSE and ERROR texts, bytes */
+	RESYNC_WIRE_HISTORY_MAX = 32,	  /* generation UUIDs in a HELLO */
+	RESYNC_WIRE_HASHES_MAX = 65536,	  /* hashes in one HASH_REQ or HASH_REPLY */
+	RESYNC_WIRE_RANGES_MAX = 4096,	  /* node ranges in one HASH_REQ */
+	RESYNC_WIRE_BLOCKS_MAX = 4 << 20, /* raw bytes carried by one BLOCKS */
+	/* Largest frame payload: a BLOCKS header plus its raw bytes, or a
+	 * HASH_REPLY of RESYNC_WIRE_HASHES_MAX hashes. */
+	RESYNC_WIRE_FRAME_MAX = (4 << 20) + 4096,
+	RESYNC_SECRET_MIN = 16, /* bytes of the cluster key file */
+	RESYNC_SECRET_MAX = 4096,
+	RESYNC_HASHTREE_FANOUT_MIN = 2,
+	RESYNC_HASHTREE_FANOUT_MAX = 1024,
+	RESYNC_HASHTREE_FANOUT_DEFAULT = 64,
+};
+
 /* Whether a block size is acceptable: a power of two in [4 KiB, 1 MiB]. */
 static inline int resync_block_size_valid(unsigned long long bs)
 {

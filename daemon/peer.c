@@ -1,0 +1,843 @@
+/* TCP and TLS 1.3 with an external PSK (OpenSSL 3), as NOTES.md records:
+ * the client offers only TLS_AES_128_GCM_SHA256 (the PSK's suite, so that
+ * the server never picks a SHA-384 suite and falls back to certificates),
+ * the PSK session is built with SSL_SESSION_set1_master_key, _set_cipher
+ * and _set_protocol_version, and the client callback offers nothing when
+ * asked for another digest. OpenSSL's error queue is read in exactly one
+ * place, tls_error(). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "peer.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+#include "wire.h"
+
+#define PSK_SALT "resync peer psk v1"
+#define PSK_SUITE "TLS_AES_128_GCM_SHA256"
+enum { PSK_LEN = 32 };
+static const unsigned char psk_suite_id[2] = {0x13, 0x01}; /* TLS_AES_128_GCM_SHA256 */
+
+struct peer_ctx {
+	bool tls;
+	char cluster[RESYNC_NAME_MAX + 1];
+	struct secret *psk; /* derived; NULL when insecure */
+	SSL_CTX *client, *server;
+	unsigned connect_ms, io_ms;
+};
+
+struct peer_conn {
+	struct peer_ctx *ctx;
+	int fd;
+	SSL *ssl;
+	unsigned timeout_ms;
+	uint64_t sent, received;
+	bool broken;
+	char remote[300];
+	char error[512];
+};
+
+struct peer_listener {
+	struct peer_ctx *ctx;
+	int fd;
+	uint16_t port;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_error(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_error(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+/* Wait until fd is ready for events or the deadline (0 = none) passes. */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = events};
+		int timeout = -1, n;
+
+		if (deadline) {
+			uint64_t now = now_ms();
+
+			if (now >= deadline)
+				return -ETIMEDOUT;
+			timeout = (int)MIN(deadline - now, (uint64_t)INT32_MAX);
+		}
+		n = poll(&p, 1, timeout);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ETIMEDOUT;
+		return 0; /* readable, writable, or an error the next call reports */
+	}
+}
+
+static uint64_t deadline_in(unsigned ms)
+{
+	return ms ? now_ms() + ms : 0;
+}
+
+/* TLS */
+
+static int psk_use_cb(SSL *ssl, const EVP_MD *md, const unsigned char **id, size_t *idlen,
+		      SSL_SESSION **sess)
+{
+	struct peer_conn *c = SSL_get_app_data(ssl);
+	const SSL_CIPHER *cipher = SSL_CIPHER_find(ssl, psk_suite_id);
+	SSL_SESSION *s;
+
+	*sess = NULL;
+	*id = NULL;
+	*idlen = 0;
+	if (!cipher)
+		return 0;
+	if (md && md != SSL_CIPHER_get_handshake_digest(cipher))
+		return 1; /* another digest: offer no PSK for it */
+	s = SSL_SESSION_new();
+	if (!s)
+		return 0;
+	if (!SSL_SESSION_set1_master_key(s, secret_data(c->ctx->psk), secret_size(c->ctx->psk)) ||
+	    !SSL_SESSION_set_cipher(s, cipher) ||
+	    !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
+		SSL_SESSION_free(s);
+		return 0;
+	}
+	*sess = s;
+	*id = (const unsigned char *)c->ctx->cluster;
+	*idlen = strlen(c->ctx->cluster);
+	return 1;
+}
+
+static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESSION **sess)
+{
+	struct peer_conn *c = SSL_get_app_data(ssl);
+	const SSL_CIPHER *cipher = SSL_CIPHER_find(ssl, psk_suite_id);
+	SSL_SESSION *s;
+
+	*sess = NULL;
+	if (idlen != strlen(c->ctx->cluster) || memcmp(id, c->ctx->cluster, idlen)) {
+		char shown[RESYNC_NAME_MAX + 1];
+		size_t n = 0;
+
+		for (size_t i = 0; i < idlen && n < RESYNC_NAME_MAX; i++)
+			shown[n++] = id[i] >= 0x20 && id[i] < 0x7f ? id[i] : '?';
+		shown[n] = 0;
+		set_error(c->error, sizeof(c->error),
+			  "peer belongs to cluster '%s', this node to cluster '%s'", shown,
+			  c->ctx->cluster);
+		return 0; /* abort the handshake: no certificate fallback */
+	}
+	if (!cipher)
+		return 0;
+	s = SSL_SESSION_new();
+	if (!s)
+		return 0;
+	if (!SSL_SESSION_set1_master_key(s, secret_data(c->ctx->psk), secret_size(c->ctx->psk)) ||
+	    !SSL_SESSION_set_cipher(s, cipher) ||
+	    !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
+		SSL_SESSION_free(s);
+		return 0;
+	}
+	*sess = s;
+	return 1;
+}
+
+static SSL_CTX *tls_ctx_new(bool server)
+{
+	SSL_CTX *t = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+
+	if (!t)
+		return NULL;
+	if (!SSL_CTX_set_min_proto_version(t, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(t, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_ciphersuites(t, PSK_SUITE)) {
+		SSL_CTX_free(t);
+		return NULL;
+	}
+	SSL_CTX_set_session_cache_mode(t, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(t, SSL_OP_NO_TICKET);
+	if (server) {
+		SSL_CTX_set_num_tickets(t, 0);
+		SSL_CTX_set_psk_find_session_callback(t, psk_find_cb);
+	} else {
+		SSL_CTX_set_psk_use_session_callback(t, psk_use_cb);
+	}
+	return t;
+}
+
+int peer_ctx_new(const struct cluster_config *cfg, const struct secret *secret,
+		 struct peer_ctx **ret)
+{
+	struct peer_ctx *ctx;
+	int r;
+
+	if (!cfg->name || strlen(cfg->name) > RESYNC_NAME_MAX)
+		return -EINVAL;
+	if (!cfg->insecure && !secret)
+		return -EINVAL;
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	strcpy(ctx->cluster, cfg->name);
+	ctx->connect_ms = PEER_TIMEOUT_CONNECT_MS;
+	ctx->io_ms = PEER_TIMEOUT_IO_MS;
+	ctx->tls = !cfg->insecure;
+	if (ctx->tls) {
+		r = secret_derive(secret, PSK_SALT, cfg->name, PSK_LEN, &ctx->psk);
+		if (r < 0) {
+			peer_ctx_free(ctx);
+			return r;
+		}
+		ctx->client = tls_ctx_new(false);
+		ctx->server = tls_ctx_new(true);
+		if (!ctx->client || !ctx->server) {
+			peer_ctx_free(ctx);
+			return -EIO;
+		}
+	}
+	*ret = ctx;
+	return 0;
+}
+
+void peer_ctx_free(struct peer_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	SSL_CTX_free(ctx->client);
+	SSL_CTX_free(ctx->server);
+	secret_free(ctx->psk);
+	free(ctx);
+}
+
+void peer_ctx_set_timeouts(struct peer_ctx *ctx, unsigned connect_ms, unsigned io_ms)
+{
+	ctx->connect_ms = connect_ms;
+	ctx->io_ms = io_ms;
+}
+
+int peer_ctx_tls(const struct peer_ctx *ctx)
+{
+	return ctx->tls;
+}
+
+/* Turn OpenSSL's error queue (and a failed call's result) into -errno and
+ * words. Authentication failures are told apart from the rest. */
+static int tls_error(struct peer_conn *c, int ret, const char *during, bool server)
+{
+	int e = SSL_get_error(c->ssl, ret);
+	unsigned long err = ERR_peek_last_error();
+	int reason = ERR_GET_REASON(err);
+	char detail[256] = "";
+	int r = -EIO;
+
+	if (err)
+		ERR_error_string_n(err, detail, sizeof(detail));
+	ERR_clear_error();
+	if (c->error[0])
+		return -EACCES; /* a callback already said why */
+	if (e == SSL_ERROR_ZERO_RETURN ||
+	    (e == SSL_ERROR_SYSCALL && !err && (errno == 0 || errno == ECONNRESET))) {
+		set_error(c->error, sizeof(c->error), "%s closed the connection during %s%s",
+			  c->remote, during,
+			  server ? "" : " (is it configured with insecure = true, or another key?)");
+		return -ECONNRESET;
+	}
+	if (e == SSL_ERROR_SYSCALL && !err) {
+		r = errno ? -errno : -EIO;
+		set_error(c->error, sizeof(c->error), "%s: %s failed: %s", c->remote, during,
+			  strerror(-r));
+		return r;
+	}
+	if (reason == SSL_R_BINDER_DOES_NOT_VERIFY ||
+	    reason == SSL_AD_REASON_OFFSET + SSL_AD_DECRYPT_ERROR) {
+		set_error(c->error, sizeof(c->error),
+			  "authentication with %s failed: its cluster key differs from ours "
+			  "(%s)",
+			  c->remote, detail);
+		return -EACCES;
+	}
+	if (reason >= SSL_AD_REASON_OFFSET) {
+		set_error(c->error, sizeof(c->error),
+			  "%s refused the TLS handshake: another cluster name or key? (%s)",
+			  c->remote, detail);
+		return -EACCES;
+	}
+	set_error(c->error, sizeof(c->error), "%s with %s failed: %s", during, c->remote,
+		  detail[0] ? detail : "unknown TLS error");
+	return r;
+}
+
+static int conn_handshake(struct peer_conn *c, bool server)
+{
+	uint64_t deadline = deadline_in(c->ctx->connect_ms);
+	int r;
+
+	if (!c->ctx->tls)
+		return 0;
+	if (server) {
+		unsigned char first;
+		ssize_t n;
+
+		/* Say plainly when a plaintext peer knocks. */
+		for (;;) {
+			r = wait_fd(c->fd, POLLIN, deadline);
+			if (r < 0) {
+				set_error(c->error, sizeof(c->error),
+					  "%s sent nothing within %u ms", c->remote,
+					  c->ctx->connect_ms);
+				return r;
+			}
+			n = recv(c->fd, &first, 1, MSG_PEEK);
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			break;
+		}
+		if (n == 0) {
+			set_error(c->error, sizeof(c->error),
+				  "%s closed the connection before the handshake", c->remote);
+			return -ECONNRESET;
+		}
+		if (n == 1 && first != 0x16) {
+			set_error(c->error, sizeof(c->error),
+				  "%s speaks without TLS; this cluster requires TLS "
+				  "(is the peer configured with insecure = true?)",
+				  c->remote);
+			return -EPROTO;
+		}
+	}
+	c->ssl = SSL_new(server ? c->ctx->server : c->ctx->client);
+	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+		set_error(c->error, sizeof(c->error), "cannot set up TLS");
+		return -ENOMEM;
+	}
+	SSL_set_app_data(c->ssl, c);
+	ERR_clear_error();
+	for (;;) {
+		int ret = server ? SSL_accept(c->ssl) : SSL_connect(c->ssl);
+
+		if (ret == 1)
+			break;
+		switch (SSL_get_error(c->ssl, ret)) {
+		case SSL_ERROR_WANT_READ:
+			r = wait_fd(c->fd, POLLIN, deadline);
+			break;
+		case SSL_ERROR_WANT_WRITE:
+			r = wait_fd(c->fd, POLLOUT, deadline);
+			break;
+		default:
+			return tls_error(c, ret, "the TLS handshake", server);
+		}
+		if (r < 0) {
+			set_error(c->error, sizeof(c->error),
+				  "TLS handshake with %s timed out after %u ms", c->remote,
+				  c->ctx->connect_ms);
+			return r;
+		}
+	}
+	if (!SSL_session_reused(c->ssl)) {
+		/* Without the PSK there is no authentication at all. */
+		set_error(c->error, sizeof(c->error), "%s did not authenticate with the cluster key",
+			  c->remote);
+		return -EACCES;
+	}
+	return 0;
+}
+
+static void remote_name(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(buf, len, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(buf, len, "[%s]:%u", host, port);
+	} else {
+		snprintf(buf, len, "?");
+	}
+}
+
+static void socket_tune(int fd)
+{
+	int one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
+static struct peer_conn *conn_alloc(struct peer_ctx *ctx, int fd)
+{
+	struct peer_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->ctx = ctx;
+	c->fd = fd;
+	c->timeout_ms = ctx->io_ms;
+	return c;
+}
+
+static int tcp_connect(const struct node_config *node, uint64_t deadline, char *err,
+		       size_t errlen, int *ret_fd)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	char port[8];
+	int r, last = -ECONNREFUSED;
+
+	snprintf(port, sizeof(port), "%u", node->port);
+	r = getaddrinfo(node->host, port, &hints, &res);
+	if (r != 0) {
+		set_error(err, errlen, "cannot resolve '%s' for node '%s': %s", node->host,
+			  node->name, gai_strerror(r));
+		return -EHOSTUNREACH;
+	}
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		_cleanup_close_ int fd = socket(ai->ai_family,
+						ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+						ai->ai_protocol);
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		if (fd < 0) {
+			last = -errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			if (errno != EINPROGRESS) {
+				last = -errno;
+				continue;
+			}
+			r = wait_fd(fd, POLLOUT, deadline);
+			if (r < 0) {
+				last = r;
+				continue;
+			}
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+				soerr = errno;
+			if (soerr) {
+				last = -soerr;
+				continue;
+			}
+		}
+		socket_tune(fd);
+		freeaddrinfo(res);
+		*ret_fd = TAKE_FD(fd);
+		return 0;
+	}
+	freeaddrinfo(res);
+	set_error(err, errlen, "cannot connect to node '%s' at %s: %s", node->name, node->address,
+		  strerror(-last));
+	return last;
+}
+
+int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char *err,
+		      size_t errlen, struct peer_conn **ret)
+{
+	struct peer_conn *c;
+	int fd = -1, r;
+
+	if (errlen)
+		err[0] = 0;
+	r = tcp_connect(node, deadline_in(ctx->connect_ms), err, errlen, &fd);
+	if (r < 0)
+		return r;
+	c = conn_alloc(ctx, fd);
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	snprintf(c->remote, sizeof(c->remote), "node '%s' (%s)", node->name, node->address);
+	r = conn_handshake(c, false);
+	if (r < 0) {
+		set_error(err, errlen, "%s", c->error);
+		peer_conn_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+void peer_conn_free(struct peer_conn *c)
+{
+	if (!c)
+		return;
+	if (c->ssl) {
+		if (!c->broken && SSL_is_init_finished(c->ssl))
+			(void)SSL_shutdown(c->ssl); /* non-blocking: best effort */
+		SSL_free(c->ssl);
+	}
+	ERR_clear_error();
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}
+
+void peer_conn_set_timeout(struct peer_conn *c, unsigned ms)
+{
+	c->timeout_ms = ms;
+}
+
+const char *peer_conn_error(const struct peer_conn *c)
+{
+	return c->error;
+}
+
+const char *peer_conn_remote(const struct peer_conn *c)
+{
+	return c->remote;
+}
+
+int peer_conn_tls(const struct peer_conn *c)
+{
+	return c->ssl != NULL;
+}
+
+uint64_t peer_conn_bytes_sent(const struct peer_conn *c)
+{
+	return c->sent;
+}
+
+uint64_t peer_conn_bytes_received(const struct peer_conn *c)
+{
+	return c->received;
+}
+
+static int conn_fail(struct peer_conn *c, int r, const char *what)
+{
+	c->broken = true;
+	if (r == -ETIMEDOUT)
+		set_error(c->error, sizeof(c->error), "%s %s timed out after %u ms", what,
+			  c->remote, c->timeout_ms);
+	else if (r == -ECONNRESET)
+		set_error(c->error, sizeof(c->error), "%s closed the connection", c->remote);
+	else if (!c->error[0])
+		set_error(c->error, sizeof(c->error), "%s %s failed: %s", what, c->remote,
+			  strerror(-r));
+	return r;
+}
+
+/* Write all of buf. */
+static int conn_write(struct peer_conn *c, const void *buf, size_t len, uint64_t deadline)
+{
+	const unsigned char *p = buf;
+	int r;
+
+	while (len) {
+		if (c->ssl) {
+			size_t done = 0;
+			int ret;
+
+			ERR_clear_error();
+			ret = SSL_write_ex(c->ssl, p, len, &done);
+			if (ret == 1) {
+				p += done;
+				len -= done;
+				continue;
+			}
+			switch (SSL_get_error(c->ssl, ret)) {
+			case SSL_ERROR_WANT_READ:
+				r = wait_fd(c->fd, POLLIN, deadline);
+				break;
+			case SSL_ERROR_WANT_WRITE:
+				r = wait_fd(c->fd, POLLOUT, deadline);
+				break;
+			default:
+				r = tls_error(c, ret, "sending to", false);
+				if (r == -EIO && errno == EPIPE)
+					r = -EPIPE;
+				return r;
+			}
+		} else {
+			ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+
+			if (n > 0) {
+				p += n;
+				len -= n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno != EAGAIN)
+				return -errno;
+			r = wait_fd(c->fd, POLLOUT, deadline);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Read exactly len bytes. -ECONNRESET on end of stream. */
+static int conn_read(struct peer_conn *c, void *buf, size_t len, uint64_t deadline)
+{
+	unsigned char *p = buf;
+	int r;
+
+	while (len) {
+		if (c->ssl) {
+			size_t done = 0;
+			int ret;
+
+			ERR_clear_error();
+			ret = SSL_read_ex(c->ssl, p, len, &done);
+			if (ret == 1) {
+				p += done;
+				len -= done;
+				continue;
+			}
+			switch (SSL_get_error(c->ssl, ret)) {
+			case SSL_ERROR_WANT_READ:
+				r = wait_fd(c->fd, POLLIN, deadline);
+				break;
+			case SSL_ERROR_WANT_WRITE:
+				r = wait_fd(c->fd, POLLOUT, deadline);
+				break;
+			default:
+				return tls_error(c, ret, "receiving from", false);
+			}
+		} else {
+			ssize_t n = recv(c->fd, p, len, 0);
+
+			if (n > 0) {
+				p += n;
+				len -= n;
+				continue;
+			}
+			if (n == 0)
+				return -ECONNRESET;
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			r = wait_fd(c->fd, POLLIN, deadline);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload, size_t len)
+{
+	uint64_t deadline = deadline_in(c->timeout_ms);
+	unsigned char hdr[WIRE_HEADER_SIZE];
+	int r;
+
+	if (c->broken)
+		return -EPIPE;
+	if (len > RESYNC_WIRE_FRAME_MAX || type < WIRE_HELLO || type > WIRE_TYPE_MAX)
+		return -EINVAL;
+	wire_header_encode(type, len, hdr);
+	if (len && len <= 16384) {
+		/* One TLS record for small frames. */
+		unsigned char one[WIRE_HEADER_SIZE + 16384];
+
+		memcpy(one, hdr, sizeof(hdr));
+		memcpy(one + sizeof(hdr), payload, len);
+		r = conn_write(c, one, sizeof(hdr) + len, deadline);
+	} else {
+		r = conn_write(c, hdr, sizeof(hdr), deadline);
+		if (r >= 0 && len)
+			r = conn_write(c, payload, len, deadline);
+	}
+	if (r < 0)
+		return conn_fail(c, r, "sending to");
+	c->sent += sizeof(hdr) + len;
+	return 0;
+}
+
+int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
+			 size_t *ret_len)
+{
+	uint64_t deadline = deadline_in(c->timeout_ms);
+	unsigned char hdr[WIRE_HEADER_SIZE];
+	struct wire_header h;
+	int r;
+
+	if (c->broken)
+		return -EPIPE;
+	r = conn_read(c, hdr, sizeof(hdr), deadline);
+	if (r < 0)
+		return conn_fail(c, r, "receiving from");
+	r = wire_header_decode(hdr, &h);
+	if (r < 0) {
+		c->broken = true;
+		if (!c->ssl && hdr[0] == 0x16 && hdr[1] == 0x03)
+			set_error(c->error, sizeof(c->error),
+				  "%s started a TLS handshake; this cluster is configured with "
+				  "insecure = true",
+				  c->remote);
+		else
+			set_error(c->error, sizeof(c->error),
+				  "%s sent a malformed frame header", c->remote);
+		return r;
+	}
+	if (h.length > cap) {
+		c->broken = true;
+		set_error(c->error, sizeof(c->error),
+			  "%s sent a %s frame of %u bytes, more than the %zu expected", c->remote,
+			  wire_type_name(h.type), h.length, cap);
+		return -EMSGSIZE;
+	}
+	r = conn_read(c, buf, h.length, deadline);
+	if (r < 0)
+		return conn_fail(c, r, "receiving from");
+	c->received += sizeof(hdr) + h.length;
+	*ret_type = h.type;
+	*ret_len = h.length;
+	return 0;
+}
+
+int peer_listener_new(struct peer_ctx *ctx, const char *host, uint16_t port, char *err,
+		      size_t errlen, struct peer_listener **ret)
+{
+	struct addrinfo hints = {
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICSERV | AI_PASSIVE,
+	};
+	struct addrinfo *res = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct peer_listener *l;
+	_cleanup_close_ int fd = -1;
+	char ports[8];
+	int one = 1, r;
+
+	if (errlen)
+		err[0] = 0;
+	snprintf(ports, sizeof(ports), "%u", port);
+	r = getaddrinfo(host, ports, &hints, &res);
+	if (r != 0) {
+		set_error(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(r));
+		return -EADDRNOTAVAIL;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		r = -errno;
+		freeaddrinfo(res);
+		set_error(err, errlen, "cannot create a socket: %s", strerror(-r));
+		return r;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+		r = -errno;
+		freeaddrinfo(res);
+		set_error(err, errlen, "cannot listen on %s:%u: %s", host, port, strerror(-r));
+		return r;
+	}
+	freeaddrinfo(res);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -errno;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ctx = ctx;
+	l->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+					   : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	l->fd = TAKE_FD(fd);
+	*ret = l;
+	return 0;
+}
+
+void peer_listener_free(struct peer_listener *l)
+{
+	if (!l)
+		return;
+	close(l->fd);
+	free(l);
+}
+
+uint16_t peer_listener_port(const struct peer_listener *l)
+{
+	return l->port;
+}
+
+int peer_listener_fd(const struct peer_listener *l)
+{
+	return l->fd;
+}
+
+int peer_listener_accept(struct peer_listener *l, int timeout_ms, char *err, size_t errlen,
+			 struct peer_conn **ret)
+{
+	uint64_t deadline = timeout_ms < 0 ? 0 : now_ms() + (unsigned)timeout_ms;
+	struct sockaddr_storage ss;
+	struct peer_conn *c;
+	int fd, r;
+
+	if (errlen)
+		err[0] = 0;
+	for (;;) {
+		socklen_t sl = sizeof(ss);
+
+		fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd >= 0)
+			break;
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno != EAGAIN) {
+			r = -errno;
+			set_error(err, errlen, "accept failed: %s", strerror(-r));
+			return r;
+		}
+		r = wait_fd(l->fd, POLLIN, deadline);
+		if (r < 0) {
+			set_error(err, errlen, "no peer connected within %d ms", timeout_ms);
+			return r;
+		}
+	}
+	socket_tune(fd);
+	c = conn_alloc(l->ctx, fd);
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	remote_name((struct sockaddr *)&ss, c->remote, sizeof(c->remote));
+	r = conn_handshake(c, true);
+	if (r < 0) {
+		set_error(err, errlen, "%s", c->error);
+		peer_conn_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}

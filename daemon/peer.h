@@ -1,0 +1,89 @@
+/* The transport between daemons: TCP, secured with TLS 1.3 and an external
+ * pre-shared key (no certificates), carrying the frames of wire.h.
+ *
+ * The PSK identity is the cluster name; the PSK itself is
+ * HKDF-SHA256(secret, salt "resync peer psk v1", info cluster name), so the
+ * key file's bytes are never a key on the wire and two clusters sharing a
+ * key file still have different keys. Plaintext is used only when the
+ * cluster says insecure = true, and then on both ends: a TLS node refuses a
+ * plaintext peer and the other way round, each saying so.
+ *
+ * Threads: a peer_ctx is read-only once made and may be shared; a
+ * peer_listener may be used by one thread at a time; a peer_conn belongs
+ * to one thread at a time (send and receive from the same thread, or
+ * serialise them). Writes to a closed socket must not kill the process:
+ * the daemon ignores SIGPIPE. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct peer_ctx;
+struct peer_listener;
+struct peer_conn;
+
+enum {
+	PEER_TIMEOUT_CONNECT_MS = 10000, /* TCP connect plus TLS handshake */
+	PEER_TIMEOUT_IO_MS = 30000,	 /* one frame sent or received */
+};
+
+/* The transport of cfg's cluster. secret is required unless cfg->insecure
+ * (then it is ignored) and is not kept: the derived key is. Returns 0,
+ * -EINVAL, -ENOMEM or -EIO (OpenSSL failed). */
+int peer_ctx_new(const struct cluster_config *cfg, const struct secret *secret,
+		 struct peer_ctx **ret);
+void peer_ctx_free(struct peer_ctx *ctx);
+/* Change the default timeouts of new connections (before sharing ctx). */
+void peer_ctx_set_timeouts(struct peer_ctx *ctx, unsigned connect_ms, unsigned io_ms);
+/* Whether connections are TLS (0: the cluster is insecure). */
+int peer_ctx_tls(const struct peer_ctx *ctx);
+
+/* Connect to node's address and complete the TLS handshake, within the
+ * connect timeout. On failure a message naming the node and the reason
+ * (refused, timed out, authentication failed, ...) goes to err. */
+int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char *err,
+		      size_t errlen, struct peer_conn **ret);
+/* Close (a TLS close_notify is attempted without waiting). NULL is fine. */
+void peer_conn_free(struct peer_conn *c);
+/* Timeout of each later send or receive, milliseconds (0 = none). */
+void peer_conn_set_timeout(struct peer_conn *c, unsigned ms);
+/* Send one frame; the payload is at most RESYNC_WIRE_FRAME_MAX bytes.
+ * Total: returns 0 only when everything was handed to the kernel. -errno
+ * otherwise (-ETIMEDOUT, -EPIPE, -ECONNRESET, -EIO), with
+ * peer_conn_error() saying more. After an error the connection is
+ * unusable. */
+int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload, size_t len);
+/* Receive one frame into buf (cap bytes): its header is validated
+ * (wire_header_decode) and its length checked against cap before the
+ * payload is read. -EBADMSG for a malformed header, -EMSGSIZE when the
+ * payload exceeds cap, -ECONNRESET when the peer closed, -ETIMEDOUT. The
+ * payload itself is for the caller to decode. */
+int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
+			 size_t *ret_len);
+/* The last failure of c in words (empty if none). */
+const char *peer_conn_error(const struct peer_conn *c);
+/* The peer's address, "HOST:PORT". */
+const char *peer_conn_remote(const struct peer_conn *c);
+/* Whether c is encrypted. */
+int peer_conn_tls(const struct peer_conn *c);
+/* Frame bytes (headers and payloads) sent and received on c. */
+uint64_t peer_conn_bytes_sent(const struct peer_conn *c);
+uint64_t peer_conn_bytes_received(const struct peer_conn *c);
+
+/* Listen on host:port (port 0 picks a free one; see peer_listener_port).
+ * The socket is non-blocking and close-on-exec. */
+int peer_listener_new(struct peer_ctx *ctx, const char *host, uint16_t port, char *err,
+		      size_t errlen, struct peer_listener **ret);
+void peer_listener_free(struct peer_listener *l);
+uint16_t peer_listener_port(const struct peer_listener *l);
+/* The listening fd, for the caller's poll loop. */
+int peer_listener_fd(const struct peer_listener *l);
+/* Wait up to timeout_ms (-1: forever) for a connection, accept it and
+ * complete the handshake within the connect timeout. -ETIMEDOUT when no
+ * one connected in time; a peer that fails the handshake gives -EACCES
+ * (authentication), -EPROTO (not our protocol) or another -errno, with a
+ * message naming its address in err. */
+int peer_listener_accept(struct peer_listener *l, int timeout_ms, char *err, size_t errlen,
+			 struct peer_conn **ret);

@@ -1,0 +1,209 @@
+/* The peer protocol's frames and messages: the one place where bytes on
+ * the wire become host values and back.
+ *
+ * A frame is a 16-byte header {magic u32, version u16, type u16, length u32,
+ * flags u32}, little-endian, followed by length bytes of payload. Every
+ * decoder validates every field of peer bytes (lengths against
+ * resync/limits.h before anything is sized from them) and returns -EBADMSG
+ * for anything malformed; nothing here asserts on peer data. Encoders
+ * return -ENOBUFS when the caller's buffer is too small and -EINVAL for a
+ * message that could not be decoded back (our bug). All functions are
+ * thread-safe except that a struct wire_zstd belongs to one thread. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "resync/hash.h"
+#include "resync/hashtree.h"
+#include "resync/limits.h"
+
+#define WIRE_MAGIC 0x6e797372u /* "rsyn" as little-endian bytes */
+
+enum {
+	WIRE_FRAME_VERSION = 1, /* framing version, in every header */
+	WIRE_HEADER_SIZE = 16,
+	WIRE_PROTO_MIN = 1, /* message protocol versions this build speaks */
+	WIRE_PROTO_MAX = 1,
+};
+
+enum wire_type {
+	WIRE_HELLO = 1,	 /* first frame of the connecting side */
+	WIRE_HELLO_ACK,	 /* the accepting side's own hello: accepted */
+	WIRE_REFUSE,	 /* refused, with a reason; the connection ends */
+	WIRE_HASH_REQ,	 /* "hashes of these node ranges at this level" */
+	WIRE_HASH_REPLY, /* those hashes, in order */
+	WIRE_BLOCKS,	 /* a run of bytes at an offset, raw or zstd */
+	WIRE_ACK,	 /* every byte below offset was written */
+	WIRE_CHECKPOINT, /* every byte below offset is durable and checkpointed */
+	WIRE_COMMIT,	 /* take this generation: the resync is complete */
+	WIRE_ERROR,	 /* a failure, with a code and a text */
+	WIRE_TYPE_MAX = WIRE_ERROR,
+};
+
+/* Name of a type for messages ("HELLO"), "?" if unknown. */
+const char *wire_type_name(unsigned type);
+
+struct wire_header {
+	uint16_t version;
+	uint16_t type;
+	uint32_t length; /* payload bytes, <= RESYNC_WIRE_FRAME_MAX */
+	uint32_t flags;	 /* none defined yet: must be 0 */
+};
+
+void wire_header_encode(uint16_t type, uint32_t length, unsigned char out[WIRE_HEADER_SIZE]);
+/* Validate magic, version, type, flags and length. -EBADMSG otherwise. */
+int wire_header_decode(const unsigned char in[WIRE_HEADER_SIZE], struct wire_header *ret);
+
+/* Cluster and node names: 1 to RESYNC_NAME_MAX bytes of [A-Za-z0-9._-],
+ * starting with a letter or digit. They travel in HELLO and are the TLS
+ * PSK identity, so the config accepts exactly these. */
+bool wire_name_valid(const char *s, size_t len);
+
+/* Highest protocol version in both ranges; -EPROTONOSUPPORT if none. */
+int wire_proto_negotiate(uint16_t a_min, uint16_t a_max, uint16_t b_min, uint16_t b_max,
+			 uint16_t *ret);
+
+struct wire_uuid {
+	uint8_t b[16];
+};
+
+enum wire_state {
+	WIRE_STATE_UNKNOWN = 0,
+	WIRE_STATE_UPTODATE,
+	WIRE_STATE_OUTDATED,
+	WIRE_STATE_INCONSISTENT,
+	WIRE_STATE_DIVERGED,
+	WIRE_STATE_COUNT,
+};
+const char *wire_state_name(unsigned state);
+
+enum wire_features {
+	WIRE_FEATURE_ZSTD = 1 << 0,	/* BLOCKS may be zstd-encoded */
+	WIRE_FEATURE_HASHTREE = 1 << 1, /* HASH_REQ/HASH_REPLY */
+};
+
+enum wire_hello_flags {
+	WIRE_HELLO_BITMAP_TRUSTED = 1 << 0, /* the dirty bitmap covers every write */
+	WIRE_HELLO_PRIMARY = 1 << 1,	    /* the sender is the cluster's primary */
+	WIRE_HELLO_FLAGS_ALL = (1 << 2) - 1,
+};
+
+struct wire_hello {
+	char cluster[RESYNC_NAME_MAX + 1];
+	char node[RESYNC_NAME_MAX + 1];
+	uint16_t proto_min, proto_max;
+	uint64_t features; /* unknown bits are kept: peers use the intersection */
+	uint64_t volume_size;
+	uint32_t block_size;
+	uint32_t state; /* enum wire_state */
+	uint32_t flags; /* enum wire_hello_flags */
+	struct wire_uuid generation;
+	uint32_t n_history; /* <= RESYNC_WIRE_HISTORY_MAX, most recent first */
+	struct wire_uuid history[RESYNC_WIRE_HISTORY_MAX];
+};
+int wire_hello_encode(const struct wire_hello *m, void *buf, size_t cap, size_t *ret_len);
+int wire_hello_decode(const void *buf, size_t len, struct wire_hello *ret);
+
+/* REFUSE and ERROR. */
+enum wire_reason {
+	WIRE_REASON_OTHER = 0,
+	WIRE_REASON_CLUSTER,	 /* another cluster's name */
+	WIRE_REASON_NODE,	 /* a node name the config does not know */
+	WIRE_REASON_PROTOCOL,	 /* no common protocol version */
+	WIRE_REASON_BLOCK_SIZE,	 /* block sizes differ */
+	WIRE_REASON_VOLUME_SIZE, /* volume sizes differ */
+	WIRE_REASON_BUSY,	 /* already in a resync */
+	WIRE_REASON_MESSAGE,	 /* an unexpected or malformed message */
+	WIRE_REASON_IO,		 /* a local I/O error */
+	WIRE_REASON_COUNT,
+};
+/* Name of a reason; unknown codes (from newer peers) are "other". */
+const char *wire_reason_name(uint32_t code);
+
+struct wire_text {
+	uint32_t code; /* enum wire_reason; any value is accepted */
+	char text[RESYNC_WIRE_TEXT_MAX + 1];
+};
+/* Text: at most RESYNC_WIRE_TEXT_MAX bytes, no control characters. */
+int wire_text_encode(const struct wire_text *m, void *buf, size_t cap, size_t *ret_len);
+int wire_text_decode(const void *buf, size_t len, struct wire_text *ret);
+
+/* HASH_REQ: the hashes of ranges of nodes at one level of the hash tree
+ * built with seed and fanout (see resync/hashtree.h). Decoding gives a
+ * view into the caller's buffer; wire_hash_req_range() reads range i. */
+struct wire_hash_req {
+	uint64_t seed;
+	uint16_t level;
+	uint16_t fanout;
+	uint32_t n_ranges;  /* 1 to RESYNC_WIRE_RANGES_MAX */
+	uint64_t n_hashes;  /* sum of counts, <= RESYNC_WIRE_HASHES_MAX */
+	const void *ranges; /* decoded: points into the payload */
+};
+int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
+			 const struct hashtree_range *ranges, size_t n, void *buf, size_t cap,
+			 size_t *ret_len);
+int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret);
+struct hashtree_range wire_hash_req_range(const struct wire_hash_req *m, size_t i);
+
+/* HASH_REPLY: n hashes (<= RESYNC_WIRE_HASHES_MAX) of one level. */
+struct wire_hash_reply {
+	uint16_t level;
+	uint32_t n_hashes;
+	const void *hashes; /* decoded: points into the payload */
+};
+int wire_hash_reply_encode(unsigned level, const struct hash128 *hashes, size_t n, void *buf,
+			   size_t cap, size_t *ret_len);
+int wire_hash_reply_decode(const void *buf, size_t len, struct wire_hash_reply *ret);
+/* Copy the reply's hashes to out (room for cap). -ENOBUFS if too few. */
+int wire_hash_reply_get(const struct wire_hash_reply *m, struct hash128 *out, size_t cap);
+
+/* BLOCKS: bytes [offset, offset + raw_len) of the volume. */
+enum wire_encoding {
+	WIRE_ENC_RAW = 0,
+	WIRE_ENC_ZSTD = 1,
+};
+enum { WIRE_BLOCKS_HEADER = 24 };
+struct wire_blocks {
+	uint64_t offset;
+	uint32_t raw_len;   /* 1 to RESYNC_WIRE_BLOCKS_MAX */
+	uint32_t enc_len;   /* raw: == raw_len; zstd: < raw_len */
+	uint16_t encoding;  /* enum wire_encoding */
+	const void *data;   /* decoded: enc_len bytes in the payload */
+};
+
+/* zstd contexts for BLOCKS, reused across messages; one per thread. */
+struct wire_zstd;
+/* level: a zstd level (ZSTD_minCLevel() to ZSTD_maxCLevel(); 0 = 1). */
+int wire_zstd_new(int level, struct wire_zstd **ret);
+void wire_zstd_free(struct wire_zstd *z);
+
+/* Payload bytes that wire_blocks_encode() may need for len raw bytes. */
+static inline size_t wire_blocks_bound(size_t len)
+{
+	return WIRE_BLOCKS_HEADER + len;
+}
+/* Encode data[0, len) at offset as a BLOCKS payload: zstd when it makes
+ * the data smaller (z may be NULL: always raw), raw otherwise. */
+int wire_blocks_encode(struct wire_zstd *z, uint64_t offset, const void *data, size_t len,
+		       void *buf, size_t cap, size_t *ret_len);
+int wire_blocks_decode(const void *buf, size_t len, struct wire_blocks *ret);
+/* Decode the data of m into out (room for cap >= m->raw_len bytes): the
+ * zstd frame must declare exactly raw_len bytes, be a single frame using
+ * all enc_len bytes, and produce exactly raw_len bytes. Returns raw_len,
+ * -ENOBUFS or -EBADMSG. */
+int wire_blocks_unpack(struct wire_zstd *z, const struct wire_blocks *m, void *out, size_t cap);
+
+/* ACK and CHECKPOINT. */
+int wire_offset_encode(uint64_t offset, void *buf, size_t cap, size_t *ret_len);
+int wire_offset_decode(const void *buf, size_t len, uint64_t *ret);
+
+/* COMMIT. */
+int wire_commit_encode(const struct wire_uuid *generation, void *buf, size_t cap,
+		       size_t *ret_len);
+int wire_commit_decode(const void *buf, size_t len, struct wire_uuid *ret);
+
+/* Validate any payload of a known type (the fuzz target's and a strict
+ * receiver's entry point): 0 or -EBADMSG. */
+int wire_payload_check(unsigned type, const void *buf, size_t len);
