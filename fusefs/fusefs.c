@@ -1,0 +1,687 @@
+/* The FUSE volume: libfuse3 low-level operations over one file. */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "resync/fusefs.h"
+#include "resync/io.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+#include "resync/meta.h"
+#include "resync/volume.h"
+#include "fence.h"
+#include "fusefs-int.h"
+
+#define FUSEFS_ROOT_INO FUSE_ROOT_ID
+#define FUSEFS_VOLUME_INO 2
+#define FUSEFS_NAME "volume"
+#define FUSEFS_MAX_IO (1u << 20)
+#define FUSEFS_TIMEOUT 86400.0 /* the tree and the size never change */
+
+extern char **environ;
+
+/* Per worker thread: an I/O context and a bounce buffer for reads. */
+struct fusefs_worker {
+	struct io_ctx *io;
+	void *buf;
+};
+
+static void fusefs_worker_free(void *p)
+{
+	struct fusefs_worker *w = p;
+
+	if (!w)
+		return;
+	io_ctx_free(w->io);
+	free(w->buf);
+	free(w);
+}
+
+static struct fusefs_worker *fusefs_worker_get(struct fusefs *fs)
+{
+	struct fusefs_worker *w = pthread_getspecific(fs->worker_key);
+	enum io_kind kind = fs->opts.io;
+
+	if (w)
+		return w;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	if (kind == IO_KIND_AUTO) {
+		/* Plain pwrite beats buffered io_uring for one request at a
+		 * time; RESYNC_IO still chooses when set. */
+		const char *e = getenv("RESYNC_IO");
+
+		kind = e && *e ? IO_KIND_AUTO : IO_KIND_SYNC;
+	}
+	if (io_ctx_new(kind, 1, &w->io) < 0 ||
+	    posix_memalign(&w->buf, RESYNC_PAGE, FUSEFS_MAX_IO)) {
+		fusefs_worker_free(w);
+		return NULL;
+	}
+	pthread_setspecific(fs->worker_key, w);
+	return w;
+}
+
+static struct fusefs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void fusefs_stat(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
+{
+	struct stat img;
+
+	memset(st, 0, sizeof(*st));
+	if (fstat(volume_fd(fs->vol), &img) < 0)
+		memset(&img, 0, sizeof(img));
+	st->st_ino = ino;
+	st->st_uid = img.st_uid;
+	st->st_gid = img.st_gid;
+	st->st_atim = img.st_atim;
+	st->st_mtim = img.st_mtim;
+	st->st_ctim = img.st_ctim;
+	st->st_blksize = (blksize_t)fs->block_size;
+	if (ino == FUSEFS_ROOT_INO) {
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+	} else {
+		st->st_mode = S_IFREG | 0644;
+		st->st_nlink = 1;
+		st->st_size = (off_t)fs->size;
+		st->st_blocks = S_ISREG(img.st_mode) ? img.st_blocks : (blkcnt_t)(fs->size / 512);
+	}
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fusefs *fs = userdata;
+
+	conn->max_write = FUSEFS_MAX_IO;
+	/* Must match the max_read mount option, or the kernel refuses. */
+	conn->max_read = FUSEFS_MAX_IO;
+	conn->max_readahead = FUSEFS_MAX_IO;
+	/* We invalidate explicitly; mtime changes from our own writes must
+	 * not throw the page cache away. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (fs->opts.splice_read)
+		conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	if (fs->opts.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	conn->time_gran = 1;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = req_fs(req);
+	struct fuse_entry_param e;
+
+	if (parent != FUSEFS_ROOT_INO || strcmp(name, FUSEFS_NAME)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = FUSEFS_VOLUME_INO;
+	e.generation = 1;
+	e.attr_timeout = FUSEFS_TIMEOUT;
+	e.entry_timeout = FUSEFS_TIMEOUT;
+	fusefs_stat(fs, FUSEFS_VOLUME_INO, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	if (ino != FUSEFS_ROOT_INO && ino != FUSEFS_VOLUME_INO) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fusefs_stat(req_fs(req), ino, &st);
+	fuse_reply_attr(req, &st, FUSEFS_TIMEOUT);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct fusefs *fs = req_fs(req);
+	struct stat st;
+
+	if (ino != FUSEFS_VOLUME_INO && ino != FUSEFS_ROOT_INO) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* The volume's size is fixed: truncating to any other size is not
+	 * permitted (EPERM); to its own size is a no-op. */
+	if ((to_set & FUSE_SET_ATTR_SIZE) &&
+	    (ino != FUSEFS_VOLUME_INO || (uint64_t)attr->st_size != fs->size)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	/* Times are the image's; touching them is accepted and ignored. */
+	fusefs_stat(fs, ino, &st);
+	fuse_reply_attr(req, &st, FUSEFS_TIMEOUT);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	static const struct {
+		const char *name;
+		fuse_ino_t ino;
+		mode_t mode;
+	} ents[] = {
+		{".", FUSEFS_ROOT_INO, S_IFDIR},
+		{"..", FUSEFS_ROOT_INO, S_IFDIR},
+		{FUSEFS_NAME, FUSEFS_VOLUME_INO, S_IFREG},
+	};
+	char buf[512];
+	size_t used = 0;
+
+	if (ino != FUSEFS_ROOT_INO) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	size = MIN(size, sizeof(buf));
+	for (off_t i = off; i >= 0 && (size_t)i < ARRAY_SIZE(ents); i++) {
+		struct stat st = {.st_ino = ents[i].ino, .st_mode = ents[i].mode};
+		size_t n = fuse_add_direntry(req, buf + used, size - used, ents[i].name, &st, i + 1);
+
+		if (n > size - used)
+			break;
+		used += n;
+	}
+	fuse_reply_buf(req, buf, used);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	if (ino != FUSEFS_VOLUME_INO) {
+		fuse_reply_err(req, ino == FUSEFS_ROOT_INO ? EISDIR : ENOENT);
+		return;
+	}
+	/* The page cache stays valid between opens: nothing changes the
+	 * image behind our back without fusefs_invalidate(). */
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fusefs *fs = req_fs(req);
+	struct fusefs_worker *w;
+	long long n;
+
+	if ((uint64_t)off >= fs->size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	size = (size_t)MIN((uint64_t)size, fs->size - (uint64_t)off);
+	size = MIN(size, (size_t)FUSEFS_MAX_IO);
+	if (fs->opts.splice_read) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = volume_fd(fs->vol);
+		bv.buf[0].pos = off;
+		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+		return;
+	}
+	w = fusefs_worker_get(fs);
+	if (!w) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = io_pread_full(w->io, volume_fd(fs->vol), w->buf, size, (uint64_t)off);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	fuse_reply_buf(req, w->buf, (size_t)n);
+}
+
+/* Every write to the image goes through here: fence, durable marks, then
+ * the bytes. Returns bytes written or -errno. */
+static long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const void *buf,
+				    size_t size, uint64_t off, bool fenced)
+{
+	long long n;
+	int r;
+
+	if (fenced) {
+		r = fence_enter(&fs->fence);
+		if (r < 0)
+			return r;
+	}
+	r = meta_dirty_mark(fs->meta, off, size);
+	if (r < 0) {
+		n = r == -EINVAL ? -EINVAL : -EIO;
+		goto out;
+	}
+	n = io_pwrite_full(io, volume_fd(fs->vol), buf, size, off);
+out:
+	if (fenced)
+		fence_leave(&fs->fence);
+	return n;
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct fusefs *fs = req_fs(req);
+	struct fusefs_worker *w;
+	long long n;
+
+	if (size == 0) {
+		fuse_reply_write(req, 0);
+		return;
+	}
+	/* Like a block device: nothing past the end, short at the end. */
+	if ((uint64_t)off >= fs->size) {
+		fuse_reply_err(req, ENOSPC);
+		return;
+	}
+	size = (size_t)MIN((uint64_t)size, fs->size - (uint64_t)off);
+	w = fusefs_worker_get(fs);
+	if (!w) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = fusefs_write_image(fs, w->io, buf, size, (uint64_t)off, true);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = req_fs(req);
+	int r = volume_flush(fs->vol);
+
+	fuse_reply_err(req, r < 0 ? -r : 0);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct fusefs *fs = req_fs(req);
+	uint64_t end;
+	int r;
+
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	end = (uint64_t)off + (uint64_t)len;
+	if (end > fs->size) {
+		/* Growing is not permitted; KEEP_SIZE requests are clipped. */
+		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+			fuse_reply_err(req, EFBIG);
+			return;
+		}
+		if ((uint64_t)off >= fs->size) {
+			fuse_reply_err(req, 0);
+			return;
+		}
+		end = fs->size;
+	}
+	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+		/* Allocation changes no byte: no mark, no fence. */
+		r = fallocate(volume_fd(fs->vol), FALLOC_FL_KEEP_SIZE, off, (off_t)(end - (uint64_t)off));
+		fuse_reply_err(req, r < 0 ? errno : 0);
+		return;
+	}
+	r = fence_enter(&fs->fence);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	r = meta_dirty_mark(fs->meta, (uint64_t)off, end - (uint64_t)off);
+	if (r < 0)
+		r = -EIO;
+	else if (fallocate(volume_fd(fs->vol), mode | FALLOC_FL_KEEP_SIZE, off,
+			   (off_t)(end - (uint64_t)off)) < 0)
+		r = -errno;
+	fence_leave(&fs->fence);
+	fuse_reply_err(req, r < 0 ? -r : 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fusefs *fs = req_fs(req);
+	struct statvfs sv = {
+		.f_bsize = fs->block_size,
+		.f_frsize = fs->block_size,
+		.f_blocks = DIV_ROUND_UP(fs->size, fs->block_size),
+		.f_files = 2,
+		.f_namemax = 255,
+	};
+
+	fuse_reply_statfs(req, &sv);
+}
+
+static const struct fuse_lowlevel_ops fusefs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readdir = op_readdir,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.fallocate = op_fallocate,
+	.statfs = op_statfs,
+};
+
+/* ---- lifecycle ---- */
+
+int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret)
+{
+	_cleanup_free_ char *mount_opts = NULL;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct meta_info info;
+	struct fusefs *fs;
+	struct stat st;
+	int r;
+
+	if (!opts->image || !opts->mountpoint)
+		return -EINVAL;
+	if (stat(opts->mountpoint, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->opts = *opts;
+	fence_init(&fs->fence);
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->io_lock, NULL);
+	pthread_cond_init(&fs->cond, NULL);
+	fs->control_fd = -1;
+	fs->control_stop[0] = fs->control_stop[1] = -1;
+	if (pthread_key_create(&fs->worker_key, fusefs_worker_free)) {
+		free(fs);
+		return -ENOMEM;
+	}
+	fs->key_created = true;
+	fs->mountpoint = realpath(opts->mountpoint, NULL);
+	if (!fs->mountpoint) {
+		r = -errno;
+		goto fail;
+	}
+
+	r = volume_open(opts->image, VOLUME_WRITE | VOLUME_LOCK, &fs->vol);
+	if (r < 0)
+		goto fail;
+	r = meta_open(fs->vol, opts->meta_path, META_CREATE, &opts->meta, &fs->meta);
+	if (r < 0)
+		goto fail;
+	meta_info_get(fs->meta, &info);
+	fs->size = volume_size(fs->vol);
+	fs->block_size = info.block_size;
+	r = io_ctx_new(IO_KIND_SYNC, 1, &fs->io);
+	if (r < 0)
+		goto fail;
+
+	if (asprintf(&mount_opts,
+		     "-ofsname=%s,subtype=resyncfs,max_read=%u,default_permissions%s%s",
+		     opts->image, FUSEFS_MAX_IO, opts->fuse_options ? "," : "",
+		     opts->fuse_options ? opts->fuse_options : "") < 0) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	/* fsname may hold commas; FUSE's option parser takes "\," for them. */
+	if (fuse_opt_add_arg(&args, "resyncfs") < 0 || fuse_opt_add_arg(&args, mount_opts) < 0) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	fs->se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), fs);
+	fuse_opt_free_args(&args);
+	if (!fs->se) {
+		r = -EINVAL;
+		goto fail;
+	}
+	if (fuse_session_mount(fs->se, fs->mountpoint) != 0) {
+		r = -EIO;
+		goto fail;
+	}
+	fs->mounted = true;
+	*ret = fs;
+	return 0;
+fail:
+	fusefs_free(fs);
+	return r;
+}
+
+int fusefs_run(struct fusefs *fs)
+{
+	struct fuse_loop_config *cfg;
+	int r;
+
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	pthread_mutex_lock(&fs->lock);
+	fs->running = true;
+	pthread_mutex_unlock(&fs->lock);
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_max_threads(cfg, fs->opts.max_threads ? fs->opts.max_threads : 8);
+	r = fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+
+	pthread_mutex_lock(&fs->lock);
+	fs->loop_done = true;
+	fs->loop_error = r < 0 ? r : r > 0 ? -EIO : 0;
+	pthread_cond_broadcast(&fs->cond);
+	pthread_mutex_unlock(&fs->lock);
+	return fs->loop_error;
+}
+
+static void *fusefs_thread(void *arg)
+{
+	fusefs_run(arg);
+	return NULL;
+}
+
+int fusefs_start(struct fusefs *fs)
+{
+	int r = pthread_create(&fs->thread, NULL, fusefs_thread, fs);
+
+	if (r)
+		return -r;
+	fs->thread_started = true;
+	return 0;
+}
+
+int fusefs_unmount(struct fusefs *fs)
+{
+	const char *argv[] = {"fusermount3", "-u", "-z", fs->mountpoint, NULL};
+	pid_t pid;
+	int status, r;
+
+	if (geteuid() == 0) {
+		/* Busy (a file still open): detach; the kernel finishes the
+		 * unmount when the last user goes. */
+		if (umount2(fs->mountpoint, 0) == 0)
+			return 0;
+		if (errno == EBUSY && umount2(fs->mountpoint, MNT_DETACH) == 0)
+			return 0;
+		return errno == EINVAL ? 0 : -errno; /* EINVAL: not mounted any more */
+	}
+	r = posix_spawnp(&pid, argv[0], NULL, NULL, (char *const *)argv, environ);
+	if (r)
+		return -r;
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+int fusefs_stop(struct fusefs *fs)
+{
+	int r;
+
+	if (fs->stopped)
+		return fs->stop_result;
+	pthread_mutex_lock(&fs->lock);
+	if (!fs->loop_done && fs->running) {
+		pthread_mutex_unlock(&fs->lock);
+		r = fusefs_unmount(fs);
+		if (r < 0)
+			return r;
+		pthread_mutex_lock(&fs->lock);
+		while (!fs->loop_done)
+			pthread_cond_wait(&fs->cond, &fs->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (fs->thread_started) {
+		pthread_join(fs->thread, NULL);
+		fs->thread_started = false;
+	}
+	fusefs_control_stop(fs);
+	if (fs->mounted) {
+		fuse_session_unmount(fs->se);
+		fs->mounted = false;
+	}
+	/* No request can arrive now: the image is flushed and the metadata
+	 * marked clean. A fence left frozen has nothing to hold. */
+	r = meta_mark_clean(fs->meta);
+	fs->stopped = true;
+	fs->stop_result = r;
+	return r;
+}
+
+void fusefs_free(struct fusefs *fs)
+{
+	if (!fs)
+		return;
+	if (fs->thread_started) {
+		fusefs_unmount(fs);
+		pthread_join(fs->thread, NULL);
+	}
+	fusefs_control_stop(fs);
+	if (fs->se) {
+		if (fs->mounted)
+			fuse_session_unmount(fs->se);
+		fuse_session_destroy(fs->se);
+	}
+	meta_free(fs->meta);
+	io_ctx_free(fs->io);
+	volume_free(fs->vol);
+	if (fs->key_created) {
+		fusefs_worker_free(pthread_getspecific(fs->worker_key));
+		pthread_key_delete(fs->worker_key);
+	}
+	fence_release(&fs->fence);
+	pthread_mutex_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->io_lock);
+	pthread_cond_destroy(&fs->cond);
+	free(fs->mountpoint);
+	free(fs);
+}
+
+/* ---- fence, invalidation ---- */
+
+int fusefs_fence_freeze(struct fusefs *fs, enum fusefs_fence_mode mode)
+{
+	if (mode != FUSEFS_FENCE_WAIT && mode != FUSEFS_FENCE_FAIL)
+		return -EINVAL;
+	fence_freeze(&fs->fence, mode);
+	return 0;
+}
+
+int fusefs_fence_thaw(struct fusefs *fs)
+{
+	fence_thaw(&fs->fence);
+	return 0;
+}
+
+bool fusefs_fence_frozen(struct fusefs *fs)
+{
+	return fence_frozen(&fs->fence);
+}
+
+unsigned fusefs_fence_waiting(struct fusefs *fs)
+{
+	return fence_waiting(&fs->fence);
+}
+
+int fusefs_invalidate(struct fusefs *fs, uint64_t off, uint64_t len)
+{
+	int r;
+
+	if (off > fs->size || len > fs->size - off)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	r = fuse_lowlevel_notify_inval_inode(fs->se, FUSEFS_VOLUME_INO, (off_t)off, (off_t)len);
+	/* -ENOENT: the kernel holds nothing of the file, so nothing is stale. */
+	if (r == -ENOENT)
+		return 0;
+	return r < 0 ? r : 0;
+}
+
+int fusefs_rewrite(struct fusefs *fs, uint64_t off, const void *buf, uint64_t len)
+{
+	long long n;
+
+	if (off > fs->size || len > fs->size - off)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	pthread_mutex_lock(&fs->io_lock);
+	n = fusefs_write_image(fs, fs->io, buf, (size_t)len, off, false);
+	pthread_mutex_unlock(&fs->io_lock);
+	if (n < 0)
+		return (int)n;
+	return fusefs_invalidate(fs, off, len);
+}
+
+struct volume *fusefs_volume(struct fusefs *fs)
+{
+	return fs->vol;
+}
+
+struct meta *fusefs_meta(struct fusefs *fs)
+{
+	return fs->meta;
+}
+
+const char *fusefs_mountpoint(const struct fusefs *fs)
+{
+	return fs->mountpoint;
+}
