@@ -28,7 +28,10 @@ int volume_open(const char *path, unsigned flags, struct volume **ret)
 	_cleanup_close_ int fd = -1;
 	struct volume *v;
 	struct stat st;
-	int oflags = O_CLOEXEC | O_NOCTTY;
+	/* O_NONBLOCK so that opening a FIFO does not wait for a peer: it is
+	 * refused below like any other non-file. Cleared once the type is
+	 * known. */
+	int oflags = O_CLOEXEC | O_NOCTTY | O_NONBLOCK, fl;
 
 	if (flags & VOLUME_CREATE)
 		flags |= VOLUME_WRITE;
@@ -45,6 +48,9 @@ int volume_open(const char *path, unsigned flags, struct volume **ret)
 		return -EISDIR;
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
 		return -EINVAL;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return -errno;
 
 	if (flags & VOLUME_LOCK) {
 		/* One writer per volume: resyncfs, resyncd and resync-diff

@@ -421,6 +421,19 @@ static void test_blockcmp_bad_args(void **state)
 	assert_null(busy);
 	assert_int_equal(volume_open(tmpdir, 0, &busy), -EISDIR);
 	assert_int_equal(volume_open("/dev/null", 0, &busy), -EINVAL);
+	/* A FIFO is refused at once, not waited on for a writer (reader). */
+	{
+		_cleanup_free_ char *fifo = testlib_path(tmpdir, "fifo");
+
+		assert_non_null(fifo);
+		assert_int_equal(mkfifo(fifo, 0600), 0);
+		alarm(10); /* a hang fails the test instead of blocking it */
+		assert_int_equal(volume_open(fifo, 0, &busy), -EINVAL);
+		assert_int_equal(volume_open(fifo, VOLUME_WRITE | VOLUME_LOCK, &busy), -EINVAL);
+		alarm(0);
+		assert_null(busy);
+		unlink(fifo);
+	}
 
 	/* The same file twice is refused before anything is written. */
 	o.write = true;
