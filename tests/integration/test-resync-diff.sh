@@ -326,6 +326,27 @@ mkimg fill small 1M 12
 run 0 "$RD" sync small full/img
 same small full/img
 
+# DST a block device (a loop device): the same size syncs, another is refused
+if [ -e /dev/loop-control ]; then
+	mkimg fill lo.img 1M 13
+	loopdev=$(losetup -f --show lo.img) || fail "cannot set up a loop device"
+	on_exit "losetup -d $loopdev"
+	mkimg fill s2m 2M 14
+	fails "$RD" sync s2m "$loopdev"
+	err_has "sizes must match"
+	mkimg fill s1m 1M 15
+	mkimg scribble s1m 300000 200000 16
+	run 0 "$RD" sync s1m "$loopdev"
+	same s1m "$loopdev"
+	run 0 "$RD" compare "$loopdev" s1m
+	run 0 "$RD" sync "$loopdev" from-dev
+	same s1m from-dev
+	fails "$RD" sync "$loopdev" "$loopdev"
+	err_has "same file"
+else
+	echo "no loop devices here: block device destinations not tested" >&2
+fi
+
 # --- usage --------------------------------------------------------------------
 run 0 "$RD" --help
 grep -q sync out || fail "--help does not list sync"
