@@ -185,6 +185,9 @@ static SSL_CTX *tls_ctx_new(bool server)
 		return NULL;
 	}
 	SSL_CTX_set_session_cache_mode(t, SSL_SESS_CACHE_OFF);
+	/* Read whole socket buffers, not a record header then its body. */
+	SSL_CTX_set_read_ahead(t, 1);
+	SSL_CTX_set_default_read_buffer_len(t, 256 * 1024);
 	SSL_CTX_set_options(t, SSL_OP_NO_TICKET);
 	if (server) {
 		SSL_CTX_set_num_tickets(t, 0);
@@ -288,7 +291,8 @@ static int tls_error(struct peer_conn *c, int ret, const char *during, bool serv
 	}
 	if (reason >= SSL_AD_REASON_OFFSET) {
 		set_error(c->error, sizeof(c->error),
-			  "%s refused the TLS handshake: another cluster name or key? (%s)",
+			  "%s refused the TLS handshake: its cluster name or cluster key differs "
+			  "from ours (%s)",
 			  c->remote, detail);
 		return -EACCES;
 	}

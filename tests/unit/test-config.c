@@ -1,0 +1,347 @@
+/* The cluster file and the secret: every key, every error with its
+ * file:line:key message, key file permissions. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "resync/macro.h"
+#include "testlib.h"
+
+static const char good[] = "; a full cluster file\n"
+			   "[cluster]\n"
+			   "name = demo\n"
+			   "primary = node1\n"
+			   "secret_file = /etc/resync/demo.key    ; shared key\n"
+			   "block_size = 128K\n"
+			   "max_rate = 100M\n"
+			   "insecure = false\n"
+			   "compress_level = 3\n"
+			   "notify_email = ops@example.com, oncall@example.com\n"
+			   "smtp_url = smtp://127.0.0.1:2525\n"
+			   "smtp_user = resync\n"
+			   "smtp_password_file = /etc/resync/smtp.pw\n"
+			   "notify_from = resync@example.com\n"
+			   "notify_webhook = http://127.0.0.1:8080/resync\n"
+			   "notify_command = /usr/local/bin/on-resync --quiet\n"
+			   "undo = yes\n"
+			   "\n"
+			   "[node node1]\n"
+			   "  address = 127.0.0.1:7801\n"
+			   "  volume = /var/lib/resync/node1.img\n"
+			   "  mount = /srv/resync/node1\n"
+			   "  control = /run/resync/node1.sock\n"
+			   "  metrics = 127.0.0.1:9471\n"
+			   "  web = 127.0.0.1:9481\n"
+			   "[node node-2.b]\n"
+			   "address = [::1]:7802\n"
+			   "volume = /dev/vdb\n";
+
+static void test_good(void **state)
+{
+	struct cluster_config *cfg = NULL;
+	const struct node_config *n;
+	char err[512];
+
+	assert_int_equal(cluster_config_parse("cluster.conf", good, err, sizeof(err), &cfg), 0);
+	assert_string_equal(err, "");
+	assert_string_equal(cfg->name, "demo");
+	assert_string_equal(cfg->primary, "node1");
+	assert_string_equal(cfg->secret_file, "/etc/resync/demo.key");
+	assert_int_equal(cfg->block_size, 128 * 1024);
+	assert_int_equal(cfg->max_rate, 100ull << 20);
+	assert_false(cfg->insecure);
+	assert_int_equal(cfg->compress_level, 3);
+	assert_string_equal(cfg->notify_email, "ops@example.com, oncall@example.com");
+	assert_string_equal(cfg->smtp_url, "smtp://127.0.0.1:2525");
+	assert_string_equal(cfg->smtp_user, "resync");
+	assert_string_equal(cfg->smtp_password_file, "/etc/resync/smtp.pw");
+	assert_string_equal(cfg->notify_from, "resync@example.com");
+	assert_string_equal(cfg->notify_webhook, "http://127.0.0.1:8080/resync");
+	assert_string_equal(cfg->notify_command, "/usr/local/bin/on-resync --quiet");
+	assert_true(cfg->undo);
+	assert_int_equal(cfg->n_nodes, 2);
+
+	n = cluster_config_node(cfg, "node1");
+	assert_non_null(n);
+	assert_ptr_equal(n, cluster_config_primary(cfg));
+	assert_string_equal(n->address, "127.0.0.1:7801");
+	assert_string_equal(n->host, "127.0.0.1");
+	assert_int_equal(n->port, 7801);
+	assert_string_equal(n->volume, "/var/lib/resync/node1.img");
+	assert_string_equal(n->mount, "/srv/resync/node1");
+	assert_string_equal(n->control, "/run/resync/node1.sock");
+	assert_string_equal(n->metrics, "127.0.0.1:9471");
+	assert_string_equal(n->web, "127.0.0.1:9481");
+	assert_int_equal(n->line, 19);
+
+	n = cluster_config_node(cfg, "node-2.b");
+	assert_non_null(n);
+	assert_string_equal(n->host, "::1");
+	assert_int_equal(n->port, 7802);
+	assert_null(n->mount);
+	assert_null(n->metrics);
+	assert_null(cluster_config_node(cfg, "node3"));
+	cluster_config_free(cfg);
+}
+
+static void test_defaults(void **state)
+{
+	struct cluster_config *cfg = NULL;
+	char err[512];
+
+	assert_int_equal(cluster_config_parse("c.conf",
+					      "[cluster]\nname=x\ninsecure=true\n"
+					      "[node a]\naddress=h:1\nvolume=/v\n",
+					      err, sizeof(err), &cfg),
+			 0);
+	assert_int_equal(cfg->block_size, 64 * 1024);
+	assert_int_equal(cfg->max_rate, 0);
+	assert_int_equal(cfg->compress_level, 1);
+	assert_true(cfg->insecure);
+	assert_false(cfg->undo);
+	assert_null(cfg->primary);
+	assert_null(cfg->secret_file);
+	assert_null(cluster_config_primary(cfg));
+	cluster_config_free(cfg);
+}
+
+/* A header that every error case below starts from: lines 1 to 5. */
+#define HEAD "[cluster]\nname = demo\nsecret_file = /k\n[node n1]\naddress = 10.0.0.1:7801\n"
+#define N1 HEAD "volume = /v1\n"
+
+static const struct {
+	const char *text;
+	const char *message;
+} bad[] = {
+	{HEAD "volume = /v1\n[cluster]\nname=x\n",
+	 "cluster.conf:7: duplicate section [cluster] (first at line 1)"},
+	{"[cluster]\nname = demo\nblock_size = 3K\n",
+	 "cluster.conf:3: key 'block_size': '3K' is not a power of two from 4K to 1M"},
+	{"[cluster]\nname = demo\nblock_size = 2M\n",
+	 "cluster.conf:3: key 'block_size': '2M' is not a power of two from 4K to 1M"},
+	{"[cluster]\nblock_size = big\n", "cluster.conf:2: key 'block_size': 'big' is not a size (e.g. 64K)"},
+	{"[cluster]\nname = demo\nmax_rate = -5\n",
+	 "cluster.conf:3: key 'max_rate': '-5' is not a rate in bytes per second (e.g. 100M; 0 = "
+	 "unlimited)"},
+	{"[cluster]\ninsecure = maybe\n",
+	 "cluster.conf:2: key 'insecure': 'maybe' is not a boolean (true or false)"},
+	{"[cluster]\nundo = 2\n", "cluster.conf:2: key 'undo': '2' is not a boolean (true or false)"},
+	{"[cluster]\ncompress_level = 99\n",
+	 "cluster.conf:2: key 'compress_level': '99' is not a zstd level from -7 to 22 (not 0)"},
+	{"[cluster]\nname = my cluster\n",
+	 "cluster.conf:2: key 'name': 'my cluster' is not a valid cluster name (letters, digits, "
+	 "'.', '_', '-', at most 64)"},
+	{"[cluster]\nname = a\nname = b\n",
+	 "cluster.conf:3: key 'name' given twice (first at line 2)"},
+	{"[cluster]\ncolour = blue\n", "cluster.conf:2: unknown key 'colour' in section [cluster]"},
+	{N1 "size = 1G\n", "cluster.conf:7: unknown key 'size' in section [node n1]"},
+	{"[global]\nname = x\n", "cluster.conf:1: unknown section [global]"},
+	{"[cluster]\nname = x\n[node]\n", "cluster.conf:3: section [node] needs a name: [node NAME]"},
+	{"[cluster]\nname = x\n[node a/b]\n",
+	 "cluster.conf:3: section [node a/b]: 'a/b' is not a valid node name (letters, digits, "
+	 "'.', '_', '-', at most 64)"},
+	{"name = x\n", "cluster.conf:1: key 'name' outside a section ([cluster] or [node NAME])"},
+	{"[cluster]\nname\n", "cluster.conf:2: syntax error (expected [section] or key = value)"},
+	{"[cluster]\nname =\n", "cluster.conf:2: key 'name' has no value"},
+	{N1 "[node n1]\n", "cluster.conf:7: duplicate section [node n1] (first at line 4)"},
+	{"[cluster]\nname = demo\nsecret_file = /k\nprimary = node9\n[node n1]\naddress = h:1\n"
+	 "volume = /v\n",
+	 "cluster.conf:4: key 'primary': no section [node node9] in this file"},
+	{HEAD "\n[node n2]\nvolume = /v2\n", "cluster.conf:4: section [node n1]: missing key 'volume'"},
+	{N1 "[node n2]\nvolume = /v2\n", "cluster.conf:7: section [node n2]: missing key 'address'"},
+	{N1 "[node n2]\naddress = 10.0.0.1:7801\nvolume = /v2\n",
+	 "cluster.conf:8: key 'address': '10.0.0.1:7801' is already the address of node 'n1' "
+	 "(line 5)"},
+	{N1 "[node n3]\n", "cluster.conf:7: section [node n3]: missing key 'address'"},
+	{"[cluster]\nname = x\n[node a]\naddress = host\n",
+	 "cluster.conf:4: key 'address': 'host' is not HOST:PORT (a port from 1 to 65535; "
+	 "[ADDRESS]:PORT for IPv6)"},
+	{"[cluster]\nname = x\n[node a]\naddress = h:70000\n",
+	 "cluster.conf:4: key 'address': 'h:70000' is not HOST:PORT (a port from 1 to 65535; "
+	 "[ADDRESS]:PORT for IPv6)"},
+	{"[cluster]\nname = x\n[node a]\naddress = ::1:5\n",
+	 "cluster.conf:4: key 'address': '::1:5' is not HOST:PORT (a port from 1 to 65535; "
+	 "[ADDRESS]:PORT for IPv6)"},
+	{"[cluster]\nname = x\n[node a]\nmetrics = 9471\n",
+	 "cluster.conf:4: key 'metrics': '9471' is not HOST:PORT (a port from 1 to 65535; "
+	 "[ADDRESS]:PORT for IPv6)"},
+	{"[cluster]\nname = x\n[node a]\nvolume = node.img\n",
+	 "cluster.conf:4: key 'volume': 'node.img' is not an absolute path"},
+	{"[cluster]\nsecret_file = demo.key\n",
+	 "cluster.conf:2: key 'secret_file': 'demo.key' is not an absolute path"},
+	{"[cluster]\nsmtp_url = http://x\n",
+	 "cluster.conf:2: key 'smtp_url': 'http://x' is not a smtp:// or smtps:// URL"},
+	{"[cluster]\nnotify_webhook = ftp://x\n",
+	 "cluster.conf:2: key 'notify_webhook': 'ftp://x' is not a http:// or https:// URL"},
+	{"[cluster]\nnotify_email = ops@x, nobody\n",
+	 "cluster.conf:2: key 'notify_email': 'nobody' is not an email address"},
+	{"[cluster]\nnotify_from = a@x, b@y\n",
+	 "cluster.conf:2: key 'notify_from': 'a@x, b@y' is not one email address"},
+	{"; nothing\n", "cluster.conf: no [cluster] section"},
+	{"[cluster]\nsecret_file = /k\n", "cluster.conf:1: section [cluster]: missing key 'name'"},
+	{"[cluster]\nname = x\n[node a]\naddress = h:1\nvolume = /v\n",
+	 "cluster.conf:1: section [cluster]: missing key 'secret_file' (peers authenticate with "
+	 "it; only a test cluster may say insecure = true instead)"},
+	{"[cluster]\nname = x\nsecret_file = /k\n", "cluster.conf: no [node NAME] section"},
+};
+
+static void test_errors(void **state)
+{
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct cluster_config *cfg = NULL;
+		char err[512];
+		int r;
+
+		r = cluster_config_parse("cluster.conf", bad[i].text, err, sizeof(err), &cfg);
+		if (r != -EINVAL || strcmp(err, bad[i].message))
+			fail_msg("case %zu: r=%d\n got: %s\nwant: %s", i, r, err, bad[i].message);
+		assert_null(cfg);
+	}
+}
+
+static void test_long_line(void **state)
+{
+	struct cluster_config *cfg = NULL;
+	char text[2048], err[512];
+	int n;
+
+	n = snprintf(text, sizeof(text), "[cluster]\nname = x\nnotify_command = ");
+	memset(text + n, 'a', 1000);
+	strcpy(text + n + 1000, "\n");
+	assert_int_equal(cluster_config_parse("c.conf", text, err, sizeof(err), &cfg), -EINVAL);
+	assert_non_null(strstr(err, "c.conf:3: line longer than"));
+}
+
+static void test_load_file(void **state)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	struct cluster_config *cfg = NULL;
+	char err[512];
+
+	assert_int_equal(testlib_tmpdir_new(&dir), 0);
+	path = testlib_path(dir, "cluster.conf");
+	assert_int_equal(cluster_config_load(path, err, sizeof(err), &cfg), -ENOENT);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "No such file"));
+
+	assert_int_equal(testlib_file_write(path, good, strlen(good)), 0);
+	assert_int_equal(cluster_config_load(path, err, sizeof(err), &cfg), 0);
+	assert_string_equal(cfg->path, path);
+	assert_int_equal(cfg->n_nodes, 2);
+	cluster_config_free(cfg);
+
+	/* Messages carry the path as given. */
+	assert_int_equal(testlib_file_write(path, "[cluster]\nblock_size = 3K\n", 26), 0);
+	assert_int_equal(cluster_config_load(path, err, sizeof(err), &cfg), -EINVAL);
+	{
+		char want[1024];
+
+		snprintf(want, sizeof(want),
+			 "%s:2: key 'block_size': '3K' is not a power of two from 4K to 1M", path);
+		assert_string_equal(err, want);
+	}
+	testlib_tmpdir_remove(dir);
+}
+
+static int write_mode(const char *path, const char *data, mode_t mode)
+{
+	int r = testlib_file_write(path, data, strlen(data));
+
+	if (r < 0)
+		return r;
+	return chmod(path, mode) < 0 ? -errno : 0;
+}
+
+static void test_secret(void **state)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	struct secret *s = NULL, *d1 = NULL, *d2 = NULL, *d3 = NULL;
+	char err[512];
+
+	assert_int_equal(testlib_tmpdir_new(&dir), 0);
+	path = testlib_path(dir, "demo.key");
+
+	assert_int_equal(write_mode(path, "0123456789abcdef0123\n", 0600), 0);
+	assert_int_equal(secret_load(path, err, sizeof(err), &s), 0);
+	assert_int_equal(secret_size(s), 20);
+	assert_memory_equal(secret_data(s), "0123456789abcdef0123", 20);
+
+	/* Derived keys: deterministic, and different per info and salt. */
+	assert_int_equal(secret_derive(s, "salt", "demo", 32, &d1), 0);
+	assert_int_equal(secret_derive(s, "salt", "demo", 32, &d2), 0);
+	assert_int_equal(secret_size(d1), 32);
+	assert_memory_equal(secret_data(d1), secret_data(d2), 32);
+	secret_free(d2);
+	assert_int_equal(secret_derive(s, "salt", "other", 32, &d2), 0);
+	assert_memory_not_equal(secret_data(d1), secret_data(d2), 32);
+	assert_int_equal(secret_derive(s, "salt2", "demo", 32, &d3), 0);
+	assert_memory_not_equal(secret_data(d1), secret_data(d3), 32);
+	assert_memory_not_equal(secret_data(d1), "0123456789abcdef0123", 20);
+	secret_free(d1);
+	secret_free(d2);
+	secret_free(d3);
+	secret_free(s);
+	s = NULL;
+	secret_free(NULL);
+
+	/* CRLF is stripped too; an inner newline is part of the key. */
+	assert_int_equal(write_mode(path, "0123456789\nabcdef\r\n", 0400), 0);
+	assert_int_equal(secret_load(path, err, sizeof(err), &s), 0);
+	assert_int_equal(secret_size(s), 17);
+	secret_free(s);
+	s = NULL;
+
+	assert_int_equal(write_mode(path, "0123456789abcdef0123\n", 0640), 0);
+	assert_int_equal(secret_load(path, err, sizeof(err), &s), -EPERM);
+	assert_null(s);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "group or others (mode 0640)"));
+	assert_non_null(strstr(err, "chmod 600"));
+
+	assert_int_equal(chmod(path, 0604), 0);
+	assert_int_equal(secret_load(path, err, sizeof(err), &s), -EPERM);
+	assert_int_equal(chmod(path, 0620), 0);
+	assert_int_equal(secret_load(path, err, sizeof(err), &s), -EPERM);
+
+	assert_int_equal(write_mode(path, "short\n", 0600), 0);
+	assert_int_equal(secret_load(path, err, sizeof(err), &s), -EINVAL);
+	assert_non_null(strstr(err, "must hold 16 to 4096 bytes, not 5"));
+
+	{
+		char big[5000];
+
+		memset(big, 'k', sizeof(big) - 1);
+		big[sizeof(big) - 1] = 0;
+		assert_int_equal(write_mode(path, big, 0600), 0);
+		assert_int_equal(secret_load(path, err, sizeof(err), &s), -EINVAL);
+		assert_non_null(strstr(err, "not more than 4096"));
+	}
+
+	assert_int_equal(secret_load(dir, err, sizeof(err), &s), -EINVAL);
+	assert_non_null(strstr(err, "is not a regular file"));
+
+	unlink(path);
+	assert_int_equal(secret_load(path, err, sizeof(err), &s), -ENOENT);
+	assert_non_null(strstr(err, "cannot open secret file"));
+	testlib_tmpdir_remove(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_good),	  cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_errors),	  cmocka_unit_test(test_long_line),
+		cmocka_unit_test(test_load_file), cmocka_unit_test(test_secret),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

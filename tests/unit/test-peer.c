@@ -1,0 +1,441 @@
+/* The peer transport on loopback: frames over TLS 1.3 with the cluster's
+ * PSK, refusals with a reason on both sides (wrong key, another cluster,
+ * plaintext against TLS), plaintext only when insecure, limits and
+ * timeouts; and the TLS throughput of 1 MiB frames. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "peer.h"
+#include "resync/macro.h"
+#include "testlib.h"
+#include "wire.h"
+
+enum srv_mode { SRV_ECHO, SRV_SINK };
+
+struct srv {
+	struct peer_ctx *ctx;
+	struct peer_listener *l;
+	enum srv_mode mode;
+	int accept_r; /* result of accept */
+	int recv_r;   /* the error that ended the loop */
+	char err[512];
+	char conn_err[512];
+	uint64_t bytes;
+	int tls;
+	pthread_t thread;
+};
+
+static void *srv_main(void *arg)
+{
+	struct srv *s = arg;
+	struct peer_conn *c = NULL;
+	unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+
+	s->accept_r = peer_listener_accept(s->l, 10000, s->err, sizeof(s->err), &c);
+	if (s->accept_r < 0) {
+		free(buf);
+		return NULL;
+	}
+	s->tls = peer_conn_tls(c);
+	for (;;) {
+		uint16_t type;
+		size_t len;
+
+		s->recv_r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+		if (s->recv_r < 0) {
+			snprintf(s->conn_err, sizeof(s->conn_err), "%s", peer_conn_error(c));
+			break;
+		}
+		s->bytes += len;
+		if (type == WIRE_COMMIT) {
+			s->recv_r = peer_conn_send_frame(c, WIRE_COMMIT, buf, len);
+			break;
+		}
+		if (s->mode == SRV_ECHO && peer_conn_send_frame(c, type, buf, len) < 0)
+			break;
+	}
+	peer_conn_free(c);
+	free(buf);
+	return NULL;
+}
+
+struct fixture {
+	char *dir;
+	struct cluster_config *cfg, *cfg_insecure, *cfg_other;
+	struct secret *key, *key2;
+};
+
+static struct cluster_config *parse(const char *text)
+{
+	struct cluster_config *cfg = NULL;
+	char err[512];
+
+	if (cluster_config_parse("test.conf", text, err, sizeof(err), &cfg) < 0)
+		fail_msg("%s", err);
+	return cfg;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	_cleanup_free_ char *path = NULL;
+	char err[512];
+
+	assert_int_equal(testlib_tmpdir_new(&f->dir), 0);
+	path = testlib_path(f->dir, "demo.key");
+	assert_int_equal(testlib_file_write(path, "correct horse battery staple\n", 29), 0);
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(secret_load(path, err, sizeof(err), &f->key), 0);
+	assert_int_equal(secret_new("another key, same length.", 25, &f->key2), 0);
+	f->cfg = parse("[cluster]\nname = demo\nsecret_file = /k\n"
+		       "[node a]\naddress = 127.0.0.1:1\nvolume = /v\n");
+	f->cfg_other = parse("[cluster]\nname = other\nsecret_file = /k\n"
+			     "[node a]\naddress = 127.0.0.1:1\nvolume = /v\n");
+	f->cfg_insecure = parse("[cluster]\nname = demo\ninsecure = true\n"
+				"[node a]\naddress = 127.0.0.1:1\nvolume = /v\n");
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	cluster_config_free(f->cfg);
+	cluster_config_free(f->cfg_other);
+	cluster_config_free(f->cfg_insecure);
+	secret_free(f->key);
+	secret_free(f->key2);
+	testlib_tmpdir_remove(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Start a server of cfg/key on a free loopback port; node describes it. */
+static void srv_start(struct srv *s, const struct cluster_config *cfg, const struct secret *key,
+		      enum srv_mode mode, struct node_config *node, char *addr, size_t addrlen)
+{
+	char err[512];
+
+	memset(s, 0, sizeof(*s));
+	s->mode = mode;
+	assert_int_equal(peer_ctx_new(cfg, key, &s->ctx), 0);
+	peer_ctx_set_timeouts(s->ctx, 5000, 10000);
+	assert_int_equal(peer_listener_new(s->ctx, "127.0.0.1", 0, err, sizeof(err), &s->l), 0);
+	assert_true(peer_listener_port(s->l) > 0);
+	assert_true(peer_listener_fd(s->l) >= 0);
+	snprintf(addr, addrlen, "127.0.0.1:%u", peer_listener_port(s->l));
+	*node = (struct node_config){
+		.name = (char *)"server",
+		.address = addr,
+		.host = (char *)"127.0.0.1",
+		.port = peer_listener_port(s->l),
+	};
+	assert_int_equal(pthread_create(&s->thread, NULL, srv_main, s), 0);
+}
+
+static void srv_stop(struct srv *s)
+{
+	assert_int_equal(pthread_join(s->thread, NULL), 0);
+	peer_listener_free(s->l);
+	peer_ctx_free(s->ctx);
+}
+
+static void send_commit(struct peer_conn *c)
+{
+	unsigned char buf[64];
+	struct wire_uuid g = {{7}};
+	uint16_t type;
+	size_t len;
+
+	assert_int_equal(wire_commit_encode(&g, buf, sizeof(buf), &len), 0);
+	assert_int_equal(peer_conn_send_frame(c, WIRE_COMMIT, buf, len), 0);
+	assert_int_equal(peer_conn_recv_frame(c, &type, buf, sizeof(buf), &len), 0);
+	assert_int_equal(type, WIRE_COMMIT);
+}
+
+static void exchange(struct peer_conn *c)
+{
+	struct wire_hello h = {.cluster = "demo", .node = "a", .proto_min = 1, .proto_max = 1,
+			       .block_size = 65536, .volume_size = 1 << 30};
+	unsigned char *out = malloc(RESYNC_WIRE_FRAME_MAX), *in = malloc(RESYNC_WIRE_FRAME_MAX);
+	struct wire_hello d;
+	uint16_t type;
+	size_t len, got;
+
+	assert_int_equal(wire_hello_encode(&h, out, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(c, WIRE_HELLO, out, len), 0);
+	assert_int_equal(peer_conn_recv_frame(c, &type, in, RESYNC_WIRE_FRAME_MAX, &got), 0);
+	assert_int_equal(type, WIRE_HELLO);
+	assert_int_equal(wire_hello_decode(in, got, &d), 0);
+	assert_string_equal(d.cluster, "demo");
+
+	/* Empty, small, large and the largest frames, echoed intact. */
+	{
+		static const size_t sizes[] = {0, 1, 16383, 16384, 16385, 1 << 20,
+					       RESYNC_WIRE_FRAME_MAX};
+
+		for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+			testlib_fill(out, sizes[i], i + 1);
+			assert_int_equal(peer_conn_send_frame(c, WIRE_BLOCKS, out, sizes[i]), 0);
+			assert_int_equal(
+				peer_conn_recv_frame(c, &type, in, RESYNC_WIRE_FRAME_MAX, &got), 0);
+			assert_int_equal(type, WIRE_BLOCKS);
+			assert_int_equal(got, sizes[i]);
+			assert_memory_equal(in, out, sizes[i]);
+		}
+	}
+	assert_int_equal(peer_conn_send_frame(c, WIRE_BLOCKS, out, RESYNC_WIRE_FRAME_MAX + 1),
+			 -EINVAL);
+	assert_int_equal(peer_conn_send_frame(c, 0, out, 1), -EINVAL);
+	free(out);
+	free(in);
+}
+
+static void test_tls_exchange(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct node_config node;
+	struct srv s;
+	char addr[64], err[512];
+
+	srv_start(&s, f->cfg, f->key, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg, f->key, &ctx), 0);
+	assert_true(peer_ctx_tls(ctx));
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), 0);
+	assert_true(peer_conn_tls(c));
+	assert_non_null(strstr(peer_conn_remote(c), "server"));
+	exchange(c);
+	send_commit(c);
+	assert_true(peer_conn_bytes_sent(c) > (1 << 20) + (uint64_t)RESYNC_WIRE_FRAME_MAX);
+	assert_int_equal(peer_conn_bytes_sent(c), peer_conn_bytes_received(c));
+	peer_conn_free(c);
+	srv_stop(&s);
+	assert_int_equal(s.accept_r, 0);
+	assert_true(s.tls);
+	peer_ctx_free(ctx);
+}
+
+static void test_wrong_key(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct node_config node;
+	struct srv s;
+	char addr[64], err[512];
+	int r;
+
+	srv_start(&s, f->cfg, f->key, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg, f->key2, &ctx), 0);
+	r = peer_conn_connect(ctx, &node, err, sizeof(err), &c);
+	srv_stop(&s);
+	print_message("client: %s\nserver: %s\n", err, s.err);
+	assert_int_equal(r, -EACCES);
+	assert_null(c);
+	assert_non_null(strstr(err, "node 'server'"));
+	assert_non_null(strstr(err, "key"));
+	assert_int_equal(s.accept_r, -EACCES);
+	assert_non_null(strstr(s.err, "authentication with 127.0.0.1:"));
+	assert_non_null(strstr(s.err, "cluster key differs"));
+	peer_ctx_free(ctx);
+}
+
+static void test_other_cluster(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct node_config node;
+	struct srv s;
+	char addr[64], err[512];
+	int r;
+
+	/* Same key file, another cluster name: refused by name. */
+	srv_start(&s, f->cfg, f->key, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg_other, f->key, &ctx), 0);
+	r = peer_conn_connect(ctx, &node, err, sizeof(err), &c);
+	srv_stop(&s);
+	print_message("client: %s\nserver: %s\n", err, s.err);
+	assert_int_equal(r, -EACCES);
+	assert_non_null(strstr(err, "refused the TLS handshake: its cluster name or cluster key"));
+	assert_int_equal(s.accept_r, -EACCES);
+	assert_string_equal(s.err, "peer belongs to cluster 'other', this node to cluster 'demo'");
+	peer_ctx_free(ctx);
+}
+
+static void test_insecure(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct node_config node;
+	struct srv s;
+	char addr[64], err[512];
+
+	/* A secure cluster needs the key; an insecure one ignores it. */
+	assert_int_equal(peer_ctx_new(f->cfg, NULL, &ctx), -EINVAL);
+	srv_start(&s, f->cfg_insecure, NULL, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg_insecure, NULL, &ctx), 0);
+	assert_false(peer_ctx_tls(ctx));
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), 0);
+	assert_false(peer_conn_tls(c));
+	exchange(c);
+	send_commit(c);
+	peer_conn_free(c);
+	srv_stop(&s);
+	assert_int_equal(s.accept_r, 0);
+	assert_false(s.tls);
+	peer_ctx_free(ctx);
+}
+
+static void test_plaintext_vs_tls(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct node_config node;
+	struct srv s;
+	char addr[64], err[512];
+	unsigned char buf[64];
+	uint16_t type;
+	size_t len;
+	int r;
+
+	/* A plaintext client knocks at a TLS node. */
+	srv_start(&s, f->cfg, f->key, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg_insecure, NULL, &ctx), 0);
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), 0);
+	assert_int_equal(peer_conn_send_frame(c, WIRE_ACK, "\0\0\0\0\0\0\0\0", 8), 0);
+	r = peer_conn_recv_frame(c, &type, buf, sizeof(buf), &len);
+	srv_stop(&s);
+	print_message("client: %s\nserver: %s\n", peer_conn_error(c), s.err);
+	assert_true(r == -ECONNRESET || r == -EPIPE);
+	assert_int_equal(s.accept_r, -EPROTO);
+	assert_non_null(strstr(s.err, "speaks without TLS; this cluster requires TLS"));
+	peer_conn_free(c);
+	peer_ctx_free(ctx);
+
+	/* A TLS client at a plaintext node. */
+	srv_start(&s, f->cfg_insecure, NULL, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg, f->key, &ctx), 0);
+	r = peer_conn_connect(ctx, &node, err, sizeof(err), &c);
+	srv_stop(&s);
+	print_message("client: %s\nserver: %s\n", err, s.conn_err);
+	assert_int_equal(r, -ECONNRESET);
+	assert_non_null(strstr(err, "closed the connection during the TLS handshake"));
+	assert_int_equal(s.accept_r, 0);
+	assert_int_equal(s.recv_r, -EBADMSG);
+	assert_non_null(strstr(s.conn_err, "started a TLS handshake; this cluster is configured "
+					   "with insecure = true"));
+	peer_ctx_free(ctx);
+}
+
+static void test_limits_timeouts(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct peer_listener *l = NULL;
+	struct node_config node;
+	struct srv s;
+	char addr[64], err[512];
+	unsigned char buf[64], big[100];
+	uint16_t type;
+	size_t len;
+	uint64_t t0;
+
+	srv_start(&s, f->cfg, f->key, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg, f->key, &ctx), 0);
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), 0);
+
+	/* Nothing arrives: the receive gives up at its deadline. */
+	peer_conn_set_timeout(c, 200);
+	t0 = testlib_now_usec();
+	assert_int_equal(peer_conn_recv_frame(c, &type, buf, sizeof(buf), &len), -ETIMEDOUT);
+	assert_true(testlib_now_usec() - t0 >= 190000);
+	assert_non_null(strstr(peer_conn_error(c), "timed out after 200 ms"));
+	peer_conn_free(c);
+
+	/* A frame larger than the receiver's buffer is refused before it
+	 * is read. */
+	srv_stop(&s);
+	srv_start(&s, f->cfg, f->key, SRV_ECHO, &node, addr, sizeof(addr));
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), 0);
+	memset(big, 1, sizeof(big));
+	assert_int_equal(peer_conn_send_frame(c, WIRE_BLOCKS, big, sizeof(big)), 0);
+	assert_int_equal(peer_conn_recv_frame(c, &type, buf, sizeof(buf), &len), -EMSGSIZE);
+	assert_non_null(strstr(peer_conn_error(c), "BLOCKS frame of 100 bytes"));
+	assert_int_equal(peer_conn_recv_frame(c, &type, buf, sizeof(buf), &len), -EPIPE);
+	peer_conn_free(c);
+	srv_stop(&s);
+
+	/* Nobody connects: accept gives up; nobody listens: refused. */
+	assert_int_equal(peer_listener_new(ctx, "127.0.0.1", 0, err, sizeof(err), &l), 0);
+	assert_int_equal(peer_listener_accept(l, 100, err, sizeof(err), &c), -ETIMEDOUT);
+	node.port = peer_listener_port(l);
+	peer_listener_free(l);
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), -ECONNREFUSED);
+	assert_non_null(strstr(err, "cannot connect to node 'server'"));
+	peer_ctx_free(ctx);
+}
+
+/* TLS throughput of 1 MiB frames over loopback, one way. */
+static void test_throughput(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t total = getenv("RESYNC_LONG") ? 4ull << 30 : 512ull << 20;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct node_config node;
+	unsigned char *out = malloc(1 << 20);
+	struct srv s;
+	char addr[64], err[512];
+	uint64_t t0;
+	double secs;
+
+	testlib_fill(out, 1 << 20, 11);
+	srv_start(&s, f->cfg, f->key, SRV_SINK, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg, f->key, &ctx), 0);
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), 0);
+	t0 = testlib_now_usec();
+	for (uint64_t sent = 0; sent < total; sent += 1 << 20)
+		assert_int_equal(peer_conn_send_frame(c, WIRE_BLOCKS, out, 1 << 20), 0);
+	send_commit(c); /* the server has everything once it echoes this */
+	secs = (testlib_now_usec() - t0) / 1e6;
+	peer_conn_free(c);
+	srv_stop(&s);
+	assert_int_equal(s.bytes, total + 16);
+	print_message("TLS 1.3 (AES-128-GCM) loopback, 1 MiB frames: %.0f MB/s (%.1f GiB in %.2f "
+		      "s)\n",
+		      total / secs / 1e6, total / 1073741824.0, secs);
+	peer_ctx_free(ctx);
+	free(out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_tls_exchange),	 cmocka_unit_test(test_wrong_key),
+		cmocka_unit_test(test_other_cluster),	 cmocka_unit_test(test_insecure),
+		cmocka_unit_test(test_plaintext_vs_tls), cmocka_unit_test(test_limits_timeouts),
+		cmocka_unit_test(test_throughput),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

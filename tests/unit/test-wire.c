@@ -1,0 +1,613 @@
+/* The wire format: every message round-trips, and every truncated,
+ * oversized or garbage payload is refused with -EBADMSG. */
+#include <endian.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <zstd.h>
+
+#include "resync/macro.h"
+#include "testlib.h"
+#include "wire.h"
+
+static unsigned char buf[RESYNC_WIRE_FRAME_MAX];
+
+/* Every proper prefix of a valid payload, and the payload with a byte
+ * more, are refused. */
+static void check_truncations(unsigned type, const unsigned char *p, size_t len)
+{
+	unsigned char *copy = malloc(len + 1);
+
+	assert_int_equal(wire_payload_check(type, p, len), 0);
+	memcpy(copy, p, len);
+	for (size_t l = 0; l < len; l++)
+		if (wire_payload_check(type, copy, l) != -EBADMSG)
+			fail_msg("%s: prefix of %zu of %zu bytes accepted", wire_type_name(type), l,
+				 len);
+	copy[len] = 0;
+	assert_int_equal(wire_payload_check(type, copy, len + 1), -EBADMSG);
+	free(copy);
+}
+
+static void put16(unsigned char *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, 2);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+static void test_header(void **state)
+{
+	unsigned char h[WIRE_HEADER_SIZE], m[WIRE_HEADER_SIZE];
+	struct wire_header w;
+
+	wire_header_encode(WIRE_BLOCKS, 1234, h);
+	assert_memory_equal(h, "rsyn", 4); /* the magic reads as text */
+	assert_int_equal(wire_header_decode(h, &w), 0);
+	assert_int_equal(w.version, WIRE_FRAME_VERSION);
+	assert_int_equal(w.type, WIRE_BLOCKS);
+	assert_int_equal(w.length, 1234);
+	assert_int_equal(w.flags, 0);
+
+	for (size_t i = 0; i < 4; i++) {
+		memcpy(m, h, sizeof(h));
+		m[i] ^= 0x20;
+		assert_int_equal(wire_header_decode(m, &w), -EBADMSG);
+	}
+	memcpy(m, h, sizeof(h));
+	put16(m + 4, 2); /* version */
+	assert_int_equal(wire_header_decode(m, &w), -EBADMSG);
+	memcpy(m, h, sizeof(h));
+	put16(m + 6, 0); /* type */
+	assert_int_equal(wire_header_decode(m, &w), -EBADMSG);
+	put16(m + 6, WIRE_TYPE_MAX + 1);
+	assert_int_equal(wire_header_decode(m, &w), -EBADMSG);
+	memcpy(m, h, sizeof(h));
+	put32(m + 8, RESYNC_WIRE_FRAME_MAX + 1); /* length */
+	assert_int_equal(wire_header_decode(m, &w), -EBADMSG);
+	put32(m + 8, UINT32_MAX);
+	assert_int_equal(wire_header_decode(m, &w), -EBADMSG);
+	put32(m + 8, RESYNC_WIRE_FRAME_MAX);
+	assert_int_equal(wire_header_decode(m, &w), 0);
+	memcpy(m, h, sizeof(h));
+	put32(m + 12, 1); /* flags */
+	assert_int_equal(wire_header_decode(m, &w), -EBADMSG);
+
+	assert_string_equal(wire_type_name(WIRE_HASH_REPLY), "HASH_REPLY");
+	assert_string_equal(wire_type_name(0), "?");
+	assert_string_equal(wire_type_name(99), "?");
+}
+
+static void test_names_versions(void **state)
+{
+	char longname[RESYNC_NAME_MAX + 2];
+	uint16_t v = 0;
+
+	assert_true(wire_name_valid("node1", 5));
+	assert_true(wire_name_valid("a.b_c-d", 7));
+	assert_false(wire_name_valid("", 0));
+	assert_false(wire_name_valid("-a", 2));
+	assert_false(wire_name_valid(".a", 2));
+	assert_false(wire_name_valid("a b", 3));
+	assert_false(wire_name_valid("a\0b", 3));
+	assert_false(wire_name_valid("a/b", 3));
+	memset(longname, 'a', sizeof(longname));
+	assert_true(wire_name_valid(longname, RESYNC_NAME_MAX));
+	assert_false(wire_name_valid(longname, RESYNC_NAME_MAX + 1));
+
+	assert_int_equal(wire_proto_negotiate(1, 3, 2, 5, &v), 0);
+	assert_int_equal(v, 3);
+	assert_int_equal(wire_proto_negotiate(1, 1, 2, 5, &v), -EPROTONOSUPPORT);
+	assert_int_equal(wire_proto_negotiate(3, 1, 1, 5, &v), -EPROTONOSUPPORT);
+}
+
+static struct wire_hello sample_hello(void)
+{
+	struct wire_hello h = {
+		.cluster = "demo",
+		.node = "node-2",
+		.proto_min = 1,
+		.proto_max = 3,
+		.features = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | (1ull << 40),
+		.volume_size = 512ull << 20,
+		.block_size = 65536,
+		.state = WIRE_STATE_OUTDATED,
+		.flags = WIRE_HELLO_BITMAP_TRUSTED,
+		.n_history = 3,
+	};
+
+	for (int i = 0; i < 16; i++) {
+		h.generation.b[i] = i;
+		for (int j = 0; j < 3; j++)
+			h.history[j].b[i] = 16 * j + i + 100;
+	}
+	return h;
+}
+
+static void test_hello(void **state)
+{
+	struct wire_hello h = sample_hello(), d, e;
+	size_t len = 0;
+	unsigned char *m = malloc(1024);
+
+	assert_int_equal(wire_hello_encode(&h, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 56 + 4 + 6 + 3 * 16);
+	assert_int_equal(wire_hello_encode(&h, buf, len - 1, &len), -ENOBUFS);
+	assert_int_equal(wire_hello_encode(&h, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_hello_decode(buf, len, &d), 0);
+	assert_memory_equal(&h, &d, sizeof(h));
+	check_truncations(WIRE_HELLO, buf, len);
+
+	/* Every field out of range. */
+#define MUTATE(stmt)                                                                               \
+	do {                                                                                       \
+		memcpy(m, buf, len);                                                               \
+		stmt;                                                                              \
+		assert_int_equal(wire_hello_decode(m, len, &d), -EBADMSG);                         \
+	} while (0)
+	MUTATE(put16(m + 0, 0));			/* proto_min 0 */
+	MUTATE(put16(m + 0, 4));			/* min > max */
+	MUTATE(put16(m + 4, RESYNC_NAME_MAX + 1));	/* cluster_len */
+	MUTATE(put16(m + 4, 5));			/* lengths disagree */
+	MUTATE(put16(m + 4, 0));			/* empty cluster name */
+	MUTATE(put32(m + 8, 3000));			/* block size */
+	MUTATE(put32(m + 8, 2 << 20));			/* block size */
+	MUTATE(put32(m + 12, WIRE_STATE_COUNT));	/* state */
+	MUTATE(put64(m + 24, (uint64_t)INT64_MAX + 1)); /* volume size */
+	MUTATE(put32(m + 32, 1u << 9));			/* unknown flag */
+	MUTATE(put32(m + 36, 4));			/* history count */
+	MUTATE(put32(m + 36, RESYNC_WIRE_HISTORY_MAX + 1));
+	MUTATE(put32(m + 36, UINT32_MAX));
+	MUTATE(m[56] = ' ');  /* cluster name character */
+	MUTATE(m[60] = 0);    /* node name character */
+	MUTATE(m[61] = '\n'); /* node name character */
+#undef MUTATE
+
+	/* Full history, longest names. */
+	e = h;
+	memset(e.cluster, 'c', RESYNC_NAME_MAX);
+	memset(e.node, 'n', RESYNC_NAME_MAX);
+	e.n_history = RESYNC_WIRE_HISTORY_MAX;
+	assert_int_equal(wire_hello_encode(&e, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_hello_decode(buf, len, &d), 0);
+	assert_memory_equal(&e, &d, sizeof(e));
+
+	/* Our own bugs are refused before they travel. */
+	e = h;
+	e.n_history = RESYNC_WIRE_HISTORY_MAX + 1;
+	assert_int_equal(wire_hello_encode(&e, buf, sizeof(buf), &len), -EINVAL);
+	e = h;
+	strcpy(e.node, "bad name");
+	assert_int_equal(wire_hello_encode(&e, buf, sizeof(buf), &len), -EINVAL);
+	free(m);
+}
+
+static void test_text(void **state)
+{
+	struct wire_text t = {.code = WIRE_REASON_CLUSTER}, d;
+	size_t len = 0;
+
+	strcpy(t.text, "this node belongs to cluster 'demo', not 'other'");
+	assert_int_equal(wire_text_encode(&t, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_text_decode(buf, len, &d), 0);
+	assert_int_equal(d.code, WIRE_REASON_CLUSTER);
+	assert_string_equal(d.text, t.text);
+	check_truncations(WIRE_REFUSE, buf, len);
+	check_truncations(WIRE_ERROR, buf, len);
+
+	buf[10] = '\n'; /* a control character: no log injection */
+	assert_int_equal(wire_text_decode(buf, len, &d), -EBADMSG);
+	buf[10] = 0;
+	assert_int_equal(wire_text_decode(buf, len, &d), -EBADMSG);
+	put16(buf + 6, 1); /* reserved */
+	assert_int_equal(wire_text_decode(buf, len, &d), -EBADMSG);
+
+	/* Empty and longest texts; one more is refused both ways. */
+	t.text[0] = 0;
+	assert_int_equal(wire_text_encode(&t, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 8);
+	assert_int_equal(wire_text_decode(buf, len, &d), 0);
+	memset(t.text, 'x', RESYNC_WIRE_TEXT_MAX);
+	t.text[RESYNC_WIRE_TEXT_MAX] = 0;
+	assert_int_equal(wire_text_encode(&t, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_text_decode(buf, len, &d), 0);
+	memset(buf + 8, 'x', 1);
+	put16(buf + 4, RESYNC_WIRE_TEXT_MAX + 1);
+	assert_int_equal(wire_text_decode(buf, len + 1, &d), -EBADMSG);
+
+	assert_string_equal(wire_reason_name(WIRE_REASON_VOLUME_SIZE), "volume sizes differ");
+	assert_string_equal(wire_reason_name(12345), "other");
+}
+
+static void test_hash_messages(void **state)
+{
+	struct hashtree_range r[3] = {{0, 1}, {64, 64}, {1ull << 40, 7}}, g;
+	struct wire_hash_req q;
+	struct wire_hash_reply rep;
+	struct hash128 h[5] = {{1, 2}, {3, 4}, {5, 6}, {UINT64_MAX, 0}, {0, UINT64_MAX}}, o[5];
+	size_t len = 0;
+
+	assert_int_equal(wire_hash_req_encode(0xfeed, 3, 64, r, 3, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 16 + 3 * 16);
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), 0);
+	assert_int_equal(q.seed, 0xfeed);
+	assert_int_equal(q.level, 3);
+	assert_int_equal(q.fanout, 64);
+	assert_int_equal(q.n_ranges, 3);
+	assert_int_equal(q.n_hashes, 72);
+	for (int i = 0; i < 3; i++) {
+		g = wire_hash_req_range(&q, i);
+		assert_int_equal(g.first, r[i].first);
+		assert_int_equal(g.count, r[i].count);
+	}
+	check_truncations(WIRE_HASH_REQ, buf, len);
+	put16(buf + 10, 1); /* fanout */
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put16(buf + 10, RESYNC_HASHTREE_FANOUT_MAX + 1);
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put16(buf + 10, 64);
+	put64(buf + 16 + 8, 0); /* a range of no nodes */
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16 + 8, RESYNC_WIRE_HASHES_MAX); /* total over the limit */
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16 + 8, 1);
+	put64(buf + 16, UINT64_MAX); /* first + count overflows */
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16, 0);
+	put32(buf + 12, 0); /* no ranges */
+	assert_int_equal(wire_hash_req_decode(buf, 16, &q), -EBADMSG);
+	put32(buf + 12, RESYNC_WIRE_RANGES_MAX + 1);
+	assert_int_equal(wire_hash_req_decode(buf, 16 + 16 * (RESYNC_WIRE_RANGES_MAX + 1), &q),
+			 -EBADMSG);
+	assert_int_equal(wire_hash_req_encode(1, 0, 64, r, 0, buf, sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_hash_req_encode(1, 0, 64, r, 3, buf, 40, &len), -ENOBUFS);
+
+	assert_int_equal(wire_hash_reply_encode(2, h, 5, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 8 + 5 * 16);
+	assert_int_equal(wire_hash_reply_decode(buf, len, &rep), 0);
+	assert_int_equal(rep.level, 2);
+	assert_int_equal(rep.n_hashes, 5);
+	assert_int_equal(wire_hash_reply_get(&rep, o, 4), -ENOBUFS);
+	assert_int_equal(wire_hash_reply_get(&rep, o, 5), 0);
+	assert_memory_equal(o, h, sizeof(h));
+	check_truncations(WIRE_HASH_REPLY, buf, len);
+	put32(buf + 4, RESYNC_WIRE_HASHES_MAX + 1);
+	assert_int_equal(wire_hash_reply_decode(buf, 8 + 16 * (RESYNC_WIRE_HASHES_MAX + 1), &rep),
+			 -EBADMSG);
+	put32(buf + 4, 5);
+	put16(buf + 2, 1); /* reserved */
+	assert_int_equal(wire_hash_reply_decode(buf, len, &rep), -EBADMSG);
+	assert_int_equal(wire_hash_reply_encode(0, h, 0, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_hash_reply_decode(buf, len, &rep), 0);
+}
+
+/* The hash tree walk carried by HASH_REQ and HASH_REPLY. */
+static void test_hashtree_over_wire(void **state)
+{
+	enum { N = 50000 };
+	struct hash128 *a = malloc(N * sizeof(*a)), *b = malloc(N * sizeof(*b));
+	struct hash128 *got = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*got));
+	struct hashtree_range *rr = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*rr));
+	struct hashtree *ta = NULL, *tb = NULL;
+	struct hashtree_diff *d = NULL;
+	struct hashtree_step step;
+	const uint64_t *leaves;
+	uint64_t st = 5;
+	size_t n;
+	int r;
+
+	for (int i = 0; i < N; i++)
+		a[i] = b[i] = (struct hash128){testlib_rand(&st), testlib_rand(&st)};
+	b[0].lo++;
+	b[777].hi++;
+	b[N - 1].lo++;
+	assert_int_equal(hashtree_new(a, N, 64, 1234, &ta), 0);
+	assert_int_equal(hashtree_new(b, N, 64, 1234, &tb), 0);
+	assert_int_equal(hashtree_diff_new(ta, 0, 0, &d), 0);
+	while ((r = hashtree_diff_next(d, &step)) == 1) {
+		struct wire_hash_req q;
+		struct wire_hash_reply rep;
+		size_t len, k;
+
+		/* Primary asks... */
+		assert_int_equal(wire_hash_req_encode(1234, step.level, 64, step.ranges,
+						      step.n_ranges, buf, sizeof(buf), &len),
+				 0);
+		/* ... secondary answers from its tree ... */
+		assert_int_equal(wire_hash_req_decode(buf, len, &q), 0);
+		for (size_t i = 0; i < q.n_ranges; i++)
+			rr[i] = wire_hash_req_range(&q, i);
+		assert_int_equal(hashtree_get(tb, q.level, rr, q.n_ranges, got,
+					      RESYNC_WIRE_HASHES_MAX, &k),
+				 0);
+		assert_int_equal(k, q.n_hashes);
+		assert_int_equal(wire_hash_reply_encode(q.level, got, k, buf, sizeof(buf), &len), 0);
+		/* ... primary compares. */
+		assert_int_equal(wire_hash_reply_decode(buf, len, &rep), 0);
+		assert_int_equal(rep.level, step.level);
+		assert_int_equal(wire_hash_reply_get(&rep, got, RESYNC_WIRE_HASHES_MAX), 0);
+		assert_int_equal(hashtree_diff_feed(d, got, rep.n_hashes), 0);
+	}
+	assert_int_equal(r, 0);
+	leaves = hashtree_diff_leaves(d, &n);
+	assert_int_equal(n, 3);
+	assert_int_equal(leaves[0], 0);
+	assert_int_equal(leaves[1], 777);
+	assert_int_equal(leaves[2], N - 1);
+	assert_true(hashtree_diff_hashes(d) <= 1 + 3 * 64 * 3);
+	hashtree_diff_free(d);
+	hashtree_free(ta);
+	hashtree_free(tb);
+	free(a);
+	free(b);
+	free(got);
+	free(rr);
+}
+
+static void test_blocks(void **state)
+{
+	enum { LEN = 256 * 1024 };
+	struct wire_zstd *z = NULL;
+	unsigned char *data = malloc(LEN), *out = malloc(LEN), *m = malloc(sizeof(buf));
+	struct wire_blocks b;
+	size_t len = 0;
+
+	assert_int_equal(wire_zstd_new(1, &z), 0);
+	/* Compressible: zstd, smaller, and back. */
+	for (int i = 0; i < LEN; i++)
+		data[i] = "resync "[i % 7] + (i / 4096);
+	assert_int_equal(wire_blocks_encode(z, 1 << 20, data, LEN, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_blocks_decode(buf, len, &b), 0);
+	assert_int_equal(b.encoding, WIRE_ENC_ZSTD);
+	assert_int_equal(b.offset, 1 << 20);
+	assert_int_equal(b.raw_len, LEN);
+	assert_true(b.enc_len < LEN / 10);
+	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN - 1), -ENOBUFS);
+	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), LEN);
+	assert_memory_equal(out, data, LEN);
+	check_truncations(WIRE_BLOCKS, buf, len);
+
+	/* A zstd frame whose declared size is not raw_len, or that is cut
+	 * short, or has trailing bytes, is refused when unpacked. */
+	memcpy(m, buf, len);
+	put32(m + 8, LEN - 1);
+	assert_int_equal(wire_blocks_decode(m, len, &b), 0);
+	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), -EBADMSG);
+	memcpy(m, buf, len);
+	put32(m + 12, b.enc_len - 1); /* the frame cut short */
+	assert_int_equal(wire_blocks_decode(m, len - 1, &b), 0);
+	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), -EBADMSG);
+	memcpy(m, buf, len);
+	m[len] = 0; /* trailing byte */
+	put32(m + 12, len - WIRE_BLOCKS_HEADER + 1);
+	assert_int_equal(wire_blocks_decode(m, len + 1, &b), 0);
+	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), -EBADMSG);
+	for (size_t i = WIRE_BLOCKS_HEADER; i < len; i += 7) {
+		/* Corrupt data: refused or decoded to exactly raw_len bytes. */
+		int r;
+
+		memcpy(m, buf, len);
+		m[i] ^= 0x5a;
+		assert_int_equal(wire_blocks_decode(m, len, &b), 0);
+		r = wire_blocks_unpack(z, &b, out, LEN);
+		assert_true(r == -EBADMSG || r == LEN);
+	}
+
+	/* Random: stays raw. */
+	testlib_fill(data, LEN, 3);
+	assert_int_equal(wire_blocks_encode(z, 0, data, LEN, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, WIRE_BLOCKS_HEADER + LEN);
+	assert_int_equal(wire_blocks_decode(buf, len, &b), 0);
+	assert_int_equal(b.encoding, WIRE_ENC_RAW);
+	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), LEN);
+	assert_memory_equal(out, data, LEN);
+	check_truncations(WIRE_BLOCKS, buf, len);
+	/* Without a zstd context: raw. */
+	memset(data, 0, LEN);
+	assert_int_equal(wire_blocks_encode(NULL, 0, data, LEN, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, WIRE_BLOCKS_HEADER + LEN);
+	assert_int_equal(wire_blocks_encode(z, 0, data, LEN, buf, 1000, &len), 0); /* fits */
+	assert_int_equal(wire_blocks_encode(NULL, 0, data, LEN, buf, 1000, &len), -ENOBUFS);
+
+	/* Field checks. */
+	assert_int_equal(wire_blocks_encode(z, 0, data, 1, buf, sizeof(buf), &len), 0);
+	memcpy(m, buf, len);
+	put16(m + 16, 2); /* encoding */
+	assert_int_equal(wire_blocks_decode(m, len, &b), -EBADMSG);
+	memcpy(m, buf, len);
+	put16(m + 16, WIRE_ENC_ZSTD); /* zstd no smaller than raw */
+	assert_int_equal(wire_blocks_decode(m, len, &b), -EBADMSG);
+	memcpy(m, buf, len);
+	put16(m + 18, 1); /* reserved */
+	assert_int_equal(wire_blocks_decode(m, len, &b), -EBADMSG);
+	memcpy(m, buf, len);
+	put32(m + 20, 1); /* reserved */
+	assert_int_equal(wire_blocks_decode(m, len, &b), -EBADMSG);
+	memcpy(m, buf, len);
+	put64(m, INT64_MAX); /* offset + length past 2^63 */
+	assert_int_equal(wire_blocks_decode(m, len, &b), -EBADMSG);
+	memcpy(m, buf, len);
+	put32(m + 8, 0); /* empty */
+	put32(m + 12, 0);
+	assert_int_equal(wire_blocks_decode(m, WIRE_BLOCKS_HEADER, &b), -EBADMSG);
+	put32(m + 8, RESYNC_WIRE_BLOCKS_MAX + 1); /* oversized */
+	put32(m + 12, RESYNC_WIRE_BLOCKS_MAX + 1);
+	assert_int_equal(wire_blocks_decode(m, WIRE_BLOCKS_HEADER + RESYNC_WIRE_BLOCKS_MAX + 1, &b),
+			 -EBADMSG);
+	assert_int_equal(wire_blocks_encode(z, 0, data, 0, buf, sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_blocks_encode(z, 0, data, RESYNC_WIRE_BLOCKS_MAX + 1, buf,
+					    sizeof(buf), &len),
+			 -EINVAL);
+
+	/* A zstd bomb: a frame declaring far more than the limit. */
+	{
+		size_t big = 64 << 20, n;
+		unsigned char *zeros = calloc(1, big), *frame = malloc(1 << 20);
+
+		n = ZSTD_compress(frame, 1 << 20, zeros, big, 1);
+		assert_false(ZSTD_isError(n));
+		put64(m, 0);
+		put32(m + 8, RESYNC_WIRE_BLOCKS_MAX);
+		put32(m + 12, n);
+		put16(m + 16, WIRE_ENC_ZSTD);
+		put16(m + 18, 0);
+		put32(m + 20, 0);
+		memcpy(m + WIRE_BLOCKS_HEADER, frame, n);
+		assert_int_equal(wire_blocks_decode(m, WIRE_BLOCKS_HEADER + n, &b), 0);
+		free(out);
+		out = malloc(RESYNC_WIRE_BLOCKS_MAX);
+		assert_int_equal(wire_blocks_unpack(z, &b, out, RESYNC_WIRE_BLOCKS_MAX), -EBADMSG);
+		free(zeros);
+		free(frame);
+	}
+
+	assert_int_equal(wire_zstd_new(1000, &z), -EINVAL);
+	wire_zstd_free(z);
+	wire_zstd_free(NULL);
+	free(data);
+	free(out);
+	free(m);
+}
+
+static void test_offset_commit(void **state)
+{
+	struct wire_uuid g = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}, h;
+	uint64_t off = 0;
+	size_t len = 0;
+
+	assert_int_equal(wire_offset_encode(123456789, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_offset_decode(buf, len, &off), 0);
+	assert_int_equal(off, 123456789);
+	check_truncations(WIRE_ACK, buf, len);
+	check_truncations(WIRE_CHECKPOINT, buf, len);
+	put64(buf, (uint64_t)INT64_MAX + 1);
+	assert_int_equal(wire_offset_decode(buf, len, &off), -EBADMSG);
+	assert_int_equal(wire_offset_encode(UINT64_MAX, buf, sizeof(buf), &len), -EINVAL);
+
+	assert_int_equal(wire_commit_encode(&g, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 16);
+	assert_int_equal(wire_commit_decode(buf, len, &h), 0);
+	assert_memory_equal(&g, &h, 16);
+	check_truncations(WIRE_COMMIT, buf, len);
+	assert_int_equal(wire_commit_encode(&g, buf, 15, &len), -ENOBUFS);
+}
+
+/* Random bytes of every type and length: refused or valid, never a crash
+ * (the sanitizer build watches). Valid ones must round-trip. */
+static void test_garbage(void **state)
+{
+	uint64_t st = 77;
+	unsigned accepted = 0;
+
+	for (unsigned iter = 0; iter < 200000; iter++) {
+		unsigned type = testlib_rand_below(&st, WIRE_TYPE_MAX + 2);
+		size_t len = testlib_rand_below(&st, 160);
+		unsigned char p[160];
+
+		testlib_fill(p, len, testlib_rand(&st));
+		/* Plausible headers now and then, so the deep checks run. */
+		if (len >= 8 && testlib_rand_below(&st, 2)) {
+			if (type == WIRE_HASH_REPLY)
+				put32(p + 4, (len - 8) / 16);
+			if (type == WIRE_HASH_REQ && len >= 32) {
+				put32(p + 12, (len - 16) / 16);
+				put16(p + 10, 64);
+			}
+			if (type == WIRE_REFUSE || type == WIRE_ERROR)
+				put32(p + 4, len - 8);
+		}
+		if (wire_payload_check(type, p, len) == 0)
+			accepted++;
+		else
+			assert_int_equal(wire_payload_check(type, p, len), -EBADMSG);
+	}
+	print_message("%u of 200000 garbage payloads were valid messages\n", accepted);
+}
+
+static double now_s(void)
+{
+	return testlib_now_usec() / 1e6;
+}
+
+/* zstd level 1 on 64 KiB batches: random data (stays raw) and
+ * compressible data. Reported, and checked for being of the right order. */
+static void test_zstd_speed(void **state)
+{
+	enum { BATCH = 64 * 1024, TOTAL = 64 << 20 };
+	unsigned char *data = malloc(TOTAL);
+	struct wire_zstd *z = NULL;
+	uint64_t enc_total = 0;
+	size_t len;
+	double t, rnd, txt;
+
+	assert_int_equal(wire_zstd_new(1, &z), 0);
+	testlib_fill(data, TOTAL, 9);
+	t = now_s();
+	for (size_t off = 0; off < TOTAL; off += BATCH) {
+		assert_int_equal(wire_blocks_encode(z, off, data + off, BATCH, buf, sizeof(buf), &len),
+				 0);
+		enc_total += len;
+	}
+	rnd = TOTAL / (now_s() - t) / 1e6;
+	assert_int_equal(enc_total, (uint64_t)TOTAL / BATCH * (BATCH + WIRE_BLOCKS_HEADER));
+
+	/* Text-like: words from a small vocabulary, some random bytes. */
+	for (size_t i = 0; i < TOTAL; i += 8) {
+		static const char *const words[] = {"block ", "resync ", "volume", "hash  ",
+						    "primary ", "node   ", "secondar"};
+		uint64_t r = i * 2654435761u >> 7;
+
+		memcpy(data + i, words[r % 7], 8);
+		if (r % 13 == 0)
+			data[i + 3] = r >> 8;
+	}
+	enc_total = 0;
+	t = now_s();
+	for (size_t off = 0; off < TOTAL; off += BATCH) {
+		assert_int_equal(wire_blocks_encode(z, off, data + off, BATCH, buf, sizeof(buf), &len),
+				 0);
+		enc_total += len;
+	}
+	txt = TOTAL / (now_s() - t) / 1e6;
+	print_message("zstd level 1, 64 KiB batches: random %.0f MB/s (sent raw), compressible "
+		      "%.0f MB/s (ratio %.2f)\n",
+		      rnd, txt, (double)TOTAL / enc_total);
+	assert_true(enc_total < TOTAL / 2);
+	wire_zstd_free(z);
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_header),
+		cmocka_unit_test(test_names_versions),
+		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_text),
+		cmocka_unit_test(test_hash_messages),
+		cmocka_unit_test(test_hashtree_over_wire),
+		cmocka_unit_test(test_blocks),
+		cmocka_unit_test(test_offset_commit),
+		cmocka_unit_test(test_garbage),
+		cmocka_unit_test(test_zstd_speed),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
