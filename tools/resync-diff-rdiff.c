@@ -189,6 +189,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{0},
 	};
 	long block = 0, sum = 0;
+	unsigned max;
 	int c;
 
 	*o = (struct opts){0};
@@ -266,7 +267,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			return -1 - usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	unsigned max = rdelta_hash_len_max(o->sig.hash);
+	max = rdelta_hash_len_max(o->sig.hash);
 	if (sum < -1 || sum > (long)max) {
 		errorf("invalid sum size %ld: %s sums are 1 to %u bytes (0 for the most, "
 		       "-1 for the least that is safe)",
