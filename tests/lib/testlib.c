@@ -160,9 +160,9 @@ int testlib_file_equals(const char *path, const void *buf, size_t len)
 	return n == len && memcmp(data, buf, len) == 0;
 }
 
-int testlib_image_pair(const char *src_path, const char *dst_path, size_t src_size,
-		       size_t dst_size, unsigned nranges, size_t max_len, uint64_t seed,
-		       unsigned char **ret_src, unsigned char **ret_dst)
+int testlib_image_pair(const char *src_path, const char *dst_path, size_t src_size, size_t dst_size,
+		       unsigned nranges, size_t max_len, uint64_t seed, unsigned char **ret_src,
+		       unsigned char **ret_dst)
 {
 	_cleanup_free_ unsigned char *a = malloc(src_size + 1), *b = malloc(dst_size + 1);
 	uint64_t st = seed;

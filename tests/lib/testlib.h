@@ -44,9 +44,9 @@ int testlib_file_equals(const char *path, const void *buf, size_t len);
  * each) scribbled over. Both buffers are returned malloc'ed when the ret
  * pointers are not NULL, and written to src_path and dst_path when those
  * are not NULL. */
-int testlib_image_pair(const char *src_path, const char *dst_path, size_t src_size,
-		       size_t dst_size, unsigned nranges, size_t max_len, uint64_t seed,
-		       unsigned char **ret_src, unsigned char **ret_dst);
+int testlib_image_pair(const char *src_path, const char *dst_path, size_t src_size, size_t dst_size,
+		       unsigned nranges, size_t max_len, uint64_t seed, unsigned char **ret_src,
+		       unsigned char **ret_dst);
 
 /* Monotonic time in microseconds. */
 uint64_t testlib_now_usec(void);

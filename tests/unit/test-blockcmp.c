@@ -199,7 +199,8 @@ enum variant {
 	V_COUNT,
 };
 
-static void check_variants(size_t n, uint32_t bs, enum io_kind kind, unsigned threads, uint64_t seed)
+static void check_variants(size_t n, uint32_t bs, enum io_kind kind, unsigned threads,
+			   uint64_t seed)
 {
 	_cleanup_free_ unsigned char *a = malloc(n + 1);
 	struct blockcmp_opts o = {.block_size = bs, .io = kind, .threads = threads};
@@ -244,8 +245,8 @@ static void test_blockcmp_edge_sizes(void **state)
 
 	for (size_t i = 0; i < ARRAY_SIZE(bss); i++) {
 		uint32_t bs = bss[i];
-		const size_t sizes[] = {0, 1, bs - 1, bs, bs + 1, 3 * bs + 777, 12345, 1000003,
-					RESYNC_CHUNK + 1};
+		const size_t sizes[] = {0,     1,	bs - 1,		 bs, bs + 1, 3 * bs + 777,
+					12345, 1000003, RESYNC_CHUNK + 1};
 
 		for (size_t k = 0; k < ARRAY_SIZE(sizes); k++)
 			check_variants(sizes[k], bs, kind_of(state), 0, 1000 * i + k);
@@ -317,8 +318,10 @@ static void test_blockcmp_hash_equals_memcmp(void **state)
 	rangelist_release(&r_mem);
 	/* And a HASH sync gives the same image. */
 	{
-		struct blockcmp_opts o = {.block_size = 16384, .io = kind_of(state),
-					  .mode = BLOCKCMP_HASH, .seed = 12345};
+		struct blockcmp_opts o = {.block_size = 16384,
+					  .io = kind_of(state),
+					  .mode = BLOCKCMP_HASH,
+					  .seed = 12345};
 
 		check_pair(a, n, b, (ssize_t)(n - 4000), &o);
 	}
@@ -361,12 +364,12 @@ static void test_blockcmp_hash_volume(void **state)
 	const struct {
 		size_t first, count; /* in blocks; the range ends at min(end, n) */
 	} cases[] = {
-		{0, nblocks},		  /* all of it */
-		{2, 5},			  /* in the middle */
-		{nblocks - 3, 3},	  /* to the end, short last block */
-		{nblocks - 1, 1},	  /* only the short block */
-		{100, nblocks - 100},	  /* across a unit boundary */
-		{7, 0},			  /* nothing */
+	    {0, nblocks},	  /* all of it */
+	    {2, 5},		  /* in the middle */
+	    {nblocks - 3, 3},	  /* to the end, short last block */
+	    {nblocks - 1, 1},	  /* only the short block */
+	    {100, nblocks - 100}, /* across a unit boundary */
+	    {7, 0},		  /* nothing */
 	};
 
 	assert_non_null(a);
@@ -384,7 +387,8 @@ static void test_blockcmp_hash_volume(void **state)
 			assert_int_equal(blockcmp_hash_volume(v, off, len, &o, h), 0);
 			for (size_t i = 0; i < cases[c].count; i++) {
 				size_t bo = (size_t)off + i * bs;
-				struct hash128 want = hash_block(a + bo, MIN((size_t)bs, n - bo), o.seed);
+				struct hash128 want =
+				    hash_block(a + bo, MIN((size_t)bs, n - bo), o.seed);
 
 				assert_true(hash128_equal(&h[i], &want));
 			}
@@ -503,9 +507,9 @@ static void test_blockcmp_dry_run(void **state)
 		struct stat before, after;
 		struct expect e;
 
-		assert_int_equal(testlib_image_pair(src_path, dst_path, n, dst_sizes[i], 20, 50000,
-						    i, &a, &b),
-				 0);
+		assert_int_equal(
+		    testlib_image_pair(src_path, dst_path, n, dst_sizes[i], 20, 50000, i, &a, &b),
+		    0);
 		memset(a, 0, 512 * 1024); /* a zero run it would punch */
 		assert_int_equal(testlib_file_write(src_path, a, n), 0);
 		expect_build(a, n, b, dst_sizes[i], RESYNC_BLOCK_DEFAULT, &e);
@@ -686,6 +690,35 @@ static void test_fault_threads(void **state)
 	}
 }
 
+/* Short transfers and EINTR are absorbed: the run completes exactly. */
+static void test_fault_transient(void **state)
+{
+	_cleanup_volume_ struct volume *src = NULL, *dst = NULL;
+	struct blockcmp_opts o = {.io = IO_KIND_FAULT, .write = true};
+	const struct io_fault_config cfgs[] = {
+	    {.short_io = true},
+	    {.ops = IO_OP_READ, .nth = 3, .count = 5, .err = EINTR},
+	    {.ops = IO_OP_WRITE, .nth = 1, .count = 2, .err = EAGAIN, .short_io = true},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cfgs); i++) {
+		struct blockcmp_stats st;
+
+		write_images(fault_src, FAULT_SIZE, fault_dst, FAULT_SIZE);
+		volume_free(TAKE_PTR(src));
+		volume_free(TAKE_PTR(dst));
+		assert_int_equal(volume_open(src_path, 0, &src), 0);
+		assert_int_equal(volume_open(dst_path, VOLUME_WRITE | VOLUME_LOCK, &dst), 0);
+		assert_int_equal(io_fault_configure(&cfgs[i]), 0);
+		assert_int_equal(blockcmp_run(src, dst, &o, NULL, &st), 0);
+		assert_true(io_fault_calls() > 0);
+		assert_int_equal(st.blocks_differing, 3);
+		assert_int_equal(st.bytes_written, 3 * RESYNC_PAGE);
+		assert_int_equal(st.done_upto, FAULT_SIZE);
+		assert_dst_synced_upto(FAULT_SIZE);
+	}
+}
+
 static int cancel_after_first(void *arg, uint64_t done, uint64_t total)
 {
 	unsigned *calls = arg;
@@ -699,8 +732,11 @@ static void test_cancel(void **state)
 {
 	_cleanup_volume_ struct volume *src = NULL, *dst = NULL;
 	unsigned calls = 0;
-	struct blockcmp_opts o = {.io = IO_KIND_SYNC, .threads = 1, .write = true,
-				  .progress = cancel_after_first, .progress_arg = &calls};
+	struct blockcmp_opts o = {.io = IO_KIND_SYNC,
+				  .threads = 1,
+				  .write = true,
+				  .progress = cancel_after_first,
+				  .progress_arg = &calls};
 	struct blockcmp_stats st;
 
 	write_images(fault_src, FAULT_SIZE, fault_dst, FAULT_SIZE);
@@ -715,27 +751,28 @@ static void test_cancel(void **state)
 
 #define KIND_TESTS(kind)                                                                           \
 	cmocka_unit_test_prestate(test_blockcmp_edge_sizes, (void *)&kind),                        \
-		cmocka_unit_test_prestate(test_blockcmp_multi_unit, (void *)&kind),                \
-		cmocka_unit_test_prestate(test_blockcmp_all_block_sizes, (void *)&kind),           \
-		cmocka_unit_test_prestate(test_blockcmp_hash_equals_memcmp, (void *)&kind),        \
-		cmocka_unit_test_prestate(test_blockcmp_read_only, (void *)&kind),                 \
-		cmocka_unit_test_prestate(test_blockcmp_hash_volume, (void *)&kind),               \
-		cmocka_unit_test_prestate(test_blockcmp_punch_zeros, (void *)&kind),               \
-		cmocka_unit_test_prestate(test_blockcmp_dry_run, (void *)&kind)
+	    cmocka_unit_test_prestate(test_blockcmp_multi_unit, (void *)&kind),                    \
+	    cmocka_unit_test_prestate(test_blockcmp_all_block_sizes, (void *)&kind),               \
+	    cmocka_unit_test_prestate(test_blockcmp_hash_equals_memcmp, (void *)&kind),            \
+	    cmocka_unit_test_prestate(test_blockcmp_read_only, (void *)&kind),                     \
+	    cmocka_unit_test_prestate(test_blockcmp_hash_volume, (void *)&kind),                   \
+	    cmocka_unit_test_prestate(test_blockcmp_punch_zeros, (void *)&kind),                   \
+	    cmocka_unit_test_prestate(test_blockcmp_dry_run, (void *)&kind)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		KIND_TESTS(kind_uring),
-		KIND_TESTS(kind_sync),
-		cmocka_unit_test(test_blockcmp_bad_args),
+	    KIND_TESTS(kind_uring),
+	    KIND_TESTS(kind_sync),
+	    cmocka_unit_test(test_blockcmp_bad_args),
 	};
 	const struct CMUnitTest fault_tests[] = {
-		cmocka_unit_test_teardown(test_fault_read, fault_reset),
-		cmocka_unit_test_teardown(test_fault_write, fault_reset),
-		cmocka_unit_test_teardown(test_fault_flush, fault_reset),
-		cmocka_unit_test_teardown(test_fault_threads, fault_reset),
-		cmocka_unit_test(test_cancel),
+	    cmocka_unit_test_teardown(test_fault_read, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_write, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_flush, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_threads, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_transient, fault_reset),
+	    cmocka_unit_test(test_cancel),
 	};
 	int failed;
 

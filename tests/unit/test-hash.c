@@ -33,7 +33,8 @@ static bool have_avx2(void)
 static void test_hash_is_xxh3_128(void **state)
 {
 	_cleanup_free_ unsigned char *buf = malloc(BIG);
-	static const size_t lens[] = {0, 1, 3, 8, 16, 17, 128, 129, 240, 241, 1024, 4095, 65536, BIG};
+	static const size_t lens[] = {0,   1,	3,   8,	   16,	 17,	128,
+				      129, 240, 241, 1024, 4095, 65536, BIG};
 
 	assert_non_null(buf);
 	testlib_fill(buf, BIG, 21);
@@ -181,13 +182,10 @@ static void test_hash_seed_random(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hash_is_xxh3_128),
-		cmocka_unit_test(test_hash_deterministic),
-		cmocka_unit_test(test_hash_seeds_differ),
-		cmocka_unit_test(test_hash_data_differs),
-		cmocka_unit_test(test_hash_avx2_equals_sse2),
-		cmocka_unit_test(test_hash_impl_name),
-		cmocka_unit_test(test_hash_seed_random),
+	    cmocka_unit_test(test_hash_is_xxh3_128),	  cmocka_unit_test(test_hash_deterministic),
+	    cmocka_unit_test(test_hash_seeds_differ),	  cmocka_unit_test(test_hash_data_differs),
+	    cmocka_unit_test(test_hash_avx2_equals_sse2), cmocka_unit_test(test_hash_impl_name),
+	    cmocka_unit_test(test_hash_seed_random),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -128,8 +128,8 @@ static void test_io_eof(void **state)
 
 	/* The same through the asynchronous interface: res 0, done short. */
 	{
-		struct io_req req = {.op = IO_OP_READ, .fd = fd, .buf = buf, .len = 4096,
-				     .off = 9000};
+		struct io_req req = {
+		    .op = IO_OP_READ, .fd = fd, .buf = buf, .len = 4096, .off = 9000};
 		struct io_req *got = NULL;
 
 		assert_int_equal(io_ctx_submit(ctx, &req), 0);
@@ -160,8 +160,11 @@ static void test_io_async_depth(void **state)
 
 	/* Fill the context, backwards so completions need not be in order. */
 	for (int i = DEPTH - 1; i >= 0; i--) {
-		reqs[i] = (struct io_req){.op = IO_OP_READ, .fd = fd, .buf = buf + i * LEN,
-					  .len = LEN, .off = (uint64_t)i * LEN,
+		reqs[i] = (struct io_req){.op = IO_OP_READ,
+					  .fd = fd,
+					  .buf = buf + i * LEN,
+					  .len = LEN,
+					  .off = (uint64_t)i * LEN,
 					  .user = &seen[i]};
 		assert_int_equal(io_ctx_submit(ctx, &reqs[i]), 0);
 	}
@@ -258,7 +261,7 @@ static void test_io_auto(void **state)
 static void fault_set(unsigned ops, unsigned long nth, unsigned long count, int err, bool short_io)
 {
 	struct io_fault_config cfg = {
-		.ops = ops, .nth = nth, .count = count, .err = err, .short_io = short_io};
+	    .ops = ops, .nth = nth, .count = count, .err = err, .short_io = short_io};
 
 	assert_int_equal(io_fault_configure(&cfg), 0);
 	assert_int_equal(io_fault_calls(), 0);
@@ -371,7 +374,7 @@ static void test_fault_parse(void **state)
 {
 	struct io_fault_config cfg;
 	static const char *const bad[] = {
-		"op=bogus", "nth=x", "nth=", "nth", "errno=EWHAT", "foo=1", "count=1x", "=1", "op",
+	    "op=bogus", "nth=x", "nth=", "nth", "errno=EWHAT", "foo=1", "count=1x", "=1", "op",
 	};
 
 	assert_int_equal(io_fault_parse("op=write,nth=3,errno=ENOSPC,count=1,short=1", &cfg), 0);
@@ -410,25 +413,25 @@ static void test_fault_parse(void **state)
 
 #define KIND_TESTS(kind)                                                                           \
 	cmocka_unit_test_prestate(test_io_name, (void *)&kind),                                    \
-		cmocka_unit_test_prestate(test_io_roundtrip, (void *)&kind),                       \
-		cmocka_unit_test_prestate(test_io_eof, (void *)&kind),                             \
-		cmocka_unit_test_prestate(test_io_async_depth, (void *)&kind),                     \
-		cmocka_unit_test_prestate(test_io_depth_limits, (void *)&kind),                    \
-		cmocka_unit_test_prestate(test_io_errors, (void *)&kind)
+	    cmocka_unit_test_prestate(test_io_roundtrip, (void *)&kind),                           \
+	    cmocka_unit_test_prestate(test_io_eof, (void *)&kind),                                 \
+	    cmocka_unit_test_prestate(test_io_async_depth, (void *)&kind),                         \
+	    cmocka_unit_test_prestate(test_io_depth_limits, (void *)&kind),                        \
+	    cmocka_unit_test_prestate(test_io_errors, (void *)&kind)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		KIND_TESTS(kind_uring),
-		KIND_TESTS(kind_sync),
-		KIND_TESTS(kind_fault),
-		cmocka_unit_test(test_io_auto),
-		cmocka_unit_test_teardown(test_fault_nth_write, fault_reset),
-		cmocka_unit_test_teardown(test_fault_count_all, fault_reset),
-		cmocka_unit_test_teardown(test_fault_fsync, fault_reset),
-		cmocka_unit_test_teardown(test_fault_short_io, fault_reset),
-		cmocka_unit_test_teardown(test_fault_retry, fault_reset),
-		cmocka_unit_test(test_fault_parse),
+	    KIND_TESTS(kind_uring),
+	    KIND_TESTS(kind_sync),
+	    KIND_TESTS(kind_fault),
+	    cmocka_unit_test(test_io_auto),
+	    cmocka_unit_test_teardown(test_fault_nth_write, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_count_all, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_fsync, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_short_io, fault_reset),
+	    cmocka_unit_test_teardown(test_fault_retry, fault_reset),
+	    cmocka_unit_test(test_fault_parse),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

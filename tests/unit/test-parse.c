@@ -19,31 +19,31 @@ static void test_parse_size_ok(void **state)
 		const char *s;
 		uint64_t v;
 	} cases[] = {
-		{"0", 0},
-		{"1", 1},
-		{"4096", 4096},
-		{"4K", 4 * K},
-		{"4k", 4 * K},
-		{"64K", 64 * K},
-		{"64KiB", 64 * K},
-		{"64KB", 64 * K},
-		{"1M", K * K},
-		{"1MiB", K * K},
-		{"2G", 2 * K * K * K},
-		{"1T", K * K * K * K},
-		{"1.5K", 1536},
-		{"0.5M", 512 * K},
-		{"10B", 10},
-		{" 8K", 8 * K},
-		{"8K ", 8 * K},
-		{"8 K", 8 * K},
-		{"16383T", 16383 * K * K * K * K},
-		{"16777215T", 16777215 * K * K * K * K},
-		/* Plain integers are exact over the whole 64-bit range, beyond
-		 * what a double holds (2^53). */
-		{"9007199254740993", UINT64_C(9007199254740993)},
-		{"18446744073709551615", UINT64_MAX},
-		{"8796093022207K", UINT64_C(8796093022207) * K},
+	    {"0", 0},
+	    {"1", 1},
+	    {"4096", 4096},
+	    {"4K", 4 * K},
+	    {"4k", 4 * K},
+	    {"64K", 64 * K},
+	    {"64KiB", 64 * K},
+	    {"64KB", 64 * K},
+	    {"1M", K * K},
+	    {"1MiB", K * K},
+	    {"2G", 2 * K * K * K},
+	    {"1T", K * K * K * K},
+	    {"1.5K", 1536},
+	    {"0.5M", 512 * K},
+	    {"10B", 10},
+	    {" 8K", 8 * K},
+	    {"8K ", 8 * K},
+	    {"8 K", 8 * K},
+	    {"16383T", 16383 * K * K * K * K},
+	    {"16777215T", 16777215 * K * K * K * K},
+	    /* Plain integers are exact over the whole 64-bit range, beyond
+	     * what a double holds (2^53). */
+	    {"9007199254740993", UINT64_C(9007199254740993)},
+	    {"18446744073709551615", UINT64_MAX},
+	    {"8796093022207K", UINT64_C(8796093022207) * K},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -59,8 +59,8 @@ static void test_parse_size_ok(void **state)
 static void test_parse_size_bad(void **state)
 {
 	static const char *const bad[] = {
-		"", " ", "K", "-1", "+1", "-0", "1X", "1KK", "1 K B", "abc", "0.1",
-		"1.3", "nan", "inf", "infinity", "1e", "4K4", "1,5K", "--1", "1Kx",
+	    "",	   " ",	  "K",	 "-1",	"+1",	    "-0", "1X",	 "1KK",	 "1 K B", "abc",
+	    "0.1", "1.3", "nan", "inf", "infinity", "1e", "4K4", "1,5K", "--1",	  "1Kx",
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -92,18 +92,18 @@ static void test_parse_duration_ok(void **state)
 		const char *s;
 		uint64_t usec;
 	} cases[] = {
-		{"0", 0},
-		{"1", 1000000},
-		{"30s", 30000000},
-		{"30S", 30000000},
-		{"250ms", 250000},
-		{"1.5s", 1500000},
-		{"5m", 300000000},
-		{"5min", 300000000},
-		{"2h", UINT64_C(7200000000)},
-		{"1d", UINT64_C(86400000000)},
-		{"0.5h", UINT64_C(1800000000)},
-		{" 7 s ", 7000000},
+	    {"0", 0},
+	    {"1", 1000000},
+	    {"30s", 30000000},
+	    {"30S", 30000000},
+	    {"250ms", 250000},
+	    {"1.5s", 1500000},
+	    {"5m", 300000000},
+	    {"5min", 300000000},
+	    {"2h", UINT64_C(7200000000)},
+	    {"1d", UINT64_C(86400000000)},
+	    {"0.5h", UINT64_C(1800000000)},
+	    {" 7 s ", 7000000},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -119,7 +119,7 @@ static void test_parse_duration_ok(void **state)
 static void test_parse_duration_bad(void **state)
 {
 	static const char *const bad[] = {
-		"", "s", "-1s", "+1s", "1x", "1sec", "1 hour", "ms", "1mss", "0.0000001s", "1y", "h1",
+	    "", "s", "-1s", "+1s", "1x", "1sec", "1 hour", "ms", "1mss", "0.0000001s", "1y", "h1",
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -156,12 +156,9 @@ static void test_format_bytes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_size_ok),
-		cmocka_unit_test(test_parse_size_bad),
-		cmocka_unit_test(test_parse_size_range),
-		cmocka_unit_test(test_parse_duration_ok),
-		cmocka_unit_test(test_parse_duration_bad),
-		cmocka_unit_test(test_format_bytes),
+	    cmocka_unit_test(test_parse_size_ok),      cmocka_unit_test(test_parse_size_bad),
+	    cmocka_unit_test(test_parse_size_range),   cmocka_unit_test(test_parse_duration_ok),
+	    cmocka_unit_test(test_parse_duration_bad), cmocka_unit_test(test_format_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -90,8 +90,8 @@ static void test_range_normalize(void **state)
 {
 	struct rangelist l = {0};
 	/* Unsorted; overlapping, contained, adjacent and disjoint. */
-	const struct range in[] = {{100, 10}, {0, 5}, {50, 20}, {55, 5}, {5, 5},
-				   {65, 10}, {200, 1}, {110, 0}, {109, 3}};
+	const struct range in[] = {{100, 10}, {0, 5},	{50, 20}, {55, 5}, {5, 5},
+				   {65, 10},  {200, 1}, {110, 0}, {109, 3}};
 	const struct range want[] = {{0, 10}, {50, 25}, {100, 12}, {200, 1}};
 
 	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
@@ -149,12 +149,12 @@ static void test_range_normalize_random(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_range_add_merges_adjacent),
-		cmocka_unit_test(test_range_add_grows),
-		cmocka_unit_test(test_range_large_offsets),
-		cmocka_unit_test(test_range_extend),
-		cmocka_unit_test(test_range_normalize),
-		cmocka_unit_test(test_range_normalize_random),
+	    cmocka_unit_test(test_range_add_merges_adjacent),
+	    cmocka_unit_test(test_range_add_grows),
+	    cmocka_unit_test(test_range_large_offsets),
+	    cmocka_unit_test(test_range_extend),
+	    cmocka_unit_test(test_range_normalize),
+	    cmocka_unit_test(test_range_normalize_random),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
