@@ -47,7 +47,8 @@ static uint64_t walk(const struct hashtree *local, const struct hashtree *remote
 	assert_int_equal(r, 0);
 	leaves = hashtree_diff_leaves(d, ret_n);
 	*ret_leaves = malloc((*ret_n + 1) * sizeof(uint64_t));
-	memcpy(*ret_leaves, leaves, *ret_n * sizeof(uint64_t));
+	if (*ret_n)
+		memcpy(*ret_leaves, leaves, *ret_n * sizeof(uint64_t));
 	hashes = hashtree_diff_hashes(d);
 	hashtree_diff_free(d);
 	free(buf);

@@ -570,7 +570,7 @@ static void test_zstd_speed(void **state)
 
 	/* Text-like: words from a small vocabulary, some random bytes. */
 	for (size_t i = 0; i < TOTAL; i += 8) {
-		static const char *const words[] = {"block ", "resync ", "volume", "hash  ",
+		static const char words[][8] = {"block ", "resync ", "volume", "hash  ",
 						    "primary ", "node   ", "secondar"};
 		uint64_t r = i * 2654435761u >> 7;
 
