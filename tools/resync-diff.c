@@ -409,9 +409,25 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
-		if (!strcmp(argv[1], commands[i].name))
+	/* rdiff takes options before the command too ("rdiff -b 512
+	 * signature ..."): find the command word and hand it the rest, with
+	 * the leading options first. */
+	for (int k = 1; k < argc; k++) {
+		if (argv[k][0] == '-' && strcmp(argv[k], "-"))
+			continue;
+		for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+			char *cmd = argv[k];
+
+			if (strcmp(cmd, commands[i].name))
+				continue;
+			memmove(argv + 2, argv + 1, (size_t)(k - 1) * sizeof(*argv));
+			argv[1] = cmd;
 			return commands[i].fn(argc - 1, argv + 1);
+		}
+		/* An option's argument ("-b 512"): keep looking. */
+		if (k == 1)
+			break;
+	}
 	errorf("unknown command '%s'", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;

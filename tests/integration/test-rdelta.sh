@@ -240,3 +240,9 @@ cmp -s exists N_odd || fail "the symlink's target was not replaced"
 "$R" patch '-?' | grep -q "usage:" || fail "-?"
 "$R" patch -V | grep -q "librsync" || fail "-V"
 echo "ok: errors"
+
+# options before the command, as rdiff takes them
+"$R" -b 512 -S 8 signature B_odd pre.sig || fail "options before the command"
+rdiff -b 512 -S 8 signature B_odd pre.r.sig
+cmp -s pre.sig pre.r.sig || fail "signature with leading options differs from rdiff's"
+echo "ok: leading options"
