@@ -103,6 +103,10 @@ int io_fault_configure(const struct io_fault_config *cfg)
 {
 	if (cfg->nth && cfg->err <= 0)
 		return -EINVAL;
+	/* The generic layer retries EINTR and EAGAIN: failing them forever
+	 * would never end. */
+	if (cfg->nth && cfg->count == 0 && (cfg->err == EINTR || cfg->err == EAGAIN))
+		return -EINVAL;
 	fault_cfg = *cfg;
 	atomic_store(&fault_calls, 0);
 	return 0;
@@ -149,6 +153,8 @@ int io_fault_parse(const char *spec, struct io_fault_config *ret)
 		} else if (!strcmp(tok, "nth") || !strcmp(tok, "count")) {
 			unsigned long v;
 
+			if (*val < '0' || *val > '9')
+				return -EINVAL; /* strtoul would wrap "-1" */
 			errno = 0;
 			v = strtoul(val, &end, 10);
 			if (errno || *end || end == val)

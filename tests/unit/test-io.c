@@ -375,6 +375,7 @@ static void test_fault_parse(void **state)
 	struct io_fault_config cfg;
 	static const char *const bad[] = {
 	    "op=bogus", "nth=x", "nth=", "nth", "errno=EWHAT", "foo=1", "count=1x", "=1", "op",
+	    "nth=-1", "count=-2", "nth=+3",
 	};
 
 	assert_int_equal(io_fault_parse("op=write,nth=3,errno=ENOSPC,count=1,short=1", &cfg), 0);
@@ -405,6 +406,14 @@ static void test_fault_parse(void **state)
 			fail_msg("'%s' was accepted", bad[i]);
 		assert_int_equal(cfg.nth, 99); /* untouched */
 	}
+
+	/* Retried errors failing forever would never end. */
+	cfg = (struct io_fault_config){.nth = 1, .err = EINTR};
+	assert_int_equal(io_fault_configure(&cfg), -EINVAL);
+	cfg = (struct io_fault_config){.nth = 1, .count = 2, .err = EAGAIN};
+	assert_int_equal(io_fault_configure(&cfg), 0);
+	cfg = (struct io_fault_config){0};
+	assert_int_equal(io_fault_configure(&cfg), 0);
 
 	/* A failing call needs an errno. */
 	cfg = (struct io_fault_config){.nth = 1, .err = 0};
