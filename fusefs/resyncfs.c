@@ -29,7 +29,7 @@ static const char usage[] =
 	"  -o meta=PATH        metadata file (default IMAGE.resync-meta)\n"
 	"  -o control=PATH     control socket: freeze [wait|fail], thaw,\n"
 	"                      invalidate OFF LEN, rewrite OFF LEN FILE, status\n"
-	"  -o al_extents=N     activity-log extents of fresh metadata (default 64)\n"
+	"  -o al_extents=N     activity-log extents of fresh metadata (default 256, max 768)\n"
 	"  -o al_extent_size=SIZE  bytes per extent (default 4M)\n"
 	"  -o threads=N        FUSE worker threads (default 8)\n"
 	"  -o io=sync|uring    image I/O backend (default sync)\n"

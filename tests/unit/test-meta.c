@@ -430,7 +430,7 @@ static void test_meta_setters(void **state)
 struct marker {
 	struct meta *m;
 	uint64_t seed;
-	uint64_t offs[200];
+	uint64_t offs[50];
 };
 
 static void *marker_thread(void *arg)
@@ -438,7 +438,7 @@ static void *marker_thread(void *arg)
 	struct marker *mk = arg;
 	uint64_t st = mk->seed;
 
-	for (unsigned i = 0; i < 200; i++) {
+	for (unsigned i = 0; i < 50; i++) {
 		mk->offs[i] = testlib_rand_below(&st, SIZE - 3 * BS);
 		if (meta_dirty_mark(mk->m, mk->offs[i], 2 * BS) < 0)
 			return (void *)1;
@@ -466,7 +466,7 @@ static void test_meta_concurrent_marks(void **state)
 	meta_free(m); /* unclean */
 	m = open_ro(f);
 	for (unsigned i = 0; i < 4; i++)
-		for (unsigned j = 0; j < 200; j++)
+		for (unsigned j = 0; j < 50; j++)
 			for (uint64_t b = mk[i].offs[j] / BS; b <= (mk[i].offs[j] + 2 * BS - 1) / BS;
 			     b++)
 				assert_true(meta_dirty_test(m, b));

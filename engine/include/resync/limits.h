@@ -17,7 +17,7 @@ enum resync_limits {
 	RESYNC_IO_DEPTH_MAX = 64,
 	/* Metadata beside a volume: on-disk activity-log slots, generations
 	 * kept in the history, the dirty bitmap's largest size (bytes). */
-	RESYNC_META_AL_MAX = 256,
+	RESYNC_META_AL_MAX = 768,
 	RESYNC_META_HISTORY = 4,
 	RESYNC_META_BITMAP_MAX = 64 << 20,
 };

@@ -53,7 +53,7 @@ struct meta_opts {
 };
 
 enum {
-	META_AL_DEFAULT = 64,
+	META_AL_DEFAULT = 256, /* 1 GiB hot with 4 MiB extents */
 	META_AL_EXTENT_DEFAULT = 4 << 20,
 };
 
