@@ -1,0 +1,1439 @@
+/* A node of the cluster: volume through fusefs, peer sessions, control
+ * commands and the resync from the primary (DESIGN.md, "A resync, from the
+ * primary").
+ *
+ * The session protocol on one peer connection (the connecting side is the
+ * one asking; the accepting side serves its own volume):
+ *   -> HELLO            <- HELLO_ACK | REFUSE (reason; both sides log it)
+ *   -> HASH_REQ ...     <- HASH_REPLY ...   (hash-tree walk, seed per resync)
+ *   -> BLOCKS ...                           (primary only: fence, Inconsistent,
+ *                                            write, invalidate the FUSE cache)
+ *   -> CHECKPOINT off   <- ACK off          (durable below off, recorded)
+ *   -> COMMIT gen       <- ACK size | ERROR (take gen, clear bitmap, UpToDate)
+ *   -> ERROR            (cancelled: the accepting side thaws, stays Inconsistent)
+ * A status query is a HELLO exchange alone. */
+#include <errno.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "control.h"
+#include "node.h"
+#include "peer.h"
+#include "resync/blockcmp.h"
+#include "resync/fusefs.h"
+#include "resync/hash.h"
+#include "resync/hashtree.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+#include "resync/meta.h"
+#include "resync/patch.h"
+#include "resync/range.h"
+#include "resync/volume.h"
+#include "wire.h"
+
+enum {
+	NODE_SESSION_TIMEOUT_MS = 120000, /* between two frames of a session */
+	NODE_STOP_WAIT_MS = 5000,	  /* sessions given to end at stop */
+	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
+	NODE_PROGRESS_USEC = 500000,
+};
+
+struct node {
+	const struct cluster_config *cfg;
+	const struct node_config *self;
+	bool is_primary;
+	struct secret *secret;
+	struct peer_ctx *ctx;
+	struct peer_listener *listener;
+	struct fusefs *fs;
+	struct control_server *ctl;
+	pthread_t accept_thread;
+	bool accept_started;
+	bool stopped;
+	atomic_bool stopping;
+	atomic_bool cancel;
+	atomic_int sessions;
+
+	pthread_mutex_t lock;
+	bool resync_running; /* protected by lock */
+	bool writing;	     /* a session rewrites this volume; protected by lock */
+	int64_t last_resync; /* unix seconds, 0 never; protected by lock */
+};
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("resyncd: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static int mkdir_p(const char *path)
+{
+	_cleanup_free_ char *p = strdup(path);
+
+	if (!p)
+		return -ENOMEM;
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static uint64_t node_size(struct node *n)
+{
+	return volume_size(fusefs_volume(n->fs));
+}
+
+static struct meta *node_meta(struct node *n)
+{
+	return fusefs_meta(n->fs);
+}
+
+/* ---- hello ---- */
+
+static void node_hello_make(struct node *n, struct wire_hello *h)
+{
+	struct meta_info mi;
+
+	memset(h, 0, sizeof(*h));
+	meta_info_get(node_meta(n), &mi);
+	snprintf(h->cluster, sizeof(h->cluster), "%s", n->cfg->name);
+	snprintf(h->node, sizeof(h->node), "%s", n->self->name);
+	h->proto_min = WIRE_PROTO_MIN;
+	h->proto_max = WIRE_PROTO_MAX;
+	h->features = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE;
+	h->volume_size = node_size(n);
+	h->block_size = n->cfg->block_size;
+	h->state = (uint32_t)mi.state < WIRE_STATE_COUNT ? (uint32_t)mi.state : WIRE_STATE_UNKNOWN;
+	h->flags = (mi.bitmap_trusted ? WIRE_HELLO_BITMAP_TRUSTED : 0) |
+		   (n->is_primary ? WIRE_HELLO_PRIMARY : 0);
+	memcpy(h->generation.b, mi.generation.b, 16);
+	h->n_history = MIN(mi.history_n, (unsigned)RESYNC_WIRE_HISTORY_MAX);
+	for (unsigned i = 0; i < h->n_history; i++)
+		memcpy(h->history[i].b, mi.history[i].b, 16);
+}
+
+/* Whether a peer's hello fits this node. Fills why on refusal. */
+static int node_hello_check(struct node *n, const struct wire_hello *h, struct wire_text *why)
+{
+	uint16_t proto;
+
+	memset(why, 0, sizeof(*why));
+	if (strcmp(h->cluster, n->cfg->name)) {
+		why->code = WIRE_REASON_CLUSTER;
+		snprintf(why->text, sizeof(why->text), "cluster '%s' is not this node's cluster '%s'",
+			 h->cluster, n->cfg->name);
+		return -EPERM;
+	}
+	if (!cluster_config_node(n->cfg, h->node) || !strcmp(h->node, n->self->name)) {
+		why->code = WIRE_REASON_NODE;
+		snprintf(why->text, sizeof(why->text), "node '%s' is not another node of cluster '%s'",
+			 h->node, n->cfg->name);
+		return -EPERM;
+	}
+	if (wire_proto_negotiate(h->proto_min, h->proto_max, WIRE_PROTO_MIN, WIRE_PROTO_MAX,
+				 &proto) < 0) {
+		why->code = WIRE_REASON_PROTOCOL;
+		snprintf(why->text, sizeof(why->text),
+			 "no common protocol: '%s' speaks %u to %u, '%s' speaks %u to %u", h->node,
+			 h->proto_min, h->proto_max, n->self->name, WIRE_PROTO_MIN, WIRE_PROTO_MAX);
+		return -EPROTONOSUPPORT;
+	}
+	if (h->block_size != n->cfg->block_size) {
+		why->code = WIRE_REASON_BLOCK_SIZE;
+		snprintf(why->text, sizeof(why->text),
+			 "block sizes differ: '%s' uses %u, '%s' uses %u", h->node, h->block_size,
+			 n->self->name, n->cfg->block_size);
+		return -EINVAL;
+	}
+	if (h->volume_size != node_size(n)) {
+		why->code = WIRE_REASON_VOLUME_SIZE;
+		snprintf(why->text, sizeof(why->text),
+			 "volume sizes differ: '%s' has %llu bytes, '%s' has %llu bytes", h->node,
+			 (unsigned long long)h->volume_size, n->self->name,
+			 (unsigned long long)node_size(n));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text)
+{
+	struct wire_text t = {.code = code};
+	unsigned char buf[RESYNC_WIRE_TEXT_MAX + 64];
+	size_t len;
+
+	snprintf(t.text, sizeof(t.text), "%s", text);
+	if (wire_text_encode(&t, buf, sizeof(buf), &len) < 0)
+		return -EINVAL;
+	return peer_conn_send_frame(c, type, buf, len);
+}
+
+/* ---- serving a peer (the accepting side) ---- */
+
+struct session {
+	struct node *n;
+	struct peer_conn *c;
+	unsigned char *in, *out;
+	struct hash128 *hashes; /* this volume's block hashes for seed */
+	struct hashtree *tree;
+	uint64_t seed;
+	unsigned fanout;
+	bool writing;
+	struct patch_writer *pw;
+	struct wire_zstd *z;
+	unsigned char *raw;
+	char peer[RESYNC_NAME_MAX + 1];
+};
+
+static void session_on_written(void *arg, uint64_t off, uint64_t len)
+{
+	struct session *s = arg;
+
+	fusefs_invalidate(s->n->fs, off, len);
+}
+
+static int session_tree(struct session *s, uint64_t seed, unsigned fanout)
+{
+	struct node *n = s->n;
+	struct blockcmp_opts o = {.block_size = n->cfg->block_size, .seed = seed};
+	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, n->cfg->block_size);
+	int r;
+
+	if (s->tree && s->seed == seed && s->fanout == fanout)
+		return 0;
+	hashtree_free(s->tree);
+	s->tree = NULL;
+	free(s->hashes);
+	s->hashes = calloc(nb ? nb : 1, sizeof(*s->hashes));
+	if (!s->hashes)
+		return -ENOMEM;
+	if (size) {
+		r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, s->hashes);
+		if (r < 0)
+			return r;
+	}
+	r = hashtree_new(s->hashes, nb, fanout, seed, &s->tree);
+	if (r < 0)
+		return r;
+	s->seed = seed;
+	s->fanout = fanout;
+	return 0;
+}
+
+static int session_hash_req(struct session *s, size_t len)
+{
+	struct wire_hash_req q;
+	_cleanup_free_ struct hashtree_range *ranges = NULL;
+	_cleanup_free_ struct hash128 *h = NULL;
+	size_t nh, olen;
+	int r;
+
+	r = wire_hash_req_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	r = session_tree(s, q.seed, q.fanout);
+	if (r < 0)
+		return r;
+	ranges = calloc(q.n_ranges, sizeof(*ranges));
+	h = calloc(q.n_hashes ? q.n_hashes : 1, sizeof(*h));
+	if (!ranges || !h)
+		return -ENOMEM;
+	for (size_t i = 0; i < q.n_ranges; i++)
+		ranges[i] = wire_hash_req_range(&q, i);
+	r = hashtree_get(s->tree, q.level, ranges, q.n_ranges, h, q.n_hashes, &nh);
+	if (r < 0)
+		return r;
+	r = wire_hash_reply_encode(q.level, h, nh, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_HASH_REPLY, s->out, olen);
+}
+
+/* Before the first write: fence the mount, mark the volume Inconsistent. */
+static int session_write_begin(struct session *s)
+{
+	struct node *n = s->n;
+	struct patch_opts po = {.on_written = session_on_written, .arg = s};
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	if (n->writing) {
+		pthread_mutex_unlock(&n->lock);
+		return -EBUSY;
+	}
+	n->writing = true;
+	pthread_mutex_unlock(&n->lock);
+	s->writing = true;
+	r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
+	if (r < 0)
+		return r;
+	r = meta_state_set(node_meta(n), META_STATE_INCONSISTENT);
+	if (r < 0)
+		return r;
+	r = patch_writer_new(fusefs_volume(n->fs), &po, &s->pw);
+	if (r < 0)
+		return r;
+	r = wire_zstd_new(0, &s->z);
+	if (r < 0)
+		return r;
+	s->raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
+	if (!s->raw)
+		return -ENOMEM;
+	logf_("'%s' is rewriting this volume: writes fenced, state Inconsistent", s->peer);
+	return 0;
+}
+
+static void session_write_end(struct session *s)
+{
+	struct node *n = s->n;
+
+	if (!s->writing)
+		return;
+	if (s->pw)
+		patch_writer_sync(s->pw);
+	patch_writer_free(s->pw);
+	s->pw = NULL;
+	wire_zstd_free(s->z);
+	s->z = NULL;
+	free(s->raw);
+	s->raw = NULL;
+	if (fusefs_fence_frozen(n->fs))
+		fusefs_fence_thaw(n->fs);
+	pthread_mutex_lock(&n->lock);
+	n->writing = false;
+	pthread_mutex_unlock(&n->lock);
+	s->writing = false;
+}
+
+static int session_blocks(struct session *s, size_t len)
+{
+	struct wire_blocks b;
+	int r;
+
+	if (!s->writing) {
+		r = session_write_begin(s);
+		if (r < 0)
+			return r;
+	}
+	r = wire_blocks_decode(s->in, len, &b);
+	if (r < 0)
+		return r;
+	r = wire_blocks_unpack(s->z, &b, s->raw, RESYNC_WIRE_BLOCKS_MAX);
+	if (r < 0)
+		return r;
+	return patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
+}
+
+static void seed_id(uint64_t seed, struct meta_uuid *id)
+{
+	memset(id, 0, sizeof(*id));
+	memcpy(id->b, &seed, sizeof(seed));
+}
+
+static int send_offset(struct peer_conn *c, uint16_t type, uint64_t off)
+{
+	unsigned char buf[64];
+	size_t len;
+	int r;
+
+	r = wire_offset_encode(off, buf, sizeof(buf), &len);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(c, type, buf, len);
+}
+
+static int session_checkpoint(struct session *s, size_t len)
+{
+	struct meta_uuid id;
+	uint64_t off;
+	int r;
+
+	r = wire_offset_decode(s->in, len, &off);
+	if (r < 0)
+		return r;
+	if (s->pw) {
+		r = patch_writer_sync(s->pw);
+		if (r < 0)
+			return r;
+	}
+	seed_id(s->seed, &id);
+	r = meta_checkpoint_set(node_meta(s->n), MIN(off, node_size(s->n)), &id);
+	if (r < 0)
+		return r;
+	return send_offset(s->c, WIRE_ACK, off);
+}
+
+static int session_commit(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct meta *m = node_meta(n);
+	struct meta_info mi;
+	struct wire_uuid g;
+	struct meta_uuid gen;
+	int r;
+
+	r = wire_commit_decode(s->in, len, &g);
+	if (r < 0)
+		return r;
+	memcpy(gen.b, g.b, 16);
+	if (s->pw) {
+		r = patch_writer_sync(s->pw);
+		if (r < 0)
+			return r;
+	}
+	meta_info_get(m, &mi);
+	if (memcmp(mi.generation.b, gen.b, 16)) {
+		r = meta_generation_set(m, &gen);
+		if (r < 0)
+			return r;
+	}
+	r = meta_dirty_clear(m, 0, node_size(n));
+	if (r < 0)
+		return r;
+	r = meta_trusted_set(m, true);
+	if (r < 0)
+		return r;
+	r = meta_checkpoint_clear(m);
+	if (r < 0)
+		return r;
+	r = meta_state_set(m, META_STATE_UPTODATE);
+	if (r < 0)
+		return r;
+	session_write_end(s);
+	pthread_mutex_lock(&n->lock);
+	n->last_resync = time(NULL);
+	pthread_mutex_unlock(&n->lock);
+	logf_("resync from '%s' committed: UpToDate", s->peer);
+	return send_offset(s->c, WIRE_ACK, node_size(n));
+}
+
+static void session_serve(struct session *s)
+{
+	struct node *n = s->n;
+	struct wire_hello h, mine;
+	struct wire_text why;
+	bool from_primary;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0) {
+		logf_("session with %s ended before its hello: %s", peer_conn_remote(s->c),
+		      peer_conn_error(s->c));
+		return;
+	}
+	if (type != WIRE_HELLO || wire_hello_decode(s->in, len, &h) < 0) {
+		logf_("refused %s: its first message is not a valid hello", peer_conn_remote(s->c));
+		send_text(s->c, WIRE_REFUSE, WIRE_REASON_MESSAGE, "the first message must be HELLO");
+		return;
+	}
+	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
+	if (node_hello_check(n, &h, &why) < 0) {
+		logf_("refused '%s': %s", h.node, why.text);
+		send_text(s->c, WIRE_REFUSE, why.code, why.text);
+		return;
+	}
+	node_hello_make(n, &mine);
+	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0 || peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len) < 0)
+		return;
+	from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
+		       !strcmp(h.node, n->cfg->primary) && !n->is_primary;
+	peer_conn_set_timeout(s->c, NODE_SESSION_TIMEOUT_MS);
+
+	for (;;) {
+		r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+		if (r == -ECONNRESET)
+			break;
+		if (r < 0) {
+			logf_("session with '%s' failed: %s", s->peer, peer_conn_error(s->c));
+			break;
+		}
+		if (type == WIRE_HASH_REQ) {
+			r = session_hash_req(s, len);
+		} else if ((type == WIRE_BLOCKS || type == WIRE_CHECKPOINT || type == WIRE_COMMIT) &&
+			   !from_primary) {
+			logf_("refused writes from '%s': it is not the primary", s->peer);
+			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
+				  "only the primary may rewrite this volume");
+			break;
+		} else if (type == WIRE_BLOCKS) {
+			r = session_blocks(s, len);
+		} else if (type == WIRE_CHECKPOINT) {
+			r = session_checkpoint(s, len);
+		} else if (type == WIRE_COMMIT) {
+			r = session_commit(s, len);
+		} else if (type == WIRE_ERROR) {
+			struct wire_text t;
+
+			if (wire_text_decode(s->in, len, &t) == 0)
+				logf_("'%s' stopped the session: %s", s->peer, t.text);
+			break;
+		} else {
+			logf_("unexpected %s from '%s'", wire_type_name(type), s->peer);
+			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
+			break;
+		}
+		if (r < 0) {
+			char msg[256];
+
+			snprintf(msg, sizeof(msg), "'%s' failed: %s", n->self->name, strerror(-r));
+			logf_("session with '%s': %s from %s", s->peer, strerror(-r),
+			      wire_type_name(type));
+			send_text(s->c, WIRE_ERROR,
+				  r == -EBUSY ? WIRE_REASON_BUSY
+				  : r == -EBADMSG ? WIRE_REASON_MESSAGE
+						  : WIRE_REASON_IO,
+				  msg);
+			break;
+		}
+	}
+	if (s->writing)
+		logf_("resync from '%s' stopped before its commit: state stays Inconsistent",
+		      s->peer);
+	session_write_end(s);
+}
+
+static void *session_thread(void *arg)
+{
+	struct session *s = arg;
+	struct node *n = s->n;
+
+	s->in = malloc(RESYNC_WIRE_FRAME_MAX);
+	s->out = malloc(RESYNC_WIRE_FRAME_MAX);
+	if (s->in && s->out)
+		session_serve(s);
+	hashtree_free(s->tree);
+	free(s->hashes);
+	free(s->in);
+	free(s->out);
+	peer_conn_free(s->c);
+	free(s);
+	atomic_fetch_sub(&n->sessions, 1);
+	return NULL;
+}
+
+static void *accept_thread(void *arg)
+{
+	struct node *n = arg;
+	char err[512];
+
+	while (!atomic_load(&n->stopping)) {
+		struct peer_conn *c = NULL;
+		struct session *s;
+		pthread_t t;
+		int r;
+
+		r = peer_listener_accept(n->listener, 250, err, sizeof(err), &c);
+		if (r == -ETIMEDOUT)
+			continue;
+		if (r < 0) {
+			logf_("%s", err[0] ? err : strerror(-r));
+			continue;
+		}
+		s = calloc(1, sizeof(*s));
+		if (!s) {
+			peer_conn_free(c);
+			continue;
+		}
+		s->n = n;
+		s->c = c;
+		atomic_fetch_add(&n->sessions, 1);
+		if (pthread_create(&t, NULL, session_thread, s)) {
+			atomic_fetch_sub(&n->sessions, 1);
+			peer_conn_free(c);
+			free(s);
+			continue;
+		}
+		pthread_detach(t);
+	}
+	return NULL;
+}
+
+/* ---- the asking side ---- */
+
+/* Connect to peer and exchange hellos; *ret_hello is the peer's. */
+static int node_peer_open(struct node *n, const struct node_config *peer, char *err,
+			  size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
+{
+	struct peer_conn *c = NULL;
+	struct wire_hello mine;
+	struct wire_text why;
+	unsigned char *buf;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_connect(n->ctx, peer, err, errlen, &c);
+	if (r < 0)
+		return r;
+	buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	if (!buf) {
+		peer_conn_free(c);
+		return -ENOMEM;
+	}
+	node_hello_make(n, &mine);
+	r = wire_hello_encode(&mine, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r >= 0)
+		r = peer_conn_send_frame(c, WIRE_HELLO, buf, len);
+	if (r >= 0)
+		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0) {
+		snprintf(err, errlen, "node '%s': %s", peer->name, peer_conn_error(c));
+		goto fail;
+	}
+	if (type == WIRE_REFUSE) {
+		struct wire_text t;
+
+		if (wire_text_decode(buf, len, &t) == 0)
+			snprintf(err, errlen, "node '%s' refused: %s", peer->name, t.text);
+		else
+			snprintf(err, errlen, "node '%s' refused", peer->name);
+		r = -EPERM;
+		goto fail;
+	}
+	if (type != WIRE_HELLO_ACK || wire_hello_decode(buf, len, ret_hello) < 0) {
+		snprintf(err, errlen, "node '%s' answered with %s", peer->name, wire_type_name(type));
+		r = -EBADMSG;
+		goto fail;
+	}
+	if (node_hello_check(n, ret_hello, &why) < 0) {
+		snprintf(err, errlen, "node '%s': %s", peer->name, why.text);
+		send_text(c, WIRE_ERROR, why.code, why.text);
+		r = -EPERM;
+		goto fail;
+	}
+	free(buf);
+	peer_conn_set_timeout(c, NODE_SESSION_TIMEOUT_MS);
+	*ret = c;
+	return 0;
+fail:
+	free(buf);
+	peer_conn_free(c);
+	return r;
+}
+
+struct job {
+	struct node *n;
+	const struct node_config *peer;
+	struct control_client *cli;
+	pthread_mutex_t *cli_lock;
+	const struct hashtree *tree;
+	uint64_t seed;
+	bool write;
+	uint64_t max_rate;
+	struct meta_uuid gen;
+	pthread_t t;
+
+	int r;
+	char err[RESYNC_WIRE_TEXT_MAX + 256];
+	char state[32];
+	struct rangelist ranges;
+	uint64_t differing_blocks, differing_bytes;
+	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;
+	double seconds;
+};
+
+static void job_progress(struct job *j, const char *phase, uint64_t done, uint64_t total,
+			 uint64_t t0)
+{
+	json_object *o = json_object_new_object();
+	double secs = (double)(now_usec() - t0) / 1e6;
+	double rate = secs > 0 ? (double)done / secs : 0;
+
+	json_object_object_add(o, "type", json_object_new_string("progress"));
+	json_object_object_add(o, "node", json_object_new_string(j->peer->name));
+	json_object_object_add(o, "phase", json_object_new_string(phase));
+	json_object_object_add(o, "bytes_compared", json_object_new_uint64(j->bytes_compared));
+	json_object_object_add(o, "bytes_sent", json_object_new_uint64(j->bytes_sent));
+	json_object_object_add(o, "bytes_done", json_object_new_uint64(done));
+	json_object_object_add(o, "bytes_total", json_object_new_uint64(total));
+	json_object_object_add(o, "rate", json_object_new_double(rate));
+	json_object_object_add(o, "eta", json_object_new_double(rate > 0 ? (double)(total - done) / rate : 0));
+	pthread_mutex_lock(j->cli_lock);
+	control_client_send(j->cli, o);
+	pthread_mutex_unlock(j->cli_lock);
+	json_object_put(o);
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t k = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO;
+		done += (size_t)k;
+	}
+	return 0;
+}
+
+static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct node *n = j->n;
+	_cleanup_free_ struct hash128 *h = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*h));
+	struct hashtree_diff *d = NULL;
+	struct hashtree_step st;
+	const uint64_t *leaves;
+	uint64_t size = node_size(n), bs = n->cfg->block_size;
+	size_t nl, len;
+	uint16_t type;
+	int r;
+
+	if (!h)
+		return -ENOMEM;
+	r = hashtree_diff_new(j->tree, 0, 0, &d);
+	if (r < 0)
+		return r;
+	while ((r = hashtree_diff_next(d, &st)) == 1) {
+		struct wire_hash_reply rep;
+
+		r = wire_hash_req_encode(j->seed, st.level, hashtree_fanout(j->tree), st.ranges,
+					 st.n_ranges, buf, RESYNC_WIRE_FRAME_MAX, &len);
+		if (r < 0)
+			break;
+		r = peer_conn_send_frame(c, WIRE_HASH_REQ, buf, len);
+		if (r >= 0)
+			r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+		if (r < 0) {
+			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+				 peer_conn_error(c));
+			break;
+		}
+		if (type == WIRE_ERROR) {
+			struct wire_text t = {0};
+
+			wire_text_decode(buf, len, &t);
+			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
+			r = -EIO;
+			break;
+		}
+		if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
+		    rep.n_hashes != st.n_hashes) {
+			r = -EBADMSG;
+			break;
+		}
+		r = wire_hash_reply_get(&rep, h, RESYNC_WIRE_HASHES_MAX);
+		if (r >= 0)
+			r = hashtree_diff_feed(d, h, st.n_hashes);
+		if (r < 0)
+			break;
+	}
+	if (r < 0) {
+		hashtree_diff_free(d);
+		return r;
+	}
+	leaves = hashtree_diff_leaves(d, &nl);
+	for (size_t i = 0; i < nl && r >= 0; i++) {
+		uint64_t off = leaves[i] * bs;
+
+		r = rangelist_add(&j->ranges, off, MIN(bs, size - off));
+	}
+	j->differing_blocks = nl;
+	j->differing_bytes = rangelist_bytes(&j->ranges);
+	j->bytes_compared = size;
+	hashtree_diff_free(d);
+	return r < 0 ? r : 0;
+}
+
+static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	if (type == WIRE_ERROR) {
+		struct wire_text t = {0};
+
+		wire_text_decode(buf, len, &t);
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
+		return -EIO;
+	}
+	if (type != WIRE_ACK)
+		return -EBADMSG;
+	return 0;
+}
+
+static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct node *n = j->n;
+	_cleanup_free_ unsigned char *raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
+	struct wire_zstd *z = NULL;
+	int fd = volume_fd(fusefs_volume(n->fs));
+	uint64_t t0 = now_usec(), last = t0, done = 0, since_ckpt = 0;
+	unsigned char cbuf[64];
+	struct wire_uuid g;
+	size_t len;
+	int r;
+
+	if (!raw)
+		return -ENOMEM;
+	r = wire_zstd_new(n->cfg->compress_level, &z);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < j->ranges.n && r >= 0; i++) {
+		uint64_t off = j->ranges.v[i].off, end = off + j->ranges.v[i].len;
+
+		while (off < end) {
+			size_t k = (size_t)MIN(end - off, (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
+
+			if (atomic_load(&n->cancel)) {
+				send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
+				snprintf(j->err, sizeof(j->err), "cancelled");
+				r = -ECANCELED;
+				goto out;
+			}
+			r = pread_full(fd, raw, k, off);
+			if (r < 0)
+				goto out;
+			j->bytes_read += k;
+			r = wire_blocks_encode(z, off, raw, k, buf, RESYNC_WIRE_FRAME_MAX, &len);
+			if (r < 0)
+				goto out;
+			r = peer_conn_send_frame(c, WIRE_BLOCKS, buf, len);
+			if (r < 0) {
+				snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+					 peer_conn_error(c));
+				goto out;
+			}
+			off += k;
+			done += k;
+			since_ckpt += k;
+			j->bytes_written = done;
+			j->bytes_sent = peer_conn_bytes_sent(c);
+			if (since_ckpt >= NODE_CHECKPOINT_BYTES) {
+				since_ckpt = 0;
+				r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
+				if (r >= 0)
+					r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
+				if (r >= 0)
+					r = job_wait_ack(j, c, buf);
+				if (r < 0)
+					goto out;
+			}
+			if (j->max_rate) {
+				uint64_t due = t0 + done * 1000000 / j->max_rate;
+
+				while (now_usec() < due && !atomic_load(&n->cancel)) {
+					uint64_t w = MIN(due - now_usec(), (uint64_t)100000);
+
+					usleep((useconds_t)w);
+				}
+			}
+			if (now_usec() - last >= NODE_PROGRESS_USEC) {
+				last = now_usec();
+				job_progress(j, "transfer", done, j->differing_bytes, t0);
+			}
+		}
+	}
+	memcpy(g.b, j->gen.b, 16);
+	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
+	if (r >= 0)
+		r = peer_conn_send_frame(c, WIRE_COMMIT, cbuf, len);
+	if (r >= 0)
+		r = job_wait_ack(j, c, buf);
+out:
+	wire_zstd_free(z);
+	return r;
+}
+
+static void *job_thread(void *arg)
+{
+	struct job *j = arg;
+	struct peer_conn *c = NULL;
+	struct wire_hello h;
+	uint64_t t0 = now_usec();
+	unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	int r;
+
+	snprintf(j->state, sizeof(j->state), "Unknown");
+	if (!buf) {
+		j->r = -ENOMEM;
+		return NULL;
+	}
+	r = node_peer_open(j->n, j->peer, j->err, sizeof(j->err), &c, &h);
+	if (r < 0)
+		goto out;
+	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(h.state));
+	r = job_compare(j, c, buf);
+	if (r < 0)
+		goto out;
+	j->bytes_sent = peer_conn_bytes_sent(c);
+	job_progress(j, "compared", j->bytes_compared, j->bytes_compared, t0);
+	if (j->write) {
+		r = job_transfer(j, c, buf);
+		if (r >= 0)
+			snprintf(j->state, sizeof(j->state), "UpToDate");
+	}
+	j->bytes_sent = peer_conn_bytes_sent(c);
+out:
+	if (r < 0 && !j->err[0])
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, strerror(-r));
+	if (r < 0)
+		logf_("resync of '%s' failed: %s", j->peer->name, j->err);
+	j->r = r;
+	j->seconds = (double)(now_usec() - t0) / 1e6;
+	peer_conn_free(c);
+	free(buf);
+	return NULL;
+}
+
+/* ---- control commands ---- */
+
+static json_object *ranges_json(const struct rangelist *l)
+{
+	json_object *a = json_object_new_array();
+
+	for (size_t i = 0; i < l->n; i++) {
+		json_object *r = json_object_new_array();
+
+		json_object_array_add(r, json_object_new_uint64(l->v[i].off));
+		json_object_array_add(r, json_object_new_uint64(l->v[i].len));
+		json_object_array_add(a, r);
+	}
+	return a;
+}
+
+static json_object *time_json(int64_t t)
+{
+	char buf[64];
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (!t)
+		return NULL;
+	gmtime_r(&tt, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return json_object_new_string(buf);
+}
+
+/* Relay a cluster-wide request to the primary's control socket (when it is
+ * on this machine). */
+static int node_forward(struct node *n, struct control_client *cli, json_object *req)
+{
+	const struct node_config *p = cluster_config_primary(n->cfg);
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	if (!p || !p->control)
+		return control_client_error(cli, "this node is a secondary and the primary has no control socket here"), 0;
+	r = control_connect(p->control, &fd);
+	if (r < 0)
+		return control_client_error(cli,
+					    "this node is a secondary; the primary '%s' cannot be reached at '%s': %s",
+					    p->name, p->control, strerror(-r)),
+		       0;
+	r = control_send(fd, req);
+	if (r < 0)
+		return r;
+	for (;;) {
+		json_object *o = NULL, *t;
+		bool last;
+
+		r = control_recv(fd, -1, &o);
+		if (r < 0)
+			return control_client_error(cli, "the primary '%s' went away: %s", p->name,
+						    strerror(-r)),
+			       0;
+		last = json_object_object_get_ex(o, "type", &t) &&
+		       !strcmp(json_object_get_string(t), "result");
+		control_client_send(cli, o);
+		json_object_put(o);
+		if (last)
+			return 0;
+	}
+}
+
+static int cmd_status(void *userdata, struct control_client *cli, json_object *req)
+{
+	struct node *n = userdata;
+	json_object *res = json_object_new_object(), *nodes = json_object_new_array();
+	char u[40];
+
+	(void)req;
+	json_object_object_add(res, "cluster", json_object_new_string(n->cfg->name));
+	json_object_object_add(res, "primary",
+			       n->cfg->primary ? json_object_new_string(n->cfg->primary) : NULL);
+	json_object_object_add(res, "node", json_object_new_string(n->self->name));
+	for (size_t i = 0; i < n->cfg->n_nodes; i++) {
+		const struct node_config *nc = &n->cfg->nodes[i];
+		json_object *o = json_object_new_object();
+		bool primary = n->cfg->primary && !strcmp(nc->name, n->cfg->primary);
+
+		json_object_object_add(o, "name", json_object_new_string(nc->name));
+		json_object_object_add(o, "role",
+				       json_object_new_string(primary ? "primary" : "secondary"));
+		if (nc == n->self) {
+			struct meta_info mi;
+			int64_t last;
+
+			meta_info_get(node_meta(n), &mi);
+			pthread_mutex_lock(&n->lock);
+			last = n->last_resync;
+			pthread_mutex_unlock(&n->lock);
+			json_object_object_add(o, "state",
+					       json_object_new_string(meta_state_name(mi.state)));
+			json_object_object_add(o, "generation",
+					       json_object_new_string(meta_uuid_format(&mi.generation, u, sizeof(u))));
+			json_object_object_add(o, "dirty_bytes",
+					       json_object_new_uint64(meta_dirty_bytes(node_meta(n))));
+			json_object_object_add(o, "connected", json_object_new_boolean(true));
+			json_object_object_add(o, "last_resync", time_json(last));
+		} else {
+			struct peer_conn *c = NULL;
+			struct wire_hello h;
+			char err[512];
+
+			if (node_peer_open(n, nc, err, sizeof(err), &c, &h) == 0) {
+				struct meta_uuid g;
+
+				memcpy(g.b, h.generation.b, 16);
+				json_object_object_add(o, "state",
+						       json_object_new_string(wire_state_name(h.state)));
+				json_object_object_add(o, "generation",
+						       json_object_new_string(meta_uuid_format(&g, u, sizeof(u))));
+				json_object_object_add(o, "dirty_bytes", NULL);
+				json_object_object_add(o, "connected", json_object_new_boolean(true));
+				peer_conn_free(c);
+			} else {
+				json_object_object_add(o, "state", json_object_new_string("Unknown"));
+				json_object_object_add(o, "generation", NULL);
+				json_object_object_add(o, "dirty_bytes", NULL);
+				json_object_object_add(o, "connected", json_object_new_boolean(false));
+				json_object_object_add(o, "error", json_object_new_string(err));
+			}
+			json_object_object_add(o, "last_resync", NULL);
+		}
+		json_object_array_add(nodes, o);
+	}
+	json_object_object_add(res, "nodes", nodes);
+	return control_client_result(cli, res);
+}
+
+static bool req_bool(json_object *req, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(req, key, &v) && json_object_get_boolean(v);
+}
+
+static bool req_names_has(json_object *req, const char *name)
+{
+	json_object *a;
+
+	if (!json_object_object_get_ex(req, "nodes", &a) || !json_object_is_type(a, json_type_array) ||
+	    json_object_array_length(a) == 0)
+		return true;
+	for (size_t i = 0; i < json_object_array_length(a); i++)
+		if (!strcmp(json_object_get_string(json_object_array_get_idx(a, i)), name))
+			return true;
+	return false;
+}
+
+/* verify (write = false) and resync (write = true, unless dry_run). */
+static int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, bool write)
+{
+	const struct cluster_config *cfg = n->cfg;
+	struct blockcmp_opts o = {.block_size = cfg->block_size};
+	_cleanup_free_ struct hash128 *hashes = NULL;
+	_cleanup_free_ struct job *jobs = NULL;
+	struct hashtree *tree = NULL;
+	pthread_mutex_t cli_lock = PTHREAD_MUTEX_INITIALIZER;
+	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, cfg->block_size), max_rate;
+	json_object *res, *arr, *v;
+	struct meta_info mi;
+	size_t nj = 0, failed = 0;
+	bool frozen = false, all = true;
+	char u[40];
+	int r;
+
+	if (cfg->n_nodes < 2)
+		return control_client_error(cli, "refused: cluster '%s' has one node; a resync needs two or more",
+					    cfg->name), 0;
+	if (!cfg->primary)
+		return control_client_error(cli, "refused: cluster '%s' has no primary (set 'primary' in [cluster])",
+					    cfg->name), 0;
+	if (!n->is_primary)
+		return node_forward(n, cli, req);
+	max_rate = cfg->max_rate;
+	if (json_object_object_get_ex(req, "max_rate", &v))
+		max_rate = (uint64_t)json_object_get_uint64(v);
+	if (req_bool(req, "dry_run"))
+		write = false;
+	/* The named nodes must exist and be secondaries. */
+	if (json_object_object_get_ex(req, "nodes", &v) && json_object_is_type(v, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(v); i++) {
+			const char *s = json_object_get_string(json_object_array_get_idx(v, i));
+			const struct node_config *nc = cluster_config_node(cfg, s ? s : "");
+
+			if (!nc || nc == n->self)
+				return control_client_error(cli, "refused: '%s' is not a secondary of cluster '%s'",
+							    s ? s : "", cfg->name), 0;
+		}
+	}
+	pthread_mutex_lock(&n->lock);
+	if (n->resync_running) {
+		pthread_mutex_unlock(&n->lock);
+		return control_client_error(cli, "refused: a resync or verify is already running"), 0;
+	}
+	n->resync_running = true;
+	pthread_mutex_unlock(&n->lock);
+	atomic_store(&n->cancel, false);
+
+	jobs = calloc(cfg->n_nodes, sizeof(*jobs));
+	hashes = calloc(nb ? nb : 1, sizeof(*hashes));
+	if (!jobs || !hashes) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (write) {
+		/* The primary's image stays still while it is read for the
+		 * secondaries: writes wait at the fence until the commit. */
+		r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
+		if (r < 0)
+			goto out;
+		frozen = true;
+	}
+	r = hash_seed_random(&o.seed);
+	if (r < 0)
+		goto out;
+	if (size) {
+		r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, hashes);
+		if (r < 0) {
+			control_client_error(cli, "cannot read the primary's volume '%s': %s",
+					     n->self->volume, strerror(-r));
+			r = 0;
+			goto out;
+		}
+	}
+	r = hashtree_new(hashes, nb, RESYNC_HASHTREE_FANOUT_DEFAULT, o.seed, &tree);
+	if (r < 0)
+		goto out;
+	meta_info_get(node_meta(n), &mi);
+	for (size_t i = 0; i < cfg->n_nodes; i++) {
+		const struct node_config *nc = &cfg->nodes[i];
+		struct job *j;
+
+		if (nc == n->self)
+			continue;
+		if (!req_names_has(req, nc->name)) {
+			all = false;
+			continue;
+		}
+		j = &jobs[nj++];
+		j->n = n;
+		j->peer = nc;
+		j->cli = cli;
+		j->cli_lock = &cli_lock;
+		j->tree = tree;
+		j->seed = o.seed;
+		j->write = write;
+		j->max_rate = max_rate;
+		j->gen = mi.generation;
+		if (pthread_create(&j->t, NULL, job_thread, j)) {
+			j->r = -EAGAIN;
+			snprintf(j->err, sizeof(j->err), "cannot start a thread");
+			nj--;
+		}
+	}
+	for (size_t i = 0; i < nj; i++)
+		pthread_join(jobs[i].t, NULL);
+
+	res = json_object_new_object();
+	arr = json_object_new_array();
+	for (size_t i = 0; i < nj; i++) {
+		struct job *j = &jobs[i];
+		json_object *x = json_object_new_object();
+		const char *result = j->r < 0 ? (j->r == -ECANCELED ? "cancelled" : "failed")
+				     : write  ? "resynced"
+				     : j->differing_bytes ? "differs"
+							  : "identical";
+
+		if (j->r < 0)
+			failed++;
+		json_object_object_add(x, "name", json_object_new_string(j->peer->name));
+		json_object_object_add(x, "result", json_object_new_string(result));
+		json_object_object_add(x, "state", json_object_new_string(j->state));
+		json_object_object_add(x, "differing_blocks", json_object_new_uint64(j->differing_blocks));
+		json_object_object_add(x, "differing_bytes", json_object_new_uint64(j->differing_bytes));
+		json_object_object_add(x, "ranges", ranges_json(&j->ranges));
+		json_object_object_add(x, "bytes_compared", json_object_new_uint64(j->bytes_compared));
+		json_object_object_add(x, "bytes_read",
+				       json_object_new_uint64(j->bytes_read + (j->bytes_compared ? size : 0)));
+		json_object_object_add(x, "bytes_sent", json_object_new_uint64(j->bytes_sent));
+		json_object_object_add(x, "bytes_written", json_object_new_uint64(j->bytes_written));
+		json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
+		if (j->r < 0)
+			json_object_object_add(x, "error", json_object_new_string(j->err));
+		json_object_array_add(arr, x);
+		rangelist_release(&j->ranges);
+	}
+	if (write && !failed && all) {
+		/* Every secondary has every block: the primary's marks may go. */
+		r = meta_dirty_clear(node_meta(n), 0, size);
+		if (r < 0)
+			logf_("cannot clear the dirty bitmap of '%s': %s", n->self->volume, strerror(-r));
+	}
+	if (write && !failed) {
+		pthread_mutex_lock(&n->lock);
+		n->last_resync = time(NULL);
+		pthread_mutex_unlock(&n->lock);
+	}
+	json_object_object_add(res, "cluster", json_object_new_string(cfg->name));
+	json_object_object_add(res, "primary", json_object_new_string(n->self->name));
+	json_object_object_add(res, "generation",
+			       json_object_new_string(meta_uuid_format(&mi.generation, u, sizeof(u))));
+	json_object_object_add(res, "nodes", arr);
+	if (write)
+		logf_("resync of cluster '%s' finished: %zu of %zu secondaries failed", cfg->name,
+		      failed, nj);
+	r = control_client_result(cli, res);
+out:
+	hashtree_free(tree);
+	if (frozen)
+		fusefs_fence_thaw(n->fs);
+	pthread_mutex_lock(&n->lock);
+	n->resync_running = false;
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+static int cmd_verify(void *userdata, struct control_client *cli, json_object *req)
+{
+	return node_run_jobs(userdata, cli, req, false);
+}
+
+static int cmd_resync(void *userdata, struct control_client *cli, json_object *req)
+{
+	return node_run_jobs(userdata, cli, req, true);
+}
+
+static int cmd_cancel(void *userdata, struct control_client *cli, json_object *req)
+{
+	struct node *n = userdata;
+	bool running;
+
+	if (!n->is_primary && n->cfg->primary)
+		return node_forward(n, cli, req);
+	pthread_mutex_lock(&n->lock);
+	running = n->resync_running;
+	pthread_mutex_unlock(&n->lock);
+	if (running)
+		atomic_store(&n->cancel, true);
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "cancelled", json_object_new_boolean(running));
+	return control_client_result(cli, o);
+}
+
+static const struct control_command node_commands[] = {
+	{"status", cmd_status},
+	{"verify", cmd_verify},
+	{"resync", cmd_resync},
+	{"cancel", cmd_cancel},
+};
+
+/* ---- lifecycle ---- */
+
+int node_new(const struct cluster_config *cfg, const char *name, struct node **ret)
+{
+	struct node *n;
+	struct fusefs_opts fo = {0};
+	char err[512];
+	int r;
+
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	pthread_mutex_init(&n->lock, NULL);
+	n->cfg = cfg;
+	n->self = cluster_config_node(cfg, name);
+	if (!n->self) {
+		logf_("'%s' has no node '%s'", cfg->path, name);
+		r = -EINVAL;
+		goto fail;
+	}
+	n->is_primary = cfg->primary && !strcmp(cfg->primary, name);
+	if (!n->self->mount) {
+		logf_("%s:%u: node '%s' has no 'mount'", cfg->path, n->self->line, name);
+		r = -EINVAL;
+		goto fail;
+	}
+	if (cfg->insecure) {
+		logf_("insecure = true in '%s': peer traffic is plaintext (tests and benchmarks only)",
+		      cfg->path);
+	} else {
+		r = secret_load(cfg->secret_file, err, sizeof(err), &n->secret);
+		if (r < 0) {
+			logf_("%s", err);
+			goto fail;
+		}
+	}
+	r = peer_ctx_new(cfg, n->secret, &n->ctx);
+	if (r < 0) {
+		logf_("cannot set up the peer transport: %s", strerror(-r));
+		goto fail;
+	}
+	r = mkdir_p(n->self->mount);
+	if (r < 0) {
+		logf_("cannot create '%s': %s", n->self->mount, strerror(-r));
+		goto fail;
+	}
+	fo.image = n->self->volume;
+	fo.mountpoint = n->self->mount;
+	fo.meta.block_size = cfg->block_size;
+	r = fusefs_new(&fo, &n->fs);
+	if (r == -EBUSY) {
+		logf_("'%s' is in use by another writer (resyncfs, resyncd or resync-diff)",
+		      n->self->volume);
+		goto fail;
+	}
+	if (r < 0) {
+		logf_("cannot serve '%s' at '%s': %s", n->self->volume, n->self->mount, strerror(-r));
+		goto fail;
+	}
+	if (n->is_primary) {
+		struct meta_info mi;
+
+		meta_info_get(node_meta(n), &mi);
+		if (meta_uuid_is_null(&mi.generation)) {
+			struct meta_uuid g;
+
+			r = meta_uuid_random(&g);
+			if (r >= 0)
+				r = meta_generation_set(node_meta(n), &g);
+			if (r < 0) {
+				logf_("cannot start a generation for '%s': %s", n->self->volume,
+				      strerror(-r));
+				goto fail;
+			}
+		}
+		if (mi.state != META_STATE_UPTODATE) {
+			r = meta_state_set(node_meta(n), META_STATE_UPTODATE);
+			if (r < 0)
+				goto fail;
+		}
+	}
+	r = fusefs_start(n->fs);
+	if (r < 0) {
+		logf_("cannot serve '%s': %s", n->self->mount, strerror(-r));
+		goto fail;
+	}
+	r = peer_listener_new(n->ctx, n->self->host, n->self->port, err, sizeof(err), &n->listener);
+	if (r < 0) {
+		logf_("%s", err);
+		goto fail;
+	}
+	r = pthread_create(&n->accept_thread, NULL, accept_thread, n);
+	if (r) {
+		r = -r;
+		goto fail;
+	}
+	n->accept_started = true;
+	if (n->self->control) {
+		r = control_server_new(n->self->control, node_commands, ARRAY_SIZE(node_commands),
+				       n, &n->ctl);
+		if (r < 0) {
+			logf_("cannot listen on '%s': %s", n->self->control, strerror(-r));
+			goto fail;
+		}
+	}
+	logf_("node '%s' of cluster '%s' (%s) serving '%s' at '%s', peers at '%s'", name,
+	      cfg->name, n->is_primary ? "primary" : "secondary", n->self->volume,
+	      n->self->mount, n->self->address);
+	*ret = n;
+	return 0;
+fail:
+	node_stop(n);
+	node_free(n);
+	return r;
+}
+
+int node_stop(struct node *n)
+{
+	uint64_t deadline;
+	int r = 0;
+
+	if (!n || n->stopped)
+		return 0;
+	n->stopped = true;
+	atomic_store(&n->stopping, true);
+	atomic_store(&n->cancel, true);
+	control_server_free(n->ctl);
+	n->ctl = NULL;
+	if (n->accept_started)
+		pthread_join(n->accept_thread, NULL);
+	n->accept_started = false;
+	deadline = now_usec() + NODE_STOP_WAIT_MS * 1000ull;
+	while (atomic_load(&n->sessions) > 0 && now_usec() < deadline)
+		usleep(10000);
+	if (atomic_load(&n->sessions) > 0) {
+		/* A session still blocked on its peer: leave the volume to the
+		 * process's exit rather than free it under the session. */
+		logf_("a peer session did not end in time; metadata left unclean");
+		n->fs = NULL;
+		return -EBUSY;
+	}
+	if (n->fs) {
+		r = fusefs_stop(n->fs);
+		if (r < 0)
+			logf_("cannot leave clean metadata for '%s': %s", n->self->volume,
+			      strerror(-r));
+	}
+	return r;
+}
+
+void node_free(struct node *n)
+{
+	if (!n)
+		return;
+	peer_listener_free(n->listener);
+	fusefs_free(n->fs);
+	peer_ctx_free(n->ctx);
+	secret_free(n->secret);
+	pthread_mutex_destroy(&n->lock);
+	free(n);
+}
