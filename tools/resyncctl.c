@@ -16,6 +16,7 @@
 #include "resync/parse.h"
 #include "resync/range.h"
 #include "resync/volume.h"
+#include "resyncctl.h"
 
 #define EXIT_USAGE 2
 
@@ -200,6 +201,10 @@ struct command {
 
 static const struct command commands[] = {
 	{"info", cmd_info, "print a volume's metadata (no daemon needed)"},
+	{"status", resyncctl_status, "show the cluster's nodes, states and generations"},
+	{"verify", resyncctl_verify, "compare every secondary with the primary, writing nothing"},
+	{"resync", resyncctl_resync, "make every secondary identical to the primary"},
+	{"cancel", resyncctl_cancel, "stop a running resync at a checkpoint"},
 };
 
 static void usage(FILE *f)
@@ -212,6 +217,14 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	int skip = resyncctl_global_opts(argc, argv);
+
+	if (skip < 0) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	argc -= skip;
+	argv += skip;
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

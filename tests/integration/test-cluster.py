@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""A three-node cluster on loopback with real resyncd daemons, TLS-PSK and
+FUSE mounts: data written on the primary through its mount; secondaries
+made to drift (blank; stopped while the primary writes; stray writes of
+their own; restored from an old copy; blank again) and `resyncctl resync
+--yes` makes every secondary image byte-identical to the primary's, after
+which `resyncctl verify` exits 0. Refusals change nothing and say why: no
+terminal without --yes, a one-node cluster, a cluster without a primary."""
+import filecmp
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from resyncfs_lib import (BUILD, RESYNCCTL, Scratch, check, fail,  # noqa: E402
+                          is_mounted, wait_for)
+
+RESYNCD = os.path.join(BUILD, "daemon", "resyncd")
+MB = 1 << 20
+SIZE = 64 * MB
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Cluster:
+    def __init__(self, sc, tag, names, primary, size=SIZE):
+        self.sc, self.tag, self.names = sc, tag, names
+        self.procs = {}
+        self.conf = sc.path(tag + ".conf")
+        key = sc.path(tag + ".key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(key, 0o600)
+        lines = ["[cluster]", "name = " + tag, "secret_file = " + key, "block_size = 64K"]
+        if primary:
+            lines.append("primary = " + primary)
+        for n in names:
+            img = self.image(n)
+            with open(img, "wb") as f:
+                f.truncate(size)
+            lines += ["", "[node %s]" % n, "address = 127.0.0.1:%d" % free_port(),
+                      "volume = " + img, "mount = " + self.mount(n),
+                      "control = " + self.control(n)]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        sc.mounts.append(self)
+
+    def image(self, n):
+        return self.sc.path("%s-%s.img" % (self.tag, n))
+
+    def mount(self, n):
+        return self.sc.path("%s-%s.mnt" % (self.tag, n))
+
+    def control(self, n):
+        return self.sc.path("%s-%s.sock" % (self.tag, n))
+
+    def file(self, n):
+        return os.path.join(self.mount(n), "volume")
+
+    def start(self, n):
+        log = open(self.sc.path("%s-%s.log" % (self.tag, n)), "ab")
+        p = subprocess.Popen([RESYNCD, "--config", self.conf, "--node", n, "--foreground"],
+                             stdout=log, stderr=log)
+        self.procs[n] = p
+
+        def up():
+            if p.poll() is not None:
+                fail("resyncd %s exited with %d: %s" % (n, p.returncode, self.log(n)))
+            return os.path.exists(self.control(n)) and is_mounted(self.mount(n))
+        wait_for(up, what="resyncd %s up" % n)
+
+    def log(self, n):
+        with open(self.sc.path("%s-%s.log" % (self.tag, n)), errors="replace") as f:
+            return f.read()
+
+    def stop(self, n):
+        p = self.procs.pop(n)
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=30)
+        check(rc == 0, "resyncd %s stopped cleanly (exit %d): %s" % (n, rc, self.log(n)))
+        check(not is_mounted(self.mount(n)), "%s unmounted at stop" % n)
+
+    def kill_and_unmount(self):
+        for n, p in list(self.procs.items()):
+            p.kill()
+            p.wait()
+        self.procs = {}
+        for n in self.names:
+            if is_mounted(self.mount(n)):
+                subprocess.call(["fusermount3", "-u", "-z", self.mount(n)])
+
+    def ctl(self, *args, stdin=subprocess.DEVNULL):
+        return subprocess.run([RESYNCCTL, "--config", self.conf] + list(args),
+                              stdin=stdin, capture_output=True, text=True, timeout=120)
+
+    def write(self, n, off, data):
+        fd = os.open(self.file(n), os.O_WRONLY)
+        try:
+            check(os.pwrite(fd, data, off) == len(data), "write through %s's mount" % n)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def same_through_mounts(self, a, b):
+        with open(self.file(a), "rb") as fa, open(self.file(b), "rb") as fb:
+            while True:
+                x, y = fa.read(4 * MB), fb.read(4 * MB)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+
+
+def resync_ok(c, what):
+    r = c.ctl("resync", "--yes", "--json")
+    check(r.returncode == 0, "%s: resync --yes exits 0 (%d): %s %s" %
+          (what, r.returncode, r.stdout, r.stderr))
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    check(all(isinstance(x, dict) for x in lines), "%s: one JSON object a line" % what)
+    summary = lines[-1]
+    check(summary.get("type") == "summary", "%s: the last line is the summary" % what)
+    for n in summary["nodes"]:
+        for k in ("name", "result", "bytes_compared", "bytes_read", "bytes_sent",
+                  "bytes_written", "seconds"):
+            check(k in n, "%s: summary has %s" % (what, k))
+        check(n["result"] == "resynced", "%s: %s resynced: %s" % (what, n["name"], n))
+    return {n["name"]: n for n in summary["nodes"]}
+
+
+def verify(c):
+    r = c.ctl("verify", "--json")
+    out = json.loads(r.stdout) if r.stdout.strip() else None
+    return r.returncode, out, r.stderr
+
+
+sc = Scratch()
+c = Cluster(sc, "demo", ["n1", "n2", "n3"], "n1")
+for n in c.names:
+    c.start(n)
+for n in c.names:
+    check(oct(os.stat(c.control(n)).st_mode & 0o777) == "0o600", "control socket is 0600")
+
+# ---- status ----
+r = c.ctl("status", "--json")
+check(r.returncode == 0, "status exits 0: " + r.stderr)
+st = json.loads(r.stdout)
+check(st["cluster"] == "demo" and st["primary"] == "n1", "status: cluster and primary")
+check([n["name"] for n in st["nodes"]] == ["n1", "n2", "n3"], "status: every node")
+for n in st["nodes"]:
+    for k in ("name", "role", "state", "generation", "dirty_bytes", "connected", "last_resync"):
+        check(k in n, "status: %s has %s" % (n["name"], k))
+    check(n["connected"], "status: %s connected" % n["name"])
+check(st["nodes"][0]["role"] == "primary" and st["nodes"][1]["role"] == "secondary", "roles")
+
+# ---- data on the primary; the secondaries are blank ----
+for i in range(12):
+    c.write("n1", (i * 5 + 1) * MB + i * 4096, os.urandom(MB // 2 + i * 777))
+rc, out, err = verify(c)
+check(rc == 1, "verify exits 1 while secondaries differ (%d): %s" % (rc, err))
+check(all(n["differing_bytes"] > 0 and n["ranges"] for n in out["nodes"]), "verify ranges")
+
+# ---- refusal: no terminal and no --yes changes nothing ----
+before = open(c.image("n2"), "rb").read()
+r = c.ctl("resync")
+check(r.returncode != 0 and "--yes" in r.stderr, "no terminal without --yes refused: " + r.stderr)
+check(open(c.image("n2"), "rb").read() == before, "the refused resync changed nothing")
+r = c.ctl("resync", "--dry-run")
+check(r.returncode == 0 and "n2" in r.stdout and "n3" in r.stdout, "dry run shows the plan")
+check(verify(c)[0] == 1, "the dry run changed nothing")
+
+# ---- blank secondaries ----
+stats = resync_ok(c, "blank secondaries")
+rc, out, err = verify(c)
+check(rc == 0, "verify exits 0 after the resync (%d): %s %s" % (rc, out, err))
+check(c.same_through_mounts("n1", "n2") and c.same_through_mounts("n1", "n3"),
+      "identical through the mounts")
+
+# ---- n2 stopped while the primary writes; n3 with stray writes ----
+c.stop("n2")
+shutil.copyfile(c.image("n2"), sc.path("n2-old.img"))
+for i in range(5):
+    c.write("n1", (i * 11 + 3) * MB + 512, os.urandom(300000))
+c.write("n3", 7 * MB, os.urandom(2 * MB))
+c.write("n3", 60 * MB + 4096, b"stray" * 1000)
+c.start("n2")
+rc, out, err = verify(c)
+check(rc == 1, "verify sees both drifts")
+stats = resync_ok(c, "stopped and stray")
+sent = sum(n["bytes_written"] for n in stats.values())
+check(sent < 8 * MB, "only differing blocks travel (%d bytes written)" % sent)
+check(verify(c)[0] == 0, "verify exits 0 after the second resync")
+
+# ---- n2 restored from an old copy; n3 blank ----
+c.write("n1", 33 * MB, os.urandom(3 * MB))
+resync_ok(c, "catch up")
+c.stop("n2")
+shutil.copyfile(sc.path("n2-old.img"), c.image("n2"))
+c.stop("n3")
+os.unlink(c.image("n3"))
+os.unlink(c.image("n3") + ".resync-meta")
+with open(c.image("n3"), "wb") as f:
+    f.truncate(SIZE)
+c.start("n2")
+c.start("n3")
+check(verify(c)[0] == 1, "verify sees the restored and the blank node")
+resync_ok(c, "restored and blank")
+check(verify(c)[0] == 0, "verify exits 0 after the third resync")
+r = c.ctl("status", "--json")
+st = json.loads(r.stdout)
+check(all(n["state"] == "UpToDate" for n in st["nodes"]), "every node UpToDate: %s" % st)
+
+for n in ["n1", "n2", "n3"]:
+    c.stop(n)
+check(filecmp.cmp(c.image("n1"), c.image("n2"), shallow=False), "n2 image == n1 image")
+check(filecmp.cmp(c.image("n1"), c.image("n3"), shallow=False), "n3 image == n1 image")
+
+# ---- refusals: one node, no primary ----
+one = Cluster(sc, "solo", ["s1"], "s1", size=4 * MB)
+one.start("s1")
+r = one.ctl("resync", "--yes")
+check(r.returncode != 0 and "one node" in r.stderr, "one-node cluster refused: " + r.stderr)
+one.stop("s1")
+
+np = Cluster(sc, "noprim", ["a", "b"], None, size=4 * MB)
+np.start("a")
+np.start("b")
+np.write("a", 0, b"x" * 4096)
+before = open(np.image("b"), "rb").read()
+r = np.ctl("--node", "a", "resync", "--yes")
+check(r.returncode != 0 and "no primary" in r.stderr, "no primary refused: " + r.stderr)
+check(open(np.image("b"), "rb").read() == before, "the refusal changed nothing")
+np.stop("a")
+np.stop("b")
+print("ok")

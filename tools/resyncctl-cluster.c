@@ -1,0 +1,669 @@
+/* resyncctl's cluster commands: status, verify, resync and cancel, spoken
+ * to the local resyncd over its control socket (JSON, one object a line). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "control.h"
+#include "resync/macro.h"
+#include "resync/parse.h"
+#include "resyncctl.h"
+
+#define EXIT_USAGE 2
+
+const char *resyncctl_config = "/etc/resync/cluster.conf";
+const char *resyncctl_node;
+
+static void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void errorf(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("resyncctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static bool is_socket(const char *path)
+{
+	struct stat st;
+
+	return path && stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/* The node to talk to: --node, else the one whose control socket exists
+ * here (the primary's first when several do), else the only one. */
+static const struct node_config *pick_node(const struct cluster_config *cfg)
+{
+	const struct node_config *p = cluster_config_primary(cfg);
+
+	if (resyncctl_node) {
+		const struct node_config *n = cluster_config_node(cfg, resyncctl_node);
+
+		if (!n)
+			errorf("'%s' has no node '%s'", cfg->path, resyncctl_node);
+		return n;
+	}
+	if (p && is_socket(p->control))
+		return p;
+	for (size_t i = 0; i < cfg->n_nodes; i++)
+		if (is_socket(cfg->nodes[i].control))
+			return &cfg->nodes[i];
+	if (cfg->n_nodes == 1)
+		return &cfg->nodes[0];
+	errorf("no control socket of cluster '%s' exists on this machine (is resyncd running?); "
+	       "name the node with --node",
+	       cfg->name);
+	return NULL;
+}
+
+struct session {
+	struct cluster_config *cfg;
+	const struct node_config *node;
+	int fd;
+};
+
+static int session_open(struct session *s)
+{
+	char err[1024];
+	int r;
+
+	s->fd = -1;
+	r = cluster_config_load(resyncctl_config, err, sizeof(err), &s->cfg);
+	if (r < 0) {
+		errorf("%s", err[0] ? err : strerror(-r));
+		return -1;
+	}
+	s->node = pick_node(s->cfg);
+	if (!s->node)
+		return -1;
+	if (!s->node->control) {
+		errorf("node '%s' has no 'control' socket in '%s'", s->node->name, s->cfg->path);
+		return -1;
+	}
+	r = control_connect(s->node->control, &s->fd);
+	if (r < 0) {
+		errorf("cannot reach node '%s' at '%s': %s (is resyncd running?)", s->node->name,
+		       s->node->control, strerror(-r));
+		return -1;
+	}
+	return 0;
+}
+
+static void session_close(struct session *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	cluster_config_free(s->cfg);
+}
+
+typedef void (*line_fn)(void *arg, json_object *line);
+
+/* Send req, pass stream lines to fn, return the result line (caller puts)
+ * or NULL after printing why. */
+static json_object *request(struct session *s, json_object *req, line_fn fn, void *arg)
+{
+	int r = control_send(s->fd, req);
+
+	if (r < 0) {
+		errorf("cannot talk to node '%s': %s", s->node->name, strerror(-r));
+		return NULL;
+	}
+	for (;;) {
+		json_object *o = NULL, *t;
+
+		r = control_recv(s->fd, -1, &o);
+		if (r < 0) {
+			errorf("node '%s' went away: %s", s->node->name, strerror(-r));
+			return NULL;
+		}
+		if (json_object_object_get_ex(o, "type", &t) &&
+		    !strcmp(json_object_get_string(t), "result"))
+			return o;
+		if (fn)
+			fn(arg, o);
+		json_object_put(o);
+	}
+}
+
+static bool result_ok(json_object *res)
+{
+	json_object *v;
+
+	if (json_object_object_get_ex(res, "ok", &v) && json_object_get_boolean(v))
+		return true;
+	errorf("%s", json_object_object_get_ex(res, "error", &v) ? json_object_get_string(v)
+								 : "request failed");
+	return false;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static uint64_t ju64(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return 0;
+	return json_object_get_uint64(v);
+}
+
+static double jdbl(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return 0;
+	return json_object_get_double(v);
+}
+
+static json_object *jnodes(json_object *o)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, "nodes", &v) || !json_object_is_type(v, json_type_array))
+		return NULL;
+	return v;
+}
+
+static void print_json(json_object *o)
+{
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	fflush(stdout);
+}
+
+/* Common options: --config, --node, --json, --help. */
+static int parse_common(int argc, char **argv, const char *usage, bool *json)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"node", required_argument, NULL, 'n'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:n:jh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			resyncctl_config = optarg;
+			break;
+		case 'n':
+			resyncctl_node = optarg;
+			break;
+		case 'j':
+			*json = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			fputs(usage, stderr);
+			return -1;
+		}
+	}
+	if (optind != argc) {
+		fputs(usage, stderr);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- status ---- */
+
+static const char status_usage[] =
+	"usage: resyncctl [--config FILE] [--node NAME] status [--json]\n"
+	"Show the cluster: its name, its primary, and per node its role, state,\n"
+	"generation, dirty bytes, whether it is connected, and its last resync.\n";
+
+int resyncctl_status(int argc, char **argv)
+{
+	struct session s = {0};
+	json_object *req, *res, *nodes;
+	bool json = false;
+	char b[32];
+	int rc = 1;
+
+	if (parse_common(argc, argv, status_usage, &json) < 0)
+		return EXIT_USAGE;
+	if (session_open(&s) < 0)
+		goto out;
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("status"));
+	res = request(&s, req, NULL, NULL);
+	json_object_put(req);
+	if (!res)
+		goto out;
+	if (!result_ok(res)) {
+		json_object_put(res);
+		goto out;
+	}
+	nodes = jnodes(res);
+	if (json) {
+		json_object_object_del(res, "type");
+		json_object_object_del(res, "ok");
+		print_json(res);
+	} else {
+		printf("cluster: %s\nprimary: %s\n", jstr(res, "cluster"),
+		       jstr(res, "primary") ? jstr(res, "primary") : "(none)");
+		printf("%-16s %-10s %-13s %-9s %-12s %-20s %s\n", "NODE", "ROLE", "STATE",
+		       "CONNECTED", "DIRTY", "LAST RESYNC", "GENERATION");
+		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
+			json_object *n = json_object_array_get_idx(nodes, i), *d;
+			bool dk = json_object_object_get_ex(n, "dirty_bytes", &d) && d;
+
+			printf("%-16s %-10s %-13s %-9s %-12s %-20s %s\n", jstr(n, "name"),
+			       jstr(n, "role"), jstr(n, "state"),
+			       json_object_get_boolean(json_object_object_get(n, "connected")) ? "yes"
+											      : "no",
+			       dk ? format_bytes(ju64(n, "dirty_bytes"), b, sizeof(b)) : "-",
+			       jstr(n, "last_resync") ? jstr(n, "last_resync") : "never",
+			       jstr(n, "generation") ? jstr(n, "generation") : "-");
+		}
+	}
+	json_object_put(res);
+	rc = 0;
+out:
+	session_close(&s);
+	return rc;
+}
+
+/* ---- verify ---- */
+
+static const char verify_usage[] =
+	"usage: resyncctl [--config FILE] [--node NAME] verify [--json]\n"
+	"Compare every secondary with the primary through hashes, writing nothing.\n"
+	"Exit 0 when every secondary is identical, 1 when any differs, 2 on error.\n";
+
+int resyncctl_verify(int argc, char **argv)
+{
+	struct session s = {0};
+	json_object *req, *res, *nodes, *out, *arr;
+	bool json = false, differs = false, failed = false;
+	char b[32];
+
+	if (parse_common(argc, argv, verify_usage, &json) < 0)
+		return EXIT_USAGE;
+	if (session_open(&s) < 0) {
+		session_close(&s);
+		return 2;
+	}
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("verify"));
+	res = request(&s, req, NULL, NULL);
+	json_object_put(req);
+	if (!res || !result_ok(res)) {
+		json_object_put(res);
+		session_close(&s);
+		return 2;
+	}
+	nodes = jnodes(res);
+	out = json_object_new_object();
+	arr = json_object_new_array();
+	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
+		json_object *n = json_object_array_get_idx(nodes, i), *x, *rg;
+		const char *err = jstr(n, "error");
+
+		if (err) {
+			failed = true;
+			errorf("%s", err);
+		}
+		if (ju64(n, "differing_bytes"))
+			differs = true;
+		x = json_object_new_object();
+		json_object_object_add(x, "name", json_object_new_string(jstr(n, "name")));
+		json_object_object_add(x, "differing_blocks",
+				       json_object_new_uint64(ju64(n, "differing_blocks")));
+		json_object_object_add(x, "differing_bytes",
+				       json_object_new_uint64(ju64(n, "differing_bytes")));
+		json_object_object_get_ex(n, "ranges", &rg);
+		json_object_object_add(x, "ranges", json_object_get(rg));
+		if (err)
+			json_object_object_add(x, "error", json_object_new_string(err));
+		json_object_array_add(arr, x);
+		if (!json) {
+			if (err) {
+				printf("%s: error\n", jstr(n, "name"));
+				continue;
+			}
+			printf("%s: %s", jstr(n, "name"),
+			       ju64(n, "differing_bytes") ? "differs" : "identical");
+			if (ju64(n, "differing_bytes"))
+				printf(", %" PRIu64 " blocks, %s in %zu ranges",
+				       ju64(n, "differing_blocks"),
+				       format_bytes(ju64(n, "differing_bytes"), b, sizeof(b)),
+				       rg ? json_object_array_length(rg) : 0);
+			putchar('\n');
+			for (size_t k = 0; rg && k < json_object_array_length(rg) && k < 20; k++) {
+				json_object *e = json_object_array_get_idx(rg, k);
+
+				printf("  %" PRIu64 "+%" PRIu64 "\n",
+				       json_object_get_uint64(json_object_array_get_idx(e, 0)),
+				       json_object_get_uint64(json_object_array_get_idx(e, 1)));
+			}
+		}
+	}
+	json_object_object_add(out, "nodes", arr);
+	if (json)
+		print_json(out);
+	json_object_put(out);
+	json_object_put(res);
+	session_close(&s);
+	return failed ? 2 : differs ? 1 : 0;
+}
+
+/* ---- resync ---- */
+
+static const char resync_usage[] =
+	"usage: resyncctl [--config FILE] [--node NAME] resync [--yes] [--dry-run] [--json]\n"
+	"                 [--node SECONDARY]... [--max-rate RATE]\n"
+	"Make every secondary (or the ones named) byte-identical to the primary.\n"
+	"The data on those secondaries is erased and replaced with the primary's.\n"
+	"Shows the plan, then asks to type the cluster name; without a terminal\n"
+	"it needs --yes. --dry-run shows the plan only. Exit 0 only when every\n"
+	"chosen secondary ends UpToDate.\n";
+
+struct progress_ctx {
+	bool json;
+	bool tty;
+};
+
+static void resync_progress(void *arg, json_object *o)
+{
+	struct progress_ctx *p = arg;
+	char a[32], b[32], c[32];
+
+	if (p->json) {
+		print_json(o);
+		return;
+	}
+	fprintf(stderr, "%s: %s %s of %s, compared %s, sent %s, %.1f MiB/s, eta %.0fs\n",
+		jstr(o, "node"), jstr(o, "phase"),
+		format_bytes(ju64(o, "bytes_done"), a, sizeof(a)),
+		format_bytes(ju64(o, "bytes_total"), b, sizeof(b)),
+		format_bytes(ju64(o, "bytes_compared"), c, sizeof(c)),
+		format_bytes(ju64(o, "bytes_sent"), a, sizeof(a)), jdbl(o, "rate") / (1 << 20),
+		jdbl(o, "eta"));
+}
+
+static bool confirm(const char *cluster)
+{
+	char line[256];
+
+	printf("type the cluster name '%s' to go on: ", cluster);
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return false;
+	line[strcspn(line, "\n")] = 0;
+	return !strcmp(line, cluster);
+}
+
+int resyncctl_resync(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"node", required_argument, NULL, 'n'},
+		{"yes", no_argument, NULL, 'y'},
+		{"dry-run", no_argument, NULL, 'd'},
+		{"json", no_argument, NULL, 'j'},
+		{"max-rate", required_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	struct session s = {0};
+	struct progress_ctx pc = {0};
+	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
+	bool yes = false, dry = false, json = false, have_rate = false, all_ok = true;
+	uint64_t rate = 0;
+	char b[32], c2[32];
+	int c, rc = 1;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:n:ydjr:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			resyncctl_config = optarg;
+			break;
+		case 'n':
+			json_object_array_add(names, json_object_new_string(optarg));
+			break;
+		case 'y':
+			yes = true;
+			break;
+		case 'd':
+			dry = true;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'r':
+			if (parse_size(optarg, &rate) < 0) {
+				errorf("invalid --max-rate '%s': bytes per second, with K, M or G",
+				       optarg);
+				json_object_put(names);
+				return EXIT_USAGE;
+			}
+			have_rate = true;
+			break;
+		case 'h':
+			fputs(resync_usage, stdout);
+			json_object_put(names);
+			return 0;
+		default:
+			fputs(resync_usage, stderr);
+			json_object_put(names);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fputs(resync_usage, stderr);
+		json_object_put(names);
+		return EXIT_USAGE;
+	}
+	pc.json = json;
+	pc.tty = isatty(STDERR_FILENO);
+	if (session_open(&s) < 0)
+		goto out;
+
+	/* The plan: a compare that writes nothing. */
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("verify"));
+	json_object_object_add(req, "nodes", json_object_get(names));
+	plan = request(&s, req, NULL, NULL);
+	json_object_put(req);
+	if (!plan || !result_ok(plan))
+		goto out;
+	nodes = jnodes(plan);
+	if (json) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "type", json_object_new_string("plan"));
+		json_object_object_add(o, "cluster", json_object_new_string(s.cfg->name));
+		json_object_object_add(o, "primary", json_object_new_string(jstr(plan, "primary")));
+		json_object_object_add(o, "nodes", json_object_get(nodes));
+		print_json(o);
+		json_object_put(o);
+	} else {
+		printf("resync plan for cluster '%s' (primary '%s'):\n", s.cfg->name,
+		       jstr(plan, "primary"));
+		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
+			json_object *n = json_object_array_get_idx(nodes, i);
+
+			if (jstr(n, "error")) {
+				printf("  %-16s unreachable: %s\n", jstr(n, "name"), jstr(n, "error"));
+				continue;
+			}
+			printf("  %-16s state %-12s differs %-12s holds unknown bytes the primary "
+			       "lacks, transfer about %s\n",
+			       jstr(n, "name"), jstr(n, "state"),
+			       format_bytes(ju64(n, "differing_bytes"), b, sizeof(b)),
+			       format_bytes(ju64(n, "differing_bytes"), c2, sizeof(c2)));
+		}
+	}
+	if (dry) {
+		rc = 0;
+		goto out;
+	}
+	if (!json)
+		printf("the data on these secondaries will be erased and replaced with the "
+		       "primary's.\n");
+	if (!yes) {
+		if (!isatty(STDIN_FILENO)) {
+			errorf("no terminal to confirm on: pass --yes to erase and replace the data "
+			       "on these secondaries; nothing was changed");
+			goto out;
+		}
+		if (!confirm(s.cfg->name)) {
+			errorf("not confirmed; nothing was changed");
+			goto out;
+		}
+	}
+
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("resync"));
+	json_object_object_add(req, "nodes", json_object_get(names));
+	if (have_rate)
+		json_object_object_add(req, "max_rate", json_object_new_uint64(rate));
+	res = request(&s, req, resync_progress, &pc);
+	json_object_put(req);
+	if (!res || !result_ok(res))
+		goto out;
+	nodes = jnodes(res);
+	{
+		json_object *sum = json_object_new_object(), *arr = json_object_new_array();
+
+		json_object_object_add(sum, "type", json_object_new_string("summary"));
+		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
+			json_object *n = json_object_array_get_idx(nodes, i), *x = json_object_new_object();
+			const char *keys[] = {"bytes_compared", "bytes_read", "bytes_sent",
+					      "bytes_written"};
+			bool ok = !strcmp(jstr(n, "result"), "resynced") &&
+				  !strcmp(jstr(n, "state"), "UpToDate");
+
+			if (!ok)
+				all_ok = false;
+			json_object_object_add(x, "name", json_object_new_string(jstr(n, "name")));
+			json_object_object_add(x, "result", json_object_new_string(jstr(n, "result")));
+			json_object_object_add(x, "state", json_object_new_string(jstr(n, "state")));
+			for (size_t k = 0; k < ARRAY_SIZE(keys); k++)
+				json_object_object_add(x, keys[k], json_object_new_uint64(ju64(n, keys[k])));
+			json_object_object_add(x, "seconds", json_object_new_double(jdbl(n, "seconds")));
+			if (jstr(n, "error"))
+				json_object_object_add(x, "error", json_object_new_string(jstr(n, "error")));
+			json_object_array_add(arr, x);
+			if (!json) {
+				printf("%s: %s (%s): compared %s, sent %s, wrote %s in %.2fs%s%s\n",
+				       jstr(n, "name"), jstr(n, "result"), jstr(n, "state"),
+				       format_bytes(ju64(n, "bytes_compared"), b, sizeof(b)),
+				       format_bytes(ju64(n, "bytes_sent"), c2, sizeof(c2)),
+				       format_bytes(ju64(n, "bytes_written"), b, sizeof(b)),
+				       jdbl(n, "seconds"), jstr(n, "error") ? ": " : "",
+				       jstr(n, "error") ? jstr(n, "error") : "");
+			}
+		}
+		json_object_object_add(sum, "nodes", arr);
+		json_object_object_add(sum, "ok", json_object_new_boolean(all_ok));
+		if (json)
+			print_json(sum);
+		json_object_put(sum);
+	}
+	rc = all_ok ? 0 : 1;
+out:
+	json_object_put(res);
+	json_object_put(plan);
+	json_object_put(names);
+	session_close(&s);
+	return rc;
+}
+
+/* ---- cancel ---- */
+
+static const char cancel_usage[] =
+	"usage: resyncctl [--config FILE] [--node NAME] cancel [--json]\n"
+	"Stop a running resync at a checkpoint; its secondaries stay Inconsistent\n"
+	"until a later resync completes.\n";
+
+int resyncctl_cancel(int argc, char **argv)
+{
+	struct session s = {0};
+	json_object *req, *res;
+	bool json = false;
+	int rc = 1;
+
+	if (parse_common(argc, argv, cancel_usage, &json) < 0)
+		return EXIT_USAGE;
+	if (session_open(&s) < 0)
+		goto out;
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("cancel"));
+	res = request(&s, req, NULL, NULL);
+	json_object_put(req);
+	if (!res || !result_ok(res)) {
+		json_object_put(res);
+		goto out;
+	}
+	if (json) {
+		json_object_object_del(res, "type");
+		json_object_object_del(res, "ok");
+		print_json(res);
+	} else {
+		puts(json_object_get_boolean(json_object_object_get(res, "cancelled"))
+			     ? "the running resync was asked to stop"
+			     : "no resync was running");
+	}
+	json_object_put(res);
+	rc = 0;
+out:
+	session_close(&s);
+	return rc;
+}
+
+/* Leading options before the command: --config FILE, --node NAME (also
+ * --opt=value). Returns how many argv entries were used, or -1. */
+int resyncctl_global_opts(int argc, char **argv)
+{
+	int i = 1;
+
+	while (i < argc) {
+		const char *a = argv[i];
+
+		if (!strncmp(a, "--config=", 9)) {
+			resyncctl_config = a + 9;
+			i++;
+		} else if (!strncmp(a, "--node=", 7)) {
+			resyncctl_node = a + 7;
+			i++;
+		} else if ((!strcmp(a, "--config") || !strcmp(a, "--node")) && i + 1 < argc) {
+			if (a[2] == 'c')
+				resyncctl_config = argv[i + 1];
+			else
+				resyncctl_node = argv[i + 1];
+			i += 2;
+		} else if (!strcmp(a, "--config") || !strcmp(a, "--node")) {
+			return -1;
+		} else {
+			break;
+		}
+	}
+	return i - 1;
+}
