@@ -219,6 +219,36 @@ r = c.ctl("status", "--json")
 st = json.loads(r.stdout)
 check(all(n["state"] == "UpToDate" for n in st["nodes"]), "every node UpToDate: %s" % st)
 
+# ---- wrong key on one secondary: named, untouched; the other completes ----
+c.stop("n3")
+badkey = sc.path("bad.key")
+with open(badkey, "wb") as f:
+    f.write(os.urandom(32))
+os.chmod(badkey, 0o600)
+badconf = sc.path("bad.conf")
+with open(c.conf) as f, open(badconf, "w") as g:
+    g.write("".join(("secret_file = %s\n" % badkey) if x.startswith("secret_file") else x
+                    for x in f))
+conf = c.conf
+c.conf = badconf
+c.start("n3")
+c.conf = conf
+c.write("n1", 20 * MB, os.urandom(MB))
+n3_before = open(c.image("n3"), "rb").read()
+r = c.ctl("resync", "--yes", "--json")
+check(r.returncode != 0, "a resync with a failed node exits non-zero")
+summary = json.loads(r.stdout.splitlines()[-1])
+res = {n["name"]: n for n in summary["nodes"]}
+check(res["n2"]["result"] == "resynced", "n2 completes beside the bad node")
+check(res["n3"]["result"] == "failed" and "n3" in res["n3"].get("error", "") and
+      "key" in res["n3"]["error"].lower(),
+      "the bad node is named with the authentication failure: %s" % res["n3"])
+check(open(c.image("n3"), "rb").read() == n3_before, "the bad node's image is untouched")
+check("key" in c.log("n3").lower(), "the bad node logs the failure too")
+c.stop("n3")
+c.start("n3")
+resync_ok(c, "after the key is fixed")
+
 for n in ["n1", "n2", "n3"]:
     c.stop(n)
 check(filecmp.cmp(c.image("n1"), c.image("n2"), shallow=False), "n2 image == n1 image")
