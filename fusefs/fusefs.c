@@ -273,7 +273,7 @@ static long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const 
 		if (r < 0)
 			return r;
 	}
-	r = meta_dirty_mark(fs->meta, off, size);
+	r = fs->opts.no_tracking ? 0 : meta_dirty_mark(fs->meta, off, size);
 	if (r < 0) {
 		n = r == -EINVAL ? -EINVAL : -EIO;
 		goto out;
@@ -451,6 +451,12 @@ int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret)
 	r = meta_open(fs->vol, opts->meta_path, META_CREATE, &opts->meta, &fs->meta);
 	if (r < 0)
 		goto fail;
+	if (opts->no_tracking) {
+		/* Writes go unmarked from now on: the bitmap says nothing. */
+		r = meta_trusted_set(fs->meta, false);
+		if (r < 0)
+			goto fail;
+	}
 	meta_info_get(fs->meta, &info);
 	fs->size = volume_size(fs->vol);
 	fs->block_size = info.block_size;

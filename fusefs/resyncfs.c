@@ -36,6 +36,8 @@ static const char usage[] =
 	"  -o splice           serve reads by splicing from the image\n"
 	"  -o writeback        kernel writeback cache (a 'fail' fence cannot refuse\n"
 	"                      writes the kernel already accepted)\n"
+	"  -o notrack          UNSAFE, benchmarks only: no dirty tracking; the\n"
+	"                      bitmap is marked untrusted (next resync: full compare)\n"
 	"  -o OTHER            passed to FUSE (allow_other, ...)\n"
 	"Signals: SIGTERM, SIGINT, SIGHUP unmount cleanly.\n";
 
@@ -105,6 +107,8 @@ static int parse_o(struct args *a, char *list)
 				return errorf("invalid io '%s': sync or uring", val);
 		} else if (!strcmp(o, "splice") && !val) {
 			a->fo.splice_read = true;
+		} else if (!strcmp(o, "notrack") && !val) {
+			a->fo.no_tracking = true;
 		} else if (!strcmp(o, "writeback") && !val) {
 			a->fo.writeback = true;
 		} else {

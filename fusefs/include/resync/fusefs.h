@@ -39,6 +39,10 @@ struct fusefs_opts {
 	/* Serve reads by splicing from the image (zero-copy) instead of
 	 * reading through the engine's I/O context. */
 	bool splice_read;
+	/* UNSAFE, for benchmarks only: writes are not marked. The bitmap is
+	 * declared untrusted at mount (a later resync falls back to a full
+	 * compare), so no write is missed, but every quick resync is lost. */
+	bool no_tracking;
 	/* More FUSE mount options, comma-separated (allow_other, ...). */
 	const char *fuse_options;
 };
