@@ -178,6 +178,20 @@ r = c.ctl("resync", "--dry-run")
 check(r.returncode == 0 and "n2" in r.stdout and "n3" in r.stdout, "dry run shows the plan")
 check(verify(c)[0] == 1, "the dry run changed nothing")
 
+# ---- a secondary forwards cluster-wide requests to the primary ----
+r = c.ctl("--node", "n2", "verify", "--json")
+check(r.returncode == 1 and len(json.loads(r.stdout)["nodes"]) == 2,
+      "verify through a secondary: %d %s %s" % (r.returncode, r.stdout, r.stderr))
+
+# ---- a config error names file, line and key; the daemon does not start ----
+bad = sc.path("broken.conf")
+with open(c.conf) as f, open(bad, "w") as g:
+    g.write(f.read().replace("block_size = 64K", "block_size = 3K"))
+p = subprocess.run([RESYNCD, "--config", bad, "--node", "n1"], capture_output=True, text=True,
+                   timeout=30)
+check(p.returncode != 0 and "broken.conf:4" in p.stderr and "block_size" in p.stderr,
+      "config error names file:line:key: " + p.stderr)
+
 # ---- blank secondaries ----
 stats = resync_ok(c, "blank secondaries")
 rc, out, err = verify(c)
