@@ -869,6 +869,12 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 			}
 		}
 	}
+	if (atomic_load(&n->cancel)) {
+		send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
+		snprintf(j->err, sizeof(j->err), "cancelled");
+		r = -ECANCELED;
+		goto out;
+	}
 	memcpy(g.b, j->gen.b, 16);
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)

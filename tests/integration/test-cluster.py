@@ -233,6 +233,29 @@ r = c.ctl("status", "--json")
 st = json.loads(r.stdout)
 check(all(n["state"] == "UpToDate" for n in st["nodes"]), "every node UpToDate: %s" % st)
 
+# ---- cancel at a checkpoint: the secondary stays Inconsistent, a later resync completes ----
+c.write("n1", 40 * MB, os.urandom(8 * MB))
+run = subprocess.Popen([RESYNCCTL, "--config", c.conf, "resync", "--yes", "--json",
+                        "--node", "n2", "--max-rate", "2M"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+seen = False
+for line in run.stdout:
+    o = json.loads(line)
+    if o.get("type") == "progress" and o.get("phase") == "transfer":
+        seen = True
+        break
+check(seen, "progress lines while the transfer runs")
+r = c.ctl("cancel", "--json")
+check(r.returncode == 0 and json.loads(r.stdout)["cancelled"], "cancel: " + r.stdout + r.stderr)
+rest = run.stdout.read()
+check(run.wait(timeout=30) != 0, "a cancelled resync exits non-zero")
+summary = json.loads(rest.splitlines()[-1])
+check(summary["nodes"][0]["result"] == "cancelled", "summary says cancelled: %s" % summary)
+st = {n["name"]: n for n in json.loads(c.ctl("--node", "n2", "status", "--json").stdout)["nodes"]}
+check(st["n2"]["state"] == "Inconsistent", "n2 Inconsistent after cancel: %s" % st["n2"])
+resync_ok(c, "after cancel")
+check(verify(c)[0] == 0, "verify exits 0 after the resync that followed the cancel")
+
 # ---- wrong key on one secondary: named, untouched; the other completes ----
 c.stop("n3")
 badkey = sc.path("bad.key")
