@@ -391,7 +391,7 @@ struct progress_ctx {
 static void resync_progress(void *arg, json_object *o)
 {
 	struct progress_ctx *p = arg;
-	char a[32], b[32], c[32];
+	char a[32], b[32], c[32], d[32];
 
 	if (p->json) {
 		print_json(o);
@@ -402,7 +402,7 @@ static void resync_progress(void *arg, json_object *o)
 		format_bytes(ju64(o, "bytes_done"), a, sizeof(a)),
 		format_bytes(ju64(o, "bytes_total"), b, sizeof(b)),
 		format_bytes(ju64(o, "bytes_compared"), c, sizeof(c)),
-		format_bytes(ju64(o, "bytes_sent"), a, sizeof(a)), jdbl(o, "rate") / (1 << 20),
+		format_bytes(ju64(o, "bytes_sent"), d, sizeof(d)), jdbl(o, "rate") / (1 << 20),
 		jdbl(o, "eta"));
 }
 
@@ -435,7 +435,7 @@ int resyncctl_resync(int argc, char **argv)
 	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
 	bool yes = false, dry = false, json = false, have_rate = false, all_ok = true;
 	uint64_t rate = 0;
-	char b[32], c2[32];
+	char b[32], c2[32], w[32];
 	int c, rc = 1;
 
 	optind = 1;
@@ -576,7 +576,7 @@ int resyncctl_resync(int argc, char **argv)
 				       jstr(n, "name"), jstr(n, "result"), jstr(n, "state"),
 				       format_bytes(ju64(n, "bytes_compared"), b, sizeof(b)),
 				       format_bytes(ju64(n, "bytes_sent"), c2, sizeof(c2)),
-				       format_bytes(ju64(n, "bytes_written"), b, sizeof(b)),
+				       format_bytes(ju64(n, "bytes_written"), w, sizeof(w)),
 				       jdbl(n, "seconds"), jstr(n, "error") ? ": " : "",
 				       jstr(n, "error") ? jstr(n, "error") : "");
 			}
