@@ -527,6 +527,8 @@ int resyncctl_resync(int argc, char **argv)
 	if (!json)
 		printf("the data on these secondaries will be erased and replaced with the "
 		       "primary's.\n");
+	/* Progress goes to stderr: the plan must be out before it. */
+	fflush(stdout);
 	if (!yes) {
 		if (!isatty(STDIN_FILENO)) {
 			errorf("no terminal to confirm on: pass --yes to erase and replace the data "
