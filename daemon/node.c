@@ -11,7 +11,18 @@
  *   -> CHECKPOINT off   <- ACK off          (durable below off, recorded)
  *   -> COMMIT gen       <- ACK size | ERROR (take gen, clear bitmap, UpToDate)
  *   -> ERROR            (cancelled: the accepting side thaws, stays Inconsistent)
- * A status query is a HELLO exchange alone. */
+ *   -> STATUS_REQ       <- STATUS           (dirty bytes, last resync, checkpoint)
+ *   -> BITMAP_REQ off   <- BITMAP ...       (the dirty bitmap, for a quick resync)
+ *
+ * Generations (DRBD's UUIDs): a secondary's commit gives it the primary's
+ * current generation and clears its bitmap. When every secondary has every
+ * block, the primary clears its own bitmap, records the generation they
+ * now share as the bitmap's base and starts a new generation. A secondary
+ * whose generation is the primary's current one or that base, with both
+ * bitmaps trusted, needs only the union of both bitmaps (quick resync);
+ * anything else is compared through the hash tree. A checkpoint is
+ * recorded under the primary's generation of its resync, so a restarted
+ * resync knows how far the last one of the same generation got. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <pthread.h>
@@ -20,7 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <spawn.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,6 +82,10 @@ struct node {
 	bool resync_running; /* protected by lock */
 	bool writing;	     /* a session rewrites this volume; protected by lock */
 	int64_t last_resync; /* unix seconds, 0 never; protected by lock */
+	/* Primary: the generation every secondary shared when the bitmap
+	 * was last cleared (null: none recorded); protected by lock. */
+	struct meta_uuid base;
+	char *state_path; /* IMAGE.resync-node: last_resync and base */
 };
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -116,6 +135,99 @@ static uint64_t node_size(struct node *n)
 static struct meta *node_meta(struct node *n)
 {
 	return fusefs_meta(n->fs);
+}
+
+/* ---- the node's state file (IMAGE.resync-node, JSON) ----
+ * What the metadata does not hold: the last completed resync and the
+ * primary's bitmap base. Replaced atomically (new file, fsync, rename). */
+
+static void node_state_load(struct node *n)
+{
+	json_object *o = json_object_from_file(n->state_path), *v;
+
+	if (!o)
+		return;
+	if (json_object_object_get_ex(o, "last_resync", &v))
+		n->last_resync = json_object_get_int64(v);
+	if (json_object_object_get_ex(o, "base", &v) && json_object_get_string(v))
+		meta_uuid_parse(json_object_get_string(v), &n->base);
+	json_object_put(o);
+}
+
+/* Called with n->lock held. */
+static int node_state_save_locked(struct node *n)
+{
+	json_object *o = json_object_new_object();
+	_cleanup_free_ char *tmp = NULL;
+	_cleanup_close_ int fd = -1;
+	const char *text;
+	char u[40];
+	size_t len, done = 0;
+	int r = 0;
+
+	json_object_object_add(o, "last_resync", json_object_new_int64(n->last_resync));
+	json_object_object_add(o, "base", meta_uuid_is_null(&n->base) ? NULL :
+				   json_object_new_string(meta_uuid_format(&n->base, u, sizeof(u))));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	len = strlen(text);
+	if (asprintf(&tmp, "%s.tmp", n->state_path) < 0) {
+		tmp = NULL;
+		r = -ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	while (done < len) {
+		ssize_t k = write(fd, text + done, len - done);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			r = -errno;
+			goto out;
+		}
+		done += (size_t)k;
+	}
+	if (fsync(fd) < 0 || rename(tmp, n->state_path) < 0)
+		r = -errno;
+out:
+	if (r < 0)
+		logf_("cannot write '%s': %s", n->state_path, strerror(-r));
+	json_object_put(o);
+	return r;
+}
+
+static void node_last_resync_set(struct node *n)
+{
+	pthread_mutex_lock(&n->lock);
+	n->last_resync = time(NULL);
+	node_state_save_locked(n);
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* A FUSE mount left behind by a daemon that was killed answers ENOTCONN:
+ * detach it, so that the volume can be mounted again. */
+static int node_mount_unstale(const char *mount)
+{
+	const char *argv[] = {"fusermount3", "-u", "-z", mount, NULL};
+	struct stat st;
+	pid_t pid;
+	int status, r;
+
+	if (stat(mount, &st) == 0 || errno != ENOTCONN)
+		return 0;
+	logf_("'%s' is a stale mount (its daemon died): detaching it", mount);
+	if (geteuid() == 0)
+		return umount2(mount, MNT_DETACH) == 0 ? 0 : -errno;
+	r = posix_spawnp(&pid, argv[0], NULL, NULL, (char *const *)argv, environ);
+	if (r)
+		return -r;
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
 /* ---- hello ---- */
@@ -212,6 +324,9 @@ struct session {
 	struct patch_writer *pw;
 	struct wire_zstd *z;
 	unsigned char *raw;
+	unsigned char *bitmap; /* snapshot for BITMAP_REQ */
+	size_t bitmap_size;
+	struct meta_uuid target; /* the primary's generation (from its hello) */
 	char peer[RESYNC_NAME_MAX + 1];
 };
 
@@ -354,12 +469,6 @@ static int session_blocks(struct session *s, size_t len)
 	return patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
 }
 
-static void seed_id(uint64_t seed, struct meta_uuid *id)
-{
-	memset(id, 0, sizeof(*id));
-	memcpy(id->b, &seed, sizeof(seed));
-}
-
 static int send_offset(struct peer_conn *c, uint16_t type, uint64_t off)
 {
 	unsigned char buf[64];
@@ -386,7 +495,7 @@ static int session_checkpoint(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 	}
-	seed_id(s->seed, &id);
+	id = s->target;
 	r = meta_checkpoint_set(node_meta(s->n), MIN(off, node_size(s->n)), &id);
 	if (r < 0)
 		return r;
@@ -431,10 +540,91 @@ static int session_commit(struct session *s, size_t len)
 		return r;
 	session_write_end(s);
 	pthread_mutex_lock(&n->lock);
+	/* The bitmap now counts from gen: no older base applies. */
+	memset(&n->base, 0, sizeof(n->base));
 	n->last_resync = time(NULL);
+	node_state_save_locked(n);
 	pthread_mutex_unlock(&n->lock);
 	logf_("resync from '%s' committed: UpToDate", s->peer);
 	return send_offset(s->c, WIRE_ACK, node_size(n));
+}
+
+static int session_status(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct wire_status st = {0};
+	struct meta_info mi;
+	unsigned char buf[128];
+	size_t olen;
+	int r;
+
+	if (len != 0)
+		return -EBADMSG;
+	meta_info_get(node_meta(n), &mi);
+	st.dirty_bytes = meta_dirty_bytes(node_meta(n));
+	pthread_mutex_lock(&n->lock);
+	st.last_resync = n->last_resync > 0 ? (uint64_t)n->last_resync : 0;
+	pthread_mutex_unlock(&n->lock);
+	if (mi.checkpoint_set) {
+		st.flags |= WIRE_STATUS_CHECKPOINT;
+		st.checkpoint_off = mi.checkpoint_off;
+		memcpy(st.checkpoint_id.b, mi.checkpoint_id.b, 16);
+	}
+	r = wire_status_encode(&st, buf, sizeof(buf), &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_STATUS, buf, olen);
+}
+
+/* The dirty bitmap, in pieces; a request for offset 0 takes a new
+ * snapshot. */
+static int session_bitmap(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	uint64_t off, nb = DIV_ROUND_UP(node_size(n), n->cfg->block_size);
+	size_t k, olen;
+	long long got;
+	int r;
+
+	r = wire_offset_decode(s->in, len, &off);
+	if (r < 0)
+		return r;
+	if (off == 0 || !s->bitmap) {
+		free(s->bitmap);
+		s->bitmap_size = (size_t)DIV_ROUND_UP(nb, 8);
+		if (s->bitmap_size > RESYNC_META_BITMAP_MAX)
+			return -EFBIG;
+		s->bitmap = calloc(1, s->bitmap_size ? s->bitmap_size : 1);
+		if (!s->bitmap)
+			return -ENOMEM;
+		got = meta_bitmap_read(node_meta(n), s->bitmap, s->bitmap_size);
+		if (got < 0)
+			return (int)got;
+	}
+	if (off > s->bitmap_size)
+		return -EBADMSG;
+	k = (size_t)MIN((uint64_t)(s->bitmap_size - off), (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
+	r = wire_bitmap_encode(off, s->bitmap_size, s->bitmap + off, k, s->out,
+			       RESYNC_WIRE_FRAME_MAX, &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_BITMAP, s->out, olen);
+}
+
+/* A secondary that took writes of its own since its last commit holds
+ * data the primary lacks: Diverged, durably. */
+static void session_state_note(struct session *s)
+{
+	struct meta *m = node_meta(s->n);
+	struct meta_info mi;
+
+	meta_info_get(m, &mi);
+	if ((mi.state == META_STATE_UPTODATE || mi.state == META_STATE_OUTDATED) &&
+	    mi.bitmap_trusted && meta_dirty_bytes(m) > 0) {
+		if (meta_state_set(m, META_STATE_DIVERGED) == 0)
+			logf_("this volume has writes the primary '%s' lacks: state Diverged",
+			      s->peer);
+	}
 }
 
 static void session_serve(struct session *s)
@@ -464,12 +654,16 @@ static void session_serve(struct session *s)
 		send_text(s->c, WIRE_REFUSE, why.code, why.text);
 		return;
 	}
+	from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
+		       !strcmp(h.node, n->cfg->primary) && !n->is_primary;
+	if (from_primary) {
+		memcpy(s->target.b, h.generation.b, 16);
+		session_state_note(s);
+	}
 	node_hello_make(n, &mine);
 	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0 || peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len) < 0)
 		return;
-	from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
-		       !strcmp(h.node, n->cfg->primary) && !n->is_primary;
 	peer_conn_set_timeout(s->c, NODE_SESSION_TIMEOUT_MS);
 
 	for (;;) {
@@ -482,6 +676,10 @@ static void session_serve(struct session *s)
 		}
 		if (type == WIRE_HASH_REQ) {
 			r = session_hash_req(s, len);
+		} else if (type == WIRE_STATUS_REQ) {
+			r = session_status(s, len);
+		} else if (type == WIRE_BITMAP_REQ) {
+			r = session_bitmap(s, len);
 		} else if ((type == WIRE_BLOCKS || type == WIRE_CHECKPOINT || type == WIRE_COMMIT) &&
 			   !from_primary) {
 			logf_("refused writes from '%s': it is not the primary", s->peer);
@@ -536,6 +734,7 @@ static void *session_thread(void *arg)
 		session_serve(s);
 	hashtree_free(s->tree);
 	free(s->hashes);
+	free(s->bitmap);
 	free(s->in);
 	free(s->out);
 	peer_conn_free(s->c);
@@ -644,17 +843,82 @@ fail:
 	return r;
 }
 
+/* Ask an opened peer for its status (STATUS_REQ). */
+static int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status *ret)
+{
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_send_frame(c, WIRE_STATUS_REQ, buf, 0);
+	if (r >= 0)
+		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0)
+		return r;
+	if (type != WIRE_STATUS)
+		return -EBADMSG;
+	return wire_status_decode(buf, len, ret);
+}
+
+/* Fetch an opened peer's dirty bitmap, size bytes, into bm. */
+static int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm,
+			    size_t size)
+{
+	size_t off = 0;
+
+	do {
+		struct wire_bitmap b;
+		unsigned char ob[16];
+		uint16_t type;
+		size_t len;
+		int r;
+
+		r = wire_offset_encode(off, ob, sizeof(ob), &len);
+		if (r >= 0)
+			r = peer_conn_send_frame(c, WIRE_BITMAP_REQ, ob, len);
+		if (r >= 0)
+			r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+		if (r < 0)
+			return r;
+		if (type != WIRE_BITMAP || wire_bitmap_decode(buf, len, &b) < 0 ||
+		    b.total != size || b.offset != off || (b.len == 0 && off < size))
+			return -EBADMSG;
+		memcpy(bm + off, b.data, b.len);
+		off += b.len;
+	} while (off < size);
+	return 0;
+}
+
+enum job_mode {
+	JOB_FULL = 0, /* compare through the hash tree */
+	JOB_QUICK,    /* the union of both dirty bitmaps */
+};
+
 struct job {
 	struct node *n;
 	const struct node_config *peer;
 	struct control_client *cli;
 	pthread_mutex_t *cli_lock;
 	const struct hashtree *tree;
+	const unsigned char *pbitmap; /* the primary's bitmap, for JOB_QUICK */
+	size_t bitmap_size;
 	uint64_t seed;
 	bool write;
 	uint64_t max_rate;
 	struct meta_uuid gen;
 	pthread_t t;
+	bool started; /* t runs */
+	uint64_t t0;
+
+	/* After job_open_thread(): the session and what the peer said. */
+	struct peer_conn *c;
+	unsigned char *buf;
+	struct wire_hello hello;
+	struct wire_status status;
+	bool opened;
+	enum job_mode mode;
+	bool diverged;
+	bool resume; /* Inconsistent with a checkpoint of this generation */
 
 	int r;
 	char err[RESYNC_WIRE_TEXT_MAX + 256];
@@ -886,44 +1150,109 @@ out:
 	return r;
 }
 
-static void *job_thread(void *arg)
+/* Union of the secondary's and the primary's dirty bitmaps: the blocks a
+ * quick resync sends, without a compare. */
+static int job_quick(struct job *j)
 {
-	struct job *j = arg;
-	struct peer_conn *c = NULL;
-	struct wire_hello h;
-	uint64_t t0 = now_usec();
-	unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	struct node *n = j->n;
+	uint64_t size = node_size(n), bs = n->cfg->block_size, nb = DIV_ROUND_UP(size, bs);
+	_cleanup_free_ unsigned char *bm = calloc(1, j->bitmap_size ? j->bitmap_size : 1);
 	int r;
 
+	if (!bm)
+		return -ENOMEM;
+	r = node_peer_bitmap(j->c, j->buf, bm, j->bitmap_size);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': cannot read its dirty bitmap: %s",
+			 j->peer->name, r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
+		return r;
+	}
+	for (size_t i = 0; i < j->bitmap_size; i++) {
+		unsigned char b = bm[i] | j->pbitmap[i];
+
+		for (unsigned k = 0; b && k < 8; k++) {
+			uint64_t blk = (uint64_t)i * 8 + k, off = blk * bs;
+
+			if (!(b & (1u << k)) || blk >= nb)
+				continue;
+			r = rangelist_add(&j->ranges, off, MIN(bs, size - off));
+			if (r < 0)
+				return r;
+			j->differing_blocks++;
+		}
+	}
+	j->differing_bytes = rangelist_bytes(&j->ranges);
+	return 0;
+}
+
+/* Phase one, all secondaries in parallel: connect, hellos, status. */
+static void *job_open_thread(void *arg)
+{
+	struct job *j = arg;
+	int r;
+
+	j->t0 = now_usec();
 	snprintf(j->state, sizeof(j->state), "Unknown");
-	if (!buf) {
+	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	if (!j->buf) {
 		j->r = -ENOMEM;
 		return NULL;
 	}
-	r = node_peer_open(j->n, j->peer, j->err, sizeof(j->err), &c, &h);
+	r = node_peer_open(j->n, j->peer, j->err, sizeof(j->err), &j->c, &j->hello);
+	if (r >= 0) {
+		r = node_peer_status(j->c, j->buf, &j->status);
+		if (r < 0)
+			snprintf(j->err, sizeof(j->err), "node '%s': no status: %s", j->peer->name,
+				 r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
+	}
+	if (r < 0) {
+		if (!j->err[0])
+			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+				 strerror(-r));
+		logf_("resync of '%s' failed: %s", j->peer->name, j->err);
+		j->r = r;
+		return NULL;
+	}
+	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(j->hello.state));
+	j->opened = true;
+	return NULL;
+}
+
+/* Phase two: compare (or take the bitmaps' union), then transfer. */
+static void *job_thread(void *arg)
+{
+	struct job *j = arg;
+	int r;
+
+	if (j->mode == JOB_QUICK)
+		r = job_quick(j);
+	else
+		r = job_compare(j, j->c, j->buf);
 	if (r < 0)
 		goto out;
-	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(h.state));
-	r = job_compare(j, c, buf);
-	if (r < 0)
-		goto out;
-	j->bytes_sent = peer_conn_bytes_sent(c);
-	job_progress(j, "compared", j->bytes_compared, j->bytes_compared, t0);
+	j->bytes_sent = peer_conn_bytes_sent(j->c);
+	job_progress(j, j->mode == JOB_QUICK ? "dirty" : "compared", j->bytes_compared,
+		     j->bytes_compared, j->t0);
 	if (j->write) {
-		r = job_transfer(j, c, buf);
+		r = job_transfer(j, j->c, j->buf);
 		if (r >= 0)
 			snprintf(j->state, sizeof(j->state), "UpToDate");
+	} else if (j->hello.state == WIRE_STATE_INCONSISTENT) {
+		snprintf(j->state, sizeof(j->state), "Inconsistent");
+	} else if (j->diverged) {
+		snprintf(j->state, sizeof(j->state), "Diverged");
+	} else {
+		snprintf(j->state, sizeof(j->state), "%s",
+			 j->differing_bytes ? "Outdated" : "UpToDate");
 	}
-	j->bytes_sent = peer_conn_bytes_sent(c);
+	j->bytes_sent = peer_conn_bytes_sent(j->c);
 out:
 	if (r < 0 && !j->err[0])
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, strerror(-r));
 	if (r < 0)
 		logf_("resync of '%s' failed: %s", j->peer->name, j->err);
 	j->r = r;
-	j->seconds = (double)(now_usec() - t0) / 1e6;
-	peer_conn_free(c);
-	free(buf);
+	j->seconds = (double)(now_usec() - j->t0) / 1e6;
 	return NULL;
 }
 
@@ -996,10 +1325,15 @@ static int node_forward(struct node *n, struct control_client *cli, json_object 
 static int cmd_status(void *userdata, struct control_client *cli, json_object *req)
 {
 	struct node *n = userdata;
-	json_object *res = json_object_new_object(), *nodes = json_object_new_array();
+	json_object *res, *nodes;
+	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
 	char u[40];
 
 	(void)req;
+	if (!buf)
+		return -ENOMEM;
+	res = json_object_new_object();
+	nodes = json_object_new_array();
 	json_object_object_add(res, "cluster", json_object_new_string(n->cfg->name));
 	json_object_object_add(res, "primary",
 			       n->cfg->primary ? json_object_new_string(n->cfg->primary) : NULL);
@@ -1031,6 +1365,8 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 		} else {
 			struct peer_conn *c = NULL;
 			struct wire_hello h;
+			struct wire_status ws;
+			json_object *last = NULL;
 			char err[512];
 
 			if (node_peer_open(n, nc, err, sizeof(err), &c, &h) == 0) {
@@ -1041,7 +1377,13 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 						       json_object_new_string(wire_state_name(h.state)));
 				json_object_object_add(o, "generation",
 						       json_object_new_string(meta_uuid_format(&g, u, sizeof(u))));
-				json_object_object_add(o, "dirty_bytes", NULL);
+				if (node_peer_status(c, buf, &ws) == 0) {
+					json_object_object_add(o, "dirty_bytes",
+							       json_object_new_uint64(ws.dirty_bytes));
+					last = time_json((int64_t)ws.last_resync);
+				} else {
+					json_object_object_add(o, "dirty_bytes", NULL);
+				}
 				json_object_object_add(o, "connected", json_object_new_boolean(true));
 				peer_conn_free(c);
 			} else {
@@ -1051,7 +1393,7 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 				json_object_object_add(o, "connected", json_object_new_boolean(false));
 				json_object_object_add(o, "error", json_object_new_string(err));
 			}
-			json_object_object_add(o, "last_resync", NULL);
+			json_object_object_add(o, "last_resync", last);
 		}
 		json_object_array_add(nodes, o);
 	}
@@ -1086,13 +1428,17 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	struct blockcmp_opts o = {.block_size = cfg->block_size};
 	_cleanup_free_ struct hash128 *hashes = NULL;
 	_cleanup_free_ struct job *jobs = NULL;
+	_cleanup_free_ unsigned char *pbitmap = NULL;
 	struct hashtree *tree = NULL;
 	pthread_mutex_t cli_lock = PTHREAD_MUTEX_INITIALIZER;
 	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, cfg->block_size), max_rate;
 	json_object *res, *arr, *v;
 	struct meta_info mi;
 	size_t nj = 0, failed = 0;
-	bool frozen = false, all = true;
+	bool frozen = false, all = true, plan = req_bool(req, "plan"), any_full = false;
+	size_t n_quick = 0;
+	size_t bitmap_size = (size_t)DIV_ROUND_UP(nb, 8);
+	struct meta_uuid base;
 	char u[40];
 	int r;
 
@@ -1130,8 +1476,7 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	atomic_store(&n->cancel, false);
 
 	jobs = calloc(cfg->n_nodes, sizeof(*jobs));
-	hashes = calloc(nb ? nb : 1, sizeof(*hashes));
-	if (!jobs || !hashes) {
+	if (!jobs) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -1143,22 +1488,12 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 			goto out;
 		frozen = true;
 	}
-	r = hash_seed_random(&o.seed);
-	if (r < 0)
-		goto out;
-	if (size) {
-		r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, hashes);
-		if (r < 0) {
-			control_client_error(cli, "cannot read the primary's volume '%s': %s",
-					     n->self->volume, strerror(-r));
-			r = 0;
-			goto out;
-		}
-	}
-	r = hashtree_new(hashes, nb, RESYNC_HASHTREE_FANOUT_DEFAULT, o.seed, &tree);
-	if (r < 0)
-		goto out;
 	meta_info_get(node_meta(n), &mi);
+	pthread_mutex_lock(&n->lock);
+	base = n->base;
+	pthread_mutex_unlock(&n->lock);
+
+	/* Phase one: every chosen secondary's hello and status, in parallel. */
 	for (size_t i = 0; i < cfg->n_nodes; i++) {
 		const struct node_config *nc = &cfg->nodes[i];
 		struct job *j;
@@ -1174,19 +1509,102 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		j->peer = nc;
 		j->cli = cli;
 		j->cli_lock = &cli_lock;
-		j->tree = tree;
-		j->seed = o.seed;
 		j->write = write;
 		j->max_rate = max_rate;
 		j->gen = mi.generation;
-		if (pthread_create(&j->t, NULL, job_thread, j)) {
+		j->bitmap_size = bitmap_size;
+		j->started = !pthread_create(&j->t, NULL, job_open_thread, j);
+		if (!j->started) {
 			j->r = -EAGAIN;
 			snprintf(j->err, sizeof(j->err), "cannot start a thread");
-			nj--;
+			snprintf(j->state, sizeof(j->state), "Unknown");
 		}
 	}
 	for (size_t i = 0; i < nj; i++)
-		pthread_join(jobs[i].t, NULL);
+		if (jobs[i].started)
+			pthread_join(jobs[i].t, NULL);
+
+	/* The way for each: quick when its generation is the primary's
+	 * current one or the bitmap's base and both bitmaps are trusted
+	 * (the verify command itself always compares). */
+	for (size_t i = 0; i < nj; i++) {
+		struct job *j = &jobs[i];
+		struct meta_uuid g;
+		bool trusted;
+
+		if (!j->opened)
+			continue;
+		memcpy(g.b, j->hello.generation.b, 16);
+		trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
+		j->diverged = trusted && j->status.dirty_bytes > 0 &&
+			      j->hello.state != WIRE_STATE_INCONSISTENT;
+		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
+			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
+			    !memcmp(j->status.checkpoint_id.b, mi.generation.b, 16);
+		if ((write || plan) && mi.bitmap_trusted && trusted &&
+		    j->hello.state != WIRE_STATE_INCONSISTENT && !meta_uuid_is_null(&g) &&
+		    (!memcmp(g.b, mi.generation.b, 16) ||
+		     (!meta_uuid_is_null(&base) && !memcmp(g.b, base.b, 16))))
+			j->mode = JOB_QUICK, n_quick++;
+		else
+			any_full = true;
+	}
+	if (any_full) {
+		hashes = calloc(nb ? nb : 1, sizeof(*hashes));
+		if (!hashes) {
+			r = -ENOMEM;
+			goto out;
+		}
+		r = hash_seed_random(&o.seed);
+		if (r < 0)
+			goto out;
+		if (size) {
+			r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, hashes);
+			if (r < 0) {
+				control_client_error(cli, "cannot read the primary's volume '%s': %s",
+						     n->self->volume, strerror(-r));
+				r = 0;
+				goto out;
+			}
+		}
+		r = hashtree_new(hashes, nb, RESYNC_HASHTREE_FANOUT_DEFAULT, o.seed, &tree);
+		if (r < 0)
+			goto out;
+	}
+	if (n_quick) {
+		long long got;
+
+		pbitmap = calloc(1, bitmap_size ? bitmap_size : 1);
+		if (!pbitmap) {
+			r = -ENOMEM;
+			goto out;
+		}
+		got = meta_bitmap_read(node_meta(n), pbitmap, bitmap_size);
+		if (got < 0) {
+			r = (int)got;
+			goto out;
+		}
+	}
+
+	/* Phase two: compare and transfer, in parallel. */
+	for (size_t i = 0; i < nj; i++) {
+		struct job *j = &jobs[i];
+
+		j->started = false;
+		if (!j->opened)
+			continue;
+		j->tree = tree;
+		j->seed = o.seed;
+		j->pbitmap = pbitmap;
+		j->started = !pthread_create(&j->t, NULL, job_thread, j);
+		if (!j->started) {
+			j->r = -EAGAIN;
+			snprintf(j->err, sizeof(j->err), "cannot start a thread");
+		}
+	}
+	for (size_t i = 0; i < nj; i++)
+		if (jobs[i].started)
+			pthread_join(jobs[i].t, NULL);
 
 	res = json_object_new_object();
 	arr = json_object_new_array();
@@ -1197,14 +1615,23 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 				     : write  ? "resynced"
 				     : j->differing_bytes ? "differs"
 							  : "identical";
+		bool trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
 
 		if (j->r < 0)
 			failed++;
 		json_object_object_add(x, "name", json_object_new_string(j->peer->name));
 		json_object_object_add(x, "result", json_object_new_string(result));
 		json_object_object_add(x, "state", json_object_new_string(j->state));
+		json_object_object_add(x, "mode",
+				       json_object_new_string(j->mode == JOB_QUICK ? "quick" : "full"));
 		json_object_object_add(x, "differing_blocks", json_object_new_uint64(j->differing_blocks));
 		json_object_object_add(x, "differing_bytes", json_object_new_uint64(j->differing_bytes));
+		/* The bytes it holds that the primary lacks: its writes since
+		 * its last commit, when its bitmap can say. */
+		json_object_object_add(x, "lacking_bytes", j->opened && trusted
+				       ? json_object_new_uint64(j->status.dirty_bytes) : NULL);
+		json_object_object_add(x, "resume_offset", j->resume
+				       ? json_object_new_uint64(j->status.checkpoint_off) : NULL);
 		json_object_object_add(x, "ranges", ranges_json(&j->ranges));
 		json_object_object_add(x, "bytes_compared", json_object_new_uint64(j->bytes_compared));
 		json_object_object_add(x, "bytes_read",
@@ -1215,19 +1642,30 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		if (j->r < 0)
 			json_object_object_add(x, "error", json_object_new_string(j->err));
 		json_object_array_add(arr, x);
-		rangelist_release(&j->ranges);
 	}
 	if (write && !failed && all) {
-		/* Every secondary has every block: the primary's marks may go. */
+		/* Every secondary has every block: the primary's marks may go,
+		 * the generation they share becomes the bitmap's base, and
+		 * the primary's later writes count under a new generation. */
+		struct meta_uuid next;
+
 		r = meta_dirty_clear(node_meta(n), 0, size);
+		if (r >= 0) {
+			pthread_mutex_lock(&n->lock);
+			n->base = mi.generation;
+			r = node_state_save_locked(n);
+			pthread_mutex_unlock(&n->lock);
+		}
+		if (r >= 0)
+			r = meta_uuid_random(&next);
+		if (r >= 0)
+			r = meta_generation_set(node_meta(n), &next);
 		if (r < 0)
-			logf_("cannot clear the dirty bitmap of '%s': %s", n->self->volume, strerror(-r));
+			logf_("cannot start a new generation for '%s': %s", n->self->volume,
+			      strerror(-r));
 	}
-	if (write && !failed) {
-		pthread_mutex_lock(&n->lock);
-		n->last_resync = time(NULL);
-		pthread_mutex_unlock(&n->lock);
-	}
+	if (write && !failed)
+		node_last_resync_set(n);
 	json_object_object_add(res, "cluster", json_object_new_string(cfg->name));
 	json_object_object_add(res, "primary", json_object_new_string(n->self->name));
 	json_object_object_add(res, "generation",
@@ -1238,6 +1676,11 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		      failed, nj);
 	r = control_client_result(cli, res);
 out:
+	for (size_t i = 0; jobs && i < nj; i++) {
+		peer_conn_free(jobs[i].c);
+		free(jobs[i].buf);
+		rangelist_release(&jobs[i].ranges);
+	}
 	hashtree_free(tree);
 	if (frozen)
 		fusefs_fence_thaw(n->fs);
@@ -1321,6 +1764,17 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 	r = peer_ctx_new(cfg, n->secret, &n->ctx);
 	if (r < 0) {
 		logf_("cannot set up the peer transport: %s", strerror(-r));
+		goto fail;
+	}
+	if (asprintf(&n->state_path, "%s.resync-node", n->self->volume) < 0) {
+		n->state_path = NULL;
+		r = -ENOMEM;
+		goto fail;
+	}
+	node_state_load(n);
+	r = node_mount_unstale(n->self->mount);
+	if (r < 0) {
+		logf_("cannot detach the stale mount '%s': %s", n->self->mount, strerror(-r));
 		goto fail;
 	}
 	r = mkdir_p(n->self->mount);
@@ -1440,6 +1894,7 @@ void node_free(struct node *n)
 	fusefs_free(n->fs);
 	peer_ctx_free(n->ctx);
 	secret_free(n->secret);
+	free(n->state_path);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 }

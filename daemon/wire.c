@@ -103,7 +103,28 @@ struct wire_commit_le {
 };
 _Static_assert(sizeof(struct wire_commit_le) == 16, "commit layout");
 
+/* STATUS. */
+struct wire_status_le {
+	uint64_t dirty_bytes;
+	uint64_t last_resync;
+	uint64_t checkpoint_off;
+	uint32_t flags;
+	uint32_t reserved;
+	uint8_t checkpoint_id[16];
+};
+_Static_assert(sizeof(struct wire_status_le) == 48, "status layout");
+
+/* BITMAP: this, then len bytes. */
+struct wire_bitmap_le {
+	uint64_t offset;
+	uint64_t total;
+	uint32_t len;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct wire_bitmap_le) == 24, "bitmap layout");
+
 /* The largest fixed messages must fit a frame. */
+_Static_assert(24 + RESYNC_WIRE_BLOCKS_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(WIRE_BLOCKS_HEADER + RESYNC_WIRE_BLOCKS_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(8 + 16 * (uint64_t)RESYNC_WIRE_HASHES_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(16 + 16 * (uint64_t)RESYNC_WIRE_RANGES_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
@@ -120,6 +141,8 @@ static const char *const type_names[] = {
 	[WIRE_HASH_REPLY] = "HASH_REPLY", [WIRE_BLOCKS] = "BLOCKS",
 	[WIRE_ACK] = "ACK",		  [WIRE_CHECKPOINT] = "CHECKPOINT",
 	[WIRE_COMMIT] = "COMMIT",	  [WIRE_ERROR] = "ERROR",
+	[WIRE_STATUS_REQ] = "STATUS_REQ", [WIRE_STATUS] = "STATUS",
+	[WIRE_BITMAP_REQ] = "BITMAP_REQ", [WIRE_BITMAP] = "BITMAP",
 };
 
 const char *wire_type_name(unsigned type)
@@ -714,6 +737,95 @@ int wire_commit_decode(const void *buf, size_t len, struct wire_uuid *ret)
 	return 0;
 }
 
+/* STATUS */
+
+int wire_status_encode(const struct wire_status *m, void *buf, size_t cap, size_t *ret_len)
+{
+	struct wire_status_le h;
+
+	if ((m->flags & ~(uint32_t)WIRE_STATUS_FLAGS_ALL) || m->checkpoint_off > WIRE_OFFSET_MAX)
+		return -EINVAL;
+	if (cap < sizeof(h))
+		return -ENOBUFS;
+	h = (struct wire_status_le){
+		.dirty_bytes = htole64(m->dirty_bytes),
+		.last_resync = htole64(m->last_resync),
+		.checkpoint_off = htole64(m->checkpoint_off),
+		.flags = htole32(m->flags),
+	};
+	memcpy(h.checkpoint_id, m->checkpoint_id.b, 16);
+	memcpy(buf, &h, sizeof(h));
+	*ret_len = sizeof(h);
+	return 0;
+}
+
+int wire_status_decode(const void *buf, size_t len, struct wire_status *ret)
+{
+	struct wire_status_le h;
+	struct wire_status m;
+
+	if (len != sizeof(h))
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	m = (struct wire_status){
+		.dirty_bytes = le64toh(h.dirty_bytes),
+		.last_resync = le64toh(h.last_resync),
+		.checkpoint_off = le64toh(h.checkpoint_off),
+		.flags = le32toh(h.flags),
+	};
+	memcpy(m.checkpoint_id.b, h.checkpoint_id, 16);
+	if ((m.flags & ~(uint32_t)WIRE_STATUS_FLAGS_ALL) || h.reserved ||
+	    m.checkpoint_off > WIRE_OFFSET_MAX || m.dirty_bytes > WIRE_OFFSET_MAX)
+		return -EBADMSG;
+	*ret = m;
+	return 0;
+}
+
+/* BITMAP */
+
+int wire_bitmap_encode(uint64_t offset, uint64_t total, const void *data, size_t len, void *buf,
+		       size_t cap, size_t *ret_len)
+{
+	struct wire_bitmap_le h;
+
+	if (len > RESYNC_WIRE_BLOCKS_MAX || total > RESYNC_META_BITMAP_MAX || offset > total ||
+	    len > total - offset)
+		return -EINVAL;
+	if (cap < sizeof(h) + len)
+		return -ENOBUFS;
+	h = (struct wire_bitmap_le){
+		.offset = htole64(offset),
+		.total = htole64(total),
+		.len = htole32((uint32_t)len),
+	};
+	memcpy(buf, &h, sizeof(h));
+	if (len)
+		memcpy((unsigned char *)buf + sizeof(h), data, len);
+	*ret_len = sizeof(h) + len;
+	return 0;
+}
+
+int wire_bitmap_decode(const void *buf, size_t len, struct wire_bitmap *ret)
+{
+	struct wire_bitmap_le h;
+	struct wire_bitmap m;
+
+	if (len < sizeof(h))
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	m = (struct wire_bitmap){
+		.offset = le64toh(h.offset),
+		.total = le64toh(h.total),
+		.len = le32toh(h.len),
+		.data = (const unsigned char *)buf + sizeof(h),
+	};
+	if (h.reserved || m.len > RESYNC_WIRE_BLOCKS_MAX || m.total > RESYNC_META_BITMAP_MAX ||
+	    m.offset > m.total || m.len > m.total - m.offset || len - sizeof(h) != m.len)
+		return -EBADMSG;
+	*ret = m;
+	return 0;
+}
+
 int wire_payload_check(unsigned type, const void *buf, size_t len)
 {
 	union {
@@ -723,6 +835,8 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_hash_reply reply;
 		struct wire_blocks blocks;
 		struct wire_uuid uuid;
+		struct wire_status status;
+		struct wire_bitmap bitmap;
 		uint64_t offset;
 	} u;
 
@@ -744,6 +858,14 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return wire_offset_decode(buf, len, &u.offset);
 	case WIRE_COMMIT:
 		return wire_commit_decode(buf, len, &u.uuid);
+	case WIRE_STATUS_REQ:
+		return len == 0 ? 0 : -EBADMSG;
+	case WIRE_STATUS:
+		return wire_status_decode(buf, len, &u.status);
+	case WIRE_BITMAP_REQ:
+		return wire_offset_decode(buf, len, &u.offset);
+	case WIRE_BITMAP:
+		return wire_bitmap_decode(buf, len, &u.bitmap);
 	default:
 		return -EBADMSG;
 	}

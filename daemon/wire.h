@@ -39,7 +39,11 @@ enum wire_type {
 	WIRE_CHECKPOINT, /* every byte below offset is durable and checkpointed */
 	WIRE_COMMIT,	 /* take this generation: the resync is complete */
 	WIRE_ERROR,	 /* a failure, with a code and a text */
-	WIRE_TYPE_MAX = WIRE_ERROR,
+	WIRE_STATUS_REQ, /* "your status": empty payload */
+	WIRE_STATUS,	 /* dirty bytes, last resync, checkpoint */
+	WIRE_BITMAP_REQ, /* "your dirty bitmap from this byte on" (an offset) */
+	WIRE_BITMAP,	 /* a piece of the dirty bitmap */
+	WIRE_TYPE_MAX = WIRE_BITMAP,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -203,6 +207,35 @@ int wire_offset_decode(const void *buf, size_t len, uint64_t *ret);
 int wire_commit_encode(const struct wire_uuid *generation, void *buf, size_t cap,
 		       size_t *ret_len);
 int wire_commit_decode(const void *buf, size_t len, struct wire_uuid *ret);
+
+/* STATUS: what HELLO does not carry, for status and the resync plan. */
+enum wire_status_flags {
+	WIRE_STATUS_CHECKPOINT = 1 << 0, /* checkpoint_off/_id are set */
+	WIRE_STATUS_FLAGS_ALL = (1 << 1) - 1,
+};
+struct wire_status {
+	uint64_t dirty_bytes;	  /* bytes of the blocks marked dirty */
+	uint64_t last_resync;	  /* unix seconds of the last completed resync, 0 never */
+	uint64_t checkpoint_off;  /* every byte below is done for checkpoint_id */
+	uint32_t flags;		  /* enum wire_status_flags */
+	struct wire_uuid checkpoint_id;
+};
+int wire_status_encode(const struct wire_status *m, void *buf, size_t cap, size_t *ret_len);
+int wire_status_decode(const void *buf, size_t len, struct wire_status *ret);
+
+/* BITMAP: bytes [offset, offset + len) of a dirty bitmap of total bytes
+ * (bit i of byte i/8 is block i, LSB first); len <= RESYNC_WIRE_BLOCKS_MAX,
+ * total <= RESYNC_META_BITMAP_MAX. Decoding gives a view into the buffer.
+ * BITMAP_REQ carries the byte offset wanted, as an offset message. */
+struct wire_bitmap {
+	uint64_t offset;
+	uint64_t total;
+	uint32_t len;
+	const void *data;
+};
+int wire_bitmap_encode(uint64_t offset, uint64_t total, const void *data, size_t len, void *buf,
+		       size_t cap, size_t *ret_len);
+int wire_bitmap_decode(const void *buf, size_t len, struct wire_bitmap *ret);
 
 /* Validate any payload of a known type (the fuzz target's and a strict
  * receiver's entry point): 0 or -EBADMSG. */
