@@ -1,0 +1,511 @@
+/* The event bus (events.h). One mutex guards the subscriber list and the
+ * per-node progress clocks; publishing calls subscribers under it, which
+ * is what makes unsubscribe a barrier. */
+#include <errno.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "control.h"
+#include "events.h"
+#include "resync/macro.h"
+
+enum {
+	EVENT_PROGRESS_GAP_USEC = 1000000,
+	EVENT_CLOCKS_MAX = 256, /* nodes whose progress is rate-limited */
+};
+
+struct event_sub {
+	event_fn fn;
+	void *arg;
+	struct event_sub *next;
+};
+
+struct progress_clock {
+	char node[RESYNC_NAME_MAX + 1];
+	int64_t last; /* monotonic usec */
+};
+
+struct event_bus {
+	const char *cluster;
+	pthread_mutex_t lock;
+	struct event_sub *subs;		/* protected by lock */
+	struct progress_clock *clocks;	/* protected by lock */
+	size_t n_clocks;		/* protected by lock */
+};
+
+static const char *const kind_names[EVENT_KIND_COUNT] = {
+	[EVENT_RESYNC_STARTED] = "resync_started",
+	[EVENT_PROGRESS] = "progress",
+	[EVENT_STATE_CHANGED] = "state_changed",
+	[EVENT_RESYNC_FINISHED] = "resync_finished",
+	[EVENT_RESYNC_FAILED] = "resync_failed",
+	[EVENT_RESYNC_CANCELLED] = "resync_cancelled",
+	[EVENT_RESYNC_DONE] = "resync_done",
+	[EVENT_PEER] = "peer",
+	[EVENT_NOTIFY_DELIVERED] = "notify_delivered",
+	[EVENT_NOTIFY_FAILED] = "notify_failed",
+};
+
+const char *event_kind_name(enum event_kind k)
+{
+	return (unsigned)k < EVENT_KIND_COUNT ? kind_names[k] : "unknown";
+}
+
+static int64_t mono_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t real_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int event_bus_new(const char *cluster, struct event_bus **ret)
+{
+	struct event_bus *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	b->clocks = calloc(EVENT_CLOCKS_MAX, sizeof(*b->clocks));
+	if (!b->clocks) {
+		free(b);
+		return -ENOMEM;
+	}
+	b->cluster = cluster;
+	pthread_mutex_init(&b->lock, NULL);
+	*ret = b;
+	return 0;
+}
+
+void event_bus_free(struct event_bus *b)
+{
+	if (!b)
+		return;
+	while (b->subs) {
+		struct event_sub *s = b->subs;
+
+		b->subs = s->next;
+		free(s);
+	}
+	pthread_mutex_destroy(&b->lock);
+	free(b->clocks);
+	free(b);
+}
+
+const char *event_bus_cluster(const struct event_bus *b)
+{
+	return b->cluster;
+}
+
+int event_bus_subscribe(struct event_bus *b, event_fn fn, void *arg, struct event_sub **ret)
+{
+	struct event_sub *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->fn = fn;
+	s->arg = arg;
+	pthread_mutex_lock(&b->lock);
+	s->next = b->subs;
+	b->subs = s;
+	pthread_mutex_unlock(&b->lock);
+	*ret = s;
+	return 0;
+}
+
+void event_bus_unsubscribe(struct event_bus *b, struct event_sub *s)
+{
+	if (!b || !s)
+		return;
+	pthread_mutex_lock(&b->lock);
+	for (struct event_sub **pp = &b->subs; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&b->lock);
+	free(s);
+}
+
+/* Whether a progress event for node may go out now; records it if so.
+ * Called under b->lock. */
+static bool progress_due(struct event_bus *b, const char *node)
+{
+	int64_t now = mono_usec();
+	struct progress_clock *c = NULL;
+
+	for (size_t i = 0; i < b->n_clocks; i++)
+		if (!strcmp(b->clocks[i].node, node))
+			c = &b->clocks[i];
+	if (!c) {
+		/* More nodes than clocks: reuse the oldest clock. */
+		if (b->n_clocks < EVENT_CLOCKS_MAX) {
+			c = &b->clocks[b->n_clocks++];
+		} else {
+			c = &b->clocks[0];
+			for (size_t i = 1; i < b->n_clocks; i++)
+				if (b->clocks[i].last < c->last)
+					c = &b->clocks[i];
+		}
+		snprintf(c->node, sizeof(c->node), "%s", node);
+		c->last = now;
+		return true;
+	}
+	if (now - c->last < EVENT_PROGRESS_GAP_USEC)
+		return false;
+	c->last = now;
+	return true;
+}
+
+/* A node's progress clock starts over with each resync, so that the
+ * first progress line of a run is never held back by the last run's. */
+static void progress_reset(struct event_bus *b, const char *node)
+{
+	for (size_t i = 0; i < b->n_clocks; i++)
+		if (!strcmp(b->clocks[i].node, node))
+			b->clocks[i].last = INT64_MIN / 2;
+}
+
+void event_bus_publish(struct event_bus *b, const struct event *e)
+{
+	struct event ev;
+
+	if (!b)
+		return;
+	ev = *e;
+	if (!ev.time_usec)
+		ev.time_usec = real_usec();
+	pthread_mutex_lock(&b->lock);
+	if (ev.kind == EVENT_RESYNC_STARTED)
+		progress_reset(b, ev.node);
+	if (ev.kind == EVENT_PROGRESS && !progress_due(b, ev.node)) {
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	for (struct event_sub *s = b->subs; s; s = s->next)
+		s->fn(s->arg, &ev);
+	pthread_mutex_unlock(&b->lock);
+}
+
+void event_publish_state(struct event_bus *b, const char *node, const char *old_state,
+			 const char *state, bool expected, const char *reason)
+{
+	struct event e = {.kind = EVENT_STATE_CHANGED, .expected = expected};
+
+	snprintf(e.node, sizeof(e.node), "%s", node);
+	snprintf(e.old_state, sizeof(e.old_state), "%s", old_state ? old_state : "");
+	snprintf(e.state, sizeof(e.state), "%s", state);
+	snprintf(e.reason, sizeof(e.reason), "%s", reason ? reason : "");
+	event_bus_publish(b, &e);
+}
+
+void event_publish_peer(struct event_bus *b, const char *node, bool connected)
+{
+	struct event e = {.kind = EVENT_PEER};
+
+	snprintf(e.node, sizeof(e.node), "%s", node);
+	snprintf(e.state, sizeof(e.state), "%s", connected ? "connected" : "disconnected");
+	event_bus_publish(b, &e);
+}
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void add_u64(json_object *o, const char *k, uint64_t v)
+{
+	json_object_object_add(o, k, json_object_new_uint64(v));
+}
+
+static void format_time(int64_t usec, char *buf, size_t len)
+{
+	time_t t = (time_t)(usec / 1000000);
+	struct tm tm;
+	char s[32];
+
+	gmtime_r(&t, &tm);
+	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%06dZ", s, (int)(usec % 1000000));
+}
+
+json_object *event_to_json(const struct event *e, const char *cluster)
+{
+	json_object *o = json_object_new_object();
+	char t[64];
+
+	if (!o)
+		return NULL;
+	format_time(e->time_usec, t, sizeof(t));
+	add_str(o, "type", "event");
+	add_str(o, "event", event_kind_name(e->kind));
+	add_str(o, "cluster", cluster ? cluster : "");
+	add_str(o, "time", t);
+	json_object_object_add(o, "ts", json_object_new_double((double)e->time_usec / 1e6));
+	if (e->node[0])
+		add_str(o, "node", e->node);
+	switch (e->kind) {
+	case EVENT_RESYNC_STARTED:
+		add_str(o, "state", e->state);
+		if (e->generation[0])
+			add_str(o, "generation", e->generation);
+		break;
+	case EVENT_PROGRESS:
+		add_str(o, "phase", e->phase);
+		add_u64(o, "bytes_compared", e->bytes_compared);
+		add_u64(o, "bytes_sent", e->bytes_sent);
+		add_u64(o, "bytes_done", e->bytes_done);
+		add_u64(o, "bytes_total", e->bytes_total);
+		json_object_object_add(o, "rate", json_object_new_double(e->rate));
+		break;
+	case EVENT_STATE_CHANGED:
+		add_str(o, "old_state", e->old_state);
+		add_str(o, "state", e->state);
+		add_str(o, "reason", e->reason);
+		json_object_object_add(o, "expected", json_object_new_boolean(e->expected));
+		break;
+	case EVENT_RESYNC_FINISHED:
+	case EVENT_RESYNC_FAILED:
+	case EVENT_RESYNC_CANCELLED:
+		add_str(o, "state", e->state);
+		add_u64(o, "bytes_compared", e->bytes_compared);
+		add_u64(o, "bytes_sent", e->bytes_sent);
+		json_object_object_add(o, "seconds", json_object_new_double(e->seconds));
+		if (e->kind != EVENT_RESYNC_FINISHED)
+			add_str(o, "error", e->error);
+		break;
+	case EVENT_RESYNC_DONE:
+		add_str(o, "result", e->result);
+		add_u64(o, "nodes", e->nodes);
+		json_object_object_add(o, "seconds", json_object_new_double(e->seconds));
+		if (e->generation[0])
+			add_str(o, "generation", e->generation);
+		break;
+	case EVENT_PEER:
+		add_str(o, "state", e->state);
+		break;
+	case EVENT_NOTIFY_DELIVERED:
+	case EVENT_NOTIFY_FAILED:
+		add_str(o, "channel", e->channel);
+		add_str(o, "id", e->id);
+		json_object_object_add(o, "attempts", json_object_new_int((int)e->attempts));
+		if (e->kind == EVENT_NOTIFY_FAILED) {
+			add_str(o, "error", e->error);
+			json_object_object_add(o, "retry", json_object_new_double(e->retry));
+		}
+		break;
+	default:
+		break;
+	}
+	return o;
+}
+
+void event_format(const struct event *e, char *buf, size_t len)
+{
+	char t[64];
+
+	format_time(e->time_usec, t, sizeof(t));
+	switch (e->kind) {
+	case EVENT_RESYNC_STARTED:
+		snprintf(buf, len, "%s resync_started %s state %s", t, e->node, e->state);
+		break;
+	case EVENT_PROGRESS:
+		snprintf(buf, len, "%s progress %s %s %llu/%llu bytes, %llu sent, %.1f MiB/s", t,
+			 e->node, e->phase, (unsigned long long)e->bytes_done,
+			 (unsigned long long)e->bytes_total, (unsigned long long)e->bytes_sent,
+			 e->rate / (1024 * 1024));
+		break;
+	case EVENT_STATE_CHANGED:
+		snprintf(buf, len, "%s state_changed %s %s -> %s%s%s", t, e->node,
+			 e->old_state[0] ? e->old_state : "?", e->state, e->reason[0] ? ": " : "",
+			 e->reason);
+		break;
+	case EVENT_RESYNC_FINISHED:
+	case EVENT_RESYNC_FAILED:
+	case EVENT_RESYNC_CANCELLED:
+		snprintf(buf, len, "%s %s %s state %s, %llu bytes compared, %llu sent, %.1f s%s%s", t,
+			 event_kind_name(e->kind), e->node, e->state,
+			 (unsigned long long)e->bytes_compared, (unsigned long long)e->bytes_sent,
+			 e->seconds, e->error[0] ? ": " : "", e->error);
+		break;
+	case EVENT_RESYNC_DONE:
+		snprintf(buf, len, "%s resync_done %s, %llu nodes, %.1f s", t, e->result,
+			 (unsigned long long)e->nodes, e->seconds);
+		break;
+	case EVENT_PEER:
+		snprintf(buf, len, "%s peer %s %s", t, e->node, e->state);
+		break;
+	case EVENT_NOTIFY_DELIVERED:
+		snprintf(buf, len, "%s notify_delivered %s %s after %u attempts", t, e->channel,
+			 e->id, e->attempts);
+		break;
+	case EVENT_NOTIFY_FAILED:
+		snprintf(buf, len, "%s notify_failed %s %s attempt %u: %s", t, e->channel, e->id,
+			 e->attempts, e->error);
+		break;
+	default:
+		snprintf(buf, len, "%s %s", t, event_kind_name(e->kind));
+		break;
+	}
+}
+
+/* ---- queue subscriber ---- */
+
+struct event_queue {
+	struct event_bus *bus;
+	struct event_sub *sub;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct event *ring; /* protected by lock */
+	size_t cap, head, n;
+	uint64_t dropped;
+};
+
+static void queue_push(void *arg, const struct event *e)
+{
+	struct event_queue *q = arg;
+
+	pthread_mutex_lock(&q->lock);
+	if (q->n == q->cap) {
+		q->head = (q->head + 1) % q->cap;
+		q->n--;
+		q->dropped++;
+	}
+	q->ring[(q->head + q->n) % q->cap] = *e;
+	q->n++;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+int event_queue_new(struct event_bus *b, size_t cap, struct event_queue **ret)
+{
+	struct event_queue *q = calloc(1, sizeof(*q));
+	pthread_condattr_t ca;
+	int r;
+
+	if (!q || !cap)
+		return free(q), cap ? -ENOMEM : -EINVAL;
+	q->ring = calloc(cap, sizeof(*q->ring));
+	if (!q->ring) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->cap = cap;
+	q->bus = b;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	r = event_bus_subscribe(b, queue_push, q, &q->sub);
+	if (r < 0) {
+		event_queue_free(q);
+		return r;
+	}
+	*ret = q;
+	return 0;
+}
+
+void event_queue_free(struct event_queue *q)
+{
+	if (!q)
+		return;
+	event_bus_unsubscribe(q->bus, q->sub);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+	free(q->ring);
+	free(q);
+}
+
+int event_queue_pop(struct event_queue *q, int timeout_ms, struct event *ret, uint64_t *ret_dropped)
+{
+	struct timespec dl;
+	int r = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	if (timeout_ms > 0) {
+		dl.tv_sec += timeout_ms / 1000;
+		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+		if (dl.tv_nsec >= 1000000000) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000;
+		}
+	}
+	pthread_mutex_lock(&q->lock);
+	while (!q->n && timeout_ms != 0) {
+		int w = timeout_ms < 0 ? pthread_cond_wait(&q->cond, &q->lock)
+				       : pthread_cond_timedwait(&q->cond, &q->lock, &dl);
+
+		if (w == ETIMEDOUT)
+			break;
+	}
+	if (q->n) {
+		*ret = q->ring[q->head];
+		q->head = (q->head + 1) % q->cap;
+		q->n--;
+		r = 1;
+	}
+	if (ret_dropped) {
+		*ret_dropped = q->dropped;
+		q->dropped = 0;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+/* ---- the events control command ---- */
+
+int events_cmd_stream(struct event_bus *b, struct control_client *cli, json_object *req)
+{
+	struct event_queue *q = NULL;
+	int r;
+
+	(void)req;
+	r = event_queue_new(b, 4096, &q);
+	if (r < 0)
+		return r;
+	/* A first line tells the client the stream is open: events published
+	 * after it reaches the client are never missed. */
+	json_object *hello = json_object_new_object();
+
+	add_str(hello, "type", "stream");
+	add_str(hello, "cluster", b->cluster);
+	r = control_client_send(cli, hello);
+	json_object_put(hello);
+	while (r >= 0 && !control_client_gone(cli)) {
+		struct event e;
+		uint64_t dropped = 0;
+
+		if (event_queue_pop(q, 250, &e, &dropped) != 1)
+			continue;
+		if (dropped) {
+			json_object *d = json_object_new_object();
+
+			add_str(d, "type", "dropped");
+			add_u64(d, "count", dropped);
+			control_client_send(cli, d);
+			json_object_put(d);
+		}
+		json_object *o = event_to_json(&e, b->cluster);
+
+		if (!o)
+			break;
+		r = control_client_send(cli, o);
+		json_object_put(o);
+	}
+	event_queue_free(q);
+	/* The client went away: no result line to send. */
+	return 0;
+}

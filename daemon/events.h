@@ -1,0 +1,118 @@
+/* The node's event bus: what happens to a resync and to the node, as
+ * events with a timestamp, handed to every subscriber (the `events`
+ * control command, the notifier, the metrics).
+ *
+ * Event kinds and their fields (JSON names; `events --json` prints them):
+ *   resync_started    node, state (the secondary's state before), generation
+ *   progress          node, phase, bytes_compared, bytes_sent, bytes_done,
+ *                     bytes_total, rate (bytes/s); at most one a second per node
+ *   state_changed     node, old_state, state, reason, expected (false when
+ *                     nobody asked for it: a resync stopped half-way)
+ *   resync_finished   node, state (after), bytes_compared, bytes_sent, seconds
+ *   resync_failed     the same and error
+ *   resync_cancelled  the same and error
+ *   resync_done       the whole run: result (success|failed|cancelled),
+ *                     nodes (count), seconds, generation; after the per-node
+ *                     terminal events
+ *   peer              node (the peer), state (connected|disconnected)
+ *   notify_delivered  channel (email|webhook|command), id, attempts
+ *   notify_failed     channel, id, attempts, error, retry (seconds, 0 = given up)
+ * Every event has "type": "event", "event": KIND, "cluster", "time" (UTC,
+ * RFC 3339 with microseconds) and "ts" (unix seconds, fractional).
+ *
+ * Subscribers are called on the publishing thread, under the bus's lock:
+ * they must be quick and must not publish. A queue subscriber
+ * (event_queue) hands events to a thread of its own. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "resync/limits.h"
+
+struct json_object;
+
+enum event_kind {
+	EVENT_RESYNC_STARTED,
+	EVENT_PROGRESS,
+	EVENT_STATE_CHANGED,
+	EVENT_RESYNC_FINISHED,
+	EVENT_RESYNC_FAILED,
+	EVENT_RESYNC_CANCELLED,
+	EVENT_RESYNC_DONE,
+	EVENT_PEER,
+	EVENT_NOTIFY_DELIVERED,
+	EVENT_NOTIFY_FAILED,
+	EVENT_KIND_COUNT,
+};
+
+struct event {
+	enum event_kind kind;
+	int64_t time_usec; /* unix microseconds; set by event_bus_publish when 0 */
+	char node[RESYNC_NAME_MAX + 1];
+	char state[32];
+	char old_state[32];
+	char phase[16];
+	char result[16];   /* resync_done */
+	char channel[16];  /* notify_* */
+	char id[48];	   /* notify_*: the spooled notification */
+	char generation[40];
+	char reason[256];  /* state_changed */
+	char error[512];
+	bool expected;
+	uint64_t bytes_compared, bytes_sent, bytes_done, bytes_total;
+	uint64_t nodes;
+	unsigned attempts;
+	double rate, seconds, retry;
+};
+
+struct event_bus;
+struct event_sub;
+struct event_queue;
+
+typedef void (*event_fn)(void *arg, const struct event *e);
+
+/* A bus for cluster (borrowed; must outlive the bus). Returns 0 or -ENOMEM. */
+int event_bus_new(const char *cluster, struct event_bus **ret);
+/* Subscribers must be gone. NULL is accepted. */
+void event_bus_free(struct event_bus *b);
+const char *event_bus_cluster(const struct event_bus *b);
+
+/* Call fn(arg, e) for every event published from now on. Returns 0 and a
+ * handle for event_bus_unsubscribe, or -ENOMEM. Thread-safe. */
+int event_bus_subscribe(struct event_bus *b, event_fn fn, void *arg, struct event_sub **ret);
+/* After this returns, fn is not running and will not be called again. NULL
+ * is accepted. Thread-safe; never from inside a callback. */
+void event_bus_unsubscribe(struct event_bus *b, struct event_sub *s);
+
+/* Hand e to every subscriber (the time is filled in when 0). A progress
+ * event less than a second after the previous one published for the same
+ * node is dropped. b may be NULL (no-op). Thread-safe. */
+void event_bus_publish(struct event_bus *b, const struct event *e);
+
+/* Shorthands for the node: build an event of kind for node and publish it. */
+void event_publish_state(struct event_bus *b, const char *node, const char *old_state,
+			 const char *state, bool expected, const char *reason);
+void event_publish_peer(struct event_bus *b, const char *node, bool connected);
+
+const char *event_kind_name(enum event_kind k);
+/* The JSON form described above; a new reference, NULL on ENOMEM. */
+struct json_object *event_to_json(const struct event *e, const char *cluster);
+/* One human-readable line (without newline) into buf. */
+void event_format(const struct event *e, char *buf, size_t len);
+
+/* A subscriber that buffers up to cap events for a consumer thread; when
+ * the consumer falls behind, the oldest are dropped and counted. */
+int event_queue_new(struct event_bus *b, size_t cap, struct event_queue **ret);
+/* Unsubscribe and free. NULL is accepted. */
+void event_queue_free(struct event_queue *q);
+/* Wait up to timeout_ms (< 0: forever) for an event. Returns 1 and *ret,
+ * 0 on timeout. *ret_dropped (may be NULL) gets the count dropped since the
+ * last call. */
+int event_queue_pop(struct event_queue *q, int timeout_ms, struct event *ret, uint64_t *ret_dropped);
+
+/* The `events` control command: stream every event as a JSON line until
+ * the client closes or the server stops. */
+struct control_client;
+int events_cmd_stream(struct event_bus *b, struct control_client *cli, struct json_object *req);
