@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/vfs.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <spawn.h>
@@ -208,16 +209,18 @@ static void node_last_resync_set(struct node *n)
 	pthread_mutex_unlock(&n->lock);
 }
 
-/* A FUSE mount left behind by a daemon that was killed answers ENOTCONN:
- * detach it, so that the volume can be mounted again. */
+/* A FUSE mount left behind by a daemon that was killed answers ENOTCONN
+ * (statfs always reaches the file system; stat may be answered from the
+ * kernel's cache): detach it, so that the volume is not mounted on top of
+ * a dead one. */
 static int node_mount_unstale(const char *mount)
 {
 	const char *argv[] = {"fusermount3", "-u", "-z", mount, NULL};
-	struct stat st;
+	struct statfs sf;
 	pid_t pid;
 	int status, r;
 
-	if (stat(mount, &st) == 0 || errno != ENOTCONN)
+	if (statfs(mount, &sf) == 0 || errno != ENOTCONN)
 		return 0;
 	logf_("'%s' is a stale mount (its daemon died): detaching it", mount);
 	if (geteuid() == 0)

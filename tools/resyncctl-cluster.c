@@ -485,9 +485,11 @@ int resyncctl_resync(int argc, char **argv)
 	if (session_open(&s) < 0)
 		goto out;
 
-	/* The plan: a compare that writes nothing. */
+	/* The plan: a compare that writes nothing (quick where the resync
+	 * will be quick: the union of both dirty bitmaps). */
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("verify"));
+	json_object_object_add(req, "plan", json_object_new_boolean(true));
 	json_object_object_add(req, "nodes", json_object_get(names));
 	plan = request(&s, req, NULL, NULL);
 	json_object_put(req);
@@ -507,17 +509,26 @@ int resyncctl_resync(int argc, char **argv)
 		printf("resync plan for cluster '%s' (primary '%s'):\n", s.cfg->name,
 		       jstr(plan, "primary"));
 		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
-			json_object *n = json_object_array_get_idx(nodes, i);
+			json_object *n = json_object_array_get_idx(nodes, i), *v;
+			char lack[48], resume[64] = "";
 
 			if (jstr(n, "error")) {
 				printf("  %-16s unreachable: %s\n", jstr(n, "name"), jstr(n, "error"));
 				continue;
 			}
-			printf("  %-16s state %-12s differs %-12s holds unknown bytes the primary "
-			       "lacks, transfer about %s\n",
+			if (json_object_object_get_ex(n, "lacking_bytes", &v) && v)
+				format_bytes(ju64(n, "lacking_bytes"), lack, sizeof(lack));
+			else
+				snprintf(lack, sizeof(lack), "unknown bytes");
+			if (json_object_object_get_ex(n, "resume_offset", &v) && v)
+				snprintf(resume, sizeof(resume), ", resumes at %s",
+					 format_bytes(ju64(n, "resume_offset"), w, sizeof(w)));
+			printf("  %-16s state %-12s differs %-12s holds %s the primary lacks, "
+			       "%s resync, transfer about %s%s\n",
 			       jstr(n, "name"), jstr(n, "state"),
-			       format_bytes(ju64(n, "differing_bytes"), b, sizeof(b)),
-			       format_bytes(ju64(n, "differing_bytes"), c2, sizeof(c2)));
+			       format_bytes(ju64(n, "differing_bytes"), b, sizeof(b)), lack,
+			       jstr(n, "mode") ? jstr(n, "mode") : "full",
+			       format_bytes(ju64(n, "differing_bytes"), c2, sizeof(c2)), resume);
 		}
 	}
 	if (dry) {
