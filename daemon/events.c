@@ -35,6 +35,9 @@ struct event_bus {
 	struct event_sub *subs;		/* protected by lock */
 	struct progress_clock *clocks;	/* protected by lock */
 	size_t n_clocks;		/* protected by lock */
+	/* The run in progress: when it began (0: none), how it went so far. */
+	int64_t run_t0;			/* monotonic usec; protected by lock */
+	bool run_failed, run_cancelled; /* protected by lock */
 };
 
 static const char *const kind_names[EVENT_KIND_COUNT] = {
@@ -188,8 +191,28 @@ void event_bus_publish(struct event_bus *b, const struct event *e)
 	if (!ev.time_usec)
 		ev.time_usec = real_usec();
 	pthread_mutex_lock(&b->lock);
-	if (ev.kind == EVENT_RESYNC_STARTED)
+	if (ev.kind == EVENT_RESYNC_STARTED) {
 		progress_reset(b, ev.node);
+		if (!b->run_t0) {
+			b->run_t0 = mono_usec();
+			b->run_failed = b->run_cancelled = false;
+		}
+	}
+	if (ev.kind == EVENT_RESYNC_FAILED)
+		b->run_failed = true;
+	if (ev.kind == EVENT_RESYNC_CANCELLED)
+		b->run_cancelled = true;
+	if (ev.kind == EVENT_RESYNC_DONE) {
+		if (!ev.result[0])
+			snprintf(ev.result, sizeof(ev.result), "%s",
+				 b->run_failed	  ? "failed"
+				 : b->run_cancelled ? "cancelled"
+						    : "success");
+		if (ev.seconds == 0 && b->run_t0)
+			ev.seconds = (double)(mono_usec() - b->run_t0) / 1e6;
+		b->run_t0 = 0;
+		b->run_failed = b->run_cancelled = false;
+	}
 	if (ev.kind == EVENT_PROGRESS && !progress_due(b, ev.node)) {
 		pthread_mutex_unlock(&b->lock);
 		return;
@@ -217,6 +240,54 @@ void event_publish_peer(struct event_bus *b, const char *node, bool connected)
 
 	snprintf(e.node, sizeof(e.node), "%s", node);
 	snprintf(e.state, sizeof(e.state), "%s", connected ? "connected" : "disconnected");
+	event_bus_publish(b, &e);
+}
+
+void event_publish_started(struct event_bus *b, const char *node, const char *state,
+			   const char *generation)
+{
+	struct event e = {.kind = EVENT_RESYNC_STARTED};
+
+	snprintf(e.node, sizeof(e.node), "%s", node);
+	snprintf(e.state, sizeof(e.state), "%s", state ? state : "Unknown");
+	snprintf(e.generation, sizeof(e.generation), "%s", generation ? generation : "");
+	event_bus_publish(b, &e);
+}
+
+void event_publish_progress(struct event_bus *b, const char *node, const char *phase,
+			    uint64_t bytes_compared, uint64_t bytes_sent, uint64_t done,
+			    uint64_t total, double rate)
+{
+	struct event e = {.kind = EVENT_PROGRESS, .bytes_compared = bytes_compared,
+			  .bytes_sent = bytes_sent, .bytes_done = done, .bytes_total = total,
+			  .rate = rate};
+
+	snprintf(e.node, sizeof(e.node), "%s", node);
+	snprintf(e.phase, sizeof(e.phase), "%s", phase);
+	event_bus_publish(b, &e);
+}
+
+void event_publish_end(struct event_bus *b, const char *node, int r, const char *state,
+		       uint64_t bytes_compared, uint64_t bytes_sent, double seconds,
+		       const char *error)
+{
+	struct event e = {.kind = r >= 0		? EVENT_RESYNC_FINISHED
+				  : r == -ECANCELED ? EVENT_RESYNC_CANCELLED
+						    : EVENT_RESYNC_FAILED,
+			  .bytes_compared = bytes_compared, .bytes_sent = bytes_sent,
+			  .seconds = seconds};
+
+	snprintf(e.node, sizeof(e.node), "%s", node);
+	snprintf(e.state, sizeof(e.state), "%s", state ? state : "Unknown");
+	snprintf(e.error, sizeof(e.error), "%s", r < 0 && error ? error : "");
+	event_bus_publish(b, &e);
+}
+
+void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generation)
+{
+	struct event e = {.kind = EVENT_RESYNC_DONE, .nodes = nodes};
+
+	snprintf(e.generation, sizeof(e.generation), "%s", generation ? generation : "");
 	event_bus_publish(b, &e);
 }
 

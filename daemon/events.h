@@ -96,6 +96,21 @@ void event_publish_state(struct event_bus *b, const char *node, const char *old_
 			 const char *state, bool expected, const char *reason);
 void event_publish_peer(struct event_bus *b, const char *node, bool connected);
 
+/* The resync's events, one call each for the node's transfer code. A run
+ * begins with its first resync_started; event_publish_done closes it with
+ * the result derived from the run's terminal events (any failed: failed,
+ * else any cancelled: cancelled, else success) and its duration. */
+void event_publish_started(struct event_bus *b, const char *node, const char *state,
+			   const char *generation);
+void event_publish_progress(struct event_bus *b, const char *node, const char *phase,
+			    uint64_t bytes_compared, uint64_t bytes_sent, uint64_t done,
+			    uint64_t total, double rate);
+/* r: 0 finished, -ECANCELED cancelled, other -errno failed (error says why). */
+void event_publish_end(struct event_bus *b, const char *node, int r, const char *state,
+		       uint64_t bytes_compared, uint64_t bytes_sent, double seconds,
+		       const char *error);
+void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generation);
+
 const char *event_kind_name(enum event_kind k);
 /* The JSON form described above; a new reference, NULL on ENOMEM. */
 struct json_object *event_to_json(const struct event *e, const char *cluster);

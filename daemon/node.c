@@ -42,7 +42,12 @@
 
 #include "config.h"
 #include "control.h"
+#include "events.h"
+#include "log.h"
+#include "metrics.h"
 #include "node.h"
+#include "notify.h"
+#include "ratectl.h"
 #include "peer.h"
 #include "resync/blockcmp.h"
 #include "resync/fusefs.h"
@@ -87,6 +92,12 @@ struct node {
 	 * was last cleared (null: none recorded); protected by lock. */
 	struct meta_uuid base;
 	char *state_path; /* IMAGE.resync-node: last_resync and base */
+	/* Events, notifications, metrics, live pace (events.h, notify.h,
+	 * metrics.h, ratectl.h). */
+	struct event_bus *bus;
+	struct notify *notify;
+	struct metrics *metrics;
+	struct ratectl rate;
 };
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -94,11 +105,19 @@ static void logf_(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("resyncd: ", stderr);
+	char line[2048];
+
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/* The priority follows the wording: failures are errors, refusals
+	 * and stale state warnings, the rest information. */
+	log_printf(strstr(line, "cannot ") || strstr(line, "failed") ? LOG_ERR
+		   : strstr(line, "refused") || strstr(line, "stale") || strstr(line, "stopped") ||
+				   strstr(line, "insecure") || strstr(line, "did not")
+			   ? LOG_WARNING
+			   : LOG_INFO,
+		   "%s", line);
 }
 
 static uint64_t now_usec(void)
@@ -418,6 +437,7 @@ static int session_write_begin(struct session *s)
 	r = meta_state_set(node_meta(n), META_STATE_INCONSISTENT);
 	if (r < 0)
 		return r;
+	event_publish_state(n->bus, n->self->name, NULL, "Inconsistent", true, "resync in progress");
 	r = patch_writer_new(fusefs_volume(n->fs), &po, &s->pw);
 	if (r < 0)
 		return r;
@@ -549,6 +569,7 @@ static int session_commit(struct session *s, size_t len)
 	node_state_save_locked(n);
 	pthread_mutex_unlock(&n->lock);
 	logf_("resync from '%s' committed: UpToDate", s->peer);
+	event_publish_state(n->bus, n->self->name, "Inconsistent", "UpToDate", true, "resync committed");
 	return send_offset(s->c, WIRE_ACK, node_size(n));
 }
 
@@ -720,9 +741,12 @@ static void session_serve(struct session *s)
 			break;
 		}
 	}
-	if (s->writing)
+	if (s->writing) {
 		logf_("resync from '%s' stopped before its commit: state stays Inconsistent",
 		      s->peer);
+		event_publish_state(n->bus, n->self->name, "Inconsistent", "Inconsistent", false,
+				    "the resync stopped before its commit");
+	}
 	session_write_end(s);
 }
 
@@ -952,6 +976,9 @@ static void job_progress(struct job *j, const char *phase, uint64_t done, uint64
 	control_client_send(j->cli, o);
 	pthread_mutex_unlock(j->cli_lock);
 	json_object_put(o);
+	if (j->write)
+		event_publish_progress(j->n->bus, j->peer->name, phase, j->bytes_compared,
+				       j->bytes_sent, done, total, rate);
 }
 
 static int pread_full(int fd, void *buf, size_t len, uint64_t off)
@@ -1071,6 +1098,7 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 	struct wire_zstd *z = NULL;
 	int fd = volume_fd(fusefs_volume(n->fs));
 	uint64_t t0 = now_usec(), last = t0, done = 0, since_ckpt = 0;
+	struct pacer pace = {0};
 	unsigned char cbuf[64];
 	struct wire_uuid g;
 	size_t len;
@@ -1121,15 +1149,8 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 				if (r < 0)
 					goto out;
 			}
-			if (j->max_rate) {
-				uint64_t due = t0 + done * 1000000 / j->max_rate;
-
-				while (now_usec() < due && !atomic_load(&n->cancel)) {
-					uint64_t w = MIN(due - now_usec(), (uint64_t)100000);
-
-					usleep((useconds_t)w);
-				}
-			}
+			/* max_rate, pause and resume, changed live (ratectl.h). */
+			ratectl_pace(&n->rate, &pace, k, &n->cancel);
 			if (now_usec() - last >= NODE_PROGRESS_USEC) {
 				last = now_usec();
 				job_progress(j, "transfer", done, j->differing_bytes, t0);
@@ -1202,6 +1223,7 @@ static void *job_open_thread(void *arg)
 		return NULL;
 	}
 	r = node_peer_open(j->n, j->peer, j->err, sizeof(j->err), &j->c, &j->hello);
+	event_publish_peer(j->n->bus, j->peer->name, r >= 0);
 	if (r >= 0) {
 		r = node_peer_status(j->c, j->buf, &j->status);
 		if (r < 0)
@@ -1477,6 +1499,7 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	n->resync_running = true;
 	pthread_mutex_unlock(&n->lock);
 	atomic_store(&n->cancel, false);
+	ratectl_reset(&n->rate, max_rate);
 
 	jobs = calloc(cfg->n_nodes, sizeof(*jobs));
 	if (!jobs) {
@@ -1541,6 +1564,9 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
 		j->diverged = trusted && j->status.dirty_bytes > 0 &&
 			      j->hello.state != WIRE_STATE_INCONSISTENT;
+		if (j->diverged)
+			event_publish_state(n->bus, j->peer->name, wire_state_name(j->hello.state),
+					    "Diverged", false, "it holds writes that the primary lacks");
 		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
 			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
 			    !memcmp(j->status.checkpoint_id.b, mi.generation.b, 16);
@@ -1599,6 +1625,9 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		j->tree = tree;
 		j->seed = o.seed;
 		j->pbitmap = pbitmap;
+		if (write)
+			event_publish_started(n->bus, j->peer->name, j->state,
+					      meta_uuid_format(&mi.generation, u, sizeof(u)));
 		j->started = !pthread_create(&j->t, NULL, job_thread, j);
 		if (!j->started) {
 			j->r = -EAGAIN;
@@ -1645,6 +1674,9 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		if (j->r < 0)
 			json_object_object_add(x, "error", json_object_new_string(j->err));
 		json_object_array_add(arr, x);
+		if (write)
+			event_publish_end(n->bus, j->peer->name, j->r, j->state, j->bytes_compared,
+					  j->bytes_sent, j->seconds, j->err);
 	}
 	if (write && !failed && all) {
 		/* Every secondary has every block: the primary's marks may go,
@@ -1677,6 +1709,8 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	if (write)
 		logf_("resync of cluster '%s' finished: %zu of %zu secondaries failed", cfg->name,
 		      failed, nj);
+	if (write)
+		event_publish_done(n->bus, nj, meta_uuid_format(&mi.generation, u, sizeof(u)));
 	r = control_client_result(cli, res);
 out:
 	for (size_t i = 0; jobs && i < nj; i++) {
@@ -1721,11 +1755,34 @@ static int cmd_cancel(void *userdata, struct control_client *cli, json_object *r
 	return control_client_result(cli, o);
 }
 
+static int cmd_events(void *userdata, struct control_client *cli, json_object *req)
+{
+	return events_cmd_stream(((struct node *)userdata)->bus, cli, req);
+}
+
+/* pause, resume, rate: the running resync's pace (ratectl.h). */
+static int cmd_pace(void *userdata, struct control_client *cli, json_object *req)
+{
+	struct node *n = userdata;
+	bool running;
+
+	if (!n->is_primary && n->cfg->primary)
+		return node_forward(n, cli, req);
+	pthread_mutex_lock(&n->lock);
+	running = n->resync_running;
+	pthread_mutex_unlock(&n->lock);
+	return ratectl_cmd(&n->rate, running, cli, req);
+}
+
 static const struct control_command node_commands[] = {
 	{"status", cmd_status},
 	{"verify", cmd_verify},
 	{"resync", cmd_resync},
 	{"cancel", cmd_cancel},
+	{"events", cmd_events},
+	{"pause", cmd_pace},
+	{"resume", cmd_pace},
+	{"rate", cmd_pace},
 };
 
 /* ---- lifecycle ---- */
@@ -1825,6 +1882,26 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		logf_("cannot serve '%s': %s", n->self->mount, strerror(-r));
 		goto fail;
 	}
+	/* Events before any thread can publish; notifications and metrics
+	 * follow them (a notifier that cannot start is logged, not fatal). */
+	r = event_bus_new(cfg->name, &n->bus);
+	if (r < 0)
+		goto fail;
+	{
+		struct notify_opts no = {.cfg = cfg, .node = name, .bus = n->bus};
+		struct metrics_opts mo = {.cfg = cfg, .node = name, .listen = n->self->metrics,
+					  .bus = n->bus, .meta = node_meta(n)};
+
+		if (notify_new(&no, &n->notify) < 0)
+			n->notify = NULL;
+		if (n->self->metrics) {
+			r = metrics_new(&mo, &n->metrics);
+			if (r < 0) {
+				logf_("cannot serve metrics at '%s': %s", n->self->metrics, strerror(-r));
+				goto fail;
+			}
+		}
+	}
 	r = peer_listener_new(n->ctx, n->self->host, n->self->port, err, sizeof(err), &n->listener);
 	if (r < 0) {
 		logf_("%s", err);
@@ -1867,6 +1944,8 @@ int node_stop(struct node *n)
 	atomic_store(&n->cancel, true);
 	control_server_free(n->ctl);
 	n->ctl = NULL;
+	metrics_free(n->metrics);
+	n->metrics = NULL;
 	if (n->accept_started)
 		pthread_join(n->accept_thread, NULL);
 	n->accept_started = false;
@@ -1893,6 +1972,11 @@ void node_free(struct node *n)
 {
 	if (!n)
 		return;
+	metrics_free(n->metrics);
+	notify_free(n->notify);
+	/* A session that outlived node_stop() may still publish. */
+	if (atomic_load(&n->sessions) == 0)
+		event_bus_free(n->bus);
 	peer_listener_free(n->listener);
 	fusefs_free(n->fs);
 	peer_ctx_free(n->ctx);

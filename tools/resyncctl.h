@@ -9,6 +9,11 @@ int resyncctl_status(int argc, char **argv);
 int resyncctl_verify(int argc, char **argv);
 int resyncctl_resync(int argc, char **argv);
 int resyncctl_cancel(int argc, char **argv);
+/* resyncctl-events.c */
+int resyncctl_events(int argc, char **argv);
+int resyncctl_pause(int argc, char **argv);
+int resyncctl_resume(int argc, char **argv);
+int resyncctl_rate(int argc, char **argv);
 /* Consume leading --config FILE / --node NAME; returns the count of argv
  * entries used after argv[0], or -1 on a missing value. */
 int resyncctl_global_opts(int argc, char **argv);

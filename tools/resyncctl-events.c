@@ -1,0 +1,300 @@
+/* resyncctl events | pause | resume | rate: the event stream of the local
+ * daemon and the running resync's pace. */
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "control.h"
+#include "resync/macro.h"
+#include "resync/parse.h"
+#include "resyncctl.h"
+
+#define EXIT_USAGE 2
+
+static void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void errorf(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("resyncctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static bool is_socket(const char *path)
+{
+	struct stat st;
+
+	return path && stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/* Connect to --node's control socket, else the primary's when it is here,
+ * else any node's here. Returns the fd or -1 (said why). */
+static int connect_node(char **ret_name)
+{
+	struct cluster_config *cfg = NULL;
+	const struct node_config *nc = NULL, *p;
+	char err[1024];
+	int fd = -1, r;
+
+	r = cluster_config_load(resyncctl_config, err, sizeof(err), &cfg);
+	if (r < 0) {
+		errorf("%s", err[0] ? err : strerror(-r));
+		return -1;
+	}
+	p = cluster_config_primary(cfg);
+	if (resyncctl_node) {
+		nc = cluster_config_node(cfg, resyncctl_node);
+		if (!nc)
+			errorf("'%s' has no node '%s'", cfg->path, resyncctl_node);
+	} else if (p && is_socket(p->control)) {
+		nc = p;
+	} else {
+		for (size_t i = 0; i < cfg->n_nodes && !nc; i++)
+			if (is_socket(cfg->nodes[i].control))
+				nc = &cfg->nodes[i];
+		if (!nc)
+			errorf("no control socket of cluster '%s' exists on this machine "
+			       "(is resyncd running?); name the node with --node",
+			       cfg->name);
+	}
+	if (nc && !nc->control)
+		errorf("node '%s' has no 'control' socket in '%s'", nc->name, cfg->path);
+	else if (nc && (r = control_connect(nc->control, &fd)) < 0)
+		errorf("cannot reach node '%s' at '%s': %s (is resyncd running?)", nc->name,
+		       nc->control, strerror(-r));
+	if (fd >= 0 && ret_name)
+		*ret_name = strdup(nc->name);
+	cluster_config_free(cfg);
+	return fd;
+}
+
+static int parse_opts(int argc, char **argv, const char *usage, bool *json, int nargs)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"node", required_argument, NULL, 'n'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+c:n:jh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			resyncctl_config = optarg;
+			break;
+		case 'n':
+			resyncctl_node = optarg;
+			break;
+		case 'j':
+			*json = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			fputs(usage, stderr);
+			return -1;
+		}
+	}
+	if (argc - optind != nargs) {
+		fputs(usage, stderr);
+		return -1;
+	}
+	return 0;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+/* ---- events ---- */
+
+static const char events_usage[] =
+	"usage: resyncctl events [--config FILE] [--node NAME] [--json]\n"
+	"Print the daemon's events as they happen, one line each, until\n"
+	"interrupted: resync_started, progress (at most once a second per node),\n"
+	"state_changed, resync_finished|resync_failed|resync_cancelled,\n"
+	"resync_done, peer, notify_delivered|notify_failed. With --json, one\n"
+	"JSON object a line (the fields are in resyncctl(8)).\n";
+
+static void event_line(json_object *o)
+{
+	const char *ev = jstr(o, "event"), *t = jstr(o, "time"), *node = jstr(o, "node");
+	char extra[1024] = "";
+	size_t k = 0;
+
+	/* "time event node key=value ..." in the order the daemon sent. */
+	json_object_object_foreach(o, key, val)
+	{
+		if (!strcmp(key, "type") || !strcmp(key, "event") || !strcmp(key, "time") ||
+		    !strcmp(key, "ts") || !strcmp(key, "cluster") || !strcmp(key, "node"))
+			continue;
+		if (k < sizeof(extra))
+			k += (size_t)snprintf(extra + k, sizeof(extra) - k, " %s=%s", key,
+					      json_object_get_string(val));
+	}
+	printf("%s %s%s%s%s\n", t ? t : "-", ev ? ev : "?", node ? " " : "", node ? node : "",
+	       extra);
+}
+
+int resyncctl_events(int argc, char **argv)
+{
+	_cleanup_close_ int fd = -1;
+	json_object *req;
+	bool json = false;
+	int r;
+
+	if (parse_opts(argc, argv, events_usage, &json, 0) < 0)
+		return EXIT_USAGE;
+	fd = connect_node(NULL);
+	if (fd < 0)
+		return 1;
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("events"));
+	r = control_send(fd, req);
+	json_object_put(req);
+	if (r < 0) {
+		errorf("cannot send the request: %s", strerror(-r));
+		return 1;
+	}
+	/* Line by line, so that a pipe sees each event at once. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (;;) {
+		json_object *o = NULL;
+		const char *type;
+
+		r = control_recv(fd, -1, &o);
+		if (r == -ECONNRESET)
+			return 0; /* the daemon stopped */
+		if (r < 0) {
+			errorf("reading events: %s", strerror(-r));
+			return 1;
+		}
+		type = jstr(o, "type");
+		if (type && !strcmp(type, "result")) {
+			errorf("%s", jstr(o, "error") ? jstr(o, "error") : "the stream ended");
+			json_object_put(o);
+			return 1;
+		}
+		if (type && !strcmp(type, "event")) {
+			if (json)
+				puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+			else
+				event_line(o);
+		} else if (type && !strcmp(type, "dropped") && !json) {
+			printf("(%s events dropped: this reader fell behind)\n", jstr(o, "count"));
+		}
+		json_object_put(o);
+		if (ferror(stdout))
+			return 1;
+	}
+}
+
+/* ---- pause, resume, rate ---- */
+
+static int pace_request(json_object *req, bool json)
+{
+	_cleanup_close_ int fd = connect_node(NULL);
+	json_object *res = NULL, *v;
+	int r;
+
+	if (fd < 0) {
+		json_object_put(req);
+		return 1;
+	}
+	r = control_send(fd, req);
+	json_object_put(req);
+	if (r >= 0)
+		r = control_recv(fd, 30000, &res);
+	if (r < 0) {
+		errorf("no answer from the daemon: %s", strerror(-r));
+		return 1;
+	}
+	if (!json_object_object_get_ex(res, "ok", &v) || !json_object_get_boolean(v)) {
+		errorf("%s", jstr(res, "error") ? jstr(res, "error") : "refused");
+		json_object_put(res);
+		return 1;
+	}
+	if (json) {
+		json_object_object_del(res, "type");
+		json_object_object_del(res, "ok");
+		puts(json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
+	} else {
+		uint64_t rate = json_object_get_uint64(json_object_object_get(res, "max_rate"));
+
+		if (json_object_get_boolean(json_object_object_get(res, "paused")))
+			puts("the running resync is paused");
+		else if (rate)
+			printf("the running resync goes at most %llu bytes/s\n", (unsigned long long)rate);
+		else
+			puts("the running resync goes at full speed");
+	}
+	json_object_put(res);
+	return 0;
+}
+
+static const char pause_usage[] =
+	"usage: resyncctl pause [--config FILE] [--node NAME] [--json]\n"
+	"Hold the running resync: no block is sent until `resyncctl resume`.\n"
+	"Secondaries stay fenced and Inconsistent while paused.\n";
+static const char resume_usage[] =
+	"usage: resyncctl resume [--config FILE] [--node NAME] [--json]\n"
+	"Let a paused resync go on.\n";
+static const char rate_usage[] =
+	"usage: resyncctl rate [--config FILE] [--node NAME] [--json] RATE\n"
+	"Change the running resync's maximum rate, in bytes per second (K, M, G\n"
+	"suffixes, powers of 1024; 0 = unlimited), from now on. The next resync\n"
+	"starts again from max_rate or its own --max-rate.\n";
+
+static int pace_cmd(int argc, char **argv, const char *cmd, const char *usage)
+{
+	bool json = false, is_rate = !strcmp(cmd, "rate");
+	json_object *req;
+	uint64_t rate = 0;
+
+	if (parse_opts(argc, argv, usage, &json, is_rate ? 1 : 0) < 0)
+		return EXIT_USAGE;
+	if (is_rate && parse_size(argv[optind], &rate) < 0) {
+		errorf("'%s' is not a rate (bytes per second, with K, M or G)", argv[optind]);
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string(cmd));
+	if (is_rate)
+		json_object_object_add(req, "rate", json_object_new_int64((int64_t)rate));
+	return pace_request(req, json);
+}
+
+int resyncctl_pause(int argc, char **argv)
+{
+	return pace_cmd(argc, argv, "pause", pause_usage);
+}
+
+int resyncctl_resume(int argc, char **argv)
+{
+	return pace_cmd(argc, argv, "resume", resume_usage);
+}
+
+int resyncctl_rate(int argc, char **argv)
+{
+	return pace_cmd(argc, argv, "rate", rate_usage);
+}
