@@ -39,6 +39,7 @@ step = SIZE // 16
 for i in range(16):
     c.write("p", i * step + 7 * BLOCK, os.urandom(MB))
 c.start("s")
+check(c.status()["s"]["last_resync"] is not None, "s's last resync survives its restart")
 # d: stray writes of its own (1 MiB, and 100 bytes inside one more block).
 c.write("d", SIZE // 3 // BLOCK * BLOCK, os.urandom(MB))
 c.write("d", SIZE - BLOCK + 10, b"x" * 100)

@@ -153,7 +153,7 @@ summary = json.loads(r.stdout.splitlines()[-1])
 res = {n["name"]: n for n in summary["nodes"]}
 check(res["n2"]["result"] == "resynced", "n2 completes beside the bad node")
 check(res["n3"]["result"] == "failed" and "n3" in res["n3"].get("error", "") and
-      "key" in res["n3"]["error"].lower(),
+      "authentication" in res["n3"]["error"].lower(),
       "the bad node is named with the authentication failure: %s" % res["n3"])
 check(open(c.image("n3"), "rb").read() == n3_before, "the bad node's image is untouched")
 check("key" in c.log("n3").lower(), "the bad node logs the failure too")
@@ -183,4 +183,24 @@ check(r.returncode != 0 and "no primary" in r.stderr, "no primary refused: " + r
 check(open(np.image("b"), "rb").read() == before, "the refusal changed nothing")
 np.stop("a")
 np.stop("b")
+
+# ---- refusal: a secondary of the wrong size; both sizes named, nothing changed ----
+ws = Cluster(sc, "wsize", ["p", "s"], "p", size=4 * MB)
+with open(ws.image("s"), "wb") as f:
+    f.truncate(8 * MB)
+ws.start("p")
+ws.start("s")
+ws.write("p", 0, os.urandom(MB))
+before = open(ws.image("s"), "rb").read()
+r = ws.ctl("resync", "--yes", "--json")
+check(r.returncode != 0, "a resync with a wrong-size secondary exits non-zero")
+summary = json.loads(r.stdout.splitlines()[-1])
+err = summary["nodes"][0].get("error", "")
+check(summary["nodes"][0]["result"] == "failed" and str(4 * MB) in err and str(8 * MB) in err,
+      "the wrong-size secondary is refused with both sizes: %s" % summary)
+check(open(ws.image("s"), "rb").read() == before, "the wrong-size secondary is untouched")
+check(str(4 * MB) in ws.log("s") and str(8 * MB) in ws.log("s"),
+      "the secondary logs both sizes too")
+ws.stop("p")
+ws.stop("s")
 print("ok")
