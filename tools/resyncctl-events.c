@@ -92,7 +92,7 @@ static int parse_opts(int argc, char **argv, const char *usage, bool *json, int 
 	int c;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+c:n:jh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:n:jh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			resyncctl_config = optarg;
