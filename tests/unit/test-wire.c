@@ -509,6 +509,51 @@ static void test_offset_commit(void **state)
 	assert_int_equal(wire_commit_encode(&g, buf, 15, &len), -ENOBUFS);
 }
 
+static void test_status_bitmap(void **state)
+{
+	struct wire_status st = {.dirty_bytes = 1 << 20, .last_resync = 1700000000,
+				 .checkpoint_off = 16 << 20, .flags = WIRE_STATUS_CHECKPOINT,
+				 .checkpoint_id = {{9, 8, 7}}}, got;
+	unsigned char bm[100];
+	struct wire_bitmap b;
+	size_t len = 0;
+
+	assert_int_equal(wire_status_encode(&st, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 48);
+	assert_int_equal(wire_status_decode(buf, len, &got), 0);
+	assert_int_equal(got.dirty_bytes, st.dirty_bytes);
+	assert_int_equal(got.last_resync, st.last_resync);
+	assert_int_equal(got.checkpoint_off, st.checkpoint_off);
+	assert_int_equal(got.flags, st.flags);
+	assert_memory_equal(got.checkpoint_id.b, st.checkpoint_id.b, 16);
+	check_truncations(WIRE_STATUS, buf, len);
+	put32(buf + 24, 1u << 7); /* an unknown flag */
+	assert_int_equal(wire_status_decode(buf, len, &got), -EBADMSG);
+	st.flags = 1u << 7;
+	assert_int_equal(wire_status_encode(&st, buf, sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_payload_check(WIRE_STATUS_REQ, buf, 0), 0);
+	assert_int_equal(wire_payload_check(WIRE_STATUS_REQ, buf, 1), -EBADMSG);
+
+	for (size_t i = 0; i < sizeof(bm); i++)
+		bm[i] = (unsigned char)(i * 37);
+	assert_int_equal(wire_bitmap_encode(40, 140, bm, sizeof(bm), buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 24 + sizeof(bm));
+	assert_int_equal(wire_bitmap_decode(buf, len, &b), 0);
+	assert_int_equal(b.offset, 40);
+	assert_int_equal(b.total, 140);
+	assert_int_equal(b.len, sizeof(bm));
+	assert_memory_equal(b.data, bm, sizeof(bm));
+	check_truncations(WIRE_BITMAP, buf, len);
+	/* A piece past the bitmap's end, or a bitmap over the limit. */
+	put64(buf + 8, 139);
+	assert_int_equal(wire_bitmap_decode(buf, len, &b), -EBADMSG);
+	put64(buf + 8, (uint64_t)RESYNC_META_BITMAP_MAX + 1);
+	assert_int_equal(wire_bitmap_decode(buf, len, &b), -EBADMSG);
+	assert_int_equal(wire_bitmap_encode(41, 140, bm, sizeof(bm), buf, sizeof(buf), &len),
+			 -EINVAL);
+	assert_int_equal(wire_bitmap_encode(0, 140, bm, sizeof(bm), buf, 50, &len), -ENOBUFS);
+}
+
 /* Random bytes of every type and length: refused or valid, never a crash
  * (the sanitizer build watches). Valid ones must round-trip. */
 static void test_garbage(void **state)
@@ -605,6 +650,7 @@ int main(void)
 		cmocka_unit_test(test_hashtree_over_wire),
 		cmocka_unit_test(test_blocks),
 		cmocka_unit_test(test_offset_commit),
+		cmocka_unit_test(test_status_bitmap),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_zstd_speed),
 	};
