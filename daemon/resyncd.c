@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 
 #include "config.h"
 #include "node.h"
@@ -76,14 +78,20 @@ int main(int argc, char **argv)
 
 	r = node_new(cfg, name, &n);
 	if (r < 0) {
+		sd_notifyf(0, "STATUS=failed to start node '%s': %s", name, strerror(-r));
 		cluster_config_free(cfg);
 		return 1;
 	}
+	/* Under systemd (Type=notify): ready once the mount, the peer port
+	 * and the control socket are up. A no-op elsewhere. */
+	sd_notifyf(0, "READY=1\nSTATUS=serving node '%s' of cluster '%s' (%s)", name, cfg->name,
+		   cfg->primary && !strcmp(cfg->primary, name) ? "primary" : "secondary");
 	do {
 		if (sigwait(&set, &sig) != 0)
 			sig = 0;
 	} while (sig != SIGTERM && sig != SIGINT);
-	fprintf(stderr, "resyncd: stopping node '%s'\n", name);
+	fprintf(stderr, "%sresyncd: stopping node '%s'\n", isatty(2) ? "" : "<6>", name);
+	sd_notifyf(0, "STOPPING=1\nSTATUS=stopping node '%s'", name);
 	r = node_stop(n);
 	node_free(n);
 	cluster_config_free(cfg);
