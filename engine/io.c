@@ -9,6 +9,8 @@
 #include "resync/macro.h"
 #include "io-int.h"
 
+static enum io_kind io_kind_from_env(void);
+
 struct io_ctx {
 	const struct io_ops *ops;
 	void *backend;
@@ -32,6 +34,11 @@ static const struct io_ops *io_ops_for(enum io_kind kind)
 		break;
 	}
 	return NULL;
+}
+
+enum io_kind io_kind_resolve(enum io_kind kind)
+{
+	return kind == IO_KIND_AUTO ? io_kind_from_env() : kind;
 }
 
 static enum io_kind io_kind_from_env(void)

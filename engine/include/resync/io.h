@@ -68,6 +68,10 @@ int io_fault_parse(const char *spec, struct io_fault_config *ret);
 /* Calls counted so far by the fault backend (all ops). */
 unsigned long io_fault_calls(void);
 
+/* The kind a context of kind would get from the environment: kind itself
+ * unless it is IO_KIND_AUTO, then RESYNC_IO's choice, else IO_KIND_AUTO. */
+enum io_kind io_kind_resolve(enum io_kind kind);
+
 /* Create a context of kind (IO_KIND_AUTO resolves as documented above) with
  * up to depth requests in flight. Returns 0 or -errno. */
 int io_ctx_new(enum io_kind kind, unsigned depth, struct io_ctx **ret);
