@@ -645,9 +645,15 @@ static void session_state_note(struct session *s)
 	meta_info_get(m, &mi);
 	if ((mi.state == META_STATE_UPTODATE || mi.state == META_STATE_OUTDATED) &&
 	    mi.bitmap_trusted && meta_dirty_bytes(m) > 0) {
-		if (meta_state_set(m, META_STATE_DIVERGED) == 0)
+		if (meta_state_set(m, META_STATE_DIVERGED) == 0) {
 			logf_("this volume has writes the primary '%s' lacks: state Diverged",
 			      s->peer);
+			/* The transition is announced once, here, by the node
+			 * that turned Diverged. */
+			event_publish_state(s->n->bus, s->n->self->name, meta_state_name(mi.state),
+					    "Diverged", false,
+					    "it holds writes that the primary lacks");
+		}
 	}
 }
 
@@ -1574,8 +1580,11 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		j->diverged = trusted && j->status.dirty_bytes > 0 &&
 			      j->hello.state != WIRE_STATE_INCONSISTENT;
 		if (j->diverged)
+			/* Seen again at every plan and verify: for the event
+			 * stream, not a notification (the secondary sent that
+			 * when it turned Diverged). */
 			event_publish_state(n->bus, j->peer->name, wire_state_name(j->hello.state),
-					    "Diverged", false, "it holds writes that the primary lacks");
+					    "Diverged", true, "it holds writes that the primary lacks");
 		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
 			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
 			    !memcmp(j->status.checkpoint_id.b, mi.generation.b, 16);

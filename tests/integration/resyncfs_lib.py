@@ -36,7 +36,7 @@ def wait_for(cond, timeout=20.0, what="condition"):
         if time.monotonic() > deadline:
             if cond():
                 return
-            fail("timed out waiting for " + what)
+            fail("timed out waiting for " + (what() if callable(what) else what))
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
 

@@ -245,7 +245,17 @@ def rate_over(seconds):
     return (b[1] - a[1]) / (b[0] - a[0])
 
 
-wait_for(lambda: len(samples) >= 1, timeout=20, what="the transfer to start")
+def transfer_started():
+    if samples:
+        return True
+    if rs.poll() is not None:
+        fail("the resync ended before its transfer (exit %d): %s %s" %
+             (rs.returncode, rs_lines[-3:], rs.stderr.read()))
+    return False
+
+
+wait_for(transfer_started, timeout=30,
+         what=lambda: "the transfer to start (last lines: %s)" % rs_lines[-3:])
 m = scrape()
 check(m["resync_in_progress"] == 1, "resync_in_progress is 1 while it runs")
 check(0 <= m['resync_progress_ratio{node="n2"}'] < 1, "a ratio below 1 while it runs")
