@@ -383,27 +383,69 @@ static const char resync_usage[] =
 	"it needs --yes. --dry-run shows the plan only. Exit 0 only when every\n"
 	"chosen secondary ends UpToDate.\n";
 
+#define PROGRESS_NODES_MAX 64
+
+/* On a terminal, one live line per secondary redrawn in place; otherwise
+ * plain lines, one per progress report. */
 struct progress_ctx {
 	bool json;
 	bool tty;
+	unsigned drawn; /* lines of the live block on screen */
+	unsigned n;
+	struct progress_line {
+		char node[64];
+		char text[256];
+	} lines[PROGRESS_NODES_MAX];
 };
+
+static void progress_format(json_object *o, char *buf, size_t size)
+{
+	char a[32], b[32], c[32], d[32];
+	double eta = jdbl(o, "eta");
+
+	snprintf(buf, size, "%s: %s %s of %s, compared %s, sent %s, %.1f MiB/s, eta %.0fs",
+		 jstr(o, "node"), jstr(o, "phase"),
+		 format_bytes(ju64(o, "bytes_done"), a, sizeof(a)),
+		 format_bytes(ju64(o, "bytes_total"), b, sizeof(b)),
+		 format_bytes(ju64(o, "bytes_compared"), c, sizeof(c)),
+		 format_bytes(ju64(o, "bytes_sent"), d, sizeof(d)), jdbl(o, "rate") / (1 << 20),
+		 eta > 0 ? eta : 0);
+}
 
 static void resync_progress(void *arg, json_object *o)
 {
 	struct progress_ctx *p = arg;
-	char a[32], b[32], c[32], d[32];
+	const char *node = jstr(o, "node");
+	struct progress_line *l = NULL;
 
 	if (p->json) {
 		print_json(o);
 		return;
 	}
-	fprintf(stderr, "%s: %s %s of %s, compared %s, sent %s, %.1f MiB/s, eta %.0fs\n",
-		jstr(o, "node"), jstr(o, "phase"),
-		format_bytes(ju64(o, "bytes_done"), a, sizeof(a)),
-		format_bytes(ju64(o, "bytes_total"), b, sizeof(b)),
-		format_bytes(ju64(o, "bytes_compared"), c, sizeof(c)),
-		format_bytes(ju64(o, "bytes_sent"), d, sizeof(d)), jdbl(o, "rate") / (1 << 20),
-		jdbl(o, "eta"));
+	if (!p->tty) {
+		char text[256];
+
+		progress_format(o, text, sizeof(text));
+		fprintf(stderr, "%s\n", text);
+		return;
+	}
+	for (unsigned i = 0; i < p->n; i++)
+		if (!strcmp(p->lines[i].node, node ? node : ""))
+			l = &p->lines[i];
+	if (!l) {
+		if (p->n == PROGRESS_NODES_MAX)
+			return;
+		l = &p->lines[p->n++];
+		snprintf(l->node, sizeof(l->node), "%s", node ? node : "");
+	}
+	progress_format(o, l->text, sizeof(l->text));
+	/* Back to the top of the block, then every line cleared and redrawn. */
+	if (p->drawn)
+		fprintf(stderr, "\r\033[%uA", p->drawn);
+	for (unsigned i = 0; i < p->n; i++)
+		fprintf(stderr, "\r\033[2K%s\n", p->lines[i].text);
+	p->drawn = p->n;
+	fflush(stderr);
 }
 
 static bool confirm(const char *cluster)
