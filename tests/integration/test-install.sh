@@ -28,6 +28,27 @@ if command -v scdoc >/dev/null; then
 		[ -s "$f" ] || fail "man page $p not installed"
 		grep -q '^\.TH' "$f" || fail "$p is not a roff man page"
 	done
+	# Every option that a program's --help lists is in its man page.
+	plain() { sed -e 's/\\-/-/g' -e 's/\\f[BIRP]//g' -e 's/\\(.. //g' "$1"; }
+	check_opts() { # PAGE HELP-COMMAND...
+		local page=$1 o text
+		shift
+		text=$(plain "$root/share/man/$page")
+		for o in $("$@" 2>&1 | grep -o -- '--[a-z][a-z-]*' | sort -u); do
+			grep -qF -- "$o" <<<"$text" || fail "$page does not describe '$o' of '$*'"
+		done
+		for o in $("$@" 2>&1 | sed -n 's/^  -o \([a-z_]*\).*/\1/p' | grep -v OTHER | sort -u); do
+			grep -qw -- "$o" <<<"$text" || fail "$page does not describe '-o $o' of '$*'"
+		done
+	}
+	check_opts man8/resyncd.8 "$build/daemon/resyncd" --help
+	check_opts man8/resyncfs.8 "$build/tools/resyncfs" --help
+	for c in sync compare signature delta patch; do
+		check_opts man1/resync-diff.1 "$build/tools/resync-diff" $c --help
+	done
+	for c in $("$build/tools/resyncctl" --help | awk '/^  [a-z]/ {print $1}'); do
+		check_opts man8/resyncctl.8 "$build/tools/resyncctl" "$c" --help
+	done
 	# Every resyncctl command of --help has its section in resyncctl(8).
 	for c in $("$build/tools/resyncctl" --help | awk '/^  [a-z]/ {print $1}'); do
 		grep -q "^\\\\fB$c\\\\fR" "$root/share/man/man8/resyncctl.8" ||
