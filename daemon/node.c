@@ -264,7 +264,7 @@ static void node_hello_make(struct node *n, struct wire_hello *h)
 	snprintf(h->node, sizeof(h->node), "%s", n->self->name);
 	h->proto_min = WIRE_PROTO_MIN;
 	h->proto_max = WIRE_PROTO_MAX;
-	h->features = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE;
+	h->features = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | WIRE_FEATURE_PAGES;
 	h->volume_size = node_size(n);
 	h->block_size = n->cfg->block_size;
 	h->state = (uint32_t)mi.state < WIRE_STATE_COUNT ? (uint32_t)mi.state : WIRE_STATE_UNKNOWN;
@@ -330,6 +330,24 @@ static int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const ch
 	if (wire_text_encode(&t, buf, sizeof(buf), &len) < 0)
 		return -EINVAL;
 	return peer_conn_send_frame(c, type, buf, len);
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t k = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO;
+		done += (size_t)k;
+	}
+	return 0;
 }
 
 /* ---- serving a peer (the accepting side) ---- */
@@ -414,6 +432,59 @@ static int session_hash_req(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	return peer_conn_send_frame(s->c, WIRE_HASH_REPLY, s->out, olen);
+}
+
+/* PAGE_REQ: the hashes of the pages of byte ranges of this volume, read
+ * now (the primary asks for the pages of the blocks it found differing,
+ * and sends only the pages whose hashes differ). */
+static int session_page_req(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct wire_page_req q;
+	uint64_t size = node_size(n);
+	int fd = volume_fd(fusefs_volume(n->fs));
+	_cleanup_free_ struct hash128 *h = NULL;
+	_cleanup_free_ unsigned char *buf = NULL;
+	size_t k = 0, olen;
+	int r;
+
+	r = wire_page_req_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	h = calloc(q.n_pages ? q.n_pages : 1, sizeof(*h));
+	/* RESYNC_CHUNK is a multiple of every valid page size. */
+	buf = malloc(RESYNC_CHUNK);
+	if (!h || !buf)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < q.n_ranges; i++) {
+		struct hashtree_range rr = wire_page_req_range(&q, i);
+		uint64_t off = rr.first, end;
+
+		if (rr.first >= size || rr.count > size - rr.first)
+			return -EBADMSG;
+		end = rr.first + rr.count;
+		if (rr.count % q.page_size && end != size)
+			return -EBADMSG;
+		while (off < end) {
+			size_t m = (size_t)MIN(end - off, (uint64_t)RESYNC_CHUNK);
+
+			r = pread_full(fd, buf, m, off);
+			if (r < 0)
+				return r;
+			for (size_t p = 0; p < m; p += q.page_size) {
+				if (k >= q.n_pages)
+					return -EBADMSG; /* our bug: decode counted them */
+				h[k++] = hash_block(buf + p, MIN((size_t)q.page_size, m - p), q.seed);
+			}
+			off += m;
+		}
+	}
+	if (k != q.n_pages)
+		return -EBADMSG;
+	r = wire_hash_reply_encode(0, h, k, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_PAGE_REPLY, s->out, olen);
 }
 
 /* Before the first write: fence the mount, mark the volume Inconsistent. */
@@ -706,6 +777,8 @@ static void session_serve(struct session *s)
 		}
 		if (type == WIRE_HASH_REQ) {
 			r = session_hash_req(s, len);
+		} else if (type == WIRE_PAGE_REQ) {
+			r = session_page_req(s, len);
 		} else if (type == WIRE_STATUS_REQ) {
 			r = session_status(s, len);
 		} else if (type == WIRE_BITMAP_REQ) {
@@ -961,6 +1034,7 @@ struct job {
 	enum job_mode mode;
 	bool diverged;
 	bool resume; /* Inconsistent with a checkpoint of this generation */
+	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
 
 	int r;
 	char err[RESYNC_WIRE_TEXT_MAX + 256];
@@ -996,21 +1070,47 @@ static void job_progress(struct job *j, const char *phase, uint64_t done, uint64
 				       j->bytes_sent, done, total, rate);
 }
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+/* Make a full job's peer build its hash tree for seed now: a HASH_REQ of
+ * one leaf, answered once the tree is built, read by job_compare(). */
+static void job_prefetch(struct job *j, uint64_t seed)
 {
-	size_t done = 0;
+	struct hashtree_range one = {0, 1};
+	size_t len;
 
-	while (done < len) {
-		ssize_t k = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+	if (!j->opened || j->mode != JOB_FULL)
+		return;
+	if (wire_hash_req_encode(seed, 0, RESYNC_HASHTREE_FANOUT_DEFAULT, &one, 1, j->buf,
+				 RESYNC_WIRE_FRAME_MAX, &len) < 0)
+		return;
+	/* A failure shows again at the walk's first request. */
+	j->prefetched = peer_conn_send_frame(j->c, WIRE_HASH_REQ, j->buf, len) >= 0;
+}
 
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return -EIO;
-		done += (size_t)k;
+/* The prefetch's answer: a HASH_REPLY of one hash (or an ERROR, said). */
+static int job_prefetch_wait(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct wire_hash_reply rep;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	j->prefetched = false;
+	r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
 	}
+	if (type == WIRE_ERROR) {
+		struct wire_text t = {0};
+
+		wire_text_decode(buf, len, &t);
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
+		return -EIO;
+	}
+	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
+	    rep.n_hashes != 1)
+		return -EBADMSG;
 	return 0;
 }
 
@@ -1028,6 +1128,11 @@ static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 
 	if (!h)
 		return -ENOMEM;
+	if (j->prefetched) {
+		r = job_prefetch_wait(j, c, buf);
+		if (r < 0)
+			return r;
+	}
 	r = hashtree_diff_new(j->tree, 0, 0, &d);
 	if (r < 0)
 		return r;
@@ -1106,69 +1211,185 @@ static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf)
 	return 0;
 }
 
+/* Whether the peer answers PAGE_REQ: protocol 2 and the feature. */
+static bool job_pages(const struct job *j)
+{
+	uint16_t v;
+
+	return wire_proto_negotiate(j->hello.proto_min, j->hello.proto_max, WIRE_PROTO_MIN,
+				    WIRE_PROTO_MAX, &v) == 0 &&
+	       v >= 2 && (j->hello.features & WIRE_FEATURE_PAGES);
+}
+
+/* Ask the peer for the hashes of the pages of batch[0, nb) (npages in
+ * all) into rh. */
+static int job_page_hashes(struct job *j, struct peer_conn *c, unsigned char *buf,
+			   const struct hashtree_range *batch, size_t nb, uint64_t npages,
+			   struct hash128 *rh)
+{
+	struct wire_hash_reply rep;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = wire_page_req_encode(j->seed, RESYNC_PAGE, batch, nb, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0)
+		return r;
+	r = peer_conn_send_frame(c, WIRE_PAGE_REQ, buf, len);
+	if (r >= 0)
+		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	if (type == WIRE_ERROR) {
+		struct wire_text t = {0};
+
+		wire_text_decode(buf, len, &t);
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
+		return -EIO;
+	}
+	if (type != WIRE_PAGE_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
+	    rep.n_hashes != npages)
+		return -EBADMSG;
+	return wire_hash_reply_get(&rep, rh, RESYNC_WIRE_HASHES_MAX);
+}
+
+/* Send data[0, len) at off as BLOCKS frames; counts what was sent. */
+static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
+		    uint64_t off, const unsigned char *data, size_t len)
+{
+	size_t elen;
+	int r;
+
+	r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+	if (r < 0)
+		return r;
+	r = peer_conn_send_frame(c, WIRE_BLOCKS, buf, elen);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	j->bytes_written += len;
+	return 0;
+}
+
+/* Send the differing ranges, then COMMIT. The ranges go in batches of at
+ * most RESYNC_WIRE_RANGES_MAX pieces and RESYNC_WIRE_HASHES_MAX pages;
+ * with a peer that speaks PAGE_REQ, the peer's page hashes of a batch are
+ * fetched first and only the pages whose hashes differ from this volume's
+ * travel (adjacent ones merged), so that a 4 KiB write costs 4 KiB and not
+ * a block. The checkpoint offset is the end of the last piece processed:
+ * every byte below it was sent or already equal. */
 static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
 	struct node *n = j->n;
+	const bool pages = job_pages(j);
 	_cleanup_free_ unsigned char *raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
+	_cleanup_free_ struct hashtree_range *batch = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*batch));
+	_cleanup_free_ struct hash128 *rh = pages ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*rh)) : NULL;
 	struct wire_zstd *z = NULL;
 	int fd = volume_fd(fusefs_volume(n->fs));
 	uint64_t t0 = now_usec(), last = t0, done = 0, since_ckpt = 0;
 	struct pacer pace = {0};
 	unsigned char cbuf[64];
 	struct wire_uuid g;
-	size_t len;
+	size_t i = 0, len;
+	uint64_t cur = j->ranges.n ? j->ranges.v[0].off : 0;
 	int r;
 
-	if (!raw)
+	_Static_assert(RESYNC_WIRE_BLOCKS_MAX % RESYNC_PAGE == 0, "pieces end on pages");
+	if (!raw || !batch || (pages && !rh))
 		return -ENOMEM;
 	r = wire_zstd_new(n->cfg->compress_level, &z);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < j->ranges.n && r >= 0; i++) {
-		uint64_t off = j->ranges.v[i].off, end = off + j->ranges.v[i].len;
+	while (i < j->ranges.n) {
+		uint64_t npages = 0, idx = 0;
+		size_t nb = 0;
 
-		while (off < end) {
-			size_t k = (size_t)MIN(end - off, (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
+		/* The next batch, from the cursor (i, cur). */
+		while (i < j->ranges.n && nb < RESYNC_WIRE_RANGES_MAX &&
+		       npages < RESYNC_WIRE_HASHES_MAX) {
+			uint64_t end = j->ranges.v[i].off + j->ranges.v[i].len;
+			uint64_t take = MIN(end - cur,
+					    (RESYNC_WIRE_HASHES_MAX - npages) * (uint64_t)RESYNC_PAGE);
 
-			if (atomic_load(&n->cancel)) {
-				send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
-				snprintf(j->err, sizeof(j->err), "cancelled");
-				r = -ECANCELED;
-				goto out;
-			}
-			r = pread_full(fd, raw, k, off);
+			batch[nb++] = (struct hashtree_range){cur, take};
+			npages += wire_pages(take, RESYNC_PAGE);
+			cur += take;
+			if (cur == end && ++i < j->ranges.n)
+				cur = j->ranges.v[i].off;
+		}
+		if (pages) {
+			r = job_page_hashes(j, c, buf, batch, nb, npages, rh);
 			if (r < 0)
 				goto out;
-			j->bytes_read += k;
-			r = wire_blocks_encode(z, off, raw, k, buf, RESYNC_WIRE_FRAME_MAX, &len);
-			if (r < 0)
-				goto out;
-			r = peer_conn_send_frame(c, WIRE_BLOCKS, buf, len);
-			if (r < 0) {
-				snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-					 peer_conn_error(c));
-				goto out;
-			}
-			off += k;
-			done += k;
-			since_ckpt += k;
-			j->bytes_written = done;
-			j->bytes_sent = peer_conn_bytes_sent(c);
-			if (since_ckpt >= NODE_CHECKPOINT_BYTES) {
-				since_ckpt = 0;
-				r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
-				if (r >= 0)
-					r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
-				if (r >= 0)
-					r = job_wait_ack(j, c, buf);
+		}
+		for (size_t b = 0; b < nb; b++) {
+			uint64_t off = batch[b].first, end = off + batch[b].count;
+
+			while (off < end) {
+				size_t k = (size_t)MIN(end - off, (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
+				uint64_t before = j->bytes_written;
+
+				if (atomic_load(&n->cancel)) {
+					send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
+					snprintf(j->err, sizeof(j->err), "cancelled");
+					r = -ECANCELED;
+					goto out;
+				}
+				r = pread_full(fd, raw, k, off);
 				if (r < 0)
 					goto out;
-			}
-			/* max_rate, pause and resume, changed live (ratectl.h). */
-			ratectl_pace(&n->rate, &pace, k, &n->cancel);
-			if (now_usec() - last >= NODE_PROGRESS_USEC) {
-				last = now_usec();
-				job_progress(j, "transfer", done, j->differing_bytes, t0);
+				j->bytes_read += k;
+				if (!pages) {
+					r = job_send(j, c, z, buf, off, raw, k);
+				} else {
+					/* Runs of pages whose hashes differ. */
+					size_t run = 0, nrun = 0;
+
+					for (size_t p = 0; p < k && r >= 0; p += RESYNC_PAGE) {
+						size_t pl = MIN((size_t)RESYNC_PAGE, k - p);
+						struct hash128 lh = hash_block(raw + p, pl, j->seed);
+
+						if (!hash128_equal(&lh, &rh[idx++])) {
+							if (!nrun)
+								run = p;
+							nrun += pl;
+							continue;
+						}
+						if (nrun)
+							r = job_send(j, c, z, buf, off + run, raw + run, nrun);
+						nrun = 0;
+					}
+					if (r >= 0 && nrun)
+						r = job_send(j, c, z, buf, off + run, raw + run, nrun);
+				}
+				if (r < 0)
+					goto out;
+				off += k;
+				done += k;
+				since_ckpt += j->bytes_written - before;
+				j->bytes_sent = peer_conn_bytes_sent(c);
+				if (since_ckpt >= NODE_CHECKPOINT_BYTES) {
+					since_ckpt = 0;
+					r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
+					if (r >= 0)
+						r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
+					if (r >= 0)
+						r = job_wait_ack(j, c, buf);
+					if (r < 0)
+						goto out;
+				}
+				/* max_rate, pause and resume, changed live (ratectl.h). */
+				ratectl_pace(&n->rate, &pace, j->bytes_written - before, &n->cancel);
+				if (now_usec() - last >= NODE_PROGRESS_USEC) {
+					last = now_usec();
+					job_progress(j, "transfer", done, j->differing_bytes, t0);
+				}
 			}
 		}
 	}
@@ -1596,15 +1817,21 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		else
 			any_full = true;
 	}
+	/* One seed for the tree and for the page hashes of every job. */
+	r = hash_seed_random(&o.seed);
+	if (r < 0)
+		goto out;
 	if (any_full) {
 		hashes = calloc(nb ? nb : 1, sizeof(*hashes));
 		if (!hashes) {
 			r = -ENOMEM;
 			goto out;
 		}
-		r = hash_seed_random(&o.seed);
-		if (r < 0)
-			goto out;
+		/* Each secondary hashes its volume while this one hashes its
+		 * own: a first request (one leaf) makes it build its tree now,
+		 * its answer is read at the start of the walk. */
+		for (size_t i = 0; nb && i < nj; i++)
+			job_prefetch(&jobs[i], o.seed);
 		if (size) {
 			r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, hashes);
 			if (r < 0) {

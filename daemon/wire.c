@@ -65,6 +65,14 @@ struct wire_range_le {
 };
 _Static_assert(sizeof(struct wire_range_le) == 16, "range layout");
 
+/* PAGE_REQ: this, then n_ranges ranges {byte offset, bytes}. */
+struct wire_page_req_le {
+	uint64_t seed;
+	uint32_t page_size;
+	uint32_t n_ranges;
+};
+_Static_assert(sizeof(struct wire_page_req_le) == 16, "page_req layout");
+
 /* HASH_REPLY: this, then n_hashes hashes. */
 struct wire_hash_reply_le {
 	uint16_t level;
@@ -143,6 +151,7 @@ static const char *const type_names[] = {
 	[WIRE_COMMIT] = "COMMIT",	  [WIRE_ERROR] = "ERROR",
 	[WIRE_STATUS_REQ] = "STATUS_REQ", [WIRE_STATUS] = "STATUS",
 	[WIRE_BITMAP_REQ] = "BITMAP_REQ", [WIRE_BITMAP] = "BITMAP",
+	[WIRE_PAGE_REQ] = "PAGE_REQ",	  [WIRE_PAGE_REPLY] = "PAGE_REPLY",
 };
 
 const char *wire_type_name(unsigned type)
@@ -469,6 +478,91 @@ int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret)
 			return -EBADMSG;
 	}
 	m.n_hashes = total;
+	*ret = m;
+	return 0;
+}
+
+/* PAGE_REQ */
+
+/* One byte range of a PAGE_REQ: on a page boundary, not empty, inside the
+ * largest offset; adds its pages to *total, at most RESYNC_WIRE_HASHES_MAX. */
+static bool page_range_valid(uint64_t off, uint64_t len, uint32_t page_size, uint64_t *total)
+{
+	if (len == 0 || off % page_size || off > WIRE_OFFSET_MAX || len > WIRE_OFFSET_MAX - off)
+		return false;
+	/* Checked before the sum, so that it cannot wrap. */
+	if (wire_pages(len, page_size) > RESYNC_WIRE_HASHES_MAX)
+		return false;
+	*total += wire_pages(len, page_size);
+	return *total <= RESYNC_WIRE_HASHES_MAX;
+}
+
+int wire_page_req_encode(uint64_t seed, uint32_t page_size, const struct hashtree_range *ranges,
+			 size_t n, void *buf, size_t cap, size_t *ret_len)
+{
+	unsigned char *p = buf;
+	struct wire_page_req_le h;
+	uint64_t total = 0;
+	size_t len;
+
+	if (!resync_block_size_valid(page_size) || n == 0 || n > RESYNC_WIRE_RANGES_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!page_range_valid(ranges[i].first, ranges[i].count, page_size, &total))
+			return -EINVAL;
+	len = sizeof(h) + n * sizeof(struct wire_range_le);
+	if (len > cap)
+		return -ENOBUFS;
+	h = (struct wire_page_req_le){
+		.seed = htole64(seed),
+		.page_size = htole32(page_size),
+		.n_ranges = htole32(n),
+	};
+	memcpy(p, &h, sizeof(h));
+	p += sizeof(h);
+	for (size_t i = 0; i < n; i++, p += sizeof(struct wire_range_le)) {
+		struct wire_range_le w = {htole64(ranges[i].first), htole64(ranges[i].count)};
+
+		memcpy(p, &w, sizeof(w));
+	}
+	*ret_len = len;
+	return 0;
+}
+
+struct hashtree_range wire_page_req_range(const struct wire_page_req *m, size_t i)
+{
+	struct wire_range_le w;
+
+	memcpy(&w, (const unsigned char *)m->ranges + i * sizeof(w), sizeof(w));
+	return (struct hashtree_range){le64toh(w.first), le64toh(w.count)};
+}
+
+int wire_page_req_decode(const void *buf, size_t len, struct wire_page_req *ret)
+{
+	struct wire_page_req_le h;
+	struct wire_page_req m;
+	uint64_t total = 0;
+
+	if (len < sizeof(h))
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	m.seed = le64toh(h.seed);
+	m.page_size = le32toh(h.page_size);
+	m.n_ranges = le32toh(h.n_ranges);
+	m.ranges = (const unsigned char *)buf + sizeof(h);
+	if (!resync_block_size_valid(m.page_size))
+		return -EBADMSG;
+	if (m.n_ranges == 0 || m.n_ranges > RESYNC_WIRE_RANGES_MAX)
+		return -EBADMSG;
+	if (len != sizeof(h) + (size_t)m.n_ranges * sizeof(struct wire_range_le))
+		return -EBADMSG;
+	for (uint32_t i = 0; i < m.n_ranges; i++) {
+		struct hashtree_range r = wire_page_req_range(&m, i);
+
+		if (!page_range_valid(r.first, r.count, m.page_size, &total))
+			return -EBADMSG;
+	}
+	m.n_pages = total;
 	*ret = m;
 	return 0;
 }
@@ -832,6 +926,7 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_hello hello;
 		struct wire_text text;
 		struct wire_hash_req req;
+		struct wire_page_req page_req;
 		struct wire_hash_reply reply;
 		struct wire_blocks blocks;
 		struct wire_uuid uuid;
@@ -850,7 +945,10 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 	case WIRE_HASH_REQ:
 		return wire_hash_req_decode(buf, len, &u.req);
 	case WIRE_HASH_REPLY:
+	case WIRE_PAGE_REPLY:
 		return wire_hash_reply_decode(buf, len, &u.reply);
+	case WIRE_PAGE_REQ:
+		return wire_page_req_decode(buf, len, &u.page_req);
 	case WIRE_BLOCKS:
 		return wire_blocks_decode(buf, len, &u.blocks);
 	case WIRE_ACK:

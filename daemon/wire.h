@@ -25,7 +25,7 @@ enum {
 	WIRE_FRAME_VERSION = 1, /* framing version, in every header */
 	WIRE_HEADER_SIZE = 16,
 	WIRE_PROTO_MIN = 1, /* message protocol versions this build speaks */
-	WIRE_PROTO_MAX = 1,
+	WIRE_PROTO_MAX = 2, /* 2: PAGE_REQ/PAGE_REPLY (WIRE_FEATURE_PAGES) */
 };
 
 enum wire_type {
@@ -43,7 +43,9 @@ enum wire_type {
 	WIRE_STATUS,	 /* dirty bytes, last resync, checkpoint */
 	WIRE_BITMAP_REQ, /* "your dirty bitmap from this byte on" (an offset) */
 	WIRE_BITMAP,	 /* a piece of the dirty bitmap */
-	WIRE_TYPE_MAX = WIRE_BITMAP,
+	WIRE_PAGE_REQ,	 /* protocol 2: "hashes of the pages of these byte ranges" */
+	WIRE_PAGE_REPLY, /* protocol 2: those hashes, in order (HASH_REPLY's layout) */
+	WIRE_TYPE_MAX = WIRE_PAGE_REPLY,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -86,6 +88,7 @@ const char *wire_state_name(unsigned state);
 enum wire_features {
 	WIRE_FEATURE_ZSTD = 1 << 0,	/* BLOCKS may be zstd-encoded */
 	WIRE_FEATURE_HASHTREE = 1 << 1, /* HASH_REQ/HASH_REPLY */
+	WIRE_FEATURE_PAGES = 1 << 2,	/* PAGE_REQ/PAGE_REPLY (protocol 2) */
 };
 
 enum wire_hello_flags {
@@ -162,6 +165,35 @@ int wire_hash_reply_encode(unsigned level, const struct hash128 *hashes, size_t 
 int wire_hash_reply_decode(const void *buf, size_t len, struct wire_hash_reply *ret);
 /* Copy the reply's hashes to out (room for cap). -ENOBUFS if too few. */
 int wire_hash_reply_get(const struct wire_hash_reply *m, struct hash128 *out, size_t cap);
+
+/* PAGE_REQ (protocol 2): the seeded hashes of the pages of byte ranges
+ * of the volume, so that only the pages that differ inside differing
+ * blocks travel. page_size is a valid block size (resync/limits.h); each
+ * range starts on a page boundary and is not empty; the pages of all
+ * ranges (a short last page counts as one) number at most
+ * RESYNC_WIRE_HASHES_MAX, in at most RESYNC_WIRE_RANGES_MAX ranges. The
+ * receiver checks the ranges against its volume's size (a range may end
+ * off a page boundary only at the volume's end). The answer is a
+ * PAGE_REPLY: a HASH_REPLY payload (level 0) with one hash per page, in
+ * order (hash_block() of the page's bytes with seed). Decoding gives a
+ * view into the caller's buffer; wire_page_req_range() reads range i as
+ * {first = byte offset, count = bytes}. */
+struct wire_page_req {
+	uint64_t seed;
+	uint32_t page_size;
+	uint32_t n_ranges;  /* 1 to RESYNC_WIRE_RANGES_MAX */
+	uint64_t n_pages;   /* pages of all ranges, <= RESYNC_WIRE_HASHES_MAX */
+	const void *ranges; /* decoded: points into the payload */
+};
+/* Pages of a byte range of len bytes: a short last page counts as one. */
+static inline uint64_t wire_pages(uint64_t len, uint32_t page_size)
+{
+	return len / page_size + (len % page_size != 0);
+}
+int wire_page_req_encode(uint64_t seed, uint32_t page_size, const struct hashtree_range *ranges,
+			 size_t n, void *buf, size_t cap, size_t *ret_len);
+int wire_page_req_decode(const void *buf, size_t len, struct wire_page_req *ret);
+struct hashtree_range wire_page_req_range(const struct wire_page_req *m, size_t i);
 
 /* BLOCKS: bytes [offset, offset + raw_len) of the volume. */
 enum wire_encoding {

@@ -87,6 +87,25 @@ check(rc == 1, "verify sees both drifts")
 stats = resync_ok(c, "stopped and stray")
 sent = sum(n["bytes_written"] for n in stats.values())
 check(sent < 8 * MB, "only differing blocks travel (%d bytes written)" % sent)
+
+
+def pages(off, length):
+    """Bytes of the 4 KiB pages that [off, off + length) touches."""
+    return ((off + length - 1) // 4096 - off // 4096 + 1) * 4096
+
+
+# Inside differing 64 KiB blocks only the differing 4 KiB pages travel.
+primary_pages = sum(pages((i * 11 + 3) * MB + 512, 300000) for i in range(5))
+want = {"n2": primary_pages, "n3": primary_pages + 2 * MB + pages(60 * MB + 4096, 5000)}
+for n, w in want.items():
+    x = stats[n]
+    check(x["bytes_written"] == w, "%s: only the changed pages are written (%d, want %d)" %
+          (n, x["bytes_written"], w))
+    # Hash-tree and page-hash requests add a little; 64 MiB has 1024 blocks.
+    check(x["bytes_sent"] <= w + 128 * 1024, "%s: bytes sent close to the changed bytes "
+          "(%d sent, %d changed)" % (n, x["bytes_sent"], w))
+check(stats["n3"]["bytes_written"] - stats["n2"]["bytes_written"] == 2 * MB + 8192,
+      "n3's stray 5000 bytes cost two pages, not a 64 KiB block: %s" % stats)
 check(verify(c)[0] == 0, "verify exits 0 after the second resync")
 
 # ---- n2 restored from an old copy; n3 blank ----
