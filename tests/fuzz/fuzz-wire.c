@@ -71,13 +71,31 @@ static void one_frame(struct wire_zstd *z, unsigned type, const uint8_t *p, size
 		CHECK(n == len && !memcmp(out, p, len));
 		break;
 	}
-	case WIRE_HASH_REPLY: {
+	case WIRE_HASH_REPLY:
+	case WIRE_PAGE_REPLY: {
 		static struct hash128 h[RESYNC_WIRE_HASHES_MAX];
 		struct wire_hash_reply rep;
 
 		CHECK(wire_hash_reply_decode(p, len, &rep) == 0);
 		CHECK(wire_hash_reply_get(&rep, h, RESYNC_WIRE_HASHES_MAX) == 0);
 		CHECK(wire_hash_reply_encode(rep.level, h, rep.n_hashes, out, sizeof(out), &n) == 0);
+		CHECK(n == len && !memcmp(out, p, len));
+		break;
+	}
+	case WIRE_PAGE_REQ: {
+		static struct hashtree_range rr[RESYNC_WIRE_RANGES_MAX];
+		struct wire_page_req q;
+		uint64_t total = 0;
+
+		CHECK(wire_page_req_decode(p, len, &q) == 0);
+		for (uint32_t i = 0; i < q.n_ranges; i++) {
+			rr[i] = wire_page_req_range(&q, i);
+			CHECK(rr[i].count > 0 && rr[i].first % q.page_size == 0);
+			total += wire_pages(rr[i].count, q.page_size);
+		}
+		CHECK(total == q.n_pages && total <= RESYNC_WIRE_HASHES_MAX);
+		CHECK(wire_page_req_encode(q.seed, q.page_size, rr, q.n_ranges, out, sizeof(out),
+					   &n) == 0);
 		CHECK(n == len && !memcmp(out, p, len));
 		break;
 	}

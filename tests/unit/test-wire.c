@@ -554,6 +554,83 @@ static void test_status_bitmap(void **state)
 	assert_int_equal(wire_bitmap_encode(0, 140, bm, sizeof(bm), buf, 50, &len), -ENOBUFS);
 }
 
+/* PAGE_REQ (protocol 2): byte ranges on page boundaries; refused when a
+ * range is empty, off a page boundary, overflows, or the pages of all
+ * ranges exceed RESYNC_WIRE_HASHES_MAX; PAGE_REPLY is a HASH_REPLY. */
+static void test_page_messages(void **state)
+{
+	struct hashtree_range r[3] = {{0, 65536}, {1ull << 30, 4096 + 100}, {5ull << 32, 4096}}, g;
+	struct hashtree_range big = {0, (uint64_t)RESYNC_WIRE_HASHES_MAX * 4096};
+	struct wire_page_req q;
+	struct wire_hash_reply rep;
+	struct hash128 h[2] = {{1, 2}, {3, 4}};
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(wire_pages(0, 4096), 0);
+	assert_int_equal(wire_pages(1, 4096), 1);
+	assert_int_equal(wire_pages(8192, 4096), 2);
+	assert_int_equal(wire_pages(8193, 4096), 3);
+	assert_int_equal(wire_page_req_encode(0xbeef, 4096, r, 3, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 16 + 3 * 16);
+	assert_int_equal(wire_page_req_decode(buf, len, &q), 0);
+	assert_int_equal(q.seed, 0xbeef);
+	assert_int_equal(q.page_size, 4096);
+	assert_int_equal(q.n_ranges, 3);
+	assert_int_equal(q.n_pages, 16 + 2 + 1);
+	for (int i = 0; i < 3; i++) {
+		g = wire_page_req_range(&q, i);
+		assert_int_equal(g.first, r[i].first);
+		assert_int_equal(g.count, r[i].count);
+	}
+	check_truncations(WIRE_PAGE_REQ, buf, len);
+	put32(buf + 8, 3000); /* not a power of two */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put32(buf + 8, 2048); /* below the smallest block */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put32(buf + 8, 2u << 20); /* above the largest */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put32(buf + 8, 4096);
+	put64(buf + 16, 100); /* off a page boundary */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16, 0);
+	put64(buf + 16 + 8, 0); /* empty */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16 + 8, (uint64_t)RESYNC_WIRE_HASHES_MAX * 4096); /* total over the limit */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16 + 8, UINT64_MAX); /* pages counted before the sum */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16 + 8, 4096);
+	put64(buf + 16, (uint64_t)INT64_MAX & ~4095ull); /* past the largest offset */
+	assert_int_equal(wire_page_req_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 16, 0);
+	assert_int_equal(wire_page_req_decode(buf, len, &q), 0);
+	put32(buf + 12, 0); /* no ranges */
+	assert_int_equal(wire_page_req_decode(buf, 16, &q), -EBADMSG);
+	put32(buf + 12, RESYNC_WIRE_RANGES_MAX + 1);
+	assert_int_equal(wire_page_req_decode(buf, 16 + 16 * (RESYNC_WIRE_RANGES_MAX + 1), &q),
+			 -EBADMSG);
+	/* Exactly the limit of pages is accepted; one more range is not. */
+	assert_int_equal(wire_page_req_encode(1, 4096, &big, 1, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_page_req_decode(buf, len, &q), 0);
+	assert_int_equal(q.n_pages, RESYNC_WIRE_HASHES_MAX);
+	r[0] = big;
+	assert_int_equal(wire_page_req_encode(1, 4096, r, 2, buf, sizeof(buf), &len), -EINVAL);
+	r[0] = (struct hashtree_range){4095, 4096};
+	assert_int_equal(wire_page_req_encode(1, 4096, r, 1, buf, sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_page_req_encode(1, 4096, r, 0, buf, sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_page_req_encode(1, 3000, &big, 1, buf, sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_page_req_encode(1, 4096, &big, 1, buf, 20, &len), -ENOBUFS);
+
+	assert_int_equal(wire_hash_reply_encode(0, h, 2, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_payload_check(WIRE_PAGE_REPLY, buf, len), 0);
+	assert_int_equal(wire_hash_reply_decode(buf, len, &rep), 0);
+	assert_int_equal(rep.n_hashes, 2);
+	check_truncations(WIRE_PAGE_REPLY, buf, len);
+	assert_string_equal(wire_type_name(WIRE_PAGE_REQ), "PAGE_REQ");
+	assert_string_equal(wire_type_name(WIRE_PAGE_REPLY), "PAGE_REPLY");
+}
+
 /* Random bytes of every type and length: refused or valid, never a crash
  * (the sanitizer build watches). Valid ones must round-trip. */
 static void test_garbage(void **state)
@@ -569,8 +646,12 @@ static void test_garbage(void **state)
 		testlib_fill(p, len, testlib_rand(&st));
 		/* Plausible headers now and then, so the deep checks run. */
 		if (len >= 8 && testlib_rand_below(&st, 2)) {
-			if (type == WIRE_HASH_REPLY)
+			if (type == WIRE_HASH_REPLY || type == WIRE_PAGE_REPLY)
 				put32(p + 4, (len - 8) / 16);
+			if (type == WIRE_PAGE_REQ && len >= 32) {
+				put32(p + 12, (len - 16) / 16);
+				put32(p + 8, 4096);
+			}
 			if (type == WIRE_HASH_REQ && len >= 32) {
 				put32(p + 12, (len - 16) / 16);
 				put16(p + 10, 64);
@@ -647,6 +728,7 @@ int main(void)
 		cmocka_unit_test(test_hello),
 		cmocka_unit_test(test_text),
 		cmocka_unit_test(test_hash_messages),
+		cmocka_unit_test(test_page_messages),
 		cmocka_unit_test(test_hashtree_over_wire),
 		cmocka_unit_test(test_blocks),
 		cmocka_unit_test(test_offset_commit),
