@@ -29,6 +29,8 @@
 #define FUSEFS_VOLUME_INO 2
 #define FUSEFS_NAME "volume"
 #define FUSEFS_MAX_IO (1u << 20)
+/* A write request and its header page fill a 1 MiB pipe (see op_init). */
+#define FUSEFS_MAX_WRITE (FUSEFS_MAX_IO - RESYNC_PAGE)
 #define FUSEFS_TIMEOUT 86400.0 /* the tree and the size never change */
 
 extern char **environ;
@@ -110,7 +112,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fusefs *fs = userdata;
 
-	conn->max_write = FUSEFS_MAX_IO;
+	/* libfuse receives a request by splicing it into a pipe of max_write
+	 * plus one header page, and silently falls back to read() when the
+	 * pipe cannot grow that far: past pipe-max-size (1 MiB by default)
+	 * that needs CAP_SYS_RESOURCE, which even root lacks in containers.
+	 * FUSE_CAP_SPLICE_READ is on by default with op_write_buf. */
+	conn->max_write = FUSEFS_MAX_WRITE;
 	/* Must match the max_read mount option, or the kernel refuses. */
 	conn->max_read = FUSEFS_MAX_IO;
 	conn->max_readahead = FUSEFS_MAX_IO;
@@ -260,12 +267,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_buf(req, w->buf, (size_t)n);
 }
 
-/* Every write to the image goes through here: fence, durable marks, then
- * the bytes. Returns bytes written or -errno. */
-static long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const void *buf,
-				    size_t size, uint64_t off, bool fenced)
+/* The first half of every write to the image: the fence, then durable
+ * marks for [off, off+size). On success the caller writes the bytes and
+ * then calls fusefs_write_end(); on failure nothing is held. */
+static int fusefs_write_begin(struct fusefs *fs, uint64_t off, size_t size, bool fenced)
 {
-	long long n;
 	int r;
 
 	if (fenced) {
@@ -275,14 +281,72 @@ static long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const 
 	}
 	r = fs->opts.no_tracking ? 0 : meta_dirty_mark(fs->meta, off, size);
 	if (r < 0) {
-		n = r == -EINVAL ? -EINVAL : -EIO;
-		goto out;
+		if (fenced)
+			fence_leave(&fs->fence);
+		return r == -EINVAL ? -EINVAL : -EIO;
 	}
-	n = io_pwrite_full(io, volume_fd(fs->vol), buf, size, off);
-out:
+	return 0;
+}
+
+static void fusefs_write_end(struct fusefs *fs, bool fenced)
+{
 	if (fenced)
 		fence_leave(&fs->fence);
+}
+
+/* Every write from a buffer goes through here: fence, durable marks, then
+ * the bytes. Returns bytes written or -errno. */
+static long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const void *buf,
+				    size_t size, uint64_t off, bool fenced)
+{
+	long long n;
+	int r;
+
+	r = fusefs_write_begin(fs, off, size, fenced);
+	if (r < 0)
+		return r;
+	n = io_pwrite_full(io, volume_fd(fs->vol), buf, size, off);
+	fusefs_write_end(fs, fenced);
 	return n;
+}
+
+/* A write whose bytes wait in a pipe (FUSE_CAP_SPLICE_READ): fence, durable
+ * marks, then the bytes spliced from the pipe into the image, which saves
+ * copying them through a buffer of ours. Returns bytes written or -errno. */
+static long long fusefs_write_image_bufvec(struct fusefs *fs, struct fuse_bufvec *src,
+					   size_t size, uint64_t off)
+{
+	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(size);
+	size_t done = 0;
+	ssize_t n;
+	int r;
+
+	dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	dst.buf[0].fd = volume_fd(fs->vol);
+	dst.buf[0].pos = (off_t)off;
+	r = fusefs_write_begin(fs, off, size, true);
+	if (r < 0)
+		return r;
+	/* fuse_buf_copy() makes one splice or pwrite per buffer and advances
+	 * both vectors by what it moved: loop over short counts and EINTR. */
+	while (done < size) {
+		n = fuse_buf_copy(&dst, src, FUSE_BUF_SPLICE_MOVE);
+		if (n == -EINTR)
+			continue;
+		if (n < 0) {
+			r = (int)n;
+			break;
+		}
+		if (n == 0) {
+			r = -EIO; /* the pipe ran dry before the request's size */
+			break;
+		}
+		done += (size_t)n;
+	}
+	fusefs_write_end(fs, true);
+	if (r < 0 && done == 0)
+		return r;
+	return (long long)done;
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -308,6 +372,45 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	n = fusefs_write_image(fs, w->io, buf, size, (uint64_t)off, true);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+			 struct fuse_file_info *fi)
+{
+	struct fusefs *fs = req_fs(req);
+	struct fusefs_worker *w;
+	size_t size = fuse_buf_size(in);
+	long long n;
+
+	if (size == 0) {
+		fuse_reply_write(req, 0);
+		return;
+	}
+	if ((uint64_t)off >= fs->size) {
+		fuse_reply_err(req, ENOSPC);
+		return;
+	}
+	size = (size_t)MIN((uint64_t)size, fs->size - (uint64_t)off);
+	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
+		/* A small request libfuse already read into memory: the
+		 * engine's I/O context, as op_write(). */
+		w = fusefs_worker_get(fs);
+		if (!w) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		n = fusefs_write_image(fs, w->io, (const char *)in->buf[0].mem + in->off, size,
+				       (uint64_t)off, true);
+	} else {
+		/* What is left in the pipe (past the end of the volume, or
+		 * after an error) is dropped by libfuse with the pipe. */
+		n = fusefs_write_image_bufvec(fs, in, size, (uint64_t)off);
+	}
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 		return;
@@ -400,6 +503,7 @@ static const struct fuse_lowlevel_ops fusefs_ops = {
 	.open = op_open,
 	.read = op_read,
 	.write = op_write,
+	.write_buf = op_write_buf,
 	.flush = op_flush,
 	.fsync = op_fsync,
 	.fallocate = op_fallocate,
