@@ -68,6 +68,33 @@ enum {
 	NODE_PROGRESS_USEC = 500000,
 };
 
+/* A volume's block hashes and hash tree for one seed, with the image's
+ * mtime when hashing started. Reused only while the image's mtime is the
+ * same and was already older than the start of the hashing by more than
+ * the clock's coarse tick (any later write moves it), for at most
+ * TREE_CACHE_USEC: so the plan's compare serves the resync that follows
+ * it. Regular files only (a block device has no useful mtime). */
+struct tree_cache {
+	struct hash128 *hashes;
+	struct hashtree *tree;
+	uint64_t seed;
+	unsigned fanout;
+	struct timespec mtime;
+	uint64_t built; /* now_usec() when hashing started; 0: empty */
+};
+
+enum {
+	TREE_CACHE_USEC = 60 * 1000000,
+	TREE_CACHE_MARGIN_NSEC = 200 * 1000000, /* above any coarse clock tick */
+};
+
+static void tree_cache_release(struct tree_cache *c)
+{
+	hashtree_free(c->tree);
+	free(c->hashes);
+	memset(c, 0, sizeof(*c));
+}
+
 struct node {
 	const struct cluster_config *cfg;
 	const struct node_config *self;
@@ -98,6 +125,10 @@ struct node {
 	struct notify *notify;
 	struct metrics *metrics;
 	struct ratectl rate;
+	/* The last hash tree built of this volume (a resync's plan and the
+	 * resync itself use one seed): valid while the image is unchanged;
+	 * protected by lock, handed over whole (see tree_cache_take()). */
+	struct tree_cache tcache;
 };
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -155,6 +186,57 @@ static uint64_t node_size(struct node *n)
 static struct meta *node_meta(struct node *n)
 {
 	return fusefs_meta(n->fs);
+}
+
+/* Whether the image's mtime is older than now by more than the margin, so
+ * that a write from now on changes it; *ret_mtime is set either way. */
+static bool node_image_still(struct node *n, struct timespec *ret_mtime)
+{
+	struct timespec now;
+	struct stat st;
+	int64_t age;
+
+	memset(ret_mtime, 0, sizeof(*ret_mtime));
+	if (fstat(volume_fd(fusefs_volume(n->fs)), &st) < 0 || !S_ISREG(st.st_mode))
+		return false;
+	clock_gettime(CLOCK_REALTIME, &now);
+	*ret_mtime = st.st_mtim;
+	age = (int64_t)(now.tv_sec - st.st_mtim.tv_sec) * 1000000000 +
+	      (now.tv_nsec - st.st_mtim.tv_nsec);
+	return age > TREE_CACHE_MARGIN_NSEC;
+}
+
+/* Take the cached tree for fanout and seed (0: any seed) when the image
+ * is unchanged since it was hashed: moves it to *ret, the cache is left
+ * empty. */
+static bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout,
+			    struct tree_cache *ret)
+{
+	struct tree_cache *c = &n->tcache;
+	struct stat st;
+	bool ok = false;
+
+	pthread_mutex_lock(&n->lock);
+	if (c->built && c->fanout == fanout && (!seed || c->seed == seed) &&
+	    now_usec() - c->built < TREE_CACHE_USEC &&
+	    fstat(volume_fd(fusefs_volume(n->fs)), &st) == 0 &&
+	    st.st_mtim.tv_sec == c->mtime.tv_sec && st.st_mtim.tv_nsec == c->mtime.tv_nsec) {
+		*ret = *c;
+		memset(c, 0, sizeof(*c));
+		ok = true;
+	}
+	pthread_mutex_unlock(&n->lock);
+	return ok;
+}
+
+/* Give a tree to the cache (replacing the one there); *c is left empty. */
+static void tree_cache_put(struct node *n, struct tree_cache *c)
+{
+	pthread_mutex_lock(&n->lock);
+	tree_cache_release(&n->tcache);
+	n->tcache = *c;
+	pthread_mutex_unlock(&n->lock);
+	memset(c, 0, sizeof(*c));
 }
 
 /* ---- the node's state file (IMAGE.resync-node, JSON) ----
@@ -360,7 +442,10 @@ struct session {
 	struct hashtree *tree;
 	uint64_t seed;
 	unsigned fanout;
+	struct timespec mtime; /* the image's, when hashing started */
+	uint64_t built;	       /* then; 0: the tree may not be cached */
 	bool writing;
+	bool wrote;
 	struct patch_writer *pw;
 	struct wire_zstd *z;
 	unsigned char *raw;
@@ -384,11 +469,25 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout)
 	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, n->cfg->block_size);
 	int r;
 
+	struct tree_cache c;
+
 	if (s->tree && s->seed == seed && s->fanout == fanout)
 		return 0;
 	hashtree_free(s->tree);
 	s->tree = NULL;
 	free(s->hashes);
+	s->hashes = NULL;
+	if (tree_cache_take(n, seed, fanout, &c)) {
+		/* The plan's compare, a moment ago, of this same image. */
+		s->hashes = c.hashes;
+		s->tree = c.tree;
+		s->seed = seed;
+		s->fanout = fanout;
+		s->mtime = c.mtime;
+		s->built = c.built;
+		return 0;
+	}
+	s->built = node_image_still(n, &s->mtime) ? now_usec() : 0;
 	s->hashes = calloc(nb ? nb : 1, sizeof(*s->hashes));
 	if (!s->hashes)
 		return -ENOMEM;
@@ -502,6 +601,7 @@ static int session_write_begin(struct session *s)
 	n->writing = true;
 	pthread_mutex_unlock(&n->lock);
 	s->writing = true;
+	s->wrote = true;
 	r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
 	if (r < 0)
 		return r;
@@ -838,6 +938,13 @@ static void *session_thread(void *arg)
 	s->out = malloc(RESYNC_WIRE_FRAME_MAX);
 	if (s->in && s->out)
 		session_serve(s);
+	if (s->tree && s->built && !s->wrote) {
+		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->mtime, s->built};
+
+		tree_cache_put(n, &c);
+		s->hashes = NULL;
+		s->tree = NULL;
+	}
 	hashtree_free(s->tree);
 	free(s->hashes);
 	free(s->bitmap);
@@ -1689,11 +1796,12 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	struct blockcmp_opts o = {.block_size = cfg->block_size};
 	_cleanup_free_ struct hash128 *hashes = NULL;
 	_cleanup_free_ struct job *jobs = NULL;
+	struct tree_cache tc = {0};
 	_cleanup_free_ unsigned char *pbitmap = NULL;
 	struct hashtree *tree = NULL;
 	pthread_mutex_t cli_lock = PTHREAD_MUTEX_INITIALIZER;
 	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, cfg->block_size), max_rate;
-	json_object *res, *arr, *v;
+	json_object *res, *arr, *v, *final = NULL;
 	struct meta_info mi;
 	size_t nj = 0, failed = 0;
 	bool frozen = false, all = true, plan = req_bool(req, "plan"), any_full = false;
@@ -1821,7 +1929,16 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	r = hash_seed_random(&o.seed);
 	if (r < 0)
 		goto out;
-	if (any_full) {
+	if (any_full && tree_cache_take(n, 0, RESYNC_HASHTREE_FANOUT_DEFAULT, &tc)) {
+		/* The plan's tree of this unchanged image, and its seed: each
+		 * secondary finds its own tree of that seed in its cache. */
+		hashes = TAKE_PTR(tc.hashes);
+		tree = TAKE_PTR(tc.tree);
+		o.seed = tc.seed;
+		for (size_t i = 0; nb && i < nj; i++)
+			job_prefetch(&jobs[i], o.seed);
+	} else if (any_full) {
+		tc.built = node_image_still(n, &tc.mtime) ? now_usec() : 0;
 		hashes = calloc(nb ? nb : 1, sizeof(*hashes));
 		if (!hashes) {
 			r = -ENOMEM;
@@ -1956,12 +2073,24 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		      failed, nj);
 	if (write)
 		event_publish_done(n->bus, nj, meta_uuid_format(&mi.generation, u, sizeof(u)));
-	r = control_client_result(cli, res);
+	/* Sent last, once this run let go of everything: a client may
+	 * start the next run the moment it reads the result. */
+	final = res;
+	r = 0;
 out:
 	for (size_t i = 0; jobs && i < nj; i++) {
 		peer_conn_free(jobs[i].c);
 		free(jobs[i].buf);
 		rangelist_release(&jobs[i].ranges);
+	}
+	if (tree && tc.built) {
+		/* This volume is not written by its own resync: a resync
+		 * right after its plan reuses the tree. */
+		tc.hashes = TAKE_PTR(hashes);
+		tc.tree = TAKE_PTR(tree);
+		tc.seed = o.seed;
+		tc.fanout = RESYNC_HASHTREE_FANOUT_DEFAULT;
+		tree_cache_put(n, &tc);
 	}
 	hashtree_free(tree);
 	if (frozen)
@@ -1969,6 +2098,8 @@ out:
 	pthread_mutex_lock(&n->lock);
 	n->resync_running = false;
 	pthread_mutex_unlock(&n->lock);
+	if (final)
+		r = control_client_result(cli, final);
 	return r;
 }
 
@@ -2227,6 +2358,7 @@ void node_free(struct node *n)
 	peer_ctx_free(n->ctx);
 	secret_free(n->secret);
 	free(n->state_path);
+	tree_cache_release(&n->tcache);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 }

@@ -12,10 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import (MB, RESYNCCTL, RESYNCD, SIZE, Cluster, check,  # noqa: E402
-                         resync_ok, verify)
+                         resync_ok, verify, wait_for)
 from resyncfs_lib import Scratch  # noqa: E402
 
 sc = Scratch()
@@ -179,6 +180,19 @@ check("key" in c.log("n3").lower(), "the bad node logs the failure too")
 c.stop("n3")
 c.start("n3")
 resync_ok(c, "after the key is fixed")
+
+# ---- a compare's hash trees serve the next resync only while the images are
+# unchanged: writes after a verify (on a secondary and on the primary) are
+# still found and sent ----
+wait_for(lambda: all(time.time() - os.stat(c.image(n)).st_mtime > 0.5 for n in c.names),
+         what="images unchanged for half a second (trees cacheable)")
+check(verify(c)[0] == 0, "in sync before the writes that follow a verify")
+c.write("n2", 50 * MB + 8192, os.urandom(4096))
+c.write("n1", 51 * MB, os.urandom(4096))
+stats = resync_ok(c, "writes after a verify")
+check(stats["n2"]["bytes_written"] == 8192 and stats["n3"]["bytes_written"] == 4096,
+      "the writes made after the verify travel: %s" % stats)
+check(verify(c)[0] == 0, "verify exits 0 after the writes that followed a verify")
 
 for n in ["n1", "n2", "n3"]:
     c.stop(n)
