@@ -20,215 +20,6 @@
 
 #define EXIT_USAGE 2
 
-const char *resyncctl_config = "/etc/resync/cluster.conf";
-const char *resyncctl_node;
-
-static void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void errorf(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("resyncctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static bool is_socket(const char *path)
-{
-	struct stat st;
-
-	return path && stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
-/* The node to talk to: --node, else the one whose control socket exists
- * here (the primary's first when several do), else the only one. */
-static const struct node_config *pick_node(const struct cluster_config *cfg)
-{
-	const struct node_config *p = cluster_config_primary(cfg);
-
-	if (resyncctl_node) {
-		const struct node_config *n = cluster_config_node(cfg, resyncctl_node);
-
-		if (!n)
-			errorf("'%s' has no node '%s'", cfg->path, resyncctl_node);
-		return n;
-	}
-	if (p && is_socket(p->control))
-		return p;
-	for (size_t i = 0; i < cfg->n_nodes; i++)
-		if (is_socket(cfg->nodes[i].control))
-			return &cfg->nodes[i];
-	if (cfg->n_nodes == 1)
-		return &cfg->nodes[0];
-	errorf("no control socket of cluster '%s' exists on this machine (is resyncd running?); "
-	       "name the node with --node",
-	       cfg->name);
-	return NULL;
-}
-
-struct session {
-	struct cluster_config *cfg;
-	const struct node_config *node;
-	int fd;
-};
-
-static int session_open(struct session *s)
-{
-	char err[1024];
-	int r;
-
-	s->fd = -1;
-	r = cluster_config_load(resyncctl_config, err, sizeof(err), &s->cfg);
-	if (r < 0) {
-		errorf("%s", err[0] ? err : strerror(-r));
-		return -1;
-	}
-	s->node = pick_node(s->cfg);
-	if (!s->node)
-		return -1;
-	if (!s->node->control) {
-		errorf("node '%s' has no 'control' socket in '%s'", s->node->name, s->cfg->path);
-		return -1;
-	}
-	r = control_connect(s->node->control, &s->fd);
-	if (r < 0) {
-		errorf("cannot reach node '%s' at '%s': %s (is resyncd running?)", s->node->name,
-		       s->node->control, strerror(-r));
-		return -1;
-	}
-	return 0;
-}
-
-static void session_close(struct session *s)
-{
-	if (s->fd >= 0)
-		close(s->fd);
-	cluster_config_free(s->cfg);
-}
-
-typedef void (*line_fn)(void *arg, json_object *line);
-
-/* Send req, pass stream lines to fn, return the result line (caller puts)
- * or NULL after printing why. */
-static json_object *request(struct session *s, json_object *req, line_fn fn, void *arg)
-{
-	int r = control_send(s->fd, req);
-
-	if (r < 0) {
-		errorf("cannot talk to node '%s': %s", s->node->name, strerror(-r));
-		return NULL;
-	}
-	for (;;) {
-		json_object *o = NULL, *t;
-
-		r = control_recv(s->fd, -1, &o);
-		if (r < 0) {
-			errorf("node '%s' went away: %s", s->node->name, strerror(-r));
-			return NULL;
-		}
-		if (json_object_object_get_ex(o, "type", &t) &&
-		    !strcmp(json_object_get_string(t), "result"))
-			return o;
-		if (fn)
-			fn(arg, o);
-		json_object_put(o);
-	}
-}
-
-static bool result_ok(json_object *res)
-{
-	json_object *v;
-
-	if (json_object_object_get_ex(res, "ok", &v) && json_object_get_boolean(v))
-		return true;
-	errorf("%s", json_object_object_get_ex(res, "error", &v) ? json_object_get_string(v)
-								 : "request failed");
-	return false;
-}
-
-static const char *jstr(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !v)
-		return NULL;
-	return json_object_get_string(v);
-}
-
-static uint64_t ju64(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !v)
-		return 0;
-	return json_object_get_uint64(v);
-}
-
-static double jdbl(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !v)
-		return 0;
-	return json_object_get_double(v);
-}
-
-static json_object *jnodes(json_object *o)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, "nodes", &v) || !json_object_is_type(v, json_type_array))
-		return NULL;
-	return v;
-}
-
-static void print_json(json_object *o)
-{
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-	fflush(stdout);
-}
-
-/* Common options: --config, --node, --json, --help. */
-static int parse_common(int argc, char **argv, const char *usage, bool *json)
-{
-	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"node", required_argument, NULL, 'n'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:n:jh", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			resyncctl_config = optarg;
-			break;
-		case 'n':
-			resyncctl_node = optarg;
-			break;
-		case 'j':
-			*json = true;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(0);
-		default:
-			fputs(usage, stderr);
-			return -1;
-		}
-	}
-	if (optind != argc) {
-		fputs(usage, stderr);
-		return -1;
-	}
-	return 0;
-}
-
 /* ---- status ---- */
 
 static const char status_usage[] =
@@ -238,53 +29,53 @@ static const char status_usage[] =
 
 int resyncctl_status(int argc, char **argv)
 {
-	struct session s = {0};
+	struct resyncctl_session s = {0};
 	json_object *req, *res, *nodes;
 	bool json = false;
 	char b[32];
 	int rc = 1;
 
-	if (parse_common(argc, argv, status_usage, &json) < 0)
+	if (resyncctl_parse_opts(argc, argv, status_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	if (session_open(&s) < 0)
+	if (resyncctl_session_open(&s) < 0)
 		goto out;
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("status"));
-	res = request(&s, req, NULL, NULL);
+	res = resyncctl_request(&s, req, NULL, NULL);
 	json_object_put(req);
 	if (!res)
 		goto out;
-	if (!result_ok(res)) {
+	if (!resyncctl_result_ok(res)) {
 		json_object_put(res);
 		goto out;
 	}
-	nodes = jnodes(res);
+	nodes = resyncctl_jnodes(res);
 	if (json) {
 		json_object_object_del(res, "type");
 		json_object_object_del(res, "ok");
-		print_json(res);
+		resyncctl_print_json(res);
 	} else {
-		printf("cluster: %s\nprimary: %s\n", jstr(res, "cluster"),
-		       jstr(res, "primary") ? jstr(res, "primary") : "(none)");
+		printf("cluster: %s\nprimary: %s\n", resyncctl_jstr(res, "cluster"),
+		       resyncctl_jstr(res, "primary") ? resyncctl_jstr(res, "primary") : "(none)");
 		printf("%-16s %-10s %-13s %-9s %-12s %-20s %s\n", "NODE", "ROLE", "STATE",
 		       "CONNECTED", "DIRTY", "LAST RESYNC", "GENERATION");
 		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
 			json_object *n = json_object_array_get_idx(nodes, i), *d;
 			bool dk = json_object_object_get_ex(n, "dirty_bytes", &d) && d;
 
-			printf("%-16s %-10s %-13s %-9s %-12s %-20s %s\n", jstr(n, "name"),
-			       jstr(n, "role"), jstr(n, "state"),
+			printf("%-16s %-10s %-13s %-9s %-12s %-20s %s\n", resyncctl_jstr(n, "name"),
+			       resyncctl_jstr(n, "role"), resyncctl_jstr(n, "state"),
 			       json_object_get_boolean(json_object_object_get(n, "connected")) ? "yes"
 											      : "no",
-			       dk ? format_bytes(ju64(n, "dirty_bytes"), b, sizeof(b)) : "-",
-			       jstr(n, "last_resync") ? jstr(n, "last_resync") : "never",
-			       jstr(n, "generation") ? jstr(n, "generation") : "-");
+			       dk ? format_bytes(resyncctl_ju64(n, "dirty_bytes"), b, sizeof(b)) : "-",
+			       resyncctl_jstr(n, "last_resync") ? resyncctl_jstr(n, "last_resync") : "never",
+			       resyncctl_jstr(n, "generation") ? resyncctl_jstr(n, "generation") : "-");
 		}
 	}
 	json_object_put(res);
 	rc = 0;
 out:
-	session_close(&s);
+	resyncctl_session_close(&s);
 	return rc;
 }
 
@@ -297,45 +88,45 @@ static const char verify_usage[] =
 
 int resyncctl_verify(int argc, char **argv)
 {
-	struct session s = {0};
+	struct resyncctl_session s = {0};
 	json_object *req, *res, *nodes, *out, *arr;
 	bool json = false, differs = false, failed = false;
 	char b[32];
 
-	if (parse_common(argc, argv, verify_usage, &json) < 0)
+	if (resyncctl_parse_opts(argc, argv, verify_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	if (session_open(&s) < 0) {
-		session_close(&s);
+	if (resyncctl_session_open(&s) < 0) {
+		resyncctl_session_close(&s);
 		return 2;
 	}
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("verify"));
-	res = request(&s, req, NULL, NULL);
+	res = resyncctl_request(&s, req, NULL, NULL);
 	json_object_put(req);
-	if (!res || !result_ok(res)) {
+	if (!res || !resyncctl_result_ok(res)) {
 		json_object_put(res);
-		session_close(&s);
+		resyncctl_session_close(&s);
 		return 2;
 	}
-	nodes = jnodes(res);
+	nodes = resyncctl_jnodes(res);
 	out = json_object_new_object();
 	arr = json_object_new_array();
 	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
 		json_object *n = json_object_array_get_idx(nodes, i), *x, *rg;
-		const char *err = jstr(n, "error");
+		const char *err = resyncctl_jstr(n, "error");
 
 		if (err) {
 			failed = true;
-			errorf("%s", err);
+			resyncctl_errorf("%s", err);
 		}
-		if (ju64(n, "differing_bytes"))
+		if (resyncctl_ju64(n, "differing_bytes"))
 			differs = true;
 		x = json_object_new_object();
-		json_object_object_add(x, "name", json_object_new_string(jstr(n, "name")));
+		json_object_object_add(x, "name", json_object_new_string(resyncctl_jstr(n, "name")));
 		json_object_object_add(x, "differing_blocks",
-				       json_object_new_uint64(ju64(n, "differing_blocks")));
+				       json_object_new_uint64(resyncctl_ju64(n, "differing_blocks")));
 		json_object_object_add(x, "differing_bytes",
-				       json_object_new_uint64(ju64(n, "differing_bytes")));
+				       json_object_new_uint64(resyncctl_ju64(n, "differing_bytes")));
 		json_object_object_get_ex(n, "ranges", &rg);
 		json_object_object_add(x, "ranges", json_object_get(rg));
 		if (err)
@@ -343,15 +134,15 @@ int resyncctl_verify(int argc, char **argv)
 		json_object_array_add(arr, x);
 		if (!json) {
 			if (err) {
-				printf("%s: error\n", jstr(n, "name"));
+				printf("%s: error\n", resyncctl_jstr(n, "name"));
 				continue;
 			}
-			printf("%s: %s", jstr(n, "name"),
-			       ju64(n, "differing_bytes") ? "differs" : "identical");
-			if (ju64(n, "differing_bytes"))
+			printf("%s: %s", resyncctl_jstr(n, "name"),
+			       resyncctl_ju64(n, "differing_bytes") ? "differs" : "identical");
+			if (resyncctl_ju64(n, "differing_bytes"))
 				printf(", %" PRIu64 " blocks, %s in %zu ranges",
-				       ju64(n, "differing_blocks"),
-				       format_bytes(ju64(n, "differing_bytes"), b, sizeof(b)),
+				       resyncctl_ju64(n, "differing_blocks"),
+				       format_bytes(resyncctl_ju64(n, "differing_bytes"), b, sizeof(b)),
 				       rg ? json_object_array_length(rg) : 0);
 			putchar('\n');
 			for (size_t k = 0; rg && k < json_object_array_length(rg) && k < 20; k++) {
@@ -365,10 +156,10 @@ int resyncctl_verify(int argc, char **argv)
 	}
 	json_object_object_add(out, "nodes", arr);
 	if (json)
-		print_json(out);
+		resyncctl_print_json(out);
 	json_object_put(out);
 	json_object_put(res);
-	session_close(&s);
+	resyncctl_session_close(&s);
 	return failed ? 2 : differs ? 1 : 0;
 }
 
@@ -401,25 +192,25 @@ struct progress_ctx {
 static void progress_format(json_object *o, char *buf, size_t size)
 {
 	char a[32], b[32], c[32], d[32];
-	double eta = jdbl(o, "eta");
+	double eta = resyncctl_jdbl(o, "eta");
 
 	snprintf(buf, size, "%s: %s %s of %s, compared %s, sent %s, %.1f MiB/s, eta %.0fs",
-		 jstr(o, "node"), jstr(o, "phase"),
-		 format_bytes(ju64(o, "bytes_done"), a, sizeof(a)),
-		 format_bytes(ju64(o, "bytes_total"), b, sizeof(b)),
-		 format_bytes(ju64(o, "bytes_compared"), c, sizeof(c)),
-		 format_bytes(ju64(o, "bytes_sent"), d, sizeof(d)), jdbl(o, "rate") / (1 << 20),
+		 resyncctl_jstr(o, "node"), resyncctl_jstr(o, "phase"),
+		 format_bytes(resyncctl_ju64(o, "bytes_done"), a, sizeof(a)),
+		 format_bytes(resyncctl_ju64(o, "bytes_total"), b, sizeof(b)),
+		 format_bytes(resyncctl_ju64(o, "bytes_compared"), c, sizeof(c)),
+		 format_bytes(resyncctl_ju64(o, "bytes_sent"), d, sizeof(d)), resyncctl_jdbl(o, "rate") / (1 << 20),
 		 eta > 0 ? eta : 0);
 }
 
 static void resync_progress(void *arg, json_object *o)
 {
 	struct progress_ctx *p = arg;
-	const char *node = jstr(o, "node");
+	const char *node = resyncctl_jstr(o, "node");
 	struct progress_line *l = NULL;
 
 	if (p->json) {
-		print_json(o);
+		resyncctl_print_json(o);
 		return;
 	}
 	if (!p->tty) {
@@ -472,7 +263,7 @@ int resyncctl_resync(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	struct session s = {0};
+	struct resyncctl_session s = {0};
 	struct progress_ctx pc = {0};
 	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
 	bool yes = false, dry = false, json = false, have_rate = false, all_ok = true;
@@ -500,7 +291,7 @@ int resyncctl_resync(int argc, char **argv)
 			break;
 		case 'r':
 			if (parse_size(optarg, &rate) < 0) {
-				errorf("invalid --max-rate '%s': bytes per second, with K, M or G",
+				resyncctl_errorf("invalid --max-rate '%s': bytes per second, with K, M or G",
 				       optarg);
 				json_object_put(names);
 				return EXIT_USAGE;
@@ -524,7 +315,7 @@ int resyncctl_resync(int argc, char **argv)
 	}
 	pc.json = json;
 	pc.tty = isatty(STDERR_FILENO);
-	if (session_open(&s) < 0)
+	if (resyncctl_session_open(&s) < 0)
 		goto out;
 
 	/* The plan: a compare that writes nothing (quick where the resync
@@ -533,44 +324,44 @@ int resyncctl_resync(int argc, char **argv)
 	json_object_object_add(req, "cmd", json_object_new_string("verify"));
 	json_object_object_add(req, "plan", json_object_new_boolean(true));
 	json_object_object_add(req, "nodes", json_object_get(names));
-	plan = request(&s, req, NULL, NULL);
+	plan = resyncctl_request(&s, req, NULL, NULL);
 	json_object_put(req);
-	if (!plan || !result_ok(plan))
+	if (!plan || !resyncctl_result_ok(plan))
 		goto out;
-	nodes = jnodes(plan);
+	nodes = resyncctl_jnodes(plan);
 	if (json) {
 		json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "type", json_object_new_string("plan"));
 		json_object_object_add(o, "cluster", json_object_new_string(s.cfg->name));
-		json_object_object_add(o, "primary", json_object_new_string(jstr(plan, "primary")));
+		json_object_object_add(o, "primary", json_object_new_string(resyncctl_jstr(plan, "primary")));
 		json_object_object_add(o, "nodes", json_object_get(nodes));
-		print_json(o);
+		resyncctl_print_json(o);
 		json_object_put(o);
 	} else {
 		printf("resync plan for cluster '%s' (primary '%s'):\n", s.cfg->name,
-		       jstr(plan, "primary"));
+		       resyncctl_jstr(plan, "primary"));
 		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
 			json_object *n = json_object_array_get_idx(nodes, i), *v;
 			char lack[48], resume[64] = "";
 
-			if (jstr(n, "error")) {
-				printf("  %-16s unreachable: %s\n", jstr(n, "name"), jstr(n, "error"));
+			if (resyncctl_jstr(n, "error")) {
+				printf("  %-16s unreachable: %s\n", resyncctl_jstr(n, "name"), resyncctl_jstr(n, "error"));
 				continue;
 			}
 			if (json_object_object_get_ex(n, "lacking_bytes", &v) && v)
-				format_bytes(ju64(n, "lacking_bytes"), lack, sizeof(lack));
+				format_bytes(resyncctl_ju64(n, "lacking_bytes"), lack, sizeof(lack));
 			else
 				snprintf(lack, sizeof(lack), "unknown bytes");
 			if (json_object_object_get_ex(n, "resume_offset", &v) && v)
 				snprintf(resume, sizeof(resume), ", resumes at %s",
-					 format_bytes(ju64(n, "resume_offset"), w, sizeof(w)));
+					 format_bytes(resyncctl_ju64(n, "resume_offset"), w, sizeof(w)));
 			printf("  %-16s state %-12s differs %-12s holds %s the primary lacks, "
 			       "%s resync, transfer about %s%s\n",
-			       jstr(n, "name"), jstr(n, "state"),
-			       format_bytes(ju64(n, "differing_bytes"), b, sizeof(b)), lack,
-			       jstr(n, "mode") ? jstr(n, "mode") : "full",
-			       format_bytes(ju64(n, "differing_bytes"), c2, sizeof(c2)), resume);
+			       resyncctl_jstr(n, "name"), resyncctl_jstr(n, "state"),
+			       format_bytes(resyncctl_ju64(n, "differing_bytes"), b, sizeof(b)), lack,
+			       resyncctl_jstr(n, "mode") ? resyncctl_jstr(n, "mode") : "full",
+			       format_bytes(resyncctl_ju64(n, "differing_bytes"), c2, sizeof(c2)), resume);
 		}
 	}
 	if (dry) {
@@ -584,12 +375,12 @@ int resyncctl_resync(int argc, char **argv)
 	fflush(stdout);
 	if (!yes) {
 		if (!isatty(STDIN_FILENO)) {
-			errorf("no terminal to confirm on: pass --yes to erase and replace the data "
+			resyncctl_errorf("no terminal to confirm on: pass --yes to erase and replace the data "
 			       "on these secondaries; nothing was changed");
 			goto out;
 		}
 		if (!confirm(s.cfg->name)) {
-			errorf("not confirmed; nothing was changed");
+			resyncctl_errorf("not confirmed; nothing was changed");
 			goto out;
 		}
 	}
@@ -599,11 +390,11 @@ int resyncctl_resync(int argc, char **argv)
 	json_object_object_add(req, "nodes", json_object_get(names));
 	if (have_rate)
 		json_object_object_add(req, "max_rate", json_object_new_uint64(rate));
-	res = request(&s, req, resync_progress, &pc);
+	res = resyncctl_request(&s, req, resync_progress, &pc);
 	json_object_put(req);
-	if (!res || !result_ok(res))
+	if (!res || !resyncctl_result_ok(res))
 		goto out;
-	nodes = jnodes(res);
+	nodes = resyncctl_jnodes(res);
 	{
 		json_object *sum = json_object_new_object(), *arr = json_object_new_array();
 
@@ -612,34 +403,34 @@ int resyncctl_resync(int argc, char **argv)
 			json_object *n = json_object_array_get_idx(nodes, i), *x = json_object_new_object();
 			const char *keys[] = {"bytes_compared", "bytes_read", "bytes_sent",
 					      "bytes_written"};
-			bool ok = !strcmp(jstr(n, "result"), "resynced") &&
-				  !strcmp(jstr(n, "state"), "UpToDate");
+			bool ok = !strcmp(resyncctl_jstr(n, "result"), "resynced") &&
+				  !strcmp(resyncctl_jstr(n, "state"), "UpToDate");
 
 			if (!ok)
 				all_ok = false;
-			json_object_object_add(x, "name", json_object_new_string(jstr(n, "name")));
-			json_object_object_add(x, "result", json_object_new_string(jstr(n, "result")));
-			json_object_object_add(x, "state", json_object_new_string(jstr(n, "state")));
+			json_object_object_add(x, "name", json_object_new_string(resyncctl_jstr(n, "name")));
+			json_object_object_add(x, "result", json_object_new_string(resyncctl_jstr(n, "result")));
+			json_object_object_add(x, "state", json_object_new_string(resyncctl_jstr(n, "state")));
 			for (size_t k = 0; k < ARRAY_SIZE(keys); k++)
-				json_object_object_add(x, keys[k], json_object_new_uint64(ju64(n, keys[k])));
-			json_object_object_add(x, "seconds", json_object_new_double(jdbl(n, "seconds")));
-			if (jstr(n, "error"))
-				json_object_object_add(x, "error", json_object_new_string(jstr(n, "error")));
+				json_object_object_add(x, keys[k], json_object_new_uint64(resyncctl_ju64(n, keys[k])));
+			json_object_object_add(x, "seconds", json_object_new_double(resyncctl_jdbl(n, "seconds")));
+			if (resyncctl_jstr(n, "error"))
+				json_object_object_add(x, "error", json_object_new_string(resyncctl_jstr(n, "error")));
 			json_object_array_add(arr, x);
 			if (!json) {
 				printf("%s: %s (%s): compared %s, sent %s, wrote %s in %.2fs%s%s\n",
-				       jstr(n, "name"), jstr(n, "result"), jstr(n, "state"),
-				       format_bytes(ju64(n, "bytes_compared"), b, sizeof(b)),
-				       format_bytes(ju64(n, "bytes_sent"), c2, sizeof(c2)),
-				       format_bytes(ju64(n, "bytes_written"), w, sizeof(w)),
-				       jdbl(n, "seconds"), jstr(n, "error") ? ": " : "",
-				       jstr(n, "error") ? jstr(n, "error") : "");
+				       resyncctl_jstr(n, "name"), resyncctl_jstr(n, "result"), resyncctl_jstr(n, "state"),
+				       format_bytes(resyncctl_ju64(n, "bytes_compared"), b, sizeof(b)),
+				       format_bytes(resyncctl_ju64(n, "bytes_sent"), c2, sizeof(c2)),
+				       format_bytes(resyncctl_ju64(n, "bytes_written"), w, sizeof(w)),
+				       resyncctl_jdbl(n, "seconds"), resyncctl_jstr(n, "error") ? ": " : "",
+				       resyncctl_jstr(n, "error") ? resyncctl_jstr(n, "error") : "");
 			}
 		}
 		json_object_object_add(sum, "nodes", arr);
 		json_object_object_add(sum, "ok", json_object_new_boolean(all_ok));
 		if (json)
-			print_json(sum);
+			resyncctl_print_json(sum);
 		json_object_put(sum);
 	}
 	rc = all_ok ? 0 : 1;
@@ -647,7 +438,7 @@ out:
 	json_object_put(res);
 	json_object_put(plan);
 	json_object_put(names);
-	session_close(&s);
+	resyncctl_session_close(&s);
 	return rc;
 }
 
@@ -660,27 +451,27 @@ static const char cancel_usage[] =
 
 int resyncctl_cancel(int argc, char **argv)
 {
-	struct session s = {0};
+	struct resyncctl_session s = {0};
 	json_object *req, *res;
 	bool json = false;
 	int rc = 1;
 
-	if (parse_common(argc, argv, cancel_usage, &json) < 0)
+	if (resyncctl_parse_opts(argc, argv, cancel_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	if (session_open(&s) < 0)
+	if (resyncctl_session_open(&s) < 0)
 		goto out;
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("cancel"));
-	res = request(&s, req, NULL, NULL);
+	res = resyncctl_request(&s, req, NULL, NULL);
 	json_object_put(req);
-	if (!res || !result_ok(res)) {
+	if (!res || !resyncctl_result_ok(res)) {
 		json_object_put(res);
 		goto out;
 	}
 	if (json) {
 		json_object_object_del(res, "type");
 		json_object_object_del(res, "ok");
-		print_json(res);
+		resyncctl_print_json(res);
 	} else {
 		puts(json_object_get_boolean(json_object_object_get(res, "cancelled"))
 			     ? "the running resync was asked to stop"
@@ -689,7 +480,7 @@ int resyncctl_cancel(int argc, char **argv)
 	json_object_put(res);
 	rc = 0;
 out:
-	session_close(&s);
+	resyncctl_session_close(&s);
 	return rc;
 }
 

@@ -20,113 +20,6 @@
 
 #define EXIT_USAGE 2
 
-static void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void errorf(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("resyncctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static bool is_socket(const char *path)
-{
-	struct stat st;
-
-	return path && stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
-/* Connect to --node's control socket, else the primary's when it is here,
- * else any node's here. Returns the fd or -1 (said why). */
-static int connect_node(char **ret_name)
-{
-	struct cluster_config *cfg = NULL;
-	const struct node_config *nc = NULL, *p;
-	char err[1024];
-	int fd = -1, r;
-
-	r = cluster_config_load(resyncctl_config, err, sizeof(err), &cfg);
-	if (r < 0) {
-		errorf("%s", err[0] ? err : strerror(-r));
-		return -1;
-	}
-	p = cluster_config_primary(cfg);
-	if (resyncctl_node) {
-		nc = cluster_config_node(cfg, resyncctl_node);
-		if (!nc)
-			errorf("'%s' has no node '%s'", cfg->path, resyncctl_node);
-	} else if (p && is_socket(p->control)) {
-		nc = p;
-	} else {
-		for (size_t i = 0; i < cfg->n_nodes && !nc; i++)
-			if (is_socket(cfg->nodes[i].control))
-				nc = &cfg->nodes[i];
-		if (!nc)
-			errorf("no control socket of cluster '%s' exists on this machine "
-			       "(is resyncd running?); name the node with --node",
-			       cfg->name);
-	}
-	if (nc && !nc->control)
-		errorf("node '%s' has no 'control' socket in '%s'", nc->name, cfg->path);
-	else if (nc && (r = control_connect(nc->control, &fd)) < 0)
-		errorf("cannot reach node '%s' at '%s': %s (is resyncd running?)", nc->name,
-		       nc->control, strerror(-r));
-	if (fd >= 0 && ret_name)
-		*ret_name = strdup(nc->name);
-	cluster_config_free(cfg);
-	return fd;
-}
-
-static int parse_opts(int argc, char **argv, const char *usage, bool *json, int nargs)
-{
-	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"node", required_argument, NULL, 'n'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:n:jh", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			resyncctl_config = optarg;
-			break;
-		case 'n':
-			resyncctl_node = optarg;
-			break;
-		case 'j':
-			*json = true;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(0);
-		default:
-			fputs(usage, stderr);
-			return -1;
-		}
-	}
-	if (argc - optind != nargs) {
-		fputs(usage, stderr);
-		return -1;
-	}
-	return 0;
-}
-
-static const char *jstr(json_object *o, const char *key)
-{
-	json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
-}
-
-/* ---- events ---- */
-
 static const char events_usage[] =
 	"usage: resyncctl events [--config FILE] [--node NAME] [--json]\n"
 	"Print the daemon's events as they happen, one line each, until\n"
@@ -137,7 +30,7 @@ static const char events_usage[] =
 
 static void event_line(json_object *o)
 {
-	const char *ev = jstr(o, "event"), *t = jstr(o, "time"), *node = jstr(o, "node");
+	const char *ev = resyncctl_jstr(o, "event"), *t = resyncctl_jstr(o, "time"), *node = resyncctl_jstr(o, "node");
 	char extra[1024] = "";
 	size_t k = 0;
 
@@ -155,24 +48,30 @@ static void event_line(json_object *o)
 	       extra);
 }
 
+/* Cleanup for a session on the stack (open or not). */
+static void session_cleanup(struct resyncctl_session *s)
+{
+	resyncctl_session_close(s);
+}
+
 int resyncctl_events(int argc, char **argv)
 {
-	_cleanup_close_ int fd = -1;
+	_cleanup_(session_cleanup) struct resyncctl_session s = {.fd = -1};
 	json_object *req;
 	bool json = false;
-	int r;
+	int fd, r;
 
-	if (parse_opts(argc, argv, events_usage, &json, 0) < 0)
+	if (resyncctl_parse_opts(argc, argv, events_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	fd = connect_node(NULL);
-	if (fd < 0)
+	if (resyncctl_session_open(&s) < 0)
 		return 1;
+	fd = s.fd;
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("events"));
 	r = control_send(fd, req);
 	json_object_put(req);
 	if (r < 0) {
-		errorf("cannot send the request: %s", strerror(-r));
+		resyncctl_errorf("cannot send the request: %s", strerror(-r));
 		return 1;
 	}
 	/* Line by line, so that a pipe sees each event at once. */
@@ -185,12 +84,12 @@ int resyncctl_events(int argc, char **argv)
 		if (r == -ECONNRESET)
 			return 0; /* the daemon stopped */
 		if (r < 0) {
-			errorf("reading events: %s", strerror(-r));
+			resyncctl_errorf("reading events: %s", strerror(-r));
 			return 1;
 		}
-		type = jstr(o, "type");
+		type = resyncctl_jstr(o, "type");
 		if (type && !strcmp(type, "result")) {
-			errorf("%s", jstr(o, "error") ? jstr(o, "error") : "the stream ended");
+			resyncctl_errorf("%s", resyncctl_jstr(o, "error") ? resyncctl_jstr(o, "error") : "the stream ended");
 			json_object_put(o);
 			return 1;
 		}
@@ -200,7 +99,7 @@ int resyncctl_events(int argc, char **argv)
 			else
 				event_line(o);
 		} else if (type && !strcmp(type, "dropped") && !json) {
-			printf("(%s events dropped: this reader fell behind)\n", jstr(o, "count"));
+			printf("(%s events dropped: this reader fell behind)\n", resyncctl_jstr(o, "count"));
 		}
 		json_object_put(o);
 		if (ferror(stdout))
@@ -212,24 +111,25 @@ int resyncctl_events(int argc, char **argv)
 
 static int pace_request(json_object *req, bool json)
 {
-	_cleanup_close_ int fd = connect_node(NULL);
+	_cleanup_(session_cleanup) struct resyncctl_session s = {.fd = -1};
 	json_object *res = NULL, *v;
-	int r;
+	int fd, r;
 
-	if (fd < 0) {
+	if (resyncctl_session_open(&s) < 0) {
 		json_object_put(req);
 		return 1;
 	}
+	fd = s.fd;
 	r = control_send(fd, req);
 	json_object_put(req);
 	if (r >= 0)
 		r = control_recv(fd, 30000, &res);
 	if (r < 0) {
-		errorf("no answer from the daemon: %s", strerror(-r));
+		resyncctl_errorf("no answer from the daemon: %s", strerror(-r));
 		return 1;
 	}
 	if (!json_object_object_get_ex(res, "ok", &v) || !json_object_get_boolean(v)) {
-		errorf("%s", jstr(res, "error") ? jstr(res, "error") : "refused");
+		resyncctl_errorf("%s", resyncctl_jstr(res, "error") ? resyncctl_jstr(res, "error") : "refused");
 		json_object_put(res);
 		return 1;
 	}
@@ -270,10 +170,10 @@ static int pace_cmd(int argc, char **argv, const char *cmd, const char *usage)
 	json_object *req;
 	uint64_t rate = 0;
 
-	if (parse_opts(argc, argv, usage, &json, is_rate ? 1 : 0) < 0)
+	if (resyncctl_parse_opts(argc, argv, usage, &json, is_rate ? 1 : 0) < 0)
 		return EXIT_USAGE;
 	if (is_rate && parse_size(argv[optind], &rate) < 0) {
-		errorf("'%s' is not a rate (bytes per second, with K, M or G)", argv[optind]);
+		resyncctl_errorf("'%s' is not a rate (bytes per second, with K, M or G)", argv[optind]);
 		fputs(usage, stderr);
 		return EXIT_USAGE;
 	}

@@ -1,6 +1,9 @@
 /* resyncctl's commands that talk to resyncd (resyncctl-cluster.c). */
 #pragma once
 
+#include <stdbool.h>
+#include <stdint.h>
+
 /* Defaults for the daemon commands, set by leading global options. */
 extern const char *resyncctl_config;
 extern const char *resyncctl_node;
@@ -14,6 +17,39 @@ int resyncctl_events(int argc, char **argv);
 int resyncctl_pause(int argc, char **argv);
 int resyncctl_resume(int argc, char **argv);
 int resyncctl_rate(int argc, char **argv);
+/* ---- shared by the daemon commands (resyncctl-client.c) ---- */
+struct json_object;
+struct cluster_config;
+struct node_config;
+
+void resyncctl_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A connection to the chosen node's control socket: --node, else the one
+ * whose socket exists here (the primary's first), else the only node. */
+struct resyncctl_session {
+	struct cluster_config *cfg;
+	const struct node_config *node;
+	int fd;
+};
+/* Returns 0, or -1 after printing why. */
+int resyncctl_session_open(struct resyncctl_session *s);
+void resyncctl_session_close(struct resyncctl_session *s);
+
+typedef void (*resyncctl_line_fn)(void *arg, struct json_object *line);
+/* Send req, pass each stream line to fn, return the final result line
+ * (the caller puts it), or NULL after printing why. */
+struct json_object *resyncctl_request(struct resyncctl_session *s, struct json_object *req,
+				      resyncctl_line_fn fn, void *arg);
+/* Whether a result line says ok; prints its error when not. */
+bool resyncctl_result_ok(struct json_object *res);
+
+const char *resyncctl_jstr(struct json_object *o, const char *key);
+uint64_t resyncctl_ju64(struct json_object *o, const char *key);
+double resyncctl_jdbl(struct json_object *o, const char *key);
+struct json_object *resyncctl_jnodes(struct json_object *o);
+void resyncctl_print_json(struct json_object *o);
+int resyncctl_parse_opts(int argc, char **argv, const char *usage, bool *json, int nargs);
+
 /* Consume leading --config FILE / --node NAME; returns the count of argv
  * entries used after argv[0], or -1 on a missing value. */
 int resyncctl_global_opts(int argc, char **argv);
