@@ -15,12 +15,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_lib import (MB, RESYNCCTL, RESYNCD, SIZE, Cluster, check,  # noqa: E402
+from cluster_lib import (MB, RESYNCCTL, RESYNCD, Cluster, check,  # noqa: E402
                          resync_ok, verify, wait_for)
 from resyncfs_lib import Scratch  # noqa: E402
 
 sc = Scratch()
-c = Cluster(sc, "demo", ["n1", "n2", "n3"], "n1")
+VOLUME = 512 * MB  # the size; sparse images
+c = Cluster(sc, "demo", ["n1", "n2", "n3"], "n1", size=VOLUME)
 for n in c.names:
     c.start(n)
 for n in c.names:
@@ -102,7 +103,7 @@ for n, w in want.items():
     x = stats[n]
     check(x["bytes_written"] == w, "%s: only the changed pages are written (%d, want %d)" %
           (n, x["bytes_written"], w))
-    # Hash-tree and page-hash requests add a little; 64 MiB has 1024 blocks.
+    # Hash-tree and page-hash requests add a little; 512 MiB has 8192 blocks.
     check(x["bytes_sent"] <= w + 128 * 1024, "%s: bytes sent close to the changed bytes "
           "(%d sent, %d changed)" % (n, x["bytes_sent"], w))
 check(stats["n3"]["bytes_written"] - stats["n2"]["bytes_written"] == 2 * MB + 8192,
@@ -118,7 +119,7 @@ c.stop("n3")
 os.unlink(c.image("n3"))
 os.unlink(c.image("n3") + ".resync-meta")
 with open(c.image("n3"), "wb") as f:
-    f.truncate(SIZE)
+    f.truncate(VOLUME)
 c.start("n2")
 c.start("n3")
 check(verify(c)[0] == 1, "verify sees the restored and the blank node")
