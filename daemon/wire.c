@@ -252,6 +252,16 @@ int wire_proto_negotiate(uint16_t a_min, uint16_t a_max, uint16_t b_min, uint16_
 
 /* HELLO */
 
+/* Copy the fixed header of a payload (every decoder's prologue);
+ * -EBADMSG when the payload is shorter. */
+static int head_get(const void *buf, size_t len, void *ret, size_t size)
+{
+	if (len < size)
+		return -EBADMSG;
+	memcpy(ret, buf, size);
+	return 0;
+}
+
 int wire_hello_encode(const struct wire_hello *m, void *buf, size_t cap, size_t *ret_len)
 {
 	size_t cl = strnlen(m->cluster, sizeof(m->cluster));
@@ -301,9 +311,8 @@ int wire_hello_decode(const void *buf, size_t len, struct wire_hello *ret)
 	struct wire_hello m = {0};
 	size_t cl, nl;
 
-	if (len < sizeof(h))
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	memcpy(&h, p, sizeof(h));
 	p += sizeof(h);
 	cl = le16toh(h.cluster_len);
 	nl = le16toh(h.node_len);
@@ -369,9 +378,8 @@ int wire_text_decode(const void *buf, size_t len, struct wire_text *ret)
 	const char *text = (const char *)buf + sizeof(h);
 	size_t tl;
 
-	if (len < sizeof(h))
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	memcpy(&h, buf, sizeof(h));
 	tl = le16toh(h.text_len);
 	if (h.reserved != 0 || tl > RESYNC_WIRE_TEXT_MAX || len != sizeof(h) + tl)
 		return -EBADMSG;
@@ -383,53 +391,19 @@ int wire_text_decode(const void *buf, size_t len, struct wire_text *ret)
 	return 0;
 }
 
-/* HASH_REQ */
+/* HASH_REQ and PAGE_REQ: a fixed header, then n_ranges ranges. */
 
-static int ranges_check(const struct hashtree_range *r, size_t n, uint64_t *ret_total)
+/* Encode hdr (size bytes), then the n ranges: the whole payload. */
+static int ranges_put(const void *hdr, size_t size, const struct hashtree_range *ranges, size_t n,
+		      void *buf, size_t cap, size_t *ret_len)
 {
-	uint64_t total = 0;
-
-	if (n == 0 || n > RESYNC_WIRE_RANGES_MAX)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		if (r[i].count == 0 || r[i].count > RESYNC_WIRE_HASHES_MAX ||
-		    r[i].first > UINT64_MAX - r[i].count)
-			return -EINVAL;
-		total += r[i].count;
-		if (total > RESYNC_WIRE_HASHES_MAX)
-			return -EINVAL;
-	}
-	*ret_total = total;
-	return 0;
-}
-
-int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
-			 const struct hashtree_range *ranges, size_t n, void *buf, size_t cap,
-			 size_t *ret_len)
-{
+	size_t len = size + n * sizeof(struct wire_range_le);
 	unsigned char *p = buf;
-	struct wire_hash_req_le h;
-	uint64_t total;
-	size_t len;
-	int r;
 
-	r = ranges_check(ranges, n, &total);
-	if (r < 0)
-		return r;
-	if (level > UINT16_MAX || fanout < RESYNC_HASHTREE_FANOUT_MIN ||
-	    fanout > RESYNC_HASHTREE_FANOUT_MAX)
-		return -EINVAL;
-	len = sizeof(h) + n * sizeof(struct wire_range_le);
 	if (len > cap)
 		return -ENOBUFS;
-	h = (struct wire_hash_req_le){
-		.seed = htole64(seed),
-		.level = htole16(level),
-		.fanout = htole16(fanout),
-		.n_ranges = htole32(n),
-	};
-	memcpy(p, &h, sizeof(h));
-	p += sizeof(h);
+	memcpy(p, hdr, size);
+	p += size;
 	for (size_t i = 0; i < n; i++, p += sizeof(struct wire_range_le)) {
 		struct wire_range_le w = {htole64(ranges[i].first), htole64(ranges[i].count)};
 
@@ -439,12 +413,65 @@ int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
 	return 0;
 }
 
-struct hashtree_range wire_hash_req_range(const struct wire_hash_req *m, size_t i)
+/* Range i of the ranges that a decoder checked. */
+static struct hashtree_range range_get(const void *ranges, size_t i)
 {
 	struct wire_range_le w;
 
-	memcpy(&w, (const unsigned char *)m->ranges + i * sizeof(w), sizeof(w));
+	memcpy(&w, (const unsigned char *)ranges + i * sizeof(w), sizeof(w));
 	return (struct hashtree_range){le64toh(w.first), le64toh(w.count)};
+}
+
+/* A payload of a header of size bytes and n_ranges ranges: 1 to
+ * RESYNC_WIRE_RANGES_MAX of them, filling the payload exactly. */
+static int ranges_len_check(size_t len, size_t size, uint32_t n_ranges)
+{
+	if (n_ranges == 0 || n_ranges > RESYNC_WIRE_RANGES_MAX)
+		return -EBADMSG;
+	if (len != size + (size_t)n_ranges * sizeof(struct wire_range_le))
+		return -EBADMSG;
+	return 0;
+}
+
+/* HASH_REQ */
+
+/* One range of node indexes: not empty, not wrapping; adds its count to
+ * *total, at most RESYNC_WIRE_HASHES_MAX. */
+static bool hash_range_valid(uint64_t first, uint64_t count, uint64_t *total)
+{
+	if (count == 0 || count > RESYNC_WIRE_HASHES_MAX || first > UINT64_MAX - count)
+		return false;
+	*total += count;
+	return *total <= RESYNC_WIRE_HASHES_MAX;
+}
+
+int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
+			 const struct hashtree_range *ranges, size_t n, void *buf, size_t cap,
+			 size_t *ret_len)
+{
+	struct wire_hash_req_le h;
+	uint64_t total = 0;
+
+	if (n == 0 || n > RESYNC_WIRE_RANGES_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!hash_range_valid(ranges[i].first, ranges[i].count, &total))
+			return -EINVAL;
+	if (level > UINT16_MAX || fanout < RESYNC_HASHTREE_FANOUT_MIN ||
+	    fanout > RESYNC_HASHTREE_FANOUT_MAX)
+		return -EINVAL;
+	h = (struct wire_hash_req_le){
+		.seed = htole64(seed),
+		.level = htole16(level),
+		.fanout = htole16(fanout),
+		.n_ranges = htole32(n),
+	};
+	return ranges_put(&h, sizeof(h), ranges, n, buf, cap, ret_len);
+}
+
+struct hashtree_range wire_hash_req_range(const struct wire_hash_req *m, size_t i)
+{
+	return range_get(m->ranges, i);
 }
 
 int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret)
@@ -453,28 +480,21 @@ int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret)
 	struct wire_hash_req m;
 	uint64_t total = 0;
 
-	if (len < sizeof(h))
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	memcpy(&h, buf, sizeof(h));
 	m.seed = le64toh(h.seed);
 	m.level = le16toh(h.level);
 	m.fanout = le16toh(h.fanout);
 	m.n_ranges = le32toh(h.n_ranges);
 	m.ranges = (const unsigned char *)buf + sizeof(h);
-	if (m.n_ranges == 0 || m.n_ranges > RESYNC_WIRE_RANGES_MAX)
-		return -EBADMSG;
-	if (len != sizeof(h) + (size_t)m.n_ranges * sizeof(struct wire_range_le))
+	if (ranges_len_check(len, sizeof(h), m.n_ranges) < 0)
 		return -EBADMSG;
 	if (m.fanout < RESYNC_HASHTREE_FANOUT_MIN || m.fanout > RESYNC_HASHTREE_FANOUT_MAX)
 		return -EBADMSG;
 	for (uint32_t i = 0; i < m.n_ranges; i++) {
-		struct hashtree_range r = wire_hash_req_range(&m, i);
+		struct hashtree_range r = range_get(m.ranges, i);
 
-		if (r.count == 0 || r.count > RESYNC_WIRE_HASHES_MAX ||
-		    r.first > UINT64_MAX - r.count)
-			return -EBADMSG;
-		total += r.count;
-		if (total > RESYNC_WIRE_HASHES_MAX)
+		if (!hash_range_valid(r.first, r.count, &total))
 			return -EBADMSG;
 	}
 	m.n_hashes = total;
@@ -500,41 +520,25 @@ static bool page_range_valid(uint64_t off, uint64_t len, uint32_t page_size, uin
 int wire_page_req_encode(uint64_t seed, uint32_t page_size, const struct hashtree_range *ranges,
 			 size_t n, void *buf, size_t cap, size_t *ret_len)
 {
-	unsigned char *p = buf;
 	struct wire_page_req_le h;
 	uint64_t total = 0;
-	size_t len;
 
 	if (!resync_block_size_valid(page_size) || n == 0 || n > RESYNC_WIRE_RANGES_MAX)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (!page_range_valid(ranges[i].first, ranges[i].count, page_size, &total))
 			return -EINVAL;
-	len = sizeof(h) + n * sizeof(struct wire_range_le);
-	if (len > cap)
-		return -ENOBUFS;
 	h = (struct wire_page_req_le){
 		.seed = htole64(seed),
 		.page_size = htole32(page_size),
 		.n_ranges = htole32(n),
 	};
-	memcpy(p, &h, sizeof(h));
-	p += sizeof(h);
-	for (size_t i = 0; i < n; i++, p += sizeof(struct wire_range_le)) {
-		struct wire_range_le w = {htole64(ranges[i].first), htole64(ranges[i].count)};
-
-		memcpy(p, &w, sizeof(w));
-	}
-	*ret_len = len;
-	return 0;
+	return ranges_put(&h, sizeof(h), ranges, n, buf, cap, ret_len);
 }
 
 struct hashtree_range wire_page_req_range(const struct wire_page_req *m, size_t i)
 {
-	struct wire_range_le w;
-
-	memcpy(&w, (const unsigned char *)m->ranges + i * sizeof(w), sizeof(w));
-	return (struct hashtree_range){le64toh(w.first), le64toh(w.count)};
+	return range_get(m->ranges, i);
 }
 
 int wire_page_req_decode(const void *buf, size_t len, struct wire_page_req *ret)
@@ -543,21 +547,18 @@ int wire_page_req_decode(const void *buf, size_t len, struct wire_page_req *ret)
 	struct wire_page_req m;
 	uint64_t total = 0;
 
-	if (len < sizeof(h))
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	memcpy(&h, buf, sizeof(h));
 	m.seed = le64toh(h.seed);
 	m.page_size = le32toh(h.page_size);
 	m.n_ranges = le32toh(h.n_ranges);
 	m.ranges = (const unsigned char *)buf + sizeof(h);
 	if (!resync_block_size_valid(m.page_size))
 		return -EBADMSG;
-	if (m.n_ranges == 0 || m.n_ranges > RESYNC_WIRE_RANGES_MAX)
-		return -EBADMSG;
-	if (len != sizeof(h) + (size_t)m.n_ranges * sizeof(struct wire_range_le))
+	if (ranges_len_check(len, sizeof(h), m.n_ranges) < 0)
 		return -EBADMSG;
 	for (uint32_t i = 0; i < m.n_ranges; i++) {
-		struct hashtree_range r = wire_page_req_range(&m, i);
+		struct hashtree_range r = range_get(m.ranges, i);
 
 		if (!page_range_valid(r.first, r.count, m.page_size, &total))
 			return -EBADMSG;
@@ -598,9 +599,8 @@ int wire_hash_reply_decode(const void *buf, size_t len, struct wire_hash_reply *
 	struct wire_hash_reply_le h;
 	uint32_t n;
 
-	if (len < sizeof(h))
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	memcpy(&h, buf, sizeof(h));
 	n = le32toh(h.n_hashes);
 	if (h.reserved != 0 || n > RESYNC_WIRE_HASHES_MAX)
 		return -EBADMSG;
@@ -722,9 +722,8 @@ int wire_blocks_decode(const void *buf, size_t len, struct wire_blocks *ret)
 	struct wire_blocks_le h;
 	struct wire_blocks m;
 
-	if (len < sizeof(h))
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	memcpy(&h, buf, sizeof(h));
 	m.offset = le64toh(h.offset);
 	m.raw_len = le32toh(h.raw_len);
 	m.enc_len = le32toh(h.enc_len);
@@ -904,9 +903,8 @@ int wire_bitmap_decode(const void *buf, size_t len, struct wire_bitmap *ret)
 	struct wire_bitmap_le h;
 	struct wire_bitmap m;
 
-	if (len < sizeof(h))
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	memcpy(&h, buf, sizeof(h));
 	m = (struct wire_bitmap){
 		.offset = le64toh(h.offset),
 		.total = le64toh(h.total),
