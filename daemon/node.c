@@ -591,7 +591,13 @@ static int session_write_begin(struct session *s)
 {
 	struct node *n = s->n;
 	struct patch_opts po = {.on_written = session_on_written, .arg = s};
+	enum io_kind wk = io_kind_resolve(IO_KIND_AUTO);
 	int r;
+
+	/* Plain pwrite unless io_uring is asked for: the pages of a resync
+	 * are scattered, and a buffered io_uring write at depth 1 goes
+	 * through a kernel worker (a context switch each), as in blockcmp. */
+	po.io = wk == IO_KIND_AUTO ? IO_KIND_SYNC : wk;
 
 	pthread_mutex_lock(&n->lock);
 	if (n->writing) {
