@@ -1811,6 +1811,9 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	struct meta_info mi;
 	size_t nj = 0, failed = 0;
 	bool frozen = false, all = true, plan = req_bool(req, "plan"), any_full = false;
+	/* A client that shows no ranges may say so: thousands of scattered
+	 * ranges are most of a reply's bytes. */
+	bool no_ranges = req_bool(req, "no_ranges");
 	size_t n_quick = 0;
 	size_t bitmap_size = (size_t)DIV_ROUND_UP(nb, 8);
 	struct meta_uuid base;
@@ -2032,7 +2035,8 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 				       ? json_object_new_uint64(j->status.dirty_bytes) : NULL);
 		json_object_object_add(x, "resume_offset", j->resume
 				       ? json_object_new_uint64(j->status.checkpoint_off) : NULL);
-		json_object_object_add(x, "ranges", ranges_json(&j->ranges));
+		if (!no_ranges)
+			json_object_object_add(x, "ranges", ranges_json(&j->ranges));
 		json_object_object_add(x, "bytes_compared", json_object_new_uint64(j->bytes_compared));
 		json_object_object_add(x, "bytes_read",
 				       json_object_new_uint64(j->bytes_read + (j->bytes_compared ? size : 0)));

@@ -323,6 +323,9 @@ int resyncctl_resync(int argc, char **argv)
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("verify"));
 	json_object_object_add(req, "plan", json_object_new_boolean(true));
+	if (!json)
+		/* Shown without its ranges: the reply need not carry them. */
+		json_object_object_add(req, "no_ranges", json_object_new_boolean(true));
 	json_object_object_add(req, "nodes", json_object_get(names));
 	plan = resyncctl_request(&s, req, NULL, NULL);
 	json_object_put(req);
@@ -388,6 +391,8 @@ int resyncctl_resync(int argc, char **argv)
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("resync"));
 	json_object_object_add(req, "nodes", json_object_get(names));
+	/* The summary shows no ranges: the reply need not carry them. */
+	json_object_object_add(req, "no_ranges", json_object_new_boolean(true));
 	if (have_rate)
 		json_object_object_add(req, "max_rate", json_object_new_uint64(rate));
 	res = resyncctl_request(&s, req, resync_progress, &pc);
