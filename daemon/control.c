@@ -17,9 +17,6 @@
 #include "resync/limits.h"
 #include "resync/macro.h"
 
-#ifndef RESYNC_CONTROL_LINE_MAX
-#define RESYNC_CONTROL_LINE_MAX (1 << 20)
-#endif
 
 struct control_client {
 	struct control_server *server;
@@ -430,14 +427,16 @@ int control_send(int fd, struct json_object *req)
 
 int control_recv(int fd, int timeout_ms, struct json_object **ret)
 {
-	/* Byte at a time is fine for a CLI reading a few lines a second,
-	 * and leaves no buffered data behind between calls. */
+	/* Peek, then take exactly up to the newline: large replies (a verify
+	 * lists its ranges) come in a few reads, and nothing of the next
+	 * line is left in a buffer of ours between calls. */
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	int r;
 
 	for (;;) {
-		char ch;
+		char chunk[65536], *nl;
+		size_t take;
 		ssize_t n;
 
 		if (timeout_ms >= 0) {
@@ -446,12 +445,16 @@ int control_recv(int fd, int timeout_ms, struct json_object **ret)
 
 			if (pr < 0 && errno == EINTR)
 				continue;
+			if (pr < 0) {
+				r = -errno;
+				goto out;
+			}
 			if (pr == 0) {
 				r = -ETIMEDOUT;
 				goto out;
 			}
 		}
-		n = read(fd, &ch, 1);
+		n = recv(fd, chunk, sizeof(chunk), MSG_PEEK);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -462,17 +465,16 @@ int control_recv(int fd, int timeout_ms, struct json_object **ret)
 			r = -ECONNRESET;
 			goto out;
 		}
-		if (ch == '\n')
-			break;
-		if (len + 1 >= cap) {
-			size_t ncap = cap ? cap * 2 : 256;
-			char *nb;
+		nl = memchr(chunk, '\n', (size_t)n);
+		take = nl ? (size_t)(nl - chunk) + 1 : (size_t)n;
+		if (len + take > (size_t)RESYNC_CONTROL_REPLY_MAX) {
+			r = -EMSGSIZE;
+			goto out;
+		}
+		if (len + take + 1 > cap) {
+			size_t ncap = MAX(cap * 2, len + take + 1);
+			char *nb = realloc(buf, ncap);
 
-			if (ncap > RESYNC_CONTROL_LINE_MAX) {
-				r = -EMSGSIZE;
-				goto out;
-			}
-			nb = realloc(buf, ncap);
 			if (!nb) {
 				r = -ENOMEM;
 				goto out;
@@ -480,7 +482,22 @@ int control_recv(int fd, int timeout_ms, struct json_object **ret)
 			buf = nb;
 			cap = ncap;
 		}
-		buf[len++] = ch;
+		/* What was peeked is there: this read takes it whole. */
+		for (size_t got = 0; got < take;) {
+			n = recv(fd, buf + len + got, take - got, 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				r = n < 0 ? -errno : -ECONNRESET;
+				goto out;
+			}
+			got += (size_t)n;
+		}
+		len += take;
+		if (nl) {
+			len--; /* the newline */
+			break;
+		}
 	}
 	*ret = parse_object(buf ? buf : "", len);
 	r = *ret ? 0 : -EBADMSG;

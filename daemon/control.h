@@ -51,7 +51,7 @@ bool control_client_gone(struct control_client *c);
 /* Client side, for resyncctl. */
 int control_connect(const char *path, int *ret_fd);
 int control_send(int fd, struct json_object *req);
-/* Read one JSON line (at most RESYNC_CONTROL_LINE_MAX bytes). timeout_ms < 0
+/* Read one JSON line (at most 256 MiB: a reply). timeout_ms < 0
  * waits forever. Returns 0 and *ret (caller puts it), -ETIMEDOUT, -ECONNRESET
  * at end of stream, -EBADMSG for a line that is not a JSON object. */
 int control_recv(int fd, int timeout_ms, struct json_object **ret);

@@ -11,11 +11,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "control.h"
+#include "resync/macro.h"
 
 static char dir[64];
 static char path[128];
@@ -219,6 +221,45 @@ static void test_recv_timeout_and_eof(void **state)
 	close(sv[0]);
 }
 
+/* A reply longer than one peek, and two lines in one write: each call takes
+ * exactly one line and leaves the next one in the socket. */
+static void test_recv_long_and_back_to_back(void **state)
+{
+	size_t big = 300000, k = 0;
+	char *line = malloc(big + 64);
+	struct json_object *o;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	k += (size_t)sprintf(line, "{\"type\":\"result\",\"pad\":\"");
+	memset(line + k, 'x', big);
+	k += big;
+	k += (size_t)sprintf(line + k, "\"}\n{\"n\":2}\n");
+	/* Written from a thread-free sender in pieces the reader must join. */
+	if (fork() == 0) {
+		for (size_t off = 0; off < k;) {
+			ssize_t n = write(sv[1], line + off, MIN(k - off, (size_t)70000));
+
+			if (n <= 0)
+				_exit(1);
+			off += (size_t)n;
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	assert_int_equal(control_recv(sv[0], 5000, &o), 0);
+	assert_int_equal(strlen(str(o, "pad")), big);
+	json_object_put(o);
+	assert_int_equal(control_recv(sv[0], 5000, &o), 0);
+	assert_string_equal(str(o, "n"), "2");
+	json_object_put(o);
+	assert_int_equal(control_recv(sv[0], 5000, &o), -ECONNRESET);
+	close(sv[0]);
+	free(line);
+	wait(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -226,6 +267,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recv_timeout_and_eof, setup, teardown),
+		cmocka_unit_test(test_recv_long_and_back_to_back),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

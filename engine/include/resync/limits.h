@@ -41,6 +41,14 @@ enum resync_wire_limits {
 	RESYNC_HASHTREE_FANOUT_DEFAULT = 64,
 };
 
+/* The control socket: a request line is bounded tightly (anyone with the
+ * socket's permission writes it); a reply comes from our own daemon and may
+ * list millions of ranges (a verify of a large volume). */
+enum resync_control_limits {
+	RESYNC_CONTROL_LINE_MAX = 1 << 20,
+	RESYNC_CONTROL_REPLY_MAX = 256 << 20,
+};
+
 /* Whether a block size is acceptable: a power of two in [4 KiB, 1 MiB]. */
 static inline int resync_block_size_valid(unsigned long long bs)
 {
