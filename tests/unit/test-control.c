@@ -231,6 +231,7 @@ static void test_recv_long_and_back_to_back(void **state)
 	int sv[2];
 
 	(void)state;
+	assert_non_null(line);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	k += (size_t)sprintf(line, "{\"type\":\"result\",\"pad\":\"");
 	memset(line + k, 'x', big);
