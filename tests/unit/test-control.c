@@ -225,13 +225,13 @@ static void test_recv_timeout_and_eof(void **state)
  * exactly one line and leaves the next one in the socket. */
 static void test_recv_long_and_back_to_back(void **state)
 {
-	size_t big = 300000, k = 0;
-	char *line = malloc(big + 64);
+	enum { BIG = 300000 };
+	static char line[BIG + 64];
+	size_t big = BIG, k = 0;
 	struct json_object *o;
 	int sv[2];
 
 	(void)state;
-	assert_non_null(line);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	k += (size_t)sprintf(line, "{\"type\":\"result\",\"pad\":\"");
 	memset(line + k, 'x', big);
@@ -257,7 +257,6 @@ static void test_recv_long_and_back_to_back(void **state)
 	json_object_put(o);
 	assert_int_equal(control_recv(sv[0], 5000, &o), -ECONNRESET);
 	close(sv[0]);
-	free(line);
 	wait(NULL);
 }
 
