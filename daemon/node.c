@@ -8,6 +8,8 @@
  *   -> HASH_REQ ...     <- HASH_REPLY ...   (hash-tree walk, seed per resync)
  *   -> BLOCKS ...                           (primary only: fence, Inconsistent,
  *                                            write, invalidate the FUSE cache)
+ *   -> EXTENTS ...                          (the same, several page runs a frame,
+ *                                            when both speak WIRE_FEATURE_EXTENTS)
  *   -> CHECKPOINT off   <- ACK off          (durable below off, recorded)
  *   -> COMMIT gen       <- ACK size | ERROR (take gen, clear bitmap, UpToDate)
  *   -> ERROR            (cancelled: the accepting side thaws, stays Inconsistent)
@@ -346,7 +348,8 @@ static void node_hello_make(struct node *n, struct wire_hello *h)
 	snprintf(h->node, sizeof(h->node), "%s", n->self->name);
 	h->proto_min = WIRE_PROTO_MIN;
 	h->proto_max = WIRE_PROTO_MAX;
-	h->features = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | WIRE_FEATURE_PAGES;
+	h->features = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | WIRE_FEATURE_PAGES |
+		      WIRE_FEATURE_EXTENTS;
 	h->volume_size = node_size(n);
 	h->block_size = n->cfg->block_size;
 	h->state = (uint32_t)mi.state < WIRE_STATE_COUNT ? (uint32_t)mi.state : WIRE_STATE_UNKNOWN;
@@ -669,6 +672,37 @@ static int session_blocks(struct session *s, size_t len)
 	return patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
 }
 
+/* EXTENTS: unpacked once, each run written (and its FUSE pages
+ * invalidated by on_written) in turn. */
+static int session_extents(struct session *s, size_t len)
+{
+	struct wire_extents m;
+	size_t pos = 0;
+	int r;
+
+	if (!s->writing) {
+		r = session_write_begin(s);
+		if (r < 0)
+			return r;
+	}
+	r = wire_extents_decode(s->in, len, &m);
+	if (r < 0)
+		return r;
+	r = wire_extents_unpack(s->z, &m, s->raw, RESYNC_WIRE_BLOCKS_MAX);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < m.n_extents; i++) {
+		struct wire_extent e = wire_extents_get(&m, i);
+
+		/* decode checked that the lengths sum to raw_len */
+		r = patch_writer_put(s->pw, e.offset, s->raw + pos, e.len);
+		if (r < 0)
+			return r;
+		pos += e.len;
+	}
+	return 0;
+}
+
 static int send_offset(struct peer_conn *c, uint16_t type, uint64_t off)
 {
 	unsigned char buf[64];
@@ -889,7 +923,8 @@ static void session_serve(struct session *s)
 			r = session_status(s, len);
 		} else if (type == WIRE_BITMAP_REQ) {
 			r = session_bitmap(s, len);
-		} else if ((type == WIRE_BLOCKS || type == WIRE_CHECKPOINT || type == WIRE_COMMIT) &&
+		} else if ((type == WIRE_BLOCKS || type == WIRE_EXTENTS || type == WIRE_CHECKPOINT ||
+			    type == WIRE_COMMIT) &&
 			   !from_primary) {
 			logf_("refused writes from '%s': it is not the primary", s->peer);
 			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
@@ -897,6 +932,8 @@ static void session_serve(struct session *s)
 			break;
 		} else if (type == WIRE_BLOCKS) {
 			r = session_blocks(s, len);
+		} else if (type == WIRE_EXTENTS) {
+			r = session_extents(s, len);
 		} else if (type == WIRE_CHECKPOINT) {
 			r = session_checkpoint(s, len);
 		} else if (type == WIRE_COMMIT) {
@@ -1369,23 +1406,80 @@ static int job_page_hashes(struct job *j, struct peer_conn *c, unsigned char *bu
 	return wire_hash_reply_get(&rep, rh, RESYNC_WIRE_HASHES_MAX);
 }
 
-/* Send data[0, len) at off as BLOCKS frames; counts what was sent. */
-static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
-		    uint64_t off, const unsigned char *data, size_t len)
-{
-	size_t elen;
-	int r;
+/* Page runs waiting to go as one EXTENTS frame, with a peer that speaks
+ * WIRE_FEATURE_EXTENTS: their bytes concatenated in data and their table.
+ * Runs are added in ascending order; bytes count as written when the
+ * frame is sent. */
+struct job_batch {
+	unsigned char *data; /* RESYNC_WIRE_BLOCKS_MAX bytes */
+	struct wire_extent ext[RESYNC_WIRE_EXTENTS_MAX];
+	size_t n, len;
+};
 
-	r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
-	if (r < 0)
-		return r;
-	r = peer_conn_send_frame(c, WIRE_BLOCKS, buf, elen);
+static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
+			  const unsigned char *buf, size_t elen, size_t len)
+{
+	int r = peer_conn_send_frame(c, type, buf, elen);
+
 	if (r < 0) {
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
 			 peer_conn_error(c));
 		return r;
 	}
 	j->bytes_written += len;
+	return 0;
+}
+
+/* Send the batched runs, if any, as one EXTENTS frame. */
+static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
+		     struct job_batch *bt)
+{
+	size_t elen;
+	int r;
+
+	if (!bt || bt->n == 0)
+		return 0;
+	r = wire_extents_encode(z, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+	if (r < 0)
+		return r;
+	r = job_send_frame(j, c, WIRE_EXTENTS, buf, elen, bt->len);
+	if (r < 0)
+		return r;
+	bt->n = 0;
+	bt->len = 0;
+	return 0;
+}
+
+/* Send data[0, len) at off: into the batch bt (sent when full), or as a
+ * BLOCKS frame without one (bt NULL). Counts what was sent. */
+static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
+		    struct job_batch *bt, uint64_t off, const unsigned char *data, size_t len)
+{
+	struct wire_extent *last;
+	size_t elen;
+	int r;
+
+	if (!bt) {
+		r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+		if (r < 0)
+			return r;
+		return job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
+	}
+	last = bt->n ? &bt->ext[bt->n - 1] : NULL;
+	if (bt->len + len > RESYNC_WIRE_BLOCKS_MAX ||
+	    (last && off < last->offset + last->len) ||
+	    (bt->n == RESYNC_WIRE_EXTENTS_MAX && off != last->offset + last->len)) {
+		r = job_flush(j, c, z, buf, bt);
+		if (r < 0)
+			return r;
+		last = NULL;
+	}
+	if (last && off == last->offset + last->len)
+		last->len += (uint32_t)len; /* adjacent: one extent */
+	else
+		bt->ext[bt->n++] = (struct wire_extent){off, (uint32_t)len};
+	memcpy(bt->data + bt->len, data, len);
+	bt->len += len;
 	return 0;
 }
 
@@ -1403,9 +1497,11 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 	_cleanup_free_ unsigned char *raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
 	_cleanup_free_ struct hashtree_range *batch = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*batch));
 	_cleanup_free_ struct hash128 *rh = pages ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*rh)) : NULL;
+	_cleanup_free_ struct job_batch *bt = NULL;
+	_cleanup_free_ unsigned char *bdata = NULL;
 	struct wire_zstd *z = NULL;
 	int fd = volume_fd(fusefs_volume(n->fs));
-	uint64_t t0 = now_usec(), last = t0, done = 0, since_ckpt = 0;
+	uint64_t t0 = now_usec(), last = t0, done = 0, since_ckpt = 0, tail;
 	struct pacer pace = {0};
 	unsigned char cbuf[64];
 	struct wire_uuid g;
@@ -1416,6 +1512,13 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 	_Static_assert(RESYNC_WIRE_BLOCKS_MAX % RESYNC_PAGE == 0, "pieces end on pages");
 	if (!raw || !batch || (pages && !rh))
 		return -ENOMEM;
+	if (j->hello.features & WIRE_FEATURE_EXTENTS) {
+		bt = calloc(1, sizeof(*bt));
+		bdata = malloc(RESYNC_WIRE_BLOCKS_MAX);
+		if (!bt || !bdata)
+			return -ENOMEM;
+		bt->data = bdata;
+	}
 	r = wire_zstd_new(n->cfg->compress_level, &z);
 	if (r < 0)
 		return r;
@@ -1459,7 +1562,7 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 					goto out;
 				j->bytes_read += k;
 				if (!pages) {
-					r = job_send(j, c, z, buf, off, raw, k);
+					r = job_send(j, c, z, buf, bt, off, raw, k);
 				} else {
 					/* Runs of pages whose hashes differ. */
 					size_t run = 0, nrun = 0;
@@ -1475,11 +1578,13 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 							continue;
 						}
 						if (nrun)
-							r = job_send(j, c, z, buf, off + run, raw + run, nrun);
+							r = job_send(j, c, z, buf, bt, off + run,
+								     raw + run, nrun);
 						nrun = 0;
 					}
 					if (r >= 0 && nrun)
-						r = job_send(j, c, z, buf, off + run, raw + run, nrun);
+						r = job_send(j, c, z, buf, bt, off + run, raw + run,
+							     nrun);
 				}
 				if (r < 0)
 					goto out;
@@ -1489,7 +1594,10 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 				j->bytes_sent = peer_conn_bytes_sent(c);
 				if (since_ckpt >= NODE_CHECKPOINT_BYTES) {
 					since_ckpt = 0;
-					r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
+					/* off covers the batched runs: they go first. */
+					r = job_flush(j, c, z, buf, bt);
+					if (r >= 0)
+						r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
 					if (r >= 0)
 						r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
 					if (r >= 0)
@@ -1506,6 +1614,13 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 			}
 		}
 	}
+	/* The last batch, paced like every other. */
+	tail = j->bytes_written;
+	r = job_flush(j, c, z, buf, bt);
+	if (r < 0)
+		goto out;
+	j->bytes_sent = peer_conn_bytes_sent(c);
+	ratectl_pace(&n->rate, &pace, j->bytes_written - tail, &n->cancel);
 	if (atomic_load(&n->cancel)) {
 		send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
 		snprintf(j->err, sizeof(j->err), "cancelled");

@@ -99,6 +99,25 @@ struct wire_blocks_le {
 _Static_assert(sizeof(struct wire_blocks_le) == WIRE_BLOCKS_HEADER, "blocks layout");
 _Static_assert(offsetof(struct wire_blocks_le, encoding) == 16, "blocks layout");
 
+/* EXTENTS: this, then n_extents extents, then enc_len bytes. */
+struct wire_extents_le {
+	uint32_t n_extents;
+	uint32_t raw_len;
+	uint32_t enc_len;
+	uint16_t encoding;
+	uint16_t reserved;
+};
+_Static_assert(sizeof(struct wire_extents_le) == WIRE_EXTENTS_HEADER, "extents layout");
+_Static_assert(offsetof(struct wire_extents_le, encoding) == 12, "extents layout");
+
+struct wire_extent_le {
+	uint64_t offset;
+	uint32_t len;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct wire_extent_le) == WIRE_EXTENT_SIZE, "extent layout");
+_Static_assert(offsetof(struct wire_extent_le, len) == 8, "extent layout");
+
 /* ACK / CHECKPOINT. */
 struct wire_offset_le {
 	uint64_t offset;
@@ -134,6 +153,11 @@ _Static_assert(sizeof(struct wire_bitmap_le) == 24, "bitmap layout");
 /* The largest fixed messages must fit a frame. */
 _Static_assert(24 + RESYNC_WIRE_BLOCKS_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(WIRE_BLOCKS_HEADER + RESYNC_WIRE_BLOCKS_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
+_Static_assert(WIRE_EXTENTS_HEADER + WIRE_EXTENT_SIZE * (uint64_t)RESYNC_WIRE_EXTENTS_MAX +
+			   RESYNC_WIRE_BLOCKS_MAX <=
+		       RESYNC_WIRE_FRAME_MAX,
+	       "limits");
+_Static_assert(RESYNC_WIRE_BLOCKS_MAX <= UINT32_MAX, "limits");
 _Static_assert(8 + 16 * (uint64_t)RESYNC_WIRE_HASHES_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(16 + 16 * (uint64_t)RESYNC_WIRE_RANGES_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(56 + 2 * RESYNC_NAME_MAX + 16 * RESYNC_WIRE_HISTORY_MAX <= RESYNC_WIRE_FRAME_MAX,
@@ -152,6 +176,7 @@ static const char *const type_names[] = {
 	[WIRE_STATUS_REQ] = "STATUS_REQ", [WIRE_STATUS] = "STATUS",
 	[WIRE_BITMAP_REQ] = "BITMAP_REQ", [WIRE_BITMAP] = "BITMAP",
 	[WIRE_PAGE_REQ] = "PAGE_REQ",	  [WIRE_PAGE_REPLY] = "PAGE_REPLY",
+	[WIRE_EXTENTS] = "EXTENTS",
 };
 
 const char *wire_type_name(unsigned type)
@@ -675,37 +700,83 @@ void wire_zstd_free(struct wire_zstd *z)
 	free(z);
 }
 
+/* Put data[0, len) at out (room for cap): one zstd frame when it is
+ * smaller than len (z may be NULL: never), raw otherwise. Sets the
+ * encoding and the bytes used. */
+static int data_pack(struct wire_zstd *z, const void *data, size_t len, unsigned char *out,
+		     size_t cap, uint16_t *ret_enc, size_t *ret_len)
+{
+	if (z && len > 1 && cap > 0) {
+		/* Room for less than len bytes: what does not shrink fails
+		 * here and goes raw. */
+		size_t n = ZSTD_compress2(z->cctx, out, MIN(cap, len - 1), data, len);
+
+		if (!ZSTD_isError(n)) {
+			*ret_enc = WIRE_ENC_ZSTD;
+			*ret_len = n;
+			return 0;
+		}
+		if (ZSTD_getErrorCode(n) != ZSTD_error_dstSize_tooSmall)
+			return -EIO;
+	}
+	if (len > cap)
+		return -ENOBUFS;
+	memcpy(out, data, len);
+	*ret_enc = WIRE_ENC_RAW;
+	*ret_len = len;
+	return 0;
+}
+
+/* Decode enc_len bytes of data (encoding enc, already checked against
+ * raw_len by a decoder) into out: a zstd frame must declare exactly
+ * raw_len bytes, be a single frame using all enc_len bytes, and produce
+ * exactly raw_len bytes. */
+static int data_unpack(struct wire_zstd *z, uint16_t enc, const void *data, size_t enc_len,
+		       size_t raw_len, void *out, size_t cap)
+{
+	unsigned long long declared;
+	size_t n;
+
+	if (cap < raw_len)
+		return -ENOBUFS;
+	if (enc == WIRE_ENC_RAW) {
+		if (enc_len != raw_len)
+			return -EBADMSG;
+		memcpy(out, data, raw_len);
+		return (int)raw_len;
+	}
+	if (enc != WIRE_ENC_ZSTD)
+		return -EBADMSG;
+	if (!z)
+		return -EINVAL;
+	declared = ZSTD_getFrameContentSize(data, enc_len);
+	if (declared != raw_len)
+		return -EBADMSG; /* also ZSTD_CONTENTSIZE_UNKNOWN and _ERROR */
+	if (ZSTD_findFrameCompressedSize(data, enc_len) != enc_len)
+		return -EBADMSG; /* trailing bytes, a second frame or an error */
+	n = ZSTD_decompressDCtx(z->dctx, out, raw_len, data, enc_len);
+	if (ZSTD_isError(n) || n != raw_len)
+		return -EBADMSG;
+	return (int)raw_len;
+}
+
 int wire_blocks_encode(struct wire_zstd *z, uint64_t offset, const void *data, size_t len,
 		       void *buf, size_t cap, size_t *ret_len)
 {
 	unsigned char *p = buf;
 	struct wire_blocks_le h;
-	uint16_t enc = WIRE_ENC_RAW;
-	size_t enc_len = len;
+	uint16_t enc;
+	size_t enc_len;
+	int r;
 
 	if (len == 0 || len > RESYNC_WIRE_BLOCKS_MAX || offset > WIRE_OFFSET_MAX ||
 	    len > WIRE_OFFSET_MAX - offset)
 		return -EINVAL;
 	if (cap < sizeof(h) + 1)
 		return -ENOBUFS;
-	if (z && len > 1) {
-		/* Room for less than len bytes: what does not shrink fails
-		 * here and goes raw. */
-		size_t room = MIN(cap - sizeof(h), len - 1);
-		size_t n = ZSTD_compress2(z->cctx, p + sizeof(h), room, data, len);
-
-		if (!ZSTD_isError(n)) {
-			enc = WIRE_ENC_ZSTD;
-			enc_len = n;
-		} else if (ZSTD_getErrorCode(n) != ZSTD_error_dstSize_tooSmall) {
-			return -EIO;
-		}
-	}
-	if (enc == WIRE_ENC_RAW) {
-		if (sizeof(h) + len > cap)
-			return -ENOBUFS;
-		memcpy(p + sizeof(h), data, len);
-	}
+	r = data_pack(z, data, len, p + sizeof(h), cap - sizeof(h), &enc, &enc_len);
+	if (r < 0)
+		return r;
 	h = (struct wire_blocks_le){
 		.offset = htole64(offset),
 		.raw_len = htole32(len),
@@ -755,26 +826,125 @@ int wire_blocks_decode(const void *buf, size_t len, struct wire_blocks *ret)
 
 int wire_blocks_unpack(struct wire_zstd *z, const struct wire_blocks *m, void *out, size_t cap)
 {
-	unsigned long long declared;
-	size_t n;
+	return data_unpack(z, m->encoding, m->data, m->enc_len, m->raw_len, out, cap);
+}
 
-	if (cap < m->raw_len)
-		return -ENOBUFS;
-	if (m->encoding == WIRE_ENC_RAW) {
-		memcpy(out, m->data, m->raw_len);
-		return m->raw_len;
-	}
-	if (!z)
+/* EXTENTS */
+
+/* Whether ext, after one ending at *end (0 for the first), is valid;
+ * adds its length to *sum and moves *end. */
+static bool extent_next_valid(uint64_t off, uint64_t len, uint64_t *end, uint64_t *sum)
+{
+	if (len == 0 || len > RESYNC_WIRE_BLOCKS_MAX || off > WIRE_OFFSET_MAX ||
+	    len > WIRE_OFFSET_MAX - off || off < *end)
+		return false;
+	*end = off + len;
+	*sum += len;
+	return *sum <= RESYNC_WIRE_BLOCKS_MAX;
+}
+
+int wire_extents_encode(struct wire_zstd *z, const struct wire_extent *ext, size_t n,
+			const void *data, void *buf, size_t cap, size_t *ret_len)
+{
+	unsigned char *p = buf;
+	struct wire_extents_le h;
+	uint64_t end = 0, sum = 0;
+	size_t table;
+	uint16_t enc;
+	size_t enc_len;
+	int r;
+
+	if (n == 0 || n > RESYNC_WIRE_EXTENTS_MAX)
 		return -EINVAL;
-	declared = ZSTD_getFrameContentSize(m->data, m->enc_len);
-	if (declared != m->raw_len)
-		return -EBADMSG; /* also ZSTD_CONTENTSIZE_UNKNOWN and _ERROR */
-	if (ZSTD_findFrameCompressedSize(m->data, m->enc_len) != m->enc_len)
-		return -EBADMSG; /* trailing bytes, a second frame or an error */
-	n = ZSTD_decompressDCtx(z->dctx, out, m->raw_len, m->data, m->enc_len);
-	if (ZSTD_isError(n) || n != m->raw_len)
+	for (size_t i = 0; i < n; i++)
+		if (!extent_next_valid(ext[i].offset, ext[i].len, &end, &sum))
+			return -EINVAL;
+	table = sizeof(h) + n * sizeof(struct wire_extent_le);
+	if (cap < table + 1)
+		return -ENOBUFS;
+	r = data_pack(z, data, sum, p + table, cap - table, &enc, &enc_len);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		struct wire_extent_le e = {
+			.offset = htole64(ext[i].offset),
+			.len = htole32(ext[i].len),
+		};
+
+		memcpy(p + sizeof(h) + i * sizeof(e), &e, sizeof(e));
+	}
+	h = (struct wire_extents_le){
+		.n_extents = htole32((uint32_t)n),
+		.raw_len = htole32((uint32_t)sum),
+		.enc_len = htole32((uint32_t)enc_len),
+		.encoding = htole16(enc),
+	};
+	memcpy(p, &h, sizeof(h));
+	*ret_len = table + enc_len;
+	return 0;
+}
+
+struct wire_extent wire_extents_get(const struct wire_extents *m, size_t i)
+{
+	struct wire_extent_le e;
+
+	memcpy(&e, (const unsigned char *)m->table + i * sizeof(e), sizeof(e));
+	return (struct wire_extent){le64toh(e.offset), le32toh(e.len)};
+}
+
+int wire_extents_decode(const void *buf, size_t len, struct wire_extents *ret)
+{
+	struct wire_extents_le h;
+	struct wire_extents m;
+	uint64_t end = 0, sum = 0;
+	size_t table;
+
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
-	return m->raw_len;
+	m.n_extents = le32toh(h.n_extents);
+	m.raw_len = le32toh(h.raw_len);
+	m.enc_len = le32toh(h.enc_len);
+	m.encoding = le16toh(h.encoding);
+	if (h.reserved != 0)
+		return -EBADMSG;
+	if (m.n_extents == 0 || m.n_extents > RESYNC_WIRE_EXTENTS_MAX)
+		return -EBADMSG;
+	if (m.raw_len == 0 || m.raw_len > RESYNC_WIRE_BLOCKS_MAX)
+		return -EBADMSG;
+	table = sizeof(h) + (size_t)m.n_extents * sizeof(struct wire_extent_le);
+	if (len < table || len - table != m.enc_len)
+		return -EBADMSG;
+	switch (m.encoding) {
+	case WIRE_ENC_RAW:
+		if (m.enc_len != m.raw_len)
+			return -EBADMSG;
+		break;
+	case WIRE_ENC_ZSTD:
+		if (m.enc_len == 0 || m.enc_len >= m.raw_len)
+			return -EBADMSG;
+		break;
+	default:
+		return -EBADMSG;
+	}
+	m.table = (const unsigned char *)buf + sizeof(h);
+	m.data = (const unsigned char *)buf + table;
+	for (uint32_t i = 0; i < m.n_extents; i++) {
+		struct wire_extent_le e;
+
+		memcpy(&e, (const unsigned char *)m.table + i * sizeof(e), sizeof(e));
+		if (e.reserved != 0 ||
+		    !extent_next_valid(le64toh(e.offset), le32toh(e.len), &end, &sum))
+			return -EBADMSG;
+	}
+	if (sum != m.raw_len)
+		return -EBADMSG;
+	*ret = m;
+	return 0;
+}
+
+int wire_extents_unpack(struct wire_zstd *z, const struct wire_extents *m, void *out, size_t cap)
+{
+	return data_unpack(z, m->encoding, m->data, m->enc_len, m->raw_len, out, cap);
 }
 
 /* ACK, CHECKPOINT */
@@ -927,6 +1097,7 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_page_req page_req;
 		struct wire_hash_reply reply;
 		struct wire_blocks blocks;
+		struct wire_extents extents;
 		struct wire_uuid uuid;
 		struct wire_status status;
 		struct wire_bitmap bitmap;
@@ -949,6 +1120,8 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return wire_page_req_decode(buf, len, &u.page_req);
 	case WIRE_BLOCKS:
 		return wire_blocks_decode(buf, len, &u.blocks);
+	case WIRE_EXTENTS:
+		return wire_extents_decode(buf, len, &u.extents);
 	case WIRE_ACK:
 	case WIRE_CHECKPOINT:
 		return wire_offset_decode(buf, len, &u.offset);

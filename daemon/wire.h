@@ -45,7 +45,8 @@ enum wire_type {
 	WIRE_BITMAP,	 /* a piece of the dirty bitmap */
 	WIRE_PAGE_REQ,	 /* protocol 2: "hashes of the pages of these byte ranges" */
 	WIRE_PAGE_REPLY, /* protocol 2: those hashes, in order (HASH_REPLY's layout) */
-	WIRE_TYPE_MAX = WIRE_PAGE_REPLY,
+	WIRE_EXTENTS,	 /* WIRE_FEATURE_EXTENTS: several runs of bytes, raw or zstd */
+	WIRE_TYPE_MAX = WIRE_EXTENTS,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -89,6 +90,7 @@ enum wire_features {
 	WIRE_FEATURE_ZSTD = 1 << 0,	/* BLOCKS may be zstd-encoded */
 	WIRE_FEATURE_HASHTREE = 1 << 1, /* HASH_REQ/HASH_REPLY */
 	WIRE_FEATURE_PAGES = 1 << 2,	/* PAGE_REQ/PAGE_REPLY (protocol 2) */
+	WIRE_FEATURE_EXTENTS = 1 << 3,	/* EXTENTS: several runs in one frame */
 };
 
 enum wire_hello_flags {
@@ -230,6 +232,44 @@ int wire_blocks_decode(const void *buf, size_t len, struct wire_blocks *ret);
  * all enc_len bytes, and produce exactly raw_len bytes. Returns raw_len,
  * -ENOBUFS or -EBADMSG. */
 int wire_blocks_unpack(struct wire_zstd *z, const struct wire_blocks *m, void *out, size_t cap);
+
+/* EXTENTS (WIRE_FEATURE_EXTENTS): n_extents runs of bytes of the volume
+ * in one frame. A header {n_extents, raw_len, enc_len, encoding}, a table
+ * of n_extents {offset, len} (sorted by offset, not overlapping, none
+ * empty, each inside the volume's offset range, lengths summing to
+ * raw_len), then the runs' bytes concatenated in table order: one zstd
+ * frame when that is smaller, raw otherwise. 1 to RESYNC_WIRE_EXTENTS_MAX
+ * extents, raw_len 1 to RESYNC_WIRE_BLOCKS_MAX. Decoding gives a view
+ * into the caller's buffer; wire_extents_get() reads extent i. */
+enum { WIRE_EXTENTS_HEADER = 16, WIRE_EXTENT_SIZE = 16 };
+struct wire_extent {
+	uint64_t offset;
+	uint32_t len;
+};
+struct wire_extents {
+	uint32_t n_extents;
+	uint32_t raw_len;   /* sum of the extents' lengths */
+	uint32_t enc_len;   /* raw: == raw_len; zstd: < raw_len */
+	uint16_t encoding;  /* enum wire_encoding */
+	const void *table;  /* decoded: n_extents entries in the payload */
+	const void *data;   /* decoded: enc_len bytes in the payload */
+};
+/* Payload bytes that wire_extents_encode() may need. */
+static inline size_t wire_extents_bound(size_t n, size_t len)
+{
+	return WIRE_EXTENTS_HEADER + n * WIRE_EXTENT_SIZE + len;
+}
+/* Encode ext[0, n) whose bytes are data[0, sum of lengths): zstd when it
+ * makes them smaller (z may be NULL: always raw), raw otherwise. -EINVAL
+ * for extents that would not decode. */
+int wire_extents_encode(struct wire_zstd *z, const struct wire_extent *ext, size_t n,
+			const void *data, void *buf, size_t cap, size_t *ret_len);
+int wire_extents_decode(const void *buf, size_t len, struct wire_extents *ret);
+struct wire_extent wire_extents_get(const struct wire_extents *m, size_t i);
+/* Decode the bytes of m into out (room for cap >= m->raw_len), as
+ * wire_blocks_unpack() does: extent i's bytes follow extent i-1's.
+ * Returns raw_len, -ENOBUFS or -EBADMSG. */
+int wire_extents_unpack(struct wire_zstd *z, const struct wire_extents *m, void *out, size_t cap);
 
 /* ACK and CHECKPOINT. */
 int wire_offset_encode(uint64_t offset, void *buf, size_t cap, size_t *ret_len);

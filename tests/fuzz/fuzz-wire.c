@@ -1,7 +1,7 @@
 /* Fuzz target for the wire format: the input is a stream of frames (header
  * and payload) as a peer would send them. Every frame is decoded; what
- * decodes must encode back to the same bytes, and BLOCKS data must unpack
- * to exactly its declared length or be refused. Built as a libFuzzer target
+ * decodes must encode back to the same bytes, and BLOCKS and EXTENTS data
+ * must unpack to exactly its declared length or be refused. Built as a libFuzzer target
  * with -DRESYNC_LIBFUZZER, and otherwise as a replayer of the files given
  * on the command line (files or directories), so every build replays the
  * corpus. */
@@ -124,6 +124,40 @@ static void blocks_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 	CHECK(r == (int)b.raw_len || (r == -EBADMSG && b.encoding == WIRE_ENC_ZSTD));
 }
 
+/* EXTENTS: the table is sorted, not overlapping and sums to raw_len; the
+ * data unpacks to exactly raw_len or is refused (zstd); what unpacks
+ * encodes back raw to a message that decodes to the same table, the same
+ * bytes when it was raw. */
+static void extents_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	static struct wire_extent ext[RESYNC_WIRE_EXTENTS_MAX];
+	struct wire_extents x, y;
+	uint64_t end = 0, sum = 0;
+	size_t n = 0;
+	int r;
+
+	CHECK(wire_extents_decode(p, len, &x) == 0);
+	CHECK(x.n_extents >= 1 && x.n_extents <= RESYNC_WIRE_EXTENTS_MAX);
+	CHECK(x.raw_len >= 1 && x.raw_len <= RESYNC_WIRE_BLOCKS_MAX);
+	for (uint32_t i = 0; i < x.n_extents; i++) {
+		ext[i] = wire_extents_get(&x, i);
+		CHECK(ext[i].len > 0 && ext[i].offset >= end);
+		end = ext[i].offset + ext[i].len;
+		sum += ext[i].len;
+	}
+	CHECK(sum == x.raw_len);
+	r = wire_extents_unpack(z, &x, raw, sizeof(raw));
+	CHECK(r == (int)x.raw_len || (r == -EBADMSG && x.encoding == WIRE_ENC_ZSTD));
+	if (r < 0)
+		return;
+	CHECK(wire_extents_encode(NULL, ext, x.n_extents, raw, out, sizeof(out), &n) == 0);
+	if (x.encoding == WIRE_ENC_RAW)
+		CHECK(n == len && !memcmp(out, p, len));
+	CHECK(wire_extents_decode(out, n, &y) == 0);
+	CHECK(y.n_extents == x.n_extents && y.raw_len == x.raw_len);
+	CHECK(!memcmp(y.table, x.table, (size_t)x.n_extents * WIRE_EXTENT_SIZE));
+}
+
 /* ACK, CHECKPOINT and BITMAP_REQ carry one offset. */
 static void offset_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 {
@@ -194,6 +228,7 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_BITMAP] = bitmap_roundtrip,
     [WIRE_PAGE_REQ] = page_req_roundtrip,
     [WIRE_PAGE_REPLY] = hash_reply_roundtrip,
+    [WIRE_EXTENTS] = extents_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX has a name and a round-trip

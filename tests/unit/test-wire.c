@@ -486,6 +486,203 @@ static void test_blocks(void **state)
 	free(m);
 }
 
+/* EXTENTS: header {n u32, raw_len u32, enc_len u32, encoding u16,
+ * reserved u16}, then n of {offset u64, len u32, reserved u32}. */
+enum { XH = WIRE_EXTENTS_HEADER, XE = WIRE_EXTENT_SIZE };
+
+static int extents_check(const unsigned char *m, size_t len)
+{
+	struct wire_extents x;
+
+	return wire_extents_decode(m, len, &x);
+}
+
+static void test_extents(void **state)
+{
+	enum { LEN = 6 * 4096 };
+	const struct wire_extent ext[3] = {{4096, 8192}, {65536, 4096}, {1ull << 40, 12288}};
+	struct wire_extent *many = calloc(RESYNC_WIRE_EXTENTS_MAX + 1, sizeof(*many));
+	struct wire_zstd *z = NULL;
+	unsigned char *data = malloc(LEN), *out = malloc(RESYNC_WIRE_BLOCKS_MAX);
+	unsigned char *m = malloc(sizeof(buf));
+	struct wire_extents x;
+	size_t len = 0, rlen;
+
+	assert_int_equal(wire_zstd_new(1, &z), 0);
+	/* Compressible: one zstd frame for all, smaller, and back. */
+	for (int i = 0; i < LEN; i++)
+		data[i] = "extents "[i % 8] + (i / 4096);
+	assert_int_equal(wire_extents_encode(z, ext, 3, data, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_extents_decode(buf, len, &x), 0);
+	assert_int_equal(x.encoding, WIRE_ENC_ZSTD);
+	assert_int_equal(x.n_extents, 3);
+	assert_int_equal(x.raw_len, LEN);
+	assert_true(x.enc_len < LEN / 4);
+	assert_int_equal(len, XH + 3 * XE + x.enc_len);
+	for (size_t i = 0; i < 3; i++) {
+		struct wire_extent e = wire_extents_get(&x, i);
+
+		assert_int_equal(e.offset, ext[i].offset);
+		assert_int_equal(e.len, ext[i].len);
+	}
+	assert_int_equal(wire_extents_unpack(z, &x, out, LEN - 1), -ENOBUFS);
+	assert_int_equal(wire_extents_unpack(z, &x, out, LEN), LEN);
+	assert_memory_equal(out, data, LEN);
+	check_truncations(WIRE_EXTENTS, buf, len);
+
+	/* zstd size lies: a frame declaring other than raw_len (the table
+	 * and raw_len agree: decoding passes), cut short, with a trailing
+	 * byte, or no smaller than raw_len. */
+	memcpy(m, buf, len);
+	put32(m + 4, LEN - 1);
+	put32(m + XH + 2 * XE + 8, 12288 - 1);
+	assert_int_equal(wire_extents_decode(m, len, &x), 0);
+	assert_int_equal(wire_extents_unpack(z, &x, out, LEN), -EBADMSG);
+	memcpy(m, buf, len);
+	assert_int_equal(wire_extents_decode(m, len, &x), 0);
+	put32(m + 8, x.enc_len - 1);
+	assert_int_equal(wire_extents_decode(m, len - 1, &x), 0);
+	assert_int_equal(wire_extents_unpack(z, &x, out, LEN), -EBADMSG);
+	memcpy(m, buf, len);
+	m[len] = 0;
+	put32(m + 8, len - XH - 3 * XE + 1);
+	assert_int_equal(wire_extents_decode(m, len + 1, &x), 0);
+	assert_int_equal(wire_extents_unpack(z, &x, out, LEN), -EBADMSG);
+	memcpy(m, buf, len);
+	put32(m + 8, LEN); /* "zstd" as long as raw */
+	assert_int_equal(extents_check(m, XH + 3 * XE + LEN), -EBADMSG);
+	for (size_t i = XH + 3 * XE; i < len; i += 5) {
+		/* Corrupt data: refused or exactly raw_len bytes. */
+		int r;
+
+		memcpy(m, buf, len);
+		m[i] ^= 0x5a;
+		assert_int_equal(wire_extents_decode(m, len, &x), 0);
+		r = wire_extents_unpack(z, &x, out, LEN);
+		assert_true(r == -EBADMSG || r == LEN);
+	}
+
+	/* Random: raw; without a zstd context: raw. */
+	testlib_fill(data, LEN, 5);
+	assert_int_equal(wire_extents_encode(z, ext, 3, data, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, XH + 3 * XE + LEN);
+	assert_int_equal(wire_extents_decode(buf, len, &x), 0);
+	assert_int_equal(x.encoding, WIRE_ENC_RAW);
+	assert_int_equal(wire_extents_unpack(z, &x, out, LEN), LEN);
+	assert_memory_equal(out, data, LEN);
+	check_truncations(WIRE_EXTENTS, buf, len);
+	memset(data, 0, LEN);
+	assert_int_equal(wire_extents_encode(NULL, ext, 3, data, m, sizeof(buf), &rlen), 0);
+	assert_int_equal(rlen, XH + 3 * XE + LEN);
+	assert_int_equal(wire_extents_encode(NULL, ext, 3, data, m, 1000, &rlen), -ENOBUFS);
+	assert_int_equal(wire_extents_encode(z, ext, 3, data, m, 1000, &rlen), 0); /* fits */
+
+	/* Refusals on the raw message in buf (len bytes). */
+#define REFUSED(edit)                                                                              \
+	do {                                                                                       \
+		memcpy(m, buf, len);                                                               \
+		edit;                                                                              \
+		assert_int_equal(extents_check(m, len), -EBADMSG);                                 \
+	} while (0)
+	assert_int_equal(extents_check(buf, len), 0);
+	REFUSED(put64(m + XH + XE, 0));			    /* unsorted */
+	REFUSED(put64(m + XH + XE, 4096 + 4096));	    /* overlaps the first */
+	REFUSED(put64(m + XH + XE, 4096));		    /* same offset */
+	REFUSED(put32(m + XH + 2 * XE + 8, 12288 - 4096)); /* sum < raw_len */
+	REFUSED(put32(m + XH + 2 * XE + 8, 12288 + 4096)); /* sum > raw_len */
+	REFUSED(put32(m + XH + XE + 8, 0));		    /* an empty extent */
+	REFUSED(put32(m + XH + XE + 12, 1));		    /* reserved */
+	REFUSED(put16(m + 14, 1));			    /* reserved */
+	REFUSED(put16(m + 12, 2));			    /* encoding */
+	REFUSED(put16(m + 12, WIRE_ENC_ZSTD));		    /* zstd no smaller */
+	REFUSED(put64(m + XH + 2 * XE, INT64_MAX));	    /* past 2^63 */
+	REFUSED(put32(m + XH + 2 * XE + 8, 0xffffffffu));   /* huge length */
+	REFUSED(put32(m, 0));				    /* no extent */
+	REFUSED(put32(m, 4));				    /* a table longer than sent */
+	REFUSED(put32(m, 2));				    /* the table cut short */
+	REFUSED(put32(m, RESYNC_WIRE_EXTENTS_MAX + 1));
+	REFUSED(put32(m, 0xffffffffu));
+	REFUSED(put32(m + 4, 0));			    /* raw_len 0 */
+	REFUSED(put32(m + 4, RESYNC_WIRE_BLOCKS_MAX + 1));
+	REFUSED(put32(m + 8, LEN + 1));			    /* enc_len beyond the payload */
+#undef REFUSED
+	/* Adjacent extents are valid (the sender merges them, but may not). */
+	memcpy(m, buf, len);
+	put64(m + XH + XE, 4096 + 8192);
+	assert_int_equal(extents_check(m, len), 0);
+
+	/* Too many extents: the encoder refuses, and so does the decoder a
+	 * well-formed frame of RESYNC_WIRE_EXTENTS_MAX + 1 one-byte ones. */
+	for (size_t i = 0; i <= RESYNC_WIRE_EXTENTS_MAX; i++)
+		many[i] = (struct wire_extent){i * 4096, 1};
+	assert_int_equal(wire_extents_encode(NULL, many, RESYNC_WIRE_EXTENTS_MAX, data, buf,
+					     sizeof(buf), &len),
+			 0);
+	assert_int_equal(extents_check(buf, len), 0);
+	assert_int_equal(wire_extents_encode(NULL, many, RESYNC_WIRE_EXTENTS_MAX + 1, data, buf,
+					     sizeof(buf), &len),
+			 -EINVAL);
+	memcpy(m, buf, XH + RESYNC_WIRE_EXTENTS_MAX * XE);
+	put32(m, RESYNC_WIRE_EXTENTS_MAX + 1);
+	put32(m + 4, RESYNC_WIRE_EXTENTS_MAX + 1);
+	put32(m + 8, RESYNC_WIRE_EXTENTS_MAX + 1);
+	put64(m + XH + RESYNC_WIRE_EXTENTS_MAX * XE, RESYNC_WIRE_EXTENTS_MAX * 4096ull);
+	put32(m + XH + RESYNC_WIRE_EXTENTS_MAX * XE + 8, 1);
+	put32(m + XH + RESYNC_WIRE_EXTENTS_MAX * XE + 12, 0);
+	memset(m + XH + (RESYNC_WIRE_EXTENTS_MAX + 1) * XE, 0, RESYNC_WIRE_EXTENTS_MAX + 1);
+	rlen = XH + (RESYNC_WIRE_EXTENTS_MAX + 1) * XE + RESYNC_WIRE_EXTENTS_MAX + 1;
+	assert_int_equal(extents_check(m, rlen), -EBADMSG);
+	put32(m, RESYNC_WIRE_EXTENTS_MAX); /* the same, one fewer: shorter data then */
+	assert_int_equal(extents_check(m, rlen), -EBADMSG);
+
+	/* Encoder: what would not decode is refused. */
+	{
+		const struct wire_extent unsorted[2] = {{8192, 4096}, {0, 4096}};
+		const struct wire_extent overlap[2] = {{0, 8192}, {4096, 4096}};
+		const struct wire_extent empty[2] = {{0, 4096}, {8192, 0}};
+		const struct wire_extent big[2] = {{0, RESYNC_WIRE_BLOCKS_MAX}, {1ull << 30, 1}};
+
+		assert_int_equal(wire_extents_encode(z, unsorted, 2, data, buf, sizeof(buf), &len),
+				 -EINVAL);
+		assert_int_equal(wire_extents_encode(z, overlap, 2, data, buf, sizeof(buf), &len),
+				 -EINVAL);
+		assert_int_equal(wire_extents_encode(z, empty, 2, data, buf, sizeof(buf), &len),
+				 -EINVAL);
+		assert_int_equal(wire_extents_encode(z, big, 2, out, buf, sizeof(buf), &len),
+				 -EINVAL);
+		assert_int_equal(wire_extents_encode(z, ext, 0, data, buf, sizeof(buf), &len),
+				 -EINVAL);
+	}
+
+	/* A zstd bomb: one extent of the largest size, a frame declaring
+	 * 64 MiB. */
+	{
+		size_t bigz = 64 << 20, n;
+		unsigned char *zeros = calloc(1, bigz), *frame = malloc(1 << 20);
+
+		n = ZSTD_compress(frame, 1 << 20, zeros, bigz, 1);
+		assert_false(ZSTD_isError(n));
+		put32(m, 1);
+		put32(m + 4, RESYNC_WIRE_BLOCKS_MAX);
+		put32(m + 8, n);
+		put16(m + 12, WIRE_ENC_ZSTD);
+		put16(m + 14, 0);
+		put64(m + XH, 0);
+		put32(m + XH + 8, RESYNC_WIRE_BLOCKS_MAX);
+		put32(m + XH + 12, 0);
+		memcpy(m + XH + XE, frame, n);
+		assert_int_equal(wire_extents_decode(m, XH + XE + n, &x), 0);
+		assert_int_equal(wire_extents_unpack(z, &x, out, RESYNC_WIRE_BLOCKS_MAX), -EBADMSG);
+		free(zeros);
+		free(frame);
+	}
+	wire_zstd_free(z);
+	free(many);
+	free(data);
+	free(out);
+	free(m);
+}
+
 static void test_offset_commit(void **state)
 {
 	struct wire_uuid g = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}, h;
@@ -731,6 +928,7 @@ int main(void)
 		cmocka_unit_test(test_page_messages),
 		cmocka_unit_test(test_hashtree_over_wire),
 		cmocka_unit_test(test_blocks),
+		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_offset_commit),
 		cmocka_unit_test(test_status_bitmap),
 		cmocka_unit_test(test_garbage),

@@ -31,6 +31,9 @@ enum resync_wire_limits {
 	RESYNC_WIRE_HASHES_MAX = 65536,	  /* hashes in one HASH_REQ or HASH_REPLY */
 	RESYNC_WIRE_RANGES_MAX = 4096,	  /* node ranges in one HASH_REQ */
 	RESYNC_WIRE_BLOCKS_MAX = 4 << 20, /* raw bytes carried by one BLOCKS */
+	/* Page runs carried by one EXTENTS (their bytes: <= RESYNC_WIRE_BLOCKS_MAX);
+	 * its table must fit the frame's 4 KiB beyond the bytes. */
+	RESYNC_WIRE_EXTENTS_MAX = 128,
 	/* Largest frame payload: a BLOCKS header plus its raw bytes, or a
 	 * HASH_REPLY of RESYNC_WIRE_HASHES_MAX hashes. */
 	RESYNC_WIRE_FRAME_MAX = (4 << 20) + 4096,
