@@ -1236,6 +1236,43 @@ static void job_prefetch(struct job *j, uint64_t seed)
 	j->prefetched = peer_conn_send_frame(j->c, WIRE_HASH_REQ, j->buf, len) >= 0;
 }
 
+/* Receive a secondary's reply into buf: a transport failure or an ERROR
+ * it sent becomes the job's error text. Returns 0 with *ret_type and
+ * *ret_len, or -errno (-EIO for an ERROR). */
+static int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+		    size_t *ret_len)
+{
+	int r = peer_conn_recv_frame(c, ret_type, buf, RESYNC_WIRE_FRAME_MAX, ret_len);
+
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	if (*ret_type == WIRE_ERROR) {
+		struct wire_text t = {0};
+
+		wire_text_decode(buf, *ret_len, &t);
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Send one frame and receive the reply, as job_recv(). */
+static int job_ask(struct job *j, struct peer_conn *c, uint16_t type, unsigned char *buf,
+		   size_t len, uint16_t *ret_type, size_t *ret_len)
+{
+	int r = peer_conn_send_frame(c, type, buf, len);
+
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	return job_recv(j, c, buf, ret_type, ret_len);
+}
+
 /* The prefetch's answer: a HASH_REPLY of one hash (or an ERROR, said). */
 static int job_prefetch_wait(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
@@ -1245,19 +1282,9 @@ static int job_prefetch_wait(struct job *j, struct peer_conn *c, unsigned char *
 	int r;
 
 	j->prefetched = false;
-	r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
-	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-			 peer_conn_error(c));
+	r = job_recv(j, c, buf, &type, &len);
+	if (r < 0)
 		return r;
-	}
-	if (type == WIRE_ERROR) {
-		struct wire_text t = {0};
-
-		wire_text_decode(buf, len, &t);
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
-		return -EIO;
-	}
 	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
 	    rep.n_hashes != 1)
 		return -EBADMSG;
@@ -1293,22 +1320,9 @@ static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 					 st.n_ranges, buf, RESYNC_WIRE_FRAME_MAX, &len);
 		if (r < 0)
 			break;
-		r = peer_conn_send_frame(c, WIRE_HASH_REQ, buf, len);
-		if (r >= 0)
-			r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-				 peer_conn_error(c));
+		r = job_ask(j, c, WIRE_HASH_REQ, buf, len, &type, &len);
+		if (r < 0)
 			break;
-		}
-		if (type == WIRE_ERROR) {
-			struct wire_text t = {0};
-
-			wire_text_decode(buf, len, &t);
-			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
-			r = -EIO;
-			break;
-		}
 		if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
 		    rep.n_hashes != st.n_hashes) {
 			r = -EBADMSG;
@@ -1341,21 +1355,10 @@ static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
 	uint16_t type;
 	size_t len;
-	int r;
+	int r = job_recv(j, c, buf, &type, &len);
 
-	r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
-	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-			 peer_conn_error(c));
+	if (r < 0)
 		return r;
-	}
-	if (type == WIRE_ERROR) {
-		struct wire_text t = {0};
-
-		wire_text_decode(buf, len, &t);
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
-		return -EIO;
-	}
 	if (type != WIRE_ACK)
 		return -EBADMSG;
 	return 0;
@@ -1385,21 +1388,9 @@ static int job_page_hashes(struct job *j, struct peer_conn *c, unsigned char *bu
 	r = wire_page_req_encode(j->seed, RESYNC_PAGE, batch, nb, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0)
 		return r;
-	r = peer_conn_send_frame(c, WIRE_PAGE_REQ, buf, len);
-	if (r >= 0)
-		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
-	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-			 peer_conn_error(c));
+	r = job_ask(j, c, WIRE_PAGE_REQ, buf, len, &type, &len);
+	if (r < 0)
 		return r;
-	}
-	if (type == WIRE_ERROR) {
-		struct wire_text t = {0};
-
-		wire_text_decode(buf, len, &t);
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
-		return -EIO;
-	}
 	if (type != WIRE_PAGE_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
 	    rep.n_hashes != npages)
 		return -EBADMSG;
