@@ -64,18 +64,6 @@ enum rdiff_exit {
 DEFINE_FREE_FUNC(struct rdelta_signature, rdelta_signature_free)
 #define _cleanup_rdelta_signature_ _cleanup_(rdelta_signature_freep)
 
-static void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void errorf(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("resync-diff: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 static int exit_code(int r)
 {
 	switch (r) {
@@ -203,7 +191,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			if (parse_long(optarg, &v) < 0)
 				return -1 - usage_error("bad block size '%s': not a number", optarg);
 			if (v < 0 || v > RDELTA_BLOCK_LEN_MAX) {
-				errorf("invalid block size %ld: 1 to %d bytes, or 0 for the "
+				resync_diff_errorf("invalid block size %ld: 1 to %d bytes, or 0 for the "
 				       "recommended size",
 				       v, RDELTA_BLOCK_LEN_MAX);
 				return -1 - RDIFF_PARAM_ERROR;
@@ -254,7 +242,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'z':
 		case 'i':
-			errorf("compression is not implemented (as in rdiff)");
+			resync_diff_errorf("compression is not implemented (as in rdiff)");
 			return -1 - RDIFF_UNIMPLEMENTED;
 		case ':':
 			return -1 - usage_error("option '%s' needs a value", argv[optind - 1]);
@@ -269,7 +257,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	}
 	max = rdelta_hash_len_max(o->sig.hash);
 	if (sum < -1 || sum > (long)max) {
-		errorf("invalid sum size %ld: %s sums are 1 to %u bytes (0 for the most, "
+		resync_diff_errorf("invalid sum size %ld: %s sums are 1 to %u bytes (0 for the most, "
 		       "-1 for the least that is safe)",
 		       sum, o->sig.hash == RDELTA_HASH_MD4 ? "md4" : "blake2", max);
 		return -1 - RDIFF_PARAM_ERROR;
@@ -290,7 +278,7 @@ static int input_open(const char *path, int *ret_fd)
 	}
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		errorf("cannot open '%s' for reading: %s", path, strerror(errno));
+		resync_diff_errorf("cannot open '%s' for reading: %s", path, strerror(errno));
 		return -errno;
 	}
 	*ret_fd = fd;
@@ -367,7 +355,7 @@ static int output_open(const char *path, bool force, struct output *o)
 	o->path = path;
 	if (lstat(path, &st) == 0) {
 		if (!force) {
-			errorf("'%s' exists; use --force (-f) to overwrite it", path);
+			resync_diff_errorf("'%s' exists; use --force (-f) to overwrite it", path);
 			return -EEXIST;
 		}
 		o->replace = true;
@@ -376,7 +364,7 @@ static int output_open(const char *path, bool force, struct output *o)
 			fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
 			if (fd < 0) {
 				r = -errno;
-				errorf("cannot open '%s' for writing: %s", path, strerror(-r));
+				resync_diff_errorf("cannot open '%s' for writing: %s", path, strerror(-r));
 				return r;
 			}
 			o->fd = fd;
@@ -386,14 +374,14 @@ static int output_open(const char *path, bool force, struct output *o)
 		o->target = realpath(path, NULL);
 		if (!o->target && errno != ENOENT) {
 			r = -errno;
-			errorf("cannot resolve '%s': %s", path, strerror(-r));
+			resync_diff_errorf("cannot resolve '%s': %s", path, strerror(-r));
 			return r;
 		}
 	}
 	if (!o->target)
 		o->target = strdup(path);
 	if (!o->target || split_dir(o) < 0) {
-		errorf("out of memory");
+		resync_diff_errorf("out of memory");
 		return -ENOMEM;
 	}
 
@@ -405,7 +393,7 @@ static int output_open(const char *path, bool force, struct output *o)
 	} else {
 		o->tmpname = temp_name(o);
 		if (!o->tmpname) {
-			errorf("out of memory");
+			resync_diff_errorf("out of memory");
 			return -ENOMEM;
 		}
 		fd = mkostemp(o->tmpname, O_CLOEXEC);
@@ -413,7 +401,7 @@ static int output_open(const char *path, bool force, struct output *o)
 			r = -errno;
 			free(o->tmpname);
 			o->tmpname = NULL;
-			errorf("cannot create a file in '%s' for '%s': %s", o->dir, path,
+			resync_diff_errorf("cannot create a file in '%s' for '%s': %s", o->dir, path,
 			       strerror(-r));
 			return r;
 		}
@@ -475,18 +463,18 @@ done:
 	o->fd = -1;
 	if (r < 0) {
 		r = -errno;
-		errorf("cannot write '%s': %s", o->path, strerror(-r));
+		resync_diff_errorf("cannot write '%s': %s", o->path, strerror(-r));
 		return r;
 	}
 	return 0;
 fail:
 	r = -errno;
 	if (r == -EEXIST)
-		errorf("'%s' appeared while it was being written; use --force (-f) to "
+		resync_diff_errorf("'%s' appeared while it was being written; use --force (-f) to "
 		       "overwrite it",
 		       o->path);
 	else
-		errorf("cannot put '%s' in place: %s", o->path, strerror(-r));
+		resync_diff_errorf("cannot put '%s' in place: %s", o->path, strerror(-r));
 	return r;
 }
 
@@ -561,9 +549,9 @@ int cmd_signature(int argc, char **argv)
 	input_close(in);
 	if (r < 0) {
 		if (r == -EINVAL)
-			errorf("invalid signature parameters for '%s'", in_name(f[0]));
+			resync_diff_errorf("invalid signature parameters for '%s'", in_name(f[0]));
 		else
-			errorf("signature of '%s' into '%s' failed: %s", in_name(f[0]),
+			resync_diff_errorf("signature of '%s' into '%s' failed: %s", in_name(f[0]),
 			       out_name(f[1]), strerror(-r));
 	}
 	r = finish_output(&out, r);
@@ -576,20 +564,20 @@ static void sig_error(const char *name, int r)
 {
 	switch (r) {
 	case -ENODATA:
-		errorf("signature '%s' is truncated (unexpected end of input)", name);
+		resync_diff_errorf("signature '%s' is truncated (unexpected end of input)", name);
 		break;
 	case -EBADMSG:
-		errorf("'%s' is not a librsync signature (bad magic number)", name);
+		resync_diff_errorf("'%s' is not a librsync signature (bad magic number)", name);
 		break;
 	case -EILSEQ:
-		errorf("signature '%s' is corrupt: implausible block or sum length", name);
+		resync_diff_errorf("signature '%s' is corrupt: implausible block or sum length", name);
 		break;
 	case -EFBIG:
-		errorf("signature '%s' describes more than %d blocks", name,
+		resync_diff_errorf("signature '%s' describes more than %d blocks", name,
 		       RDELTA_SIG_BLOCKS_MAX);
 		break;
 	default:
-		errorf("cannot read signature '%s': %s", name, strerror(-r));
+		resync_diff_errorf("cannot read signature '%s': %s", name, strerror(-r));
 	}
 }
 
@@ -636,7 +624,7 @@ int cmd_delta(int argc, char **argv)
 	} else {
 		r = rdelta_delta_fd(sig, in, out.fd, &st);
 		if (r < 0)
-			errorf("delta of '%s' against '%s' into '%s' failed: %s", in_name(f[1]),
+			resync_diff_errorf("delta of '%s' against '%s' into '%s' failed: %s", in_name(f[1]),
 			       f[0], out_name(f[2]), strerror(-r));
 	}
 	input_close(in);
@@ -650,23 +638,23 @@ static void patch_error(const char *basis, const char *delta, const char *new, i
 {
 	switch (r) {
 	case -ENODATA:
-		errorf("delta '%s' is truncated (unexpected end of input)", delta);
+		resync_diff_errorf("delta '%s' is truncated (unexpected end of input)", delta);
 		break;
 	case -EBADMSG:
-		errorf("'%s' is not a librsync delta (bad magic number)", delta);
+		resync_diff_errorf("'%s' is not a librsync delta (bad magic number)", delta);
 		break;
 	case -EILSEQ:
-		errorf("delta '%s' is corrupt", delta);
+		resync_diff_errorf("delta '%s' is corrupt", delta);
 		break;
 	case -ENXIO:
-		errorf("delta '%s' copies from past the end of '%s': is it the right basis?",
+		resync_diff_errorf("delta '%s' copies from past the end of '%s': is it the right basis?",
 		       delta, basis);
 		break;
 	case -ESPIPE:
-		errorf("basis '%s' must be a seekable file, not a pipe", basis);
+		resync_diff_errorf("basis '%s' must be a seekable file, not a pipe", basis);
 		break;
 	default:
-		errorf("patch of '%s' with '%s' into '%s' failed: %s", basis, delta, new,
+		resync_diff_errorf("patch of '%s' with '%s' into '%s' failed: %s", basis, delta, new,
 		       strerror(-r));
 	}
 }

@@ -28,8 +28,7 @@
 DEFINE_FREE_FUNC(struct volume, volume_free)
 #define _cleanup_volume_ _cleanup_(volume_freep)
 
-static void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void errorf(const char *fmt, ...)
+void resync_diff_errorf(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -44,13 +43,13 @@ static int open_error(const char *path, int r)
 {
 	switch (r) {
 	case -EBUSY:
-		errorf("'%s' is in use by another writer (resyncfs, resyncd or resync-diff)", path);
+		resync_diff_errorf("'%s' is in use by another writer (resyncfs, resyncd or resync-diff)", path);
 		break;
 	case -EINVAL:
-		errorf("'%s' is neither a regular file nor a block device", path);
+		resync_diff_errorf("'%s' is neither a regular file nor a block device", path);
 		break;
 	default:
-		errorf("cannot open '%s': %s", path, strerror(-r));
+		resync_diff_errorf("cannot open '%s': %s", path, strerror(-r));
 	}
 	return EXIT_ERROR;
 }
@@ -87,7 +86,7 @@ static int parse_common(int argc, char **argv, const char *usage, bool allow_dry
 		switch (c) {
 		case 'b':
 			if (parse_size(optarg, &v) < 0 || !resync_block_size_valid(v)) {
-				errorf("invalid block size '%s': a power of two from 4K to 1M",
+				resync_diff_errorf("invalid block size '%s': a power of two from 4K to 1M",
 				       optarg);
 				return -1;
 			}
@@ -108,7 +107,7 @@ static int parse_common(int argc, char **argv, const char *usage, bool allow_dry
 			break;
 		case 't':
 			if (parse_size(optarg, &v) < 0 || v == 0 || v > RESYNC_THREADS_MAX) {
-				errorf("invalid thread count '%s'", optarg);
+				resync_diff_errorf("invalid thread count '%s'", optarg);
 				return -1;
 			}
 			o->threads = (unsigned)v;
@@ -152,7 +151,7 @@ static int open_pair(const char *a_path, const char *b_path, bool write, bool dr
 	if (r < 0)
 		return open_error(b_path, r);
 	if (volume_same(a, b)) {
-		errorf("'%s' and '%s' are the same file", a_path, b_path);
+		resync_diff_errorf("'%s' and '%s' are the same file", a_path, b_path);
 		return EXIT_ERROR;
 	}
 	*ret_a = TAKE_PTR(a);
@@ -248,13 +247,13 @@ int cmd_sync(int argc, char **argv)
 		bo.seed = (uint64_t)getpid();
 	r = blockcmp_run(src, dst, &bo, NULL, &st);
 	if (r == -EFBIG) {
-		errorf("'%s' is a block device of %" PRIu64 " bytes; '%s' has %" PRIu64
+		resync_diff_errorf("'%s' is a block device of %" PRIu64 " bytes; '%s' has %" PRIu64
 		       ": the sizes must match",
 		       argv[i + 1], st.dst_size_before, argv[i], st.src_size);
 		return EXIT_ERROR;
 	}
 	if (r < 0) {
-		errorf("sync of '%s' into '%s' failed %s: %s; the first %" PRIu64
+		resync_diff_errorf("sync of '%s' into '%s' failed %s: %s; the first %" PRIu64
 		       " bytes are in sync, %" PRIu64 " bytes were written",
 		       argv[i], argv[i + 1], where_text(st.failed_at), strerror(-r), st.done_upto,
 		       st.bytes_written);
@@ -327,7 +326,7 @@ int cmd_compare(int argc, char **argv)
 		bo.seed = (uint64_t)getpid();
 	r = blockcmp_run(a, b, &bo, &ranges, &st);
 	if (r < 0) {
-		errorf("compare of '%s' and '%s' failed %s: %s", argv[i], argv[i + 1],
+		resync_diff_errorf("compare of '%s' and '%s' failed %s: %s", argv[i], argv[i + 1],
 		       where_text(st.failed_at), strerror(-r));
 		return EXIT_ERROR;
 	}
@@ -335,7 +334,7 @@ int cmd_compare(int argc, char **argv)
 	sa = volume_size(a);
 	sb = volume_size(b);
 	if (sa != sb && rangelist_add(&ranges, MIN(sa, sb), MAX(sa, sb) - MIN(sa, sb)) < 0) {
-		errorf("out of memory");
+		resync_diff_errorf("out of memory");
 		return EXIT_ERROR;
 	}
 	rangelist_normalize(&ranges);
@@ -373,7 +372,7 @@ int cmd_compare(int argc, char **argv)
 	}
 	rangelist_release(&ranges);
 	if (fflush(stdout) != 0) {
-		errorf("cannot write output: %s", strerror(errno));
+		resync_diff_errorf("cannot write output: %s", strerror(errno));
 		return EXIT_ERROR;
 	}
 	return differ ? 1 : 0;
@@ -428,7 +427,7 @@ int main(int argc, char **argv)
 		if (k == 1)
 			break;
 	}
-	errorf("unknown command '%s'", argv[1]);
+	resync_diff_errorf("unknown command '%s'", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;
 }
