@@ -653,16 +653,20 @@ static void session_write_end(struct session *s)
 	s->writing = false;
 }
 
+/* Start writing (fence, Inconsistent on disk) at the first data frame. */
+static int session_write_ensure(struct session *s)
+{
+	return s->writing ? 0 : session_write_begin(s);
+}
+
 static int session_blocks(struct session *s, size_t len)
 {
 	struct wire_blocks b;
 	int r;
 
-	if (!s->writing) {
-		r = session_write_begin(s);
-		if (r < 0)
-			return r;
-	}
+	r = session_write_ensure(s);
+	if (r < 0)
+		return r;
 	r = wire_blocks_decode(s->in, len, &b);
 	if (r < 0)
 		return r;
@@ -680,11 +684,9 @@ static int session_extents(struct session *s, size_t len)
 	size_t pos = 0;
 	int r;
 
-	if (!s->writing) {
-		r = session_write_begin(s);
-		if (r < 0)
-			return r;
-	}
+	r = session_write_ensure(s);
+	if (r < 0)
+		return r;
 	r = wire_extents_decode(s->in, len, &m);
 	if (r < 0)
 		return r;
