@@ -263,6 +263,21 @@ int peer_ctx_tls(const struct peer_ctx *ctx)
 	return ctx->tls;
 }
 
+/* After an SSL call that returned ret <= 0: wait until the socket is
+ * ready for what it wants (0, or -errno from the wait, -ETIMEDOUT past the
+ * deadline), or 1 when the call failed for good (see tls_error). */
+static int tls_wait(struct peer_conn *c, int ret, uint64_t deadline)
+{
+	switch (SSL_get_error(c->ssl, ret)) {
+	case SSL_ERROR_WANT_READ:
+		return wait_fd(c->fd, POLLIN, deadline);
+	case SSL_ERROR_WANT_WRITE:
+		return wait_fd(c->fd, POLLOUT, deadline);
+	default:
+		return 1;
+	}
+}
+
 /* Turn OpenSSL's error queue (and a failed call's result) into -errno and
  * words. Authentication failures are told apart from the rest. */
 static int tls_error(struct peer_conn *c, int ret, const char *during, bool server)
@@ -393,16 +408,9 @@ static int conn_handshake(struct peer_conn *c, bool server)
 
 		if (ret == 1)
 			break;
-		switch (SSL_get_error(c->ssl, ret)) {
-		case SSL_ERROR_WANT_READ:
-			r = wait_fd(c->fd, POLLIN, deadline);
-			break;
-		case SSL_ERROR_WANT_WRITE:
-			r = wait_fd(c->fd, POLLOUT, deadline);
-			break;
-		default:
+		r = tls_wait(c, ret, deadline);
+		if (r > 0)
 			return tls_error(c, ret, "the TLS handshake", server);
-		}
 		if (r < 0) {
 			set_error(c->error, sizeof(c->error),
 				  "TLS handshake with %s timed out after %u ms", c->remote,
@@ -619,14 +627,8 @@ static int tls_write(struct peer_conn *c, const void *buf, size_t len, uint64_t 
 			len -= done;
 			continue;
 		}
-		switch (SSL_get_error(c->ssl, ret)) {
-		case SSL_ERROR_WANT_READ:
-			r = wait_fd(c->fd, POLLIN, deadline);
-			break;
-		case SSL_ERROR_WANT_WRITE:
-			r = wait_fd(c->fd, POLLOUT, deadline);
-			break;
-		default:
+		r = tls_wait(c, ret, deadline);
+		if (r > 0) {
 			r = tls_error(c, ret, "sending to", false);
 			if (r == -EIO && errno == EPIPE)
 				r = -EPIPE;
@@ -708,16 +710,9 @@ static int conn_read(struct peer_conn *c, void *buf, size_t len, uint64_t deadli
 				len -= done;
 				continue;
 			}
-			switch (SSL_get_error(c->ssl, ret)) {
-			case SSL_ERROR_WANT_READ:
-				r = wait_fd(c->fd, POLLIN, deadline);
-				break;
-			case SSL_ERROR_WANT_WRITE:
-				r = wait_fd(c->fd, POLLOUT, deadline);
-				break;
-			default:
+			r = tls_wait(c, ret, deadline);
+			if (r > 0)
 				return tls_error(c, ret, "receiving from", false);
-			}
 		} else {
 			ssize_t n = recv(c->fd, p, len, 0);
 
