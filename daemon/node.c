@@ -26,6 +26,7 @@
  * recorded under the primary's generation of its resync, so a restarted
  * resync knows how far the last one of the same generation got. */
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -81,12 +82,15 @@ struct tree_cache {
 	struct hashtree *tree;
 	uint64_t seed;
 	unsigned fanout;
+	uint32_t leaf; /* bytes a leaf covers */
 	struct timespec mtime;
 	uint64_t built; /* now_usec() when hashing started; 0: empty */
 };
 
 enum {
 	TREE_CACHE_USEC = 60 * 1000000,
+	/* Hash-tree fanout over page leaves (blocks: the default). */
+	NODE_FINE_FANOUT = 16,
 	TREE_CACHE_MARGIN_NSEC = 200 * 1000000, /* above any coarse clock tick */
 };
 
@@ -208,10 +212,10 @@ static bool node_image_still(struct node *n, struct timespec *ret_mtime)
 	return age > TREE_CACHE_MARGIN_NSEC;
 }
 
-/* Take the cached tree for fanout and seed (0: any seed) when the image
+/* Take the cached tree for fanout, leaf size and seed (0: any seed) when the image
  * is unchanged since it was hashed: moves it to *ret, the cache is left
  * empty. */
-static bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout,
+static bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint32_t leaf,
 			    struct tree_cache *ret)
 {
 	struct tree_cache *c = &n->tcache;
@@ -219,7 +223,7 @@ static bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout,
 	bool ok = false;
 
 	pthread_mutex_lock(&n->lock);
-	if (c->built && c->fanout == fanout && (!seed || c->seed == seed) &&
+	if (c->built && c->fanout == fanout && c->leaf == leaf && (!seed || c->seed == seed) &&
 	    now_usec() - c->built < TREE_CACHE_USEC &&
 	    fstat(volume_fd(fusefs_volume(n->fs)), &st) == 0 &&
 	    st.st_mtim.tv_sec == c->mtime.tv_sec && st.st_mtim.tv_nsec == c->mtime.tv_nsec) {
@@ -338,6 +342,20 @@ static int node_mount_unstale(const char *mount)
 
 /* ---- hello ---- */
 
+/* The features this node offers: all it speaks, less those named in
+ * RESYNC_FEATURES_OFF (a number: a mask of enum wire_features), so that
+ * tests can make a peer of an older build. */
+static uint64_t node_features(void)
+{
+	const char *off = getenv("RESYNC_FEATURES_OFF");
+	uint64_t f = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | WIRE_FEATURE_PAGES |
+		     WIRE_FEATURE_EXTENTS | WIRE_FEATURE_FINE_LEAVES;
+
+	if (off && *off)
+		f &= ~strtoull(off, NULL, 0);
+	return f;
+}
+
 static void node_hello_make(struct node *n, struct wire_hello *h)
 {
 	struct meta_info mi;
@@ -348,8 +366,7 @@ static void node_hello_make(struct node *n, struct wire_hello *h)
 	snprintf(h->node, sizeof(h->node), "%s", n->self->name);
 	h->proto_min = WIRE_PROTO_MIN;
 	h->proto_max = WIRE_PROTO_MAX;
-	h->features = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | WIRE_FEATURE_PAGES |
-		      WIRE_FEATURE_EXTENTS;
+	h->features = node_features();
 	h->volume_size = node_size(n);
 	h->block_size = n->cfg->block_size;
 	h->state = (uint32_t)mi.state < WIRE_STATE_COUNT ? (uint32_t)mi.state : WIRE_STATE_UNKNOWN;
@@ -437,6 +454,89 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off)
 
 /* ---- serving a peer (the accepting side) ---- */
 
+/* Writeback started early: the pages a resync writes are scattered, and
+ * writing them out takes longer than receiving them. A thread of the
+ * session starts the writeback of each frame's span (sync_file_range,
+ * which waits for the device's queue) while the session receives the
+ * next frames; a checkpoint's or the commit's fdatasync then waits for
+ * less. Spans that find the queue full are left to that fdatasync. */
+enum { WRITEBACK_QUEUE = 64 };
+
+struct writeback {
+	pthread_t t;
+	bool started, stop;
+	int fd;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct {
+		uint64_t off, len;
+	} q[WRITEBACK_QUEUE];
+	unsigned head, n;
+};
+
+static void *writeback_thread(void *arg)
+{
+	struct writeback *w = arg;
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		uint64_t off, len;
+
+		while (!w->n && !w->stop)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (!w->n)
+			break;
+		off = w->q[w->head].off;
+		len = w->q[w->head].len;
+		w->head = (w->head + 1) % WRITEBACK_QUEUE;
+		w->n--;
+		pthread_mutex_unlock(&w->lock);
+		/* Advice only: an error shows at the fdatasync that follows. */
+		(void)sync_file_range(w->fd, (off64_t)off, (off64_t)len, SYNC_FILE_RANGE_WRITE);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static void writeback_start(struct writeback *w, int fd)
+{
+	memset(w, 0, sizeof(*w));
+	w->fd = fd;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->started = !pthread_create(&w->t, NULL, writeback_thread, w);
+}
+
+static void writeback_push(struct writeback *w, uint64_t off, uint64_t len)
+{
+	if (!w->started)
+		return;
+	pthread_mutex_lock(&w->lock);
+	if (w->n < WRITEBACK_QUEUE) {
+		w->q[(w->head + w->n) % WRITEBACK_QUEUE].off = off;
+		w->q[(w->head + w->n) % WRITEBACK_QUEUE].len = len;
+		w->n++;
+		pthread_cond_signal(&w->cond);
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Stop the thread once the spans queued were started. */
+static void writeback_stop(struct writeback *w)
+{
+	if (!w->started)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->t, NULL);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	w->started = false;
+}
+
 struct session {
 	struct node *n;
 	struct peer_conn *c;
@@ -445,11 +545,14 @@ struct session {
 	struct hashtree *tree;
 	uint64_t seed;
 	unsigned fanout;
+	uint32_t leaf;
 	struct timespec mtime; /* the image's, when hashing started */
 	uint64_t built;	       /* then; 0: the tree may not be cached */
 	bool writing;
 	bool wrote;
 	struct patch_writer *pw;
+	struct writeback wb;
+	uint64_t n_blocks, n_extents; /* BLOCKS and EXTENTS frames written */
 	struct wire_zstd *z;
 	unsigned char *raw;
 	unsigned char *bitmap; /* snapshot for BITMAP_REQ */
@@ -465,27 +568,28 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 	fusefs_invalidate(s->n->fs, off, len);
 }
 
-static int session_tree(struct session *s, uint64_t seed, unsigned fanout)
+static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint32_t leaf)
 {
 	struct node *n = s->n;
-	struct blockcmp_opts o = {.block_size = n->cfg->block_size, .seed = seed};
-	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, n->cfg->block_size);
+	uint64_t size = node_size(n);
+	struct blockcmp_opts o = {.block_size = leaf, .seed = seed};
+	uint64_t nb = DIV_ROUND_UP(size, leaf);
+	struct tree_cache c;
 	int r;
 
-	struct tree_cache c;
-
-	if (s->tree && s->seed == seed && s->fanout == fanout)
+	if (s->tree && s->seed == seed && s->fanout == fanout && s->leaf == leaf)
 		return 0;
 	hashtree_free(s->tree);
 	s->tree = NULL;
 	free(s->hashes);
 	s->hashes = NULL;
-	if (tree_cache_take(n, seed, fanout, &c)) {
+	if (tree_cache_take(n, seed, fanout, leaf, &c)) {
 		/* The plan's compare, a moment ago, of this same image. */
 		s->hashes = c.hashes;
 		s->tree = c.tree;
 		s->seed = seed;
 		s->fanout = fanout;
+		s->leaf = leaf;
 		s->mtime = c.mtime;
 		s->built = c.built;
 		return 0;
@@ -504,21 +608,29 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout)
 		return r;
 	s->seed = seed;
 	s->fanout = fanout;
+	s->leaf = leaf;
 	return 0;
 }
 
 static int session_hash_req(struct session *s, size_t len)
 {
+	struct node *n = s->n;
 	struct wire_hash_req q;
 	_cleanup_free_ struct hashtree_range *ranges = NULL;
 	_cleanup_free_ struct hash128 *h = NULL;
 	size_t nh, olen;
+	uint32_t leaf;
 	int r;
 
 	r = wire_hash_req_decode(s->in, len, &q);
 	if (r < 0)
 		return r;
-	r = session_tree(s, q.seed, q.fanout);
+	/* Leaves finer than the primary would pick are refused: their
+	 * number (and the tree's memory) is bounded. */
+	leaf = q.leaf_size ? q.leaf_size : n->cfg->block_size;
+	if (leaf < wire_tree_leaf(node_size(n), n->cfg->block_size))
+		return -EBADMSG;
+	r = session_tree(s, q.seed, q.fanout, leaf);
 	if (r < 0)
 		return r;
 	ranges = calloc(q.n_ranges, sizeof(*ranges));
@@ -621,6 +733,7 @@ static int session_write_begin(struct session *s)
 	r = patch_writer_new(fusefs_volume(n->fs), &po, &s->pw);
 	if (r < 0)
 		return r;
+	writeback_start(&s->wb, volume_fd(fusefs_volume(n->fs)));
 	r = wire_zstd_new(0, &s->z);
 	if (r < 0)
 		return r;
@@ -637,6 +750,7 @@ static void session_write_end(struct session *s)
 
 	if (!s->writing)
 		return;
+	writeback_stop(&s->wb);
 	if (s->pw)
 		patch_writer_sync(s->pw);
 	patch_writer_free(s->pw);
@@ -673,7 +787,13 @@ static int session_blocks(struct session *s, size_t len)
 	r = wire_blocks_unpack(s->z, &b, s->raw, RESYNC_WIRE_BLOCKS_MAX);
 	if (r < 0)
 		return r;
-	return patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
+	s->n_blocks++;
+	r = patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
+	if (r >= 0)
+		r = patch_writer_flush(s->pw);
+	if (r >= 0)
+		writeback_push(&s->wb, b.offset, b.raw_len);
+	return r;
 }
 
 /* EXTENTS: unpacked once, each run written (and its FUSE pages
@@ -693,6 +813,7 @@ static int session_extents(struct session *s, size_t len)
 	r = wire_extents_unpack(s->z, &m, s->raw, RESYNC_WIRE_BLOCKS_MAX);
 	if (r < 0)
 		return r;
+	s->n_extents++;
 	for (uint32_t i = 0; i < m.n_extents; i++) {
 		struct wire_extent e = wire_extents_get(&m, i);
 
@@ -701,6 +822,14 @@ static int session_extents(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 		pos += e.len;
+	}
+	if (m.n_extents) {
+		struct wire_extent a = wire_extents_get(&m, 0), b = wire_extents_get(&m, m.n_extents - 1);
+
+		r = patch_writer_flush(s->pw);
+		if (r < 0)
+			return r;
+		writeback_push(&s->wb, a.offset, b.offset + b.len - a.offset);
 	}
 	return 0;
 }
@@ -742,7 +871,6 @@ static int session_commit(struct session *s, size_t len)
 {
 	struct node *n = s->n;
 	struct meta *m = node_meta(n);
-	struct meta_info mi;
 	struct wire_uuid g;
 	struct meta_uuid gen;
 	int r;
@@ -756,22 +884,8 @@ static int session_commit(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 	}
-	meta_info_get(m, &mi);
-	if (memcmp(mi.generation.b, gen.b, 16)) {
-		r = meta_generation_set(m, &gen);
-		if (r < 0)
-			return r;
-	}
-	r = meta_dirty_clear(m, 0, node_size(n));
-	if (r < 0)
-		return r;
-	r = meta_trusted_set(m, true);
-	if (r < 0)
-		return r;
-	r = meta_checkpoint_clear(m);
-	if (r < 0)
-		return r;
-	r = meta_state_set(m, META_STATE_UPTODATE);
+	/* Generation, bitmap, trust, checkpoint and state in one update. */
+	r = meta_resync_commit(m, &gen, true);
 	if (r < 0)
 		return r;
 	session_write_end(s);
@@ -781,7 +895,9 @@ static int session_commit(struct session *s, size_t len)
 	n->last_resync = time(NULL);
 	node_state_save_locked(n);
 	pthread_mutex_unlock(&n->lock);
-	logf_("resync from '%s' committed: UpToDate", s->peer);
+	logf_("resync from '%s' committed: UpToDate (%" PRIu64 " BLOCKS and %" PRIu64
+	      " EXTENTS frames written)",
+	      s->peer, s->n_blocks, s->n_extents);
 	event_publish_state(n->bus, n->self->name, "Inconsistent", "UpToDate", true, "resync committed");
 	return send_offset(s->c, WIRE_ACK, node_size(n));
 }
@@ -984,7 +1100,8 @@ static void *session_thread(void *arg)
 	if (s->in && s->out)
 		session_serve(s);
 	if (s->tree && s->built && !s->wrote) {
-		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->mtime, s->built};
+		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->leaf, s->mtime,
+				       s->built};
 
 		tree_cache_put(n, &c);
 		s->hashes = NULL;
@@ -1167,6 +1284,8 @@ struct job {
 	struct control_client *cli;
 	pthread_mutex_t *cli_lock;
 	const struct hashtree *tree;
+	uint32_t leaf;	   /* bytes a leaf of tree covers */
+	unsigned fanout;   /* tree's */
 	const unsigned char *pbitmap; /* the primary's bitmap, for JOB_QUICK */
 	size_t bitmap_size;
 	uint64_t seed;
@@ -1181,6 +1300,7 @@ struct job {
 	struct peer_conn *c;
 	unsigned char *buf;
 	struct wire_hello hello;
+	uint64_t features; /* both peers' */
 	struct wire_status status;
 	bool opened;
 	enum job_mode mode;
@@ -1224,6 +1344,13 @@ static void job_progress(struct job *j, const char *phase, uint64_t done, uint64
 
 /* Make a full job's peer build its hash tree for seed now: a HASH_REQ of
  * one leaf, answered once the tree is built, read by job_compare(). */
+/* The leaf size a HASH_REQ names: none for a peer that cannot read it
+ * (its leaves are blocks, and so are this run's then). */
+static uint32_t job_leaf_wire(const struct job *j)
+{
+	return j->features & WIRE_FEATURE_FINE_LEAVES ? j->leaf : 0;
+}
+
 static void job_prefetch(struct job *j, uint64_t seed)
 {
 	struct hashtree_range one = {0, 1};
@@ -1231,7 +1358,7 @@ static void job_prefetch(struct job *j, uint64_t seed)
 
 	if (!j->opened || j->mode != JOB_FULL)
 		return;
-	if (wire_hash_req_encode(seed, 0, RESYNC_HASHTREE_FANOUT_DEFAULT, &one, 1, j->buf,
+	if (wire_hash_req_encode(seed, 0, j->fanout, job_leaf_wire(j), &one, 1, j->buf,
 				 RESYNC_WIRE_FRAME_MAX, &len) < 0)
 		return;
 	/* A failure shows again at the walk's first request. */
@@ -1293,6 +1420,23 @@ static int job_prefetch_wait(struct job *j, struct peer_conn *c, unsigned char *
 	return 0;
 }
 
+/* Blocks of bs bytes that the sorted ranges of l touch. */
+static uint64_t ranges_blocks(const struct rangelist *l, uint64_t bs)
+{
+	uint64_t n = 0, last = UINT64_MAX;
+
+	for (size_t i = 0; i < l->n; i++) {
+		uint64_t first = l->v[i].off / bs, end = (l->v[i].off + l->v[i].len - 1) / bs;
+
+		if (first == last)
+			first++;
+		if (end >= first)
+			n += end - first + 1;
+		last = end;
+	}
+	return n;
+}
+
 static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
 	struct node *n = j->n;
@@ -1318,7 +1462,8 @@ static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	while ((r = hashtree_diff_next(d, &st)) == 1) {
 		struct wire_hash_reply rep;
 
-		r = wire_hash_req_encode(j->seed, st.level, hashtree_fanout(j->tree), st.ranges,
+		r = wire_hash_req_encode(j->seed, st.level, hashtree_fanout(j->tree),
+					 job_leaf_wire(j), st.ranges,
 					 st.n_ranges, buf, RESYNC_WIRE_FRAME_MAX, &len);
 		if (r < 0)
 			break;
@@ -1342,11 +1487,11 @@ static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	}
 	leaves = hashtree_diff_leaves(d, &nl);
 	for (size_t i = 0; i < nl && r >= 0; i++) {
-		uint64_t off = leaves[i] * bs;
+		uint64_t off = leaves[i] * j->leaf;
 
-		r = rangelist_add(&j->ranges, off, MIN(bs, size - off));
+		r = rangelist_add(&j->ranges, off, MIN((uint64_t)j->leaf, size - off));
 	}
-	j->differing_blocks = nl;
+	j->differing_blocks = ranges_blocks(&j->ranges, bs);
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	j->bytes_compared = size;
 	hashtree_diff_free(d);
@@ -1373,7 +1518,7 @@ static bool job_pages(const struct job *j)
 
 	return wire_proto_negotiate(j->hello.proto_min, j->hello.proto_max, WIRE_PROTO_MIN,
 				    WIRE_PROTO_MAX, &v) == 0 &&
-	       v >= 2 && (j->hello.features & WIRE_FEATURE_PAGES);
+	       v >= 2 && (j->features & WIRE_FEATURE_PAGES);
 }
 
 /* Ask the peer for the hashes of the pages of batch[0, nb) (npages in
@@ -1486,7 +1631,9 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
 	struct node *n = j->n;
-	const bool pages = job_pages(j);
+	/* Page hashes pay when a range is coarser than a page: a quick
+	 * resync's blocks, or a tree whose leaves are blocks. */
+	const bool pages = job_pages(j) && (j->mode == JOB_QUICK || j->leaf > RESYNC_PAGE);
 	_cleanup_free_ unsigned char *raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
 	_cleanup_free_ struct hashtree_range *batch = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*batch));
 	_cleanup_free_ struct hash128 *rh = pages ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*rh)) : NULL;
@@ -1500,12 +1647,13 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 	struct wire_uuid g;
 	size_t i = 0, len;
 	uint64_t cur = j->ranges.n ? j->ranges.v[0].off : 0;
+	bool ack_pending = false; /* a CHECKPOINT's ACK is not read yet */
 	int r;
 
 	_Static_assert(RESYNC_WIRE_BLOCKS_MAX % RESYNC_PAGE == 0, "pieces end on pages");
 	if (!raw || !batch || (pages && !rh))
 		return -ENOMEM;
-	if (j->hello.features & WIRE_FEATURE_EXTENTS) {
+	if (j->features & WIRE_FEATURE_EXTENTS) {
 		bt = calloc(1, sizeof(*bt));
 		bdata = malloc(RESYNC_WIRE_BLOCKS_MAX);
 		if (!bt || !bdata)
@@ -1533,6 +1681,12 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 				cur = j->ranges.v[i].off;
 		}
 		if (pages) {
+			if (ack_pending) {
+				ack_pending = false;
+				r = job_wait_ack(j, c, buf);
+				if (r < 0)
+					goto out;
+			}
 			r = job_page_hashes(j, c, buf, batch, nb, npages, rh);
 			if (r < 0)
 				goto out;
@@ -1589,12 +1743,17 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 					since_ckpt = 0;
 					/* off covers the batched runs: they go first. */
 					r = job_flush(j, c, z, buf, bt);
+					/* One checkpoint in flight: its ACK is read
+					 * at the next one (or the next request),
+					 * the bytes keep going while the secondary
+					 * flushes. */
+					if (r >= 0 && ack_pending)
+						r = job_wait_ack(j, c, buf);
 					if (r >= 0)
 						r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
 					if (r >= 0)
 						r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
-					if (r >= 0)
-						r = job_wait_ack(j, c, buf);
+					ack_pending = r >= 0;
 					if (r < 0)
 						goto out;
 				}
@@ -1624,6 +1783,8 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(c, WIRE_COMMIT, cbuf, len);
+	if (r >= 0 && ack_pending)
+		r = job_wait_ack(j, c, buf); /* the last checkpoint's */
 	if (r >= 0)
 		r = job_wait_ack(j, c, buf);
 out:
@@ -1696,6 +1857,7 @@ static void *job_open_thread(void *arg)
 		return NULL;
 	}
 	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(j->hello.state));
+	j->features = j->hello.features & node_features();
 	j->opened = true;
 	return NULL;
 }
@@ -1914,7 +2076,9 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 	_cleanup_free_ unsigned char *pbitmap = NULL;
 	struct hashtree *tree = NULL;
 	pthread_mutex_t cli_lock = PTHREAD_MUTEX_INITIALIZER;
-	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, cfg->block_size), max_rate;
+	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, cfg->block_size), max_rate, nl;
+	uint32_t leaf = cfg->block_size;
+	unsigned fanout = RESYNC_HASHTREE_FANOUT_DEFAULT;
 	json_object *res, *arr, *v, *final = NULL;
 	struct meta_info mi;
 	size_t nj = 0, failed = 0;
@@ -2042,21 +2206,38 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		else
 			any_full = true;
 	}
+	/* The tree's leaves: pages (or what keeps a large volume's tree
+	 * small) when every secondary to compare can name them, blocks
+	 * otherwise; with page leaves a smaller fanout keeps the hashes
+	 * asked for near the scattered pages that differ. */
+	leaf = wire_tree_leaf(size, cfg->block_size);
+	for (size_t i = 0; i < nj; i++)
+		if (jobs[i].opened && jobs[i].mode == JOB_FULL &&
+		    !(jobs[i].features & WIRE_FEATURE_FINE_LEAVES))
+			leaf = cfg->block_size;
+	if (leaf < cfg->block_size)
+		fanout = NODE_FINE_FANOUT;
+	nl = DIV_ROUND_UP(size, leaf);
+	o.block_size = leaf;
+	for (size_t i = 0; i < nj; i++) {
+		jobs[i].leaf = leaf;
+		jobs[i].fanout = fanout;
+	}
 	/* One seed for the tree and for the page hashes of every job. */
 	r = hash_seed_random(&o.seed);
 	if (r < 0)
 		goto out;
-	if (any_full && tree_cache_take(n, 0, RESYNC_HASHTREE_FANOUT_DEFAULT, &tc)) {
+	if (any_full && tree_cache_take(n, 0, fanout, leaf, &tc)) {
 		/* The plan's tree of this unchanged image, and its seed: each
 		 * secondary finds its own tree of that seed in its cache. */
 		hashes = TAKE_PTR(tc.hashes);
 		tree = TAKE_PTR(tc.tree);
 		o.seed = tc.seed;
-		for (size_t i = 0; nb && i < nj; i++)
+		for (size_t i = 0; nl && i < nj; i++)
 			job_prefetch(&jobs[i], o.seed);
 	} else if (any_full) {
 		tc.built = node_image_still(n, &tc.mtime) ? now_usec() : 0;
-		hashes = calloc(nb ? nb : 1, sizeof(*hashes));
+		hashes = calloc(nl ? nl : 1, sizeof(*hashes));
 		if (!hashes) {
 			r = -ENOMEM;
 			goto out;
@@ -2064,7 +2245,7 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		/* Each secondary hashes its volume while this one hashes its
 		 * own: a first request (one leaf) makes it build its tree now,
 		 * its answer is read at the start of the walk. */
-		for (size_t i = 0; nb && i < nj; i++)
+		for (size_t i = 0; nl && i < nj; i++)
 			job_prefetch(&jobs[i], o.seed);
 		if (size) {
 			r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, hashes);
@@ -2075,7 +2256,7 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 				goto out;
 			}
 		}
-		r = hashtree_new(hashes, nb, RESYNC_HASHTREE_FANOUT_DEFAULT, o.seed, &tree);
+		r = hashtree_new(hashes, nl, fanout, o.seed, &tree);
 		if (r < 0)
 			goto out;
 	}
@@ -2164,17 +2345,17 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		 * the primary's later writes count under a new generation. */
 		struct meta_uuid next;
 
-		r = meta_dirty_clear(node_meta(n), 0, size);
-		if (r >= 0) {
-			pthread_mutex_lock(&n->lock);
-			n->base = mi.generation;
-			r = node_state_save_locked(n);
-			pthread_mutex_unlock(&n->lock);
-		}
+		/* The base first: a crash before the metadata's update
+		 * leaves the bits set under the same generation, which a
+		 * quick resync still covers. */
+		pthread_mutex_lock(&n->lock);
+		n->base = mi.generation;
+		r = node_state_save_locked(n);
+		pthread_mutex_unlock(&n->lock);
 		if (r >= 0)
 			r = meta_uuid_random(&next);
 		if (r >= 0)
-			r = meta_generation_set(node_meta(n), &next);
+			r = meta_resync_commit(node_meta(n), &next, false);
 		if (r < 0)
 			logf_("cannot start a new generation for '%s': %s", n->self->volume,
 			      strerror(-r));
@@ -2207,7 +2388,8 @@ out:
 		tc.hashes = TAKE_PTR(hashes);
 		tc.tree = TAKE_PTR(tree);
 		tc.seed = o.seed;
-		tc.fanout = RESYNC_HASHTREE_FANOUT_DEFAULT;
+		tc.fanout = fanout;
+		tc.leaf = leaf;
 		tree_cache_put(n, &tc);
 	}
 	hashtree_free(tree);

@@ -59,6 +59,15 @@ struct wire_hash_req_le {
 };
 _Static_assert(sizeof(struct wire_hash_req_le) == 16, "hash_req layout");
 
+/* After a HASH_REQ's ranges, with WIRE_FEATURE_FINE_LEAVES: the bytes a
+ * leaf covers. Its 8 bytes set the payload's length apart (16 modulo 8,
+ * ranges are 16 each), so a request without it stays what it was. */
+struct wire_hash_req_leaf_le {
+	uint32_t leaf_size;
+	uint32_t reserved; /* 0 */
+};
+_Static_assert(sizeof(struct wire_hash_req_leaf_le) == 8, "hash_req leaf layout");
+
 struct wire_range_le {
 	uint64_t first;
 	uint64_t count;
@@ -470,12 +479,14 @@ static bool hash_range_valid(uint64_t first, uint64_t count, uint64_t *total)
 	return *total <= RESYNC_WIRE_HASHES_MAX;
 }
 
-int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
+int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout, uint32_t leaf_size,
 			 const struct hashtree_range *ranges, size_t n, void *buf, size_t cap,
 			 size_t *ret_len)
 {
 	struct wire_hash_req_le h;
+	struct wire_hash_req_leaf_le t = {htole32(leaf_size), 0};
 	uint64_t total = 0;
+	int r;
 
 	if (n == 0 || n > RESYNC_WIRE_RANGES_MAX)
 		return -EINVAL;
@@ -483,7 +494,8 @@ int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
 		if (!hash_range_valid(ranges[i].first, ranges[i].count, &total))
 			return -EINVAL;
 	if (level > UINT16_MAX || fanout < RESYNC_HASHTREE_FANOUT_MIN ||
-	    fanout > RESYNC_HASHTREE_FANOUT_MAX)
+	    fanout > RESYNC_HASHTREE_FANOUT_MAX ||
+	    (leaf_size && !resync_block_size_valid(leaf_size)))
 		return -EINVAL;
 	h = (struct wire_hash_req_le){
 		.seed = htole64(seed),
@@ -491,7 +503,14 @@ int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
 		.fanout = htole16(fanout),
 		.n_ranges = htole32(n),
 	};
-	return ranges_put(&h, sizeof(h), ranges, n, buf, cap, ret_len);
+	r = ranges_put(&h, sizeof(h), ranges, n, buf, cap, ret_len);
+	if (r < 0 || !leaf_size)
+		return r;
+	if (cap - *ret_len < sizeof(t))
+		return -ENOBUFS;
+	memcpy((unsigned char *)buf + *ret_len, &t, sizeof(t));
+	*ret_len += sizeof(t);
+	return 0;
 }
 
 struct hashtree_range wire_hash_req_range(const struct wire_hash_req *m, size_t i)
@@ -502,6 +521,7 @@ struct hashtree_range wire_hash_req_range(const struct wire_hash_req *m, size_t 
 int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret)
 {
 	struct wire_hash_req_le h;
+	struct wire_hash_req_leaf_le t;
 	struct wire_hash_req m;
 	uint64_t total = 0;
 
@@ -512,6 +532,14 @@ int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret)
 	m.fanout = le16toh(h.fanout);
 	m.n_ranges = le32toh(h.n_ranges);
 	m.ranges = (const unsigned char *)buf + sizeof(h);
+	m.leaf_size = 0;
+	if (len % sizeof(struct wire_range_le) == sizeof(t)) {
+		memcpy(&t, (const unsigned char *)buf + len - sizeof(t), sizeof(t));
+		m.leaf_size = le32toh(t.leaf_size);
+		if (!resync_block_size_valid(m.leaf_size) || t.reserved)
+			return -EBADMSG;
+		len -= sizeof(t);
+	}
 	if (ranges_len_check(len, sizeof(h), m.n_ranges) < 0)
 		return -EBADMSG;
 	if (m.fanout < RESYNC_HASHTREE_FANOUT_MIN || m.fanout > RESYNC_HASHTREE_FANOUT_MAX)

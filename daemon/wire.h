@@ -91,7 +91,26 @@ enum wire_features {
 	WIRE_FEATURE_HASHTREE = 1 << 1, /* HASH_REQ/HASH_REPLY */
 	WIRE_FEATURE_PAGES = 1 << 2,	/* PAGE_REQ/PAGE_REPLY (protocol 2) */
 	WIRE_FEATURE_EXTENTS = 1 << 3,	/* EXTENTS: several runs in one frame */
+	WIRE_FEATURE_FINE_LEAVES = 1 << 4, /* HASH_REQ names its leaf size */
 };
+
+/* The leaves a hash tree is built on when both peers speak
+ * WIRE_FEATURE_FINE_LEAVES (HASH_REQ then says it; without, leaves are
+ * the cluster's blocks): the smallest power of two of at least
+ * RESYNC_PAGE bytes that makes at most WIRE_TREE_FINE_LEAVES leaves, and
+ * never more than a block. A small volume's compare finds the differing
+ * pages themselves (no PAGE_REQ round, no second read of differing
+ * blocks); a large one's tree costs no more memory than with blocks. */
+enum { WIRE_TREE_FINE_LEAVES = 1 << 20 };
+static inline uint32_t wire_tree_leaf(uint64_t volume_size, uint32_t block_size)
+{
+	uint32_t leaf = RESYNC_PAGE;
+
+	while (leaf < block_size &&
+	       volume_size / leaf + (volume_size % leaf != 0) > WIRE_TREE_FINE_LEAVES)
+		leaf <<= 1;
+	return leaf < block_size ? leaf : block_size;
+}
 
 enum wire_hello_flags {
 	WIRE_HELLO_BITMAP_TRUSTED = 1 << 0, /* the dirty bitmap covers every write */
@@ -140,17 +159,21 @@ int wire_text_encode(const struct wire_text *m, void *buf, size_t cap, size_t *r
 int wire_text_decode(const void *buf, size_t len, struct wire_text *ret);
 
 /* HASH_REQ: the hashes of ranges of nodes at one level of the hash tree
- * built with seed and fanout (see resync/hashtree.h). Decoding gives a
- * view into the caller's buffer; wire_hash_req_range() reads range i. */
+ * built with seed and fanout (see resync/hashtree.h) over leaves of
+ * leaf_size bytes (a valid block size; 0: the cluster's block size, and
+ * not on the wire: what peers without WIRE_FEATURE_FINE_LEAVES send).
+ * Decoding gives a view into the caller's buffer; wire_hash_req_range()
+ * reads range i. */
 struct wire_hash_req {
 	uint64_t seed;
 	uint16_t level;
 	uint16_t fanout;
+	uint32_t leaf_size;
 	uint32_t n_ranges;  /* 1 to RESYNC_WIRE_RANGES_MAX */
 	uint64_t n_hashes;  /* sum of counts, <= RESYNC_WIRE_HASHES_MAX */
 	const void *ranges; /* decoded: points into the payload */
 };
-int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout,
+int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout, uint32_t leaf_size,
 			 const struct hashtree_range *ranges, size_t n, void *buf, size_t cap,
 			 size_t *ret_len);
 int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret);

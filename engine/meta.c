@@ -1049,17 +1049,41 @@ int meta_state_set(struct meta *m, enum meta_state state)
 	return r;
 }
 
-int meta_generation_set(struct meta *m, const struct meta_uuid *gen)
+static void generation_set_locked(struct meta *m, const struct meta_uuid *gen)
 {
-	int r;
-
-	pthread_mutex_lock(&m->lock);
 	if (memcmp(gen, &m->generation, sizeof(*gen))) {
 		memmove(&m->history[1], &m->history[0],
 			(RESYNC_META_HISTORY - 1) * sizeof(m->history[0]));
 		m->history[0] = m->generation;
 		m->history_n = MIN(m->history_n + 1, (unsigned)RESYNC_META_HISTORY);
 		m->generation = *gen;
+	}
+}
+
+int meta_generation_set(struct meta *m, const struct meta_uuid *gen)
+{
+	int r;
+
+	pthread_mutex_lock(&m->lock);
+	generation_set_locked(m, gen);
+	r = meta_commit(m);
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+int meta_resync_commit(struct meta *m, const struct meta_uuid *gen, bool uptodate)
+{
+	int r;
+
+	pthread_mutex_lock(&m->lock);
+	generation_set_locked(m, gen);
+	if (m->nblocks)
+		bits_clear_range(m->bitmap, 0, m->nblocks - 1);
+	if (uptodate) {
+		m->flags &= ~(uint32_t)(META_DISK_UNTRUSTED | META_DISK_CHECKPOINT);
+		m->checkpoint_off = 0;
+		memset(&m->checkpoint_id, 0, sizeof(m->checkpoint_id));
+		m->state = META_STATE_UPTODATE;
 	}
 	r = meta_commit(m);
 	pthread_mutex_unlock(&m->lock);

@@ -74,7 +74,8 @@ static void hash_req_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len
 	}
 	CHECK(total == q.n_hashes && total <= RESYNC_WIRE_HASHES_MAX);
 	same_bytes(
-	    wire_hash_req_encode(q.seed, q.level, q.fanout, rr, q.n_ranges, out, sizeof(out), &n),
+	    wire_hash_req_encode(q.seed, q.level, q.fanout, q.leaf_size, rr, q.n_ranges, out,
+				 sizeof(out), &n),
 	    &n, p, len);
 }
 

@@ -57,10 +57,11 @@ class Cluster:
     def file(self, n):
         return os.path.join(self.mount(n), "volume")
 
-    def start(self, n):
+    def start(self, n, env=None):
         log = open(self.sc.path("%s-%s.log" % (self.tag, n)), "ab")
         p = subprocess.Popen([RESYNCD, "--config", self.conf, "--node", n, "--foreground"],
-                             stdout=log, stderr=log)
+                             stdout=log, stderr=log,
+                             env=dict(os.environ, **env) if env else None)
         self.procs[n] = p
 
         def up():

@@ -408,6 +408,43 @@ static void test_meta_setters(void **state)
 	assert_int_equal(mi.history_n, 2);
 	meta_free(m);
 
+	/* A resync's end in one update: a secondary (at g[5]) takes g[3]. */
+	m = open_owner(f);
+	assert_int_equal(meta_dirty_mark(m, 3 * BS, 2 * BS), 0);
+	assert_int_equal(meta_trusted_set(m, false), 0);
+	assert_int_equal(meta_state_set(m, META_STATE_INCONSISTENT), 0);
+	assert_int_equal(meta_checkpoint_set(m, 777, &id), 0);
+	assert_int_equal(meta_resync_commit(m, &g[3], true), 0);
+	assert_int_equal(meta_dirty_bytes(m), 0);
+	/* Unclean stop: the activity log's extents count as dirty again
+	 * at the next open (conservative); everything else is durable. */
+	meta_free(m);
+	m = open_ro(f);
+	assert_int_equal(meta_info_get(m, &mi), 0);
+	assert_int_equal(mi.state, META_STATE_UPTODATE);
+	assert_true(mi.bitmap_trusted);
+	assert_false(mi.checkpoint_set);
+	assert_memory_equal(&mi.generation, &g[3], 16);
+	assert_memory_equal(&mi.history[0], &g[5], 16); /* the current one before */
+	meta_free(m);
+	/* The primary's: a new generation, the bits gone, state and trust kept. */
+	m = open_owner(f);
+	assert_int_equal(meta_dirty_mark(m, 0, BS), 0);
+	assert_int_equal(meta_trusted_set(m, false), 0);
+	assert_int_equal(meta_state_set(m, META_STATE_OUTDATED), 0);
+	assert_int_equal(meta_resync_commit(m, &g[0], false), 0);
+	assert_int_equal(meta_dirty_bytes(m), 0);
+	assert_int_equal(meta_mark_clean(m), 0);
+	meta_free(m);
+	m = open_ro(f);
+	assert_int_equal(meta_info_get(m, &mi), 0);
+	assert_int_equal(mi.state, META_STATE_OUTDATED);
+	assert_false(mi.bitmap_trusted);
+	assert_int_equal(meta_dirty_bytes(m), 0);
+	assert_memory_equal(&mi.generation, &g[0], 16);
+	assert_memory_equal(&mi.history[0], &g[3], 16);
+	meta_free(m);
+
 	/* Names and UUID text. */
 	{
 		enum meta_state s;

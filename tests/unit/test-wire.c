@@ -244,12 +244,13 @@ static void test_hash_messages(void **state)
 	struct hash128 h[5] = {{1, 2}, {3, 4}, {5, 6}, {UINT64_MAX, 0}, {0, UINT64_MAX}}, o[5];
 	size_t len = 0;
 
-	assert_int_equal(wire_hash_req_encode(0xfeed, 3, 64, r, 3, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_hash_req_encode(0xfeed, 3, 64, 0, r, 3, buf, sizeof(buf), &len), 0);
 	assert_int_equal(len, 16 + 3 * 16);
 	assert_int_equal(wire_hash_req_decode(buf, len, &q), 0);
 	assert_int_equal(q.seed, 0xfeed);
 	assert_int_equal(q.level, 3);
 	assert_int_equal(q.fanout, 64);
+	assert_int_equal(q.leaf_size, 0);
 	assert_int_equal(q.n_ranges, 3);
 	assert_int_equal(q.n_hashes, 72);
 	for (int i = 0; i < 3; i++) {
@@ -276,8 +277,42 @@ static void test_hash_messages(void **state)
 	put32(buf + 12, RESYNC_WIRE_RANGES_MAX + 1);
 	assert_int_equal(wire_hash_req_decode(buf, 16 + 16 * (RESYNC_WIRE_RANGES_MAX + 1), &q),
 			 -EBADMSG);
-	assert_int_equal(wire_hash_req_encode(1, 0, 64, r, 0, buf, sizeof(buf), &len), -EINVAL);
-	assert_int_equal(wire_hash_req_encode(1, 0, 64, r, 3, buf, 40, &len), -ENOBUFS);
+	assert_int_equal(wire_hash_req_encode(1, 0, 64, 0, r, 0, buf, sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_hash_req_encode(1, 0, 64, 0, r, 3, buf, 40, &len), -ENOBUFS);
+
+	/* With a leaf size (WIRE_FEATURE_FINE_LEAVES): 8 bytes after the
+	 * ranges, a valid block size, the reserved word zero. */
+	assert_int_equal(wire_hash_req_encode(7, 1, 16, 4096, r, 3, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 16 + 3 * 16 + 8);
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), 0);
+	assert_int_equal(q.leaf_size, 4096);
+	assert_int_equal(q.fanout, 16);
+	assert_int_equal(q.n_ranges, 3);
+	assert_int_equal(q.n_hashes, 72);
+	g = wire_hash_req_range(&q, 2);
+	assert_int_equal(g.first, r[2].first);
+	/* Every prefix fails but one: without its 8 bytes it is the request
+	 * over blocks (frames are length-delimited: a peer cannot cut it). */
+	for (size_t l = 0; l < len; l++)
+		assert_int_equal(wire_payload_check(WIRE_HASH_REQ, buf, l),
+				 l == len - 8 ? 0 : -EBADMSG);
+	put32(buf + len - 8, 6000); /* not a power of two */
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put32(buf + len - 8, RESYNC_BLOCK_MAX * 2);
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put32(buf + len - 8, 0);
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put32(buf + len - 8, 8192);
+	put32(buf + len - 4, 1); /* reserved */
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), -EBADMSG);
+	put32(buf + len - 4, 0);
+	assert_int_equal(wire_hash_req_decode(buf, len, &q), 0);
+	assert_int_equal(q.leaf_size, 8192);
+	assert_int_equal(wire_hash_req_decode(buf, len - 4, &q), -EBADMSG);
+	assert_int_equal(wire_hash_req_encode(1, 0, 64, 12288, r, 3, buf, sizeof(buf), &len),
+			 -EINVAL);
+	assert_int_equal(wire_hash_req_encode(1, 0, 64, 4096, r, 3, buf, 16 + 3 * 16 + 4, &len),
+			 -ENOBUFS);
 
 	assert_int_equal(wire_hash_reply_encode(2, h, 5, buf, sizeof(buf), &len), 0);
 	assert_int_equal(len, 8 + 5 * 16);
@@ -327,7 +362,7 @@ static void test_hashtree_over_wire(void **state)
 		size_t len, k;
 
 		/* Primary asks... */
-		assert_int_equal(wire_hash_req_encode(1234, step.level, 64, step.ranges,
+		assert_int_equal(wire_hash_req_encode(1234, step.level, 64, 0, step.ranges,
 						      step.n_ranges, buf, sizeof(buf), &len),
 				 0);
 		/* ... secondary answers from its tree ... */

@@ -138,6 +138,13 @@ int meta_trusted_set(struct meta *m, bool trusted);
 /* Resync checkpoint: every byte below off is done for resync id. */
 int meta_checkpoint_set(struct meta *m, uint64_t off, const struct meta_uuid *id);
 int meta_checkpoint_clear(struct meta *m);
+/* The end of a resync in one durable update (one slot, one flush), so
+ * that a crash leaves the state before or after it and nothing between:
+ * gen becomes current (the previous one goes to the history) and every
+ * dirty bit is cleared; with uptodate (a secondary that took the
+ * primary's data) the bitmap is trusted again, the checkpoint is gone
+ * and the state is UpToDate. */
+int meta_resync_commit(struct meta *m, const struct meta_uuid *gen, bool uptodate);
 
 /* Metadata writes since open (transactions), for tests and metrics. */
 uint64_t meta_writes(struct meta *m);
