@@ -414,12 +414,61 @@ static int node_hello_check(struct node *n, const struct wire_hello *h, struct w
 	if (h->volume_size != node_size(n)) {
 		why->code = WIRE_REASON_VOLUME_SIZE;
 		snprintf(why->text, sizeof(why->text),
-			 "volume sizes differ: '%s' has %llu bytes, '%s' has %llu bytes", h->node,
+			 "volume sizes differ: '%s' has %llu bytes, '%s' has %llu bytes%s", h->node,
 			 (unsigned long long)h->volume_size, n->self->name,
-			 (unsigned long long)node_size(n));
+			 (unsigned long long)node_size(n),
+			 !n->is_primary && h->volume_size > node_size(n) &&
+				 !volume_is_blockdev(fusefs_volume(n->fs))
+			     ? " (a file: a resync grows it to the primary's size)"
+			     : "");
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* A secondary whose volume is a file smaller than its primary's grows it
+ * to the primary's size when the primary opens a session that may
+ * rewrite it (WIRE_FEATURE_GROW in its hello; a plan or a verify changes
+ * nothing): the new bytes read as zeros until the resync fills them, and
+ * the metadata starts over, untrusted, so that resync is a full compare. A block
+ * device, a larger volume, or a hello from anyone but the cluster's
+ * primary is left to node_hello_check() to refuse with both sizes. */
+static void node_grow_to_primary(struct node *n, const struct wire_hello *h)
+{
+	uint64_t was = node_size(n);
+	int r;
+
+	if (n->is_primary || !n->cfg->primary || !(h->flags & WIRE_HELLO_PRIMARY) ||
+	    !(h->features & WIRE_FEATURE_GROW) ||
+	    strcmp(h->node, n->cfg->primary) || strcmp(h->cluster, n->cfg->name) ||
+	    h->block_size != n->cfg->block_size || h->volume_size <= was ||
+	    volume_is_blockdev(fusefs_volume(n->fs)))
+		return;
+	pthread_mutex_lock(&n->lock);
+	if (n->writing || n->resync_running) {
+		pthread_mutex_unlock(&n->lock);
+		return;
+	}
+	n->writing = true; /* no resync writes this volume meanwhile */
+	pthread_mutex_unlock(&n->lock);
+	r = fusefs_grow(n->fs, h->volume_size);
+	if (r >= 0)
+		r = meta_state_set(node_meta(n), META_STATE_OUTDATED);
+	pthread_mutex_lock(&n->lock);
+	n->writing = false;
+	pthread_mutex_unlock(&n->lock);
+	if (r < 0) {
+		logf_("cannot grow '%s' from %llu to %llu bytes (the primary's size): %s",
+		      n->self->volume, (unsigned long long)was,
+		      (unsigned long long)h->volume_size, strerror(-r));
+		return;
+	}
+	logf_("grew '%s' from %llu to %llu bytes, the size of the primary '%s'; its metadata "
+	      "starts over (the next resync compares everything)",
+	      n->self->volume, (unsigned long long)was, (unsigned long long)h->volume_size,
+	      h->node);
+	event_publish_state(n->bus, n->self->name, NULL, "Outdated", true,
+			    "volume grown to the primary's size");
 }
 
 static int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text)
@@ -1008,6 +1057,7 @@ static void session_serve(struct session *s)
 		return;
 	}
 	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
+	node_grow_to_primary(n, &h);
 	if (node_hello_check(n, &h, &why) < 0) {
 		logf_("refused '%s': %s", h.node, why.text);
 		send_text(s->c, WIRE_REFUSE, why.code, why.text);
@@ -1158,7 +1208,7 @@ static void *accept_thread(void *arg)
 /* ---- the asking side ---- */
 
 /* Connect to peer and exchange hellos; *ret_hello is the peer's. */
-static int node_peer_open(struct node *n, const struct node_config *peer, char *err,
+static int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
 			  size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
 {
 	struct peer_conn *c = NULL;
@@ -1187,6 +1237,8 @@ static int node_peer_open(struct node *n, const struct node_config *peer, char *
 		return -ENOMEM;
 	}
 	node_hello_make(n, &mine);
+	if (write)
+		mine.features |= WIRE_FEATURE_GROW;
 	r = wire_hello_encode(&mine, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(c, WIRE_HELLO, buf, len);
@@ -1840,7 +1892,7 @@ static void *job_open_thread(void *arg)
 		j->r = -ENOMEM;
 		return NULL;
 	}
-	r = node_peer_open(j->n, j->peer, j->err, sizeof(j->err), &j->c, &j->hello);
+	r = node_peer_open(j->n, j->peer, j->write, j->err, sizeof(j->err), &j->c, &j->hello);
 	event_publish_peer(j->n->bus, j->peer->name, r >= 0);
 	if (r >= 0) {
 		r = node_peer_status(j->c, j->buf, &j->status);
@@ -2013,7 +2065,7 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 			json_object *last = NULL;
 			char err[512];
 
-			if (node_peer_open(n, nc, err, sizeof(err), &c, &h) == 0) {
+			if (node_peer_open(n, nc, false, err, sizeof(err), &c, &h) == 0) {
 				struct meta_uuid g;
 
 				memcpy(g.b, h.generation.b, 16);

@@ -92,6 +92,10 @@ enum wire_features {
 	WIRE_FEATURE_PAGES = 1 << 2,	/* PAGE_REQ/PAGE_REPLY (protocol 2) */
 	WIRE_FEATURE_EXTENTS = 1 << 3,	/* EXTENTS: several runs in one frame */
 	WIRE_FEATURE_FINE_LEAVES = 1 << 4, /* HASH_REQ names its leaf size */
+	/* In a primary's hello: this session may rewrite the secondary, which
+	 * grows a smaller file volume to the primary's size before it answers
+	 * (a plan or a verify never sets it: they change nothing). */
+	WIRE_FEATURE_GROW = 1 << 5,
 };
 
 /* The leaves a hash tree is built on when both peers speak

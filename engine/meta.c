@@ -833,6 +833,41 @@ fail:
 	return r;
 }
 
+int meta_resize_check(const struct meta *m, uint64_t size)
+{
+	uint64_t nblocks = DIV_ROUND_UP(size, m->block_size);
+
+	if (m->readonly)
+		return -EROFS;
+	if (DIV_ROUND_UP(nblocks, 8) > RESYNC_META_BITMAP_MAX ||
+	    DIV_ROUND_UP(size, 1ull << m->al_shift) > UINT32_MAX)
+		return -EFBIG;
+	return 0;
+}
+
+int meta_resize(struct meta *m)
+{
+	struct meta_opts o = {m->block_size, m->al_capacity, 1u << m->al_shift};
+	int r;
+
+	r = meta_resize_check(m, volume_size(m->vol));
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&m->lock);
+	while (m->writing)
+		pthread_cond_wait(&m->cond, &m->lock);
+	m->writing = true;
+	/* Fresh for the new size, untrusted (every bit set), then owned:
+	 * not clean, as meta_open() leaves it. */
+	r = meta_create(m, &o, true);
+	m->writing = false;
+	pthread_cond_broadcast(&m->cond);
+	if (r >= 0)
+		r = meta_commit_locked(m, COMMIT_FULL);
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
 int meta_mark_clean(struct meta *m)
 {
 	int r;

@@ -112,7 +112,8 @@ const char *volume_path(const struct volume *v)
 
 uint64_t volume_size(const struct volume *v)
 {
-	return v->size;
+	/* Atomic: a file volume may be grown while readers run. */
+	return __atomic_load_n(&v->size, __ATOMIC_ACQUIRE);
 }
 
 bool volume_is_blockdev(const struct volume *v)
@@ -129,7 +130,7 @@ bool volume_same(const struct volume *a, const struct volume *b)
 
 int volume_set_size(struct volume *v, uint64_t size)
 {
-	if (size == v->size)
+	if (size == volume_size(v))
 		return 0;
 	if (v->blockdev)
 		return -EFBIG;
@@ -139,7 +140,7 @@ int volume_set_size(struct volume *v, uint64_t size)
 		return -EFBIG;
 	if (ftruncate(v->fd, (off_t)size) < 0)
 		return -errno;
-	v->size = size;
+	__atomic_store_n(&v->size, size, __ATOMIC_RELEASE);
 	return 0;
 }
 

@@ -31,7 +31,7 @@
 #define FUSEFS_MAX_IO (1u << 20)
 /* A write request and its header page fill a 1 MiB pipe (see op_init). */
 #define FUSEFS_MAX_WRITE (FUSEFS_MAX_IO - RESYNC_PAGE)
-#define FUSEFS_TIMEOUT 86400.0 /* the tree and the size never change */
+#define FUSEFS_TIMEOUT 86400.0 /* the tree never changes; a grown size is invalidated */
 
 extern char **environ;
 
@@ -40,6 +40,13 @@ struct fusefs_worker {
 	struct io_ctx *io;
 	void *buf;
 };
+
+/* The volume's size: fixed, except that a file volume may be grown to
+ * its primary's (fusefs_grow()) while requests run. */
+static inline uint64_t fusefs_size(const struct fusefs *fs)
+{
+	return __atomic_load_n(&fs->size, __ATOMIC_ACQUIRE);
+}
 
 static void fusefs_worker_free(void *p)
 {
@@ -103,8 +110,8 @@ static void fusefs_stat(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
 	} else {
 		st->st_mode = S_IFREG | 0644;
 		st->st_nlink = 1;
-		st->st_size = (off_t)fs->size;
-		st->st_blocks = S_ISREG(img.st_mode) ? img.st_blocks : (blkcnt_t)(fs->size / 512);
+		st->st_size = (off_t)fusefs_size(fs);
+		st->st_blocks = S_ISREG(img.st_mode) ? img.st_blocks : (blkcnt_t)(fusefs_size(fs) / 512);
 	}
 }
 
@@ -176,7 +183,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	/* The volume's size is fixed: truncating to any other size is not
 	 * permitted (EPERM); to its own size is a no-op. */
 	if ((to_set & FUSE_SET_ATTR_SIZE) &&
-	    (ino != FUSEFS_VOLUME_INO || (uint64_t)attr->st_size != fs->size)) {
+	    (ino != FUSEFS_VOLUME_INO || (uint64_t)attr->st_size != fusefs_size(fs))) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
@@ -239,11 +246,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fusefs_worker *w;
 	long long n;
 
-	if ((uint64_t)off >= fs->size) {
+	if ((uint64_t)off >= fusefs_size(fs)) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	size = (size_t)MIN((uint64_t)size, fs->size - (uint64_t)off);
+	size = (size_t)MIN((uint64_t)size, fusefs_size(fs) - (uint64_t)off);
 	size = MIN(size, (size_t)FUSEFS_MAX_IO);
 	if (fs->opts.splice_read) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
@@ -361,11 +368,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	/* Like a block device: nothing past the end, short at the end. */
-	if ((uint64_t)off >= fs->size) {
+	if ((uint64_t)off >= fusefs_size(fs)) {
 		fuse_reply_err(req, ENOSPC);
 		return;
 	}
-	size = (size_t)MIN((uint64_t)size, fs->size - (uint64_t)off);
+	size = (size_t)MIN((uint64_t)size, fusefs_size(fs) - (uint64_t)off);
 	w = fusefs_worker_get(fs);
 	if (!w) {
 		fuse_reply_err(req, ENOMEM);
@@ -391,11 +398,11 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		fuse_reply_write(req, 0);
 		return;
 	}
-	if ((uint64_t)off >= fs->size) {
+	if ((uint64_t)off >= fusefs_size(fs)) {
 		fuse_reply_err(req, ENOSPC);
 		return;
 	}
-	size = (size_t)MIN((uint64_t)size, fs->size - (uint64_t)off);
+	size = (size_t)MIN((uint64_t)size, fusefs_size(fs) - (uint64_t)off);
 	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
 		/* A small request libfuse already read into memory: the
 		 * engine's I/O context, as op_write(). */
@@ -447,17 +454,17 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		return;
 	}
 	end = (uint64_t)off + (uint64_t)len;
-	if (end > fs->size) {
+	if (end > fusefs_size(fs)) {
 		/* Growing is not permitted; KEEP_SIZE requests are clipped. */
 		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
 			fuse_reply_err(req, EFBIG);
 			return;
 		}
-		if ((uint64_t)off >= fs->size) {
+		if ((uint64_t)off >= fusefs_size(fs)) {
 			fuse_reply_err(req, 0);
 			return;
 		}
-		end = fs->size;
+		end = fusefs_size(fs);
 	}
 	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
 		/* Allocation changes no byte: no mark, no fence. */
@@ -486,7 +493,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv = {
 		.f_bsize = fs->block_size,
 		.f_frsize = fs->block_size,
-		.f_blocks = DIV_ROUND_UP(fs->size, fs->block_size),
+		.f_blocks = DIV_ROUND_UP(fusefs_size(fs), fs->block_size),
 		.f_files = 2,
 		.f_namemax = 255,
 	};
@@ -754,7 +761,7 @@ int fusefs_invalidate(struct fusefs *fs, uint64_t off, uint64_t len)
 {
 	int r;
 
-	if (off > fs->size || len > fs->size - off)
+	if (off > fusefs_size(fs) || len > fusefs_size(fs) - off)
 		return -EINVAL;
 	if (len == 0)
 		return 0;
@@ -765,11 +772,47 @@ int fusefs_invalidate(struct fusefs *fs, uint64_t off, uint64_t len)
 	return r < 0 ? r : 0;
 }
 
+int fusefs_grow(struct fusefs *fs, uint64_t size)
+{
+	bool frozen = fusefs_fence_frozen(fs);
+	int r;
+
+	if (size == fusefs_size(fs))
+		return 0;
+	if (size < fusefs_size(fs))
+		return -EINVAL;
+	if (volume_is_blockdev(fs->vol))
+		return -EFBIG;
+	r = meta_resize_check(fs->meta, size);
+	if (r < 0)
+		return r;
+	/* Writes drain and wait: none may land while the metadata is
+	 * rebuilt for the new size. */
+	if (!frozen) {
+		r = fusefs_fence_freeze(fs, FUSEFS_FENCE_WAIT);
+		if (r < 0)
+			return r;
+	}
+	r = volume_set_size(fs->vol, size);
+	if (r >= 0)
+		r = meta_resize(fs->meta);
+	if (r >= 0) {
+		__atomic_store_n(&fs->size, size, __ATOMIC_RELEASE);
+		/* The kernel keeps the file's attributes for a day: drop
+		 * them, so that the new size shows at once. */
+		if (fs->se)
+			(void)fuse_lowlevel_notify_inval_inode(fs->se, FUSEFS_VOLUME_INO, -1, 0);
+	}
+	if (!frozen)
+		fusefs_fence_thaw(fs);
+	return r;
+}
+
 int fusefs_rewrite(struct fusefs *fs, uint64_t off, const void *buf, uint64_t len)
 {
 	long long n;
 
-	if (off > fs->size || len > fs->size - off)
+	if (off > fusefs_size(fs) || len > fusefs_size(fs) - off)
 		return -EINVAL;
 	if (len == 0)
 		return 0;

@@ -237,4 +237,33 @@ check(str(4 * MB) in ws.log("s") and str(8 * MB) in ws.log("s"),
       "the secondary logs both sizes too")
 ws.stop("p")
 ws.stop("s")
+
+# ---- a smaller secondary that is a file: the resync grows it ----
+gs = Cluster(sc, "grow", ["p", "s"], "p", size=8 * MB)
+with open(gs.image("s"), "wb") as f:
+    f.write(os.urandom(MB))
+    f.truncate(4 * MB)
+gs.start("p")
+gs.start("s")
+gs.write("p", 0, os.urandom(MB))
+gs.write("p", 6 * MB + 4096, os.urandom(MB))  # beyond the secondary's end
+for args in (("verify", "--json"), ("resync", "--dry-run")):
+    r = gs.ctl(*args)
+    check(os.path.getsize(gs.image("s")) == 4 * MB, "%s leaves the smaller secondary as it is" %
+          args[0])
+check("a resync grows it" in r.stdout, "the plan says a resync grows it: %s" % r.stdout)
+stats = resync_ok(gs, "grown secondary")
+check(os.path.getsize(gs.image("s")) == 8 * MB, "the secondary's image was grown to 8 MiB")
+check(os.stat(gs.file("s")).st_size == 8 * MB, "its mount shows the new size at once")
+check(open(gs.image("p"), "rb").read() == open(gs.image("s"), "rb").read(),
+      "the grown secondary is byte-identical to the primary")
+check(gs.same_through_mounts("p", "s"), "identical through the mounts, past the old end too")
+check("grew '%s' from %d to %d bytes" % (gs.image("s"), 4 * MB, 8 * MB) in gs.log("s"),
+      "the secondary logs the growth with both sizes")
+check(verify(gs)[0] == 0, "verify exits 0 after the grow")
+gs.stop("s")
+gs.start("s")
+check(gs.status()["s"]["state"] == "UpToDate", "the grown secondary is UpToDate after a restart")
+gs.stop("p")
+gs.stop("s")
 print("ok")

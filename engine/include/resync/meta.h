@@ -138,6 +138,13 @@ int meta_trusted_set(struct meta *m, bool trusted);
 /* Resync checkpoint: every byte below off is done for resync id. */
 int meta_checkpoint_set(struct meta *m, uint64_t off, const struct meta_uuid *id);
 int meta_checkpoint_clear(struct meta *m);
+/* The volume's size changed (volume_set_size() on a file volume, grown
+ * to its primary's): whether metadata for size is possible (-EFBIG: the
+ * bitmap would be too large; call it before resizing), and fresh
+ * metadata for the volume's new size, untrusted, written durably. Writes
+ * must be held off meanwhile (the fence). */
+int meta_resize_check(const struct meta *m, uint64_t size);
+int meta_resize(struct meta *m);
 /* The end of a resync in one durable update (one slot, one flush), so
  * that a crash leaves the state before or after it and nothing between:
  * gen becomes current (the previous one goes to the history) and every

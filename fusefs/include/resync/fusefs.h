@@ -81,6 +81,13 @@ unsigned fusefs_fence_waiting(struct fusefs *fs);
  * readers see what was written to the image underneath. Call after the
  * bytes are in the image. Thread-safe; not from inside a request. */
 int fusefs_invalidate(struct fusefs *fs, uint64_t off, uint64_t len);
+/* Grow a file volume to size (a secondary's, to its primary's): writes
+ * are fenced meanwhile, the image is extended (the new bytes read as
+ * zeros), its metadata rebuilt for the new size (untrusted: the next
+ * resync compares everything) and the kernel's cached size dropped.
+ * -EINVAL to shrink, -EFBIG for a block device or a size the metadata
+ * cannot cover; nothing changes then. */
+int fusefs_grow(struct fusefs *fs, uint64_t size);
 /* Write buf to [off, off+len) of the image underneath the mount (marking
  * it dirty first) and invalidate the range. It is the owner's write: the
  * fence does not hold it (an owner freezes, rewrites, thaws). For a
