@@ -185,7 +185,7 @@ static const char *const type_names[] = {
 	[WIRE_STATUS_REQ] = "STATUS_REQ", [WIRE_STATUS] = "STATUS",
 	[WIRE_BITMAP_REQ] = "BITMAP_REQ", [WIRE_BITMAP] = "BITMAP",
 	[WIRE_PAGE_REQ] = "PAGE_REQ",	  [WIRE_PAGE_REPLY] = "PAGE_REPLY",
-	[WIRE_EXTENTS] = "EXTENTS",
+	[WIRE_EXTENTS] = "EXTENTS",	  [WIRE_CONTROL] = "CONTROL",
 };
 
 const char *wire_type_name(unsigned type)
@@ -1163,6 +1163,9 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return wire_offset_decode(buf, len, &u.offset);
 	case WIRE_BITMAP:
 		return wire_bitmap_decode(buf, len, &u.bitmap);
+	case WIRE_CONTROL:
+		/* Bytes of JSON lines, parsed (and bounded) by the session. */
+		return len > 0 ? 0 : -EBADMSG;
 	default:
 		return -EBADMSG;
 	}

@@ -46,7 +46,8 @@ enum wire_type {
 	WIRE_PAGE_REQ,	 /* protocol 2: "hashes of the pages of these byte ranges" */
 	WIRE_PAGE_REPLY, /* protocol 2: those hashes, in order (HASH_REPLY's layout) */
 	WIRE_EXTENTS,	 /* WIRE_FEATURE_EXTENTS: several runs of bytes, raw or zstd */
-	WIRE_TYPE_MAX = WIRE_EXTENTS,
+	WIRE_CONTROL,	 /* WIRE_FEATURE_CONTROL: bytes of a forwarded control stream */
+	WIRE_TYPE_MAX = WIRE_CONTROL,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -96,6 +97,12 @@ enum wire_features {
 	 * grows a smaller file volume to the primary's size before it answers
 	 * (a plan or a verify never sets it: they change nothing). */
 	WIRE_FEATURE_GROW = 1 << 5,
+	/* CONTROL: a secondary forwards a cluster-wide control request
+	 * (verify, resync, cancel, pause, resume, rate) to the primary over
+	 * the peer connection: one CONTROL frame with the request's JSON
+	 * line, answered by CONTROL frames carrying the reply's JSON lines
+	 * (a line may span frames), the last line the result. */
+	WIRE_FEATURE_CONTROL = 1 << 6,
 };
 
 /* The leaves a hash tree is built on when both peers speak

@@ -210,6 +210,15 @@ static void bitmap_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 		   p, len);
 }
 
+/* CONTROL carries opaque bytes: any non-empty payload passes the check
+ * and is forwarded as it is. */
+static void control_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	(void)z;
+	(void)p;
+	CHECK(len > 0);
+}
+
 /* Every type the wire knows has an entry; harness_check_types() fails the
  * run when one is missing. */
 static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
@@ -230,6 +239,7 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_PAGE_REQ] = page_req_roundtrip,
     [WIRE_PAGE_REPLY] = hash_reply_roundtrip,
     [WIRE_EXTENTS] = extents_roundtrip,
+    [WIRE_CONTROL] = control_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX has a name and a round-trip

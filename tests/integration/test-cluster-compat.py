@@ -11,6 +11,7 @@ resyncs to a byte-identical image, over the older frames.
   pages of the differing blocks, as BLOCKS frames.
 - Every node up to date: the compare runs over page leaves and finds the
   differing pages themselves (differing_bytes is their exact sum)."""
+import json
 import os
 import random
 import re
@@ -20,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, Cluster, check, resync_json, resync_ok, verify  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
-PAGES, EXTENTS, FINE = 1 << 2, 1 << 3, 1 << 4
+PAGES, EXTENTS, FINE, CONTROL = 1 << 2, 1 << 3, 1 << 4, 1 << 6
 BLOCK, PAGE = 64 * 1024, 4096
 VOLUME = 64 * MB
 sc = Scratch()
@@ -115,6 +116,38 @@ for n in ("n2", "n3"):
     check(nodes[n]["bytes_written"] == len(changed[n]) * PAGE, "page leaves: %s wrote its pages" % n)
     b, e = frames(n)
     check(e > 0 and b == 0, "page leaves: %s got EXTENTS frames (%d, %d)" % (n, b, e))
+
+# ---- forwarded requests travel over the peer protocol ----
+# n2's daemon reads a config in which the primary's control socket is a
+# path that does not exist here, as for a primary on another machine.
+far = sc.path("far.conf")
+with open(c.conf) as f:
+    text = f.read()
+with open(far, "w") as f:
+    f.write(text.replace(c.control("n1"), "/nonexistent/n1.sock"))
+c.stop("n2")
+c.conf, near = far, c.conf
+c.start("n2")
+c.conf = near
+c.write("n1", 5 * MB, os.urandom(MB))
+r = c.ctl("--node", "n2", "verify", "--json")
+check(r.returncode == 1, "verify through n2 sees the drift (%d): %s %s" %
+      (r.returncode, r.stdout, r.stderr))
+r = c.ctl("--node", "n2", "resync", "--yes", "--json")
+lines = [json.loads(x) for x in r.stdout.splitlines()]
+check(r.returncode == 0 and lines and lines[-1].get("type") == "summary",
+      "resync through n2 runs on the primary (%d): %s %s" % (r.returncode, r.stdout, r.stderr))
+check(any(x.get("type") == "progress" for x in lines),
+      "the forwarded resync relays the primary's lines: %s" % lines)
+check("'n2' forwarded a 'resync' request" in c.log("n1"), "the primary ran it for n2")
+r = c.ctl("--node", "n2", "verify", "--json")
+check(r.returncode == 0, "verify through n2 exits 0 after: %s %s" % (r.stdout, r.stderr))
+# A primary of an older build does not take forwarded requests: said plainly.
+c.stop("n1")
+c.start("n1", env={"RESYNC_FEATURES_OFF": str(CONTROL)})
+r = c.ctl("--node", "n2", "verify", "--json")
+check(r.returncode == 2 and "does not take forwarded requests" in r.stderr,
+      "an older primary: a clear error (%d): %s" % (r.returncode, r.stderr))
 
 for n in c.names:
     c.stop(n)

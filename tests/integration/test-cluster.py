@@ -59,6 +59,8 @@ check(verify(c)[0] == 1, "the dry run changed nothing")
 r = c.ctl("--node", "n2", "verify", "--json")
 check(r.returncode == 1 and len(json.loads(r.stdout)["nodes"]) == 2,
       "verify through a secondary: %d %s %s" % (r.returncode, r.stdout, r.stderr))
+check("'n2' forwarded a 'verify' request" in c.log("n1"),
+      "the secondary forwarded it over the peer protocol")
 
 # ---- a config error names file, line and key; the daemon does not start ----
 bad = sc.path("broken.conf")
