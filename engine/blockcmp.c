@@ -12,7 +12,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +73,7 @@ struct worker {
 	size_t run_start, run_end;
 	bool run_open;
 	bool punch_ok;
+	unsigned char *chunk; /* hashing by reads where a mapping cannot serve */
 };
 
 static double now_seconds(void)
@@ -312,6 +315,46 @@ static void job_unit_done(struct job *job, uint64_t unit)
 	pthread_mutex_unlock(&job->lock);
 }
 
+/* Hash a unit of a mapped job with plain reads, a chunk at a time. */
+static int worker_unit_read_hash(struct worker *w, uint64_t unit)
+{
+	struct job *job = w->job;
+	uint64_t start = job->base + unit * RESYNC_UNIT;
+	uint64_t end = MIN(start + RESYNC_UNIT, job->end);
+	uint32_t bs = job->bs;
+	int fd = volume_fd(job->src);
+
+	if (!w->chunk && !(w->chunk = malloc(RESYNC_CHUNK))) {
+		job_fail(job, -ENOMEM, start, BLOCKCMP_AT_READ_SRC);
+		return -ENOMEM;
+	}
+	/* RESYNC_CHUNK is a multiple of every block size. */
+	for (uint64_t c = start; c < end; c += RESYNC_CHUNK) {
+		size_t len = (size_t)MIN((uint64_t)RESYNC_CHUNK, end - c), got = 0;
+
+		while (got < len) {
+			ssize_t n = pread(fd, w->chunk + got, len - got, (off_t)(c + got));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				int r = n < 0 ? -errno : -EIO;
+
+				job_fail(job, r, c + got, BLOCKCMP_AT_READ_SRC);
+				return r;
+			}
+			got += (size_t)n;
+		}
+		for (size_t o = 0; o < len; o += bs)
+			job->hashes[(c + o - job->base) / bs] =
+			    hash_block(w->chunk + o, MIN((size_t)bs, len - o), job->opts->seed);
+	}
+	atomic_fetch_add(&job->bytes_read, end - start);
+	atomic_fetch_add(&job->bytes_compared, end - start);
+	job_unit_done(job, unit);
+	return 0;
+}
+
 /* Hash a unit straight from the mapping. Its pages are populated first
  * with MADV_POPULATE_READ, which reports a read error as -EIO (touching
  * an unreadable page would raise SIGBUS instead). */
@@ -326,6 +369,11 @@ static int worker_unit_mapped(struct worker *w, uint64_t unit)
 	if (madvise((void *)p, (size_t)(end - start), MADV_POPULATE_READ) < 0) {
 		int r = -errno;
 
+		/* EFAULT: touching a page would raise SIGBUS though a read
+		 * can succeed (a hole of a full tmpfs, which a mapping must
+		 * allocate): hash this unit by reads instead. */
+		if (r == -EFAULT)
+			return worker_unit_read_hash(w, unit);
 		job_fail(job, r, start, BLOCKCMP_AT_READ_SRC);
 		return r;
 	}
@@ -474,6 +522,7 @@ static void worker_release(struct worker *w)
 {
 	io_ctx_free(w->rio);
 	io_ctx_free(w->wio);
+	free(w->chunk);
 	for (unsigned i = 0; i < BLOCKCMP_PIPE; i++) {
 		free(w->slots[i].a);
 		free(w->slots[i].b);
@@ -618,6 +667,16 @@ out:
 	return r;
 }
 
+/* A shared mapping of a tmpfs file allocates a page for every hole it
+ * touches: a sparse image would fill memory (or fail, the tmpfs full),
+ * where reads of its holes cost nothing. */
+static bool volume_on_tmpfs(struct volume *v)
+{
+	struct statfs sf;
+
+	return fstatfs(volume_fd(v), &sf) == 0 && sf.f_type == TMPFS_MAGIC;
+}
+
 int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 			 const struct blockcmp_opts *opts, struct hash128 *hashes)
 {
@@ -634,7 +693,7 @@ int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 	job.base = off;
 	job.end = off + len;
 	job.nunits = DIV_ROUND_UP(len, (uint64_t)RESYNC_UNIT);
-	if (len && io_kind_resolve(opts->io) == IO_KIND_AUTO) {
+	if (len && io_kind_resolve(opts->io) == IO_KIND_AUTO && !volume_on_tmpfs(v)) {
 		/* Reads copy every byte out of the page cache: with three
 		 * nodes hashing on two cores, that copy, not the hash, was
 		 * most of the time. A mapping hashes the cached pages in
