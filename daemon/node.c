@@ -66,6 +66,7 @@
 
 enum {
 	NODE_SESSION_TIMEOUT_MS = 120000, /* between two frames of a session */
+	NODE_ERROR_LINGER_MS = 2000,	  /* after a session's ERROR, for the peer to close */
 	NODE_STOP_WAIT_MS = 5000,	  /* sessions given to end at stop */
 	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
 	NODE_PROGRESS_USEC = 500000,
@@ -1206,6 +1207,19 @@ static void session_serve(struct session *s)
 				  : r == -EBADMSG ? WIRE_REASON_MESSAGE
 						  : WIRE_REASON_IO,
 				  msg);
+			/* The primary may be streaming: take what it sends
+			 * until it read the ERROR and closed (briefly), so
+			 * that our close does not reset the connection
+			 * before it could. */
+			{
+				uint64_t until = now_usec() + NODE_ERROR_LINGER_MS * 1000ull;
+
+				peer_conn_set_timeout(s->c, NODE_ERROR_LINGER_MS);
+				while (now_usec() < until &&
+				       peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX,
+							    &len) == 0)
+					;
+			}
 			break;
 		}
 	}
@@ -1436,6 +1450,7 @@ struct job {
 	enum job_mode mode;
 	bool diverged;
 	bool resume; /* Inconsistent with a checkpoint of this generation */
+	bool ack_pending; /* a CHECKPOINT's ACK is not read yet */
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
 
 	int r;
@@ -1684,10 +1699,35 @@ struct job_batch {
 	size_t n, len;
 };
 
+/* Between two frames of a transfer: what the secondary sent meanwhile.
+ * An ERROR (its disk full, say) stops the transfer with its reason at
+ * once, not with a broken pipe later; a checkpoint's ACK is taken. */
+static int job_poll_peer(struct job *j, struct peer_conn *c)
+{
+	unsigned char small[RESYNC_WIRE_TEXT_MAX + 256];
+	uint16_t type;
+	size_t len;
+	int r;
+
+	if (!peer_conn_readable(c))
+		return 0;
+	r = job_recv(j, c, small, &type, &len);
+	if (r < 0)
+		return r;
+	if (type != WIRE_ACK || !j->ack_pending)
+		return -EBADMSG;
+	j->ack_pending = false;
+	return 0;
+}
+
 static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 			  const unsigned char *buf, size_t elen, size_t len)
 {
-	int r = peer_conn_send_frame(c, type, buf, elen);
+	int r = job_poll_peer(j, c);
+
+	if (r < 0)
+		return r;
+	r = peer_conn_send_frame(c, type, buf, elen);
 
 	if (r < 0) {
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
@@ -1777,7 +1817,6 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 	struct wire_uuid g;
 	size_t i = 0, len;
 	uint64_t cur = j->ranges.n ? j->ranges.v[0].off : 0;
-	bool ack_pending = false; /* a CHECKPOINT's ACK is not read yet */
 	int r;
 
 	_Static_assert(RESYNC_WIRE_BLOCKS_MAX % RESYNC_PAGE == 0, "pieces end on pages");
@@ -1811,8 +1850,8 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 				cur = j->ranges.v[i].off;
 		}
 		if (pages) {
-			if (ack_pending) {
-				ack_pending = false;
+			if (j->ack_pending) {
+				j->ack_pending = false;
 				r = job_wait_ack(j, c, buf);
 				if (r < 0)
 					goto out;
@@ -1877,13 +1916,13 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 					 * at the next one (or the next request),
 					 * the bytes keep going while the secondary
 					 * flushes. */
-					if (r >= 0 && ack_pending)
+					if (r >= 0 && j->ack_pending)
 						r = job_wait_ack(j, c, buf);
 					if (r >= 0)
 						r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
 					if (r >= 0)
 						r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
-					ack_pending = r >= 0;
+					j->ack_pending = r >= 0;
 					if (r < 0)
 						goto out;
 				}
@@ -1913,7 +1952,7 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(c, WIRE_COMMIT, cbuf, len);
-	if (r >= 0 && ack_pending)
+	if (r >= 0 && j->ack_pending)
 		r = job_wait_ack(j, c, buf); /* the last checkpoint's */
 	if (r >= 0)
 		r = job_wait_ack(j, c, buf);

@@ -774,6 +774,18 @@ int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload
 	return 0;
 }
 
+bool peer_conn_readable(struct peer_conn *c)
+{
+	struct pollfd p = {.fd = c->fd, .events = POLLIN};
+
+	if (c->broken)
+		return true; /* a receive says why at once */
+	/* Decrypted bytes, or record bytes the read buffer took already. */
+	if (c->ssl && (SSL_pending(c->ssl) > 0 || BIO_pending(SSL_get_rbio(c->ssl)) > 0))
+		return true;
+	return poll(&p, 1, 0) > 0;
+}
+
 int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
 			 size_t *ret_len)
 {

@@ -15,6 +15,7 @@
  * the daemon ignores SIGPIPE. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,10 @@ int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload
  * payload is read. -EBADMSG for a malformed header, -EMSGSIZE when the
  * payload exceeds cap, -ECONNRESET when the peer closed, -ETIMEDOUT. The
  * payload itself is for the caller to decode. */
+/* Whether a receive would find something (a frame, its start, the end of
+ * the stream or an error) without waiting: for a sender that must notice
+ * what the peer says while it streams. */
+bool peer_conn_readable(struct peer_conn *c);
 int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
 			 size_t *ret_len);
 /* The last failure of c in words (empty if none). */
