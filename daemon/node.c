@@ -72,24 +72,33 @@ enum {
 	NODE_PROGRESS_USEC = 500000,
 };
 
-/* A volume's block hashes and hash tree for one seed, with the image's
- * mtime when hashing started. Reused only while the image's mtime is the
- * same and was already older than the start of the hashing by more than
- * the clock's coarse tick (any later write moves it), for at most
- * TREE_CACHE_USEC: so the plan's compare serves the resync that follows
- * it. Regular files only (a block device has no useful mtime). */
+/* What identifies an image's content without reading it: any write
+ * moves mtime and ctime (ctime cannot be set back by anyone), a
+ * replaced file has another inode. */
+struct image_id {
+	uint64_t dev, ino, size;
+	struct timespec mtime, ctime;
+};
+
+/* A volume's leaf hashes and hash tree for one seed, with the image's
+ * identity when hashing started. Reused only while the identity is the
+ * same and the mtime was already older than the start of the hashing by
+ * more than the clock's coarse tick (so any later write moves it): the
+ * plan's compare serves the resync that follows it, and a volume that
+ * did not change since its last compare (across clean restarts too, see
+ * tree_file_save()) is not read again. Regular files only (a block device
+ * has no useful times). */
 struct tree_cache {
 	struct hash128 *hashes;
 	struct hashtree *tree;
 	uint64_t seed;
 	unsigned fanout;
 	uint32_t leaf; /* bytes a leaf covers */
-	struct timespec mtime;
+	struct image_id id;
 	uint64_t built; /* now_usec() when hashing started; 0: empty */
 };
 
 enum {
-	TREE_CACHE_USEC = 60 * 1000000,
 	/* Hash-tree fanout over page leaves (blocks: the default). */
 	NODE_FINE_FANOUT = 16,
 	TREE_CACHE_MARGIN_NSEC = 200 * 1000000, /* above any coarse clock tick */
@@ -195,21 +204,39 @@ static struct meta *node_meta(struct node *n)
 	return fusefs_meta(n->fs);
 }
 
+static int node_image_id(struct node *n, struct image_id *ret)
+{
+	struct stat st;
+
+	memset(ret, 0, sizeof(*ret));
+	if (fstat(volume_fd(fusefs_volume(n->fs)), &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -ENOTSUP;
+	*ret = (struct image_id){(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+				 st.st_mtim, st.st_ctim};
+	return 0;
+}
+
+static bool image_id_equal(const struct image_id *a, const struct image_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
 /* Whether the image's mtime is older than now by more than the margin, so
- * that a write from now on changes it; *ret_mtime is set either way. */
-static bool node_image_still(struct node *n, struct timespec *ret_mtime)
+ * that a write from now on changes it; *ret is set either way. */
+static bool node_image_still(struct node *n, struct image_id *ret)
 {
 	struct timespec now;
-	struct stat st;
 	int64_t age;
 
-	memset(ret_mtime, 0, sizeof(*ret_mtime));
-	if (fstat(volume_fd(fusefs_volume(n->fs)), &st) < 0 || !S_ISREG(st.st_mode))
+	if (node_image_id(n, ret) < 0)
 		return false;
 	clock_gettime(CLOCK_REALTIME, &now);
-	*ret_mtime = st.st_mtim;
-	age = (int64_t)(now.tv_sec - st.st_mtim.tv_sec) * 1000000000 +
-	      (now.tv_nsec - st.st_mtim.tv_nsec);
+	age = (int64_t)(now.tv_sec - ret->mtime.tv_sec) * 1000000000 +
+	      (now.tv_nsec - ret->mtime.tv_nsec);
 	return age > TREE_CACHE_MARGIN_NSEC;
 }
 
@@ -220,14 +247,12 @@ static bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint
 			    struct tree_cache *ret)
 {
 	struct tree_cache *c = &n->tcache;
-	struct stat st;
+	struct image_id now;
 	bool ok = false;
 
 	pthread_mutex_lock(&n->lock);
 	if (c->built && c->fanout == fanout && c->leaf == leaf && (!seed || c->seed == seed) &&
-	    now_usec() - c->built < TREE_CACHE_USEC &&
-	    fstat(volume_fd(fusefs_volume(n->fs)), &st) == 0 &&
-	    st.st_mtim.tv_sec == c->mtime.tv_sec && st.st_mtim.tv_nsec == c->mtime.tv_nsec) {
+	    node_image_id(n, &now) == 0 && image_id_equal(&now, &c->id)) {
 		*ret = *c;
 		memset(c, 0, sizeof(*c));
 		ok = true;
@@ -502,6 +527,122 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t k = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		done += (size_t)k;
+	}
+	return 0;
+}
+
+/* ---- the tree cache across clean restarts (IMAGE.resync-hashes) ----
+ * A clean stop leaves the cached tree's leaf hashes beside the image,
+ * with the image's identity from when they were computed (device, inode,
+ * size, mtime, ctime); the next start takes them back only when that
+ * identity is exactly the image's, and removes the file either way. Any
+ * write to the image, through the mount or not, moves its ctime, which
+ * nobody can set back: a volume unchanged since its last compare is not
+ * read again by the next one. The file is this machine's (host byte
+ * order), checked whole by a hash. */
+#define TREE_FILE_MAGIC "RSYNHSH1"
+
+struct tree_file_hdr {
+	char magic[8];
+	uint64_t seed, nleaves;
+	uint32_t fanout, leaf;
+	struct image_id id;
+	struct hash128 check; /* hash_block() of the leaf hashes, seed 0 */
+};
+
+static char *tree_file_path(const struct node *n)
+{
+	char *p;
+
+	return asprintf(&p, "%s.resync-hashes", n->self->volume) < 0 ? NULL : p;
+}
+
+static void tree_file_save(struct node *n)
+{
+	_cleanup_free_ char *path = tree_file_path(n), *tmp = NULL;
+	_cleanup_close_ int fd = -1;
+	struct tree_cache *c = &n->tcache;
+	struct tree_file_hdr h;
+	struct image_id now;
+	int r;
+
+	if (!path || !c->built || node_image_id(n, &now) < 0 || !image_id_equal(&now, &c->id))
+		return;
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, TREE_FILE_MAGIC, sizeof(h.magic));
+	h.seed = c->seed;
+	h.nleaves = DIV_ROUND_UP(c->id.size, c->leaf);
+	h.fanout = c->fanout;
+	h.leaf = c->leaf;
+	h.id = c->id;
+	h.check = hash_block(c->hashes, h.nleaves * sizeof(*c->hashes), 0);
+	if (asprintf(&tmp, "%s.tmp", path) < 0)
+		return;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	r = fd < 0 ? -errno : pwrite_full(fd, &h, sizeof(h), 0);
+	if (r >= 0)
+		r = pwrite_full(fd, c->hashes, h.nleaves * sizeof(*c->hashes), sizeof(h));
+	if (r >= 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r >= 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlink(tmp);
+		logf_("cannot keep the hash tree of '%s' for the next start: %s", n->self->volume,
+		      strerror(-r));
+	}
+}
+
+static void tree_file_load(struct node *n)
+{
+	_cleanup_free_ char *path = tree_file_path(n);
+	_cleanup_free_ struct hash128 *hashes = NULL;
+	_cleanup_close_ int fd = -1;
+	struct hashtree *tree = NULL;
+	struct tree_file_hdr h;
+	struct image_id now;
+	struct stat st;
+
+	if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	unlink(path); /* taken back once, or not at all */
+	if (fstat(fd, &st) < 0 || pread_full(fd, &h, sizeof(h), 0) < 0 ||
+	    memcmp(h.magic, TREE_FILE_MAGIC, sizeof(h.magic)) || node_image_id(n, &now) < 0 ||
+	    !image_id_equal(&now, &h.id) || !resync_block_size_valid(h.leaf) ||
+	    h.fanout < RESYNC_HASHTREE_FANOUT_MIN || h.fanout > RESYNC_HASHTREE_FANOUT_MAX ||
+	    h.nleaves != DIV_ROUND_UP(now.size, h.leaf) ||
+	    (uint64_t)st.st_size != sizeof(h) + h.nleaves * sizeof(*hashes))
+		return;
+	hashes = malloc(h.nleaves ? h.nleaves * sizeof(*hashes) : 1);
+	if (!hashes || pread_full(fd, hashes, h.nleaves * sizeof(*hashes), sizeof(h)) < 0)
+		return;
+	{
+		struct hash128 check = hash_block(hashes, h.nleaves * sizeof(*hashes), 0);
+
+		if (!hash128_equal(&check, &h.check))
+			return;
+	}
+	if (hashtree_new(hashes, h.nleaves, h.fanout, h.seed, &tree) < 0)
+		return;
+	tree_cache_release(&n->tcache);
+	n->tcache = (struct tree_cache){TAKE_PTR(hashes), tree, h.seed, h.fanout, h.leaf, h.id,
+					now_usec()};
+	logf_("took back the hash tree of '%s': the image is unchanged since its last compare",
+	      n->self->volume);
+}
+
 /* ---- serving a peer (the accepting side) ---- */
 
 /* Writeback started early: the pages a resync writes are scattered, and
@@ -596,7 +737,7 @@ struct session {
 	uint64_t seed;
 	unsigned fanout;
 	uint32_t leaf;
-	struct timespec mtime; /* the image's, when hashing started */
+	struct image_id id; /* the image's, when hashing started */
 	uint64_t built;	       /* then; 0: the tree may not be cached */
 	bool writing;
 	bool wrote;
@@ -640,11 +781,11 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 		s->seed = seed;
 		s->fanout = fanout;
 		s->leaf = leaf;
-		s->mtime = c.mtime;
+		s->id = c.id;
 		s->built = c.built;
 		return 0;
 	}
-	s->built = node_image_still(n, &s->mtime) ? now_usec() : 0;
+	s->built = node_image_still(n, &s->id) ? now_usec() : 0;
 	s->hashes = calloc(nb ? nb : 1, sizeof(*s->hashes));
 	if (!s->hashes)
 		return -ENOMEM;
@@ -1242,7 +1383,7 @@ static void *session_thread(void *arg)
 	if (s->in && s->out)
 		session_serve(s);
 	if (s->tree && s->built && !s->wrote) {
-		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->leaf, s->mtime,
+		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->leaf, s->id,
 				       s->built};
 
 		tree_cache_put(n, &c);
@@ -2477,7 +2618,7 @@ static int node_run_jobs(struct node *n, struct control_client *cli, json_object
 		for (size_t i = 0; nl && i < nj; i++)
 			job_prefetch(&jobs[i], o.seed);
 	} else if (any_full) {
-		tc.built = node_image_still(n, &tc.mtime) ? now_usec() : 0;
+		tc.built = node_image_still(n, &tc.id) ? now_usec() : 0;
 		hashes = calloc(nl ? nl : 1, sizeof(*hashes));
 		if (!hashes) {
 			r = -ENOMEM;
@@ -2794,6 +2935,7 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 				goto fail;
 		}
 	}
+	tree_file_load(n);
 	r = fusefs_start(n->fs);
 	if (r < 0) {
 		logf_("cannot serve '%s': %s", n->self->mount, strerror(-r));
@@ -2877,6 +3019,7 @@ int node_stop(struct node *n)
 		return -EBUSY;
 	}
 	if (n->fs) {
+		tree_file_save(n);
 		r = fusefs_stop(n->fs);
 		if (r < 0)
 			logf_("cannot leave clean metadata for '%s': %s", n->self->volume,
