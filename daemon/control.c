@@ -420,6 +420,15 @@ void control_server_free(struct control_server *s)
 	free(s);
 }
 
+bool control_is_result(struct json_object *o)
+{
+	struct json_object *t;
+
+	return json_object_object_get_ex(o, "type", &t) &&
+	       json_object_is_type(t, json_type_string) &&
+	       !strcmp(json_object_get_string(t), "result");
+}
+
 int control_send(int fd, struct json_object *req)
 {
 	return send_line(fd, req);

@@ -55,3 +55,5 @@ int control_send(int fd, struct json_object *req);
  * waits forever. Returns 0 and *ret (caller puts it), -ETIMEDOUT, -ECONNRESET
  * at end of stream, -EBADMSG for a line that is not a JSON object. */
 int control_recv(int fd, int timeout_ms, struct json_object **ret);
+/* Whether a reply line is the final {"type":"result"} one. */
+bool control_is_result(struct json_object *o);

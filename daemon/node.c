@@ -56,6 +56,7 @@
 #include "resync/fusefs.h"
 #include "resync/hash.h"
 #include "resync/hashtree.h"
+#include "resync/io.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 #include "resync/meta.h"
@@ -452,28 +453,27 @@ static int node_hello_check(struct node *n, const struct wire_hello *h, struct w
 	return 0;
 }
 
-/* A secondary whose volume is a file smaller than its primary's grows it
+/* After node_hello_check() refused a hello for the volume size alone: a
+ * secondary whose volume is a file smaller than its primary's grows it
  * to the primary's size when the primary opens a session that may
  * rewrite it (WIRE_FEATURE_GROW in its hello; a plan or a verify changes
  * nothing): the new bytes read as zeros until the resync fills them, and
- * the metadata starts over, untrusted, so that resync is a full compare. A block
- * device, a larger volume, or a hello from anyone but the cluster's
- * primary is left to node_hello_check() to refuse with both sizes. */
-static void node_grow_to_primary(struct node *n, const struct wire_hello *h)
+ * the metadata starts over, untrusted, so that resync is a full compare.
+ * Returns whether it grew; a block device, a larger volume, or a hello
+ * from anyone but the cluster's primary stays refused with both sizes. */
+static bool node_grow_to_primary(struct node *n, const struct wire_hello *h)
 {
 	uint64_t was = node_size(n);
 	int r;
 
 	if (n->is_primary || !n->cfg->primary || !(h->flags & WIRE_HELLO_PRIMARY) ||
-	    !(h->features & WIRE_FEATURE_GROW) ||
-	    strcmp(h->node, n->cfg->primary) || strcmp(h->cluster, n->cfg->name) ||
-	    h->block_size != n->cfg->block_size || h->volume_size <= was ||
-	    volume_is_blockdev(fusefs_volume(n->fs)))
-		return;
+	    !(h->features & WIRE_FEATURE_GROW) || strcmp(h->node, n->cfg->primary) ||
+	    h->volume_size <= was || volume_is_blockdev(fusefs_volume(n->fs)))
+		return false;
 	pthread_mutex_lock(&n->lock);
 	if (n->writing || n->resync_running) {
 		pthread_mutex_unlock(&n->lock);
-		return;
+		return false;
 	}
 	n->writing = true; /* no resync writes this volume meanwhile */
 	pthread_mutex_unlock(&n->lock);
@@ -487,7 +487,7 @@ static void node_grow_to_primary(struct node *n, const struct wire_hello *h)
 		logf_("cannot grow '%s' from %llu to %llu bytes (the primary's size): %s",
 		      n->self->volume, (unsigned long long)was,
 		      (unsigned long long)h->volume_size, strerror(-r));
-		return;
+		return false;
 	}
 	logf_("grew '%s' from %llu to %llu bytes, the size of the primary '%s'; its metadata "
 	      "starts over (the next resync compares everything)",
@@ -495,6 +495,7 @@ static void node_grow_to_primary(struct node *n, const struct wire_hello *h)
 	      h->node);
 	event_publish_state(n->bus, n->self->name, NULL, "Outdated", true,
 			    "volume grown to the primary's size");
+	return true;
 }
 
 static int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text)
@@ -507,40 +508,6 @@ static int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const ch
 	if (wire_text_encode(&t, buf, sizeof(buf), &len) < 0)
 		return -EINVAL;
 	return peer_conn_send_frame(c, type, buf, len);
-}
-
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t k = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return -EIO;
-		done += (size_t)k;
-	}
-	return 0;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t k = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		done += (size_t)k;
-	}
-	return 0;
 }
 
 /* ---- the tree cache across clean restarts (IMAGE.resync-hashes) ----
@@ -591,9 +558,9 @@ static void tree_file_save(struct node *n)
 	if (asprintf(&tmp, "%s.tmp", path) < 0)
 		return;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	r = fd < 0 ? -errno : pwrite_full(fd, &h, sizeof(h), 0);
+	r = fd < 0 ? -errno : fd_pwrite_full(fd, &h, sizeof(h), 0);
 	if (r >= 0)
-		r = pwrite_full(fd, c->hashes, h.nleaves * sizeof(*c->hashes), sizeof(h));
+		r = fd_pwrite_full(fd, c->hashes, h.nleaves * sizeof(*c->hashes), sizeof(h));
 	if (r >= 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r >= 0 && rename(tmp, path) < 0)
@@ -618,7 +585,7 @@ static void tree_file_load(struct node *n)
 	if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return;
 	unlink(path); /* taken back once, or not at all */
-	if (fstat(fd, &st) < 0 || pread_full(fd, &h, sizeof(h), 0) < 0 ||
+	if (fstat(fd, &st) < 0 || fd_pread_full(fd, &h, sizeof(h), 0) < 0 ||
 	    memcmp(h.magic, TREE_FILE_MAGIC, sizeof(h.magic)) || node_image_id(n, &now) < 0 ||
 	    !image_id_equal(&now, &h.id) || !resync_block_size_valid(h.leaf) ||
 	    h.fanout < RESYNC_HASHTREE_FANOUT_MIN || h.fanout > RESYNC_HASHTREE_FANOUT_MAX ||
@@ -626,7 +593,7 @@ static void tree_file_load(struct node *n)
 	    (uint64_t)st.st_size != sizeof(h) + h.nleaves * sizeof(*hashes))
 		return;
 	hashes = malloc(h.nleaves ? h.nleaves * sizeof(*hashes) : 1);
-	if (!hashes || pread_full(fd, hashes, h.nleaves * sizeof(*hashes), sizeof(h)) < 0)
+	if (!hashes || fd_pread_full(fd, hashes, h.nleaves * sizeof(*hashes), sizeof(h)) < 0)
 		return;
 	{
 		struct hash128 check = hash_block(hashes, h.nleaves * sizeof(*hashes), 0);
@@ -873,7 +840,7 @@ static int session_page_req(struct session *s, size_t len)
 		while (off < end) {
 			size_t m = (size_t)MIN(end - off, (uint64_t)RESYNC_CHUNK);
 
-			r = pread_full(fd, buf, m, off);
+			r = fd_pread_full(fd, buf, m, off);
 			if (r < 0)
 				return r;
 			for (size_t p = 0; p < m; p += q.page_size) {
@@ -1220,7 +1187,7 @@ static int session_control(struct session *s, size_t len)
 		r = control_send(fd, req);
 	json_object_put(req);
 	while (r >= 0) {
-		json_object *o = NULL, *t;
+		json_object *o = NULL;
 		const char *text;
 		size_t tl, total;
 		bool last;
@@ -1228,8 +1195,7 @@ static int session_control(struct session *s, size_t len)
 		r = control_recv(fd, -1, &o);
 		if (r < 0)
 			break;
-		last = json_object_object_get_ex(o, "type", &t) &&
-		       !strcmp(json_object_get_string(t), "result");
+		last = control_is_result(o);
 		text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 		tl = strlen(text);
 		total = tl + 1; /* the line and its newline */
@@ -1273,8 +1239,10 @@ static void session_serve(struct session *s)
 		return;
 	}
 	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
-	node_grow_to_primary(n, &h);
-	if (node_hello_check(n, &h, &why) < 0) {
+	r = node_hello_check(n, &h, &why);
+	if (r < 0 && why.code == WIRE_REASON_VOLUME_SIZE && node_grow_to_primary(n, &h))
+		r = node_hello_check(n, &h, &why);
+	if (r < 0) {
 		logf_("refused '%s': %s", h.node, why.text);
 		send_text(s->c, WIRE_REFUSE, why.code, why.text);
 		return;
@@ -1628,8 +1596,6 @@ static void job_progress(struct job *j, const char *phase, uint64_t done, uint64
 				       j->bytes_sent, done, total, rate);
 }
 
-/* Make a full job's peer build its hash tree for seed now: a HASH_REQ of
- * one leaf, answered once the tree is built, read by job_compare(). */
 /* The leaf size a HASH_REQ names: none for a peer that cannot read it
  * (its leaves are blocks, and so are this run's then). */
 static uint32_t job_leaf_wire(const struct job *j)
@@ -1637,6 +1603,8 @@ static uint32_t job_leaf_wire(const struct job *j)
 	return j->features & WIRE_FEATURE_FINE_LEAVES ? j->leaf : 0;
 }
 
+/* Make a full job's peer build its hash tree for seed now: a HASH_REQ of
+ * one leaf, answered once the tree is built, read by job_compare(). */
 static void job_prefetch(struct job *j, uint64_t seed)
 {
 	struct hashtree_range one = {0, 1};
@@ -2014,7 +1982,7 @@ static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 					r = -ECANCELED;
 					goto out;
 				}
-				r = pread_full(fd, raw, k, off);
+				r = fd_pread_full(fd, raw, k, off);
 				if (r < 0)
 					goto out;
 				j->bytes_read += k;
@@ -2239,8 +2207,6 @@ static json_object *time_json(int64_t t)
 	return json_object_new_string(buf);
 }
 
-/* Relay a cluster-wide request to the primary's control socket (when it is
- * on this machine). */
 /* A secondary forwards a cluster-wide request to the primary over the
  * peer protocol (WIRE_FEATURE_CONTROL: the primary may be on another
  * machine) and relays the primary's reply lines, progress and result, to
@@ -2318,7 +2284,7 @@ static int node_forward(struct node *n, struct control_client *cli, json_object 
 		/* Relay every whole line; the result ends the request. */
 		while (r >= 0 && (nl = memchr(acc, '\n', have))) {
 			size_t ll = (size_t)(nl - acc) + 1;
-			json_object *o, *t;
+			json_object *o;
 			bool last;
 
 			*nl = 0;
@@ -2330,8 +2296,7 @@ static int node_forward(struct node *n, struct control_client *cli, json_object 
 				r = -EBADMSG;
 				break;
 			}
-			last = json_object_object_get_ex(o, "type", &t) &&
-			       !strcmp(json_object_get_string(t), "result");
+			last = control_is_result(o);
 			r = control_client_send(cli, o);
 			json_object_put(o);
 			if (r < 0 || last) {

@@ -330,20 +330,12 @@ static int worker_unit_read_hash(struct worker *w, uint64_t unit)
 	}
 	/* RESYNC_CHUNK is a multiple of every block size. */
 	for (uint64_t c = start; c < end; c += RESYNC_CHUNK) {
-		size_t len = (size_t)MIN((uint64_t)RESYNC_CHUNK, end - c), got = 0;
+		size_t len = (size_t)MIN((uint64_t)RESYNC_CHUNK, end - c);
+		int r = fd_pread_full(fd, w->chunk, len, c);
 
-		while (got < len) {
-			ssize_t n = pread(fd, w->chunk + got, len - got, (off_t)(c + got));
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				int r = n < 0 ? -errno : -EIO;
-
-				job_fail(job, r, c + got, BLOCKCMP_AT_READ_SRC);
-				return r;
-			}
-			got += (size_t)n;
+		if (r < 0) {
+			job_fail(job, r, c, BLOCKCMP_AT_READ_SRC);
+			return r;
 		}
 		for (size_t o = 0; o < len; o += bs)
 			job->hashes[(c + o - job->base) / bs] =

@@ -14,6 +14,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "resync/io.h"
 #include "resync/macro.h"
 #include "resync/meta.h"
 #include "resync/volume.h"
@@ -80,44 +81,6 @@ struct meta {
 };
 
 /* ---- small helpers ---- */
-
-static int fd_pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EBADMSG; /* short file: a slot that was never written */
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-static int fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
 
 static uint64_t ts_ns(const struct timespec *ts)
 {
@@ -665,7 +628,7 @@ static int meta_slot_read(int fd, unsigned s, struct meta_disk_header *buf, stru
 
 	r = fd_pread_full(fd, buf, META_HEADER_SIZE, (uint64_t)s * META_HEADER_SIZE);
 	if (r < 0)
-		return r;
+		return r == -ENODATA ? -EBADMSG : r; /* a slot never written */
 	r = header_decode(buf, h);
 	if (r < 0)
 		return r;
@@ -675,7 +638,7 @@ static int meta_slot_read(int fd, unsigned s, struct meta_disk_header *buf, stru
 	if (h->bitmap_bytes) {
 		r = fd_pread_full(fd, bm, h->bitmap_bytes, meta_bitmap_slot_off(h->bitmap_bytes, s));
 		if (r < 0)
-			return r;
+			return r == -ENODATA ? -EBADMSG : r;
 	}
 	if (XXH64(bm, h->bitmap_bytes, 0) != h->bitmap_csum)
 		return -EBADMSG;

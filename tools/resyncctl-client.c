@@ -111,15 +111,14 @@ json_object *resyncctl_request(struct resyncctl_session *s, json_object *req,
 		return NULL;
 	}
 	for (;;) {
-		json_object *o = NULL, *t;
+		json_object *o = NULL;
 
 		r = control_recv(s->fd, -1, &o);
 		if (r < 0) {
 			resyncctl_errorf("node '%s' went away: %s", s->node->name, strerror(-r));
 			return NULL;
 		}
-		if (json_object_object_get_ex(o, "type", &t) &&
-		    !strcmp(json_object_get_string(t), "result"))
+		if (control_is_result(o))
 			return o;
 		if (fn)
 			fn(arg, o);

@@ -97,6 +97,13 @@ long long io_pread_full(struct io_ctx *ctx, int fd, void *buf, size_t len, uint6
 long long io_pwrite_full(struct io_ctx *ctx, int fd, const void *buf, size_t len, uint64_t off);
 int io_fdatasync(struct io_ctx *ctx, int fd);
 
+/* The same without a context, for small files and callers that have no
+ * backend to choose (metadata, caches): pread/pwrite until len, over
+ * EINTR and short counts. 0, -ENODATA when a read meets end of file, or
+ * -errno. */
+int fd_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
 /* The backends, for callers and tests that want one explicitly. */
 extern const struct io_ops io_uring_ops;
 extern const struct io_ops io_sync_ops;
