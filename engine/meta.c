@@ -271,6 +271,14 @@ static int header_decode(const struct meta_disk_header *h, struct meta_hdr *ret)
 
 /* ---- geometry ---- */
 
+/* Whether metadata can cover a volume of this size: its bitmap and its
+ * activity-log extent numbers within their limits. */
+static bool meta_geometry_ok(uint64_t volume_size, uint32_t block_size, uint32_t al_shift)
+{
+	return DIV_ROUND_UP(DIV_ROUND_UP(volume_size, block_size), 8) <= RESYNC_META_BITMAP_MAX &&
+	       DIV_ROUND_UP(volume_size, 1ull << al_shift) <= UINT32_MAX;
+}
+
 static int meta_geometry_init(struct meta *m, uint64_t volume_size, uint32_t block_size,
 			      uint32_t al_shift, uint32_t al_capacity)
 {
@@ -281,7 +289,7 @@ static int meta_geometry_init(struct meta *m, uint64_t volume_size, uint32_t blo
 	m->nblocks = DIV_ROUND_UP(volume_size, block_size);
 	m->n_extents = DIV_ROUND_UP(volume_size, 1ull << al_shift);
 	m->bitmap_bytes = DIV_ROUND_UP(m->nblocks, 8);
-	if (m->bitmap_bytes > RESYNC_META_BITMAP_MAX || m->n_extents > UINT32_MAX)
+	if (!meta_geometry_ok(volume_size, block_size, al_shift))
 		return -EFBIG;
 	free(m->bitmap);
 	free(m->snapshot);
@@ -798,14 +806,9 @@ fail:
 
 int meta_resize_check(const struct meta *m, uint64_t size)
 {
-	uint64_t nblocks = DIV_ROUND_UP(size, m->block_size);
-
 	if (m->readonly)
 		return -EROFS;
-	if (DIV_ROUND_UP(nblocks, 8) > RESYNC_META_BITMAP_MAX ||
-	    DIV_ROUND_UP(size, 1ull << m->al_shift) > UINT32_MAX)
-		return -EFBIG;
-	return 0;
+	return meta_geometry_ok(size, m->block_size, m->al_shift) ? 0 : -EFBIG;
 }
 
 int meta_resize(struct meta *m)

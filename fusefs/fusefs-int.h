@@ -16,7 +16,6 @@ struct fusefs {
 	struct volume *vol;
 	struct meta *meta;
 	struct fuse_session *se;
-	uint64_t size;
 	uint32_t block_size;
 	struct fence fence;
 	pthread_key_t worker_key; /* struct fusefs_worker per FUSE thread */

@@ -42,10 +42,10 @@ struct fusefs_worker {
 };
 
 /* The volume's size: fixed, except that a file volume may be grown to
- * its primary's (fusefs_grow()) while requests run. */
+ * its primary's (fusefs_grow()) while requests run; read atomically. */
 static inline uint64_t fusefs_size(const struct fusefs *fs)
 {
-	return __atomic_load_n(&fs->size, __ATOMIC_ACQUIRE);
+	return volume_size(fs->vol);
 }
 
 static void fusefs_worker_free(void *p)
@@ -569,7 +569,6 @@ int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret)
 			goto fail;
 	}
 	meta_info_get(fs->meta, &info);
-	fs->size = volume_size(fs->vol);
 	fs->block_size = info.block_size;
 	r = io_ctx_new(IO_KIND_SYNC, 1, &fs->io);
 	if (r < 0)
@@ -797,7 +796,6 @@ int fusefs_grow(struct fusefs *fs, uint64_t size)
 	if (r >= 0)
 		r = meta_resize(fs->meta);
 	if (r >= 0) {
-		__atomic_store_n(&fs->size, size, __ATOMIC_RELEASE);
 		/* The kernel keeps the file's attributes for a day: drop
 		 * them, so that the new size shows at once. */
 		if (fs->se)
