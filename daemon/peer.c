@@ -116,6 +116,20 @@ static uint64_t deadline_in(unsigned ms)
 
 /* TLS */
 
+/* A TLS 1.3 session resting on the cluster's key, for cipher. */
+static SSL_SESSION *psk_session_new(const struct peer_conn *c, const SSL_CIPHER *cipher)
+{
+	SSL_SESSION *s = SSL_SESSION_new();
+
+	if (s && (!SSL_SESSION_set1_master_key(s, secret_data(c->ctx->psk), secret_size(c->ctx->psk)) ||
+		  !SSL_SESSION_set_cipher(s, cipher) ||
+		  !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION))) {
+		SSL_SESSION_free(s);
+		s = NULL;
+	}
+	return s;
+}
+
 static int psk_use_cb(SSL *ssl, const EVP_MD *md, const unsigned char **id, size_t *idlen,
 		      SSL_SESSION **sess)
 {
@@ -130,15 +144,9 @@ static int psk_use_cb(SSL *ssl, const EVP_MD *md, const unsigned char **id, size
 		return 0;
 	if (md && md != SSL_CIPHER_get_handshake_digest(cipher))
 		return 1; /* another digest: offer no PSK for it */
-	s = SSL_SESSION_new();
+	s = psk_session_new(c, cipher);
 	if (!s)
 		return 0;
-	if (!SSL_SESSION_set1_master_key(s, secret_data(c->ctx->psk), secret_size(c->ctx->psk)) ||
-	    !SSL_SESSION_set_cipher(s, cipher) ||
-	    !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
-		SSL_SESSION_free(s);
-		return 0;
-	}
 	*sess = s;
 	*id = (const unsigned char *)c->ctx->cluster;
 	*idlen = strlen(c->ctx->cluster);
@@ -166,15 +174,9 @@ static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESS
 	}
 	if (!cipher)
 		return 0;
-	s = SSL_SESSION_new();
+	s = psk_session_new(c, cipher);
 	if (!s)
 		return 0;
-	if (!SSL_SESSION_set1_master_key(s, secret_data(c->ctx->psk), secret_size(c->ctx->psk)) ||
-	    !SSL_SESSION_set_cipher(s, cipher) ||
-	    !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
-		SSL_SESSION_free(s);
-		return 0;
-	}
 	*sess = s;
 	return 1;
 }
