@@ -8,3 +8,10 @@
 #include <syslog.h>
 
 void log_printf(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The level is said where the line is written, never guessed from its
+ * words: an error is something that failed, a warning something refused
+ * or left behind, information what went as asked. */
+#define log_error(...) log_printf(LOG_ERR, __VA_ARGS__)
+#define log_warning(...) log_printf(LOG_WARNING, __VA_ARGS__)
+#define log_info(...) log_printf(LOG_INFO, __VA_ARGS__)

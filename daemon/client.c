@@ -1,0 +1,134 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node-int.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+
+/* ---- the asking side ---- */
+
+/* Connect to peer and exchange hellos; *ret_hello is the peer's. */
+int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
+			  size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
+{
+	struct peer_conn *c = NULL;
+	struct wire_hello mine;
+	struct wire_text why;
+	unsigned char *buf;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_connect(n->ctx, peer, err, errlen, &c);
+	if (r == -EACCES && !strstr(err, "authentication")) {
+		/* The TLS handshake failed on the pre-shared key (or the
+		 * cluster name that selects it): say so in the operator's
+		 * words. */
+		_cleanup_free_ char *detail = strdup(err);
+
+		snprintf(err, errlen, "node '%s': authentication failed: %s", peer->name,
+			 detail ? detail : "the cluster key differs");
+	}
+	if (r < 0)
+		return r;
+	buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	if (!buf) {
+		peer_conn_free(c);
+		return -ENOMEM;
+	}
+	node_hello_make(n, &mine);
+	if (write)
+		mine.features |= WIRE_FEATURE_GROW;
+	r = wire_hello_encode(&mine, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r >= 0)
+		r = peer_conn_send_frame(c, WIRE_HELLO, buf, len);
+	if (r >= 0)
+		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0) {
+		snprintf(err, errlen, "node '%s': %s", peer->name, peer_conn_error(c));
+		goto fail;
+	}
+	if (type == WIRE_REFUSE) {
+		struct wire_text t;
+
+		if (wire_text_decode(buf, len, &t) == 0)
+			snprintf(err, errlen, "node '%s' refused: %s", peer->name, t.text);
+		else
+			snprintf(err, errlen, "node '%s' refused", peer->name);
+		r = -EPERM;
+		goto fail;
+	}
+	if (type != WIRE_HELLO_ACK || wire_hello_decode(buf, len, ret_hello) < 0) {
+		snprintf(err, errlen, "node '%s' answered with %s", peer->name, wire_type_name(type));
+		r = -EBADMSG;
+		goto fail;
+	}
+	if (node_hello_check(n, ret_hello, &why) < 0) {
+		snprintf(err, errlen, "node '%s': %s", peer->name, why.text);
+		send_text(c, WIRE_ERROR, why.code, why.text);
+		r = -EPERM;
+		goto fail;
+	}
+	free(buf);
+	peer_conn_set_timeout(c, NODE_SESSION_TIMEOUT_MS);
+	*ret = c;
+	return 0;
+fail:
+	free(buf);
+	peer_conn_free(c);
+	return r;
+}
+
+/* Ask an opened peer for its status (STATUS_REQ). */
+int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status *ret)
+{
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_send_frame(c, WIRE_STATUS_REQ, buf, 0);
+	if (r >= 0)
+		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0)
+		return r;
+	if (type != WIRE_STATUS)
+		return -EBADMSG;
+	return wire_status_decode(buf, len, ret);
+}
+
+/* Fetch an opened peer's dirty bitmap, size bytes, into bm. */
+int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm,
+			    size_t size)
+{
+	size_t off = 0;
+
+	do {
+		struct wire_bitmap b;
+		unsigned char ob[16];
+		uint16_t type;
+		size_t len;
+		int r;
+
+		r = wire_offset_encode(off, ob, sizeof(ob), &len);
+		if (r >= 0)
+			r = peer_conn_send_frame(c, WIRE_BITMAP_REQ, ob, len);
+		if (r >= 0)
+			r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+		if (r < 0)
+			return r;
+		if (type != WIRE_BITMAP || wire_bitmap_decode(buf, len, &b) < 0 ||
+		    b.total != size || b.offset != off || (b.len == 0 && off < size))
+			return -EBADMSG;
+		memcpy(bm + off, b.data, b.len);
+		off += b.len;
+	} while (off < size);
+	return 0;
+}

@@ -1,0 +1,193 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node-int.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+
+/* A secondary forwards a cluster-wide request to the primary over the
+ * peer protocol (WIRE_FEATURE_CONTROL: the primary may be on another
+ * machine) and relays the primary's reply lines, progress and result, to
+ * its own client. */
+int node_forward(struct node *n, struct control_client *cli, json_object *req)
+{
+	const struct node_config *p = cluster_config_primary(n->cfg);
+	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	_cleanup_free_ char *acc = NULL; /* reply bytes not yet a whole line */
+	size_t have = 0, cap = 0, len, flen;
+	struct peer_conn *c = NULL;
+	struct wire_hello h;
+	const char *text;
+	uint16_t type;
+	char err[512];
+	int r;
+
+	if (!p)
+		return control_client_error(cli, "cluster '%s' has no primary", n->cfg->name), 0;
+	if (!buf)
+		return -ENOMEM;
+	r = node_peer_open(n, p, false, err, sizeof(err), &c, &h);
+	if (r < 0)
+		return control_client_error(cli, "this node is a secondary; the primary '%s' cannot be reached: %s",
+					    p->name, err),
+		       0;
+	if (!(h.features & node_features() & WIRE_FEATURE_CONTROL)) {
+		peer_conn_free(c);
+		return control_client_error(cli, "this node is a secondary and the primary '%s' does not take forwarded requests (an older build): run the command there",
+					    p->name),
+		       0;
+	}
+	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	len = strlen(text);
+	if (len + 1 > RESYNC_CONTROL_LINE_MAX) {
+		peer_conn_free(c);
+		return control_client_error(cli, "request longer than %d bytes", RESYNC_CONTROL_LINE_MAX), 0;
+	}
+	memcpy(buf, text, len);
+	buf[len++] = '\n';
+	/* A plan of a large volume says nothing for minutes: no deadline. */
+	peer_conn_set_timeout(c, 0);
+	r = peer_conn_send_frame(c, WIRE_CONTROL, buf, len);
+	while (r >= 0) {
+		char *nl;
+
+		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &flen);
+		if (r < 0)
+			break;
+		if (type == WIRE_ERROR) {
+			struct wire_text t = {0};
+
+			wire_text_decode(buf, flen, &t);
+			control_client_error(cli, "the primary '%s': %s", p->name, t.text);
+			peer_conn_free(c);
+			return 0;
+		}
+		if (type != WIRE_CONTROL || have + flen > RESYNC_CONTROL_REPLY_MAX) {
+			r = -EBADMSG;
+			break;
+		}
+		if (have + flen + 1 > cap) {
+			size_t ncap = MAX(cap * 2, have + flen + 1);
+			char *nb = realloc(acc, ncap);
+
+			if (!nb) {
+				r = -ENOMEM;
+				break;
+			}
+			acc = nb;
+			cap = ncap;
+		}
+		memcpy(acc + have, buf, flen);
+		have += flen;
+		/* Relay every whole line; the result ends the request. */
+		while (r >= 0 && (nl = memchr(acc, '\n', have))) {
+			size_t ll = (size_t)(nl - acc) + 1;
+			json_object *o;
+			bool last;
+
+			*nl = 0;
+			o = json_tokener_parse(acc);
+			memmove(acc, acc + ll, have - ll);
+			have -= ll;
+			if (!o || !json_object_is_type(o, json_type_object)) {
+				json_object_put(o);
+				r = -EBADMSG;
+				break;
+			}
+			last = control_is_result(o);
+			r = control_client_send(cli, o);
+			json_object_put(o);
+			if (r < 0 || last) {
+				/* Done, or our client went away: closing the
+				 * connection ends the primary's side too. */
+				peer_conn_free(c);
+				return 0;
+			}
+		}
+	}
+	control_client_error(cli, "the primary '%s' went away: %s", p->name,
+			     r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
+	peer_conn_free(c);
+	return 0;
+}
+
+/* CONTROL from a secondary (node_forward()): one request line, run by
+ * this node's own control socket as if a local client had sent it, its
+ * reply lines sent back in CONTROL frames until the result. Only the
+ * cluster-wide commands a secondary forwards are taken. */
+int session_control(struct session *s, size_t len)
+{
+	static const char *const allowed[] = {"verify", "resync", "cancel", "pause", "resume", "rate"};
+	struct node *n = s->n;
+	_cleanup_close_ int fd = -1;
+	json_object *req, *cmd;
+	const char *name = NULL;
+	bool ok = false;
+	int r;
+
+	if (!n->is_primary || !n->self->control) {
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_OTHER,
+			  n->is_primary ? "the primary has no control socket"
+					: "this node is not the primary");
+		return -ECANCELED;
+	}
+	if (len == 0 || len > RESYNC_CONTROL_LINE_MAX || s->in[len - 1] != '\n')
+		return -EBADMSG;
+	s->in[len - 1] = 0;
+	req = json_tokener_parse((const char *)s->in);
+	if (req && json_object_is_type(req, json_type_object) &&
+	    json_object_object_get_ex(req, "cmd", &cmd) && json_object_is_type(cmd, json_type_string)) {
+		name = json_object_get_string(cmd);
+		for (size_t i = 0; i < ARRAY_SIZE(allowed) && !ok; i++)
+			ok = !strcmp(name, allowed[i]);
+	}
+	if (!ok) {
+		log_warning("refused a forwarded request from '%s': not a cluster-wide command", s->peer);
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
+			  "only verify, resync, cancel, pause, resume and rate are forwarded");
+		json_object_put(req);
+		return -ECANCELED;
+	}
+	log_info("'%s' forwarded a '%s' request", s->peer, name);
+	r = control_connect(n->self->control, &fd);
+	if (r >= 0)
+		r = control_send(fd, req);
+	json_object_put(req);
+	while (r >= 0) {
+		json_object *o = NULL;
+		const char *text;
+		size_t tl, total;
+		bool last;
+
+		r = control_recv(fd, -1, &o);
+		if (r < 0)
+			break;
+		last = control_is_result(o);
+		text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+		tl = strlen(text);
+		total = tl + 1; /* the line and its newline */
+		for (size_t off = 0, k; r >= 0 && off < total; off += k) {
+			k = MIN(total - off, (size_t)RESYNC_WIRE_FRAME_MAX);
+			memcpy(s->out, text + off, off < tl ? MIN(k, tl - off) : 0);
+			if (off + k == total)
+				s->out[k - 1] = '\n';
+			r = peer_conn_send_frame(s->c, WIRE_CONTROL, s->out, k);
+		}
+		json_object_put(o);
+		if (last)
+			return r < 0 ? -ECANCELED : 0;
+	}
+	if (r == -ECONNRESET || r == -EPIPE)
+		return -ECANCELED; /* the secondary went away */
+	log_error("forwarded '%s' from '%s' failed: %s", name, s->peer, strerror(-r));
+	send_text(s->c, WIRE_ERROR, WIRE_REASON_IO, "the primary's control socket failed");
+	return -ECANCELED;
+}

@@ -1,0 +1,623 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node-int.h"
+#include <stdatomic.h>
+#include "resync/io.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+
+static void job_progress(struct job *j, const char *phase, uint64_t done, uint64_t total,
+			 uint64_t t0)
+{
+	json_object *o = json_object_new_object();
+	double secs = (double)(now_usec() - t0) / 1e6;
+	double rate = secs > 0 ? (double)done / secs : 0;
+
+	json_object_object_add(o, "type", json_object_new_string("progress"));
+	json_object_object_add(o, "node", json_object_new_string(j->peer->name));
+	json_object_object_add(o, "phase", json_object_new_string(phase));
+	json_object_object_add(o, "bytes_compared", json_object_new_uint64(j->bytes_compared));
+	json_object_object_add(o, "bytes_sent", json_object_new_uint64(j->bytes_sent));
+	json_object_object_add(o, "bytes_done", json_object_new_uint64(done));
+	json_object_object_add(o, "bytes_total", json_object_new_uint64(total));
+	json_object_object_add(o, "rate", json_object_new_double(rate));
+	json_object_object_add(o, "eta", json_object_new_double(rate > 0 ? (double)(total - done) / rate : 0));
+	pthread_mutex_lock(j->cli_lock);
+	control_client_send(j->cli, o);
+	pthread_mutex_unlock(j->cli_lock);
+	json_object_put(o);
+	if (j->write)
+		event_publish_progress(j->n->bus, j->peer->name, phase, j->bytes_compared,
+				       j->bytes_sent, done, total, rate);
+}
+
+/* The leaf size a HASH_REQ names: none for a peer that cannot read it
+ * (its leaves are blocks, and so are this run's then). */
+static uint32_t job_leaf_wire(const struct job *j)
+{
+	return j->features & WIRE_FEATURE_FINE_LEAVES ? j->leaf : 0;
+}
+
+/* Make a full job's peer build its hash tree for seed now: a HASH_REQ of
+ * one leaf, answered once the tree is built, read by job_compare(). */
+void job_prefetch(struct job *j, uint64_t seed)
+{
+	struct hashtree_range one = {0, 1};
+	size_t len;
+
+	if (!j->opened || j->mode != JOB_FULL)
+		return;
+	if (wire_hash_req_encode(seed, 0, j->fanout, job_leaf_wire(j), &one, 1, j->buf,
+				 RESYNC_WIRE_FRAME_MAX, &len) < 0)
+		return;
+	/* A failure shows again at the walk's first request. */
+	j->prefetched = peer_conn_send_frame(j->c, WIRE_HASH_REQ, j->buf, len) >= 0;
+}
+
+/* Receive a secondary's reply into buf: a transport failure or an ERROR
+ * it sent becomes the job's error text. Returns 0 with *ret_type and
+ * *ret_len, or -errno (-EIO for an ERROR). */
+static int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+		    size_t *ret_len)
+{
+	int r = peer_conn_recv_frame(c, ret_type, buf, RESYNC_WIRE_FRAME_MAX, ret_len);
+
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	if (*ret_type == WIRE_ERROR) {
+		struct wire_text t = {0};
+
+		wire_text_decode(buf, *ret_len, &t);
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Send one frame and receive the reply, as job_recv(). */
+static int job_ask(struct job *j, struct peer_conn *c, uint16_t type, unsigned char *buf,
+		   size_t len, uint16_t *ret_type, size_t *ret_len)
+{
+	int r = peer_conn_send_frame(c, type, buf, len);
+
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	return job_recv(j, c, buf, ret_type, ret_len);
+}
+
+/* The prefetch's answer: a HASH_REPLY of one hash (or an ERROR, said). */
+static int job_prefetch_wait(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct wire_hash_reply rep;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	j->prefetched = false;
+	r = job_recv(j, c, buf, &type, &len);
+	if (r < 0)
+		return r;
+	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
+	    rep.n_hashes != 1)
+		return -EBADMSG;
+	return 0;
+}
+
+/* Blocks of bs bytes that the sorted ranges of l touch. */
+static uint64_t ranges_blocks(const struct rangelist *l, uint64_t bs)
+{
+	uint64_t n = 0, last = UINT64_MAX;
+
+	for (size_t i = 0; i < l->n; i++) {
+		uint64_t first = l->v[i].off / bs, end = (l->v[i].off + l->v[i].len - 1) / bs;
+
+		if (first == last)
+			first++;
+		if (end >= first)
+			n += end - first + 1;
+		last = end;
+	}
+	return n;
+}
+
+static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct node *n = j->n;
+	_cleanup_free_ struct hash128 *h = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*h));
+	struct hashtree_diff *d = NULL;
+	struct hashtree_step st;
+	const uint64_t *leaves;
+	uint64_t size = node_size(n), bs = n->cfg->block_size;
+	size_t nl, len;
+	uint16_t type;
+	int r;
+
+	if (!h)
+		return -ENOMEM;
+	if (j->prefetched) {
+		r = job_prefetch_wait(j, c, buf);
+		if (r < 0)
+			return r;
+	}
+	r = hashtree_diff_new(j->tree, 0, 0, &d);
+	if (r < 0)
+		return r;
+	while ((r = hashtree_diff_next(d, &st)) == 1) {
+		struct wire_hash_reply rep;
+
+		r = wire_hash_req_encode(j->seed, st.level, hashtree_fanout(j->tree),
+					 job_leaf_wire(j), st.ranges,
+					 st.n_ranges, buf, RESYNC_WIRE_FRAME_MAX, &len);
+		if (r < 0)
+			break;
+		r = job_ask(j, c, WIRE_HASH_REQ, buf, len, &type, &len);
+		if (r < 0)
+			break;
+		if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
+		    rep.n_hashes != st.n_hashes) {
+			r = -EBADMSG;
+			break;
+		}
+		r = wire_hash_reply_get(&rep, h, RESYNC_WIRE_HASHES_MAX);
+		if (r >= 0)
+			r = hashtree_diff_feed(d, h, st.n_hashes);
+		if (r < 0)
+			break;
+	}
+	if (r < 0) {
+		hashtree_diff_free(d);
+		return r;
+	}
+	leaves = hashtree_diff_leaves(d, &nl);
+	for (size_t i = 0; i < nl && r >= 0; i++) {
+		uint64_t off = leaves[i] * j->leaf;
+
+		r = rangelist_add(&j->ranges, off, MIN((uint64_t)j->leaf, size - off));
+	}
+	j->differing_blocks = ranges_blocks(&j->ranges, bs);
+	j->differing_bytes = rangelist_bytes(&j->ranges);
+	j->bytes_compared = size;
+	hashtree_diff_free(d);
+	return r < 0 ? r : 0;
+}
+
+static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	uint16_t type;
+	size_t len;
+	int r = job_recv(j, c, buf, &type, &len);
+
+	if (r < 0)
+		return r;
+	if (type != WIRE_ACK)
+		return -EBADMSG;
+	return 0;
+}
+
+/* Whether the peer answers PAGE_REQ: protocol 2 and the feature. */
+static bool job_pages(const struct job *j)
+{
+	uint16_t v;
+
+	return wire_proto_negotiate(j->hello.proto_min, j->hello.proto_max, WIRE_PROTO_MIN,
+				    WIRE_PROTO_MAX, &v) == 0 &&
+	       v >= 2 && (j->features & WIRE_FEATURE_PAGES);
+}
+
+/* Ask the peer for the hashes of the pages of batch[0, nb) (npages in
+ * all) into rh. */
+static int job_page_hashes(struct job *j, struct peer_conn *c, unsigned char *buf,
+			   const struct hashtree_range *batch, size_t nb, uint64_t npages,
+			   struct hash128 *rh)
+{
+	struct wire_hash_reply rep;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = wire_page_req_encode(j->seed, RESYNC_PAGE, batch, nb, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0)
+		return r;
+	r = job_ask(j, c, WIRE_PAGE_REQ, buf, len, &type, &len);
+	if (r < 0)
+		return r;
+	if (type != WIRE_PAGE_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
+	    rep.n_hashes != npages)
+		return -EBADMSG;
+	return wire_hash_reply_get(&rep, rh, RESYNC_WIRE_HASHES_MAX);
+}
+
+/* Page runs waiting to go as one EXTENTS frame, with a peer that speaks
+ * WIRE_FEATURE_EXTENTS: their bytes concatenated in data and their table.
+ * Runs are added in ascending order; bytes count as written when the
+ * frame is sent. */
+struct job_batch {
+	unsigned char *data; /* RESYNC_WIRE_BLOCKS_MAX bytes */
+	struct wire_extent ext[RESYNC_WIRE_EXTENTS_MAX];
+	size_t n, len;
+};
+
+/* Between two frames of a transfer: what the secondary sent meanwhile.
+ * An ERROR (its disk full, say) stops the transfer with its reason at
+ * once, not with a broken pipe later; a checkpoint's ACK is taken. */
+static int job_poll_peer(struct job *j, struct peer_conn *c)
+{
+	unsigned char small[RESYNC_WIRE_TEXT_MAX + 256];
+	uint16_t type;
+	size_t len;
+	int r;
+
+	if (!peer_conn_readable(c))
+		return 0;
+	r = job_recv(j, c, small, &type, &len);
+	if (r < 0)
+		return r;
+	if (type != WIRE_ACK || !j->ack_pending)
+		return -EBADMSG;
+	j->ack_pending = false;
+	return 0;
+}
+
+static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
+			  const unsigned char *buf, size_t elen, size_t len)
+{
+	int r = job_poll_peer(j, c);
+
+	if (r < 0)
+		return r;
+	r = peer_conn_send_frame(c, type, buf, elen);
+
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	j->bytes_written += len;
+	return 0;
+}
+
+/* Send the batched runs, if any, as one EXTENTS frame. */
+static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
+		     struct job_batch *bt)
+{
+	size_t elen;
+	int r;
+
+	if (!bt || bt->n == 0)
+		return 0;
+	r = wire_extents_encode(z, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+	if (r < 0)
+		return r;
+	r = job_send_frame(j, c, WIRE_EXTENTS, buf, elen, bt->len);
+	if (r < 0)
+		return r;
+	bt->n = 0;
+	bt->len = 0;
+	return 0;
+}
+
+/* Send data[0, len) at off: into the batch bt (sent when full), or as a
+ * BLOCKS frame without one (bt NULL). Counts what was sent. */
+static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
+		    struct job_batch *bt, uint64_t off, const unsigned char *data, size_t len)
+{
+	struct wire_extent *last;
+	size_t elen;
+	int r;
+
+	if (!bt) {
+		r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+		if (r < 0)
+			return r;
+		return job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
+	}
+	last = bt->n ? &bt->ext[bt->n - 1] : NULL;
+	if (bt->len + len > RESYNC_WIRE_BLOCKS_MAX ||
+	    (last && off < last->offset + last->len) ||
+	    (bt->n == RESYNC_WIRE_EXTENTS_MAX && off != last->offset + last->len)) {
+		r = job_flush(j, c, z, buf, bt);
+		if (r < 0)
+			return r;
+		last = NULL;
+	}
+	if (last && off == last->offset + last->len)
+		last->len += (uint32_t)len; /* adjacent: one extent */
+	else
+		bt->ext[bt->n++] = (struct wire_extent){off, (uint32_t)len};
+	memcpy(bt->data + bt->len, data, len);
+	bt->len += len;
+	return 0;
+}
+
+/* Send the differing ranges, then COMMIT. The ranges go in batches of at
+ * most RESYNC_WIRE_RANGES_MAX pieces and RESYNC_WIRE_HASHES_MAX pages;
+ * with a peer that speaks PAGE_REQ, the peer's page hashes of a batch are
+ * fetched first and only the pages whose hashes differ from this volume's
+ * travel (adjacent ones merged), so that a 4 KiB write costs 4 KiB and not
+ * a block. The checkpoint offset is the end of the last piece processed:
+ * every byte below it was sent or already equal. */
+static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct node *n = j->n;
+	/* Page hashes pay when a range is coarser than a page: a quick
+	 * resync's blocks, or a tree whose leaves are blocks. */
+	const bool pages = job_pages(j) && (j->mode == JOB_QUICK || j->leaf > RESYNC_PAGE);
+	_cleanup_free_ unsigned char *raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
+	_cleanup_free_ struct hashtree_range *batch = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*batch));
+	_cleanup_free_ struct hash128 *rh = pages ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*rh)) : NULL;
+	_cleanup_free_ struct job_batch *bt = NULL;
+	_cleanup_free_ unsigned char *bdata = NULL;
+	struct wire_zstd *z = NULL;
+	int fd = volume_fd(fusefs_volume(n->fs));
+	uint64_t t0 = now_usec(), last = t0, done = 0, since_ckpt = 0, tail;
+	struct pacer pace = {0};
+	unsigned char cbuf[64];
+	struct wire_uuid g;
+	size_t i = 0, len;
+	uint64_t cur = j->ranges.n ? j->ranges.v[0].off : 0;
+	int r;
+
+	_Static_assert(RESYNC_WIRE_BLOCKS_MAX % RESYNC_PAGE == 0, "pieces end on pages");
+	if (!raw || !batch || (pages && !rh))
+		return -ENOMEM;
+	if (j->features & WIRE_FEATURE_EXTENTS) {
+		bt = calloc(1, sizeof(*bt));
+		bdata = malloc(RESYNC_WIRE_BLOCKS_MAX);
+		if (!bt || !bdata)
+			return -ENOMEM;
+		bt->data = bdata;
+	}
+	r = wire_zstd_new(n->cfg->compress_level, &z);
+	if (r < 0)
+		return r;
+	while (i < j->ranges.n) {
+		uint64_t npages = 0, idx = 0;
+		size_t nb = 0;
+
+		/* The next batch, from the cursor (i, cur). */
+		while (i < j->ranges.n && nb < RESYNC_WIRE_RANGES_MAX &&
+		       npages < RESYNC_WIRE_HASHES_MAX) {
+			uint64_t end = j->ranges.v[i].off + j->ranges.v[i].len;
+			uint64_t take = MIN(end - cur,
+					    (RESYNC_WIRE_HASHES_MAX - npages) * (uint64_t)RESYNC_PAGE);
+
+			batch[nb++] = (struct hashtree_range){cur, take};
+			npages += wire_pages(take, RESYNC_PAGE);
+			cur += take;
+			if (cur == end && ++i < j->ranges.n)
+				cur = j->ranges.v[i].off;
+		}
+		if (pages) {
+			if (j->ack_pending) {
+				j->ack_pending = false;
+				r = job_wait_ack(j, c, buf);
+				if (r < 0)
+					goto out;
+			}
+			r = job_page_hashes(j, c, buf, batch, nb, npages, rh);
+			if (r < 0)
+				goto out;
+		}
+		for (size_t b = 0; b < nb; b++) {
+			uint64_t off = batch[b].first, end = off + batch[b].count;
+
+			while (off < end) {
+				size_t k = (size_t)MIN(end - off, (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
+				uint64_t before = j->bytes_written;
+
+				if (atomic_load(&n->cancel)) {
+					send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
+					snprintf(j->err, sizeof(j->err), "cancelled");
+					r = -ECANCELED;
+					goto out;
+				}
+				r = fd_pread_full(fd, raw, k, off);
+				if (r < 0)
+					goto out;
+				j->bytes_read += k;
+				if (!pages) {
+					r = job_send(j, c, z, buf, bt, off, raw, k);
+				} else {
+					/* Runs of pages whose hashes differ. */
+					size_t run = 0, nrun = 0;
+
+					for (size_t p = 0; p < k && r >= 0; p += RESYNC_PAGE) {
+						size_t pl = MIN((size_t)RESYNC_PAGE, k - p);
+						struct hash128 lh = hash_block(raw + p, pl, j->seed);
+
+						if (!hash128_equal(&lh, &rh[idx++])) {
+							if (!nrun)
+								run = p;
+							nrun += pl;
+							continue;
+						}
+						if (nrun)
+							r = job_send(j, c, z, buf, bt, off + run,
+								     raw + run, nrun);
+						nrun = 0;
+					}
+					if (r >= 0 && nrun)
+						r = job_send(j, c, z, buf, bt, off + run, raw + run,
+							     nrun);
+				}
+				if (r < 0)
+					goto out;
+				off += k;
+				done += k;
+				since_ckpt += j->bytes_written - before;
+				j->bytes_sent = peer_conn_bytes_sent(c);
+				if (since_ckpt >= NODE_CHECKPOINT_BYTES) {
+					since_ckpt = 0;
+					/* off covers the batched runs: they go first. */
+					r = job_flush(j, c, z, buf, bt);
+					/* One checkpoint in flight: its ACK is read
+					 * at the next one (or the next request),
+					 * the bytes keep going while the secondary
+					 * flushes. */
+					if (r >= 0 && j->ack_pending)
+						r = job_wait_ack(j, c, buf);
+					if (r >= 0)
+						r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
+					if (r >= 0)
+						r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
+					j->ack_pending = r >= 0;
+					if (r < 0)
+						goto out;
+				}
+				/* max_rate, pause and resume, changed live (ratectl.h). */
+				ratectl_pace(&n->rate, &pace, j->bytes_written - before, &n->cancel);
+				if (now_usec() - last >= NODE_PROGRESS_USEC) {
+					last = now_usec();
+					job_progress(j, "transfer", done, j->differing_bytes, t0);
+				}
+			}
+		}
+	}
+	/* The last batch, paced like every other. */
+	tail = j->bytes_written;
+	r = job_flush(j, c, z, buf, bt);
+	if (r < 0)
+		goto out;
+	j->bytes_sent = peer_conn_bytes_sent(c);
+	ratectl_pace(&n->rate, &pace, j->bytes_written - tail, &n->cancel);
+	if (atomic_load(&n->cancel)) {
+		send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
+		snprintf(j->err, sizeof(j->err), "cancelled");
+		r = -ECANCELED;
+		goto out;
+	}
+	memcpy(g.b, j->gen.b, 16);
+	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
+	if (r >= 0)
+		r = peer_conn_send_frame(c, WIRE_COMMIT, cbuf, len);
+	if (r >= 0 && j->ack_pending)
+		r = job_wait_ack(j, c, buf); /* the last checkpoint's */
+	if (r >= 0)
+		r = job_wait_ack(j, c, buf);
+out:
+	wire_zstd_free(z);
+	return r;
+}
+
+/* Union of the secondary's and the primary's dirty bitmaps: the blocks a
+ * quick resync sends, without a compare. */
+static int job_quick(struct job *j)
+{
+	struct node *n = j->n;
+	uint64_t size = node_size(n), bs = n->cfg->block_size, nb = DIV_ROUND_UP(size, bs);
+	_cleanup_free_ unsigned char *bm = calloc(1, j->bitmap_size ? j->bitmap_size : 1);
+	int r;
+
+	if (!bm)
+		return -ENOMEM;
+	r = node_peer_bitmap(j->c, j->buf, bm, j->bitmap_size);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': cannot read its dirty bitmap: %s",
+			 j->peer->name, r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
+		return r;
+	}
+	for (size_t i = 0; i < j->bitmap_size; i++) {
+		unsigned char b = bm[i] | j->pbitmap[i];
+
+		for (unsigned k = 0; b && k < 8; k++) {
+			uint64_t blk = (uint64_t)i * 8 + k, off = blk * bs;
+
+			if (!(b & (1u << k)) || blk >= nb)
+				continue;
+			r = rangelist_add(&j->ranges, off, MIN(bs, size - off));
+			if (r < 0)
+				return r;
+			j->differing_blocks++;
+		}
+	}
+	j->differing_bytes = rangelist_bytes(&j->ranges);
+	return 0;
+}
+
+/* Phase one, all secondaries in parallel: connect, hellos, status. */
+void *job_open_thread(void *arg)
+{
+	struct job *j = arg;
+	int r;
+
+	j->t0 = now_usec();
+	snprintf(j->state, sizeof(j->state), "Unknown");
+	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	if (!j->buf) {
+		j->r = -ENOMEM;
+		return NULL;
+	}
+	r = node_peer_open(j->n, j->peer, j->write, j->err, sizeof(j->err), &j->c, &j->hello);
+	event_publish_peer(j->n->bus, j->peer->name, r >= 0);
+	if (r >= 0) {
+		r = node_peer_status(j->c, j->buf, &j->status);
+		if (r < 0)
+			snprintf(j->err, sizeof(j->err), "node '%s': no status: %s", j->peer->name,
+				 r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
+	}
+	if (r < 0) {
+		if (!j->err[0])
+			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+				 strerror(-r));
+		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
+		j->r = r;
+		return NULL;
+	}
+	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(j->hello.state));
+	j->features = j->hello.features & node_features();
+	j->opened = true;
+	return NULL;
+}
+
+/* Phase two: compare (or take the bitmaps' union), then transfer. */
+void *job_thread(void *arg)
+{
+	struct job *j = arg;
+	int r;
+
+	if (j->mode == JOB_QUICK)
+		r = job_quick(j);
+	else
+		r = job_compare(j, j->c, j->buf);
+	if (r < 0)
+		goto out;
+	j->bytes_sent = peer_conn_bytes_sent(j->c);
+	job_progress(j, j->mode == JOB_QUICK ? "dirty" : "compared", j->bytes_compared,
+		     j->bytes_compared, j->t0);
+	if (j->write) {
+		r = job_transfer(j, j->c, j->buf);
+		if (r >= 0)
+			snprintf(j->state, sizeof(j->state), "UpToDate");
+	} else if (j->hello.state == WIRE_STATE_INCONSISTENT) {
+		snprintf(j->state, sizeof(j->state), "Inconsistent");
+	} else if (j->diverged) {
+		snprintf(j->state, sizeof(j->state), "Diverged");
+	} else {
+		snprintf(j->state, sizeof(j->state), "%s",
+			 j->differing_bytes ? "Outdated" : "UpToDate");
+	}
+	j->bytes_sent = peer_conn_bytes_sent(j->c);
+out:
+	if (r < 0 && !j->err[0])
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, strerror(-r));
+	if (r < 0)
+		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
+	j->r = r;
+	j->seconds = (double)(now_usec() - j->t0) / 1e6;
+	return NULL;
+}

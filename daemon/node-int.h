@@ -1,0 +1,282 @@
+/* The node's rooms share this header: the node itself, the tree cache,
+ * the secondary's session, the primary's job toward one secondary and
+ * the helpers each room offers the others. Not for outside daemon/:
+ * node.h is the node's public face.
+ *
+ * Rooms (one concern a file):
+ *   node.c        lifecycle, the accept loop, the list of sessions
+ *   node-state.c  the state file (IMAGE.resync-node)
+ *   treecache.c   the hash tree kept while the image is unchanged, and
+ *                 across clean restarts (IMAGE.resync-hashes)
+ *   hello.c       what this node offers and accepts in a hello; growing
+ *   client.c      the asking side: connect, hellos, status, bitmap
+ *   session.c     the accepting side: frames dispatched by type
+ *   writeback.c   writeback started early while frames arrive
+ *   job.c         the primary's work toward one secondary
+ *   resync.c      verify and resync: plan, hash, run jobs, report, commit
+ *   forward.c     cluster-wide requests sent to the primary, both ends
+ *   commands.c    the control commands and their table */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config.h"
+#include "control.h"
+#include "events.h"
+#include "log.h"
+#include "metrics.h"
+#include "node.h"
+#include "notify.h"
+#include "peer.h"
+#include "ratectl.h"
+#include "resync/fusefs.h"
+#include "resync/hash.h"
+#include "resync/hashtree.h"
+#include "resync/meta.h"
+#include "resync/range.h"
+#include "resync/volume.h"
+#include "wire.h"
+
+struct json_object;
+struct patch_writer;
+
+enum {
+	NODE_SESSION_TIMEOUT_MS = 120000, /* between two frames of a session */
+	NODE_ERROR_LINGER_MS = 2000,	  /* after a session's ERROR, for the peer to close */
+	NODE_STOP_WAIT_MS = 5000,	  /* sessions given to end at stop */
+	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
+	NODE_PROGRESS_USEC = 500000,
+};
+
+/* What identifies an image's content without reading it: any write
+ * moves mtime and ctime (ctime cannot be set back by anyone), a
+ * replaced file has another inode. */
+struct image_id {
+	uint64_t dev, ino, size;
+	struct timespec mtime, ctime;
+};
+
+/* A volume's leaf hashes and hash tree for one seed, with the image's
+ * identity when hashing started. Reused only while the identity is the
+ * same and the mtime was already older than the start of the hashing by
+ * more than the clock's coarse tick (so any later write moves it): the
+ * plan's compare serves the resync that follows it, and a volume that
+ * did not change since its last compare (across clean restarts too, see
+ * tree_file_save()) is not read again. Regular files only (a block device
+ * has no useful times). */
+struct tree_cache {
+	struct hash128 *hashes;
+	struct hashtree *tree;
+	uint64_t seed;
+	unsigned fanout;
+	uint32_t leaf; /* bytes a leaf covers */
+	struct image_id id;
+	uint64_t built; /* now_usec() when hashing started; 0: empty */
+};
+
+enum {
+	/* Hash-tree fanout over page leaves (blocks: the default). */
+	NODE_FINE_FANOUT = 16,
+	TREE_CACHE_MARGIN_NSEC = 200 * 1000000, /* above any coarse clock tick */
+};
+
+struct node {
+	const struct cluster_config *cfg;
+	const struct node_config *self;
+	bool is_primary;
+	struct secret *secret;
+	struct peer_ctx *ctx;
+	struct peer_listener *listener;
+	struct fusefs *fs;
+	struct control_server *ctl;
+	pthread_t accept_thread;
+	bool accept_started;
+	bool stopped;
+	atomic_bool stopping;
+	atomic_bool cancel;
+	atomic_int sessions;
+
+	pthread_mutex_t lock;
+	bool resync_running; /* protected by lock */
+	bool writing;	     /* a session rewrites this volume; protected by lock */
+	int64_t last_resync; /* unix seconds, 0 never; protected by lock */
+	/* Primary: the generation every secondary shared when the bitmap
+	 * was last cleared (null: none recorded); protected by lock. */
+	struct meta_uuid base;
+	char *state_path; /* IMAGE.resync-node: last_resync and base */
+	/* Events, notifications, metrics, live pace (events.h, notify.h,
+	 * metrics.h, ratectl.h). */
+	struct event_bus *bus;
+	struct notify *notify;
+	struct metrics *metrics;
+	struct ratectl rate;
+	/* The last hash tree built of this volume (a resync's plan and the
+	 * resync itself use one seed): valid while the image is unchanged;
+	 * protected by lock, handed over whole (see tree_cache_take()). */
+	struct tree_cache tcache;
+};
+
+static inline uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static inline uint64_t node_size(struct node *n)
+{
+	return volume_size(fusefs_volume(n->fs));
+}
+
+static inline struct meta *node_meta(struct node *n)
+{
+	return fusefs_meta(n->fs);
+}
+
+/* ---- treecache.c ---- */
+void tree_cache_release(struct tree_cache *c);
+int node_image_id(struct node *n, struct image_id *ret);
+bool image_id_equal(const struct image_id *a, const struct image_id *b);
+bool node_image_still(struct node *n, struct image_id *ret);
+bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint32_t leaf,
+		     struct tree_cache *ret);
+void tree_cache_put(struct node *n, struct tree_cache *c);
+void tree_file_save(struct node *n);
+void tree_file_load(struct node *n);
+
+/* ---- node-state.c ---- */
+void node_state_load(struct node *n);
+int node_state_save_locked(struct node *n);
+void node_last_resync_set(struct node *n);
+
+/* ---- hello.c ---- */
+uint64_t node_features(void);
+void node_hello_make(struct node *n, struct wire_hello *h);
+int node_hello_check(struct node *n, const struct wire_hello *h, struct wire_text *why);
+bool node_grow_to_primary(struct node *n, const struct wire_hello *h);
+int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text);
+
+/* ---- writeback.c ---- */
+/* Writeback started early: the pages a resync writes are scattered, and
+ * writing them out takes longer than receiving them. A thread of the
+ * session starts the writeback of each frame's span (sync_file_range,
+ * which waits for the device's queue) while the session receives the
+ * next frames; a checkpoint's or the commit's fdatasync then waits for
+ * less. Spans that find the queue full are left to that fdatasync. */
+enum { WRITEBACK_QUEUE = 64 };
+
+struct writeback {
+	pthread_t t;
+	bool started, stop;
+	int fd;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct {
+		uint64_t off, len;
+	} q[WRITEBACK_QUEUE];
+	unsigned head, n;
+};
+
+void writeback_start(struct writeback *w, int fd);
+void writeback_push(struct writeback *w, uint64_t off, uint64_t len);
+void writeback_stop(struct writeback *w);
+
+/* ---- session.c ---- */
+struct session {
+	struct node *n;
+	struct peer_conn *c;
+	unsigned char *in, *out;
+	struct hash128 *hashes; /* this volume's block hashes for seed */
+	struct hashtree *tree;
+	uint64_t seed;
+	unsigned fanout;
+	uint32_t leaf;
+	struct image_id id; /* the image's, when hashing started */
+	uint64_t built;	       /* then; 0: the tree may not be cached */
+	bool writing;
+	bool wrote;
+	struct patch_writer *pw;
+	struct writeback wb;
+	uint64_t n_blocks, n_extents; /* BLOCKS and EXTENTS frames written */
+	struct wire_zstd *z;
+	unsigned char *raw;
+	unsigned char *bitmap; /* snapshot for BITMAP_REQ */
+	size_t bitmap_size;
+	struct meta_uuid target; /* the primary's generation (from its hello) */
+	char peer[RESYNC_NAME_MAX + 1];
+};
+
+void *session_thread(void *arg);
+
+/* ---- client.c ---- */
+int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
+		   size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello);
+int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status *ret);
+int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm, size_t size);
+
+/* ---- job.c ---- */
+enum job_mode {
+	JOB_FULL = 0, /* compare through the hash tree */
+	JOB_QUICK,    /* the union of both dirty bitmaps */
+};
+
+struct job {
+	struct node *n;
+	const struct node_config *peer;
+	struct control_client *cli;
+	pthread_mutex_t *cli_lock;
+	const struct hashtree *tree;
+	uint32_t leaf;	   /* bytes a leaf of tree covers */
+	unsigned fanout;   /* tree's */
+	const unsigned char *pbitmap; /* the primary's bitmap, for JOB_QUICK */
+	size_t bitmap_size;
+	uint64_t seed;
+	bool write;
+	uint64_t max_rate;
+	struct meta_uuid gen;
+	pthread_t t;
+	bool started; /* t runs */
+	uint64_t t0;
+
+	/* After job_open_thread(): the session and what the peer said. */
+	struct peer_conn *c;
+	unsigned char *buf;
+	struct wire_hello hello;
+	uint64_t features; /* both peers' */
+	struct wire_status status;
+	bool opened;
+	enum job_mode mode;
+	bool diverged;
+	bool resume; /* Inconsistent with a checkpoint of this generation */
+	bool ack_pending; /* a CHECKPOINT's ACK is not read yet */
+	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
+
+	int r;
+	char err[RESYNC_WIRE_TEXT_MAX + 256];
+	char state[32];
+	struct rangelist ranges;
+	uint64_t differing_blocks, differing_bytes;
+	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;
+	double seconds;
+};
+
+void job_prefetch(struct job *j, uint64_t seed);
+void *job_open_thread(void *arg);
+void *job_thread(void *arg);
+
+/* ---- resync.c ---- */
+int node_run_jobs(struct node *n, struct control_client *cli, struct json_object *req,
+		  bool write);
+
+/* ---- forward.c ---- */
+int node_forward(struct node *n, struct control_client *cli, struct json_object *req);
+int session_control(struct session *s, size_t len);
+
+/* ---- commands.c ---- */
+extern const struct control_command node_commands[];
+extern const size_t node_commands_n;

@@ -1,0 +1,621 @@
+/* A node of the cluster: volume through fusefs, peer sessions, control
+ * commands and the resync from the primary (DESIGN.md, "A resync, from the
+ * primary").
+ *
+ * The session protocol on one peer connection (the connecting side is the
+ * one asking; the accepting side serves its own volume):
+ *   -> HELLO            <- HELLO_ACK | REFUSE (reason; both sides log it)
+ *   -> HASH_REQ ...     <- HASH_REPLY ...   (hash-tree walk, seed per resync)
+ *   -> BLOCKS ...                           (primary only: fence, Inconsistent,
+ *                                            write, invalidate the FUSE cache)
+ *   -> EXTENTS ...                          (the same, several page runs a frame,
+ *                                            when both speak WIRE_FEATURE_EXTENTS)
+ *   -> CHECKPOINT off   <- ACK off          (durable below off, recorded)
+ *   -> COMMIT gen       <- ACK size | ERROR (take gen, clear bitmap, UpToDate)
+ *   -> ERROR            (cancelled: the accepting side thaws, stays Inconsistent)
+ *   -> STATUS_REQ       <- STATUS           (dirty bytes, last resync, checkpoint)
+ *   -> BITMAP_REQ off   <- BITMAP ...       (the dirty bitmap, for a quick resync)
+ *
+ * Generations (DRBD's UUIDs): a secondary's commit gives it the primary's
+ * current generation and clears its bitmap. When every secondary has every
+ * block, the primary clears its own bitmap, records the generation they
+ * now share as the bitmap's base and starts a new generation. A secondary
+ * whose generation is the primary's current one or that base, with both
+ * bitmaps trusted, needs only the union of both bitmaps (quick resync);
+ * anything else is compared through the hash tree. A checkpoint is
+ * recorded under the primary's generation of its resync, so a restarted
+ * resync knows how far the last one of the same generation got. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node-int.h"
+#include "resync/blockcmp.h"
+#include "resync/io.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+#include "resync/patch.h"
+
+static void session_on_written(void *arg, uint64_t off, uint64_t len)
+{
+	struct session *s = arg;
+
+	fusefs_invalidate(s->n->fs, off, len);
+}
+
+static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint32_t leaf)
+{
+	struct node *n = s->n;
+	uint64_t size = node_size(n);
+	struct blockcmp_opts o = {.block_size = leaf, .seed = seed};
+	uint64_t nb = DIV_ROUND_UP(size, leaf);
+	struct tree_cache c;
+	int r;
+
+	if (s->tree && s->seed == seed && s->fanout == fanout && s->leaf == leaf)
+		return 0;
+	hashtree_free(s->tree);
+	s->tree = NULL;
+	free(s->hashes);
+	s->hashes = NULL;
+	if (tree_cache_take(n, seed, fanout, leaf, &c)) {
+		/* The plan's compare, a moment ago, of this same image. */
+		s->hashes = c.hashes;
+		s->tree = c.tree;
+		s->seed = seed;
+		s->fanout = fanout;
+		s->leaf = leaf;
+		s->id = c.id;
+		s->built = c.built;
+		return 0;
+	}
+	s->built = node_image_still(n, &s->id) ? now_usec() : 0;
+	s->hashes = calloc(nb ? nb : 1, sizeof(*s->hashes));
+	if (!s->hashes)
+		return -ENOMEM;
+	if (size) {
+		r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, s->hashes);
+		if (r < 0)
+			return r;
+	}
+	r = hashtree_new(s->hashes, nb, fanout, seed, &s->tree);
+	if (r < 0)
+		return r;
+	s->seed = seed;
+	s->fanout = fanout;
+	s->leaf = leaf;
+	return 0;
+}
+
+static int session_hash_req(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct wire_hash_req q;
+	_cleanup_free_ struct hashtree_range *ranges = NULL;
+	_cleanup_free_ struct hash128 *h = NULL;
+	size_t nh, olen;
+	uint32_t leaf;
+	int r;
+
+	r = wire_hash_req_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	/* Leaves finer than the primary would pick are refused: their
+	 * number (and the tree's memory) is bounded. */
+	leaf = q.leaf_size ? q.leaf_size : n->cfg->block_size;
+	if (leaf < wire_tree_leaf(node_size(n), n->cfg->block_size))
+		return -EBADMSG;
+	r = session_tree(s, q.seed, q.fanout, leaf);
+	if (r < 0)
+		return r;
+	ranges = calloc(q.n_ranges, sizeof(*ranges));
+	h = calloc(q.n_hashes ? q.n_hashes : 1, sizeof(*h));
+	if (!ranges || !h)
+		return -ENOMEM;
+	for (size_t i = 0; i < q.n_ranges; i++)
+		ranges[i] = wire_hash_req_range(&q, i);
+	r = hashtree_get(s->tree, q.level, ranges, q.n_ranges, h, q.n_hashes, &nh);
+	if (r < 0)
+		return r;
+	r = wire_hash_reply_encode(q.level, h, nh, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_HASH_REPLY, s->out, olen);
+}
+
+/* PAGE_REQ: the hashes of the pages of byte ranges of this volume, read
+ * now (the primary asks for the pages of the blocks it found differing,
+ * and sends only the pages whose hashes differ). */
+static int session_page_req(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct wire_page_req q;
+	uint64_t size = node_size(n);
+	int fd = volume_fd(fusefs_volume(n->fs));
+	_cleanup_free_ struct hash128 *h = NULL;
+	_cleanup_free_ unsigned char *buf = NULL;
+	size_t k = 0, olen;
+	int r;
+
+	r = wire_page_req_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	h = calloc(q.n_pages ? q.n_pages : 1, sizeof(*h));
+	/* RESYNC_CHUNK is a multiple of every valid page size. */
+	buf = malloc(RESYNC_CHUNK);
+	if (!h || !buf)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < q.n_ranges; i++) {
+		struct hashtree_range rr = wire_page_req_range(&q, i);
+		uint64_t off = rr.first, end;
+
+		if (rr.first >= size || rr.count > size - rr.first)
+			return -EBADMSG;
+		end = rr.first + rr.count;
+		if (rr.count % q.page_size && end != size)
+			return -EBADMSG;
+		while (off < end) {
+			size_t m = (size_t)MIN(end - off, (uint64_t)RESYNC_CHUNK);
+
+			r = fd_pread_full(fd, buf, m, off);
+			if (r < 0)
+				return r;
+			for (size_t p = 0; p < m; p += q.page_size) {
+				if (k >= q.n_pages)
+					return -EBADMSG; /* our bug: decode counted them */
+				h[k++] = hash_block(buf + p, MIN((size_t)q.page_size, m - p), q.seed);
+			}
+			off += m;
+		}
+	}
+	if (k != q.n_pages)
+		return -EBADMSG;
+	r = wire_hash_reply_encode(0, h, k, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_PAGE_REPLY, s->out, olen);
+}
+
+/* Before the first write: fence the mount, mark the volume Inconsistent. */
+static int session_write_begin(struct session *s)
+{
+	struct node *n = s->n;
+	struct patch_opts po = {.on_written = session_on_written, .arg = s};
+	enum io_kind wk = io_kind_resolve(IO_KIND_AUTO);
+	int r;
+
+	/* Plain pwrite unless io_uring is asked for: the pages of a resync
+	 * are scattered, and a buffered io_uring write at depth 1 goes
+	 * through a kernel worker (a context switch each), as in blockcmp. */
+	po.io = wk == IO_KIND_AUTO ? IO_KIND_SYNC : wk;
+
+	pthread_mutex_lock(&n->lock);
+	if (n->writing) {
+		pthread_mutex_unlock(&n->lock);
+		return -EBUSY;
+	}
+	n->writing = true;
+	pthread_mutex_unlock(&n->lock);
+	s->writing = true;
+	s->wrote = true;
+	r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
+	if (r < 0)
+		return r;
+	r = meta_state_set(node_meta(n), META_STATE_INCONSISTENT);
+	if (r < 0)
+		return r;
+	event_publish_state(n->bus, n->self->name, NULL, "Inconsistent", true, "resync in progress");
+	r = patch_writer_new(fusefs_volume(n->fs), &po, &s->pw);
+	if (r < 0)
+		return r;
+	writeback_start(&s->wb, volume_fd(fusefs_volume(n->fs)));
+	r = wire_zstd_new(0, &s->z);
+	if (r < 0)
+		return r;
+	s->raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
+	if (!s->raw)
+		return -ENOMEM;
+	log_info("'%s' is rewriting this volume: writes fenced, state Inconsistent", s->peer);
+	return 0;
+}
+
+static void session_write_end(struct session *s)
+{
+	struct node *n = s->n;
+
+	if (!s->writing)
+		return;
+	writeback_stop(&s->wb);
+	if (s->pw)
+		patch_writer_sync(s->pw);
+	patch_writer_free(s->pw);
+	s->pw = NULL;
+	wire_zstd_free(s->z);
+	s->z = NULL;
+	free(s->raw);
+	s->raw = NULL;
+	if (fusefs_fence_frozen(n->fs))
+		fusefs_fence_thaw(n->fs);
+	pthread_mutex_lock(&n->lock);
+	n->writing = false;
+	pthread_mutex_unlock(&n->lock);
+	s->writing = false;
+}
+
+/* Start writing (fence, Inconsistent on disk) at the first data frame. */
+static int session_write_ensure(struct session *s)
+{
+	return s->writing ? 0 : session_write_begin(s);
+}
+
+static int session_blocks(struct session *s, size_t len)
+{
+	struct wire_blocks b;
+	int r;
+
+	r = session_write_ensure(s);
+	if (r < 0)
+		return r;
+	r = wire_blocks_decode(s->in, len, &b);
+	if (r < 0)
+		return r;
+	r = wire_blocks_unpack(s->z, &b, s->raw, RESYNC_WIRE_BLOCKS_MAX);
+	if (r < 0)
+		return r;
+	s->n_blocks++;
+	r = patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
+	if (r >= 0)
+		r = patch_writer_flush(s->pw);
+	if (r >= 0)
+		writeback_push(&s->wb, b.offset, b.raw_len);
+	return r;
+}
+
+/* EXTENTS: unpacked once, each run written (and its FUSE pages
+ * invalidated by on_written) in turn. */
+static int session_extents(struct session *s, size_t len)
+{
+	struct wire_extents m;
+	size_t pos = 0;
+	int r;
+
+	r = session_write_ensure(s);
+	if (r < 0)
+		return r;
+	r = wire_extents_decode(s->in, len, &m);
+	if (r < 0)
+		return r;
+	r = wire_extents_unpack(s->z, &m, s->raw, RESYNC_WIRE_BLOCKS_MAX);
+	if (r < 0)
+		return r;
+	s->n_extents++;
+	for (uint32_t i = 0; i < m.n_extents; i++) {
+		struct wire_extent e = wire_extents_get(&m, i);
+
+		/* decode checked that the lengths sum to raw_len */
+		r = patch_writer_put(s->pw, e.offset, s->raw + pos, e.len);
+		if (r < 0)
+			return r;
+		pos += e.len;
+	}
+	if (m.n_extents) {
+		struct wire_extent a = wire_extents_get(&m, 0), b = wire_extents_get(&m, m.n_extents - 1);
+
+		r = patch_writer_flush(s->pw);
+		if (r < 0)
+			return r;
+		writeback_push(&s->wb, a.offset, b.offset + b.len - a.offset);
+	}
+	return 0;
+}
+
+static int send_offset(struct peer_conn *c, uint16_t type, uint64_t off)
+{
+	unsigned char buf[64];
+	size_t len;
+	int r;
+
+	r = wire_offset_encode(off, buf, sizeof(buf), &len);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(c, type, buf, len);
+}
+
+static int session_checkpoint(struct session *s, size_t len)
+{
+	struct meta_uuid id;
+	uint64_t off;
+	int r;
+
+	r = wire_offset_decode(s->in, len, &off);
+	if (r < 0)
+		return r;
+	if (s->pw) {
+		r = patch_writer_sync(s->pw);
+		if (r < 0)
+			return r;
+	}
+	id = s->target;
+	r = meta_checkpoint_set(node_meta(s->n), MIN(off, node_size(s->n)), &id);
+	if (r < 0)
+		return r;
+	return send_offset(s->c, WIRE_ACK, off);
+}
+
+static int session_commit(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct meta *m = node_meta(n);
+	struct wire_uuid g;
+	struct meta_uuid gen;
+	int r;
+
+	r = wire_commit_decode(s->in, len, &g);
+	if (r < 0)
+		return r;
+	memcpy(gen.b, g.b, 16);
+	if (s->pw) {
+		r = patch_writer_sync(s->pw);
+		if (r < 0)
+			return r;
+	}
+	/* Generation, bitmap, trust, checkpoint and state in one update. */
+	r = meta_resync_commit(m, &gen, true);
+	if (r < 0)
+		return r;
+	session_write_end(s);
+	pthread_mutex_lock(&n->lock);
+	/* The bitmap now counts from gen: no older base applies. */
+	memset(&n->base, 0, sizeof(n->base));
+	n->last_resync = time(NULL);
+	node_state_save_locked(n);
+	pthread_mutex_unlock(&n->lock);
+	log_info("resync from '%s' committed: UpToDate (%" PRIu64 " BLOCKS and %" PRIu64
+	      " EXTENTS frames written)",
+	      s->peer, s->n_blocks, s->n_extents);
+	event_publish_state(n->bus, n->self->name, "Inconsistent", "UpToDate", true, "resync committed");
+	return send_offset(s->c, WIRE_ACK, node_size(n));
+}
+
+static int session_status(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct wire_status st = {0};
+	struct meta_info mi;
+	unsigned char buf[128];
+	size_t olen;
+	int r;
+
+	if (len != 0)
+		return -EBADMSG;
+	meta_info_get(node_meta(n), &mi);
+	st.dirty_bytes = meta_dirty_bytes(node_meta(n));
+	pthread_mutex_lock(&n->lock);
+	st.last_resync = n->last_resync > 0 ? (uint64_t)n->last_resync : 0;
+	pthread_mutex_unlock(&n->lock);
+	if (mi.checkpoint_set) {
+		st.flags |= WIRE_STATUS_CHECKPOINT;
+		st.checkpoint_off = mi.checkpoint_off;
+		memcpy(st.checkpoint_id.b, mi.checkpoint_id.b, 16);
+	}
+	r = wire_status_encode(&st, buf, sizeof(buf), &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_STATUS, buf, olen);
+}
+
+/* The dirty bitmap, in pieces; a request for offset 0 takes a new
+ * snapshot. */
+static int session_bitmap(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	uint64_t off, nb = DIV_ROUND_UP(node_size(n), n->cfg->block_size);
+	size_t k, olen;
+	long long got;
+	int r;
+
+	r = wire_offset_decode(s->in, len, &off);
+	if (r < 0)
+		return r;
+	if (off == 0 || !s->bitmap) {
+		free(s->bitmap);
+		s->bitmap_size = (size_t)DIV_ROUND_UP(nb, 8);
+		if (s->bitmap_size > RESYNC_META_BITMAP_MAX)
+			return -EFBIG;
+		s->bitmap = calloc(1, s->bitmap_size ? s->bitmap_size : 1);
+		if (!s->bitmap)
+			return -ENOMEM;
+		got = meta_bitmap_read(node_meta(n), s->bitmap, s->bitmap_size);
+		if (got < 0)
+			return (int)got;
+	}
+	if (off > s->bitmap_size)
+		return -EBADMSG;
+	k = (size_t)MIN((uint64_t)(s->bitmap_size - off), (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
+	r = wire_bitmap_encode(off, s->bitmap_size, s->bitmap + off, k, s->out,
+			       RESYNC_WIRE_FRAME_MAX, &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_BITMAP, s->out, olen);
+}
+
+/* A secondary that took writes of its own since its last commit holds
+ * data the primary lacks: Diverged, durably. */
+static void session_state_note(struct session *s)
+{
+	struct meta *m = node_meta(s->n);
+	struct meta_info mi;
+
+	meta_info_get(m, &mi);
+	if ((mi.state == META_STATE_UPTODATE || mi.state == META_STATE_OUTDATED) &&
+	    mi.bitmap_trusted && meta_dirty_bytes(m) > 0) {
+		if (meta_state_set(m, META_STATE_DIVERGED) == 0) {
+			log_warning("this volume has writes the primary '%s' lacks: state Diverged",
+			      s->peer);
+			/* The transition is announced once, here, by the node
+			 * that turned Diverged. */
+			event_publish_state(s->n->bus, s->n->self->name, meta_state_name(mi.state),
+					    "Diverged", false,
+					    "it holds writes that the primary lacks");
+		}
+	}
+}
+
+static void session_serve(struct session *s)
+{
+	struct node *n = s->n;
+	struct wire_hello h, mine;
+	struct wire_text why;
+	bool from_primary;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0) {
+		log_warning("session with %s ended before its hello: %s", peer_conn_remote(s->c),
+		      peer_conn_error(s->c));
+		return;
+	}
+	if (type != WIRE_HELLO || wire_hello_decode(s->in, len, &h) < 0) {
+		log_warning("refused %s: its first message is not a valid hello", peer_conn_remote(s->c));
+		send_text(s->c, WIRE_REFUSE, WIRE_REASON_MESSAGE, "the first message must be HELLO");
+		return;
+	}
+	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
+	r = node_hello_check(n, &h, &why);
+	if (r < 0 && why.code == WIRE_REASON_VOLUME_SIZE && node_grow_to_primary(n, &h))
+		r = node_hello_check(n, &h, &why);
+	if (r < 0) {
+		log_warning("refused '%s': %s", h.node, why.text);
+		send_text(s->c, WIRE_REFUSE, why.code, why.text);
+		return;
+	}
+	from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
+		       !strcmp(h.node, n->cfg->primary) && !n->is_primary;
+	if (from_primary) {
+		memcpy(s->target.b, h.generation.b, 16);
+		session_state_note(s);
+	}
+	node_hello_make(n, &mine);
+	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0 || peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len) < 0)
+		return;
+	peer_conn_set_timeout(s->c, NODE_SESSION_TIMEOUT_MS);
+
+	for (;;) {
+		r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+		if (r == -ECONNRESET)
+			break;
+		if (r < 0) {
+			log_error("session with '%s' failed: %s", s->peer, peer_conn_error(s->c));
+			break;
+		}
+		if (type == WIRE_HASH_REQ) {
+			r = session_hash_req(s, len);
+		} else if (type == WIRE_PAGE_REQ) {
+			r = session_page_req(s, len);
+		} else if (type == WIRE_STATUS_REQ) {
+			r = session_status(s, len);
+		} else if (type == WIRE_BITMAP_REQ) {
+			r = session_bitmap(s, len);
+		} else if (type == WIRE_CONTROL) {
+			r = session_control(s, len);
+			if (r == -ECANCELED)
+				break; /* said, or nobody to say it to */
+		} else if ((type == WIRE_BLOCKS || type == WIRE_EXTENTS || type == WIRE_CHECKPOINT ||
+			    type == WIRE_COMMIT) &&
+			   !from_primary) {
+			log_warning("refused writes from '%s': it is not the primary", s->peer);
+			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
+				  "only the primary may rewrite this volume");
+			break;
+		} else if (type == WIRE_BLOCKS) {
+			r = session_blocks(s, len);
+		} else if (type == WIRE_EXTENTS) {
+			r = session_extents(s, len);
+		} else if (type == WIRE_CHECKPOINT) {
+			r = session_checkpoint(s, len);
+		} else if (type == WIRE_COMMIT) {
+			r = session_commit(s, len);
+		} else if (type == WIRE_ERROR) {
+			struct wire_text t;
+
+			if (wire_text_decode(s->in, len, &t) == 0)
+				log_info("'%s' stopped the session: %s", s->peer, t.text);
+			break;
+		} else {
+			log_warning("unexpected %s from '%s'", wire_type_name(type), s->peer);
+			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
+			break;
+		}
+		if (r < 0) {
+			char msg[256];
+
+			snprintf(msg, sizeof(msg), "'%s' failed: %s", n->self->name, strerror(-r));
+			log_error("session with '%s': %s from %s", s->peer, strerror(-r),
+			      wire_type_name(type));
+			send_text(s->c, WIRE_ERROR,
+				  r == -EBUSY ? WIRE_REASON_BUSY
+				  : r == -EBADMSG ? WIRE_REASON_MESSAGE
+						  : WIRE_REASON_IO,
+				  msg);
+			/* The primary may be streaming: take what it sends
+			 * until it read the ERROR and closed (briefly), so
+			 * that our close does not reset the connection
+			 * before it could. */
+			{
+				uint64_t until = now_usec() + NODE_ERROR_LINGER_MS * 1000ull;
+
+				peer_conn_set_timeout(s->c, NODE_ERROR_LINGER_MS);
+				while (now_usec() < until &&
+				       peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX,
+							    &len) == 0)
+					;
+			}
+			break;
+		}
+	}
+	if (s->writing) {
+		log_warning("resync from '%s' stopped before its commit: state stays Inconsistent",
+		      s->peer);
+		event_publish_state(n->bus, n->self->name, "Inconsistent", "Inconsistent", false,
+				    "the resync stopped before its commit");
+	}
+	session_write_end(s);
+}
+
+void *session_thread(void *arg)
+{
+	struct session *s = arg;
+	struct node *n = s->n;
+
+	s->in = malloc(RESYNC_WIRE_FRAME_MAX);
+	s->out = malloc(RESYNC_WIRE_FRAME_MAX);
+	if (s->in && s->out)
+		session_serve(s);
+	if (s->tree && s->built && !s->wrote) {
+		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->leaf, s->id,
+				       s->built};
+
+		tree_cache_put(n, &c);
+		s->hashes = NULL;
+		s->tree = NULL;
+	}
+	hashtree_free(s->tree);
+	free(s->hashes);
+	free(s->bitmap);
+	free(s->in);
+	free(s->out);
+	peer_conn_free(s->c);
+	free(s);
+	atomic_fetch_sub(&n->sessions, 1);
+	return NULL;
+}

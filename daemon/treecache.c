@@ -1,0 +1,192 @@
+/* The hash tree of this volume, kept while the image is unchanged: the
+ * plan's compare serves the resync that follows it, and a clean restart
+ * takes it back from IMAGE.resync-hashes (see tree_file_save()). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node-int.h"
+#include "resync/limits.h"
+#include "resync/macro.h"
+#include "resync/io.h"
+
+void tree_cache_release(struct tree_cache *c)
+{
+	hashtree_free(c->tree);
+	free(c->hashes);
+	memset(c, 0, sizeof(*c));
+}
+
+int node_image_id(struct node *n, struct image_id *ret)
+{
+	struct stat st;
+
+	memset(ret, 0, sizeof(*ret));
+	if (fstat(volume_fd(fusefs_volume(n->fs)), &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -ENOTSUP;
+	*ret = (struct image_id){(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+				 st.st_mtim, st.st_ctim};
+	return 0;
+}
+
+bool image_id_equal(const struct image_id *a, const struct image_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* Whether the image's mtime is older than now by more than the margin, so
+ * that a write from now on changes it; *ret is set either way. */
+bool node_image_still(struct node *n, struct image_id *ret)
+{
+	struct timespec now;
+	int64_t age;
+
+	if (node_image_id(n, ret) < 0)
+		return false;
+	clock_gettime(CLOCK_REALTIME, &now);
+	age = (int64_t)(now.tv_sec - ret->mtime.tv_sec) * 1000000000 +
+	      (now.tv_nsec - ret->mtime.tv_nsec);
+	return age > TREE_CACHE_MARGIN_NSEC;
+}
+
+/* Take the cached tree for fanout, leaf size and seed (0: any seed) when the image
+ * is unchanged since it was hashed: moves it to *ret, the cache is left
+ * empty. */
+bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint32_t leaf,
+			    struct tree_cache *ret)
+{
+	struct tree_cache *c = &n->tcache;
+	struct image_id now;
+	bool ok = false;
+
+	pthread_mutex_lock(&n->lock);
+	if (c->built && c->fanout == fanout && c->leaf == leaf && (!seed || c->seed == seed) &&
+	    node_image_id(n, &now) == 0 && image_id_equal(&now, &c->id)) {
+		*ret = *c;
+		memset(c, 0, sizeof(*c));
+		ok = true;
+	}
+	pthread_mutex_unlock(&n->lock);
+	return ok;
+}
+
+/* Give a tree to the cache (replacing the one there); *c is left empty. */
+void tree_cache_put(struct node *n, struct tree_cache *c)
+{
+	pthread_mutex_lock(&n->lock);
+	tree_cache_release(&n->tcache);
+	n->tcache = *c;
+	pthread_mutex_unlock(&n->lock);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ---- the tree cache across clean restarts (IMAGE.resync-hashes) ----
+ * A clean stop leaves the cached tree's leaf hashes beside the image,
+ * with the image's identity from when they were computed (device, inode,
+ * size, mtime, ctime); the next start takes them back only when that
+ * identity is exactly the image's, and removes the file either way. Any
+ * write to the image, through the mount or not, moves its ctime, which
+ * nobody can set back: a volume unchanged since its last compare is not
+ * read again by the next one. The file is this machine's (host byte
+ * order), checked whole by a hash. */
+#define TREE_FILE_MAGIC "RSYNHSH1"
+
+struct tree_file_hdr {
+	char magic[8];
+	uint64_t seed, nleaves;
+	uint32_t fanout, leaf;
+	struct image_id id;
+	struct hash128 check; /* hash_block() of the leaf hashes, seed 0 */
+};
+
+static char *tree_file_path(const struct node *n)
+{
+	char *p;
+
+	return asprintf(&p, "%s.resync-hashes", n->self->volume) < 0 ? NULL : p;
+}
+
+void tree_file_save(struct node *n)
+{
+	_cleanup_free_ char *path = tree_file_path(n), *tmp = NULL;
+	_cleanup_close_ int fd = -1;
+	struct tree_cache *c = &n->tcache;
+	struct tree_file_hdr h;
+	struct image_id now;
+	int r;
+
+	if (!path || !c->built || node_image_id(n, &now) < 0 || !image_id_equal(&now, &c->id))
+		return;
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, TREE_FILE_MAGIC, sizeof(h.magic));
+	h.seed = c->seed;
+	h.nleaves = DIV_ROUND_UP(c->id.size, c->leaf);
+	h.fanout = c->fanout;
+	h.leaf = c->leaf;
+	h.id = c->id;
+	h.check = hash_block(c->hashes, h.nleaves * sizeof(*c->hashes), 0);
+	if (asprintf(&tmp, "%s.tmp", path) < 0)
+		return;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	r = fd < 0 ? -errno : fd_pwrite_full(fd, &h, sizeof(h), 0);
+	if (r >= 0)
+		r = fd_pwrite_full(fd, c->hashes, h.nleaves * sizeof(*c->hashes), sizeof(h));
+	if (r >= 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r >= 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlink(tmp);
+		log_warning("cannot keep the hash tree of '%s' for the next start: %s", n->self->volume,
+		      strerror(-r));
+	}
+}
+
+void tree_file_load(struct node *n)
+{
+	_cleanup_free_ char *path = tree_file_path(n);
+	_cleanup_free_ struct hash128 *hashes = NULL;
+	_cleanup_close_ int fd = -1;
+	struct hashtree *tree = NULL;
+	struct tree_file_hdr h;
+	struct image_id now;
+	struct stat st;
+
+	if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	unlink(path); /* taken back once, or not at all */
+	if (fstat(fd, &st) < 0 || fd_pread_full(fd, &h, sizeof(h), 0) < 0 ||
+	    memcmp(h.magic, TREE_FILE_MAGIC, sizeof(h.magic)) || node_image_id(n, &now) < 0 ||
+	    !image_id_equal(&now, &h.id) || !resync_block_size_valid(h.leaf) ||
+	    h.fanout < RESYNC_HASHTREE_FANOUT_MIN || h.fanout > RESYNC_HASHTREE_FANOUT_MAX ||
+	    h.nleaves != DIV_ROUND_UP(now.size, h.leaf) ||
+	    (uint64_t)st.st_size != sizeof(h) + h.nleaves * sizeof(*hashes))
+		return;
+	hashes = malloc(h.nleaves ? h.nleaves * sizeof(*hashes) : 1);
+	if (!hashes || fd_pread_full(fd, hashes, h.nleaves * sizeof(*hashes), sizeof(h)) < 0)
+		return;
+	{
+		struct hash128 check = hash_block(hashes, h.nleaves * sizeof(*hashes), 0);
+
+		if (!hash128_equal(&check, &h.check))
+			return;
+	}
+	if (hashtree_new(hashes, h.nleaves, h.fanout, h.seed, &tree) < 0)
+		return;
+	tree_cache_release(&n->tcache);
+	n->tcache = (struct tree_cache){TAKE_PTR(hashes), tree, h.seed, h.fanout, h.leaf, h.id,
+					now_usec()};
+	log_info("took back the hash tree of '%s': the image is unchanged since its last compare",
+	      n->self->volume);
+}
