@@ -137,7 +137,7 @@ int session_control(struct session *s, size_t len)
 		send_text(s->c, WIRE_ERROR, WIRE_REASON_OTHER,
 			  n->is_primary ? "the primary has no control socket"
 					: "this node is not the primary");
-		return -ECANCELED;
+		return SESSION_END;
 	}
 	if (len == 0 || len > RESYNC_CONTROL_LINE_MAX || s->in[len - 1] != '\n')
 		return -EBADMSG;
@@ -154,7 +154,7 @@ int session_control(struct session *s, size_t len)
 		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
 			  "only verify, resync, cancel, pause, resume and rate are forwarded");
 		json_object_put(req);
-		return -ECANCELED;
+		return SESSION_END;
 	}
 	log_info("'%s' forwarded a '%s' request", s->peer, name);
 	r = control_connect(n->self->control, &fd);
@@ -183,11 +183,11 @@ int session_control(struct session *s, size_t len)
 		}
 		json_object_put(o);
 		if (last)
-			return r < 0 ? -ECANCELED : 0;
+			return r < 0 ? SESSION_END : 0;
 	}
 	if (r == -ECONNRESET || r == -EPIPE)
-		return -ECANCELED; /* the secondary went away */
+		return SESSION_END; /* the secondary went away */
 	log_error("forwarded '%s' from '%s' failed: %s", name, s->peer, strerror(-r));
 	send_text(s->c, WIRE_ERROR, WIRE_REASON_IO, "the primary's control socket failed");
-	return -ECANCELED;
+	return SESSION_END;
 }

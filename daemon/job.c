@@ -36,7 +36,7 @@ static void job_progress(struct job *j, const char *phase, uint64_t done, uint64
 	pthread_mutex_unlock(j->cli_lock);
 	json_object_put(o);
 	if (j->write)
-		event_publish_progress(j->n->bus, j->peer->name, phase, j->bytes_compared,
+		event_publish_progress(j->ctx->bus, j->peer->name, phase, j->bytes_compared,
 				       j->bytes_sent, done, total, rate);
 }
 
@@ -135,14 +135,13 @@ static uint64_t ranges_blocks(const struct rangelist *l, uint64_t bs)
 	return n;
 }
 
-static int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
+int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
-	struct node *n = j->n;
 	_cleanup_free_ struct hash128 *h = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*h));
 	struct hashtree_diff *d = NULL;
 	struct hashtree_step st;
 	const uint64_t *leaves;
-	uint64_t size = node_size(n), bs = n->cfg->block_size;
+	uint64_t size = volume_size(j->ctx->vol), bs = j->ctx->cfg->block_size;
 	size_t nl, len;
 	uint16_t type;
 	int r;
@@ -344,182 +343,265 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 	return 0;
 }
 
-/* Send the differing ranges, then COMMIT. The ranges go in batches of at
- * most RESYNC_WIRE_RANGES_MAX pieces and RESYNC_WIRE_HASHES_MAX pages;
- * with a peer that speaks PAGE_REQ, the peer's page hashes of a batch are
- * fetched first and only the pages whose hashes differ from this volume's
- * travel (adjacent ones merged), so that a 4 KiB write costs 4 KiB and not
- * a block. The checkpoint offset is the end of the last piece processed:
- * every byte below it was sent or already equal. */
-static int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
+/* A transfer in progress: its buffers, its cursor in the differing
+ * ranges and its pace. The ranges go in batches of at most
+ * RESYNC_WIRE_RANGES_MAX pieces and RESYNC_WIRE_HASHES_MAX pages; with a
+ * peer that speaks PAGE_REQ, the peer's page hashes of a batch are
+ * fetched first and only the pages whose hashes differ from this
+ * volume's travel (adjacent ones merged), so that a 4 KiB write costs
+ * 4 KiB and not a block. */
+struct job_xfer {
+	struct job *j;
+	struct peer_conn *c;
+	unsigned char *buf; /* a frame's worth */
+	bool pages;	    /* page hashes asked for each batch */
+	unsigned char *raw; /* one piece read from the volume */
+	struct hashtree_range *batch;
+	size_t nb;
+	struct hash128 *rh; /* the peer's page hashes of the batch */
+	uint64_t idx;	    /* next of rh */
+	struct job_batch *bt; /* NULL: BLOCKS frames */
+	struct wire_zstd *z;
+	int fd;
+	size_t i;     /* cursor: the range, */
+	uint64_t cur; /* and the offset in it */
+	uint64_t t0, last, done, since_ckpt;
+	struct pacer pace;
+};
+
+static void job_xfer_release(struct job_xfer *x)
 {
-	struct node *n = j->n;
-	/* Page hashes pay when a range is coarser than a page: a quick
-	 * resync's blocks, or a tree whose leaves are blocks. */
-	const bool pages = job_pages(j) && (j->mode == JOB_QUICK || j->leaf > RESYNC_PAGE);
-	_cleanup_free_ unsigned char *raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
-	_cleanup_free_ struct hashtree_range *batch = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*batch));
-	_cleanup_free_ struct hash128 *rh = pages ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*rh)) : NULL;
-	_cleanup_free_ struct job_batch *bt = NULL;
-	_cleanup_free_ unsigned char *bdata = NULL;
-	struct wire_zstd *z = NULL;
-	int fd = volume_fd(fusefs_volume(n->fs));
-	uint64_t t0 = now_usec(), last = t0, done = 0, since_ckpt = 0, tail;
-	struct pacer pace = {0};
-	unsigned char cbuf[64];
-	struct wire_uuid g;
-	size_t i = 0, len;
-	uint64_t cur = j->ranges.n ? j->ranges.v[0].off : 0;
-	int r;
+	free(x->raw);
+	free(x->batch);
+	free(x->rh);
+	if (x->bt)
+		free(x->bt->data);
+	free(x->bt);
+	wire_zstd_free(x->z);
+}
+
+static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	const struct job_ctx *ctx = j->ctx;
 
 	_Static_assert(RESYNC_WIRE_BLOCKS_MAX % RESYNC_PAGE == 0, "pieces end on pages");
-	if (!raw || !batch || (pages && !rh))
+	*x = (struct job_xfer){.j = j, .c = c, .buf = buf, .fd = volume_fd(ctx->vol)};
+	/* Page hashes pay when a range is coarser than a page: a quick
+	 * resync's blocks, or a tree whose leaves are blocks. */
+	x->pages = job_pages(j) && (j->mode == JOB_QUICK || j->leaf > RESYNC_PAGE);
+	x->raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
+	x->batch = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*x->batch));
+	x->rh = x->pages ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*x->rh)) : NULL;
+	if (!x->raw || !x->batch || (x->pages && !x->rh))
 		return -ENOMEM;
 	if (j->features & WIRE_FEATURE_EXTENTS) {
-		bt = calloc(1, sizeof(*bt));
-		bdata = malloc(RESYNC_WIRE_BLOCKS_MAX);
-		if (!bt || !bdata)
+		x->bt = calloc(1, sizeof(*x->bt));
+		if (!x->bt || !(x->bt->data = malloc(RESYNC_WIRE_BLOCKS_MAX)))
 			return -ENOMEM;
-		bt->data = bdata;
 	}
-	r = wire_zstd_new(n->cfg->compress_level, &z);
+	x->cur = j->ranges.n ? j->ranges.v[0].off : 0;
+	x->t0 = x->last = now_usec();
+	return wire_zstd_new(ctx->cfg->compress_level, &x->z);
+}
+
+/* The next batch from the cursor; returns the pages it covers. */
+static uint64_t job_xfer_next_batch(struct job_xfer *x)
+{
+	const struct rangelist *l = &x->j->ranges;
+	uint64_t npages = 0;
+
+	x->nb = 0;
+	x->idx = 0;
+	while (x->i < l->n && x->nb < RESYNC_WIRE_RANGES_MAX && npages < RESYNC_WIRE_HASHES_MAX) {
+		uint64_t end = l->v[x->i].off + l->v[x->i].len;
+		uint64_t take = MIN(end - x->cur, (RESYNC_WIRE_HASHES_MAX - npages) * (uint64_t)RESYNC_PAGE);
+
+		x->batch[x->nb++] = (struct hashtree_range){x->cur, take};
+		npages += wire_pages(take, RESYNC_PAGE);
+		x->cur += take;
+		if (x->cur == end && ++x->i < l->n)
+			x->cur = l->v[x->i].off;
+	}
+	return npages;
+}
+
+/* With page hashes: the checkpoint's ACK in flight first (replies come
+ * in order), then the peer's page hashes of the batch. */
+static int job_xfer_ask_pages(struct job_xfer *x, uint64_t npages)
+{
+	int r;
+
+	if (!x->pages)
+		return 0;
+	if (x->j->ack_pending) {
+		x->j->ack_pending = false;
+		r = job_wait_ack(x->j, x->c, x->buf);
+		if (r < 0)
+			return r;
+	}
+	return job_page_hashes(x->j, x->c, x->buf, x->batch, x->nb, npages, x->rh);
+}
+
+/* Send the piece raw[0, k) at off: whole, or the runs of its pages whose
+ * hashes differ from the peer's. */
+static int job_xfer_send_piece(struct job_xfer *x, uint64_t off, size_t k)
+{
+	struct job *j = x->j;
+	size_t run = 0, nrun = 0;
+	int r = 0;
+
+	if (!x->pages)
+		return job_send(j, x->c, x->z, x->buf, x->bt, off, x->raw, k);
+	for (size_t p = 0; p < k && r >= 0; p += RESYNC_PAGE) {
+		size_t pl = MIN((size_t)RESYNC_PAGE, k - p);
+		struct hash128 lh = hash_block(x->raw + p, pl, j->seed);
+
+		if (!hash128_equal(&lh, &x->rh[x->idx++])) {
+			if (!nrun)
+				run = p;
+			nrun += pl;
+			continue;
+		}
+		if (nrun)
+			r = job_send(j, x->c, x->z, x->buf, x->bt, off + run, x->raw + run, nrun);
+		nrun = 0;
+	}
+	if (r >= 0 && nrun)
+		r = job_send(j, x->c, x->z, x->buf, x->bt, off + run, x->raw + run, nrun);
+	return r;
+}
+
+/* A checkpoint at off (every byte below it sent or already equal): the
+ * batched runs go first; one checkpoint is in flight, its ACK read at
+ * the next one (or the next request), so the bytes keep going while the
+ * secondary flushes. */
+static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
+{
+	struct job *j = x->j;
+	unsigned char cbuf[64];
+	size_t len;
+	int r;
+
+	r = job_flush(j, x->c, x->z, x->buf, x->bt);
+	if (r >= 0 && j->ack_pending)
+		r = job_wait_ack(j, x->c, x->buf);
+	if (r >= 0)
+		r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
+	if (r >= 0)
+		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
+	j->ack_pending = r >= 0;
+	return r;
+}
+
+/* A cancel asked for: said to the peer, the job's error. */
+static int job_cancelled(struct job *j, struct peer_conn *c)
+{
+	if (!atomic_load(j->ctx->cancel))
+		return 0;
+	send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
+	snprintf(j->err, sizeof(j->err), "cancelled");
+	return -ECANCELED;
+}
+
+/* The batch read piece by piece from the volume and sent, with
+ * checkpoints, pace and progress between the pieces. */
+static int job_xfer_batch(struct job_xfer *x)
+{
+	struct job *j = x->j;
+	int r;
+
+	for (size_t b = 0; b < x->nb; b++) {
+		uint64_t off = x->batch[b].first, end = off + x->batch[b].count;
+
+		while (off < end) {
+			size_t k = (size_t)MIN(end - off, (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
+			uint64_t before = j->bytes_written;
+
+			r = job_cancelled(j, x->c);
+			if (r < 0)
+				return r;
+			r = fd_pread_full(x->fd, x->raw, k, off);
+			if (r < 0)
+				return r;
+			j->bytes_read += k;
+			r = job_xfer_send_piece(x, off, k);
+			if (r < 0)
+				return r;
+			off += k;
+			x->done += k;
+			x->since_ckpt += j->bytes_written - before;
+			j->bytes_sent = peer_conn_bytes_sent(x->c);
+			if (x->since_ckpt >= NODE_CHECKPOINT_BYTES) {
+				x->since_ckpt = 0;
+				r = job_xfer_checkpoint(x, off);
+				if (r < 0)
+					return r;
+			}
+			/* max_rate, pause and resume, changed live (ratectl.h). */
+			ratectl_pace(j->ctx->rate, &x->pace, j->bytes_written - before, j->ctx->cancel);
+			if (now_usec() - x->last >= NODE_PROGRESS_USEC) {
+				x->last = now_usec();
+				job_progress(j, "transfer", x->done, j->differing_bytes, x->t0);
+			}
+		}
+	}
+	return 0;
+}
+
+/* The last batch (paced like every other), COMMIT, and the ACKs of the
+ * last checkpoint and of the commit. */
+static int job_xfer_commit(struct job_xfer *x)
+{
+	struct job *j = x->j;
+	uint64_t tail = j->bytes_written;
+	unsigned char cbuf[64];
+	struct wire_uuid g;
+	size_t len;
+	int r;
+
+	r = job_flush(j, x->c, x->z, x->buf, x->bt);
 	if (r < 0)
 		return r;
-	while (i < j->ranges.n) {
-		uint64_t npages = 0, idx = 0;
-		size_t nb = 0;
-
-		/* The next batch, from the cursor (i, cur). */
-		while (i < j->ranges.n && nb < RESYNC_WIRE_RANGES_MAX &&
-		       npages < RESYNC_WIRE_HASHES_MAX) {
-			uint64_t end = j->ranges.v[i].off + j->ranges.v[i].len;
-			uint64_t take = MIN(end - cur,
-					    (RESYNC_WIRE_HASHES_MAX - npages) * (uint64_t)RESYNC_PAGE);
-
-			batch[nb++] = (struct hashtree_range){cur, take};
-			npages += wire_pages(take, RESYNC_PAGE);
-			cur += take;
-			if (cur == end && ++i < j->ranges.n)
-				cur = j->ranges.v[i].off;
-		}
-		if (pages) {
-			if (j->ack_pending) {
-				j->ack_pending = false;
-				r = job_wait_ack(j, c, buf);
-				if (r < 0)
-					goto out;
-			}
-			r = job_page_hashes(j, c, buf, batch, nb, npages, rh);
-			if (r < 0)
-				goto out;
-		}
-		for (size_t b = 0; b < nb; b++) {
-			uint64_t off = batch[b].first, end = off + batch[b].count;
-
-			while (off < end) {
-				size_t k = (size_t)MIN(end - off, (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
-				uint64_t before = j->bytes_written;
-
-				if (atomic_load(&n->cancel)) {
-					send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
-					snprintf(j->err, sizeof(j->err), "cancelled");
-					r = -ECANCELED;
-					goto out;
-				}
-				r = fd_pread_full(fd, raw, k, off);
-				if (r < 0)
-					goto out;
-				j->bytes_read += k;
-				if (!pages) {
-					r = job_send(j, c, z, buf, bt, off, raw, k);
-				} else {
-					/* Runs of pages whose hashes differ. */
-					size_t run = 0, nrun = 0;
-
-					for (size_t p = 0; p < k && r >= 0; p += RESYNC_PAGE) {
-						size_t pl = MIN((size_t)RESYNC_PAGE, k - p);
-						struct hash128 lh = hash_block(raw + p, pl, j->seed);
-
-						if (!hash128_equal(&lh, &rh[idx++])) {
-							if (!nrun)
-								run = p;
-							nrun += pl;
-							continue;
-						}
-						if (nrun)
-							r = job_send(j, c, z, buf, bt, off + run,
-								     raw + run, nrun);
-						nrun = 0;
-					}
-					if (r >= 0 && nrun)
-						r = job_send(j, c, z, buf, bt, off + run, raw + run,
-							     nrun);
-				}
-				if (r < 0)
-					goto out;
-				off += k;
-				done += k;
-				since_ckpt += j->bytes_written - before;
-				j->bytes_sent = peer_conn_bytes_sent(c);
-				if (since_ckpt >= NODE_CHECKPOINT_BYTES) {
-					since_ckpt = 0;
-					/* off covers the batched runs: they go first. */
-					r = job_flush(j, c, z, buf, bt);
-					/* One checkpoint in flight: its ACK is read
-					 * at the next one (or the next request),
-					 * the bytes keep going while the secondary
-					 * flushes. */
-					if (r >= 0 && j->ack_pending)
-						r = job_wait_ack(j, c, buf);
-					if (r >= 0)
-						r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
-					if (r >= 0)
-						r = peer_conn_send_frame(c, WIRE_CHECKPOINT, cbuf, len);
-					j->ack_pending = r >= 0;
-					if (r < 0)
-						goto out;
-				}
-				/* max_rate, pause and resume, changed live (ratectl.h). */
-				ratectl_pace(&n->rate, &pace, j->bytes_written - before, &n->cancel);
-				if (now_usec() - last >= NODE_PROGRESS_USEC) {
-					last = now_usec();
-					job_progress(j, "transfer", done, j->differing_bytes, t0);
-				}
-			}
-		}
-	}
-	/* The last batch, paced like every other. */
-	tail = j->bytes_written;
-	r = job_flush(j, c, z, buf, bt);
+	j->bytes_sent = peer_conn_bytes_sent(x->c);
+	ratectl_pace(j->ctx->rate, &x->pace, j->bytes_written - tail, j->ctx->cancel);
+	r = job_cancelled(j, x->c);
 	if (r < 0)
-		goto out;
-	j->bytes_sent = peer_conn_bytes_sent(c);
-	ratectl_pace(&n->rate, &pace, j->bytes_written - tail, &n->cancel);
-	if (atomic_load(&n->cancel)) {
-		send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
-		snprintf(j->err, sizeof(j->err), "cancelled");
-		r = -ECANCELED;
-		goto out;
-	}
+		return r;
 	memcpy(g.b, j->gen.b, 16);
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
-		r = peer_conn_send_frame(c, WIRE_COMMIT, cbuf, len);
+		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);
 	if (r >= 0 && j->ack_pending)
-		r = job_wait_ack(j, c, buf); /* the last checkpoint's */
+		r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */
 	if (r >= 0)
-		r = job_wait_ack(j, c, buf);
-out:
-	wire_zstd_free(z);
+		r = job_wait_ack(j, x->c, x->buf);
+	return r;
+}
+
+/* Send the differing ranges, batch by batch, then COMMIT. */
+int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct job_xfer x;
+	int r;
+
+	r = job_xfer_init(&x, j, c, buf);
+	while (r >= 0 && x.i < j->ranges.n) {
+		r = job_xfer_ask_pages(&x, job_xfer_next_batch(&x));
+		if (r >= 0)
+			r = job_xfer_batch(&x);
+	}
+	if (r >= 0)
+		r = job_xfer_commit(&x);
+	job_xfer_release(&x);
 	return r;
 }
 
 /* Union of the secondary's and the primary's dirty bitmaps: the blocks a
  * quick resync sends, without a compare. */
-static int job_quick(struct job *j)
+int job_quick(struct job *j)
 {
-	struct node *n = j->n;
-	uint64_t size = node_size(n), bs = n->cfg->block_size, nb = DIV_ROUND_UP(size, bs);
+	uint64_t size = volume_size(j->ctx->vol), bs = j->ctx->cfg->block_size;
+	uint64_t nb = DIV_ROUND_UP(size, bs);
 	_cleanup_free_ unsigned char *bm = calloc(1, j->bitmap_size ? j->bitmap_size : 1);
 	int r;
 
@@ -547,41 +629,6 @@ static int job_quick(struct job *j)
 	}
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	return 0;
-}
-
-/* Phase one, all secondaries in parallel: connect, hellos, status. */
-void *job_open_thread(void *arg)
-{
-	struct job *j = arg;
-	int r;
-
-	j->t0 = now_usec();
-	snprintf(j->state, sizeof(j->state), "Unknown");
-	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
-	if (!j->buf) {
-		j->r = -ENOMEM;
-		return NULL;
-	}
-	r = node_peer_open(j->n, j->peer, j->write, j->err, sizeof(j->err), &j->c, &j->hello);
-	event_publish_peer(j->n->bus, j->peer->name, r >= 0);
-	if (r >= 0) {
-		r = node_peer_status(j->c, j->buf, &j->status);
-		if (r < 0)
-			snprintf(j->err, sizeof(j->err), "node '%s': no status: %s", j->peer->name,
-				 r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
-	}
-	if (r < 0) {
-		if (!j->err[0])
-			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-				 strerror(-r));
-		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
-		j->r = r;
-		return NULL;
-	}
-	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(j->hello.state));
-	j->features = j->hello.features & node_features();
-	j->opened = true;
-	return NULL;
 }
 
 /* Phase two: compare (or take the bitmaps' union), then transfer. */

@@ -208,7 +208,18 @@ struct session {
 	unsigned char *bitmap; /* snapshot for BITMAP_REQ */
 	size_t bitmap_size;
 	struct meta_uuid target; /* the primary's generation (from its hello) */
+	bool from_primary;	 /* the hello came from the cluster's primary */
 	char peer[RESYNC_NAME_MAX + 1];
+};
+
+/* A frame handler of the session: 0 to go on, SESSION_END to end the
+ * session quietly (what had to be said was said), -errno to end it with
+ * an ERROR frame saying why. */
+enum { SESSION_END = 1 };
+enum { SESSION_OP_PRIMARY_ONLY = 1 << 0 };
+struct session_op {
+	int (*fn)(struct session *s, size_t len);
+	unsigned flags;
 };
 
 void *session_thread(void *arg);
@@ -220,13 +231,24 @@ int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status
 int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm, size_t size);
 
 /* ---- job.c ---- */
+/* What a job needs of the node that runs it, and nothing else: the
+ * cluster, the primary's volume (read only), where events go, the pace
+ * and the cancel flag. */
+struct job_ctx {
+	const struct cluster_config *cfg;
+	struct volume *vol;
+	struct event_bus *bus;
+	struct ratectl *rate;
+	atomic_bool *cancel;
+};
+
 enum job_mode {
 	JOB_FULL = 0, /* compare through the hash tree */
 	JOB_QUICK,    /* the union of both dirty bitmaps */
 };
 
 struct job {
-	struct node *n;
+	const struct job_ctx *ctx;
 	const struct node_config *peer;
 	struct control_client *cli;
 	pthread_mutex_t *cli_lock;
@@ -266,7 +288,12 @@ struct job {
 };
 
 void job_prefetch(struct job *j, uint64_t seed);
-void *job_open_thread(void *arg);
+/* The job's steps, in order: the differing ranges (job_compare through
+ * the hash tree, or job_quick from both bitmaps), then job_transfer.
+ * Each returns 0 or -errno with j->err saying why. */
+int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf);
+int job_quick(struct job *j);
+int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf);
 void *job_thread(void *arg);
 
 /* ---- resync.c ---- */

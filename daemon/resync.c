@@ -1,19 +1,61 @@
+/* Verify and resync, from the primary (DESIGN.md, "A resync, from the
+ * primary"): check the request, open every chosen secondary in parallel,
+ * choose each one's way (quick from both bitmaps, or a full compare
+ * through the hash tree), hash this volume once for all of them, run the
+ * jobs in parallel, report, and, when every secondary has every block,
+ * start the primary's next generation.
+ *
+ * Generations (DRBD's UUIDs): a secondary's commit gives it the primary's
+ * current generation and clears its bitmap. When every secondary has
+ * every block, the primary clears its own bitmap, records the generation
+ * they now share as the bitmap's base and starts a new generation. A
+ * secondary whose generation is the primary's current one or that base,
+ * with both bitmaps trusted, needs only the union of both bitmaps (quick
+ * resync); anything else is compared through the hash tree. */
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "node-int.h"
-#include <stdatomic.h>
 #include "resync/blockcmp.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
+
+/* One verify or resync: what was asked, the jobs, and what they share. */
+struct resync_run {
+	struct node *n;
+	struct control_client *cli;
+	json_object *req;
+	bool write; /* a resync that rewrites secondaries (not a dry run) */
+	bool plan;  /* a resync's plan: may choose quick ways */
+	bool no_ranges, all;
+	uint64_t max_rate;
+	struct job_ctx ctx;
+	pthread_mutex_t cli_lock;
+	struct job *jobs;
+	size_t nj, n_quick;
+	bool any_full, frozen;
+	struct meta_info mi;
+	struct meta_uuid base;
+	uint64_t size;
+	/* The tree all full jobs walk, its seed and geometry. */
+	struct blockcmp_opts o;
+	unsigned fanout;
+	struct hash128 *hashes;
+	struct hashtree *tree;
+	struct tree_cache tc; /* built and id: the tree may be cached */
+	unsigned char *pbitmap; /* the primary's bitmap, for quick jobs */
+	size_t bitmap_size;
+};
+
+struct job_open {
+	struct node *n;
+	struct job *j;
+};
 
 static json_object *ranges_json(const struct rangelist *l)
 {
@@ -28,7 +70,6 @@ static json_object *ranges_json(const struct rangelist *l)
 	}
 	return a;
 }
-
 
 static bool req_bool(json_object *req, const char *key)
 {
@@ -50,122 +91,149 @@ static bool req_names_has(json_object *req, const char *name)
 	return false;
 }
 
-
-/* verify (write = false) and resync (write = true, unless dry_run). */
-int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, bool write)
+/* What the cluster and the request allow, before anything starts.
+ * Returns 1 when the request was answered here (refused or forwarded),
+ * 0 to go on, -errno. */
+static int resync_check(struct resync_run *run)
 {
+	struct node *n = run->n;
 	const struct cluster_config *cfg = n->cfg;
-	struct blockcmp_opts o = {.block_size = cfg->block_size};
-	_cleanup_free_ struct hash128 *hashes = NULL;
-	_cleanup_free_ struct job *jobs = NULL;
-	struct tree_cache tc = {0};
-	_cleanup_free_ unsigned char *pbitmap = NULL;
-	struct hashtree *tree = NULL;
-	pthread_mutex_t cli_lock = PTHREAD_MUTEX_INITIALIZER;
-	uint64_t size = node_size(n), nb = DIV_ROUND_UP(size, cfg->block_size), max_rate, nl;
-	uint32_t leaf = cfg->block_size;
-	unsigned fanout = RESYNC_HASHTREE_FANOUT_DEFAULT;
-	json_object *res, *arr, *v, *final = NULL;
-	struct meta_info mi;
-	size_t nj = 0, failed = 0;
-	bool frozen = false, all = true, plan = req_bool(req, "plan"), any_full = false;
-	/* A client that shows no ranges may say so: thousands of scattered
-	 * ranges are most of a reply's bytes. */
-	bool no_ranges = req_bool(req, "no_ranges");
-	size_t n_quick = 0;
-	size_t bitmap_size = (size_t)DIV_ROUND_UP(nb, 8);
-	struct meta_uuid base;
-	char u[40];
-	int r;
+	json_object *v;
 
 	if (cfg->n_nodes < 2)
-		return control_client_error(cli, "refused: cluster '%s' has one node; a resync needs two or more",
-					    cfg->name), 0;
+		return control_client_error(run->cli, "refused: cluster '%s' has one node; a resync needs two or more",
+					    cfg->name), 1;
 	if (!cfg->primary)
-		return control_client_error(cli, "refused: cluster '%s' has no primary (set 'primary' in [cluster])",
-					    cfg->name), 0;
-	if (!n->is_primary)
-		return node_forward(n, cli, req);
-	max_rate = cfg->max_rate;
-	if (json_object_object_get_ex(req, "max_rate", &v))
-		max_rate = (uint64_t)json_object_get_uint64(v);
-	if (req_bool(req, "dry_run"))
-		write = false;
+		return control_client_error(run->cli, "refused: cluster '%s' has no primary (set 'primary' in [cluster])",
+					    cfg->name), 1;
+	if (!n->is_primary) {
+		int r = node_forward(n, run->cli, run->req);
+
+		return r < 0 ? r : 1;
+	}
+	run->max_rate = cfg->max_rate;
+	if (json_object_object_get_ex(run->req, "max_rate", &v))
+		run->max_rate = (uint64_t)json_object_get_uint64(v);
+	if (req_bool(run->req, "dry_run"))
+		run->write = false;
 	/* The named nodes must exist and be secondaries. */
-	if (json_object_object_get_ex(req, "nodes", &v) && json_object_is_type(v, json_type_array)) {
+	if (json_object_object_get_ex(run->req, "nodes", &v) && json_object_is_type(v, json_type_array)) {
 		for (size_t i = 0; i < json_object_array_length(v); i++) {
 			const char *s = json_object_get_string(json_object_array_get_idx(v, i));
 			const struct node_config *nc = cluster_config_node(cfg, s ? s : "");
 
 			if (!nc || nc == n->self)
-				return control_client_error(cli, "refused: '%s' is not a secondary of cluster '%s'",
-							    s ? s : "", cfg->name), 0;
+				return control_client_error(run->cli, "refused: '%s' is not a secondary of cluster '%s'",
+							    s ? s : "", cfg->name), 1;
 		}
 	}
-	pthread_mutex_lock(&n->lock);
-	if (n->resync_running) {
-		pthread_mutex_unlock(&n->lock);
-		return control_client_error(cli, "refused: a resync or verify is already running"), 0;
-	}
-	n->resync_running = true;
-	pthread_mutex_unlock(&n->lock);
-	atomic_store(&n->cancel, false);
-	ratectl_reset(&n->rate, max_rate);
+	return 0;
+}
 
-	jobs = calloc(cfg->n_nodes, sizeof(*jobs));
-	if (!jobs) {
-		r = -ENOMEM;
-		goto out;
+/* Phase one, all secondaries in parallel: connect, hellos, status. */
+static void *job_open_thread(void *arg)
+{
+	struct job_open *o = arg;
+	struct job *j = o->j;
+	int r;
+
+	j->t0 = now_usec();
+	snprintf(j->state, sizeof(j->state), "Unknown");
+	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	if (!j->buf) {
+		j->r = -ENOMEM;
+		return NULL;
 	}
-	if (write) {
-		/* The primary's image stays still while it is read for the
-		 * secondaries: writes wait at the fence until the commit. */
-		r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
+	r = node_peer_open(o->n, j->peer, j->write, j->err, sizeof(j->err), &j->c, &j->hello);
+	event_publish_peer(o->n->bus, j->peer->name, r >= 0);
+	if (r >= 0) {
+		r = node_peer_status(j->c, j->buf, &j->status);
 		if (r < 0)
-			goto out;
-		frozen = true;
+			snprintf(j->err, sizeof(j->err), "node '%s': no status: %s", j->peer->name,
+				 r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
 	}
-	meta_info_get(node_meta(n), &mi);
-	pthread_mutex_lock(&n->lock);
-	base = n->base;
-	pthread_mutex_unlock(&n->lock);
+	if (r < 0) {
+		if (!j->err[0])
+			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+				 strerror(-r));
+		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
+		j->r = r;
+		return NULL;
+	}
+	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(j->hello.state));
+	j->features = j->hello.features & node_features();
+	j->opened = true;
+	return NULL;
+}
 
-	/* Phase one: every chosen secondary's hello and status, in parallel. */
+/* Run fn on a thread for every job (arg[i] its argument), then join
+ * them all; a job whose thread cannot start fails. */
+static void resync_jobs_parallel(struct resync_run *run, void *(*fn)(void *), void *args,
+				 size_t arg_size, bool opened_only)
+{
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		j->started = false;
+		if (opened_only && !j->opened)
+			continue;
+		j->started = !pthread_create(&j->t, NULL, fn, (char *)args + i * arg_size);
+		if (!j->started) {
+			j->r = -EAGAIN;
+			snprintf(j->err, sizeof(j->err), "cannot start a thread");
+		}
+	}
+	for (size_t i = 0; i < run->nj; i++)
+		if (run->jobs[i].started)
+			pthread_join(run->jobs[i].t, NULL);
+}
+
+/* Phase one: a job for every chosen secondary; their hellos and status,
+ * in parallel. */
+static int resync_open(struct resync_run *run)
+{
+	struct node *n = run->n;
+	const struct cluster_config *cfg = n->cfg;
+	_cleanup_free_ struct job_open *opens = calloc(cfg->n_nodes, sizeof(*opens));
+
+	run->jobs = calloc(cfg->n_nodes, sizeof(*run->jobs));
+	if (!run->jobs || !opens)
+		return -ENOMEM;
 	for (size_t i = 0; i < cfg->n_nodes; i++) {
 		const struct node_config *nc = &cfg->nodes[i];
 		struct job *j;
 
 		if (nc == n->self)
 			continue;
-		if (!req_names_has(req, nc->name)) {
-			all = false;
+		if (!req_names_has(run->req, nc->name)) {
+			run->all = false;
 			continue;
 		}
-		j = &jobs[nj++];
-		j->n = n;
+		opens[run->nj] = (struct job_open){n, &run->jobs[run->nj]};
+		j = &run->jobs[run->nj++];
+		j->ctx = &run->ctx;
 		j->peer = nc;
-		j->cli = cli;
-		j->cli_lock = &cli_lock;
-		j->write = write;
-		j->max_rate = max_rate;
-		j->gen = mi.generation;
-		j->bitmap_size = bitmap_size;
-		j->started = !pthread_create(&j->t, NULL, job_open_thread, j);
-		if (!j->started) {
-			j->r = -EAGAIN;
-			snprintf(j->err, sizeof(j->err), "cannot start a thread");
-			snprintf(j->state, sizeof(j->state), "Unknown");
-		}
+		j->cli = run->cli;
+		j->cli_lock = &run->cli_lock;
+		j->write = run->write;
+		j->max_rate = run->max_rate;
+		j->gen = run->mi.generation;
+		j->bitmap_size = run->bitmap_size;
+		snprintf(j->state, sizeof(j->state), "Unknown");
 	}
-	for (size_t i = 0; i < nj; i++)
-		if (jobs[i].started)
-			pthread_join(jobs[i].t, NULL);
+	resync_jobs_parallel(run, job_open_thread, opens, sizeof(*opens), false);
+	return 0;
+}
 
-	/* The way for each: quick when its generation is the primary's
-	 * current one or the bitmap's base and both bitmaps are trusted
-	 * (the verify command itself always compares). */
-	for (size_t i = 0; i < nj; i++) {
-		struct job *j = &jobs[i];
+/* The way for each: quick when its generation is the primary's current
+ * one or the bitmap's base and both bitmaps are trusted (the verify
+ * command itself always compares). */
+static void resync_choose(struct resync_run *run)
+{
+	const struct meta_info *mi = &run->mi;
+
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
 		struct meta_uuid g;
 		bool trusted;
 
@@ -179,212 +247,304 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 			/* Seen again at every plan and verify: for the event
 			 * stream, not a notification (the secondary sent that
 			 * when it turned Diverged). */
-			event_publish_state(n->bus, j->peer->name, wire_state_name(j->hello.state),
+			event_publish_state(run->n->bus, j->peer->name, wire_state_name(j->hello.state),
 					    "Diverged", true, "it holds writes that the primary lacks");
 		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
 			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
-			    !memcmp(j->status.checkpoint_id.b, mi.generation.b, 16);
-		if ((write || plan) && mi.bitmap_trusted && trusted &&
+			    !memcmp(j->status.checkpoint_id.b, mi->generation.b, 16);
+		if ((run->write || run->plan) && mi->bitmap_trusted && trusted &&
 		    j->hello.state != WIRE_STATE_INCONSISTENT && !meta_uuid_is_null(&g) &&
-		    (!memcmp(g.b, mi.generation.b, 16) ||
-		     (!meta_uuid_is_null(&base) && !memcmp(g.b, base.b, 16))))
-			j->mode = JOB_QUICK, n_quick++;
+		    (!memcmp(g.b, mi->generation.b, 16) ||
+		     (!meta_uuid_is_null(&run->base) && !memcmp(g.b, run->base.b, 16))))
+			j->mode = JOB_QUICK, run->n_quick++;
 		else
-			any_full = true;
+			run->any_full = true;
 	}
-	/* The tree's leaves: pages (or what keeps a large volume's tree
-	 * small) when every secondary to compare can name them, blocks
-	 * otherwise; with page leaves a smaller fanout keeps the hashes
-	 * asked for near the scattered pages that differ. */
-	leaf = wire_tree_leaf(size, cfg->block_size);
-	for (size_t i = 0; i < nj; i++)
-		if (jobs[i].opened && jobs[i].mode == JOB_FULL &&
-		    !(jobs[i].features & WIRE_FEATURE_FINE_LEAVES))
+}
+
+/* The tree's leaves: pages (or what keeps a large volume's tree small)
+ * when every secondary to compare can name them, blocks otherwise; with
+ * page leaves a smaller fanout keeps the hashes asked for near the
+ * scattered pages that differ. */
+static void resync_geometry(struct resync_run *run)
+{
+	const struct cluster_config *cfg = run->n->cfg;
+	uint32_t leaf = wire_tree_leaf(run->size, cfg->block_size);
+
+	for (size_t i = 0; i < run->nj; i++)
+		if (run->jobs[i].opened && run->jobs[i].mode == JOB_FULL &&
+		    !(run->jobs[i].features & WIRE_FEATURE_FINE_LEAVES))
 			leaf = cfg->block_size;
-	if (leaf < cfg->block_size)
-		fanout = NODE_FINE_FANOUT;
-	nl = DIV_ROUND_UP(size, leaf);
-	o.block_size = leaf;
-	for (size_t i = 0; i < nj; i++) {
-		jobs[i].leaf = leaf;
-		jobs[i].fanout = fanout;
+	run->fanout = leaf < cfg->block_size ? NODE_FINE_FANOUT : RESYNC_HASHTREE_FANOUT_DEFAULT;
+	run->o.block_size = leaf;
+	for (size_t i = 0; i < run->nj; i++) {
+		run->jobs[i].leaf = leaf;
+		run->jobs[i].fanout = run->fanout;
 	}
-	/* One seed for the tree and for the page hashes of every job. */
-	r = hash_seed_random(&o.seed);
+}
+
+/* This volume's tree, one seed for it and for the page hashes of every
+ * job: the plan's tree of this unchanged image when there is one (each
+ * secondary finds its own tree of that seed in its cache), else hashed
+ * now while every secondary hashes its own (a first request of one
+ * leaf makes it build its tree now; its answer is read at the start of
+ * the walk). Returns 1 when a read failure was answered to the client. */
+static int resync_hash(struct resync_run *run)
+{
+	struct node *n = run->n;
+	uint64_t nl = DIV_ROUND_UP(run->size, run->o.block_size);
+	int r;
+
+	r = hash_seed_random(&run->o.seed);
+	if (r < 0 || !run->any_full)
+		return r;
+	if (tree_cache_take(n, 0, run->fanout, run->o.block_size, &run->tc)) {
+		run->hashes = TAKE_PTR(run->tc.hashes);
+		run->tree = TAKE_PTR(run->tc.tree);
+		run->o.seed = run->tc.seed;
+		for (size_t i = 0; nl && i < run->nj; i++)
+			job_prefetch(&run->jobs[i], run->o.seed);
+		return 0;
+	}
+	run->tc.built = node_image_still(n, &run->tc.id) ? now_usec() : 0;
+	run->hashes = calloc(nl ? nl : 1, sizeof(*run->hashes));
+	if (!run->hashes)
+		return -ENOMEM;
+	for (size_t i = 0; nl && i < run->nj; i++)
+		job_prefetch(&run->jobs[i], run->o.seed);
+	if (run->size) {
+		r = blockcmp_hash_volume(run->ctx.vol, 0, run->size, &run->o, run->hashes);
+		if (r < 0) {
+			control_client_error(run->cli, "cannot read the primary's volume '%s': %s",
+					     n->self->volume, strerror(-r));
+			return 1;
+		}
+	}
+	return hashtree_new(run->hashes, nl, run->fanout, run->o.seed, &run->tree);
+}
+
+/* The primary's dirty bitmap, when a job is quick. */
+static int resync_bitmap(struct resync_run *run)
+{
+	long long got;
+
+	if (!run->n_quick)
+		return 0;
+	run->pbitmap = calloc(1, run->bitmap_size ? run->bitmap_size : 1);
+	if (!run->pbitmap)
+		return -ENOMEM;
+	got = meta_bitmap_read(node_meta(run->n), run->pbitmap, run->bitmap_size);
+	return got < 0 ? (int)got : 0;
+}
+
+/* Phase two: compare and transfer, in parallel. */
+static void resync_run_jobs(struct resync_run *run)
+{
+	char u[40];
+
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		j->tree = run->tree;
+		j->seed = run->o.seed;
+		j->pbitmap = run->pbitmap;
+		if (run->write && j->opened)
+			event_publish_started(run->n->bus, j->peer->name, j->state,
+					      meta_uuid_format(&run->mi.generation, u, sizeof(u)));
+	}
+	resync_jobs_parallel(run, job_thread, run->jobs, sizeof(*run->jobs), true);
+}
+
+/* One secondary's part of the result. */
+static json_object *resync_job_json(const struct resync_run *run, const struct job *j)
+{
+	json_object *x = json_object_new_object();
+	const char *result = j->r < 0 ? (j->r == -ECANCELED ? "cancelled" : "failed")
+			     : run->write	  ? "resynced"
+			     : j->differing_bytes ? "differs"
+						  : "identical";
+	bool trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
+
+	json_object_object_add(x, "name", json_object_new_string(j->peer->name));
+	json_object_object_add(x, "result", json_object_new_string(result));
+	json_object_object_add(x, "state", json_object_new_string(j->state));
+	json_object_object_add(x, "mode",
+			       json_object_new_string(j->mode == JOB_QUICK ? "quick" : "full"));
+	json_object_object_add(x, "differing_blocks", json_object_new_uint64(j->differing_blocks));
+	json_object_object_add(x, "differing_bytes", json_object_new_uint64(j->differing_bytes));
+	/* The bytes it holds that the primary lacks: its writes since its
+	 * last commit, when its bitmap can say. */
+	json_object_object_add(x, "lacking_bytes", j->opened && trusted
+			       ? json_object_new_uint64(j->status.dirty_bytes) : NULL);
+	json_object_object_add(x, "resume_offset", j->resume
+			       ? json_object_new_uint64(j->status.checkpoint_off) : NULL);
+	if (!run->no_ranges)
+		json_object_object_add(x, "ranges", ranges_json(&j->ranges));
+	json_object_object_add(x, "bytes_compared", json_object_new_uint64(j->bytes_compared));
+	json_object_object_add(x, "bytes_read",
+			       json_object_new_uint64(j->bytes_read + (j->bytes_compared ? run->size : 0)));
+	json_object_object_add(x, "bytes_sent", json_object_new_uint64(j->bytes_sent));
+	json_object_object_add(x, "bytes_written", json_object_new_uint64(j->bytes_written));
+	json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
+	if (j->r < 0)
+		json_object_object_add(x, "error", json_object_new_string(j->err));
+	return x;
+}
+
+/* Every secondary has every block: the primary's marks may go, the
+ * generation they share becomes the bitmap's base, and the primary's
+ * later writes count under a new generation. The base first: a crash
+ * before the metadata's update leaves the bits set under the same
+ * generation, which a quick resync still covers. */
+static void resync_next_generation(struct resync_run *run)
+{
+	struct node *n = run->n;
+	struct meta_uuid next;
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	n->base = run->mi.generation;
+	r = node_state_save_locked(n);
+	pthread_mutex_unlock(&n->lock);
+	if (r >= 0)
+		r = meta_uuid_random(&next);
+	if (r >= 0)
+		r = meta_resync_commit(node_meta(n), &next, false);
 	if (r < 0)
-		goto out;
-	if (any_full && tree_cache_take(n, 0, fanout, leaf, &tc)) {
-		/* The plan's tree of this unchanged image, and its seed: each
-		 * secondary finds its own tree of that seed in its cache. */
-		hashes = TAKE_PTR(tc.hashes);
-		tree = TAKE_PTR(tc.tree);
-		o.seed = tc.seed;
-		for (size_t i = 0; nl && i < nj; i++)
-			job_prefetch(&jobs[i], o.seed);
-	} else if (any_full) {
-		tc.built = node_image_still(n, &tc.id) ? now_usec() : 0;
-		hashes = calloc(nl ? nl : 1, sizeof(*hashes));
-		if (!hashes) {
-			r = -ENOMEM;
-			goto out;
-		}
-		/* Each secondary hashes its volume while this one hashes its
-		 * own: a first request (one leaf) makes it build its tree now,
-		 * its answer is read at the start of the walk. */
-		for (size_t i = 0; nl && i < nj; i++)
-			job_prefetch(&jobs[i], o.seed);
-		if (size) {
-			r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, hashes);
-			if (r < 0) {
-				control_client_error(cli, "cannot read the primary's volume '%s': %s",
-						     n->self->volume, strerror(-r));
-				r = 0;
-				goto out;
-			}
-		}
-		r = hashtree_new(hashes, nl, fanout, o.seed, &tree);
-		if (r < 0)
-			goto out;
-	}
-	if (n_quick) {
-		long long got;
+		log_error("cannot start a new generation for '%s': %s", n->self->volume,
+			  strerror(-r));
+}
 
-		pbitmap = calloc(1, bitmap_size ? bitmap_size : 1);
-		if (!pbitmap) {
-			r = -ENOMEM;
-			goto out;
-		}
-		got = meta_bitmap_read(node_meta(n), pbitmap, bitmap_size);
-		if (got < 0) {
-			r = (int)got;
-			goto out;
-		}
-	}
+/* The result: every job's part, the events, and the primary's own
+ * commit when every secondary has every block. */
+static json_object *resync_report(struct resync_run *run)
+{
+	struct node *n = run->n;
+	json_object *res = json_object_new_object(), *arr = json_object_new_array();
+	size_t failed = 0;
+	char u[40];
 
-	/* Phase two: compare and transfer, in parallel. */
-	for (size_t i = 0; i < nj; i++) {
-		struct job *j = &jobs[i];
-
-		j->started = false;
-		if (!j->opened)
-			continue;
-		j->tree = tree;
-		j->seed = o.seed;
-		j->pbitmap = pbitmap;
-		if (write)
-			event_publish_started(n->bus, j->peer->name, j->state,
-					      meta_uuid_format(&mi.generation, u, sizeof(u)));
-		j->started = !pthread_create(&j->t, NULL, job_thread, j);
-		if (!j->started) {
-			j->r = -EAGAIN;
-			snprintf(j->err, sizeof(j->err), "cannot start a thread");
-		}
-	}
-	for (size_t i = 0; i < nj; i++)
-		if (jobs[i].started)
-			pthread_join(jobs[i].t, NULL);
-
-	res = json_object_new_object();
-	arr = json_object_new_array();
-	for (size_t i = 0; i < nj; i++) {
-		struct job *j = &jobs[i];
-		json_object *x = json_object_new_object();
-		const char *result = j->r < 0 ? (j->r == -ECANCELED ? "cancelled" : "failed")
-				     : write  ? "resynced"
-				     : j->differing_bytes ? "differs"
-							  : "identical";
-		bool trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
 
 		if (j->r < 0)
 			failed++;
-		json_object_object_add(x, "name", json_object_new_string(j->peer->name));
-		json_object_object_add(x, "result", json_object_new_string(result));
-		json_object_object_add(x, "state", json_object_new_string(j->state));
-		json_object_object_add(x, "mode",
-				       json_object_new_string(j->mode == JOB_QUICK ? "quick" : "full"));
-		json_object_object_add(x, "differing_blocks", json_object_new_uint64(j->differing_blocks));
-		json_object_object_add(x, "differing_bytes", json_object_new_uint64(j->differing_bytes));
-		/* The bytes it holds that the primary lacks: its writes since
-		 * its last commit, when its bitmap can say. */
-		json_object_object_add(x, "lacking_bytes", j->opened && trusted
-				       ? json_object_new_uint64(j->status.dirty_bytes) : NULL);
-		json_object_object_add(x, "resume_offset", j->resume
-				       ? json_object_new_uint64(j->status.checkpoint_off) : NULL);
-		if (!no_ranges)
-			json_object_object_add(x, "ranges", ranges_json(&j->ranges));
-		json_object_object_add(x, "bytes_compared", json_object_new_uint64(j->bytes_compared));
-		json_object_object_add(x, "bytes_read",
-				       json_object_new_uint64(j->bytes_read + (j->bytes_compared ? size : 0)));
-		json_object_object_add(x, "bytes_sent", json_object_new_uint64(j->bytes_sent));
-		json_object_object_add(x, "bytes_written", json_object_new_uint64(j->bytes_written));
-		json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
-		if (j->r < 0)
-			json_object_object_add(x, "error", json_object_new_string(j->err));
-		json_object_array_add(arr, x);
-		if (write)
+		json_object_array_add(arr, resync_job_json(run, j));
+		if (run->write)
 			event_publish_end(n->bus, j->peer->name, j->r, j->state, j->bytes_compared,
 					  j->bytes_sent, j->seconds, j->err);
 	}
-	if (write && !failed && all) {
-		/* Every secondary has every block: the primary's marks may go,
-		 * the generation they share becomes the bitmap's base, and
-		 * the primary's later writes count under a new generation. */
-		struct meta_uuid next;
-
-		/* The base first: a crash before the metadata's update
-		 * leaves the bits set under the same generation, which a
-		 * quick resync still covers. */
-		pthread_mutex_lock(&n->lock);
-		n->base = mi.generation;
-		r = node_state_save_locked(n);
-		pthread_mutex_unlock(&n->lock);
-		if (r >= 0)
-			r = meta_uuid_random(&next);
-		if (r >= 0)
-			r = meta_resync_commit(node_meta(n), &next, false);
-		if (r < 0)
-			log_error("cannot start a new generation for '%s': %s", n->self->volume,
-			      strerror(-r));
-	}
-	if (write && !failed)
+	if (run->write && !failed && run->all)
+		resync_next_generation(run);
+	if (run->write && !failed)
 		node_last_resync_set(n);
-	json_object_object_add(res, "cluster", json_object_new_string(cfg->name));
+	meta_uuid_format(&run->mi.generation, u, sizeof(u));
+	json_object_object_add(res, "cluster", json_object_new_string(n->cfg->name));
 	json_object_object_add(res, "primary", json_object_new_string(n->self->name));
-	json_object_object_add(res, "generation",
-			       json_object_new_string(meta_uuid_format(&mi.generation, u, sizeof(u))));
+	json_object_object_add(res, "generation", json_object_new_string(u));
 	json_object_object_add(res, "nodes", arr);
-	if (write)
-		log_printf(failed ? LOG_ERR : LOG_INFO, "resync of cluster '%s' finished: %zu of %zu secondaries failed", cfg->name,
-		      failed, nj);
-	if (write)
-		event_publish_done(n->bus, nj, meta_uuid_format(&mi.generation, u, sizeof(u)));
-	/* Sent last, once this run let go of everything: a client may
-	 * start the next run the moment it reads the result. */
-	final = res;
-	r = 0;
-out:
-	for (size_t i = 0; jobs && i < nj; i++) {
-		peer_conn_free(jobs[i].c);
-		free(jobs[i].buf);
-		rangelist_release(&jobs[i].ranges);
+	if (run->write) {
+		log_printf(failed ? LOG_ERR : LOG_INFO,
+			   "resync of cluster '%s' finished: %zu of %zu secondaries failed",
+			   n->cfg->name, failed, run->nj);
+		event_publish_done(n->bus, run->nj, u);
 	}
-	if (tree && tc.built) {
-		/* This volume is not written by its own resync: a resync
-		 * right after its plan reuses the tree. */
-		tc.hashes = TAKE_PTR(hashes);
-		tc.tree = TAKE_PTR(tree);
-		tc.seed = o.seed;
-		tc.fanout = fanout;
-		tc.leaf = leaf;
-		tree_cache_put(n, &tc);
+	return res;
+}
+
+/* Let go of everything the run holds; the tree of this volume (not
+ * written by its own resync) is cached for a resync right after its
+ * plan. */
+static void resync_release(struct resync_run *run)
+{
+	struct node *n = run->n;
+
+	for (size_t i = 0; run->jobs && i < run->nj; i++) {
+		peer_conn_free(run->jobs[i].c);
+		free(run->jobs[i].buf);
+		rangelist_release(&run->jobs[i].ranges);
 	}
-	hashtree_free(tree);
-	if (frozen)
+	free(run->jobs);
+	if (run->tree && run->tc.built) {
+		run->tc.hashes = TAKE_PTR(run->hashes);
+		run->tc.tree = TAKE_PTR(run->tree);
+		run->tc.seed = run->o.seed;
+		run->tc.fanout = run->fanout;
+		run->tc.leaf = run->o.block_size;
+		tree_cache_put(n, &run->tc);
+	}
+	hashtree_free(run->tree);
+	free(run->hashes);
+	free(run->pbitmap);
+	if (run->frozen)
 		fusefs_fence_thaw(n->fs);
 	pthread_mutex_lock(&n->lock);
 	n->resync_running = false;
 	pthread_mutex_unlock(&n->lock);
+	pthread_mutex_destroy(&run->cli_lock);
+}
+
+/* verify (write = false) and resync (write = true, unless dry_run). */
+int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, bool write)
+{
+	struct resync_run run = {
+		.n = n, .cli = cli, .req = req, .write = write, .all = true,
+		.plan = req_bool(req, "plan"),
+		/* A client that shows no ranges may say so: thousands of
+		 * scattered ranges are most of a reply's bytes. */
+		.no_ranges = req_bool(req, "no_ranges"),
+		.ctx = {n->cfg, fusefs_volume(n->fs), n->bus, &n->rate, &n->cancel},
+	};
+	json_object *final = NULL;
+	int r;
+
+	r = resync_check(&run);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	pthread_mutex_lock(&n->lock);
+	if (n->resync_running) {
+		pthread_mutex_unlock(&n->lock);
+		return control_client_error(cli, "refused: a resync or verify is already running"), 0;
+	}
+	n->resync_running = true;
+	pthread_mutex_unlock(&n->lock);
+	pthread_mutex_init(&run.cli_lock, NULL);
+	atomic_store(&n->cancel, false);
+	ratectl_reset(&n->rate, run.max_rate);
+	run.size = node_size(n);
+	run.bitmap_size = (size_t)DIV_ROUND_UP(DIV_ROUND_UP(run.size, n->cfg->block_size), 8);
+
+	if (run.write) {
+		/* The primary's image stays still while it is read for the
+		 * secondaries: writes wait at the fence until the commit. */
+		r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
+		if (r < 0)
+			goto out;
+		run.frozen = true;
+	}
+	meta_info_get(node_meta(n), &run.mi);
+	pthread_mutex_lock(&n->lock);
+	run.base = n->base;
+	pthread_mutex_unlock(&n->lock);
+
+	r = resync_open(&run);
+	if (r < 0)
+		goto out;
+	resync_choose(&run);
+	resync_geometry(&run);
+	r = resync_hash(&run);
+	if (r != 0)
+		goto out;
+	r = resync_bitmap(&run);
+	if (r < 0)
+		goto out;
+	resync_run_jobs(&run);
+	/* Sent last, once this run let go of everything: a client may
+	 * start the next run the moment it reads the result. */
+	final = resync_report(&run);
+out:
+	resync_release(&run);
 	if (final)
-		r = control_client_result(cli, final);
-	return r;
+		return control_client_result(cli, final);
+	return r < 0 ? r : 0;
 }

@@ -468,12 +468,38 @@ static void session_state_note(struct session *s)
 	}
 }
 
+/* ERROR from the asking side: it stopped the session (a cancel). */
+static int session_error(struct session *s, size_t len)
+{
+	struct wire_text t;
+
+	if (wire_text_decode(s->in, len, &t) == 0)
+		log_info("'%s' stopped the session: %s", s->peer, t.text);
+	return SESSION_END;
+}
+
+/* Every frame the asking side may send after the hellos, by type (as
+ * libfuse's fuse_ll_ops[]): a type without a handler ends the session
+ * with "unexpected message"; a PRIMARY_ONLY one is refused from anyone
+ * but the cluster's primary. */
+static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
+	[WIRE_HASH_REQ] = {session_hash_req, 0},
+	[WIRE_PAGE_REQ] = {session_page_req, 0},
+	[WIRE_STATUS_REQ] = {session_status, 0},
+	[WIRE_BITMAP_REQ] = {session_bitmap, 0},
+	[WIRE_CONTROL] = {session_control, 0},
+	[WIRE_ERROR] = {session_error, 0},
+	[WIRE_BLOCKS] = {session_blocks, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_EXTENTS] = {session_extents, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_CHECKPOINT] = {session_checkpoint, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_COMMIT] = {session_commit, SESSION_OP_PRIMARY_ONLY},
+};
+
 static void session_serve(struct session *s)
 {
 	struct node *n = s->n;
 	struct wire_hello h, mine;
 	struct wire_text why;
-	bool from_primary;
 	uint16_t type;
 	size_t len;
 	int r;
@@ -498,9 +524,9 @@ static void session_serve(struct session *s)
 		send_text(s->c, WIRE_REFUSE, why.code, why.text);
 		return;
 	}
-	from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
-		       !strcmp(h.node, n->cfg->primary) && !n->is_primary;
-	if (from_primary) {
+	s->from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
+			  !strcmp(h.node, n->cfg->primary) && !n->is_primary;
+	if (s->from_primary) {
 		memcpy(s->target.b, h.generation.b, 16);
 		session_state_note(s);
 	}
@@ -511,6 +537,8 @@ static void session_serve(struct session *s)
 	peer_conn_set_timeout(s->c, NODE_SESSION_TIMEOUT_MS);
 
 	for (;;) {
+		const struct session_op *op;
+
 		r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
 		if (r == -ECONNRESET)
 			break;
@@ -518,44 +546,21 @@ static void session_serve(struct session *s)
 			log_error("session with '%s' failed: %s", s->peer, peer_conn_error(s->c));
 			break;
 		}
-		if (type == WIRE_HASH_REQ) {
-			r = session_hash_req(s, len);
-		} else if (type == WIRE_PAGE_REQ) {
-			r = session_page_req(s, len);
-		} else if (type == WIRE_STATUS_REQ) {
-			r = session_status(s, len);
-		} else if (type == WIRE_BITMAP_REQ) {
-			r = session_bitmap(s, len);
-		} else if (type == WIRE_CONTROL) {
-			r = session_control(s, len);
-			if (r == -ECANCELED)
-				break; /* said, or nobody to say it to */
-		} else if ((type == WIRE_BLOCKS || type == WIRE_EXTENTS || type == WIRE_CHECKPOINT ||
-			    type == WIRE_COMMIT) &&
-			   !from_primary) {
-			log_warning("refused writes from '%s': it is not the primary", s->peer);
-			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
-				  "only the primary may rewrite this volume");
-			break;
-		} else if (type == WIRE_BLOCKS) {
-			r = session_blocks(s, len);
-		} else if (type == WIRE_EXTENTS) {
-			r = session_extents(s, len);
-		} else if (type == WIRE_CHECKPOINT) {
-			r = session_checkpoint(s, len);
-		} else if (type == WIRE_COMMIT) {
-			r = session_commit(s, len);
-		} else if (type == WIRE_ERROR) {
-			struct wire_text t;
-
-			if (wire_text_decode(s->in, len, &t) == 0)
-				log_info("'%s' stopped the session: %s", s->peer, t.text);
-			break;
-		} else {
+		op = type < ARRAY_SIZE(session_ops) ? &session_ops[type] : NULL;
+		if (!op || !op->fn) {
 			log_warning("unexpected %s from '%s'", wire_type_name(type), s->peer);
 			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
 			break;
 		}
+		if ((op->flags & SESSION_OP_PRIMARY_ONLY) && !s->from_primary) {
+			log_warning("refused writes from '%s': it is not the primary", s->peer);
+			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
+				  "only the primary may rewrite this volume");
+			break;
+		}
+		r = op->fn(s, len);
+		if (r == SESSION_END)
+			break; /* said, or nobody to say it to */
 		if (r < 0) {
 			char msg[256];
 
