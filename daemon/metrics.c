@@ -164,53 +164,65 @@ int metrics_render(struct metrics *m, char **ret)
 		dirty = meta_dirty_bytes(m->o.meta);
 	}
 	pthread_mutex_lock(&m->lock);
-	help(o, "resync_node_state", "gauge", "1 for the state each node is in (peers: as last seen)");
+	help(o, "resync_node_state", "gauge",
+	     "1 for the state each node is in (peers: as last seen)");
 	for (size_t i = 0; i < cfg->n_nodes; i++) {
 		const char *cur = !strcmp(cfg->nodes[i].name, m->o.node) ? self_state : m->nodes[i].state;
 
 		for (size_t k = 0; k < ARRAY_SIZE(states); k++)
 			fprintf(o, "resync_node_state{node=\"%s\",state=\"%s\"} %d\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)), states[k], !strcmp(cur, states[k]));
+				esc(cfg->nodes[i].name, e, sizeof(e)), states[k],
+				!strcmp(cur, states[k]));
 	}
 	help(o, "resync_dirty_bytes", "gauge", "bytes written since the last completed resync");
-	fprintf(o, "resync_dirty_bytes{node=\"%s\"} %" PRIu64 "\n", esc(m->o.node, e, sizeof(e)), dirty);
+	fprintf(o, "resync_dirty_bytes{node=\"%s\"} %" PRIu64 "\n", esc(m->o.node, e, sizeof(e)),
+		dirty);
 	help(o, "resync_in_progress", "gauge", "1 while a resync runs from this node");
 	fprintf(o, "resync_in_progress %d\n", m->in_progress);
-	help(o, "resync_progress_ratio", "gauge", "done fraction of the running or last resync per secondary");
+	help(o, "resync_progress_ratio", "gauge",
+	     "done fraction of the running or last resync per secondary");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
 			fprintf(o, "resync_progress_ratio{node=\"%s\"} %.6f\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].ratio);
+				esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].ratio);
 	help(o, "resync_bytes_compared_total", "counter", "bytes compared with each secondary");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
 			fprintf(o, "resync_bytes_compared_total{node=\"%s\"} %" PRIu64 "\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)),
-			     m->nodes[i].compared_base + m->nodes[i].compared_cur);
+				esc(cfg->nodes[i].name, e, sizeof(e)),
+				m->nodes[i].compared_base + m->nodes[i].compared_cur);
 	help(o, "resync_bytes_sent_total", "counter", "bytes sent to each secondary");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
 			fprintf(o, "resync_bytes_sent_total{node=\"%s\"} %" PRIu64 "\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)),
-			     m->nodes[i].sent_base + m->nodes[i].sent_cur);
-	help(o, "resync_last_success_timestamp_seconds", "gauge", "unix time of the last successful resync, 0 never");
+				esc(cfg->nodes[i].name, e, sizeof(e)),
+				m->nodes[i].sent_base + m->nodes[i].sent_cur);
+	help(o, "resync_last_success_timestamp_seconds", "gauge",
+	     "unix time of the last successful resync, 0 never");
 	fprintf(o, "resync_last_success_timestamp_seconds %.3f\n", m->last_success);
 	help(o, "resync_last_duration_seconds", "gauge", "duration of the last resync");
 	fprintf(o, "resync_last_duration_seconds %.3f\n", m->last_duration);
 	help(o, "resync_last_result", "gauge", "1 for the result of the last resync");
 	for (size_t k = 0; k < ARRAY_SIZE(results); k++)
-		fprintf(o, "resync_last_result{result=\"%s\"} %d\n", results[k], m->last_result == (int)k);
-	help(o, "resync_peer_connected", "gauge", "1 when the last contact with the peer succeeded");
+		fprintf(o, "resync_last_result{result=\"%s\"} %d\n", results[k],
+			m->last_result == (int)k);
+	help(o, "resync_peer_connected", "gauge",
+	     "1 when the last contact with the peer succeeded");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
 			fprintf(o, "resync_peer_connected{peer=\"%s\"} %d\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].connected == 1);
-	help(o, "resync_notifications_total", "counter", "notification attempts by channel and outcome");
+				esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].connected == 1);
+	help(o, "resync_notifications_total", "counter",
+	     "notification attempts by channel and outcome");
 	for (size_t k = 0; k < ARRAY_SIZE(chans); k++) {
-		fprintf(o, "resync_notifications_total{channel=\"%s\",outcome=\"delivered\"} %" PRIu64 "\n",
-		     chans[k], m->notif[k][0]);
-		fprintf(o, "resync_notifications_total{channel=\"%s\",outcome=\"failed\"} %" PRIu64 "\n",
-		     chans[k], m->notif[k][1]);
+		fprintf(o,
+			"resync_notifications_total{channel=\"%s\",outcome=\"delivered\"} %" PRIu64
+			"\n",
+			chans[k], m->notif[k][0]);
+		fprintf(o,
+			"resync_notifications_total{channel=\"%s\",outcome=\"failed\"} %" PRIu64
+			"\n",
+			chans[k], m->notif[k][1]);
 	}
 	pthread_mutex_unlock(&m->lock);
 	bad = ferror(o);

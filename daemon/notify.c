@@ -189,13 +189,13 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 		json_object *x = nn ? json_object_array_get_idx(nodes, 0) : NULL;
 
 		fprintf(s, "[resync] cluster '%s': node '%s' is %s", cluster,
-			   jstr_or(x, "name", "?"), result);
+			jstr_or(x, "name", "?"), result);
 		fprintf(b, "Node '%s' of cluster '%s' turned %s (it was %s).\n",
-			   jstr_or(x, "name", "?"), cluster, result, jstr_or(x, "state_before", "?"));
+			jstr_or(x, "name", "?"), cluster, result, jstr_or(x, "state_before", "?"));
 		if (jstr(x, "error"))
 			fprintf(b, "Reason: %s\n", jstr(x, "error"));
 		fprintf(b, "Reported by '%s' at %s.\n\n", jstr_or(p, "node", "?"),
-			   jstr_or(p, "time", "?"));
+			jstr_or(p, "time", "?"));
 	} else {
 		const char *what = !strcmp(result, "success") ? "succeeded"
 				   : !strcmp(result, "cancelled") ? "cancelled"
@@ -206,10 +206,10 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 			ok += !strcmp(jstr_or(json_object_array_get_idx(nodes, i), "result", ""),
 				      "resynced");
 		fprintf(s, "[resync] cluster '%s': resync %s (%zu of %zu secondaries UpToDate)",
-			   cluster, what, ok, nn);
+			cluster, what, ok, nn);
 		fprintf(b, "The resync of cluster '%s' from primary '%s' %s at %s after %.1f s.\n",
-			   cluster, jstr_or(p, "primary", "?"), what, jstr_or(p, "time", "?"),
-			   jdouble(p, "seconds"));
+			cluster, jstr_or(p, "primary", "?"), what, jstr_or(p, "time", "?"),
+			jdouble(p, "seconds"));
 		if (jstr(p, "generation"))
 			fprintf(b, "Primary generation: %s\n", jstr(p, "generation"));
 		fprintf(b, "\n");
@@ -221,7 +221,7 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 			human(ju64(x, "bytes_sent"), t, sizeof(t));
 			fprintf(b, "%s: %s\n", jstr_or(x, "name", "?"), jstr_or(x, "result", "?"));
 			fprintf(b, "  state:          %s -> %s\n", jstr_or(x, "state_before", "?"),
-				   jstr_or(x, "state_after", "?"));
+				jstr_or(x, "state_after", "?"));
 			fprintf(b, "  bytes compared: %s\n", c);
 			fprintf(b, "  bytes sent:     %s\n", t);
 			fprintf(b, "  duration:       %.1f s\n", jdouble(x, "seconds"));
@@ -273,7 +273,8 @@ int notify_env_build(const json_object *p, char ***ret)
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < nn; i++)
-		fprintf(f, "%s%s", i ? " " : "", jstr_or(json_object_array_get_idx(nodes, i), "name", ""));
+		fprintf(f, "%s%s", i ? " " : "",
+			jstr_or(json_object_array_get_idx(nodes, i), "name", ""));
 	oom = memstream_close(f) < 0;
 #define PUT(...)                                                                                   \
 	do {                                                                                       \
@@ -649,7 +650,8 @@ static json_object *item_doc_refresh(struct item *it)
 static int spool_write(struct notify *n, struct item *it)
 {
 	_cleanup_free_ char *path = NULL;
-	const char *s = json_object_to_json_string_ext(item_doc_refresh(it), JSON_C_TO_STRING_PLAIN);
+	const char *s =
+	    json_object_to_json_string_ext(item_doc_refresh(it), JSON_C_TO_STRING_PLAIN);
 
 	if (asprintf(&path, "%s/%s.json", n->spool, it->id) < 0) {
 		path = NULL;

@@ -28,7 +28,8 @@ static ssize_t xfer_all(int fd, void *buf, size_t len, int64_t off, bool wr)
 		ssize_t n;
 
 		if (!wr)
-			n = off < 0 ? read(fd, p, left) : pread(fd, p, left, (off_t)(off + (int64_t)done));
+			n = off < 0 ? read(fd, p, left)
+				    : pread(fd, p, left, (off_t)(off + (int64_t)done));
 		else if (off >= 0)
 			n = pwrite(fd, p, left, (off_t)(off + (int64_t)done));
 		else if (sock) {

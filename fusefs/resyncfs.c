@@ -92,20 +92,20 @@ enum {
 /* Our options; "key=" templates match only with a value, the others only
  * without one: anything else in a -o list goes to FUSE. */
 static const struct fuse_opt resyncfs_opts[] = {
-	FUSE_OPT_KEY("-h", KEY_HELP),
-	FUSE_OPT_KEY("--help", KEY_HELP),
-	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
-	FUSE_OPT_KEY("block_size=", KEY_BLOCK_SIZE),
-	FUSE_OPT_KEY("meta=", KEY_META),
-	FUSE_OPT_KEY("control=", KEY_CONTROL),
-	FUSE_OPT_KEY("al_extents=", KEY_AL_EXTENTS),
-	FUSE_OPT_KEY("al_extent_size=", KEY_AL_EXTENT_SIZE),
-	FUSE_OPT_KEY("threads=", KEY_THREADS),
-	FUSE_OPT_KEY("io=", KEY_IO),
-	FUSE_OPT_KEY("splice", KEY_SPLICE),
-	FUSE_OPT_KEY("notrack", KEY_NOTRACK),
-	FUSE_OPT_KEY("writeback", KEY_WRITEBACK),
-	FUSE_OPT_END,
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+    FUSE_OPT_KEY("block_size=", KEY_BLOCK_SIZE),
+    FUSE_OPT_KEY("meta=", KEY_META),
+    FUSE_OPT_KEY("control=", KEY_CONTROL),
+    FUSE_OPT_KEY("al_extents=", KEY_AL_EXTENTS),
+    FUSE_OPT_KEY("al_extent_size=", KEY_AL_EXTENT_SIZE),
+    FUSE_OPT_KEY("threads=", KEY_THREADS),
+    FUSE_OPT_KEY("io=", KEY_IO),
+    FUSE_OPT_KEY("splice", KEY_SPLICE),
+    FUSE_OPT_KEY("notrack", KEY_NOTRACK),
+    FUSE_OPT_KEY("writeback", KEY_WRITEBACK),
+    FUSE_OPT_END,
 };
 
 /* An option's value: what follows '=' (the templates above ensure one). */
@@ -136,8 +136,8 @@ static int parse_opt(void *data, const char *arg, int key, struct fuse_args *out
 		return parse_u32("al_extents", opt_value(arg), &a->fo.meta.al_extents) < 0 ? -1 : 0;
 	case KEY_AL_EXTENT_SIZE:
 		return parse_u32("al_extent_size", opt_value(arg), &a->fo.meta.al_extent_size) < 0
-			       ? -1
-			       : 0;
+			   ? -1
+			   : 0;
 	case KEY_THREADS:
 		return parse_u32("threads", opt_value(arg), &a->fo.max_threads) < 0 ? -1 : 0;
 	case KEY_META:

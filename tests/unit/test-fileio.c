@@ -338,15 +338,15 @@ static void test_fileio_clock(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fileio_pipe_short),
-		cmocka_unit_test(test_fileio_write_errors),
-		cmocka_unit_test(test_fileio_pread),
-		cmocka_unit_test(test_fileio_write_atomic),
-		cmocka_unit_test(test_fileio_write_atomic_fails),
-		cmocka_unit_test(test_fileio_atomic_two_steps),
-		cmocka_unit_test(test_fileio_fsync_directory),
-		cmocka_unit_test(test_fileio_mkdir_p),
-		cmocka_unit_test(test_fileio_clock),
+	    cmocka_unit_test(test_fileio_pipe_short),
+	    cmocka_unit_test(test_fileio_write_errors),
+	    cmocka_unit_test(test_fileio_pread),
+	    cmocka_unit_test(test_fileio_write_atomic),
+	    cmocka_unit_test(test_fileio_write_atomic_fails),
+	    cmocka_unit_test(test_fileio_atomic_two_steps),
+	    cmocka_unit_test(test_fileio_fsync_directory),
+	    cmocka_unit_test(test_fileio_mkdir_p),
+	    cmocka_unit_test(test_fileio_clock),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
