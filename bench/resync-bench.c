@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "resync/blockcmp.h"
+#include "resync/clock.h"
+#include "resync/fileio.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
@@ -56,14 +58,6 @@ static void errorf(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-}
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- data: xoshiro256** seeded through splitmix64 ---- */
@@ -119,42 +113,6 @@ static void rng_fill(struct rng *r, unsigned char *buf, size_t len)
 
 /* ---- files ---- */
 
-static int write_full(int fd, const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static ssize_t read_full(int fd, void *buf, size_t len)
-{
-	unsigned char *p = buf;
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = read(fd, p + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
-}
-
 /* Write a volume of size bytes: the stream of seed, with the 4 KiB blocks
  * marked in changed (a bitmap, or NULL) replaced by data of change_seed. */
 static int volume_generate(const char *path, uint64_t size, uint64_t seed, const uint64_t *changed,
@@ -182,7 +140,7 @@ static int volume_generate(const char *path, uint64_t size, uint64_t seed, const
 			if (changed[blk / 64] & (1ULL << (blk % 64)))
 				rng_fill(&chg, buf + b, BENCH_BLOCK);
 		}
-		r = write_full(fd, buf, len);
+		r = fd_write_all(fd, buf, len);
 		if (r < 0)
 			return r;
 	}
@@ -200,7 +158,7 @@ static int file_warm(const char *path, unsigned char *buf)
 	if (fd < 0)
 		return -errno;
 	do {
-		n = read_full(fd, buf, BENCH_BUF);
+		n = fd_read_all(fd, buf, BENCH_BUF);
 		if (n < 0)
 			return (int)n;
 	} while (n > 0);
@@ -219,8 +177,8 @@ static int files_compare(const char *a, const char *b, unsigned char *ba, unsign
 	if (fa < 0 || fb < 0)
 		return -errno;
 	for (;;) {
-		ssize_t na = read_full(fa, ba, BENCH_BUF);
-		ssize_t nb = read_full(fb, bb, BENCH_BUF);
+		ssize_t na = fd_read_all(fa, ba, BENCH_BUF);
+		ssize_t nb = fd_read_all(fb, bb, BENCH_BUF);
 
 		if (na < 0)
 			return (int)na;
@@ -467,7 +425,7 @@ static int run_tool(struct bench *b, enum tool_id t, double *ret_seconds, long *
 	const char *cat[] = {"cat", b->src, b->dst, NULL};
 	const char *rd[] = {b->self, "read", b->src, b->dst, NULL};
 	const char *const *steps[3] = {NULL};
-	double t0, t1;
+	uint64_t t0, t1;
 	int r = 0;
 
 	switch (t) {
@@ -494,11 +452,11 @@ static int run_tool(struct bench *b, enum tool_id t, double *ret_seconds, long *
 	case T_COUNT:
 		return -1;
 	}
-	t0 = now_seconds();
+	t0 = clock_usec();
 	for (size_t i = 0; i < ARRAY_SIZE(steps) && steps[i] && r == 0; i++)
 		r = child_run(steps[i], maxrss);
-	t1 = now_seconds();
-	*ret_seconds = t1 - t0;
+	t1 = clock_usec();
+	*ret_seconds = (double)(t1 - t0) / 1e6;
 	return r;
 }
 

@@ -16,6 +16,7 @@
 #include <zstd.h>
 
 #include "config.h"
+#include "resync/fileio.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
@@ -650,7 +651,8 @@ int cluster_config_load(const char *path, char *err, size_t errlen, struct clust
 {
 	_cleanup_free_ char *text = NULL;
 	_cleanup_close_ int fd = -1;
-	size_t len = 0;
+	size_t len;
+	ssize_t n;
 	struct stat st;
 
 	if (errlen)
@@ -669,21 +671,12 @@ int cluster_config_load(const char *path, char *err, size_t errlen, struct clust
 	text = malloc(st.st_size + 1);
 	if (!text)
 		return -ENOMEM;
-	while (len < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + len, st.st_size - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int e = errno;
-
-			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(e));
-			return -e;
-		}
-		if (n == 0)
-			break;
-		len += n;
+	n = fd_read_all(fd, text, (size_t)st.st_size);
+	if (n < 0) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror((int)-n));
+		return (int)n;
 	}
+	len = (size_t)n;
 	text[len] = 0;
 	if (strlen(text) != len) {
 		snprintf(err, errlen, "%s: contains a NUL byte", path);

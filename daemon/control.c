@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "resync/fileio.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 
@@ -41,22 +42,6 @@ struct control_server {
 	struct control_client *clients; /* protected by lock */
 };
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int send_line(int fd, struct json_object *obj)
 {
 	const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
@@ -67,7 +52,7 @@ static int send_line(int fd, struct json_object *obj)
 		return -ENOMEM;
 	memcpy(line, s, len);
 	line[len] = '\n';
-	return write_all(fd, line, len + 1);
+	return fd_write_all(fd, line, len + 1);
 }
 
 int control_client_send(struct control_client *c, struct json_object *obj)
@@ -492,15 +477,10 @@ int control_recv(int fd, int timeout_ms, struct json_object **ret)
 			cap = ncap;
 		}
 		/* What was peeked is there: this read takes it whole. */
-		for (size_t got = 0; got < take;) {
-			n = recv(fd, buf + len + got, take - got, 0);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				r = n < 0 ? -errno : -ECONNRESET;
-				goto out;
-			}
-			got += (size_t)n;
+		n = fd_read_all(fd, buf + len, take);
+		if (n < 0 || (size_t)n < take) {
+			r = n < 0 ? (int)n : -ECONNRESET;
+			goto out;
 		}
 		len += take;
 		if (nl) {

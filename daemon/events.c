@@ -11,6 +11,7 @@
 
 #include "control.h"
 #include "events.h"
+#include "resync/clock.h"
 #include "resync/macro.h"
 
 enum {
@@ -26,7 +27,7 @@ struct event_sub {
 
 struct progress_clock {
 	char node[RESYNC_NAME_MAX + 1];
-	int64_t last; /* monotonic usec */
+	int64_t last; /* clock_usec() */
 };
 
 struct event_bus {
@@ -36,7 +37,7 @@ struct event_bus {
 	struct progress_clock *clocks;	/* protected by lock */
 	size_t n_clocks;		/* protected by lock */
 	/* The run in progress: when it began (0: none), how it went so far. */
-	int64_t run_t0;			/* monotonic usec; protected by lock */
+	uint64_t run_t0;		/* clock_usec(); protected by lock */
 	bool run_failed, run_cancelled; /* protected by lock */
 };
 
@@ -56,22 +57,6 @@ static const char *const kind_names[EVENT_KIND_COUNT] = {
 const char *event_kind_name(enum event_kind k)
 {
 	return (unsigned)k < EVENT_KIND_COUNT ? kind_names[k] : "unknown";
-}
-
-static int64_t mono_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t real_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 int event_bus_new(const char *cluster, struct event_bus **ret)
@@ -146,7 +131,7 @@ void event_bus_unsubscribe(struct event_bus *b, struct event_sub *s)
  * Called under b->lock. */
 static bool progress_due(struct event_bus *b, const char *node)
 {
-	int64_t now = mono_usec();
+	int64_t now = (int64_t)clock_usec();
 	struct progress_clock *c = NULL;
 
 	for (size_t i = 0; i < b->n_clocks; i++)
@@ -189,12 +174,12 @@ void event_bus_publish(struct event_bus *b, const struct event *e)
 		return;
 	ev = *e;
 	if (!ev.time_usec)
-		ev.time_usec = real_usec();
+		ev.time_usec = clock_real_usec();
 	pthread_mutex_lock(&b->lock);
 	if (ev.kind == EVENT_RESYNC_STARTED) {
 		progress_reset(b, ev.node);
 		if (!b->run_t0) {
-			b->run_t0 = mono_usec();
+			b->run_t0 = clock_usec();
 			b->run_failed = b->run_cancelled = false;
 		}
 	}
@@ -209,7 +194,7 @@ void event_bus_publish(struct event_bus *b, const struct event *e)
 				 : b->run_cancelled ? "cancelled"
 						    : "success");
 		if (ev.seconds == 0 && b->run_t0)
-			ev.seconds = (double)(mono_usec() - b->run_t0) / 1e6;
+			ev.seconds = (double)(clock_usec() - b->run_t0) / 1e6;
 		b->run_t0 = 0;
 		b->run_failed = b->run_cancelled = false;
 	}
@@ -301,17 +286,6 @@ static void add_u64(json_object *o, const char *k, uint64_t v)
 	json_object_object_add(o, k, json_object_new_uint64(v));
 }
 
-static void format_time(int64_t usec, char *buf, size_t len)
-{
-	time_t t = (time_t)(usec / 1000000);
-	struct tm tm;
-	char s[32];
-
-	gmtime_r(&t, &tm);
-	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, len, "%s.%06dZ", s, (int)(usec % 1000000));
-}
-
 json_object *event_to_json(const struct event *e, const char *cluster)
 {
 	json_object *o = json_object_new_object();
@@ -319,7 +293,7 @@ json_object *event_to_json(const struct event *e, const char *cluster)
 
 	if (!o)
 		return NULL;
-	format_time(e->time_usec, t, sizeof(t));
+	clock_format_utc(e->time_usec, true, t, sizeof(t));
 	add_str(o, "type", "event");
 	add_str(o, "event", event_kind_name(e->kind));
 	add_str(o, "cluster", cluster ? cluster : "");
@@ -387,7 +361,7 @@ void event_format(const struct event *e, char *buf, size_t len)
 {
 	char t[64];
 
-	format_time(e->time_usec, t, sizeof(t));
+	clock_format_utc(e->time_usec, true, t, sizeof(t));
 	switch (e->kind) {
 	case EVENT_RESYNC_STARTED:
 		snprintf(buf, len, "%s resync_started %s state %s", t, e->node, e->state);

@@ -118,42 +118,6 @@ static void on_event(void *arg, const struct event *e)
 	pthread_mutex_unlock(&m->lock);
 }
 
-struct out {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void outf(struct out *o, const char *fmt, ...)
-{
-	va_list ap;
-	int k;
-
-	while (!o->oom) {
-		va_start(ap, fmt);
-		k = vsnprintf(o->p ? o->p + o->len : NULL, o->cap - o->len, fmt, ap);
-		va_end(ap);
-		if (k < 0) {
-			o->oom = true;
-			break;
-		}
-		if ((size_t)k < o->cap - o->len) {
-			o->len += (size_t)k;
-			break;
-		}
-		size_t ncap = (o->cap + (size_t)k + 1) * 2;
-		char *np = realloc(o->p, ncap);
-
-		if (!np) {
-			o->oom = true;
-			break;
-		}
-		o->p = np;
-		o->cap = ncap;
-	}
-}
-
 /* Label values are node names from the config: escape \, " and newline
  * anyway, as the format asks. */
 static const char *esc(const char *s, char *buf, size_t len)
@@ -175,18 +139,23 @@ static const char *esc(const char *s, char *buf, size_t len)
 	return buf;
 }
 
-static void help(struct out *o, const char *name, const char *type, const char *text)
+static void help(FILE *o, const char *name, const char *type, const char *text)
 {
-	outf(o, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+	fprintf(o, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
 }
 
 int metrics_render(struct metrics *m, char **ret)
 {
 	const struct cluster_config *cfg = m->o.cfg;
-	struct out o = {0};
+	_cleanup_free_ char *text = NULL;
+	size_t text_len;
+	FILE *o = open_memstream(&text, &text_len);
+	int bad;
 	char self_state[32] = "Unknown", e[2 * RESYNC_NAME_MAX + 8];
 	uint64_t dirty = 0;
 
+	if (!o)
+		return -ENOMEM;
 	if (m->o.meta) {
 		struct meta_info mi;
 
@@ -195,60 +164,72 @@ int metrics_render(struct metrics *m, char **ret)
 		dirty = meta_dirty_bytes(m->o.meta);
 	}
 	pthread_mutex_lock(&m->lock);
-	help(&o, "resync_node_state", "gauge", "1 for the state each node is in (peers: as last seen)");
+	help(o, "resync_node_state", "gauge",
+	     "1 for the state each node is in (peers: as last seen)");
 	for (size_t i = 0; i < cfg->n_nodes; i++) {
 		const char *cur = !strcmp(cfg->nodes[i].name, m->o.node) ? self_state : m->nodes[i].state;
 
 		for (size_t k = 0; k < ARRAY_SIZE(states); k++)
-			outf(&o, "resync_node_state{node=\"%s\",state=\"%s\"} %d\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)), states[k], !strcmp(cur, states[k]));
+			fprintf(o, "resync_node_state{node=\"%s\",state=\"%s\"} %d\n",
+				esc(cfg->nodes[i].name, e, sizeof(e)), states[k],
+				!strcmp(cur, states[k]));
 	}
-	help(&o, "resync_dirty_bytes", "gauge", "bytes written since the last completed resync");
-	outf(&o, "resync_dirty_bytes{node=\"%s\"} %" PRIu64 "\n", esc(m->o.node, e, sizeof(e)), dirty);
-	help(&o, "resync_in_progress", "gauge", "1 while a resync runs from this node");
-	outf(&o, "resync_in_progress %d\n", m->in_progress);
-	help(&o, "resync_progress_ratio", "gauge", "done fraction of the running or last resync per secondary");
+	help(o, "resync_dirty_bytes", "gauge", "bytes written since the last completed resync");
+	fprintf(o, "resync_dirty_bytes{node=\"%s\"} %" PRIu64 "\n", esc(m->o.node, e, sizeof(e)),
+		dirty);
+	help(o, "resync_in_progress", "gauge", "1 while a resync runs from this node");
+	fprintf(o, "resync_in_progress %d\n", m->in_progress);
+	help(o, "resync_progress_ratio", "gauge",
+	     "done fraction of the running or last resync per secondary");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
-			outf(&o, "resync_progress_ratio{node=\"%s\"} %.6f\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].ratio);
-	help(&o, "resync_bytes_compared_total", "counter", "bytes compared with each secondary");
+			fprintf(o, "resync_progress_ratio{node=\"%s\"} %.6f\n",
+				esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].ratio);
+	help(o, "resync_bytes_compared_total", "counter", "bytes compared with each secondary");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
-			outf(&o, "resync_bytes_compared_total{node=\"%s\"} %" PRIu64 "\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)),
-			     m->nodes[i].compared_base + m->nodes[i].compared_cur);
-	help(&o, "resync_bytes_sent_total", "counter", "bytes sent to each secondary");
+			fprintf(o, "resync_bytes_compared_total{node=\"%s\"} %" PRIu64 "\n",
+				esc(cfg->nodes[i].name, e, sizeof(e)),
+				m->nodes[i].compared_base + m->nodes[i].compared_cur);
+	help(o, "resync_bytes_sent_total", "counter", "bytes sent to each secondary");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
-			outf(&o, "resync_bytes_sent_total{node=\"%s\"} %" PRIu64 "\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)),
-			     m->nodes[i].sent_base + m->nodes[i].sent_cur);
-	help(&o, "resync_last_success_timestamp_seconds", "gauge", "unix time of the last successful resync, 0 never");
-	outf(&o, "resync_last_success_timestamp_seconds %.3f\n", m->last_success);
-	help(&o, "resync_last_duration_seconds", "gauge", "duration of the last resync");
-	outf(&o, "resync_last_duration_seconds %.3f\n", m->last_duration);
-	help(&o, "resync_last_result", "gauge", "1 for the result of the last resync");
+			fprintf(o, "resync_bytes_sent_total{node=\"%s\"} %" PRIu64 "\n",
+				esc(cfg->nodes[i].name, e, sizeof(e)),
+				m->nodes[i].sent_base + m->nodes[i].sent_cur);
+	help(o, "resync_last_success_timestamp_seconds", "gauge",
+	     "unix time of the last successful resync, 0 never");
+	fprintf(o, "resync_last_success_timestamp_seconds %.3f\n", m->last_success);
+	help(o, "resync_last_duration_seconds", "gauge", "duration of the last resync");
+	fprintf(o, "resync_last_duration_seconds %.3f\n", m->last_duration);
+	help(o, "resync_last_result", "gauge", "1 for the result of the last resync");
 	for (size_t k = 0; k < ARRAY_SIZE(results); k++)
-		outf(&o, "resync_last_result{result=\"%s\"} %d\n", results[k], m->last_result == (int)k);
-	help(&o, "resync_peer_connected", "gauge", "1 when the last contact with the peer succeeded");
+		fprintf(o, "resync_last_result{result=\"%s\"} %d\n", results[k],
+			m->last_result == (int)k);
+	help(o, "resync_peer_connected", "gauge",
+	     "1 when the last contact with the peer succeeded");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
 		if (strcmp(cfg->nodes[i].name, m->o.node))
-			outf(&o, "resync_peer_connected{peer=\"%s\"} %d\n",
-			     esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].connected == 1);
-	help(&o, "resync_notifications_total", "counter", "notification attempts by channel and outcome");
+			fprintf(o, "resync_peer_connected{peer=\"%s\"} %d\n",
+				esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].connected == 1);
+	help(o, "resync_notifications_total", "counter",
+	     "notification attempts by channel and outcome");
 	for (size_t k = 0; k < ARRAY_SIZE(chans); k++) {
-		outf(&o, "resync_notifications_total{channel=\"%s\",outcome=\"delivered\"} %" PRIu64 "\n",
-		     chans[k], m->notif[k][0]);
-		outf(&o, "resync_notifications_total{channel=\"%s\",outcome=\"failed\"} %" PRIu64 "\n",
-		     chans[k], m->notif[k][1]);
+		fprintf(o,
+			"resync_notifications_total{channel=\"%s\",outcome=\"delivered\"} %" PRIu64
+			"\n",
+			chans[k], m->notif[k][0]);
+		fprintf(o,
+			"resync_notifications_total{channel=\"%s\",outcome=\"failed\"} %" PRIu64
+			"\n",
+			chans[k], m->notif[k][1]);
 	}
 	pthread_mutex_unlock(&m->lock);
-	if (o.oom || !o.p) {
-		free(o.p);
+	bad = ferror(o);
+	bad |= fclose(o);
+	if (bad)
 		return -ENOMEM;
-	}
-	*ret = o.p;
+	*ret = TAKE_PTR(text);
 	return 0;
 }
 

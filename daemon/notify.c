@@ -24,6 +24,8 @@
 #include "events.h"
 #include "log.h"
 #include "notify.h"
+#include "resync/clock.h"
+#include "resync/fileio.h"
 #include "resync/macro.h"
 #include "resync/meta.h"
 
@@ -90,20 +92,10 @@ unsigned notify_channels(const struct cluster_config *cfg)
 	       (cfg->notify_command ? NOTIFY_COMMAND : 0);
 }
 
+/* Delivery times and backoffs are counted in milliseconds. */
 static int64_t mono_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t real_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return (int64_t)(clock_usec() / 1000);
 }
 
 static const char *jstr(const json_object *o, const char *key)
@@ -149,57 +141,14 @@ static json_object *jnodes(const json_object *o)
 	return v;
 }
 
-static void format_time(int64_t usec, char *buf, size_t len)
+/* Close a stream of open_memstream(): 0, or -ENOMEM when a write to it
+ * failed (its buffer is then incomplete; the caller still frees it). */
+static int memstream_close(FILE *f)
 {
-	time_t t = (time_t)(usec / 1000000);
-	struct tm tm;
-	char s[32];
+	int bad = ferror(f);
 
-	gmtime_r(&t, &tm);
-	strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, len, "%s.%06dZ", s, (int)(usec % 1000000));
-}
-
-/* ---- text of the email ---- */
-
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int k;
-
-	if (b->oom)
-		return;
-	for (;;) {
-		size_t room = b->cap - b->len;
-
-		va_start(ap, fmt);
-		k = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (k < 0) {
-			b->oom = true;
-			return;
-		}
-		if ((size_t)k < room) {
-			b->len += (size_t)k;
-			return;
-		}
-		size_t ncap = (b->cap + (size_t)k + 1) * 2;
-		char *np = realloc(b->p, ncap);
-
-		if (!np) {
-			b->oom = true;
-			return;
-		}
-		b->p = np;
-		b->cap = ncap;
-	}
+	bad |= fclose(f);
+	return bad ? -ENOMEM : 0;
 }
 
 static void human(uint64_t v, char *buf, size_t len)
@@ -224,19 +173,29 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 	const char *cluster = jstr_or(p, "cluster", "?");
 	json_object *nodes = jnodes(p);
 	size_t nn = nodes ? json_object_array_length(nodes) : 0;
-	struct buf s = {0}, b = {0};
+	_cleanup_free_ char *sp = NULL, *bp = NULL;
+	size_t sl, bl;
+	FILE *s = open_memstream(&sp, &sl), *b = open_memstream(&bp, &bl);
+	int r;
 
+	if (!s || !b) {
+		if (s)
+			fclose(s);
+		if (b)
+			fclose(b);
+		return -ENOMEM;
+	}
 	if (!strcmp(type, "state_changed")) {
 		json_object *x = nn ? json_object_array_get_idx(nodes, 0) : NULL;
 
-		buf_printf(&s, "[resync] cluster '%s': node '%s' is %s", cluster,
-			   jstr_or(x, "name", "?"), result);
-		buf_printf(&b, "Node '%s' of cluster '%s' turned %s (it was %s).\n",
-			   jstr_or(x, "name", "?"), cluster, result, jstr_or(x, "state_before", "?"));
+		fprintf(s, "[resync] cluster '%s': node '%s' is %s", cluster,
+			jstr_or(x, "name", "?"), result);
+		fprintf(b, "Node '%s' of cluster '%s' turned %s (it was %s).\n",
+			jstr_or(x, "name", "?"), cluster, result, jstr_or(x, "state_before", "?"));
 		if (jstr(x, "error"))
-			buf_printf(&b, "Reason: %s\n", jstr(x, "error"));
-		buf_printf(&b, "Reported by '%s' at %s.\n\n", jstr_or(p, "node", "?"),
-			   jstr_or(p, "time", "?"));
+			fprintf(b, "Reason: %s\n", jstr(x, "error"));
+		fprintf(b, "Reported by '%s' at %s.\n\n", jstr_or(p, "node", "?"),
+			jstr_or(p, "time", "?"));
 	} else {
 		const char *what = !strcmp(result, "success") ? "succeeded"
 				   : !strcmp(result, "cancelled") ? "cancelled"
@@ -246,41 +205,41 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 		for (size_t i = 0; i < nn; i++)
 			ok += !strcmp(jstr_or(json_object_array_get_idx(nodes, i), "result", ""),
 				      "resynced");
-		buf_printf(&s, "[resync] cluster '%s': resync %s (%zu of %zu secondaries UpToDate)",
-			   cluster, what, ok, nn);
-		buf_printf(&b, "The resync of cluster '%s' from primary '%s' %s at %s after %.1f s.\n",
-			   cluster, jstr_or(p, "primary", "?"), what, jstr_or(p, "time", "?"),
-			   jdouble(p, "seconds"));
+		fprintf(s, "[resync] cluster '%s': resync %s (%zu of %zu secondaries UpToDate)",
+			cluster, what, ok, nn);
+		fprintf(b, "The resync of cluster '%s' from primary '%s' %s at %s after %.1f s.\n",
+			cluster, jstr_or(p, "primary", "?"), what, jstr_or(p, "time", "?"),
+			jdouble(p, "seconds"));
 		if (jstr(p, "generation"))
-			buf_printf(&b, "Primary generation: %s\n", jstr(p, "generation"));
-		buf_printf(&b, "\n");
+			fprintf(b, "Primary generation: %s\n", jstr(p, "generation"));
+		fprintf(b, "\n");
 		for (size_t i = 0; i < nn; i++) {
 			json_object *x = json_object_array_get_idx(nodes, i);
 			char c[64], t[64];
 
 			human(ju64(x, "bytes_compared"), c, sizeof(c));
 			human(ju64(x, "bytes_sent"), t, sizeof(t));
-			buf_printf(&b, "%s: %s\n", jstr_or(x, "name", "?"), jstr_or(x, "result", "?"));
-			buf_printf(&b, "  state:          %s -> %s\n", jstr_or(x, "state_before", "?"),
-				   jstr_or(x, "state_after", "?"));
-			buf_printf(&b, "  bytes compared: %s\n", c);
-			buf_printf(&b, "  bytes sent:     %s\n", t);
-			buf_printf(&b, "  duration:       %.1f s\n", jdouble(x, "seconds"));
+			fprintf(b, "%s: %s\n", jstr_or(x, "name", "?"), jstr_or(x, "result", "?"));
+			fprintf(b, "  state:          %s -> %s\n", jstr_or(x, "state_before", "?"),
+				jstr_or(x, "state_after", "?"));
+			fprintf(b, "  bytes compared: %s\n", c);
+			fprintf(b, "  bytes sent:     %s\n", t);
+			fprintf(b, "  duration:       %.1f s\n", jdouble(x, "seconds"));
 			if (!strcmp(jstr_or(x, "result", ""), "resynced") && jstr(p, "generation"))
-				buf_printf(&b, "  generation:     %s\n", jstr(p, "generation"));
+				fprintf(b, "  generation:     %s\n", jstr(p, "generation"));
 			if (jstr(x, "error"))
-				buf_printf(&b, "  error:          %s\n", jstr(x, "error"));
-			buf_printf(&b, "\n");
+				fprintf(b, "  error:          %s\n", jstr(x, "error"));
+			fprintf(b, "\n");
 		}
 	}
-	buf_printf(&b, "More: %s\n", jstr_or(p, "details", "resyncctl status"));
-	if (s.oom || b.oom || !s.p || !b.p) {
-		free(s.p);
-		free(b.p);
-		return -ENOMEM;
-	}
-	*ret_subject = s.p;
-	*ret_body = b.p;
+	fprintf(b, "More: %s\n", jstr_or(p, "details", "resyncctl status"));
+	r = memstream_close(s);
+	if (memstream_close(b) < 0)
+		r = -ENOMEM;
+	if (r < 0)
+		return r;
+	*ret_subject = TAKE_PTR(sp);
+	*ret_body = TAKE_PTR(bp);
 	return 0;
 }
 
@@ -301,11 +260,22 @@ int notify_env_build(const json_object *p, char ***ret)
 	size_t nn = nodes ? json_object_array_length(nodes) : 0, n = 0;
 	size_t cap = 16 + nn * 8;
 	char **env = calloc(cap + 1, sizeof(*env));
-	struct buf names = {0};
+	_cleanup_free_ char *names = NULL;
+	size_t names_len;
+	FILE *f;
 	bool oom = false;
 
 	if (!env)
 		return -ENOMEM;
+	f = open_memstream(&names, &names_len);
+	if (!f) {
+		free(env);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nn; i++)
+		fprintf(f, "%s%s", i ? " " : "",
+			jstr_or(json_object_array_get_idx(nodes, i), "name", ""));
+	oom = memstream_close(f) < 0;
 #define PUT(...)                                                                                   \
 	do {                                                                                       \
 		if (asprintf(&env[n], __VA_ARGS__) < 0) {                                          \
@@ -315,13 +285,10 @@ int notify_env_build(const json_object *p, char ***ret)
 			n++;                                                                       \
 		}                                                                                  \
 	} while (0)
-	for (size_t i = 0; i < nn; i++)
-		buf_printf(&names, "%s%s", i ? " " : "",
-			   jstr_or(json_object_array_get_idx(nodes, i), "name", ""));
 	PUT("RESYNC_CLUSTER=%s", jstr_or(p, "cluster", ""));
 	PUT("RESYNC_EVENT=%s", jstr_or(p, "type", ""));
 	PUT("RESYNC_RESULT=%s", jstr_or(p, "result", ""));
-	PUT("RESYNC_NODES=%s", names.p ? names.p : "");
+	PUT("RESYNC_NODES=%s", names);
 	PUT("RESYNC_NODE=%s", jstr_or(p, "node", ""));
 	PUT("RESYNC_PRIMARY=%s", jstr_or(p, "primary", ""));
 	PUT("RESYNC_GENERATION=%s", jstr_or(p, "generation", ""));
@@ -344,8 +311,7 @@ int notify_env_build(const json_object *p, char ***ret)
 		PUT("RESYNC_NODE_%zu_ERROR=%s", i + 1, jstr_or(x, "error", ""));
 	}
 #undef PUT
-	free(names.p);
-	if (oom || names.oom) {
+	if (oom) {
 		notify_env_free(env);
 		return -ENOMEM;
 	}
@@ -386,11 +352,9 @@ static int read_password(const char *path, char **ret)
 
 	if (fd < 0)
 		return -errno;
-	do
-		k = read(fd, buf, sizeof(buf) - 1);
-	while (k < 0 && errno == EINTR);
+	k = fd_read_all(fd, buf, sizeof(buf) - 1);
 	if (k < 0)
-		return -errno;
+		return (int)k;
 	buf[k] = 0;
 	buf[strcspn(buf, "\r\n")] = 0;
 	*ret = strdup(buf);
@@ -451,21 +415,26 @@ static int send_email(struct notify *n, const json_object *p, char *err, size_t 
 	}
 	/* SMTP wants CRLF line ends in the body too. */
 	{
-		struct buf crlf = {0};
+		_cleanup_free_ char *crlf = NULL;
+		size_t crlf_len;
+		FILE *f = open_memstream(&crlf, &crlf_len);
 
+		if (!f) {
+			curl_slist_free_all(to);
+			return -ENOMEM;
+		}
 		for (const char *s = msg; *s; s++) {
 			if (*s == '\n' && (s == msg || s[-1] != '\r'))
-				buf_printf(&crlf, "\r\n");
+				fputs("\r\n", f);
 			else
-				buf_printf(&crlf, "%c", *s);
+				fputc(*s, f);
 		}
-		if (crlf.oom) {
-			free(crlf.p);
+		if (memstream_close(f) < 0) {
 			curl_slist_free_all(to);
 			return -ENOMEM;
 		}
 		free(msg);
-		msg = crlf.p;
+		msg = TAKE_PTR(crlf);
 	}
 	if (cfg->smtp_password_file) {
 		r = read_password(cfg->smtp_password_file, &password);
@@ -663,15 +632,6 @@ out:
 
 /* ---- the spool ---- */
 
-static int fsync_dir(const char *dir)
-{
-	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	return fsync(fd) < 0 ? -errno : 0;
-}
-
 static json_object *item_doc_refresh(struct item *it)
 {
 	json_object *pending = json_object_new_array(), *att = json_object_new_object();
@@ -686,45 +646,18 @@ static json_object *item_doc_refresh(struct item *it)
 	return it->doc;
 }
 
-/* Write it's file crash-safely: tmp, fsync, rename, fsync the directory. */
+/* Write it's file crash-safely (file_write_atomic()). */
 static int spool_write(struct notify *n, struct item *it)
 {
-	_cleanup_free_ char *path = NULL, *tmp = NULL;
-	const char *s = json_object_to_json_string_ext(item_doc_refresh(it), JSON_C_TO_STRING_PLAIN);
-	size_t len = strlen(s), done = 0;
-	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *path = NULL;
+	const char *s =
+	    json_object_to_json_string_ext(item_doc_refresh(it), JSON_C_TO_STRING_PLAIN);
 
 	if (asprintf(&path, "%s/%s.json", n->spool, it->id) < 0) {
 		path = NULL;
 		return -ENOMEM;
 	}
-	if (asprintf(&tmp, "%s.tmp", path) < 0) {
-		tmp = NULL;
-		return -ENOMEM;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	while (done < len) {
-		ssize_t k = write(fd, s + done, len - done);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			int r = -errno;
-
-			unlink(tmp);
-			return r;
-		}
-		done += (size_t)k;
-	}
-	if (fsync(fd) < 0 || rename(tmp, path) < 0) {
-		int r = -errno;
-
-		unlink(tmp);
-		return r;
-	}
-	return fsync_dir(n->spool);
+	return file_write_atomic(path, s, strlen(s), 0600);
 }
 
 static void spool_remove(struct notify *n, struct item *it)
@@ -734,7 +667,7 @@ static void spool_remove(struct notify *n, struct item *it)
 	if (asprintf(&path, "%s/%s.json", n->spool, it->id) < 0)
 		return;
 	unlink(path);
-	fsync_dir(n->spool);
+	fsync_directory_of(path);
 }
 
 static void item_free(struct item *it)
@@ -824,7 +757,7 @@ static int spool_load(struct notify *n)
 	while ((de = readdir(d))) {
 		size_t l = strlen(de->d_name);
 
-		if (l > 9 && !strcmp(de->d_name + l - 9, ".json.tmp")) {
+		if (l > 4 && !strcmp(de->d_name + l - 4, ".tmp")) {
 			/* A write that a crash interrupted: its rename never
 			 * happened, so the old file (if any) is the truth. */
 			unlinkat(dirfd(d), de->d_name, 0);
@@ -837,31 +770,12 @@ static int spool_load(struct notify *n)
 	return 0;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	_cleanup_free_ char *p = strdup(path);
-
-	if (!p)
-		return -ENOMEM;
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = 0;
-		if (mkdir(p, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*s = '/';
-	}
-	if (mkdir(p, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 int notify_submit(struct notify *n, json_object *payload)
 {
 	json_object *doc;
 	struct item *it;
 	uint32_t rnd = 0;
-	int64_t now = real_usec();
+	int64_t now = clock_real_usec();
 	char t[64];
 	int r;
 
@@ -889,7 +803,7 @@ int notify_submit(struct notify *n, json_object *payload)
 			*c = '_';
 	json_object_object_add(payload, "id", json_object_new_string(it->id));
 	if (!jstr(payload, "time")) {
-		format_time(now, t, sizeof(t));
+		clock_format_utc(now, true, t, sizeof(t));
 		json_object_object_add(payload, "time", json_object_new_string(t));
 	}
 	it->created = now / 1000000;
@@ -946,7 +860,7 @@ static json_object *payload_base(struct notify *n, const char *type, const char 
 	json_object *p = json_object_new_object();
 	char t[64], details[1024];
 
-	format_time(time_usec, t, sizeof(t));
+	clock_format_utc(time_usec, true, t, sizeof(t));
 	snprintf(details, sizeof(details), "resyncctl --config %s status", n->cfg->path);
 	json_object_object_add(p, "version", json_object_new_int(1));
 	json_object_object_add(p, "type", json_object_new_string(type));

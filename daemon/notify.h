@@ -10,7 +10,7 @@
  * A worker thread delivers it: nothing here ever delays a resync.
  *
  * Spool: a directory (default IMAGE.resync-notify beside the volume), one
- * file ID.json per pending notification, written to ID.json.tmp, fsynced
+ * file ID.json per pending notification, written to ID.json.NNN-NNN.tmp, fsynced
  * and renamed (then the directory fsynced), so a crash leaves either the
  * old or the new file. Each file holds {"version": 1, "id", "created",
  * "pending": [channels not yet delivered], "attempts": {channel: n},

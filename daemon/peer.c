@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "peer.h"
+#include "resync/clock.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 #include "wire.h"
@@ -62,12 +63,10 @@ struct peer_listener {
 	uint16_t port;
 };
 
+/* Deadlines and timeouts here are in milliseconds (poll's unit). */
 static uint64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return clock_usec() / 1000;
 }
 
 static void set_error(char *buf, size_t len, const char *fmt, ...)

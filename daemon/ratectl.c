@@ -1,22 +1,14 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
 #include "ratectl.h"
+#include "resync/clock.h"
 #include "resync/macro.h"
 
 enum { RATECTL_TICK_USEC = 50000 };
-
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 void ratectl_reset(struct ratectl *rc, uint64_t rate)
 {
@@ -46,7 +38,7 @@ void ratectl_pace(struct ratectl *rc, struct pacer *p, uint64_t k, const atomic_
 		 * so a new rate applies from here, not from the beginning. */
 		p->started = true;
 		p->gen = gen;
-		p->t0 = now_usec();
+		p->t0 = clock_usec();
 		p->done = 0;
 	}
 	p->done += k;
@@ -63,14 +55,14 @@ void ratectl_pace(struct ratectl *rc, struct pacer *p, uint64_t k, const atomic_
 			/* Changed while waiting: what was sent counts at the
 			 * new rate from now. */
 			p->gen = atomic_load(&rc->gen);
-			p->t0 = now_usec();
+			p->t0 = clock_usec();
 			p->done = k;
 		}
 		rate = atomic_load(&rc->rate);
 		if (!rate)
 			return;
 		due = p->t0 + (uint64_t)((double)p->done * 1e6 / (double)rate);
-		now = now_usec();
+		now = clock_usec();
 		if (now >= due)
 			return;
 		usleep((useconds_t)MIN(due - now, (uint64_t)RATECTL_TICK_USEC));

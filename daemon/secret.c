@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "resync/fileio.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 
@@ -84,7 +85,8 @@ int secret_load(const char *path, char *err, size_t errlen, struct secret **ret)
 	_cleanup_(secret_freep) struct secret *s = NULL;
 	_cleanup_close_ int fd = -1;
 	struct stat st;
-	size_t len = 0;
+	size_t len;
+	ssize_t n;
 	int r;
 
 	if (errlen)
@@ -113,21 +115,12 @@ int secret_load(const char *path, char *err, size_t errlen, struct secret **ret)
 		snprintf(err, errlen, "cannot lock memory for the secret: %s", strerror(-r));
 		return r;
 	}
-	while (len < RESYNC_SECRET_MAX + 2) {
-		ssize_t n = read(fd, s->data + len, RESYNC_SECRET_MAX + 2 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			snprintf(err, errlen, "cannot read secret file '%s': %s", path,
-				 strerror(-r));
-			return r;
-		}
-		if (n == 0)
-			break;
-		len += n;
+	n = fd_read_all(fd, s->data, RESYNC_SECRET_MAX + 2);
+	if (n < 0) {
+		snprintf(err, errlen, "cannot read secret file '%s': %s", path, strerror((int)-n));
+		return (int)n;
 	}
+	len = (size_t)n;
 	if (len && s->data[len - 1] == '\n')
 		len--;
 	if (len && s->data[len - 1] == '\r')

@@ -15,10 +15,10 @@
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/vfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "resync/blockcmp.h"
+#include "resync/clock.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 
@@ -75,14 +75,6 @@ struct worker {
 	bool punch_ok;
 	unsigned char *chunk; /* hashing by reads where a mapping cannot serve */
 };
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void job_fail(struct job *job, int err, uint64_t off, enum blockcmp_where at)
 {
@@ -600,7 +592,7 @@ int blockcmp_run(struct volume *src, struct volume *dst, const struct blockcmp_o
 {
 	struct job job = {.src = src, .dst = dst, .opts = opts};
 	struct blockcmp_stats st = {0};
-	double t0 = now_seconds();
+	uint64_t t0 = clock_usec();
 	int r;
 
 	job.bs = opts->block_size ? opts->block_size : RESYNC_BLOCK_DEFAULT;
@@ -650,7 +642,7 @@ out:
 	st.bytes_written = atomic_load(&job.bytes_written);
 	st.bytes_punched = atomic_load(&job.bytes_punched);
 	st.done_upto = job.unit_done ? job_done_upto(&job) : 0;
-	st.seconds = now_seconds() - t0;
+	st.seconds = (double)(clock_usec() - t0) / 1e6;
 	if (r >= 0)
 		st.failed_at = BLOCKCMP_AT_NONE;
 	if (ret_stats)

@@ -7,13 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
+#include <uuid/uuid.h>
 #include <xxhash.h>
 
+#include "resync/fileio.h"
 #include "resync/io.h"
 #include "resync/macro.h"
 #include "resync/meta.h"
@@ -524,29 +525,6 @@ void meta_free(struct meta *m)
 	free(m);
 }
 
-static int fsync_parent(const char *path)
-{
-	_cleanup_free_ char *dir = strdup(path);
-	_cleanup_close_ int fd = -1;
-	char *slash;
-
-	if (!dir)
-		return -ENOMEM;
-	slash = strrchr(dir, '/');
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == dir)
-		dir[1] = 0;
-	else
-		*slash = 0;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		return -errno;
-	return 0;
-}
-
 /* Write the whole state as a new file (slot 0 only), fsync, rename over
  * path, fsync the directory. Used for fresh and rebuilt metadata. */
 static int meta_write_new_file(struct meta *m)
@@ -558,11 +536,9 @@ static int meta_write_new_file(struct meta *m)
 	uint64_t seq = m->seq + 1;
 	int r;
 
-	if (asprintf(&tmp, "%s.tmp", m->path) < 0)
-		return -ENOMEM;
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = file_atomic_open(m->path, 0644, &tmp);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	/* A fresh file says clean: nobody has written through it yet. */
 	header_encode(m, m->hdr, seq, flags | META_DISK_CLEAN, NULL, 0, NULL, csum);
 	r = fd_pwrite_full(fd, m->hdr, META_HEADER_SIZE, 0);
@@ -571,15 +547,11 @@ static int meta_write_new_file(struct meta *m)
 				   meta_bitmap_slot_off(m->bitmap_bytes, 0));
 	if (r >= 0 && ftruncate(fd, (off_t)meta_bitmap_slot_off(m->bitmap_bytes, 2)) < 0)
 		r = -errno;
-	if (r >= 0 && fsync(fd) < 0)
-		r = -errno;
-	if (r >= 0 && rename(tmp, m->path) < 0)
-		r = -errno;
 	if (r < 0) {
 		unlink(tmp);
 		return r;
 	}
-	r = fsync_parent(m->path);
+	r = file_atomic_commit(fd, tmp, m->path);
 	if (r < 0)
 		return r;
 	if (m->fd >= 0)
@@ -1188,16 +1160,8 @@ int meta_state_parse(const char *name, enum meta_state *ret)
 
 int meta_uuid_random(struct meta_uuid *ret)
 {
-	struct meta_uuid u;
-	ssize_t n = getrandom(u.b, sizeof(u.b), 0);
-
-	if (n < 0)
-		return -errno;
-	if (n != sizeof(u.b))
-		return -EIO;
-	u.b[6] = (uint8_t)((u.b[6] & 0x0f) | 0x40); /* version 4 */
-	u.b[8] = (uint8_t)((u.b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-	*ret = u;
+	_Static_assert(sizeof(ret->b) == sizeof(uuid_t), "a meta_uuid is a uuid_t");
+	uuid_generate_random(ret->b);
 	return 0;
 }
 
@@ -1210,12 +1174,10 @@ bool meta_uuid_is_null(const struct meta_uuid *u)
 
 const char *meta_uuid_format(const struct meta_uuid *u, char *buf, size_t size)
 {
-	const uint8_t *b = u->b;
+	char s[UUID_STR_LEN];
 
-	snprintf(buf, size,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
+	uuid_unparse_lower(u->b, s);
+	snprintf(buf, size, "%s", s);
 	return buf;
 }
 

@@ -5,11 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <librsync.h>
 
+#include "resync/clock.h"
+#include "resync/fileio.h"
 #include "resync/macro.h"
 #include "resync/rdelta.h"
 
@@ -46,14 +47,6 @@ struct rdelta_job {
 	void *read_arg;
 	int read_err;
 };
-
-static uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* The one translation of librsync's results into -errno (see rdelta.h). */
 static int rdelta_errno(rs_result r)
@@ -182,7 +175,7 @@ static int job_alloc(enum rdelta_kind kind, struct rdelta_job **ret)
 	if (!job)
 		return -ENOMEM;
 	job->kind = kind;
-	job->t_start = now_usec();
+	job->t_start = clock_usec();
 	*ret = job;
 	return 0;
 }
@@ -331,7 +324,7 @@ static int loadsig_check(struct rdelta_job *job, const uint8_t *in, size_t in_le
 static int job_fail(struct rdelta_job *job, int r)
 {
 	job->failed = true;
-	job->t_end = now_usec();
+	job->t_end = clock_usec();
 	return r;
 }
 
@@ -379,14 +372,14 @@ int rdelta_job_step(struct rdelta_job *job, const void **in, size_t *in_len, boo
 		return job_fail(job, rdelta_errno(rr));
 	}
 	job->done = true;
-	job->t_end = now_usec();
+	job->t_end = clock_usec();
 	return 1;
 }
 
 void rdelta_job_stats(const struct rdelta_job *job, struct rdelta_stats *ret)
 {
 	const rs_stats_t *s = rs_job_statistics(job->rs);
-	uint64_t end = (job->done || job->failed) ? job->t_end : now_usec();
+	uint64_t end = (job->done || job->failed) ? job->t_end : clock_usec();
 
 	*ret = (struct rdelta_stats){
 		.op = s->op,
@@ -430,45 +423,6 @@ int rdelta_job_take_signature(struct rdelta_job *job, struct rdelta_signature **
 	return 0;
 }
 
-/* Stream I/O for the drivers: total, restarting on EINTR. */
-static long long read_full(int fd, void *buf, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = read(fd, (uint8_t *)buf + done, len - done);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (long long)done;
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = write(fd, (const uint8_t *)buf + done, len - done);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /* Drive job from in_fd to out_fd (out_fd < 0: no output expected). */
 static int job_run_fd(struct rdelta_job *job, int in_fd, int out_fd, size_t in_size)
 {
@@ -492,7 +446,7 @@ static int job_run_fd(struct rdelta_job *job, int in_fd, int out_fd, size_t in_s
 
 			memmove(ibuf, ibuf + ioff, ilen);
 			ioff = 0;
-			n = read_full(in_fd, ibuf + ilen, in_size - ilen);
+			n = fd_read_all(in_fd, ibuf + ilen, in_size - ilen);
 			if (n < 0)
 				return (int)n;
 			if ((size_t)n < in_size - ilen)
@@ -510,7 +464,7 @@ static int job_run_fd(struct rdelta_job *job, int in_fd, int out_fd, size_t in_s
 
 			if (out_fd < 0)
 				return -EPROTO; /* loadsig produces nothing */
-			w = write_full(out_fd, obuf, produced);
+			w = fd_write_all(out_fd, obuf, produced);
 			if (w < 0)
 				return w;
 		}
@@ -599,24 +553,9 @@ int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
 
 static long long basis_pread(void *arg, uint64_t off, void *buf, size_t len)
 {
-	int fd = *(int *)arg;
-	size_t done = 0;
-
 	if (off > (uint64_t)INT64_MAX - len)
 		return 0;
-	while (done < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (long long)done;
+	return fd_pread_all(*(int *)arg, buf, len, off);
 }
 
 int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats)

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "resync/fileio.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
 #include "fusefs-int.h"
@@ -29,7 +30,6 @@ static int control_reply(int fd, const char *fmt, ...)
 	char buf[512];
 	va_list ap;
 	int n;
-	size_t done = 0;
 
 	va_start(ap, fmt);
 	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
@@ -38,17 +38,7 @@ static int control_reply(int fd, const char *fmt, ...)
 		return -EINVAL;
 	n = MIN(n, (int)sizeof(buf) - 2);
 	buf[n++] = '\n';
-	while (done < (size_t)n) {
-		ssize_t w = send(fd, buf + done, (size_t)n - done, MSG_NOSIGNAL);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		done += (size_t)w;
-	}
-	return 0;
+	return fd_write_all(fd, buf, (size_t)n);
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -60,7 +50,7 @@ static int control_rewrite(struct fusefs *fs, uint64_t off, uint64_t len, const 
 {
 	_cleanup_free_ void *buf = NULL;
 	_cleanup_close_ int fd = -1;
-	size_t done = 0;
+	ssize_t n;
 
 	if (len > CONTROL_REWRITE_MAX)
 		return -EFBIG;
@@ -70,18 +60,11 @@ static int control_rewrite(struct fusefs *fs, uint64_t off, uint64_t len, const 
 	buf = malloc(len ? len : 1);
 	if (!buf)
 		return -ENOMEM;
-	while (done < len) {
-		ssize_t n = read(fd, (char *)buf + done, len - done);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ENODATA; /* the file is shorter than LEN */
-		done += (size_t)n;
-	}
+	n = fd_read_all(fd, buf, len);
+	if (n < 0)
+		return (int)n;
+	if ((uint64_t)n < len)
+		return -ENODATA; /* the file is shorter than LEN */
 	return fusefs_rewrite(fs, off, buf, len);
 }
 

@@ -644,27 +644,36 @@ int fusefs_start(struct fusefs *fs)
 	return 0;
 }
 
-int fusefs_unmount(struct fusefs *fs)
+int fusefs_unmount_lazy(const char *mountpoint)
 {
-	const char *argv[] = {"fusermount3", "-u", "-z", fs->mountpoint, NULL};
+	const char *argv[] = {"fusermount3", "-u", "-z", mountpoint, NULL};
 	pid_t pid;
 	int status, r;
 
-	if (geteuid() == 0) {
-		/* Busy (a file still open): detach; the kernel finishes the
-		 * unmount when the last user goes. */
-		if (umount2(fs->mountpoint, 0) == 0)
-			return 0;
-		if (errno == EBUSY && umount2(fs->mountpoint, MNT_DETACH) == 0)
-			return 0;
-		return errno == EINVAL ? 0 : -errno; /* EINVAL: not mounted any more */
-	}
+	if (geteuid() == 0)
+		return umount2(mountpoint, MNT_DETACH) == 0 ? 0 : -errno;
 	r = posix_spawnp(&pid, argv[0], NULL, NULL, (char *const *)argv, environ);
 	if (r)
 		return -r;
 	if (waitpid(pid, &status, 0) < 0)
 		return -errno;
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+int fusefs_unmount(struct fusefs *fs)
+{
+	int r;
+
+	if (geteuid() != 0)
+		return fusefs_unmount_lazy(fs->mountpoint);
+	if (umount2(fs->mountpoint, 0) == 0)
+		return 0;
+	if (errno != EBUSY)
+		return errno == EINVAL ? 0 : -errno; /* EINVAL: not mounted any more */
+	/* Busy (a file still open): detach; the kernel finishes the unmount
+	 * when the last user goes. */
+	r = fusefs_unmount_lazy(fs->mountpoint);
+	return r == -EINVAL ? 0 : r;
 }
 
 int fusefs_stop(struct fusefs *fs)

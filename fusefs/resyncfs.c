@@ -42,7 +42,10 @@ static const char usage[] =
 	"Signals: SIGTERM, SIGINT, SIGHUP unmount cleanly.\n";
 
 struct args {
-	const char *image, *mountpoint, *control;
+	const char *image, *mountpoint;
+	const char *pos[2]; /* the positional arguments */
+	unsigned npos;
+	char *meta_path, *control; /* owned */
 	bool foreground;
 	struct fusefs_opts fo;
 	char fuse_opts[1024];
@@ -71,85 +74,143 @@ static int parse_u32(const char *key, const char *val, uint32_t *ret)
 	return 0;
 }
 
-/* Our options out of a -o list; the rest goes to FUSE. */
-static int parse_o(struct args *a, char *list)
+enum {
+	KEY_HELP,
+	KEY_FOREGROUND,
+	KEY_BLOCK_SIZE,
+	KEY_META,
+	KEY_CONTROL,
+	KEY_AL_EXTENTS,
+	KEY_AL_EXTENT_SIZE,
+	KEY_THREADS,
+	KEY_IO,
+	KEY_SPLICE,
+	KEY_NOTRACK,
+	KEY_WRITEBACK,
+};
+
+/* Our options; "key=" templates match only with a value, the others only
+ * without one: anything else in a -o list goes to FUSE. */
+static const struct fuse_opt resyncfs_opts[] = {
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+    FUSE_OPT_KEY("block_size=", KEY_BLOCK_SIZE),
+    FUSE_OPT_KEY("meta=", KEY_META),
+    FUSE_OPT_KEY("control=", KEY_CONTROL),
+    FUSE_OPT_KEY("al_extents=", KEY_AL_EXTENTS),
+    FUSE_OPT_KEY("al_extent_size=", KEY_AL_EXTENT_SIZE),
+    FUSE_OPT_KEY("threads=", KEY_THREADS),
+    FUSE_OPT_KEY("io=", KEY_IO),
+    FUSE_OPT_KEY("splice", KEY_SPLICE),
+    FUSE_OPT_KEY("notrack", KEY_NOTRACK),
+    FUSE_OPT_KEY("writeback", KEY_WRITEBACK),
+    FUSE_OPT_END,
+};
+
+/* An option's value: what follows '=' (the templates above ensure one). */
+static const char *opt_value(const char *arg)
 {
-	char *save = NULL;
+	return strchr(arg, '=') + 1;
+}
 
-	for (char *o = strtok_r(list, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
-		char *val = strchr(o, '=');
-		size_t used;
+/* fuse_opt_parse()'s callback. Returns 0 (taken, not kept in outargs) or
+ * -1 (stop: the error is printed). */
+static int parse_opt(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct args *a = data;
+	const char *val;
+	size_t used;
 
-		if (val)
-			*val++ = 0;
-		if (!strcmp(o, "block_size") && val) {
-			if (parse_u32(o, val, &a->fo.meta.block_size) < 0)
-				return -EINVAL;
-		} else if (!strcmp(o, "meta") && val) {
-			a->fo.meta_path = val;
-		} else if (!strcmp(o, "control") && val) {
-			a->control = val;
-		} else if (!strcmp(o, "al_extents") && val) {
-			if (parse_u32(o, val, &a->fo.meta.al_extents) < 0)
-				return -EINVAL;
-		} else if (!strcmp(o, "al_extent_size") && val) {
-			if (parse_u32(o, val, &a->fo.meta.al_extent_size) < 0)
-				return -EINVAL;
-		} else if (!strcmp(o, "threads") && val) {
-			if (parse_u32(o, val, &a->fo.max_threads) < 0)
-				return -EINVAL;
-		} else if (!strcmp(o, "io") && val) {
-			if (!strcmp(val, "sync"))
-				a->fo.io = IO_KIND_SYNC;
-			else if (!strcmp(val, "uring") || !strcmp(val, "io_uring"))
-				a->fo.io = IO_KIND_URING;
-			else
-				return errorf("invalid io '%s': sync or uring", val);
-		} else if (!strcmp(o, "splice") && !val) {
-			a->fo.splice_read = true;
-		} else if (!strcmp(o, "notrack") && !val) {
-			a->fo.no_tracking = true;
-		} else if (!strcmp(o, "writeback") && !val) {
-			a->fo.writeback = true;
-		} else {
-			used = strlen(a->fuse_opts);
-			if (snprintf(a->fuse_opts + used, sizeof(a->fuse_opts) - used, "%s%s%s%s",
-				     used ? "," : "", o, val ? "=" : "", val ? val : "") >=
-			    (int)(sizeof(a->fuse_opts) - used))
-				return errorf("too many mount options");
-		}
+	(void)outargs;
+	switch (key) {
+	case KEY_HELP:
+		fputs(usage, stdout);
+		exit(0);
+	case KEY_FOREGROUND:
+		a->foreground = true;
+		return 0;
+	case KEY_BLOCK_SIZE:
+		return parse_u32("block_size", opt_value(arg), &a->fo.meta.block_size) < 0 ? -1 : 0;
+	case KEY_AL_EXTENTS:
+		return parse_u32("al_extents", opt_value(arg), &a->fo.meta.al_extents) < 0 ? -1 : 0;
+	case KEY_AL_EXTENT_SIZE:
+		return parse_u32("al_extent_size", opt_value(arg), &a->fo.meta.al_extent_size) < 0
+			   ? -1
+			   : 0;
+	case KEY_THREADS:
+		return parse_u32("threads", opt_value(arg), &a->fo.max_threads) < 0 ? -1 : 0;
+	case KEY_META:
+	case KEY_CONTROL: {
+		/* fuse_opt_parse() frees its copy of the -o list: keep ours. */
+		char **slot = key == KEY_META ? &a->meta_path : &a->control;
+
+		free(*slot);
+		*slot = strdup(opt_value(arg));
+		return *slot ? 0 : (errorf("out of memory"), -1);
 	}
-	return 0;
+	case KEY_IO:
+		val = opt_value(arg);
+		if (!strcmp(val, "sync"))
+			a->fo.io = IO_KIND_SYNC;
+		else if (!strcmp(val, "uring") || !strcmp(val, "io_uring"))
+			a->fo.io = IO_KIND_URING;
+		else
+			return errorf("invalid io '%s': sync or uring", val), -1;
+		return 0;
+	case KEY_SPLICE:
+		a->fo.splice_read = true;
+		return 0;
+	case KEY_NOTRACK:
+		a->fo.no_tracking = true;
+		return 0;
+	case KEY_WRITEBACK:
+		a->fo.writeback = true;
+		return 0;
+	case FUSE_OPT_KEY_NONOPT:
+		if (a->npos >= 2)
+			return errorf("too many arguments"), -1;
+		a->pos[a->npos++] = arg;
+		return 0;
+	default: /* FUSE_OPT_KEY_OPT: an unknown option, or one for FUSE */
+		if (!*arg)
+			return 0; /* an empty item of a -o list */
+		/* From the command line (an item of a -o list that starts
+		 * with '-' is taken as one too); a lone "-" is a path. */
+		if (arg[0] == '-' && arg[1])
+			return errorf("unknown option '%s'", arg), -1;
+		if (arg[0] == '-')
+			return parse_opt(data, arg, FUSE_OPT_KEY_NONOPT, outargs);
+		used = strlen(a->fuse_opts);
+		if (snprintf(a->fuse_opts + used, sizeof(a->fuse_opts) - used, "%s%s",
+			     used ? "," : "", arg) >= (int)(sizeof(a->fuse_opts) - used))
+			return errorf("too many mount options"), -1;
+		return 0;
+	}
 }
 
 static int parse_args(int argc, char **argv, struct args *a)
 {
-	const char *pos[2];
-	unsigned npos = 0;
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	int r = 0;
 
+	/* What libfuse reads otherwise than we always did: a -o without its
+	 * list is a usage error (not libfuse's message), and "--" an unknown
+	 * option (not the end of the options). */
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-			fputs(usage, stdout);
-			exit(0);
-		} else if (!strcmp(argv[i], "-f")) {
-			a->foreground = true;
-		} else if (!strcmp(argv[i], "-o") || !strncmp(argv[i], "-o", 2)) {
-			char *list = argv[i][2] ? argv[i] + 2 : (i + 1 < argc ? argv[++i] : NULL);
-
-			if (!list || parse_o(a, list) < 0)
-				return -EINVAL;
-		} else if (argv[i][0] == '-' && argv[i][1]) {
-			return errorf("unknown option '%s'", argv[i]);
-		} else if (npos < 2) {
-			pos[npos++] = argv[i];
-		} else {
-			return errorf("too many arguments");
-		}
+		if (!strcmp(argv[i], "-o") && ++i == argc)
+			return -EINVAL;
+		if (!strcmp(argv[i], "--"))
+			return errorf("unknown option '--'");
 	}
-	if (npos != 2)
+	if (fuse_opt_parse(&args, a, resyncfs_opts, parse_opt) < 0)
+		r = -EINVAL;
+	fuse_opt_free_args(&args);
+	if (r < 0 || a->npos != 2)
 		return -EINVAL;
-	a->image = pos[0];
-	a->mountpoint = pos[1];
+	a->image = a->pos[0];
+	a->mountpoint = a->pos[1];
+	a->fo.meta_path = a->meta_path;
 	return 0;
 }
 
@@ -235,5 +296,7 @@ int main(int argc, char **argv)
 	if (rs < 0)
 		errorf("cannot leave clean metadata for '%s': %s", a.image, strerror(-rs));
 	fusefs_free(fs);
+	free(a.meta_path);
+	free(a.control);
 	return r < 0 || rs < 0 ? 1 : 0;
 }

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "resync/fileio.h"
 #include "resync/macro.h"
 #include "testlib.h"
 
@@ -100,23 +100,10 @@ void testlib_scribble(void *buf, size_t off, size_t len, uint64_t seed)
 int testlib_file_write(const char *path, const void *buf, size_t len)
 {
 	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	const char *p = buf;
 
 	if (fd < 0)
 		return -errno;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return fd_write_all(fd, buf, len);
 }
 
 int testlib_file_read(const char *path, void **ret, size_t *ret_len)
@@ -124,7 +111,8 @@ int testlib_file_read(const char *path, void **ret, size_t *ret_len)
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	_cleanup_free_ char *buf = NULL;
 	struct stat st;
-	size_t got = 0;
+	ssize_t n;
+	size_t got;
 
 	if (fd < 0)
 		return -errno;
@@ -133,17 +121,12 @@ int testlib_file_read(const char *path, void **ret, size_t *ret_len)
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf)
 		return -ENOMEM;
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO; /* shrank while we read */
-		got += (size_t)n;
-	}
+	n = fd_read_all(fd, buf, (size_t)st.st_size);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < (size_t)st.st_size)
+		return -EIO; /* shrank while we read */
+	got = (size_t)n;
 	*ret = TAKE_PTR(buf);
 	*ret_len = got;
 	return 0;
@@ -197,17 +180,9 @@ int testlib_image_pair(const char *src_path, const char *dst_path, size_t src_si
 	return 0;
 }
 
-uint64_t testlib_now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 int testlib_wait_until(bool (*cond)(void *arg), void *arg, uint64_t timeout_usec)
 {
-	uint64_t deadline = testlib_now_usec() + timeout_usec;
+	uint64_t deadline = clock_usec() + timeout_usec;
 	uint64_t pause = 1000;
 
 	for (;;) {
@@ -215,7 +190,7 @@ int testlib_wait_until(bool (*cond)(void *arg), void *arg, uint64_t timeout_usec
 
 		if (cond(arg))
 			return 0;
-		now = testlib_now_usec();
+		now = clock_usec();
 		if (now >= deadline)
 			return cond(arg) ? 0 : -ETIMEDOUT;
 		pause = MIN(pause, deadline - now);

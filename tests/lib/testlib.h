@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "resync/clock.h" /* clock_usec(): time for deadlines */
+
 /* Create a fresh private directory under $TMPDIR (default /tmp). The
  * caller owns *ret (free it) and removes the tree with
  * testlib_tmpdir_remove(). */
@@ -48,8 +50,6 @@ int testlib_image_pair(const char *src_path, const char *dst_path, size_t src_si
 		       unsigned nranges, size_t max_len, uint64_t seed, unsigned char **ret_src,
 		       unsigned char **ret_dst);
 
-/* Monotonic time in microseconds. */
-uint64_t testlib_now_usec(void);
 /* Poll cond(arg) until it returns true or timeout_usec passes, backing
  * off from 1 ms to 50 ms between polls. Returns 0 when the condition
  * held, -ETIMEDOUT otherwise (after one last check). */

@@ -128,7 +128,7 @@ static int run(struct peer_ctx *ctx, const unsigned char *out, size_t frame, uin
 		r = -ENOMEM;
 		goto out;
 	}
-	t0 = testlib_now_usec();
+	t0 = clock_usec();
 	cpu0 = thread_cpu_ns();
 	for (sent = 0; sent < total; sent += frame) {
 		r = peer_conn_send_frame(c, WIRE_BLOCKS, out, frame);
@@ -146,7 +146,7 @@ static int run(struct peer_ctx *ctx, const unsigned char *out, size_t frame, uin
 		fprintf(stderr, "bench-peer: %s\n", peer_conn_error(c));
 		goto out;
 	}
-	ret->mbs = sent * (echo ? 2.0 : 1.0) / ((testlib_now_usec() - t0) / 1e6) / 1e6;
+	ret->mbs = sent * (echo ? 2.0 : 1.0) / ((clock_usec() - t0) / 1e6) / 1e6;
 	ret->send_cpu = (thread_cpu_ns() - cpu0) / (double)sent;
 out:
 	peer_conn_free(c);

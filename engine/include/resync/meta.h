@@ -158,6 +158,7 @@ uint64_t meta_writes(struct meta *m);
 
 const char *meta_state_name(enum meta_state state);
 int meta_state_parse(const char *name, enum meta_state *ret);
+/* A random (version 4, RFC 4122) UUID from libuuid. Returns 0. Thread-safe. */
 int meta_uuid_random(struct meta_uuid *ret);
 bool meta_uuid_is_null(const struct meta_uuid *u);
 /* Lower-case 8-4-4-4-12 form into buf (at least 37 bytes). Returns buf. */

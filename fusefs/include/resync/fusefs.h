@@ -60,6 +60,12 @@ int fusefs_start(struct fusefs *fs);
 /* Ask the kernel to unmount; the kernel writes back what it caches and
  * the loop ends. Safe from any thread and from a signal-handling thread. */
 int fusefs_unmount(struct fusefs *fs);
+/* Detach whatever is mounted at mountpoint at once (a lazy unmount: the
+ * kernel finishes it when the last user goes): umount2(MNT_DETACH) as
+ * root, else "fusermount3 -u -z", waited for. For a mount that is not (or
+ * no longer) one's own fusefs, such as a stale mount whose daemon died.
+ * Returns 0 or -errno (-EIO when fusermount3 failed). Thread-safe. */
+int fusefs_unmount_lazy(const char *mountpoint);
 /* Unmount, wait for the loop (joining a fusefs_start() thread), then
  * flush the image and mark the metadata clean. Idempotent. */
 int fusefs_stop(struct fusefs *fs);
