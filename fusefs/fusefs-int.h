@@ -35,6 +35,8 @@ struct fusefs {
 	bool thread_started;
 	bool stopped;
 	int stop_result;
+	bool unmounting; /* protected by lock: a fusefs_unmount() runs */
+	bool detached;	 /* protected by lock: a busy mount was cut off */
 
 	/* Control socket (control.c). */
 	int control_fd;

@@ -24,6 +24,17 @@ enum fusefs_fence_mode {
 	FUSEFS_FENCE_FAIL,     /* new writes fail with EROFS */
 };
 
+/* How long an unmount waits for a busy mount (a process with a file open
+ * or its working directory on it) before detaching it lazily. */
+enum { FUSEFS_STOP_WAIT_MS_DEFAULT = 10000 };
+
+/* Told when an unmount finds the mount busy (waited_ms 0), and again when
+ * limit_ms has passed and the mount is detached (waited_ms >= limit_ms).
+ * why is a sentence for people, naming the mount point and, when they can
+ * be found in /proc, the processes holding it; valid during the call. Runs
+ * in the thread that called fusefs_unmount() or fusefs_stop(). */
+typedef void (*fusefs_wait_fn)(void *arg, const char *why, unsigned waited_ms, unsigned limit_ms);
+
 struct fusefs_opts {
 	const char *image;	/* required */
 	const char *mountpoint; /* required: a directory */
@@ -45,11 +56,27 @@ struct fusefs_opts {
 	bool no_tracking;
 	/* More FUSE mount options, comma-separated (allow_other, ...). */
 	const char *fuse_options;
+	/* The stop of a busy mount: how long to wait (0 = the default,
+	 * FUSEFS_STOP_WAIT_MS_DEFAULT) and whom to tell (NULL = nobody; the
+	 * library does not log). */
+	unsigned stop_wait_ms;
+	fusefs_wait_fn on_wait;
+	void *on_wait_arg;
 };
 
-/* Open the image read-write with the exclusive lock (-EBUSY when another
- * resyncfs, resyncd or resync-diff holds it), open or create its metadata
- * and mount at mountpoint. Returns 0 and *ret, or -errno. */
+/* Whether a volume may be mounted at mountpoint: -EBUSY when it is itself
+ * a mount point already (a live mount, or a stale FUSE mount that nobody
+ * detached: node_mount_unstale() in the daemon detaches those first), so
+ * that a second mount is never stacked on the first; 0 for a directory
+ * that is not a mount point; -errno when it cannot be looked at (-ENOTCONN:
+ * a stale FUSE mount). Reads /proc/self/mountinfo (falls back to comparing
+ * st_dev with the parent's). Thread-safe. */
+int fusefs_mountpoint_check(const char *mountpoint);
+/* Refuse a mountpoint that fusefs_mountpoint_check() refuses (-EBUSY;
+ * call it first to tell that case from the next), open the image
+ * read-write with the exclusive lock (-EBUSY when another resyncfs,
+ * resyncd or resync-diff holds it), open or create its metadata and mount
+ * at mountpoint. Returns 0 and *ret, or -errno. */
 int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret);
 /* Serve requests in the calling thread until the file system is
  * unmounted (fusefs_unmount(), fusermount3 -u, umount). Returns 0 or
@@ -58,7 +85,16 @@ int fusefs_run(struct fusefs *fs);
 /* Serve in a new thread. */
 int fusefs_start(struct fusefs *fs);
 /* Ask the kernel to unmount; the kernel writes back what it caches and
- * the loop ends. Safe from any thread and from a signal-handling thread. */
+ * the loop ends. While the mount is busy (a process has a file open or
+ * its working directory on it) the unmount is retried for up to
+ * opts.stop_wait_ms, telling opts.on_wait; then the mount is detached
+ * lazily and its FUSE connection aborted (as root through umount -f,
+ * otherwise through /sys/fs/fuse/connections when mounted), so that the
+ * loop ends and no write can arrive any more: the holders' later I/O
+ * fails with ENOTCONN. The metadata is then left unclean (see
+ * fusefs_stop()). Blocks up to the limit; safe from any thread and from a
+ * signal-handling thread; a call while another one runs returns 0 at
+ * once. */
 int fusefs_unmount(struct fusefs *fs);
 /* Detach whatever is mounted at mountpoint at once (a lazy unmount: the
  * kernel finishes it when the last user goes): umount2(MNT_DETACH) as
@@ -66,8 +102,11 @@ int fusefs_unmount(struct fusefs *fs);
  * no longer) one's own fusefs, such as a stale mount whose daemon died.
  * Returns 0 or -errno (-EIO when fusermount3 failed). Thread-safe. */
 int fusefs_unmount_lazy(const char *mountpoint);
-/* Unmount, wait for the loop (joining a fusefs_start() thread), then
- * flush the image and mark the metadata clean. Idempotent. */
+/* Unmount (as fusefs_unmount()), wait for the loop (joining a
+ * fusefs_start() thread), flush the image and mark the metadata clean.
+ * After a busy mount was detached, the metadata is left unclean instead
+ * (the next owner counts every extent of the activity log as dirty: the
+ * writers were cut off mid-stream) and -EBUSY is returned. Idempotent. */
 int fusefs_stop(struct fusefs *fs);
 /* Free; NULL is accepted. Without fusefs_stop() the metadata stays
  * unclean (as after a crash). */
