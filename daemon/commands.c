@@ -17,14 +17,10 @@
 static json_object *time_json(int64_t t)
 {
 	char buf[64];
-	struct tm tm;
-	time_t tt = (time_t)t;
 
 	if (!t)
 		return NULL;
-	gmtime_r(&tt, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return json_object_new_string(buf);
+	return json_object_new_string(clock_format_utc(t * 1000000, false, buf, sizeof(buf)));
 }
 
 static int cmd_status(void *userdata, struct control_client *cli, json_object *req)

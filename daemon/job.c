@@ -19,7 +19,7 @@ static void job_progress(struct job *j, const char *phase, uint64_t done, uint64
 			 uint64_t t0)
 {
 	json_object *o = json_object_new_object();
-	double secs = (double)(now_usec() - t0) / 1e6;
+	double secs = (double)(clock_usec() - t0) / 1e6;
 	double rate = secs > 0 ? (double)done / secs : 0;
 
 	json_object_object_add(o, "type", json_object_new_string("progress"));
@@ -400,7 +400,7 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 			return -ENOMEM;
 	}
 	x->cur = j->ranges.n ? j->ranges.v[0].off : 0;
-	x->t0 = x->last = now_usec();
+	x->t0 = x->last = clock_usec();
 	return wire_zstd_new(ctx->cfg->compress_level, &x->z);
 }
 
@@ -539,8 +539,8 @@ static int job_xfer_batch(struct job_xfer *x)
 			}
 			/* max_rate, pause and resume, changed live (ratectl.h). */
 			ratectl_pace(j->ctx->rate, &x->pace, j->bytes_written - before, j->ctx->cancel);
-			if (now_usec() - x->last >= NODE_PROGRESS_USEC) {
-				x->last = now_usec();
+			if (clock_usec() - x->last >= NODE_PROGRESS_USEC) {
+				x->last = clock_usec();
 				job_progress(j, "transfer", x->done, j->differing_bytes, x->t0);
 			}
 		}
@@ -665,6 +665,6 @@ out:
 	if (r < 0)
 		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
 	j->r = r;
-	j->seconds = (double)(now_usec() - j->t0) / 1e6;
+	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
 	return NULL;
 }

@@ -33,6 +33,7 @@
 #include "notify.h"
 #include "peer.h"
 #include "ratectl.h"
+#include "resync/clock.h"
 #include "resync/fusefs.h"
 #include "resync/hash.h"
 #include "resync/hashtree.h"
@@ -119,14 +120,6 @@ struct node {
 	 * protected by lock, handed over whole (see tree_cache_take()). */
 	struct tree_cache tcache;
 };
-
-static inline uint64_t now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static inline uint64_t node_size(struct node *n)
 {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "node-int.h"
+#include "resync/fileio.h"
 #include "resync/macro.h"
 
 /* ---- the node's state file (IMAGE.resync-node, JSON) ----
@@ -33,42 +34,15 @@ void node_state_load(struct node *n)
 int node_state_save_locked(struct node *n)
 {
 	json_object *o = json_object_new_object();
-	_cleanup_free_ char *tmp = NULL;
-	_cleanup_close_ int fd = -1;
 	const char *text;
 	char u[40];
-	size_t len, done = 0;
-	int r = 0;
+	int r;
 
 	json_object_object_add(o, "last_resync", json_object_new_int64(n->last_resync));
 	json_object_object_add(o, "base", meta_uuid_is_null(&n->base) ? NULL :
 				   json_object_new_string(meta_uuid_format(&n->base, u, sizeof(u))));
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	len = strlen(text);
-	if (asprintf(&tmp, "%s.tmp", n->state_path) < 0) {
-		tmp = NULL;
-		r = -ENOMEM;
-		goto out;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		goto out;
-	}
-	while (done < len) {
-		ssize_t k = write(fd, text + done, len - done);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			r = -errno;
-			goto out;
-		}
-		done += (size_t)k;
-	}
-	if (fsync(fd) < 0 || rename(tmp, n->state_path) < 0)
-		r = -errno;
-out:
+	r = file_write_atomic(n->state_path, text, strlen(text), 0600);
 	if (r < 0)
 		log_error("cannot write '%s': %s", n->state_path, strerror(-r));
 	json_object_put(o);

@@ -13,30 +13,9 @@
 #include <unistd.h>
 
 #include "node-int.h"
-#include <spawn.h>
-#include <sys/mount.h>
 #include <sys/vfs.h>
-#include <sys/wait.h>
+#include "resync/fileio.h"
 #include "resync/macro.h"
-
-static int mkdir_p(const char *path)
-{
-	_cleanup_free_ char *p = strdup(path);
-
-	if (!p)
-		return -ENOMEM;
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = 0;
-		if (mkdir(p, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*s = '/';
-	}
-	if (mkdir(p, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
 
 /* A FUSE mount left behind by a daemon that was killed answers ENOTCONN
  * (statfs always reaches the file system; stat may be answered from the
@@ -44,22 +23,18 @@ static int mkdir_p(const char *path)
  * a dead one. */
 static int node_mount_unstale(const char *mount)
 {
-	const char *argv[] = {"fusermount3", "-u", "-z", mount, NULL};
 	struct statfs sf;
-	pid_t pid;
-	int status, r;
 
 	if (statfs(mount, &sf) == 0 || errno != ENOTCONN)
 		return 0;
 	log_warning("'%s' is a stale mount (its daemon died): detaching it", mount);
-	if (geteuid() == 0)
-		return umount2(mount, MNT_DETACH) == 0 ? 0 : -errno;
-	r = posix_spawnp(&pid, argv[0], NULL, NULL, (char *const *)argv, environ);
-	if (r)
-		return -r;
-	if (waitpid(pid, &status, 0) < 0)
-		return -errno;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+	return fusefs_unmount_lazy(mount);
+}
+
+/* The library does not log: a busy mount's wait at stop is said here. */
+static void node_on_wait(void *arg, const char *why, unsigned waited_ms, unsigned limit_ms)
+{
+	log_warning("%s", why);
 }
 
 static void *accept_thread(void *arg)
@@ -151,12 +126,21 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		log_error("cannot detach the stale mount '%s': %s", n->self->mount, strerror(-r));
 		goto fail;
 	}
-	r = mkdir_p(n->self->mount);
+	r = mkdir_p(n->self->mount, 0755);
 	if (r < 0) {
 		log_error("cannot create '%s': %s", n->self->mount, strerror(-r));
 		goto fail;
 	}
+	if (fusefs_mountpoint_check(n->self->mount) == -EBUSY) {
+		log_error("'%s' is already a mount point (a volume or another file system is "
+			  "mounted there): not mounting on top of it",
+			  n->self->mount);
+		r = -EBUSY;
+		goto fail;
+	}
 	fo.image = n->self->volume;
+	fo.on_wait = node_on_wait;
+	fo.on_wait_arg = n;
 	fo.mountpoint = n->self->mount;
 	fo.meta.block_size = cfg->block_size;
 	r = fusefs_new(&fo, &n->fs);
@@ -264,8 +248,8 @@ int node_stop(struct node *n)
 	if (n->accept_started)
 		pthread_join(n->accept_thread, NULL);
 	n->accept_started = false;
-	deadline = now_usec() + NODE_STOP_WAIT_MS * 1000ull;
-	while (atomic_load(&n->sessions) > 0 && now_usec() < deadline)
+	deadline = clock_usec() + NODE_STOP_WAIT_MS * 1000ull;
+	while (atomic_load(&n->sessions) > 0 && clock_usec() < deadline)
 		usleep(10000);
 	if (atomic_load(&n->sessions) > 0) {
 		/* A session still blocked on its peer: leave the volume to the
@@ -277,7 +261,10 @@ int node_stop(struct node *n)
 	if (n->fs) {
 		tree_file_save(n);
 		r = fusefs_stop(n->fs);
-		if (r < 0)
+		if (r == -EBUSY)
+			log_warning("'%s' was detached while busy: its metadata is left unclean",
+				    n->self->volume);
+		else if (r < 0)
 			log_error("cannot leave clean metadata for '%s': %s", n->self->volume,
 			      strerror(-r));
 	}

@@ -137,7 +137,7 @@ static void *job_open_thread(void *arg)
 	struct job *j = o->j;
 	int r;
 
-	j->t0 = now_usec();
+	j->t0 = clock_usec();
 	snprintf(j->state, sizeof(j->state), "Unknown");
 	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
 	if (!j->buf) {
@@ -306,7 +306,7 @@ static int resync_hash(struct resync_run *run)
 			job_prefetch(&run->jobs[i], run->o.seed);
 		return 0;
 	}
-	run->tc.built = node_image_still(n, &run->tc.id) ? now_usec() : 0;
+	run->tc.built = node_image_still(n, &run->tc.id) ? clock_usec() : 0;
 	run->hashes = calloc(nl ? nl : 1, sizeof(*run->hashes));
 	if (!run->hashes)
 		return -ENOMEM;

@@ -76,7 +76,7 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 		s->built = c.built;
 		return 0;
 	}
-	s->built = node_image_still(n, &s->id) ? now_usec() : 0;
+	s->built = node_image_still(n, &s->id) ? clock_usec() : 0;
 	s->hashes = calloc(nb ? nb : 1, sizeof(*s->hashes));
 	if (!s->hashes)
 		return -ENOMEM;
@@ -577,10 +577,10 @@ static void session_serve(struct session *s)
 			 * that our close does not reset the connection
 			 * before it could. */
 			{
-				uint64_t until = now_usec() + NODE_ERROR_LINGER_MS * 1000ull;
+				uint64_t until = clock_usec() + NODE_ERROR_LINGER_MS * 1000ull;
 
 				peer_conn_set_timeout(s->c, NODE_ERROR_LINGER_MS);
-				while (now_usec() < until &&
+				while (clock_usec() < until &&
 				       peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX,
 							    &len) == 0)
 					;

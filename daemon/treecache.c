@@ -15,6 +15,7 @@
 #include "node-int.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
+#include "resync/fileio.h"
 #include "resync/io.h"
 
 void tree_cache_release(struct tree_cache *c)
@@ -136,18 +137,15 @@ void tree_file_save(struct node *n)
 	h.leaf = c->leaf;
 	h.id = c->id;
 	h.check = hash_block(c->hashes, h.nleaves * sizeof(*c->hashes), 0);
-	if (asprintf(&tmp, "%s.tmp", path) < 0)
-		return;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	r = fd < 0 ? -errno : fd_pwrite_full(fd, &h, sizeof(h), 0);
+	fd = file_atomic_open(path, 0600, &tmp);
+	r = fd < 0 ? fd : fd_pwrite_full(fd, &h, sizeof(h), 0);
 	if (r >= 0)
 		r = fd_pwrite_full(fd, c->hashes, h.nleaves * sizeof(*c->hashes), sizeof(h));
-	if (r >= 0 && fsync(fd) < 0)
-		r = -errno;
-	if (r >= 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
+	if (r >= 0)
+		r = file_atomic_commit(fd, tmp, path);
+	else if (tmp)
 		unlink(tmp);
+	if (r < 0) {
 		log_warning("cannot keep the hash tree of '%s' for the next start: %s", n->self->volume,
 		      strerror(-r));
 	}
@@ -186,7 +184,7 @@ void tree_file_load(struct node *n)
 		return;
 	tree_cache_release(&n->tcache);
 	n->tcache = (struct tree_cache){TAKE_PTR(hashes), tree, h.seed, h.fanout, h.leaf, h.id,
-					now_usec()};
+					clock_usec()};
 	log_info("took back the hash tree of '%s': the image is unchanged since its last compare",
 	      n->self->volume);
 }

@@ -214,6 +214,12 @@ static int parse_args(int argc, char **argv, struct args *a)
 	return 0;
 }
 
+/* The library does not log: a busy mount's wait is said here. */
+static void on_wait(void *arg, const char *why, unsigned waited_ms, unsigned limit_ms)
+{
+	errorf("%s", why);
+}
+
 static void *signal_thread(void *arg)
 {
 	struct fusefs *fs = arg;
@@ -248,6 +254,7 @@ int main(int argc, char **argv)
 	a.fo.image = a.image;
 	a.fo.mountpoint = a.mountpoint;
 	a.fo.fuse_options = a.fuse_opts[0] ? a.fuse_opts : NULL;
+	a.fo.on_wait = on_wait;
 
 	/* Signals are taken by one thread; every other thread blocks them. */
 	sigemptyset(&set);
@@ -257,6 +264,13 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	r = fusefs_mountpoint_check(a.mountpoint);
+	if (r == -EBUSY) {
+		errorf("'%s' is already a mount point (a volume or another file system is "
+		       "mounted there): not mounting on top of it",
+		       a.mountpoint);
+		return 1;
+	}
 	r = fusefs_new(&a.fo, &fs);
 	if (r == -EBUSY) {
 		errorf("'%s' is in use by another writer (resyncfs, resyncd or resync-diff)",
@@ -293,7 +307,9 @@ int main(int argc, char **argv)
 	pthread_cancel(sig_thread);
 	pthread_join(sig_thread, NULL);
 	rs = fusefs_stop(fs);
-	if (rs < 0)
+	if (rs == -EBUSY)
+		errorf("'%s' was detached while busy: its metadata is left unclean", a.image);
+	else if (rs < 0)
 		errorf("cannot leave clean metadata for '%s': %s", a.image, strerror(-rs));
 	fusefs_free(fs);
 	free(a.meta_path);
