@@ -2797,15 +2797,32 @@ static int cmd_pace(void *userdata, struct control_client *cli, json_object *req
 	return ratectl_cmd(&n->rate, running, cli, req);
 }
 
+/* The fields each command accepts (checked by the control socket before
+ * the handler runs). verify and resync read the same ones
+ * (node_run_jobs()); a resync erases unless it is a dry run, and then
+ * also carries "confirm": "<cluster name>". */
+static const struct control_field jobs_fields[] = {
+	{"nodes", CONTROL_FIELD_STRINGS, 0},
+	{"plan", CONTROL_FIELD_BOOL, 0},
+	{"no_ranges", CONTROL_FIELD_BOOL, 0},
+	{"dry_run", CONTROL_FIELD_BOOL, CONTROL_FIELD_DRY_RUN},
+	{"max_rate", CONTROL_FIELD_UINT64, 0},
+	{NULL},
+};
+static const struct control_field rate_fields[] = {
+	{"rate", CONTROL_FIELD_UINT64, CONTROL_FIELD_REQUIRED},
+	{NULL},
+};
+
 static const struct control_command node_commands[] = {
-	{"status", cmd_status},
-	{"verify", cmd_verify},
-	{"resync", cmd_resync},
-	{"cancel", cmd_cancel},
-	{"events", cmd_events},
-	{"pause", cmd_pace},
-	{"resume", cmd_pace},
-	{"rate", cmd_pace},
+	{"status", cmd_status, NULL, 0},
+	{"verify", cmd_verify, jobs_fields, 0},
+	{"resync", cmd_resync, jobs_fields, CONTROL_CMD_ERASES},
+	{"cancel", cmd_cancel, NULL, 0},
+	{"events", cmd_events, NULL, 0},
+	{"pause", cmd_pace, NULL, 0},
+	{"resume", cmd_pace, NULL, 0},
+	{"rate", cmd_pace, rate_fields, 0},
 };
 
 /* ---- lifecycle ---- */
@@ -2938,8 +2955,8 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 	}
 	n->accept_started = true;
 	if (n->self->control) {
-		r = control_server_new(n->self->control, node_commands, ARRAY_SIZE(node_commands),
-				       n, &n->ctl);
+		r = control_server_new(n->self->control, cfg->name, node_commands,
+				       ARRAY_SIZE(node_commands), n, &n->ctl);
 		if (r < 0) {
 			logf_("cannot listen on '%s': %s", n->self->control, strerror(-r));
 			goto fail;
