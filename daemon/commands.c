@@ -149,15 +149,32 @@ static int cmd_pace(void *userdata, struct control_client *cli, json_object *req
 	return ratectl_cmd(&n->rate, running, cli, req);
 }
 
+/* The fields each command accepts (checked by the control socket before
+ * the handler runs). verify and resync read the same ones
+ * (node_run_jobs()); a resync erases unless it is a dry run, and then
+ * also carries "confirm": "<cluster name>". */
+static const struct control_field jobs_fields[] = {
+	{"nodes", CONTROL_FIELD_STRINGS, 0},
+	{"plan", CONTROL_FIELD_BOOL, 0},
+	{"no_ranges", CONTROL_FIELD_BOOL, 0},
+	{"dry_run", CONTROL_FIELD_BOOL, CONTROL_FIELD_DRY_RUN},
+	{"max_rate", CONTROL_FIELD_UINT64, 0},
+	{NULL},
+};
+static const struct control_field rate_fields[] = {
+	{"rate", CONTROL_FIELD_UINT64, CONTROL_FIELD_REQUIRED},
+	{NULL},
+};
+
 const struct control_command node_commands[] = {
-	{"status", cmd_status},
-	{"verify", cmd_verify},
-	{"resync", cmd_resync},
-	{"cancel", cmd_cancel},
-	{"events", cmd_events},
-	{"pause", cmd_pace},
-	{"resume", cmd_pace},
-	{"rate", cmd_pace},
+	{"status", cmd_status, NULL, 0},
+	{"verify", cmd_verify, jobs_fields, 0},
+	{"resync", cmd_resync, jobs_fields, CONTROL_CMD_ERASES},
+	{"cancel", cmd_cancel, NULL, 0},
+	{"events", cmd_events, NULL, 0},
+	{"pause", cmd_pace, NULL, 0},
+	{"resume", cmd_pace, NULL, 0},
+	{"rate", cmd_pace, rate_fields, 0},
 };
 
 const size_t node_commands_n = ARRAY_SIZE(node_commands);

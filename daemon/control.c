@@ -17,6 +17,7 @@
 #include "resync/fileio.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
+#include "resync/unixsock.h"
 
 
 struct control_client {
@@ -33,6 +34,7 @@ struct control_server {
 	int fd;
 	int wake[2]; /* pipe: written to stop the accept thread */
 	char *path;
+	char *cluster; /* what an erasing request confirms */
 	const struct control_command *cmds;
 	size_t ncmds;
 	void *userdata;
@@ -42,18 +44,7 @@ struct control_server {
 	struct control_client *clients; /* protected by lock */
 };
 
-static int send_line(int fd, struct json_object *obj)
-{
-	const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
-	size_t len = strlen(s);
-	_cleanup_free_ char *line = malloc(len + 2);
 
-	if (!line)
-		return -ENOMEM;
-	memcpy(line, s, len);
-	line[len] = '\n';
-	return fd_write_all(fd, line, len + 1);
-}
 
 int control_client_send(struct control_client *c, struct json_object *obj)
 {
@@ -62,7 +53,7 @@ int control_client_send(struct control_client *c, struct json_object *obj)
 	if (atomic_load(&c->gone))
 		return -EPIPE;
 	pthread_mutex_lock(&c->send_lock);
-	r = send_line(c->fd, obj);
+	r = control_send(c->fd, obj);
 	pthread_mutex_unlock(&c->send_lock);
 	if (r < 0)
 		atomic_store(&c->gone, true);
@@ -154,45 +145,62 @@ static ssize_t read_line(int fd, char **buf, size_t *cap, size_t *have, int time
 	}
 }
 
-static struct json_object *parse_object(const char *s, size_t len)
-{
-	struct json_tokener *tok = json_tokener_new();
-	struct json_object *o;
 
-	if (!tok)
-		return NULL;
-	o = json_tokener_parse_ex(tok, s, (int)len);
-	if (o && (json_tokener_get_error(tok) != json_tokener_success ||
-		  !json_object_is_type(o, json_type_object))) {
-		json_object_put(o);
-		o = NULL;
-	}
-	json_tokener_free(tok);
-	return o;
+/* Whether a request of an erasing command erases: not when one of its
+ * dry-run fields is true. */
+static bool request_erases(const struct control_command *cmd, struct json_object *req)
+{
+	struct json_object *v;
+
+	if (!(cmd->flags & CONTROL_CMD_ERASES))
+		return false;
+	for (const struct control_field *f = cmd->fields; f && f->name; f++)
+		if ((f->flags & CONTROL_FIELD_DRY_RUN) && json_object_object_get_ex(req, f->name, &v) &&
+		    json_object_get_boolean(v))
+			return false;
+	return true;
 }
 
 static void client_handle(struct control_client *c, struct json_object *req)
 {
+	static const char *const confirm_field[] = {"confirm", NULL};
 	struct control_server *s = c->server;
-	struct json_object *cmd;
+	const struct control_command *cmd = NULL;
+	struct json_object *v;
 	const char *name;
+	char err[512];
+	int r;
 
-	if (!json_object_object_get_ex(req, "cmd", &cmd) ||
-	    !json_object_is_type(cmd, json_type_string)) {
-		control_client_error(c, "request has no \"cmd\" string");
+	if (!json_object_object_get_ex(req, "cmd", &v) || !json_object_is_type(v, json_type_string)) {
+		control_client_error(c, "refused: field \"cmd\" must be a string naming the command");
 		return;
 	}
-	name = json_object_get_string(cmd);
-	for (size_t i = 0; i < s->ncmds; i++) {
-		if (strcmp(s->cmds[i].name, name))
-			continue;
-		int r = s->cmds[i].fn(s->userdata, c, req);
-
-		if (r < 0)
-			control_client_error(c, "%s: %s", name, strerror(-r));
+	name = json_object_get_string(v);
+	for (size_t i = 0; i < s->ncmds && !cmd; i++)
+		if (!strcmp(s->cmds[i].name, name))
+			cmd = &s->cmds[i];
+	if (!cmd) {
+		control_client_error(c, "refused: unknown command '%s'", name);
 		return;
 	}
-	control_client_error(c, "unknown command '%s'", name);
+	r = control_fields_check(cmd->fields, (cmd->flags & CONTROL_CMD_ERASES) ? confirm_field : NULL,
+				 req, err, sizeof(err));
+	if (r < 0) {
+		control_client_error(c, "refused: %s: %s", name, err);
+		return;
+	}
+	if (request_erases(cmd, req) &&
+	    (!json_object_object_get_ex(req, "confirm", &v) ||
+	     strcmp(json_object_get_string(v), s->cluster))) {
+		control_client_error(c,
+				     "refused: a %s erases data on the secondaries; the request must carry "
+				     "\"confirm\": \"%s\" (the cluster's name)",
+				     name, s->cluster);
+		return;
+	}
+	r = cmd->fn(s->userdata, c, req);
+	if (r < 0)
+		control_client_error(c, "%s: %s", name, strerror(-r));
 }
 
 static void *client_main(void *arg)
@@ -214,7 +222,7 @@ static void *client_main(void *arg)
 		}
 		if (n <= 0)
 			break;
-		req = parse_object(buf, (size_t)n - 1);
+		req = control_parse(buf, (size_t)n - 1);
 		memmove(buf, buf + n, have - (size_t)n);
 		have -= (size_t)n;
 		if (!req) {
@@ -256,6 +264,7 @@ static void reap_clients(struct control_server *s, bool all)
 static void *accept_main(void *arg)
 {
 	struct control_server *s = arg;
+	unsigned backoff = 0, delay = 0;
 
 	while (!atomic_load(&s->stopping)) {
 		struct pollfd p[2] = {{.fd = s->fd, .events = POLLIN},
@@ -263,6 +272,16 @@ static void *accept_main(void *arg)
 		struct control_client *c;
 		int fd;
 
+		if (delay) {
+			/* Backing off: only the stop is watched, as the
+			 * listening socket stays readable while descriptors
+			 * or memory run out. */
+			struct pollfd w = {.fd = s->wake[0], .events = POLLIN};
+
+			if (poll(&w, 1, (int)delay) > 0)
+				break;
+			delay = 0;
+		}
 		if (poll(p, 2, 1000) < 0 && errno != EINTR)
 			break;
 		reap_clients(s, false);
@@ -271,8 +290,11 @@ static void *accept_main(void *arg)
 		if (!(p[0].revents & POLLIN))
 			continue;
 		fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			delay = unixsock_accept_delay(errno, &backoff);
 			continue;
+		}
+		backoff = 0;
 		c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
@@ -295,67 +317,18 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
-static int fill_addr(const char *path, struct sockaddr_un *sa)
-{
-	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa->sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa->sun_path, path);
-	return 0;
-}
 
-int control_connect(const char *path, int *ret_fd)
+
+int control_server_new(const char *path, const char *cluster, const struct control_command *cmds,
+		       size_t ncmds, void *userdata, struct control_server **ret)
 {
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un sa;
+	_cleanup_close_ int fd = -1;
+	struct control_server *s;
 	int r;
 
-	if (fd < 0)
-		return -errno;
-	r = fill_addr(path, &sa);
+	r = unixsock_listen(path, 16, &fd);
 	if (r < 0)
 		return r;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return -errno;
-	*ret_fd = TAKE_FD(fd);
-	return 0;
-}
-
-int control_server_new(const char *path, const struct control_command *cmds, size_t ncmds,
-		       void *userdata, struct control_server **ret)
-{
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct control_server *s;
-	struct sockaddr_un sa;
-	mode_t old;
-	int r, probe;
-
-	if (fd < 0)
-		return -errno;
-	r = fill_addr(path, &sa);
-	if (r < 0)
-		return r;
-	/* A socket file may be left by a daemon that died: replace it only
-	 * when nobody answers on it. */
-	r = control_connect(path, &probe);
-	if (r >= 0) {
-		close(probe);
-		return -EADDRINUSE;
-	}
-	if (r == -ECONNREFUSED)
-		unlink(path);
-	/* Startup is single-threaded: the umask makes the socket 0600 from
-	 * its creation, with no window where others could connect. */
-	old = umask(0177);
-	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old);
-	if (r < 0)
-		return -errno;
-	if (listen(fd, 16) < 0) {
-		r = -errno;
-		unlink(path);
-		return r;
-	}
 
 	s = calloc(1, sizeof(*s));
 	if (!s) {
@@ -363,8 +336,10 @@ int control_server_new(const char *path, const struct control_command *cmds, siz
 		return -ENOMEM;
 	}
 	s->path = strdup(path);
-	if (!s->path || pipe2(s->wake, O_CLOEXEC) < 0) {
+	s->cluster = strdup(cluster);
+	if (!s->path || !s->cluster || pipe2(s->wake, O_CLOEXEC) < 0) {
 		free(s->path);
+		free(s->cluster);
 		free(s);
 		unlink(path);
 		return -ENOMEM;
@@ -381,6 +356,7 @@ int control_server_new(const char *path, const struct control_command *cmds, siz
 		close(s->wake[1]);
 		unlink(path);
 		free(s->path);
+		free(s->cluster);
 		free(s);
 		return r;
 	}
@@ -402,95 +378,9 @@ void control_server_free(struct control_server *s)
 	unlink(s->path);
 	pthread_mutex_destroy(&s->lock);
 	free(s->path);
+	free(s->cluster);
 	free(s);
 }
 
-bool control_is_result(struct json_object *o)
-{
-	struct json_object *t;
 
-	return json_object_object_get_ex(o, "type", &t) &&
-	       json_object_is_type(t, json_type_string) &&
-	       !strcmp(json_object_get_string(t), "result");
-}
 
-int control_send(int fd, struct json_object *req)
-{
-	return send_line(fd, req);
-}
-
-int control_recv(int fd, int timeout_ms, struct json_object **ret)
-{
-	/* Peek, then take exactly up to the newline: large replies (a verify
-	 * lists its ranges) come in a few reads, and nothing of the next
-	 * line is left in a buffer of ours between calls. */
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	int r;
-
-	for (;;) {
-		char chunk[65536], *nl;
-		size_t take;
-		ssize_t n;
-
-		if (timeout_ms >= 0) {
-			struct pollfd p = {.fd = fd, .events = POLLIN};
-			int pr = poll(&p, 1, timeout_ms);
-
-			if (pr < 0 && errno == EINTR)
-				continue;
-			if (pr < 0) {
-				r = -errno;
-				goto out;
-			}
-			if (pr == 0) {
-				r = -ETIMEDOUT;
-				goto out;
-			}
-		}
-		n = recv(fd, chunk, sizeof(chunk), MSG_PEEK);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto out;
-		}
-		if (n == 0) {
-			r = -ECONNRESET;
-			goto out;
-		}
-		nl = memchr(chunk, '\n', (size_t)n);
-		take = nl ? (size_t)(nl - chunk) + 1 : (size_t)n;
-		if (len + take > (size_t)RESYNC_CONTROL_REPLY_MAX) {
-			r = -EMSGSIZE;
-			goto out;
-		}
-		if (len + take + 1 > cap) {
-			size_t ncap = MAX(cap * 2, len + take + 1);
-			char *nb = realloc(buf, ncap);
-
-			if (!nb) {
-				r = -ENOMEM;
-				goto out;
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		/* What was peeked is there: this read takes it whole. */
-		n = fd_read_all(fd, buf + len, take);
-		if (n < 0 || (size_t)n < take) {
-			r = n < 0 ? (int)n : -ECONNRESET;
-			goto out;
-		}
-		len += take;
-		if (nl) {
-			len--; /* the newline */
-			break;
-		}
-	}
-	*ret = parse_object(buf ? buf : "", len);
-	r = *ret ? 0 : -EBADMSG;
-out:
-	free(buf);
-	return r;
-}

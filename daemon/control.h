@@ -1,36 +1,54 @@
-/* The control socket: a UNIX stream socket speaking JSON, one object a line.
+/* The control socket's server side: resyncd's UNIX socket speaking JSON,
+ * one object a line (the protocol and its client side: resync/control.h).
  *
- * A client sends a request {"cmd": NAME, ...}; the daemon answers with zero
- * or more stream lines ({"type": "progress"|"event", ...}) and ends with one
- * {"type": "result", "ok": true|false, ...} line ("error" holds the reason
- * when ok is false). `events` streams until the client closes. socat can
- * drive it: echo '{"cmd":"status"}' | socat - UNIX-CONNECT:/run/resync/n1.sock */
+ * Every request is checked before its handler runs: a JSON object with a
+ * "cmd" string naming a command of the table, only that command's fields,
+ * each of its type, the required ones present. A command flagged
+ * CONTROL_CMD_ERASES (resync) also needs "confirm": "<cluster name>"
+ * unless one of its CONTROL_FIELD_DRY_RUN fields is true. A refusal is one
+ * {"type":"result","ok":false,"error":"..."} line naming the field and
+ * what it must be; the handler is not called. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "resync/control.h"
+
 struct json_object;
 struct control_server;
 struct control_client;
 
-/* Handle one request. Write replies with control_client_send(); return 0
- * after the final "result" line was sent, or -errno to have the server send
+/* Handle one request (already checked against the command's fields).
+ * Write replies with control_client_send(); return 0 after the final
+ * "result" line was sent, or -errno to have the server send
  * {"type":"result","ok":false,"error":strerror} for you. Called on the
  * client's own thread: handlers may block (a resync streams progress). */
 typedef int (*control_handler_fn)(void *userdata, struct control_client *c,
 				  struct json_object *req);
 
+enum control_command_flags {
+	/* The command erases data (a resync, a rollback): the request must
+	 * carry "confirm": "<cluster name>". */
+	CONTROL_CMD_ERASES = 1 << 0,
+};
+
 struct control_command {
 	const char *name;
 	control_handler_fn fn;
+	/* The fields it accepts besides "cmd" (and "confirm" when it
+	 * erases), ended by {NULL}; NULL accepts none. */
+	const struct control_field *fields;
+	unsigned flags; /* enum control_command_flags */
 };
 
-/* Listen at path (mode 0600; a stale socket left by a dead daemon is
- * replaced, a live one gives -EADDRINUSE). cmds must outlive the server.
- * Returns 0 or -errno. */
-int control_server_new(const char *path, const struct control_command *cmds, size_t ncmds,
-		       void *userdata, struct control_server **ret);
+/* Listen at path (see unixsock_listen(): mode 0600 before anyone can
+ * connect, the umask untouched; a stale socket left by a dead daemon is
+ * replaced, a live one gives -EADDRINUSE and is left alone). cluster is
+ * the name an erasing request must carry in "confirm" (copied). cmds must
+ * outlive the server. Returns 0 and *ret, or -errno. */
+int control_server_new(const char *path, const char *cluster, const struct control_command *cmds,
+		       size_t ncmds, void *userdata, struct control_server **ret);
 /* Stop accepting, wake and join every client thread, remove the socket.
  * NULL is accepted. */
 void control_server_free(struct control_server *s);
@@ -47,13 +65,3 @@ int control_client_error(struct control_client *c, const char *fmt, ...)
 /* Whether the client hung up or the server is stopping: long handlers
  * (events) poll this. */
 bool control_client_gone(struct control_client *c);
-
-/* Client side, for resyncctl. */
-int control_connect(const char *path, int *ret_fd);
-int control_send(int fd, struct json_object *req);
-/* Read one JSON line (at most 256 MiB: a reply). timeout_ms < 0
- * waits forever. Returns 0 and *ret (caller puts it), -ETIMEDOUT, -ECONNRESET
- * at end of stream, -EBADMSG for a line that is not a JSON object. */
-int control_recv(int fd, int timeout_ms, struct json_object **ret);
-/* Whether a reply line is the final {"type":"result"} one. */
-bool control_is_result(struct json_object *o);

@@ -213,7 +213,7 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 	}
 	n->accept_started = true;
 	if (n->self->control) {
-		r = control_server_new(n->self->control, node_commands, node_commands_n,
+		r = control_server_new(n->self->control, cfg->name, node_commands, node_commands_n,
 				       n, &n->ctl);
 		if (r < 0) {
 			log_error("cannot listen on '%s': %s", n->self->control, strerror(-r));

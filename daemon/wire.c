@@ -8,6 +8,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "resync/config.h"
 #include "resync/macro.h"
 #include "wire.h"
 
@@ -260,17 +261,8 @@ int wire_header_decode(const unsigned char in[WIRE_HEADER_SIZE], struct wire_hea
 
 bool wire_name_valid(const char *s, size_t len)
 {
-	if (len == 0 || len > RESYNC_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			     (c >= '0' && c <= '9');
-
-		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-			return false;
-	}
-	return true;
+	/* The same rule as the cluster file's names. */
+	return config_name_valid(s, len);
 }
 
 int wire_proto_negotiate(uint16_t a_min, uint16_t a_max, uint16_t b_min, uint16_t b_max,

@@ -18,6 +18,7 @@
 #include "resync/fileio.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
+#include "resync/unixsock.h"
 #include "fusefs-int.h"
 
 #define CONTROL_LINE_MAX 4096
@@ -163,21 +164,31 @@ static void control_serve(struct fusefs *fs, int fd)
 static void *control_thread(void *arg)
 {
 	struct fusefs *fs = arg;
+	unsigned backoff = 0, delay = 0;
 
 	for (;;) {
 		struct pollfd p[2] = {{fs->control_fd, POLLIN, 0}, {fs->control_stop[0], POLLIN, 0}};
 		int c;
 
-		if (poll(p, 2, -1) < 0) {
+		/* Backing off (out of descriptors or memory): only the stop
+		 * is watched, the listening socket stays readable. */
+		if (poll(delay ? p + 1 : p, delay ? 1 : 2, delay ? (int)delay : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
 		if (p[1].revents)
 			break;
-		c = accept4(fs->control_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (c < 0)
+		if (delay) {
+			delay = 0;
 			continue;
+		}
+		c = accept4(fs->control_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0) {
+			delay = unixsock_accept_delay(errno, &backoff);
+			continue;
+		}
+		backoff = 0;
 		control_serve(fs, c);
 		close(c);
 	}
@@ -186,14 +197,10 @@ static void *control_thread(void *arg)
 
 int fusefs_control_start(struct fusefs *fs, const char *path)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int r;
 
 	if (fs->control_started)
 		return -EBUSY;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
 	fs->control_path = strdup(path);
 	if (!fs->control_path)
 		return -ENOMEM;
@@ -201,15 +208,12 @@ int fusefs_control_start(struct fusefs *fs, const char *path)
 		r = -errno;
 		goto fail;
 	}
-	fs->control_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fs->control_fd < 0) {
-		r = -errno;
-		goto fail;
-	}
-	unlink(path); /* a stale socket of an earlier run */
-	if (bind(fs->control_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(path, 0600) < 0 || listen(fs->control_fd, 4) < 0) {
-		r = -errno;
+	/* A live resyncfs's socket is left alone (-EADDRINUSE); only a
+	 * stale one of an earlier run is replaced. */
+	r = unixsock_listen(path, 4, &fs->control_fd);
+	if (r < 0) {
+		free(fs->control_path);
+		fs->control_path = NULL; /* not ours: never unlinked */
 		goto fail;
 	}
 	r = pthread_create(&fs->control_thread, NULL, control_thread, fs);

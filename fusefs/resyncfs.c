@@ -287,8 +287,12 @@ int main(int argc, char **argv)
 	}
 	if (a.control) {
 		r = fusefs_control_start(fs, a.control);
-		if (r < 0) {
+		if (r == -EADDRINUSE)
+			errorf("cannot listen on '%s': another process serves it (a live control "
+			       "socket is never replaced)", a.control);
+		else if (r < 0)
 			errorf("cannot listen on '%s': %s", a.control, strerror(-r));
+		if (r < 0) {
 			fusefs_unmount(fs);
 			fusefs_free(fs);
 			return 1;

@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "control.h"
+#include "resync/config.h"
+#include "resync/control.h"
 #include "resyncctl.h"
 
 const char *resyncctl_config = "/etc/resync/cluster.conf";
@@ -74,20 +74,26 @@ int resyncctl_session_open(struct resyncctl_session *s)
 	r = cluster_config_load(resyncctl_config, err, sizeof(err), &s->cfg);
 	if (r < 0) {
 		resyncctl_errorf("%s", err[0] ? err : strerror(-r));
-		return -1;
+		return RESYNCCTL_EXIT_FAILURE;
 	}
 	s->node = pick_node(s->cfg);
-	if (!s->node)
-		return -1;
+	if (!s->node) /* a --node the file lacks, or no socket here */
+		return resyncctl_node ? RESYNCCTL_EXIT_FAILURE : RESYNCCTL_EXIT_UNREACHABLE;
 	if (!s->node->control) {
 		resyncctl_errorf("node '%s' has no 'control' socket in '%s'", s->node->name, s->cfg->path);
-		return -1;
+		return RESYNCCTL_EXIT_FAILURE;
 	}
 	r = control_connect(s->node->control, &s->fd);
+	if (r == -EACCES || r == -EPERM) {
+		resyncctl_errorf("cannot reach node '%s' at '%s': permission denied (the control socket "
+				 "is its owner's only: run as root or that user)",
+				 s->node->name, s->node->control);
+		return RESYNCCTL_EXIT_FAILURE;
+	}
 	if (r < 0) {
 		resyncctl_errorf("cannot reach node '%s' at '%s': %s (is resyncd running?)", s->node->name,
 		       s->node->control, strerror(-r));
-		return -1;
+		return RESYNCCTL_EXIT_UNREACHABLE;
 	}
 	return 0;
 }

@@ -12,13 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "control.h"
+#include "resync/config.h"
+#include "resync/control.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
 #include "resyncctl.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE RESYNCCTL_EXIT_USAGE
 
 /* ---- status ---- */
 
@@ -37,8 +37,10 @@ int resyncctl_status(int argc, char **argv)
 
 	if (resyncctl_parse_opts(argc, argv, status_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	if (resyncctl_session_open(&s) < 0)
+	rc = resyncctl_session_open(&s);
+	if (rc)
 		goto out;
+	rc = 1;
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("status"));
 	res = resyncctl_request(&s, req, NULL, NULL);
@@ -84,7 +86,8 @@ out:
 static const char verify_usage[] =
 	"usage: resyncctl [--config FILE] [--node NAME] verify [--json]\n"
 	"Compare every secondary with the primary through hashes, writing nothing.\n"
-	"Exit 0 when every secondary is identical, 1 when any differs, 2 on error.\n";
+	"Exit 0 when every secondary is identical, 1 when any differs, 2 on error,\n"
+	"3 when a node could not be reached.\n";
 
 int resyncctl_verify(int argc, char **argv)
 {
@@ -92,12 +95,14 @@ int resyncctl_verify(int argc, char **argv)
 	json_object *req, *res, *nodes, *out, *arr;
 	bool json = false, differs = false, failed = false;
 	char b[32];
+	int r;
 
 	if (resyncctl_parse_opts(argc, argv, verify_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	if (resyncctl_session_open(&s) < 0) {
+	r = resyncctl_session_open(&s);
+	if (r) {
 		resyncctl_session_close(&s);
-		return 2;
+		return r == RESYNCCTL_EXIT_UNREACHABLE ? r : 2;
 	}
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("verify"));
@@ -160,7 +165,9 @@ int resyncctl_verify(int argc, char **argv)
 	json_object_put(out);
 	json_object_put(res);
 	resyncctl_session_close(&s);
-	return failed ? 2 : differs ? 1 : 0;
+	/* A secondary the primary could not compare is one it could not
+	 * reach (its error says why). */
+	return failed ? RESYNCCTL_EXIT_UNREACHABLE : differs ? 1 : 0;
 }
 
 /* ---- resync ---- */
@@ -172,7 +179,7 @@ static const char resync_usage[] =
 	"The data on those secondaries is erased and replaced with the primary's.\n"
 	"Shows the plan, then asks to type the cluster name; without a terminal\n"
 	"it needs --yes. --dry-run shows the plan only. Exit 0 only when every\n"
-	"chosen secondary ends UpToDate.\n";
+	"chosen secondary ends UpToDate; 3 when a node could not be reached.\n";
 
 #define PROGRESS_NODES_MAX 64
 
@@ -267,6 +274,7 @@ int resyncctl_resync(int argc, char **argv)
 	struct progress_ctx pc = {0};
 	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
 	bool yes = false, dry = false, json = false, have_rate = false, all_ok = true;
+	bool unreachable = false;
 	uint64_t rate = 0;
 	char b[32], c2[32], w[32];
 	int c, rc = 1;
@@ -315,8 +323,10 @@ int resyncctl_resync(int argc, char **argv)
 	}
 	pc.json = json;
 	pc.tty = isatty(STDERR_FILENO);
-	if (resyncctl_session_open(&s) < 0)
+	rc = resyncctl_session_open(&s);
+	if (rc)
 		goto out;
+	rc = 1;
 
 	/* The plan: a compare that writes nothing (quick where the resync
 	 * will be quick: the union of both dirty bitmaps). */
@@ -332,6 +342,9 @@ int resyncctl_resync(int argc, char **argv)
 	if (!plan || !resyncctl_result_ok(plan))
 		goto out;
 	nodes = resyncctl_jnodes(plan);
+	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++)
+		if (resyncctl_jstr(json_object_array_get_idx(nodes, i), "error"))
+			unreachable = true;
 	if (json) {
 		json_object *o = json_object_new_object();
 
@@ -390,6 +403,9 @@ int resyncctl_resync(int argc, char **argv)
 
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("resync"));
+	/* Typed or --yes: the daemon runs an erasing request only when it
+	 * names the cluster. */
+	json_object_object_add(req, "confirm", json_object_new_string(s.cfg->name));
 	json_object_object_add(req, "nodes", json_object_get(names));
 	/* The summary shows no ranges: the reply need not carry them. */
 	json_object_object_add(req, "no_ranges", json_object_new_boolean(true));
@@ -438,7 +454,7 @@ int resyncctl_resync(int argc, char **argv)
 			resyncctl_print_json(sum);
 		json_object_put(sum);
 	}
-	rc = all_ok ? 0 : 1;
+	rc = all_ok ? 0 : unreachable ? RESYNCCTL_EXIT_UNREACHABLE : 1;
 out:
 	json_object_put(res);
 	json_object_put(plan);
@@ -463,8 +479,10 @@ int resyncctl_cancel(int argc, char **argv)
 
 	if (resyncctl_parse_opts(argc, argv, cancel_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	if (resyncctl_session_open(&s) < 0)
+	rc = resyncctl_session_open(&s);
+	if (rc)
 		goto out;
+	rc = 1;
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("cancel"));
 	res = resyncctl_request(&s, req, NULL, NULL);

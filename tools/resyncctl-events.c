@@ -12,13 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "control.h"
+#include "resync/config.h"
+#include "resync/control.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
 #include "resyncctl.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE RESYNCCTL_EXIT_USAGE
 
 static const char events_usage[] =
 	"usage: resyncctl events [--config FILE] [--node NAME] [--json]\n"
@@ -63,8 +63,9 @@ int resyncctl_events(int argc, char **argv)
 
 	if (resyncctl_parse_opts(argc, argv, events_usage, &json, 0) < 0)
 		return EXIT_USAGE;
-	if (resyncctl_session_open(&s) < 0)
-		return 1;
+	r = resyncctl_session_open(&s);
+	if (r)
+		return r;
 	fd = s.fd;
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string("events"));
@@ -115,9 +116,10 @@ static int pace_request(json_object *req, bool json)
 	json_object *res = NULL, *v;
 	int fd, r;
 
-	if (resyncctl_session_open(&s) < 0) {
+	r = resyncctl_session_open(&s);
+	if (r) {
 		json_object_put(req);
-		return 1;
+		return r;
 	}
 	fd = s.fd;
 	r = control_send(fd, req);

@@ -31,7 +31,18 @@ struct resyncctl_session {
 	const struct node_config *node;
 	int fd;
 };
-/* Returns 0, or -1 after printing why. */
+/* Exit codes of the daemon commands (resyncctl(8), EXIT STATUS). */
+enum {
+	RESYNCCTL_EXIT_FAILURE = 1,
+	RESYNCCTL_EXIT_USAGE = 2,
+	/* Some node could not be reached: the daemon asked, or a secondary
+	 * from the primary. */
+	RESYNCCTL_EXIT_UNREACHABLE = 3,
+};
+
+/* Returns 0, or after printing why the exit code to use:
+ * RESYNCCTL_EXIT_UNREACHABLE when the node's control socket does not
+ * answer, RESYNCCTL_EXIT_FAILURE otherwise (the config, permissions). */
 int resyncctl_session_open(struct resyncctl_session *s);
 void resyncctl_session_close(struct resyncctl_session *s);
 

@@ -1,5 +1,6 @@
 /* The control socket: JSON lines, commands, errors, stale sockets, mode. */
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 
 #include "control.h"
 #include "resync/macro.h"
+#include "resync/unixsock.h"
 
 static char dir[64];
 static char path[128];
@@ -56,11 +58,44 @@ static int cmd_fail(void *userdata, struct control_client *c, struct json_object
 	return -EPERM;
 }
 
-static const struct control_command cmds[] = {
-	{"echo", cmd_echo},
-	{"stream", cmd_stream},
-	{"fail", cmd_fail},
+static int cmd_count(void *userdata, struct control_client *c, struct json_object *req)
+{
+	int *calls = userdata;
+
+	(void)req;
+	(*calls)++;
+	return control_client_result(c, NULL);
+}
+
+static const struct control_field echo_fields[] = {
+	{"x", CONTROL_FIELD_UINT64, 0},
+	{NULL, 0, 0},
 };
+
+/* What node.c gives verify and resync, and a required field. */
+static const struct control_field wipe_fields[] = {
+	{"nodes", CONTROL_FIELD_STRINGS, 0},
+	{"plan", CONTROL_FIELD_BOOL, 0},
+	{"dry_run", CONTROL_FIELD_BOOL, CONTROL_FIELD_DRY_RUN},
+	{"max_rate", CONTROL_FIELD_UINT64, 0},
+	{"label", CONTROL_FIELD_STRING, 0},
+	{NULL, 0, 0},
+};
+static const struct control_field need_fields[] = {
+	{"rate", CONTROL_FIELD_UINT64, CONTROL_FIELD_REQUIRED},
+	{NULL, 0, 0},
+};
+
+static const struct control_command cmds[] = {
+	{"echo", cmd_echo, echo_fields, 0},
+	{"stream", cmd_stream, NULL, 0},
+	{"fail", cmd_fail, NULL, 0},
+	{"wipe", cmd_count, wipe_fields, CONTROL_CMD_ERASES},
+	{"look", cmd_count, wipe_fields, 0},
+	{"need", cmd_count, need_fields, 0},
+};
+#define NCMDS ARRAY_SIZE(cmds)
+#define CLUSTER "demo"
 
 static int setup(void **state)
 {
@@ -105,7 +140,11 @@ static void test_commands(void **state)
 	int calls = 0, fd;
 
 	(void)state;
-	assert_int_equal(control_server_new(path, cmds, 3, &calls, &s), 0);
+	/* 0600 whatever the umask, and the umask is left as it was (other
+	 * threads of the daemon create files meanwhile). */
+	umask(0);
+	assert_int_equal(control_server_new(path, CLUSTER, cmds, NCMDS, &calls, &s), 0);
+	assert_int_equal(umask(022), 0);
 	assert_int_equal(stat(path, &st), 0);
 	assert_true(S_ISSOCK(st.st_mode));
 	assert_int_equal(st.st_mode & 0777, 0600);
@@ -145,11 +184,21 @@ static void test_commands(void **state)
 	json_object_put(o);
 	assert_int_equal(calls, 1);
 
-	/* A second server on a live socket is refused. */
+	/* A second server on a live socket is refused, and the first one
+	 * still answers on it, on the open connection and a new one. */
 	{
 		struct control_server *s2;
+		int fd2;
 
-		assert_int_equal(control_server_new(path, cmds, 3, NULL, &s2), -EADDRINUSE);
+		assert_int_equal(control_server_new(path, CLUSTER, cmds, NCMDS, NULL, &s2), -EADDRINUSE);
+		o = roundtrip(fd, "{\"cmd\":\"echo\"}\n");
+		assert_string_equal(str(o, "ok"), "true");
+		json_object_put(o);
+		assert_int_equal(control_connect(path, &fd2), 0);
+		o = roundtrip(fd2, "{\"cmd\":\"echo\"}\n");
+		assert_string_equal(str(o, "ok"), "true");
+		json_object_put(o);
+		close(fd2);
 	}
 	close(fd);
 	control_server_free(s);
@@ -170,7 +219,7 @@ static void test_stale_socket_replaced(void **state)
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	close(fd);
 
-	assert_int_equal(control_server_new(path, cmds, 3, &calls, &s), 0);
+	assert_int_equal(control_server_new(path, CLUSTER, cmds, NCMDS, &calls, &s), 0);
 	assert_int_equal(control_connect(path, &fd), 0);
 	o = roundtrip(fd, "{\"cmd\":\"echo\"}\n");
 	assert_string_equal(str(o, "ok"), "true");
@@ -190,7 +239,7 @@ static void test_oversized_line(void **state)
 
 	(void)state;
 	memset(junk, 'a', big);
-	assert_int_equal(control_server_new(path, cmds, 3, &calls, &s), 0);
+	assert_int_equal(control_server_new(path, CLUSTER, cmds, NCMDS, &calls, &s), 0);
 	assert_int_equal(control_connect(path, &fd), 0);
 	while (off < big) {
 		ssize_t n = send(fd, junk + off, big - off, MSG_NOSIGNAL);
@@ -260,11 +309,135 @@ static void test_recv_long_and_back_to_back(void **state)
 	wait(NULL);
 }
 
+/* Send line; expect a refusal whose error holds every one of want (NULL
+ * ended) and no call of a handler. */
+static void refused(int fd, const int *calls, const char *line, ...)
+{
+	int before = *calls;
+	struct json_object *o = roundtrip(fd, line);
+	const char *w;
+	va_list ap;
+
+	assert_string_equal(str(o, "type"), "result");
+	assert_string_equal(str(o, "ok"), "false");
+	va_start(ap, line);
+	while ((w = va_arg(ap, const char *))) {
+		if (!strstr(str(o, "error"), w))
+			fail_msg("'%s' refused with '%s', which lacks '%s'", line, str(o, "error"), w);
+	}
+	va_end(ap);
+	json_object_put(o);
+	assert_int_equal(*calls, before);
+}
+
+static void accepted(int fd, int *calls, const char *line)
+{
+	int before = *calls;
+	struct json_object *o = roundtrip(fd, line);
+
+	if (strcmp(str(o, "ok"), "true"))
+		fail_msg("'%s' was refused: %s", line, str(o, "error"));
+	json_object_put(o);
+	assert_int_equal(*calls, before + 1);
+}
+
+static void test_checked_requests(void **state)
+{
+	struct control_server *s;
+	int calls = 0, fd;
+
+	(void)state;
+	assert_int_equal(control_server_new(path, CLUSTER, cmds, NCMDS, &calls, &s), 0);
+	assert_int_equal(control_connect(path, &fd), 0);
+
+	refused(fd, &calls, "[\"wipe\"]\n", "not a JSON object", NULL);
+	refused(fd, &calls, "{\"nodes\":[]}\n", "\"cmd\"", "string", NULL);
+	refused(fd, &calls, "{\"cmd\":7}\n", "\"cmd\"", "string", NULL);
+	refused(fd, &calls, "{\"cmd\":\"nope\"}\n", "unknown command 'nope'", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"nodez\":[]}\n", "unknown field \"nodez\"", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"nodes\":\"node2\"}\n", "\"nodes\"",
+		"an array of strings", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"nodes\":[\"a\",2]}\n", "\"nodes\"",
+		"an array of strings", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"max_rate\":\"abc\"}\n", "\"max_rate\"",
+		"a non-negative integer", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"max_rate\":-1}\n", "\"max_rate\"",
+		"a non-negative integer", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"max_rate\":1.5}\n", "\"max_rate\"",
+		"a non-negative integer", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"dry_run\":\"no\"}\n", "\"dry_run\"",
+		"true or false", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"plan\":null}\n", "\"plan\"", "true or false", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"label\":3}\n", "\"label\"", "a string", NULL);
+	refused(fd, &calls, "{\"cmd\":\"need\"}\n", "missing field \"rate\"", NULL);
+	refused(fd, &calls, "{\"cmd\":\"need\",\"rate\":-5}\n", "\"rate\"", NULL);
+	/* confirm is a field of an erasing command only. */
+	refused(fd, &calls, "{\"cmd\":\"look\",\"confirm\":\"demo\"}\n", "unknown field \"confirm\"", NULL);
+	/* An erasing request without the cluster's name, or with another. */
+	refused(fd, &calls, "{\"cmd\":\"wipe\"}\n", "erases data", "\"confirm\": \"demo\"", NULL);
+	refused(fd, &calls, "{\"cmd\":\"wipe\",\"nodes\":[\"n2\"],\"confirm\":\"other\"}\n",
+		"erases data", "\"confirm\": \"demo\"", NULL);
+	refused(fd, &calls, "{\"cmd\":\"wipe\",\"confirm\":\"\"}\n", "erases data", NULL);
+	refused(fd, &calls, "{\"cmd\":\"wipe\",\"confirm\":true}\n", "\"confirm\"", "a string", NULL);
+	refused(fd, &calls, "{\"cmd\":\"wipe\",\"dry_run\":false}\n", "erases data", NULL);
+	/* plan is not a dry-run field: it does not stand in for confirm. */
+	refused(fd, &calls, "{\"cmd\":\"wipe\",\"plan\":true}\n", "erases data", NULL);
+
+	accepted(fd, &calls, "{\"cmd\":\"look\"}\n");
+	accepted(fd, &calls,
+		 "{\"cmd\":\"look\",\"nodes\":[\"n2\",\"n3\"],\"plan\":true,\"dry_run\":false,"
+		 "\"max_rate\":18446744073709551615,\"label\":\"x\"}\n");
+	accepted(fd, &calls, "{\"cmd\":\"look\",\"nodes\":[],\"max_rate\":0}\n");
+	accepted(fd, &calls, "{\"cmd\":\"wipe\",\"confirm\":\"demo\"}\n");
+	accepted(fd, &calls,
+		 "{\"cmd\":\"wipe\",\"nodes\":[\"n2\"],\"max_rate\":1048576,\"confirm\":\"demo\"}\n");
+	accepted(fd, &calls, "{\"cmd\":\"wipe\",\"dry_run\":true}\n");
+	accepted(fd, &calls, "{\"cmd\":\"need\",\"rate\":0}\n");
+	close(fd);
+	control_server_free(s);
+}
+
+/* A path that is not a socket is neither taken nor removed. */
+static void test_not_a_socket_left_alone(void **state)
+{
+	struct control_server *s;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(control_server_new(path, CLUSTER, cmds, NCMDS, NULL, &s), -EEXIST);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+}
+
+static void test_accept_backoff(void **state)
+{
+	unsigned b = 0;
+
+	(void)state;
+	assert_int_equal(unixsock_accept_delay(ECONNABORTED, &b), 0);
+	assert_int_equal(unixsock_accept_delay(EINTR, &b), 0);
+	assert_int_equal(unixsock_accept_delay(EMFILE, &b), 100);
+	assert_int_equal(unixsock_accept_delay(ENFILE, &b), 200);
+	assert_int_equal(unixsock_accept_delay(ENOBUFS, &b), 400);
+	assert_int_equal(unixsock_accept_delay(ENOMEM, &b), 800);
+	assert_int_equal(unixsock_accept_delay(EMFILE, &b), 1000);
+	assert_int_equal(unixsock_accept_delay(EMFILE, &b), 1000);
+	b = 0; /* an accept succeeded */
+	assert_int_equal(unixsock_accept_delay(EMFILE, &b), 100);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checked_requests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_not_a_socket_left_alone, setup, teardown),
+		cmocka_unit_test(test_accept_backoff),
 		cmocka_unit_test_setup_teardown(test_oversized_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recv_timeout_and_eof, setup, teardown),
 		cmocka_unit_test(test_recv_long_and_back_to_back),

@@ -197,11 +197,16 @@ static int cmd_rate(void *userdata, struct control_client *c, struct json_object
 	return ratectl_cmd(&ctl->rc, ctl->running, c, req);
 }
 
+static const struct control_field rate_fields[] = {
+	{"rate", CONTROL_FIELD_UINT64, CONTROL_FIELD_REQUIRED},
+	{NULL, 0, 0},
+};
+
 static const struct control_command cmds[] = {
-	{"pause", cmd_rate},
-	{"resume", cmd_rate},
-	{"rate", cmd_rate},
-	{"bogus", cmd_rate},
+	{"pause", cmd_rate, NULL, 0},
+	{"resume", cmd_rate, NULL, 0},
+	{"rate", cmd_rate, rate_fields, 0},
+	{"bogus", cmd_rate, NULL, 0},
 };
 
 static struct json_object *roundtrip(int fd, const char *line)
@@ -234,7 +239,7 @@ static void test_cmd(void **state)
 	path = testlib_path(dir, "ctl.sock");
 	assert_non_null(path);
 	ratectl_reset(&ctl.rc, 1000);
-	assert_int_equal(control_server_new(path, cmds, 4, &ctl, &s), 0);
+	assert_int_equal(control_server_new(path, "test", cmds, 4, &ctl, &s), 0);
 	assert_int_equal(control_connect(path, &fd), 0);
 
 	/* Nothing running: refused, nothing changed. */
@@ -260,10 +265,10 @@ static void test_cmd(void **state)
 	json_object_put(o);
 	assert_int_equal(atomic_load(&ctl.rc.rate), 1048576);
 
-	/* Bad rates are refused with the reason, and change nothing. */
+	/* Bad rates are refused (by the socket's field check) naming the field, and change nothing. */
 	o = roundtrip(fd, "{\"cmd\":\"rate\",\"rate\":\"fast\"}\n");
 	assert_false(json_object_get_boolean(get(o, "ok")));
-	assert_non_null(strstr(json_object_get_string(get(o, "error")), "bytes per second"));
+	assert_non_null(strstr(json_object_get_string(get(o, "error")), "'rate'"));
 	json_object_put(o);
 	o = roundtrip(fd, "{\"cmd\":\"rate\",\"rate\":-1}\n");
 	assert_false(json_object_get_boolean(get(o, "ok")));

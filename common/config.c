@@ -15,12 +15,26 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
-#include "config.h"
+#include "resync/config.h"
 #include "resync/fileio.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
-#include "wire.h"
+
+bool config_name_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > RESYNC_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = s[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c >= '0' && c <= '9');
+
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return false;
+	}
+	return true;
+}
 
 enum { CONFIG_FILE_MAX = 1 << 20, COMPRESS_LEVEL_MIN = -7 };
 
@@ -160,7 +174,7 @@ static void section_begin(struct parse_ctx *c, const char *s, size_t len)
 		fail(c, c->line, -EINVAL, "section [node] needs a name: [node NAME]");
 		return;
 	}
-	if (!wire_name_valid(s, len)) {
+	if (!config_name_valid(s, len)) {
 		fail(c, c->line, -EINVAL, "section [node %.*s]: '%.*s' is not a valid node name (%s)",
 		     (int)MIN(len, 80), s, (int)MIN(len, 80), s, name_rule);
 		return;
@@ -358,7 +372,7 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		return;
 	switch ((enum cluster_key)k) {
 	case CK_NAME:
-		if (!wire_name_valid(v, strlen(v))) {
+		if (!config_name_valid(v, strlen(v))) {
 			fail(c, c->line, -EINVAL, "key 'name': '%s' is not a valid cluster name (%s)",
 			     v, name_rule);
 			return;
@@ -366,7 +380,7 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		set_string(c, &cfg->name, v);
 		return;
 	case CK_PRIMARY:
-		if (!wire_name_valid(v, strlen(v))) {
+		if (!config_name_valid(v, strlen(v))) {
 			fail(c, c->line, -EINVAL, "key 'primary': '%s' is not a valid node name (%s)",
 			     v, name_rule);
 			return;

@@ -1,0 +1,74 @@
+/* The cluster file: one INI file, identical on every node (DESIGN.md,
+ * "Configuration"). Shared by resyncd and resyncctl (the secret is the
+ * daemon's: daemon/config.h).
+ *
+ * Loading validates everything it can without touching the network or the
+ * volumes: every key is known, every value parses, every node has an
+ * address and a volume, names are unique, the primary exists. An error
+ * message names the file, the line and the key:
+ *   cluster.conf:12: key 'block_size': '3K' is not a power of two from 4K to 1M */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct node_config {
+	char *name;
+	char *address; /* HOST:PORT as written */
+	char *host;    /* without brackets for an IPv6 literal */
+	uint16_t port;
+	char *volume;
+	char *mount;   /* NULL if not set */
+	char *control; /* NULL if not set */
+	char *metrics; /* HOST:PORT or NULL */
+	char *web;     /* HOST:PORT or NULL */
+	unsigned line; /* of the [node NAME] header */
+};
+
+struct cluster_config {
+	char *path; /* the file loaded */
+	char *name;
+	char *primary;	   /* NULL if not set */
+	char *secret_file; /* NULL only when insecure */
+	uint32_t block_size;
+	uint64_t max_rate; /* bytes per second, 0 = unlimited */
+	bool insecure;	   /* plaintext peer traffic allowed (tests, benchmarks) */
+	int compress_level;
+	char *notify_email; /* one or more addresses, comma-separated */
+	char *smtp_url;
+	char *smtp_user;
+	char *smtp_password_file;
+	char *notify_from;
+	char *notify_webhook;
+	char *notify_command;
+	bool undo; /* journal overwritten blocks so a resync can be rolled back */
+
+	struct node_config *nodes; /* in file order */
+	size_t n_nodes;
+};
+
+/* Load and validate path. On failure, a one-line message (without a
+ * trailing newline) is written to err (errlen bytes, may be 0). Returns 0
+ * and *ret (free with cluster_config_free), or -EINVAL (a config error),
+ * -ENOMEM, or the -errno of opening the file. */
+int cluster_config_load(const char *path, char *err, size_t errlen, struct cluster_config **ret);
+/* The same from a string; name is used in messages in place of a path. */
+int cluster_config_parse(const char *name, const char *text, char *err, size_t errlen,
+			 struct cluster_config **ret);
+void cluster_config_free(struct cluster_config *cfg);
+
+/* The node called name, or NULL. */
+const struct node_config *cluster_config_node(const struct cluster_config *cfg,
+					      const char *name);
+/* The primary's node, or NULL when the cluster has none. */
+const struct node_config *cluster_config_primary(const struct cluster_config *cfg);
+
+/* Whether s[0, len) is a valid cluster or node name: 1 to RESYNC_NAME_MAX
+ * bytes of letters, digits, '.', '_' and '-', starting with a letter or a
+ * digit. The peer protocol checks the names of a HELLO with it too. */
+bool config_name_valid(const char *s, size_t len);
+
+/* Split "HOST:PORT" ("[v6]:PORT" for IPv6 literals). Returns 0 and a
+ * malloc'ed host, or -EINVAL. */
+int config_address_parse(const char *s, char **ret_host, uint16_t *ret_port);
