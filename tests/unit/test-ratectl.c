@@ -268,7 +268,7 @@ static void test_cmd(void **state)
 	/* Bad rates are refused (by the socket's field check) naming the field, and change nothing. */
 	o = roundtrip(fd, "{\"cmd\":\"rate\",\"rate\":\"fast\"}\n");
 	assert_false(json_object_get_boolean(get(o, "ok")));
-	assert_non_null(strstr(json_object_get_string(get(o, "error")), "'rate'"));
+	assert_non_null(strstr(json_object_get_string(get(o, "error")), "field \"rate\""));
 	json_object_put(o);
 	o = roundtrip(fd, "{\"cmd\":\"rate\",\"rate\":-1}\n");
 	assert_false(json_object_get_boolean(get(o, "ok")));
