@@ -154,7 +154,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		if (!j->started) {
 			j->r = -EAGAIN;
 			snprintf(j->err, sizeof(j->err), "cannot start a thread");
-			snprintf(j->state, sizeof(j->state), "Unknown");
+			j->state = META_STATE_UNKNOWN;
 		}
 	}
 	for (size_t i = 0; i < nj; i++)
@@ -179,8 +179,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 			/* Seen again at every plan and verify: for the event
 			 * stream, not a notification (the secondary sent that
 			 * when it turned Diverged). */
-			event_publish_state(n->bus, j->peer->name, wire_state_name(j->hello.state),
-					    "Diverged", true, "it holds writes that the primary lacks");
+			event_publish_state(n->bus, j->peer->name, meta_state_from_wire(j->hello.state),
+					    META_STATE_DIVERGED, true, "it holds writes that the primary lacks");
 		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
 			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
 			    !memcmp(j->status.checkpoint_id.b, mi.generation.b, 16);
@@ -299,7 +299,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 			failed++;
 		json_object_object_add(x, "name", json_object_new_string(j->peer->name));
 		json_object_object_add(x, "result", json_object_new_string(result));
-		json_object_object_add(x, "state", json_object_new_string(j->state));
+		json_object_object_add(x, "state", json_object_new_string(meta_state_name(j->state)));
 		json_object_object_add(x, "mode",
 				       json_object_new_string(j->mode == JOB_QUICK ? "quick" : "full"));
 		json_object_object_add(x, "differing_blocks", json_object_new_uint64(j->differing_blocks));
