@@ -27,16 +27,9 @@ int node_peer_open(struct node *n, const struct node_config *peer, bool write, c
 	size_t len;
 	int r;
 
+	/* An authentication failure is -EKEYREJECTED, and err already says
+	 * so, naming the node. */
 	r = peer_conn_connect(n->ctx, peer, err, errlen, &c);
-	if (r == -EACCES && !strstr(err, "authentication")) {
-		/* The TLS handshake failed on the pre-shared key (or the
-		 * cluster name that selects it): say so in the operator's
-		 * words. */
-		_cleanup_free_ char *detail = strdup(err);
-
-		snprintf(err, errlen, "node '%s': authentication failed: %s", peer->name,
-			 detail ? detail : "the cluster key differs");
-	}
 	if (r < 0)
 		return r;
 	buf = malloc(RESYNC_WIRE_FRAME_MAX);

@@ -75,7 +75,7 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 
 				memcpy(g.b, h.generation.b, 16);
 				json_object_object_add(o, "state",
-						       json_object_new_string(wire_state_name(h.state)));
+						       json_object_new_string(meta_state_name(meta_state_from_wire(h.state))));
 				json_object_object_add(o, "generation",
 						       json_object_new_string(meta_uuid_format(&g, u, sizeof(u))));
 				if (node_peer_status(c, buf, &ws) == 0) {
@@ -88,7 +88,7 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 				json_object_object_add(o, "connected", json_object_new_boolean(true));
 				peer_conn_free(c);
 			} else {
-				json_object_object_add(o, "state", json_object_new_string("Unknown"));
+				json_object_object_add(o, "state", json_object_new_string(meta_state_name(META_STATE_UNKNOWN)));
 				json_object_object_add(o, "generation", NULL);
 				json_object_object_add(o, "dirty_bytes", NULL);
 				json_object_object_add(o, "connected", json_object_new_boolean(false));

@@ -59,6 +59,51 @@ const char *event_kind_name(enum event_kind k)
 	return (unsigned)k < EVENT_KIND_COUNT ? kind_names[k] : "unknown";
 }
 
+static const char *const result_names[EVENT_RESULT_COUNT] = {
+	[EVENT_RESULT_NONE] = "",
+	[EVENT_RESULT_SUCCESS] = "success",
+	[EVENT_RESULT_FAILED] = "failed",
+	[EVENT_RESULT_CANCELLED] = "cancelled",
+};
+
+const char *event_result_name(enum event_result r)
+{
+	return (unsigned)r < EVENT_RESULT_COUNT ? result_names[r] : "";
+}
+
+int event_result_parse(const char *name, enum event_result *ret)
+{
+	for (unsigned i = EVENT_RESULT_NONE + 1; i < EVENT_RESULT_COUNT; i++)
+		if (!strcmp(name, result_names[i])) {
+			*ret = (enum event_result)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static const char *const phase_names[EVENT_PHASE_COUNT] = {
+	[EVENT_PHASE_NONE] = "",
+	[EVENT_PHASE_COMPARED] = "compared",
+	[EVENT_PHASE_DIRTY] = "dirty",
+	[EVENT_PHASE_TRANSFER] = "transfer",
+};
+
+const char *event_phase_name(enum event_phase p)
+{
+	return (unsigned)p < EVENT_PHASE_COUNT ? phase_names[p] : "";
+}
+
+const char *event_state_name(enum meta_state s)
+{
+	return s == EVENT_STATE_NONE ? "" : meta_state_name(s);
+}
+
+/* A peer event's "state". */
+static const char *peer_word(const struct event *e)
+{
+	return e->connected ? "connected" : "disconnected";
+}
+
 int event_bus_new(const char *cluster, struct event_bus **ret)
 {
 	struct event_bus *b = calloc(1, sizeof(*b));
@@ -188,11 +233,10 @@ void event_bus_publish(struct event_bus *b, const struct event *e)
 	if (ev.kind == EVENT_RESYNC_CANCELLED)
 		b->run_cancelled = true;
 	if (ev.kind == EVENT_RESYNC_DONE) {
-		if (!ev.result[0])
-			snprintf(ev.result, sizeof(ev.result), "%s",
-				 b->run_failed	  ? "failed"
-				 : b->run_cancelled ? "cancelled"
-						    : "success");
+		if (ev.result == EVENT_RESULT_NONE)
+			ev.result = b->run_failed      ? EVENT_RESULT_FAILED
+				    : b->run_cancelled ? EVENT_RESULT_CANCELLED
+						       : EVENT_RESULT_SUCCESS;
 		if (ev.seconds == 0 && b->run_t0)
 			ev.seconds = (double)(clock_usec() - b->run_t0) / 1e6;
 		b->run_t0 = 0;
@@ -207,63 +251,58 @@ void event_bus_publish(struct event_bus *b, const struct event *e)
 	pthread_mutex_unlock(&b->lock);
 }
 
-void event_publish_state(struct event_bus *b, const char *node, const char *old_state,
-			 const char *state, bool expected, const char *reason)
+void event_publish_state(struct event_bus *b, const char *node, enum meta_state old_state,
+			 enum meta_state state, bool expected, const char *reason)
 {
-	struct event e = {.kind = EVENT_STATE_CHANGED, .expected = expected};
+	struct event e = {.kind = EVENT_STATE_CHANGED, .expected = expected,
+			  .old_state = old_state, .state = state};
 
 	snprintf(e.node, sizeof(e.node), "%s", node);
-	snprintf(e.old_state, sizeof(e.old_state), "%s", old_state ? old_state : "");
-	snprintf(e.state, sizeof(e.state), "%s", state);
 	snprintf(e.reason, sizeof(e.reason), "%s", reason ? reason : "");
 	event_bus_publish(b, &e);
 }
 
 void event_publish_peer(struct event_bus *b, const char *node, bool connected)
 {
-	struct event e = {.kind = EVENT_PEER};
+	struct event e = {.kind = EVENT_PEER, .connected = connected};
 
 	snprintf(e.node, sizeof(e.node), "%s", node);
-	snprintf(e.state, sizeof(e.state), "%s", connected ? "connected" : "disconnected");
 	event_bus_publish(b, &e);
 }
 
-void event_publish_started(struct event_bus *b, const char *node, const char *state,
+void event_publish_started(struct event_bus *b, const char *node, enum meta_state state,
 			   const char *generation)
 {
-	struct event e = {.kind = EVENT_RESYNC_STARTED};
+	struct event e = {.kind = EVENT_RESYNC_STARTED, .state = state};
 
 	snprintf(e.node, sizeof(e.node), "%s", node);
-	snprintf(e.state, sizeof(e.state), "%s", state ? state : "Unknown");
 	snprintf(e.generation, sizeof(e.generation), "%s", generation ? generation : "");
 	event_bus_publish(b, &e);
 }
 
-void event_publish_progress(struct event_bus *b, const char *node, const char *phase,
+void event_publish_progress(struct event_bus *b, const char *node, enum event_phase phase,
 			    uint64_t bytes_compared, uint64_t bytes_sent, uint64_t done,
 			    uint64_t total, double rate)
 {
-	struct event e = {.kind = EVENT_PROGRESS, .bytes_compared = bytes_compared,
-			  .bytes_sent = bytes_sent, .bytes_done = done, .bytes_total = total,
-			  .rate = rate};
+	struct event e = {.kind = EVENT_PROGRESS, .phase = phase,
+			  .bytes_compared = bytes_compared, .bytes_sent = bytes_sent,
+			  .bytes_done = done, .bytes_total = total, .rate = rate};
 
 	snprintf(e.node, sizeof(e.node), "%s", node);
-	snprintf(e.phase, sizeof(e.phase), "%s", phase);
 	event_bus_publish(b, &e);
 }
 
-void event_publish_end(struct event_bus *b, const char *node, int r, const char *state,
+void event_publish_end(struct event_bus *b, const char *node, int r, enum meta_state state,
 		       uint64_t bytes_compared, uint64_t bytes_sent, double seconds,
 		       const char *error)
 {
 	struct event e = {.kind = r >= 0		? EVENT_RESYNC_FINISHED
 				  : r == -ECANCELED ? EVENT_RESYNC_CANCELLED
 						    : EVENT_RESYNC_FAILED,
-			  .bytes_compared = bytes_compared, .bytes_sent = bytes_sent,
-			  .seconds = seconds};
+			  .state = state, .bytes_compared = bytes_compared,
+			  .bytes_sent = bytes_sent, .seconds = seconds};
 
 	snprintf(e.node, sizeof(e.node), "%s", node);
-	snprintf(e.state, sizeof(e.state), "%s", state ? state : "Unknown");
 	snprintf(e.error, sizeof(e.error), "%s", r < 0 && error ? error : "");
 	event_bus_publish(b, &e);
 }
@@ -303,12 +342,12 @@ json_object *event_to_json(const struct event *e, const char *cluster)
 		add_str(o, "node", e->node);
 	switch (e->kind) {
 	case EVENT_RESYNC_STARTED:
-		add_str(o, "state", e->state);
+		add_str(o, "state", event_state_name(e->state));
 		if (e->generation[0])
 			add_str(o, "generation", e->generation);
 		break;
 	case EVENT_PROGRESS:
-		add_str(o, "phase", e->phase);
+		add_str(o, "phase", event_phase_name(e->phase));
 		add_u64(o, "bytes_compared", e->bytes_compared);
 		add_u64(o, "bytes_sent", e->bytes_sent);
 		add_u64(o, "bytes_done", e->bytes_done);
@@ -316,15 +355,15 @@ json_object *event_to_json(const struct event *e, const char *cluster)
 		json_object_object_add(o, "rate", json_object_new_double(e->rate));
 		break;
 	case EVENT_STATE_CHANGED:
-		add_str(o, "old_state", e->old_state);
-		add_str(o, "state", e->state);
+		add_str(o, "old_state", event_state_name(e->old_state));
+		add_str(o, "state", event_state_name(e->state));
 		add_str(o, "reason", e->reason);
 		json_object_object_add(o, "expected", json_object_new_boolean(e->expected));
 		break;
 	case EVENT_RESYNC_FINISHED:
 	case EVENT_RESYNC_FAILED:
 	case EVENT_RESYNC_CANCELLED:
-		add_str(o, "state", e->state);
+		add_str(o, "state", event_state_name(e->state));
 		add_u64(o, "bytes_compared", e->bytes_compared);
 		add_u64(o, "bytes_sent", e->bytes_sent);
 		json_object_object_add(o, "seconds", json_object_new_double(e->seconds));
@@ -332,18 +371,18 @@ json_object *event_to_json(const struct event *e, const char *cluster)
 			add_str(o, "error", e->error);
 		break;
 	case EVENT_RESYNC_DONE:
-		add_str(o, "result", e->result);
+		add_str(o, "result", event_result_name(e->result));
 		add_u64(o, "nodes", e->nodes);
 		json_object_object_add(o, "seconds", json_object_new_double(e->seconds));
 		if (e->generation[0])
 			add_str(o, "generation", e->generation);
 		break;
 	case EVENT_PEER:
-		add_str(o, "state", e->state);
+		add_str(o, "state", peer_word(e));
 		break;
 	case EVENT_NOTIFY_DELIVERED:
 	case EVENT_NOTIFY_FAILED:
-		add_str(o, "channel", e->channel);
+		add_str(o, "channel", notify_channel_name(e->channel));
 		add_str(o, "id", e->id);
 		json_object_object_add(o, "attempts", json_object_new_int((int)e->attempts));
 		if (e->kind == EVENT_NOTIFY_FAILED) {
@@ -364,41 +403,41 @@ void event_format(const struct event *e, char *buf, size_t len)
 	clock_format_utc(e->time_usec, true, t, sizeof(t));
 	switch (e->kind) {
 	case EVENT_RESYNC_STARTED:
-		snprintf(buf, len, "%s resync_started %s state %s", t, e->node, e->state);
+		snprintf(buf, len, "%s resync_started %s state %s", t, e->node, event_state_name(e->state));
 		break;
 	case EVENT_PROGRESS:
 		snprintf(buf, len, "%s progress %s %s %llu/%llu bytes, %llu sent, %.1f MiB/s", t,
-			 e->node, e->phase, (unsigned long long)e->bytes_done,
+			 e->node, event_phase_name(e->phase), (unsigned long long)e->bytes_done,
 			 (unsigned long long)e->bytes_total, (unsigned long long)e->bytes_sent,
 			 e->rate / (1024 * 1024));
 		break;
 	case EVENT_STATE_CHANGED:
 		snprintf(buf, len, "%s state_changed %s %s -> %s%s%s", t, e->node,
-			 e->old_state[0] ? e->old_state : "?", e->state, e->reason[0] ? ": " : "",
-			 e->reason);
+			 e->old_state != EVENT_STATE_NONE ? meta_state_name(e->old_state) : "?",
+			 event_state_name(e->state), e->reason[0] ? ": " : "", e->reason);
 		break;
 	case EVENT_RESYNC_FINISHED:
 	case EVENT_RESYNC_FAILED:
 	case EVENT_RESYNC_CANCELLED:
 		snprintf(buf, len, "%s %s %s state %s, %llu bytes compared, %llu sent, %.1f s%s%s", t,
-			 event_kind_name(e->kind), e->node, e->state,
+			 event_kind_name(e->kind), e->node, event_state_name(e->state),
 			 (unsigned long long)e->bytes_compared, (unsigned long long)e->bytes_sent,
 			 e->seconds, e->error[0] ? ": " : "", e->error);
 		break;
 	case EVENT_RESYNC_DONE:
-		snprintf(buf, len, "%s resync_done %s, %llu nodes, %.1f s", t, e->result,
-			 (unsigned long long)e->nodes, e->seconds);
+		snprintf(buf, len, "%s resync_done %s, %llu nodes, %.1f s", t,
+			 event_result_name(e->result), (unsigned long long)e->nodes, e->seconds);
 		break;
 	case EVENT_PEER:
-		snprintf(buf, len, "%s peer %s %s", t, e->node, e->state);
+		snprintf(buf, len, "%s peer %s %s", t, e->node, peer_word(e));
 		break;
 	case EVENT_NOTIFY_DELIVERED:
-		snprintf(buf, len, "%s notify_delivered %s %s after %u attempts", t, e->channel,
-			 e->id, e->attempts);
+		snprintf(buf, len, "%s notify_delivered %s %s after %u attempts", t,
+			 notify_channel_name(e->channel), e->id, e->attempts);
 		break;
 	case EVENT_NOTIFY_FAILED:
-		snprintf(buf, len, "%s notify_failed %s %s attempt %u: %s", t, e->channel, e->id,
-			 e->attempts, e->error);
+		snprintf(buf, len, "%s notify_failed %s %s attempt %u: %s", t,
+			 notify_channel_name(e->channel), e->id, e->attempts, e->error);
 		break;
 	default:
 		snprintf(buf, len, "%s %s", t, event_kind_name(e->kind));

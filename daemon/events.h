@@ -29,7 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "notify.h"
 #include "resync/limits.h"
+#include "resync/meta.h"
 
 struct json_object;
 
@@ -47,16 +49,42 @@ enum event_kind {
 	EVENT_KIND_COUNT,
 };
 
+/* How a run went (resync_done). */
+enum event_result {
+	EVENT_RESULT_NONE = 0, /* not said: event_bus_publish derives it */
+	EVENT_RESULT_SUCCESS,
+	EVENT_RESULT_FAILED,
+	EVENT_RESULT_CANCELLED,
+	EVENT_RESULT_COUNT,
+};
+
+/* What a progress event counts. */
+enum event_phase {
+	EVENT_PHASE_NONE = 0,
+	EVENT_PHASE_COMPARED, /* compared through the hash tree */
+	EVENT_PHASE_DIRTY,    /* the dirty bitmaps' union taken */
+	EVENT_PHASE_TRANSFER, /* differing bytes sent */
+	EVENT_PHASE_COUNT,
+};
+
+/* A state_changed event's old_state when there was none to say (written
+ * as ""): not a node state, never stored nor sent. */
+#define EVENT_STATE_NONE ((enum meta_state)-1)
+
+/* An event: what a subscriber gets. Enums and numbers only; the words are
+ * made by event_to_json() and event_format() (and the notifier's and the
+ * metrics' own texts). */
 struct event {
 	enum event_kind kind;
 	int64_t time_usec; /* unix microseconds; set by event_bus_publish when 0 */
 	char node[RESYNC_NAME_MAX + 1];
-	char state[32];
-	char old_state[32];
-	char phase[16];
-	char result[16];   /* resync_done */
-	char channel[16];  /* notify_* */
-	char id[48];	   /* notify_*: the spooled notification */
+	enum meta_state state;	     /* resync_*, state_changed */
+	enum meta_state old_state;   /* state_changed; EVENT_STATE_NONE: none */
+	bool connected;		     /* peer */
+	enum event_phase phase;	     /* progress */
+	enum event_result result;    /* resync_done */
+	enum notify_channel channel; /* notify_*: one NOTIFY_* bit */
+	char id[48];		     /* notify_*: the spooled notification */
 	char generation[40];
 	char reason[256];  /* state_changed */
 	char error[512];
@@ -91,27 +119,37 @@ void event_bus_unsubscribe(struct event_bus *b, struct event_sub *s);
  * node is dropped. b may be NULL (no-op). Thread-safe. */
 void event_bus_publish(struct event_bus *b, const struct event *e);
 
-/* Shorthands for the node: build an event of kind for node and publish it. */
-void event_publish_state(struct event_bus *b, const char *node, const char *old_state,
-			 const char *state, bool expected, const char *reason);
+/* Shorthands for the node: build an event of kind for node and publish it.
+ * old_state may be EVENT_STATE_NONE; reason may be NULL. */
+void event_publish_state(struct event_bus *b, const char *node, enum meta_state old_state,
+			 enum meta_state state, bool expected, const char *reason);
 void event_publish_peer(struct event_bus *b, const char *node, bool connected);
 
 /* The resync's events, one call each for the node's transfer code. A run
  * begins with its first resync_started; event_publish_done closes it with
  * the result derived from the run's terminal events (any failed: failed,
  * else any cancelled: cancelled, else success) and its duration. */
-void event_publish_started(struct event_bus *b, const char *node, const char *state,
+void event_publish_started(struct event_bus *b, const char *node, enum meta_state state,
 			   const char *generation);
-void event_publish_progress(struct event_bus *b, const char *node, const char *phase,
+void event_publish_progress(struct event_bus *b, const char *node, enum event_phase phase,
 			    uint64_t bytes_compared, uint64_t bytes_sent, uint64_t done,
 			    uint64_t total, double rate);
 /* r: 0 finished, -ECANCELED cancelled, other -errno failed (error says why). */
-void event_publish_end(struct event_bus *b, const char *node, int r, const char *state,
+void event_publish_end(struct event_bus *b, const char *node, int r, enum meta_state state,
 		       uint64_t bytes_compared, uint64_t bytes_sent, double seconds,
 		       const char *error);
 void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generation);
 
+/* The words of the event's enums, as the JSON form writes them ("" for a
+ * NONE, "unknown" for a kind that is none). Static storage. */
 const char *event_kind_name(enum event_kind k);
+const char *event_result_name(enum event_result r);
+const char *event_phase_name(enum event_phase p);
+/* meta_state_name(), and "" for EVENT_STATE_NONE. */
+const char *event_state_name(enum meta_state s);
+/* The result named name (a JSON document's word read back). Returns 0 and
+ * *ret, or -EINVAL. */
+int event_result_parse(const char *name, enum event_result *ret);
 /* The JSON form described above; a new reference, NULL on ENOMEM. */
 struct json_object *event_to_json(const struct event *e, const char *cluster);
 /* One human-readable line (without newline) into buf. */

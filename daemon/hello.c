@@ -42,7 +42,7 @@ void node_hello_make(struct node *n, struct wire_hello *h)
 	h->features = node_features();
 	h->volume_size = node_size(n);
 	h->block_size = n->cfg->block_size;
-	h->state = (uint32_t)mi.state < WIRE_STATE_COUNT ? (uint32_t)mi.state : WIRE_STATE_UNKNOWN;
+	h->state = wire_state_from_meta(mi.state);
 	h->flags = (mi.bitmap_trusted ? WIRE_HELLO_BITMAP_TRUSTED : 0) |
 		   (n->is_primary ? WIRE_HELLO_PRIMARY : 0);
 	memcpy(h->generation.b, mi.generation.b, 16);
@@ -139,7 +139,7 @@ bool node_grow_to_primary(struct node *n, const struct wire_hello *h)
 	      "starts over (the next resync compares everything)",
 	      n->self->volume, (unsigned long long)was, (unsigned long long)h->volume_size,
 	      h->node);
-	event_publish_state(n->bus, n->self->name, NULL, "Outdated", true,
+	event_publish_state(n->bus, n->self->name, EVENT_STATE_NONE, META_STATE_OUTDATED, true,
 			    "volume grown to the primary's size");
 	return true;
 }

@@ -15,7 +15,7 @@
 #include "resync/limits.h"
 #include "resync/macro.h"
 
-static void job_progress(struct job *j, const char *phase, uint64_t done, uint64_t total,
+static void job_progress(struct job *j, enum event_phase phase, uint64_t done, uint64_t total,
 			 uint64_t t0)
 {
 	json_object *o = json_object_new_object();
@@ -24,7 +24,7 @@ static void job_progress(struct job *j, const char *phase, uint64_t done, uint64
 
 	json_object_object_add(o, "type", json_object_new_string("progress"));
 	json_object_object_add(o, "node", json_object_new_string(j->peer->name));
-	json_object_object_add(o, "phase", json_object_new_string(phase));
+	json_object_object_add(o, "phase", json_object_new_string(event_phase_name(phase)));
 	json_object_object_add(o, "bytes_compared", json_object_new_uint64(j->bytes_compared));
 	json_object_object_add(o, "bytes_sent", json_object_new_uint64(j->bytes_sent));
 	json_object_object_add(o, "bytes_done", json_object_new_uint64(done));
@@ -541,7 +541,7 @@ static int job_xfer_batch(struct job_xfer *x)
 			ratectl_pace(j->ctx->rate, &x->pace, j->bytes_written - before, j->ctx->cancel);
 			if (clock_usec() - x->last >= NODE_PROGRESS_USEC) {
 				x->last = clock_usec();
-				job_progress(j, "transfer", x->done, j->differing_bytes, x->t0);
+				job_progress(j, EVENT_PHASE_TRANSFER, x->done, j->differing_bytes, x->t0);
 			}
 		}
 	}
@@ -644,19 +644,18 @@ void *job_thread(void *arg)
 	if (r < 0)
 		goto out;
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
-	job_progress(j, j->mode == JOB_QUICK ? "dirty" : "compared", j->bytes_compared,
+	job_progress(j, j->mode == JOB_QUICK ? EVENT_PHASE_DIRTY : EVENT_PHASE_COMPARED, j->bytes_compared,
 		     j->bytes_compared, j->t0);
 	if (j->write) {
 		r = job_transfer(j, j->c, j->buf);
 		if (r >= 0)
-			snprintf(j->state, sizeof(j->state), "UpToDate");
+			j->state = META_STATE_UPTODATE;
 	} else if (j->hello.state == WIRE_STATE_INCONSISTENT) {
-		snprintf(j->state, sizeof(j->state), "Inconsistent");
+		j->state = META_STATE_INCONSISTENT;
 	} else if (j->diverged) {
-		snprintf(j->state, sizeof(j->state), "Diverged");
+		j->state = META_STATE_DIVERGED;
 	} else {
-		snprintf(j->state, sizeof(j->state), "%s",
-			 j->differing_bytes ? "Outdated" : "UpToDate");
+		j->state = j->differing_bytes ? META_STATE_OUTDATED : META_STATE_UPTODATE;
 	}
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
 out:

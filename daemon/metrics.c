@@ -18,12 +18,17 @@
 #include "resync/macro.h"
 #include "resync/meta.h"
 
-static const char *const states[] = {"UpToDate", "Outdated", "Inconsistent", "Diverged", "Unknown"};
-static const char *const results[] = {"success", "failed", "cancelled"};
-static const char *const chans[] = {"email", "webhook", "command"};
+/* The label values, in the order the series are written; their words are
+ * meta_state_name(), event_result_name() and notify_channel_name(). */
+static const enum meta_state states[] = {META_STATE_UPTODATE, META_STATE_OUTDATED,
+					 META_STATE_INCONSISTENT, META_STATE_DIVERGED,
+					 META_STATE_UNKNOWN};
+static const enum event_result results[] = {EVENT_RESULT_SUCCESS, EVENT_RESULT_FAILED,
+					    EVENT_RESULT_CANCELLED};
+static const enum notify_channel chans[] = {NOTIFY_EMAIL, NOTIFY_WEBHOOK, NOTIFY_COMMAND};
 
 struct node_stat {
-	char state[32];
+	enum meta_state state;
 	int connected; /* -1 never seen */
 	double ratio;
 	uint64_t compared_base, sent_base; /* finished runs */
@@ -39,8 +44,8 @@ struct metrics {
 	struct node_stat *nodes; /* cfg order; protected by lock */
 	bool in_progress;
 	double last_success, last_duration;
-	int last_result; /* index in results, -1 none */
-	uint64_t notif[3][2];
+	enum event_result last_result; /* EVENT_RESULT_NONE: none yet */
+	uint64_t notif[ARRAY_SIZE(chans)][2];
 };
 
 static struct node_stat *stat_of(struct metrics *m, const char *name)
@@ -62,7 +67,7 @@ static void on_event(void *arg, const struct event *e)
 	case EVENT_RESYNC_STARTED:
 		m->in_progress = true;
 		if (s) {
-			snprintf(s->state, sizeof(s->state), "%s", e->state);
+			s->state = e->state;
 			s->ratio = 0;
 			s->compared_cur = s->sent_cur = 0;
 			s->connected = 1;
@@ -80,7 +85,7 @@ static void on_event(void *arg, const struct event *e)
 	case EVENT_RESYNC_FAILED:
 	case EVENT_RESYNC_CANCELLED:
 		if (s) {
-			snprintf(s->state, sizeof(s->state), "%s", e->state);
+			s->state = e->state;
 			if (e->kind == EVENT_RESYNC_FINISHED)
 				s->ratio = 1;
 			s->compared_base += MAX(e->bytes_compared, s->compared_cur);
@@ -91,25 +96,22 @@ static void on_event(void *arg, const struct event *e)
 	case EVENT_RESYNC_DONE:
 		m->in_progress = false;
 		m->last_duration = e->seconds;
-		m->last_result = -1;
-		for (size_t i = 0; i < ARRAY_SIZE(results); i++)
-			if (!strcmp(e->result, results[i]))
-				m->last_result = (int)i;
-		if (m->last_result == 0)
+		m->last_result = e->result;
+		if (m->last_result == EVENT_RESULT_SUCCESS)
 			m->last_success = (double)e->time_usec / 1e6;
 		break;
 	case EVENT_STATE_CHANGED:
 		if (s)
-			snprintf(s->state, sizeof(s->state), "%s", e->state);
+			s->state = e->state;
 		break;
 	case EVENT_PEER:
 		if (s)
-			s->connected = !strcmp(e->state, "connected");
+			s->connected = e->connected;
 		break;
 	case EVENT_NOTIFY_DELIVERED:
 	case EVENT_NOTIFY_FAILED:
 		for (size_t i = 0; i < ARRAY_SIZE(chans); i++)
-			if (!strcmp(e->channel, chans[i]))
+			if (e->channel == chans[i])
 				m->notif[i][e->kind == EVENT_NOTIFY_FAILED]++;
 		break;
 	default:
@@ -151,7 +153,8 @@ int metrics_render(struct metrics *m, char **ret)
 	size_t text_len;
 	FILE *o = open_memstream(&text, &text_len);
 	int bad;
-	char self_state[32] = "Unknown", e[2 * RESYNC_NAME_MAX + 8];
+	enum meta_state self_state = META_STATE_UNKNOWN;
+	char e[2 * RESYNC_NAME_MAX + 8];
 	uint64_t dirty = 0;
 
 	if (!o)
@@ -160,19 +163,20 @@ int metrics_render(struct metrics *m, char **ret)
 		struct meta_info mi;
 
 		if (meta_info_get(m->o.meta, &mi) == 0)
-			snprintf(self_state, sizeof(self_state), "%s", meta_state_name(mi.state));
+			self_state = mi.state;
 		dirty = meta_dirty_bytes(m->o.meta);
 	}
 	pthread_mutex_lock(&m->lock);
 	help(o, "resync_node_state", "gauge",
 	     "1 for the state each node is in (peers: as last seen)");
 	for (size_t i = 0; i < cfg->n_nodes; i++) {
-		const char *cur = !strcmp(cfg->nodes[i].name, m->o.node) ? self_state : m->nodes[i].state;
+		enum meta_state cur = !strcmp(cfg->nodes[i].name, m->o.node) ? self_state
+									     : m->nodes[i].state;
 
 		for (size_t k = 0; k < ARRAY_SIZE(states); k++)
 			fprintf(o, "resync_node_state{node=\"%s\",state=\"%s\"} %d\n",
-				esc(cfg->nodes[i].name, e, sizeof(e)), states[k],
-				!strcmp(cur, states[k]));
+				esc(cfg->nodes[i].name, e, sizeof(e)), meta_state_name(states[k]),
+				cur == states[k]);
 	}
 	help(o, "resync_dirty_bytes", "gauge", "bytes written since the last completed resync");
 	fprintf(o, "resync_dirty_bytes{node=\"%s\"} %" PRIu64 "\n", esc(m->o.node, e, sizeof(e)),
@@ -204,8 +208,8 @@ int metrics_render(struct metrics *m, char **ret)
 	fprintf(o, "resync_last_duration_seconds %.3f\n", m->last_duration);
 	help(o, "resync_last_result", "gauge", "1 for the result of the last resync");
 	for (size_t k = 0; k < ARRAY_SIZE(results); k++)
-		fprintf(o, "resync_last_result{result=\"%s\"} %d\n", results[k],
-			m->last_result == (int)k);
+		fprintf(o, "resync_last_result{result=\"%s\"} %d\n", event_result_name(results[k]),
+			m->last_result == results[k]);
 	help(o, "resync_peer_connected", "gauge",
 	     "1 when the last contact with the peer succeeded");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
@@ -218,11 +222,11 @@ int metrics_render(struct metrics *m, char **ret)
 		fprintf(o,
 			"resync_notifications_total{channel=\"%s\",outcome=\"delivered\"} %" PRIu64
 			"\n",
-			chans[k], m->notif[k][0]);
+			notify_channel_name(chans[k]), m->notif[k][0]);
 		fprintf(o,
 			"resync_notifications_total{channel=\"%s\",outcome=\"failed\"} %" PRIu64
 			"\n",
-			chans[k], m->notif[k][1]);
+			notify_channel_name(chans[k]), m->notif[k][1]);
 	}
 	pthread_mutex_unlock(&m->lock);
 	bad = ferror(o);
@@ -271,15 +275,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	}
 	if (!strcmp(url, "/health")) {
 		json_object *o = json_object_new_object();
-		const char *state = "Unknown";
+		enum meta_state state = META_STATE_UNKNOWN;
 		struct meta_info mi;
 
 		if (m->o.meta && meta_info_get(m->o.meta, &mi) == 0)
-			state = meta_state_name(mi.state);
+			state = mi.state;
 		json_object_object_add(o, "status", json_object_new_string("ok"));
 		json_object_object_add(o, "cluster", json_object_new_string(m->o.cfg->name));
 		json_object_object_add(o, "node", json_object_new_string(m->o.node));
-		json_object_object_add(o, "state", json_object_new_string(state));
+		json_object_object_add(o, "state", json_object_new_string(meta_state_name(state)));
 		if (asprintf(&body, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN)) < 0)
 			body = NULL;
 		json_object_put(o);
@@ -347,7 +351,7 @@ int metrics_new(const struct metrics_opts *o, struct metrics **ret)
 	if (!m)
 		return -ENOMEM;
 	m->o = *o;
-	m->last_result = -1;
+	m->last_result = EVENT_RESULT_NONE;
 	pthread_mutex_init(&m->lock, NULL);
 	m->nodes = calloc(o->cfg->n_nodes ? o->cfg->n_nodes : 1, sizeof(*m->nodes));
 	if (!m->nodes) {
@@ -355,7 +359,7 @@ int metrics_new(const struct metrics_opts *o, struct metrics **ret)
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < o->cfg->n_nodes; i++) {
-		snprintf(m->nodes[i].state, sizeof(m->nodes[i].state), "Unknown");
+		m->nodes[i].state = META_STATE_UNKNOWN;
 		m->nodes[i].connected = -1;
 	}
 	if (o->bus) {

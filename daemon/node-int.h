@@ -273,7 +273,7 @@ struct job {
 
 	int r;
 	char err[RESYNC_WIRE_TEXT_MAX + 256];
-	char state[32];
+	enum meta_state state;
 	struct rangelist ranges;
 	uint64_t differing_blocks, differing_bytes;
 	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;

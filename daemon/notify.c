@@ -43,13 +43,21 @@ enum {
 };
 
 static const struct {
-	unsigned bit;
+	enum notify_channel bit;
 	const char *name;
 } channels[] = {
 	{NOTIFY_EMAIL, "email"},
 	{NOTIFY_WEBHOOK, "webhook"},
 	{NOTIFY_COMMAND, "command"},
 };
+
+const char *notify_channel_name(enum notify_channel ch)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(channels); i++)
+		if (channels[i].bit == ch)
+			return channels[i].name;
+	return "";
+}
 
 struct item {
 	char id[48];
@@ -197,10 +205,14 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 		fprintf(b, "Reported by '%s' at %s.\n\n", jstr_or(p, "node", "?"),
 			jstr_or(p, "time", "?"));
 	} else {
-		const char *what = !strcmp(result, "success") ? "succeeded"
-				   : !strcmp(result, "cancelled") ? "cancelled"
-								  : "failed";
+		enum event_result res = EVENT_RESULT_FAILED;
+		const char *what;
 		size_t ok = 0;
+
+		(void)event_result_parse(result, &res); /* a word it does not know: failed */
+		what = res == EVENT_RESULT_SUCCESS     ? "succeeded"
+		       : res == EVENT_RESULT_CANCELLED ? "cancelled"
+						       : "failed";
 
 		for (size_t i = 0; i < nn; i++)
 			ok += !strcmp(jstr_or(json_object_array_get_idx(nodes, i), "result", ""),
@@ -876,10 +888,11 @@ static json_object *payload_base(struct notify *n, const char *type, const char 
 
 static void on_done(struct notify *n, const struct event *e)
 {
-	const char *type = !strcmp(e->result, "success")     ? "resync_finished"
-			   : !strcmp(e->result, "cancelled") ? "resync_cancelled"
-							     : "resync_failed";
-	json_object *p = payload_base(n, type, e->result, e->time_usec), *arr = json_object_new_array();
+	const char *type = e->result == EVENT_RESULT_SUCCESS	 ? "resync_finished"
+			   : e->result == EVENT_RESULT_CANCELLED ? "resync_cancelled"
+								 : "resync_failed";
+	json_object *p = payload_base(n, type, event_result_name(e->result), e->time_usec),
+		    *arr = json_object_new_array();
 
 	json_object_object_add(p, "seconds", json_object_new_double(e->seconds));
 	if (e->generation[0])
@@ -895,9 +908,11 @@ static void on_done(struct notify *n, const struct event *e)
 		json_object_object_add(x, "name", json_object_new_string(r->name));
 		json_object_object_add(x, "result", json_object_new_string(res));
 		json_object_object_add(x, "state_before",
-				       json_object_new_string(r->has_started ? r->started.state : "Unknown"));
+				       json_object_new_string(meta_state_name(r->has_started ? r->started.state
+											     : META_STATE_UNKNOWN)));
 		json_object_object_add(x, "state_after",
-				       json_object_new_string(r->has_ended ? r->ended.state : "Unknown"));
+				       json_object_new_string(meta_state_name(r->has_ended ? r->ended.state
+											   : META_STATE_UNKNOWN)));
 		json_object_object_add(x, "bytes_compared",
 				       json_object_new_uint64(r->has_ended ? r->ended.bytes_compared : 0));
 		json_object_object_add(x, "bytes_sent",
@@ -919,15 +934,15 @@ static void on_state(struct notify *n, const struct event *e)
 
 	/* An Inconsistent that a running resync asked for is no news; one
 	 * left behind (a resync stopped half-way) and a Diverged are. */
-	if (e->expected || (strcmp(e->state, "Diverged") && strcmp(e->state, "Inconsistent")))
+	if (e->expected || (e->state != META_STATE_DIVERGED && e->state != META_STATE_INCONSISTENT))
 		return;
-	p = payload_base(n, "state_changed", e->state, e->time_usec);
+	p = payload_base(n, "state_changed", meta_state_name(e->state), e->time_usec);
 	arr = json_object_new_array();
 	x = json_object_new_object();
 	json_object_object_add(x, "name", json_object_new_string(e->node));
-	json_object_object_add(x, "result", json_object_new_string(e->state));
-	json_object_object_add(x, "state_before", json_object_new_string(e->old_state));
-	json_object_object_add(x, "state_after", json_object_new_string(e->state));
+	json_object_object_add(x, "result", json_object_new_string(meta_state_name(e->state)));
+	json_object_object_add(x, "state_before", json_object_new_string(event_state_name(e->old_state)));
+	json_object_object_add(x, "state_after", json_object_new_string(meta_state_name(e->state)));
 	json_object_object_add(x, "error", json_object_new_string(e->reason));
 	json_object_array_add(arr, x);
 	json_object_object_add(p, "nodes", arr);
@@ -972,9 +987,9 @@ static void on_event(struct notify *n, const struct event *e)
 static void publish_attempt(struct notify *n, const struct item *it, size_t ch, int r,
 			    const char *err, double retry)
 {
-	struct event e = {.kind = r == 0 ? EVENT_NOTIFY_DELIVERED : EVENT_NOTIFY_FAILED};
+	struct event e = {.kind = r == 0 ? EVENT_NOTIFY_DELIVERED : EVENT_NOTIFY_FAILED,
+			  .channel = channels[ch].bit};
 
-	snprintf(e.channel, sizeof(e.channel), "%s", channels[ch].name);
 	snprintf(e.id, sizeof(e.id), "%s", it->id);
 	snprintf(e.error, sizeof(e.error), "%s", err);
 	e.attempts = it->attempts[ch];

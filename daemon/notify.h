@@ -94,6 +94,11 @@ struct notify_opts {
 	unsigned max_age_s;		  /* 0: one day */
 };
 
+/* The channel's name as the spool, the events and the metrics write it
+ * ("email", "webhook", "command"; "" for a value that is not one channel).
+ * Static storage. */
+const char *notify_channel_name(enum notify_channel ch);
+
 /* Which channels cfg configures (NOTIFY_* bits). */
 unsigned notify_channels(const struct cluster_config *cfg);
 

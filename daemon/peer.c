@@ -280,7 +280,8 @@ static int tls_wait(struct peer_conn *c, int ret, uint64_t deadline)
 }
 
 /* Turn OpenSSL's error queue (and a failed call's result) into -errno and
- * words. Authentication failures are told apart from the rest. */
+ * words. Authentication failures are told apart from the rest: they are
+ * -EKEYREJECTED, and their words say "authentication ... failed". */
 static int tls_error(struct peer_conn *c, int ret, const char *during, bool server)
 {
 	int e = SSL_get_error(c->ssl, ret);
@@ -293,7 +294,7 @@ static int tls_error(struct peer_conn *c, int ret, const char *during, bool serv
 		ERR_error_string_n(err, detail, sizeof(detail));
 	ERR_clear_error();
 	if (c->error[0])
-		return -EACCES; /* a callback already said why */
+		return -EKEYREJECTED; /* a callback already said why */
 	if (e == SSL_ERROR_ZERO_RETURN ||
 	    (e == SSL_ERROR_SYSCALL && !err && (errno == 0 || errno == ECONNRESET))) {
 		set_error(c->error, sizeof(c->error), "%s closed the connection during %s%s",
@@ -313,14 +314,14 @@ static int tls_error(struct peer_conn *c, int ret, const char *during, bool serv
 			  "authentication with %s failed: its cluster key differs from ours "
 			  "(%s)",
 			  c->remote, detail);
-		return -EACCES;
+		return -EKEYREJECTED;
 	}
 	if (reason >= SSL_AD_REASON_OFFSET) {
 		set_error(c->error, sizeof(c->error),
-			  "%s refused the TLS handshake: its cluster name or cluster key differs "
-			  "from ours (%s)",
+			  "authentication with %s failed: it refused the TLS handshake: its cluster "
+			  "name or cluster key differs from ours (%s)",
 			  c->remote, detail);
-		return -EACCES;
+		return -EKEYREJECTED;
 	}
 	set_error(c->error, sizeof(c->error), "%s with %s failed: %s", during, c->remote,
 		  detail[0] ? detail : "unknown TLS error");
@@ -421,9 +422,9 @@ static int conn_handshake(struct peer_conn *c, bool server)
 	}
 	if (!SSL_session_reused(c->ssl)) {
 		/* Without the PSK there is no authentication at all. */
-		set_error(c->error, sizeof(c->error), "%s did not authenticate with the cluster key",
-			  c->remote);
-		return -EACCES;
+		set_error(c->error, sizeof(c->error),
+			  "authentication with %s failed: it did not use the cluster key", c->remote);
+		return -EKEYREJECTED;
 	}
 	return 0;
 }

@@ -43,7 +43,10 @@ int peer_ctx_tls(const struct peer_ctx *ctx);
 
 /* Connect to node's address and complete the TLS handshake, within the
  * connect timeout. On failure a message naming the node and the reason
- * (refused, timed out, authentication failed, ...) goes to err. */
+ * (refused, timed out, authentication failed, ...) goes to err. A failed
+ * authentication (the peer's cluster key or cluster name differs) is
+ * -EKEYREJECTED, and only that: a connect(2) refused by the system stays
+ * -EACCES. */
 int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char *err,
 		      size_t errlen, struct peer_conn **ret);
 /* Close (a TLS close_notify is attempted without waiting). NULL is fine. */
@@ -87,7 +90,7 @@ uint16_t peer_listener_port(const struct peer_listener *l);
 int peer_listener_fd(const struct peer_listener *l);
 /* Wait up to timeout_ms (-1: forever) for a connection, accept it and
  * complete the handshake within the connect timeout. -ETIMEDOUT when no
- * one connected in time; a peer that fails the handshake gives -EACCES
+ * one connected in time; a peer that fails the handshake gives -EKEYREJECTED
  * (authentication), -EPROTO (not our protocol) or another -errno, with a
  * message naming its address in err. */
 int peer_listener_accept(struct peer_listener *l, int timeout_ms, char *err, size_t errlen,

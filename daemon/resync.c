@@ -138,7 +138,7 @@ static void *job_open_thread(void *arg)
 	int r;
 
 	j->t0 = clock_usec();
-	snprintf(j->state, sizeof(j->state), "Unknown");
+	j->state = META_STATE_UNKNOWN;
 	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
 	if (!j->buf) {
 		j->r = -ENOMEM;
@@ -160,7 +160,7 @@ static void *job_open_thread(void *arg)
 		j->r = r;
 		return NULL;
 	}
-	snprintf(j->state, sizeof(j->state), "%s", wire_state_name(j->hello.state));
+	j->state = meta_state_from_wire(j->hello.state);
 	j->features = j->hello.features & node_features();
 	j->opened = true;
 	return NULL;
@@ -219,7 +219,7 @@ static int resync_open(struct resync_run *run)
 		j->max_rate = run->max_rate;
 		j->gen = run->mi.generation;
 		j->bitmap_size = run->bitmap_size;
-		snprintf(j->state, sizeof(j->state), "Unknown");
+		j->state = META_STATE_UNKNOWN;
 	}
 	resync_jobs_parallel(run, job_open_thread, opens, sizeof(*opens), false);
 	return 0;
@@ -247,8 +247,8 @@ static void resync_choose(struct resync_run *run)
 			/* Seen again at every plan and verify: for the event
 			 * stream, not a notification (the secondary sent that
 			 * when it turned Diverged). */
-			event_publish_state(run->n->bus, j->peer->name, wire_state_name(j->hello.state),
-					    "Diverged", true, "it holds writes that the primary lacks");
+			event_publish_state(run->n->bus, j->peer->name,
+					    meta_state_from_wire(j->hello.state), META_STATE_DIVERGED, true, "it holds writes that the primary lacks");
 		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
 			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
 			    !memcmp(j->status.checkpoint_id.b, mi->generation.b, 16);
@@ -367,7 +367,7 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 
 	json_object_object_add(x, "name", json_object_new_string(j->peer->name));
 	json_object_object_add(x, "result", json_object_new_string(result));
-	json_object_object_add(x, "state", json_object_new_string(j->state));
+	json_object_object_add(x, "state", json_object_new_string(meta_state_name(j->state)));
 	json_object_object_add(x, "mode",
 			       json_object_new_string(j->mode == JOB_QUICK ? "quick" : "full"));
 	json_object_object_add(x, "differing_blocks", json_object_new_uint64(j->differing_blocks));

@@ -211,7 +211,7 @@ static int session_write_begin(struct session *s)
 	r = meta_state_set(node_meta(n), META_STATE_INCONSISTENT);
 	if (r < 0)
 		return r;
-	event_publish_state(n->bus, n->self->name, NULL, "Inconsistent", true, "resync in progress");
+	event_publish_state(n->bus, n->self->name, EVENT_STATE_NONE, META_STATE_INCONSISTENT, true, "resync in progress");
 	r = patch_writer_new(fusefs_volume(n->fs), &po, &s->pw);
 	if (r < 0)
 		return r;
@@ -380,7 +380,7 @@ static int session_commit(struct session *s, size_t len)
 	log_info("resync from '%s' committed: UpToDate (%" PRIu64 " BLOCKS and %" PRIu64
 	      " EXTENTS frames written)",
 	      s->peer, s->n_blocks, s->n_extents);
-	event_publish_state(n->bus, n->self->name, "Inconsistent", "UpToDate", true, "resync committed");
+	event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_UPTODATE, true, "resync committed");
 	return send_offset(s->c, WIRE_ACK, node_size(n));
 }
 
@@ -461,8 +461,8 @@ static void session_state_note(struct session *s)
 			      s->peer);
 			/* The transition is announced once, here, by the node
 			 * that turned Diverged. */
-			event_publish_state(s->n->bus, s->n->self->name, meta_state_name(mi.state),
-					    "Diverged", false,
+			event_publish_state(s->n->bus, s->n->self->name, mi.state,
+					    META_STATE_DIVERGED, false,
 					    "it holds writes that the primary lacks");
 		}
 	}
@@ -591,7 +591,7 @@ static void session_serve(struct session *s)
 	if (s->writing) {
 		log_warning("resync from '%s' stopped before its commit: state stays Inconsistent",
 		      s->peer);
-		event_publish_state(n->bus, n->self->name, "Inconsistent", "Inconsistent", false,
+		event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_INCONSISTENT, false,
 				    "the resync stopped before its commit");
 	}
 	session_write_end(s);

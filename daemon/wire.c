@@ -196,15 +196,50 @@ const char *wire_type_name(unsigned type)
 	return "?";
 }
 
-static const char *const state_names[] = {
-	[WIRE_STATE_UNKNOWN] = "Unknown",	    [WIRE_STATE_UPTODATE] = "UpToDate",
-	[WIRE_STATE_OUTDATED] = "Outdated",	    [WIRE_STATE_INCONSISTENT] = "Inconsistent",
-	[WIRE_STATE_DIVERGED] = "Diverged",
-};
+/* The wire's state values are protocol, the engine's are on disk: each
+ * set is fixed on its own, and the switches below (-Wswitch: no default)
+ * are where a state added to either must be given its counterpart. */
+_Static_assert(WIRE_STATE_UNKNOWN == 0 && WIRE_STATE_UPTODATE == 1 && WIRE_STATE_OUTDATED == 2 &&
+		       WIRE_STATE_INCONSISTENT == 3 && WIRE_STATE_DIVERGED == 4 &&
+		       WIRE_STATE_COUNT == 5,
+	       "wire state values are protocol");
+_Static_assert((unsigned)META_STATE_COUNT == (unsigned)WIRE_STATE_COUNT,
+	       "every node state has a wire value");
 
-const char *wire_state_name(unsigned state)
+enum wire_state wire_state_from_meta(enum meta_state state)
 {
-	return state < WIRE_STATE_COUNT ? state_names[state] : "?";
+	switch (state) {
+	case META_STATE_UPTODATE:
+		return WIRE_STATE_UPTODATE;
+	case META_STATE_OUTDATED:
+		return WIRE_STATE_OUTDATED;
+	case META_STATE_INCONSISTENT:
+		return WIRE_STATE_INCONSISTENT;
+	case META_STATE_DIVERGED:
+		return WIRE_STATE_DIVERGED;
+	case META_STATE_UNKNOWN:
+	case META_STATE_COUNT:
+		break;
+	}
+	return WIRE_STATE_UNKNOWN;
+}
+
+enum meta_state meta_state_from_wire(uint32_t state)
+{
+	switch ((enum wire_state)state) {
+	case WIRE_STATE_UPTODATE:
+		return META_STATE_UPTODATE;
+	case WIRE_STATE_OUTDATED:
+		return META_STATE_OUTDATED;
+	case WIRE_STATE_INCONSISTENT:
+		return META_STATE_INCONSISTENT;
+	case WIRE_STATE_DIVERGED:
+		return META_STATE_DIVERGED;
+	case WIRE_STATE_UNKNOWN:
+	case WIRE_STATE_COUNT:
+		break;
+	}
+	return META_STATE_UNKNOWN;
 }
 
 static const char *const reason_names[] = {

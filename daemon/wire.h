@@ -18,6 +18,7 @@
 #include "resync/hash.h"
 #include "resync/hashtree.h"
 #include "resync/limits.h"
+#include "resync/meta.h"
 
 #define WIRE_MAGIC 0x6e797372u /* "rsyn" as little-endian bytes */
 
@@ -77,15 +78,23 @@ struct wire_uuid {
 	uint8_t b[16];
 };
 
+/* A node's state in a hello. Protocol values: they never change, and a
+ * new one needs a feature flag (a peer rejects a hello whose state it does
+ * not know). The node's states are the engine's enum meta_state: convert
+ * with the pair below, name with meta_state_name(). */
 enum wire_state {
 	WIRE_STATE_UNKNOWN = 0,
-	WIRE_STATE_UPTODATE,
-	WIRE_STATE_OUTDATED,
-	WIRE_STATE_INCONSISTENT,
-	WIRE_STATE_DIVERGED,
+	WIRE_STATE_UPTODATE = 1,
+	WIRE_STATE_OUTDATED = 2,
+	WIRE_STATE_INCONSISTENT = 3,
+	WIRE_STATE_DIVERGED = 4,
 	WIRE_STATE_COUNT,
 };
-const char *wire_state_name(unsigned state);
+/* The wire's value for state (WIRE_STATE_UNKNOWN for one it cannot say). */
+enum wire_state wire_state_from_meta(enum meta_state state);
+/* The state a wire value stands for (META_STATE_UNKNOWN for a value that
+ * is none: decoders reject those, this never trusts that they did). */
+enum meta_state meta_state_from_wire(uint32_t state);
 
 enum wire_features {
 	WIRE_FEATURE_ZSTD = 1 << 0,	/* BLOCKS may be zstd-encoded */

@@ -237,7 +237,7 @@ static int header_decode(const struct meta_disk_header *h, struct meta_hdr *ret)
 
 	if (ret->seq == 0 || !resync_block_size_valid(ret->block_size))
 		return -EBADMSG;
-	if (ret->state > META_STATE_DIVERGED || (ret->flags & ~(uint32_t)META_DISK_KNOWN))
+	if (ret->state >= META_STATE_COUNT || (ret->flags & ~(uint32_t)META_DISK_KNOWN))
 		return -EBADMSG;
 	if (ret->al_shift > 40 || (1ull << ret->al_shift) < ret->block_size)
 		return -EBADMSG;
@@ -1013,7 +1013,7 @@ int meta_state_set(struct meta *m, enum meta_state state)
 {
 	int r;
 
-	if ((unsigned)state > META_STATE_DIVERGED)
+	if ((unsigned)state >= META_STATE_COUNT)
 		return -EINVAL;
 	pthread_mutex_lock(&m->lock);
 	m->state = state;
@@ -1140,6 +1140,11 @@ static const char *const state_names[] = {
 	[META_STATE_INCONSISTENT] = "Inconsistent",
 	[META_STATE_DIVERGED] = "Diverged",
 };
+_Static_assert(ARRAY_SIZE(state_names) == META_STATE_COUNT, "a name for every state");
+/* On disk: a state's value never changes (and stays below 2^32). */
+_Static_assert(META_STATE_UNKNOWN == 0 && META_STATE_UPTODATE == 1 && META_STATE_OUTDATED == 2 &&
+		       META_STATE_INCONSISTENT == 3 && META_STATE_DIVERGED == 4,
+	       "on-disk state values");
 
 const char *meta_state_name(enum meta_state state)
 {

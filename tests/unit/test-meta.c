@@ -454,6 +454,11 @@ static void test_meta_setters(void **state)
 		assert_int_equal(meta_state_parse("diverged", &s), 0);
 		assert_int_equal(s, META_STATE_DIVERGED);
 		assert_int_equal(meta_state_parse("nope", &s), -EINVAL);
+		for (int i = 0; i < META_STATE_COUNT; i++) {
+			assert_int_equal(meta_state_parse(meta_state_name((enum meta_state)i), &s), 0);
+			assert_int_equal(s, i);
+		}
+		assert_string_equal(meta_state_name(META_STATE_COUNT), "Unknown");
 		meta_uuid_format(&g[0], buf, sizeof(buf));
 		assert_int_equal(strlen(buf), 36);
 		assert_int_equal(meta_uuid_parse(buf, &u), 0);

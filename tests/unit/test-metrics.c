@@ -122,7 +122,7 @@ static void test_follow_events(void **state)
 	assert_true(metric(m, "resync_last_success_timestamp_seconds") == 0);
 	e.kind = EVENT_RESYNC_STARTED;
 	strcpy(e.node, "n2");
-	strcpy(e.state, "Outdated");
+	e.state = META_STATE_OUTDATED;
 	event_bus_publish(b, &e);
 	assert_true(metric(m, "resync_in_progress") == 1);
 	assert_true(metric(m, "resync_node_state{node=\"n2\",state=\"Outdated\"}") == 1);
@@ -139,12 +139,12 @@ static void test_follow_events(void **state)
 	assert_true(metric(m, "resync_progress_ratio{node=\"n2\"}") == 0.25);
 	assert_true(metric(m, "resync_bytes_sent_total{node=\"n2\"}") == 30);
 	e.kind = EVENT_RESYNC_FINISHED;
-	strcpy(e.state, "UpToDate");
+	e.state = META_STATE_UPTODATE;
 	e.bytes_sent = 120;
 	event_bus_publish(b, &e);
 	memset(&e, 0, sizeof(e));
 	e.kind = EVENT_RESYNC_DONE;
-	strcpy(e.result, "success");
+	e.result = EVENT_RESULT_SUCCESS;
 	e.seconds = 2.5;
 	event_bus_publish(b, &e);
 	assert_true(metric(m, "resync_in_progress") == 0);
@@ -167,6 +167,39 @@ static void test_follow_events(void **state)
 	e.bytes_compared = 500;
 	event_bus_publish(b, &e);
 	assert_true(metric(m, "resync_bytes_compared_total{node=\"n2\"}") == 1500);
+	/* The run's result, derived by the bus from its failed node. */
+	event_publish_done(b, 1, NULL);
+	assert_true(metric(m, "resync_last_result{result=\"failed\"}") == 1);
+	assert_true(metric(m, "resync_last_result{result=\"success\"}") == 0);
+	assert_true(metric(m, "resync_last_result{result=\"cancelled\"}") == 0);
+	event_publish_state(b, "n2", META_STATE_UPTODATE, META_STATE_DIVERGED, false, NULL);
+	assert_true(metric(m, "resync_node_state{node=\"n2\",state=\"Diverged\"}") == 1);
+	assert_true(metric(m, "resync_node_state{node=\"n2\",state=\"UpToDate\"}") == 0);
+	/* Notification attempts by channel. */
+	memset(&e, 0, sizeof(e));
+	e.kind = EVENT_NOTIFY_DELIVERED;
+	e.channel = NOTIFY_WEBHOOK;
+	event_bus_publish(b, &e);
+	e.kind = EVENT_NOTIFY_FAILED;
+	e.channel = NOTIFY_EMAIL;
+	event_bus_publish(b, &e);
+	event_bus_publish(b, &e);
+	assert_true(metric(m, "resync_notifications_total{channel=\"webhook\",outcome=\"delivered\"}") == 1);
+	assert_true(metric(m, "resync_notifications_total{channel=\"email\",outcome=\"failed\"}") == 2);
+	assert_true(metric(m, "resync_notifications_total{channel=\"command\",outcome=\"failed\"}") == 0);
+	/* Every state is a series, in the order they always had (no meta:
+	 * this node's own state is Unknown). */
+	{
+		char *text = NULL;
+
+		assert_int_equal(metrics_render(m, &text), 0);
+		assert_non_null(strstr(text, "resync_node_state{node=\"n1\",state=\"UpToDate\"} 0\n"
+					     "resync_node_state{node=\"n1\",state=\"Outdated\"} 0\n"
+					     "resync_node_state{node=\"n1\",state=\"Inconsistent\"} 0\n"
+					     "resync_node_state{node=\"n1\",state=\"Diverged\"} 0\n"
+					     "resync_node_state{node=\"n1\",state=\"Unknown\"} 1\n"));
+		free(text);
+	}
 	metrics_free(m);
 	event_bus_free(b);
 	cluster_config_free(cfg);

@@ -1,7 +1,9 @@
 /* Notifications without a network: the email's subject and body, the
- * command's environment, delivery by command from events on the bus, the
- * spool kept across a restart (a failing command, then a working one), the
- * time limit that kills a command, and a damaged spool file. */
+ * command's environment, delivery by command from events on the bus (a
+ * run, and a state change: only an unexpected Diverged or Inconsistent is
+ * news), the spool kept across a restart (a failing command, then a
+ * working one), the time limit that kills a command, and a damaged spool
+ * file. */
 #include <dirent.h>
 #include <json-c/json.h>
 #include <setjmp.h>
@@ -71,6 +73,19 @@ static void test_email_format(void **state)
 	assert_non_null(strstr(body, "More: resyncctl --config x status\n"));
 	free(subject);
 	free(body);
+	/* The run's result word picks the subject's verb. */
+	json_object_object_add(p, "result", json_object_new_string("success"));
+	assert_int_equal(notify_email_format(p, &subject, &body), 0);
+	assert_string_equal(subject,
+			    "[resync] cluster 'demo': resync succeeded (1 of 2 secondaries UpToDate)");
+	free(subject);
+	free(body);
+	json_object_object_add(p, "result", json_object_new_string("cancelled"));
+	assert_int_equal(notify_email_format(p, &subject, &body), 0);
+	assert_string_equal(subject,
+			    "[resync] cluster 'demo': resync cancelled (1 of 2 secondaries UpToDate)");
+	free(subject);
+	free(body);
 	json_object_put(p);
 }
 
@@ -110,6 +125,7 @@ static void test_env(void **state)
 struct seen {
 	struct event_queue *q;
 	int delivered, failed;
+	enum notify_channel channel; /* of the last attempt */
 	char last_error[512];
 };
 
@@ -119,6 +135,8 @@ static bool drain(void *arg)
 	struct event e;
 
 	while (event_queue_pop(s->q, 0, &e, NULL) == 1) {
+		if (e.kind == EVENT_NOTIFY_DELIVERED || e.kind == EVENT_NOTIFY_FAILED)
+			s->channel = e.channel;
 		if (e.kind == EVENT_NOTIFY_DELIVERED)
 			s->delivered++;
 		if (e.kind == EVENT_NOTIFY_FAILED) {
@@ -176,28 +194,29 @@ static void test_command_from_events(void **state)
 	assert_int_equal(notify_new(&o, &n), 0);
 	e.kind = EVENT_RESYNC_STARTED;
 	strcpy(e.node, "n2");
-	strcpy(e.state, "Outdated");
+	e.state = META_STATE_OUTDATED;
 	event_bus_publish(b, &e);
 	strcpy(e.node, "n3");
 	event_bus_publish(b, &e);
 	e.kind = EVENT_RESYNC_FINISHED;
 	strcpy(e.node, "n2");
-	strcpy(e.state, "UpToDate");
+	e.state = META_STATE_UPTODATE;
 	e.bytes_compared = 1 << 20;
 	e.bytes_sent = 4096;
 	event_bus_publish(b, &e);
 	e.kind = EVENT_RESYNC_CANCELLED;
 	strcpy(e.node, "n3");
-	strcpy(e.state, "Inconsistent");
+	e.state = META_STATE_INCONSISTENT;
 	strcpy(e.error, "cancelled");
 	event_bus_publish(b, &e);
 	memset(&e, 0, sizeof(e));
 	e.kind = EVENT_RESYNC_DONE;
-	strcpy(e.result, "cancelled");
+	e.result = EVENT_RESULT_CANCELLED;
 	e.nodes = 2;
 	event_bus_publish(b, &e);
 	assert_int_equal(testlib_wait_until(drain, &s, 20000000), 0);
 	assert_int_equal(s.failed, 0);
+	assert_int_equal(s.channel, NOTIFY_COMMAND);
 	assert_int_equal(testlib_file_read(out, &raw, &len), 0);
 	/* testlib_file_read does not terminate: strstr needs a string. */
 	data = strndup(raw, len);
@@ -214,6 +233,56 @@ static void test_command_from_events(void **state)
 	free(data);
 	assert_int_equal(notify_pending(n), 0);
 	assert_int_equal(spool_files(spool), 0);
+	notify_free(n);
+	event_queue_free(s.q);
+	event_bus_free(b);
+	cluster_config_free(cfg);
+}
+
+/* A state change is news when nobody asked for it and it is Diverged or
+ * Inconsistent: the notification names the states before and after. */
+static void test_state_from_events(void **state)
+{
+	_cleanup_free_ char *out = testlib_path(dir, "state.out"), *cmd = NULL,
+			    *spool = testlib_path(dir, "spool4");
+	struct cluster_config *cfg;
+	struct event_bus *b = NULL;
+	struct notify *n = NULL;
+	struct seen s = {0};
+	void *raw = NULL;
+	char *data = NULL;
+	size_t len;
+
+	(void)state;
+	assert_true(asprintf(&cmd, "env | grep ^RESYNC_ | sort >> %s", out) > 0);
+	cfg = conf(cmd);
+	assert_int_equal(event_bus_new("demo", &b), 0);
+	assert_int_equal(event_queue_new(b, 64, &s.q), 0);
+	struct notify_opts o = {.cfg = cfg, .node = "n2", .spool_dir = spool, .bus = b};
+
+	assert_int_equal(notify_new(&o, &n), 0);
+	/* No news: asked for, or a state that is not a problem. */
+	event_publish_state(b, "n2", EVENT_STATE_NONE, META_STATE_INCONSISTENT, true,
+			    "resync in progress");
+	event_publish_state(b, "n2", META_STATE_INCONSISTENT, META_STATE_UPTODATE, false,
+			    "resync committed");
+	assert_int_equal(notify_pending(n), 0);
+	event_publish_state(b, "n2", META_STATE_OUTDATED, META_STATE_DIVERGED, false,
+			    "it holds writes that the primary lacks");
+	assert_int_equal(testlib_wait_until(drain, &s, 20000000), 0);
+	assert_int_equal(s.failed, 0);
+	assert_int_equal(s.delivered, 1);
+	assert_int_equal(testlib_file_read(out, &raw, &len), 0);
+	data = strndup(raw, len);
+	free(raw);
+	assert_non_null(data);
+	assert_non_null(strstr(data, "RESYNC_EVENT=state_changed\n"));
+	assert_non_null(strstr(data, "RESYNC_RESULT=Diverged\n"));
+	assert_non_null(strstr(data, "RESYNC_NODE_1_NAME=n2\n"));
+	assert_non_null(strstr(data, "RESYNC_NODE_1_STATE_BEFORE=Outdated\n"));
+	assert_non_null(strstr(data, "RESYNC_NODE_1_STATE_AFTER=Diverged\n"));
+	assert_non_null(strstr(data, "RESYNC_NODE_1_ERROR=it holds writes that the primary lacks\n"));
+	free(data);
 	notify_free(n);
 	event_queue_free(s.q);
 	event_bus_free(b);
@@ -323,6 +392,7 @@ int main(void)
 		cmocka_unit_test(test_email_format),
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_command_from_events),
+		cmocka_unit_test(test_state_from_events),
 		cmocka_unit_test(test_spool_across_restart),
 		cmocka_unit_test(test_timeout_and_damage),
 	};

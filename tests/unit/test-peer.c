@@ -245,11 +245,11 @@ static void test_wrong_key(void **state)
 	r = peer_conn_connect(ctx, &node, err, sizeof(err), &c);
 	srv_stop(&s);
 	print_message("client: %s\nserver: %s\n", err, s.err);
-	assert_int_equal(r, -EACCES);
+	assert_int_equal(r, -EKEYREJECTED);
 	assert_null(c);
 	assert_non_null(strstr(err, "node 'server'"));
 	assert_non_null(strstr(err, "key"));
-	assert_int_equal(s.accept_r, -EACCES);
+	assert_int_equal(s.accept_r, -EKEYREJECTED);
 	assert_non_null(strstr(s.err, "authentication with 127.0.0.1:"));
 	assert_non_null(strstr(s.err, "cluster key differs"));
 	peer_ctx_free(ctx);
@@ -271,9 +271,9 @@ static void test_other_cluster(void **state)
 	r = peer_conn_connect(ctx, &node, err, sizeof(err), &c);
 	srv_stop(&s);
 	print_message("client: %s\nserver: %s\n", err, s.err);
-	assert_int_equal(r, -EACCES);
+	assert_int_equal(r, -EKEYREJECTED);
 	assert_non_null(strstr(err, "refused the TLS handshake: its cluster name or cluster key"));
-	assert_int_equal(s.accept_r, -EACCES);
+	assert_int_equal(s.accept_r, -EKEYREJECTED);
 	assert_string_equal(s.err, "peer belongs to cluster 'other', this node to cluster 'demo'");
 	peer_ctx_free(ctx);
 }

@@ -1,5 +1,6 @@
-/* The wire format: every message round-trips, and every truncated,
- * oversized or garbage payload is refused with -EBADMSG. */
+/* The wire format: every message round-trips, every truncated, oversized
+ * or garbage payload is refused with -EBADMSG, and every node state goes
+ * to the wire and back. */
 #include <endian.h>
 #include <errno.h>
 #include <setjmp.h>
@@ -139,6 +140,39 @@ static struct wire_hello sample_hello(void)
 			h.history[j].b[i] = 16 * j + i + 100;
 	}
 	return h;
+}
+
+/* Every node state has a wire value and comes back from it, through a
+ * hello too; a wire value that is no state is Unknown. */
+static void test_state_conversion(void **state)
+{
+	(void)state;
+	for (int i = 0; i < META_STATE_COUNT; i++) {
+		enum meta_state s = (enum meta_state)i;
+		enum wire_state w = wire_state_from_meta(s);
+		struct wire_hello h = sample_hello(), d;
+		size_t len = 0;
+
+		assert_true(w < WIRE_STATE_COUNT);
+		assert_int_equal(meta_state_from_wire(w), s);
+		h.state = w;
+		assert_int_equal(wire_hello_encode(&h, buf, sizeof(buf), &len), 0);
+		assert_int_equal(wire_hello_decode(buf, len, &d), 0);
+		assert_int_equal(meta_state_from_wire(d.state), s);
+	}
+	/* The protocol's values, fixed. */
+	assert_int_equal(wire_state_from_meta(META_STATE_UNKNOWN), 0);
+	assert_int_equal(wire_state_from_meta(META_STATE_UPTODATE), 1);
+	assert_int_equal(wire_state_from_meta(META_STATE_OUTDATED), 2);
+	assert_int_equal(wire_state_from_meta(META_STATE_INCONSISTENT), 3);
+	assert_int_equal(wire_state_from_meta(META_STATE_DIVERGED), 4);
+	assert_string_equal(meta_state_name(meta_state_from_wire(WIRE_STATE_INCONSISTENT)),
+			    "Inconsistent");
+	assert_int_equal(meta_state_from_wire(WIRE_STATE_COUNT), META_STATE_UNKNOWN);
+	assert_int_equal(meta_state_from_wire(99), META_STATE_UNKNOWN);
+	assert_int_equal(meta_state_from_wire(UINT32_MAX), META_STATE_UNKNOWN);
+	assert_int_equal(wire_state_from_meta(META_STATE_COUNT), WIRE_STATE_UNKNOWN);
+	assert_int_equal(wire_state_from_meta((enum meta_state)77), WIRE_STATE_UNKNOWN);
 }
 
 static void test_hello(void **state)
@@ -966,6 +1000,7 @@ int main(void)
 		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_offset_commit),
 		cmocka_unit_test(test_status_bitmap),
+		cmocka_unit_test(test_state_conversion),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_zstd_speed),
 	};

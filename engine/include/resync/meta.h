@@ -29,12 +29,16 @@
 struct volume;
 struct meta;
 
+/* A node's state. The values are stored on disk (the superblock's state)
+ * and never change; a new state takes the next value. The daemon's wire
+ * has its own values (wire_state_from_meta()). */
 enum meta_state {
 	META_STATE_UNKNOWN = 0,
-	META_STATE_UPTODATE,
-	META_STATE_OUTDATED,
-	META_STATE_INCONSISTENT, /* a resync was interrupted: partly rewritten */
-	META_STATE_DIVERGED,	 /* has writes the primary lacks */
+	META_STATE_UPTODATE = 1,
+	META_STATE_OUTDATED = 2,
+	META_STATE_INCONSISTENT = 3, /* a resync was interrupted: partly rewritten */
+	META_STATE_DIVERGED = 4,     /* has writes the primary lacks */
+	META_STATE_COUNT,	     /* not a state: how many there are */
 };
 
 enum meta_open_flags {
@@ -156,7 +160,10 @@ int meta_resync_commit(struct meta *m, const struct meta_uuid *gen, bool uptodat
 /* Metadata writes since open (transactions), for tests and metrics. */
 uint64_t meta_writes(struct meta *m);
 
+/* The state's name ("UpToDate", ...): the one table of them; "Unknown"
+ * for a value that is not a state. Static storage. */
 const char *meta_state_name(enum meta_state state);
+/* The state named name (case-insensitive). Returns 0 and *ret, or -EINVAL. */
 int meta_state_parse(const char *name, enum meta_state *ret);
 /* A random (version 4, RFC 4122) UUID from libuuid. Returns 0. Thread-safe. */
 int meta_uuid_random(struct meta_uuid *ret);
