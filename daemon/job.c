@@ -603,6 +603,10 @@ void *job_thread(void *arg)
 		r = job_transfer(j, j->c, j->buf);
 		if (r >= 0)
 			snprintf(j->state, sizeof(j->state), "UpToDate");
+		else if (j->bytes_written || j->hello.state == WIRE_STATE_INCONSISTENT)
+			/* It marked itself so at the first data frame, and
+			 * no commit took it back: its hello's state is gone. */
+			snprintf(j->state, sizeof(j->state), "Inconsistent");
 	} else if (j->hello.state == WIRE_STATE_INCONSISTENT) {
 		snprintf(j->state, sizeof(j->state), "Inconsistent");
 	} else if (j->diverged) {
