@@ -143,6 +143,7 @@ void tree_cache_release(struct tree_cache *c);
 int node_image_id(struct node *n, struct image_id *ret);
 bool image_id_equal(const struct image_id *a, const struct image_id *b);
 bool node_image_still(struct node *n, struct image_id *ret);
+int node_volume_check(struct node *n, char *err, size_t len);
 bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint32_t leaf,
 		     struct tree_cache *ret);
 void tree_cache_put(struct node *n, struct tree_cache *c);
@@ -209,6 +210,7 @@ struct session {
 	size_t bitmap_size;
 	struct meta_uuid target; /* the primary's generation (from its hello) */
 	char peer[RESYNC_NAME_MAX + 1];
+	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
 };
 
 void *session_thread(void *arg);

@@ -75,7 +75,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	size_t n_quick = 0;
 	size_t bitmap_size = (size_t)DIV_ROUND_UP(nb, 8);
 	struct meta_uuid base;
-	char u[40];
+	char u[40], verr[RESYNC_WIRE_TEXT_MAX];
 	int r;
 
 	if (cfg->n_nodes < 2)
@@ -124,6 +124,14 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		if (r < 0)
 			goto out;
 		frozen = true;
+	}
+	/* Nothing is hashed, sent or reported of an image that changed
+	 * under this daemon (node_volume_check()). */
+	r = node_volume_check(n, verr, sizeof(verr));
+	if (r < 0) {
+		control_client_error(cli, "node '%s': %s", n->self->name, verr);
+		r = 0;
+		goto out;
 	}
 	meta_info_get(node_meta(n), &mi);
 	pthread_mutex_lock(&n->lock);
