@@ -276,6 +276,9 @@ int node_run_jobs(struct node *n, struct control_client *cli, struct json_object
 		  bool write);
 
 /* ---- forward.c ---- */
+typedef void node_forward_edit_fn(struct node *n, struct json_object *result);
+int node_forward_try(struct node *n, struct control_client *cli, struct json_object *req,
+		     node_forward_edit_fn *edit, char *err, size_t errlen);
 int node_forward(struct node *n, struct control_client *cli, struct json_object *req);
 int session_control(struct session *s, size_t len);
 
