@@ -13,6 +13,7 @@ after a restart of that daemon a resync makes it byte-identical."""
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -237,6 +238,17 @@ c.stop("s")
 c.start("s")
 resync_ok(c, "after the restart of s")
 check(verify(c)[0] == 0, "verify exits 0")
+
+# The primary's image replaced at its path (a copy, renamed over it):
+# the primary names itself before it reads anything.
+shutil.copyfile(c.image("p"), c.image("p") + ".new")
+os.rename(c.image("p") + ".new", c.image("p"))
+r = c.ctl("resync", "--yes", "--json")
+check(r.returncode != 0 and "'p'" in r.stderr and c.image("p") in r.stderr and
+      "replaced" in r.stderr, "a replaced primary image is named: %s %s" % (r.stdout, r.stderr))
+st = c.status()
+check(st["p"]["state"] == "Unknown" and "replaced" in st["p"].get("error", ""),
+      "status says the primary's image changed: %s" % st["p"])
 for n in c.names:
     c.stop(n)
 for n in ("s", "d"):
