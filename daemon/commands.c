@@ -23,83 +23,210 @@ static json_object *time_json(int64_t t)
 	return json_object_new_string(clock_format_utc(t * 1000000, false, buf, sizeof(buf)));
 }
 
-static int cmd_status(void *userdata, struct control_client *cli, json_object *req)
+/* ---- status: the truth from the primary's view (DESIGN.md, states) ----
+ * The primary asks every secondary now and judges it against its own
+ * generation and dirty bitmap, as a resync's plan decides quick mode; a
+ * secondary forwards the request to the primary, and only when the
+ * primary answers nothing shows what it knows itself. */
+
+/* What the judging node knows of the cluster. */
+struct status_view {
+	bool primary; /* this node is the primary: its view is the truth */
+	bool own;     /* no primary configured: each node's own state */
+	struct meta_info mi;
+	struct meta_uuid base; /* the primary's bitmap counts since it */
+	uint64_t dirty;	       /* the primary's dirty bytes */
+};
+
+/* One node's line of the status (made into JSON by status_node_json()). */
+struct status_node {
+	const struct node_config *nc;
+	enum meta_state state;
+	bool gen_known, dirty_known, lacks_known, connected;
+	struct meta_uuid gen;
+	uint64_t dirty, lacks;
+	int64_t last_resync;
+	char error[RESYNC_WIRE_TEXT_MAX + 256];
+};
+
+/* A peer's state from what it said (hello, status), judged by v. */
+static void status_judge(const struct status_view *v, const struct wire_hello *h,
+			 const struct wire_status *ws, struct status_node *sn)
 {
-	struct node *n = userdata;
-	json_object *res, *nodes;
-	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	bool trusted = h->flags & WIRE_HELLO_BITMAP_TRUSTED;
+	struct meta_uuid g;
+
+	memcpy(g.b, h->generation.b, 16);
+	/* As node_run_jobs() takes a quick resync: its generation is the
+	 * primary's current one or the bitmap's base, both bitmaps
+	 * trusted; then it lacks at most the blocks the primary marked. */
+	if (v->primary && v->mi.bitmap_trusted && trusted && h->state != WIRE_STATE_INCONSISTENT &&
+	    !meta_uuid_is_null(&g) &&
+	    (!memcmp(g.b, v->mi.generation.b, 16) ||
+	     (!meta_uuid_is_null(&v->base) && !memcmp(g.b, v->base.b, 16)))) {
+		sn->lacks_known = true;
+		sn->lacks = v->dirty;
+	}
+	if (h->state == WIRE_STATE_INCONSISTENT)
+		sn->state = META_STATE_INCONSISTENT;
+	else if (h->state == WIRE_STATE_DIVERGED || (trusted && ws->dirty_bytes > 0))
+		sn->state = META_STATE_DIVERGED; /* writes of its own: a fact of its disk */
+	else if (v->own)
+		sn->state = meta_state_from_wire(h->state);
+	else if (!v->primary)
+		sn->state = META_STATE_UNKNOWN; /* behind or not: only the primary can say */
+	else
+		sn->state = sn->lacks_known && sn->lacks == 0 ? META_STATE_UPTODATE : META_STATE_OUTDATED;
+}
+
+/* Ask peer nc now; an answer judged by v, or Unknown with the reason. */
+static void status_ask(struct node *n, const struct status_view *v, unsigned char *buf,
+		       struct status_node *sn)
+{
+	struct peer_conn *c = NULL;
+	struct wire_hello h;
+	struct wire_status ws;
+	int r;
+
+	sn->state = META_STATE_UNKNOWN;
+	r = node_peer_open(n, sn->nc, false, sn->error, sizeof(sn->error), &c, &h);
+	if (r < 0)
+		return;
+	sn->connected = true;
+	memcpy(sn->gen.b, h.generation.b, 16);
+	sn->gen_known = true;
+	r = node_peer_status(c, buf, &ws);
+	if (r < 0) {
+		/* Without its status it may hold writes of its own. */
+		snprintf(sn->error, sizeof(sn->error), "node '%s': no status: %s", sn->nc->name,
+			 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
+		peer_conn_free(c);
+		return;
+	}
+	peer_conn_free(c);
+	sn->dirty_known = true;
+	sn->dirty = ws.dirty_bytes;
+	sn->last_resync = (int64_t)ws.last_resync;
+	status_judge(v, &h, &ws, sn);
+}
+
+/* This node's own line: its metadata, unless its image changed under it. */
+static void status_self(struct node *n, const struct status_view *v, struct status_node *sn)
+{
+	char why[RESYNC_WIRE_TEXT_MAX];
+
+	sn->state = v->mi.state;
+	sn->gen = v->mi.generation;
+	sn->gen_known = true;
+	sn->dirty_known = true;
+	sn->dirty = meta_dirty_bytes(node_meta(n));
+	sn->connected = true;
+	pthread_mutex_lock(&n->lock);
+	sn->last_resync = n->last_resync;
+	pthread_mutex_unlock(&n->lock);
+	if (node_volume_check(n, why, sizeof(why)) < 0) {
+		sn->state = META_STATE_UNKNOWN;
+		snprintf(sn->error, sizeof(sn->error), "node '%s': %s", n->self->name, why);
+	}
+}
+
+static json_object *status_node_json(const struct cluster_config *cfg, const struct status_node *sn)
+{
+	json_object *o = json_object_new_object();
+	bool primary = cfg->primary && !strcmp(sn->nc->name, cfg->primary);
 	char u[40];
 
-	(void)req;
-	if (!buf)
-		return -ENOMEM;
-	res = json_object_new_object();
-	nodes = json_object_new_array();
+	json_object_object_add(o, "name", json_object_new_string(sn->nc->name));
+	json_object_object_add(o, "role", json_object_new_string(primary ? "primary" : "secondary"));
+	json_object_object_add(o, "state", json_object_new_string(meta_state_name(sn->state)));
+	json_object_object_add(o, "generation", sn->gen_known
+			       ? json_object_new_string(meta_uuid_format(&sn->gen, u, sizeof(u))) : NULL);
+	json_object_object_add(o, "dirty_bytes", sn->dirty_known ? json_object_new_uint64(sn->dirty) : NULL);
+	/* The bytes it lacks of the primary's: known only where the
+	 * primary's bitmap counts them (a secondary's only). */
+	if (!primary)
+		json_object_object_add(o, "lacks_bytes",
+				       sn->lacks_known ? json_object_new_uint64(sn->lacks) : NULL);
+	json_object_object_add(o, "connected", json_object_new_boolean(sn->connected));
+	json_object_object_add(o, "last_resync", time_json(sn->last_resync));
+	if (sn->error[0])
+		json_object_object_add(o, "error", json_object_new_string(sn->error));
+	return o;
+}
+
+/* The status as the node asked answers it: "node" is that node, "view"
+ * the node whose view the states are. */
+static json_object *status_result(struct node *n, const char *view, const char *primary_error)
+{
+	json_object *res = json_object_new_object();
+
 	json_object_object_add(res, "cluster", json_object_new_string(n->cfg->name));
 	json_object_object_add(res, "primary",
 			       n->cfg->primary ? json_object_new_string(n->cfg->primary) : NULL);
 	json_object_object_add(res, "node", json_object_new_string(n->self->name));
-	for (size_t i = 0; i < n->cfg->n_nodes; i++) {
-		const struct node_config *nc = &n->cfg->nodes[i];
-		json_object *o = json_object_new_object();
-		bool primary = n->cfg->primary && !strcmp(nc->name, n->cfg->primary);
+	json_object_object_add(res, "view", json_object_new_string(view));
+	if (primary_error)
+		json_object_object_add(res, "primary_error", json_object_new_string(primary_error));
+	return res;
+}
 
-		json_object_object_add(o, "name", json_object_new_string(nc->name));
-		json_object_object_add(o, "role",
-				       json_object_new_string(primary ? "primary" : "secondary"));
-		if (nc == n->self) {
-			struct meta_info mi;
-			int64_t last;
+/* The primary's status relayed by a secondary: the node asked is this one. */
+static void status_forward_edit(struct node *n, json_object *result)
+{
+	json_object_object_add(result, "node", json_object_new_string(n->self->name));
+}
 
-			meta_info_get(node_meta(n), &mi);
-			pthread_mutex_lock(&n->lock);
-			last = n->last_resync;
-			pthread_mutex_unlock(&n->lock);
-			json_object_object_add(o, "state",
-					       json_object_new_string(meta_state_name(mi.state)));
-			json_object_object_add(o, "generation",
-					       json_object_new_string(meta_uuid_format(&mi.generation, u, sizeof(u))));
-			json_object_object_add(o, "dirty_bytes",
-					       json_object_new_uint64(meta_dirty_bytes(node_meta(n))));
-			json_object_object_add(o, "connected", json_object_new_boolean(true));
-			json_object_object_add(o, "last_resync", time_json(last));
+/* The status judged here: on the primary (the truth), in a cluster without
+ * one, or on a secondary whose primary answered nothing (primary_error:
+ * why; the primary Unknown, the others Unknown unless their own disks
+ * say Inconsistent or Diverged, this node as it knows itself). */
+static int status_local(struct node *n, struct control_client *cli, const char *primary_error)
+{
+	const struct cluster_config *cfg = n->cfg;
+	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	_cleanup_free_ struct status_node *sn = calloc(cfg->n_nodes, sizeof(*sn));
+	struct status_view v = {.primary = n->is_primary, .own = !cfg->primary};
+	json_object *res, *nodes;
+
+	if (!buf || !sn)
+		return -ENOMEM;
+	meta_info_get(node_meta(n), &v.mi);
+	v.dirty = meta_dirty_bytes(node_meta(n));
+	pthread_mutex_lock(&n->lock);
+	v.base = n->base;
+	pthread_mutex_unlock(&n->lock);
+	for (size_t i = 0; i < cfg->n_nodes; i++) {
+		sn[i].nc = &cfg->nodes[i];
+		if (sn[i].nc == n->self) {
+			status_self(n, &v, &sn[i]);
+		} else if (primary_error && cfg->primary && !strcmp(sn[i].nc->name, cfg->primary)) {
+			sn[i].state = META_STATE_UNKNOWN;
+			snprintf(sn[i].error, sizeof(sn[i].error), "%s", primary_error);
 		} else {
-			struct peer_conn *c = NULL;
-			struct wire_hello h;
-			struct wire_status ws;
-			json_object *last = NULL;
-			char err[512];
-
-			if (node_peer_open(n, nc, false, err, sizeof(err), &c, &h) == 0) {
-				struct meta_uuid g;
-
-				memcpy(g.b, h.generation.b, 16);
-				json_object_object_add(o, "state",
-						       json_object_new_string(meta_state_name(meta_state_from_wire(h.state))));
-				json_object_object_add(o, "generation",
-						       json_object_new_string(meta_uuid_format(&g, u, sizeof(u))));
-				if (node_peer_status(c, buf, &ws) == 0) {
-					json_object_object_add(o, "dirty_bytes",
-							       json_object_new_uint64(ws.dirty_bytes));
-					last = time_json((int64_t)ws.last_resync);
-				} else {
-					json_object_object_add(o, "dirty_bytes", NULL);
-				}
-				json_object_object_add(o, "connected", json_object_new_boolean(true));
-				peer_conn_free(c);
-			} else {
-				json_object_object_add(o, "state", json_object_new_string(meta_state_name(META_STATE_UNKNOWN)));
-				json_object_object_add(o, "generation", NULL);
-				json_object_object_add(o, "dirty_bytes", NULL);
-				json_object_object_add(o, "connected", json_object_new_boolean(false));
-				json_object_object_add(o, "error", json_object_new_string(err));
-			}
-			json_object_object_add(o, "last_resync", last);
+			status_ask(n, &v, buf, &sn[i]);
 		}
-		json_object_array_add(nodes, o);
 	}
+	res = status_result(n, n->self->name, primary_error);
+	nodes = json_object_new_array();
+	for (size_t i = 0; i < cfg->n_nodes; i++)
+		json_object_array_add(nodes, status_node_json(cfg, &sn[i]));
 	json_object_object_add(res, "nodes", nodes);
 	return control_client_result(cli, res);
+}
+
+static int cmd_status(void *userdata, struct control_client *cli, json_object *req)
+{
+	struct node *n = userdata;
+	char err[1024];
+	int r;
+
+	if (n->is_primary || !n->cfg->primary)
+		return status_local(n, cli, NULL);
+	r = node_forward_try(n, cli, req, status_forward_edit, err, sizeof(err));
+	if (r != 1)
+		return r;
+	log_warning("status from this node's own view: %s", err);
+	return status_local(n, cli, err);
 }
 
 static int cmd_verify(void *userdata, struct control_client *cli, json_object *req)

@@ -16,8 +16,13 @@
 /* A secondary forwards a cluster-wide request to the primary over the
  * peer protocol (WIRE_FEATURE_CONTROL: the primary may be on another
  * machine) and relays the primary's reply lines, progress and result, to
- * its own client. */
-int node_forward(struct node *n, struct control_client *cli, json_object *req)
+ * its own client; edit (if any) may amend the result before it goes.
+ * Returns 0 once the client was answered (by the primary's lines, or an
+ * error said to it after some of them), 1 when the primary answered
+ * nothing (cannot be reached, refused, an older build, went away): err
+ * says why and nothing was said to the client; or -errno. */
+int node_forward_try(struct node *n, struct control_client *cli, json_object *req,
+		     node_forward_edit_fn *edit, char *err, size_t errlen)
 {
 	const struct node_config *p = cluster_config_primary(n->cfg);
 	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
@@ -25,31 +30,36 @@ int node_forward(struct node *n, struct control_client *cli, json_object *req)
 	size_t have = 0, cap = 0, len, flen;
 	struct peer_conn *c = NULL;
 	struct wire_hello h;
+	bool relayed = false;
 	const char *text;
 	uint16_t type;
-	char err[512];
+	char why[512];
 	int r;
 
-	if (!p)
-		return control_client_error(cli, "cluster '%s' has no primary", n->cfg->name), 0;
+	if (!p) {
+		snprintf(err, errlen, "cluster '%s' has no primary", n->cfg->name);
+		return 1;
+	}
 	if (!buf)
 		return -ENOMEM;
-	r = node_peer_open(n, p, false, err, sizeof(err), &c, &h);
-	if (r < 0)
-		return control_client_error(cli, "this node is a secondary; the primary '%s' cannot be reached: %s",
-					    p->name, err),
-		       0;
+	r = node_peer_open(n, p, false, why, sizeof(why), &c, &h);
+	if (r < 0) {
+		snprintf(err, errlen, "this node is a secondary; the primary '%s' cannot be reached: %s",
+			 p->name, why);
+		return 1;
+	}
 	if (!(h.features & node_features() & WIRE_FEATURE_CONTROL)) {
 		peer_conn_free(c);
-		return control_client_error(cli, "this node is a secondary and the primary '%s' does not take forwarded requests (an older build): run the command there",
-					    p->name),
-		       0;
+		snprintf(err, errlen, "this node is a secondary and the primary '%s' does not take forwarded requests (an older build): run the command there",
+			 p->name);
+		return 1;
 	}
 	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
 	len = strlen(text);
 	if (len + 1 > RESYNC_CONTROL_LINE_MAX) {
 		peer_conn_free(c);
-		return control_client_error(cli, "request longer than %d bytes", RESYNC_CONTROL_LINE_MAX), 0;
+		snprintf(err, errlen, "request longer than %d bytes", RESYNC_CONTROL_LINE_MAX);
+		return 1;
 	}
 	memcpy(buf, text, len);
 	buf[len++] = '\n';
@@ -66,8 +76,11 @@ int node_forward(struct node *n, struct control_client *cli, json_object *req)
 			struct wire_text t = {0};
 
 			wire_text_decode(buf, flen, &t);
-			control_client_error(cli, "the primary '%s': %s", p->name, t.text);
+			snprintf(err, errlen, "the primary '%s': %s", p->name, t.text);
 			peer_conn_free(c);
+			if (!relayed)
+				return 1;
+			control_client_error(cli, "%s", err);
 			return 0;
 		}
 		if (type != WIRE_CONTROL || have + flen > RESYNC_CONTROL_REPLY_MAX) {
@@ -103,7 +116,10 @@ int node_forward(struct node *n, struct control_client *cli, json_object *req)
 				break;
 			}
 			last = control_is_result(o);
+			if (last && edit)
+				edit(n, o);
 			r = control_client_send(cli, o);
+			relayed = true;
 			json_object_put(o);
 			if (r < 0 || last) {
 				/* Done, or our client went away: closing the
@@ -113,10 +129,25 @@ int node_forward(struct node *n, struct control_client *cli, json_object *req)
 			}
 		}
 	}
-	control_client_error(cli, "the primary '%s' went away: %s", p->name,
-			     r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
+	snprintf(err, errlen, "the primary '%s' went away: %s", p->name,
+		 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
 	peer_conn_free(c);
+	if (!relayed)
+		return 1;
+	control_client_error(cli, "%s", err);
 	return 0;
+}
+
+/* node_forward_try(), the reason said to the client when the primary
+ * answered nothing. */
+int node_forward(struct node *n, struct control_client *cli, json_object *req)
+{
+	char err[1024];
+	int r = node_forward_try(n, cli, req, NULL, err, sizeof(err));
+
+	if (r == 1)
+		return control_client_error(cli, "%s", err), 0;
+	return r;
 }
 
 /* CONTROL from a secondary (node_forward()): one request line, run by
@@ -125,7 +156,7 @@ int node_forward(struct node *n, struct control_client *cli, json_object *req)
  * cluster-wide commands a secondary forwards are taken. */
 int session_control(struct session *s, size_t len)
 {
-	static const char *const allowed[] = {"verify", "resync", "cancel", "pause", "resume", "rate"};
+	static const char *const allowed[] = {"status", "verify", "resync", "cancel", "pause", "resume", "rate"};
 	struct node *n = s->n;
 	_cleanup_close_ int fd = -1;
 	json_object *req, *cmd;
@@ -152,7 +183,7 @@ int session_control(struct session *s, size_t len)
 	if (!ok) {
 		log_warning("refused a forwarded request from '%s': not a cluster-wide command", s->peer);
 		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
-			  "only verify, resync, cancel, pause, resume and rate are forwarded");
+			  "only status, verify, resync, cancel, pause, resume and rate are forwarded");
 		json_object_put(req);
 		return SESSION_END;
 	}

@@ -650,6 +650,10 @@ void *job_thread(void *arg)
 		r = job_transfer(j, j->c, j->buf);
 		if (r >= 0)
 			j->state = META_STATE_UPTODATE;
+		else if (j->bytes_written || j->hello.state == WIRE_STATE_INCONSISTENT)
+			/* It marked itself so at the first data frame, and
+			 * no commit took it back: its hello's state is gone. */
+			j->state = META_STATE_INCONSISTENT;
 	} else if (j->hello.state == WIRE_STATE_INCONSISTENT) {
 		j->state = META_STATE_INCONSISTENT;
 	} else if (j->diverged) {

@@ -136,6 +136,7 @@ void tree_cache_release(struct tree_cache *c);
 int node_image_id(struct node *n, struct image_id *ret);
 bool image_id_equal(const struct image_id *a, const struct image_id *b);
 bool node_image_still(struct node *n, struct image_id *ret);
+int node_volume_check(struct node *n, char *err, size_t len);
 bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint32_t leaf,
 		     struct tree_cache *ret);
 void tree_cache_put(struct node *n, struct tree_cache *c);
@@ -203,6 +204,7 @@ struct session {
 	struct meta_uuid target; /* the primary's generation (from its hello) */
 	bool from_primary;	 /* the hello came from the cluster's primary */
 	char peer[RESYNC_NAME_MAX + 1];
+	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
 };
 
 /* A frame handler of the session: 0 to go on, SESSION_END to end the
@@ -294,6 +296,9 @@ int node_run_jobs(struct node *n, struct control_client *cli, struct json_object
 		  bool write);
 
 /* ---- forward.c ---- */
+typedef void node_forward_edit_fn(struct node *n, struct json_object *result);
+int node_forward_try(struct node *n, struct control_client *cli, struct json_object *req,
+		     node_forward_edit_fn *edit, char *err, size_t errlen);
 int node_forward(struct node *n, struct control_client *cli, struct json_object *req);
 int session_control(struct session *s, size_t len);
 

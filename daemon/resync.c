@@ -496,6 +496,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		.ctx = {n->cfg, fusefs_volume(n->fs), n->bus, &n->rate, &n->cancel},
 	};
 	json_object *final = NULL;
+	char verr[RESYNC_WIRE_TEXT_MAX];
 	int r;
 
 	r = resync_check(&run);
@@ -511,6 +512,14 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	pthread_mutex_init(&run.cli_lock, NULL);
 	atomic_store(&n->cancel, false);
 	ratectl_reset(&n->rate, run.max_rate);
+	/* Nothing is hashed, sent or reported of an image that changed
+	 * under this daemon (node_volume_check()). */
+	r = node_volume_check(n, verr, sizeof(verr));
+	if (r < 0) {
+		control_client_error(cli, "node '%s': %s", n->self->name, verr);
+		r = 0;
+		goto out;
+	}
 	run.size = node_size(n);
 	run.bitmap_size = (size_t)DIV_ROUND_UP(DIV_ROUND_UP(run.size, n->cfg->block_size), 8);
 

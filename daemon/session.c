@@ -50,6 +50,18 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 	fusefs_invalidate(s->n->fs, off, len);
 }
 
+/* Before this volume is hashed, written or committed: still the image
+ * this daemon opened, at its size (node_volume_check()); the reason goes
+ * to the primary in the request's ERROR. */
+static int session_volume_check(struct session *s)
+{
+	int r = node_volume_check(s->n, s->why, sizeof(s->why));
+
+	if (r < 0)
+		log_error("%s", s->why);
+	return r;
+}
+
 static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint32_t leaf)
 {
 	struct node *n = s->n;
@@ -61,6 +73,9 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 
 	if (s->tree && s->seed == seed && s->fanout == fanout && s->leaf == leaf)
 		return 0;
+	r = session_volume_check(s);
+	if (r < 0)
+		return r;
 	hashtree_free(s->tree);
 	s->tree = NULL;
 	free(s->hashes);
@@ -195,6 +210,9 @@ static int session_write_begin(struct session *s)
 	 * are scattered, and a buffered io_uring write at depth 1 goes
 	 * through a kernel worker (a context switch each), as in blockcmp. */
 	po.io = wk == IO_KIND_AUTO ? IO_KIND_SYNC : wk;
+	r = session_volume_check(s);
+	if (r < 0)
+		return r;
 
 	pthread_mutex_lock(&n->lock);
 	if (n->writing) {
@@ -361,6 +379,9 @@ static int session_commit(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	memcpy(gen.b, g.b, 16);
+	r = session_volume_check(s);
+	if (r < 0)
+		return r;
 	if (s->pw) {
 		r = patch_writer_sync(s->pw);
 		if (r < 0)
@@ -516,6 +537,10 @@ static void session_serve(struct session *s)
 		return;
 	}
 	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
+	if (session_volume_check(s) < 0) {
+		send_text(s->c, WIRE_REFUSE, WIRE_REASON_IO, s->why);
+		return;
+	}
 	r = node_hello_check(n, &h, &why);
 	if (r < 0 && why.code == WIRE_REASON_VOLUME_SIZE && node_grow_to_primary(n, &h))
 		r = node_hello_check(n, &h, &why);
@@ -562,9 +587,12 @@ static void session_serve(struct session *s)
 		if (r == SESSION_END)
 			break; /* said, or nobody to say it to */
 		if (r < 0) {
-			char msg[256];
+			char msg[RESYNC_WIRE_TEXT_MAX + 1];
 
-			snprintf(msg, sizeof(msg), "'%s' failed: %s", n->self->name, strerror(-r));
+			if (s->why[0])
+				snprintf(msg, sizeof(msg), "%s", s->why);
+			else
+				snprintf(msg, sizeof(msg), "'%s' failed: %s", n->self->name, strerror(-r));
 			log_error("session with '%s': %s from %s", s->peer, strerror(-r),
 			      wire_type_name(type));
 			send_text(s->c, WIRE_ERROR,

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 
 #include "node-int.h"
 #include "resync/limits.h"
@@ -36,6 +38,64 @@ int node_image_id(struct node *n, struct image_id *ret)
 		return -ENOTSUP;
 	*ret = (struct image_id){(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
 				 st.st_mtim, st.st_ctim};
+	return 0;
+}
+
+/* Whether the image is still the one this daemon opened, at the size it
+ * serves: one process owns a volume, but anyone with root can truncate,
+ * grow or replace the file under it, and then reads past the cut return
+ * nothing and writes go to a file nobody reads. A regular file is
+ * checked by its size (fstat of the opened inode) and by the inode at
+ * its path (a replaced file is another one), a block device by its size
+ * and the device at its path. On a change, err says what changed in the
+ * operator's words, without the node's name at its front (callers add
+ * it where the reader cannot tell). Returns 0, -ESTALE on a change, or
+ * -errno when the image cannot be looked at (err says so too).
+ * Thread-safe. */
+int node_volume_check(struct node *n, char *err, size_t len)
+{
+	const struct volume *v = fusefs_volume(n->fs);
+	const char *path = n->self->volume;
+	struct stat fd_st, path_st;
+	uint64_t want, have;
+
+	for (int tries = 0;; tries++) {
+		want = volume_size(v);
+		if (fstat(volume_fd(v), &fd_st) < 0) {
+			int r = -errno;
+
+			snprintf(err, len, "cannot look at its volume '%s': %s", path, strerror(-r));
+			return r;
+		}
+		have = (uint64_t)fd_st.st_size;
+		if (S_ISBLK(fd_st.st_mode) && ioctl(volume_fd(v), BLKGETSIZE64, &have) < 0)
+			have = want; /* no size to compare: the device check below */
+		/* A file grown to its primary's size moves the file first and
+		 * the size served a moment later: look once more. */
+		if (have == want || tries)
+			break;
+	}
+	if (have != want) {
+		snprintf(err, len,
+			 "its volume '%s' changed under resyncd: %" PRIu64 " bytes expected, %" PRIu64
+			 " found (%s); restart resyncd on %s",
+			 path, want, have, have < want ? "truncated?" : "grown?", n->self->name);
+		return -ESTALE;
+	}
+	if (stat(path, &path_st) < 0) {
+		int r = -errno;
+
+		snprintf(err, len, "its volume '%s' changed under resyncd: %s at its path; restart resyncd on %s",
+			 path, r == -ENOENT ? "no file" : strerror(-r), n->self->name);
+		return r == -ENOENT ? -ESTALE : r;
+	}
+	if (S_ISBLK(fd_st.st_mode) ? path_st.st_rdev != fd_st.st_rdev
+				   : path_st.st_dev != fd_st.st_dev || path_st.st_ino != fd_st.st_ino) {
+		snprintf(err, len,
+			 "its volume '%s' changed under resyncd: another %s is at its path (replaced?); restart resyncd on %s",
+			 path, S_ISBLK(fd_st.st_mode) ? "device" : "file", n->self->name);
+		return -ESTALE;
+	}
 	return 0;
 }
 

@@ -25,7 +25,8 @@
 static const char status_usage[] =
 	"usage: resyncctl [--config FILE] [--node NAME] status [--json]\n"
 	"Show the cluster: its name, its primary, and per node its role, state,\n"
-	"generation, dirty bytes, whether it is connected, and its last resync.\n";
+	"generation, dirty bytes, the bytes it lacks of the primary's (\"?\": unknown),\n"
+	"whether it is connected, and its last resync: the primary's view, asked now.\n";
 
 int resyncctl_status(int argc, char **argv)
 {
@@ -59,17 +60,23 @@ int resyncctl_status(int argc, char **argv)
 	} else {
 		printf("cluster: %s\nprimary: %s\n", resyncctl_jstr(res, "cluster"),
 		       resyncctl_jstr(res, "primary") ? resyncctl_jstr(res, "primary") : "(none)");
-		printf("%-16s %-10s %-13s %-9s %-12s %-20s %s\n", "NODE", "ROLE", "STATE",
-		       "CONNECTED", "DIRTY", "LAST RESYNC", "GENERATION");
+		if (resyncctl_jstr(res, "primary_error"))
+			printf("the primary's view is missing: %s\n", resyncctl_jstr(res, "primary_error"));
+		printf("%-16s %-10s %-13s %-9s %-12s %-12s %-20s %s\n", "NODE", "ROLE", "STATE",
+		       "CONNECTED", "DIRTY", "LACKS", "LAST RESYNC", "GENERATION");
 		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
-			json_object *n = json_object_array_get_idx(nodes, i), *d;
+			json_object *n = json_object_array_get_idx(nodes, i), *d, *l;
 			bool dk = json_object_object_get_ex(n, "dirty_bytes", &d) && d;
+			/* lacks: null (unknown: "?"), absent (the primary: "-") */
+			bool lh = json_object_object_get_ex(n, "lacks_bytes", &l);
+			char lb[32];
 
-			printf("%-16s %-10s %-13s %-9s %-12s %-20s %s\n", resyncctl_jstr(n, "name"),
+			printf("%-16s %-10s %-13s %-9s %-12s %-12s %-20s %s\n", resyncctl_jstr(n, "name"),
 			       resyncctl_jstr(n, "role"), resyncctl_jstr(n, "state"),
 			       json_object_get_boolean(json_object_object_get(n, "connected")) ? "yes"
 											      : "no",
 			       dk ? format_bytes(resyncctl_ju64(n, "dirty_bytes"), b, sizeof(b)) : "-",
+			       !lh ? "-" : l ? format_bytes(resyncctl_ju64(n, "lacks_bytes"), lb, sizeof(lb)) : "?",
 			       resyncctl_jstr(n, "last_resync") ? resyncctl_jstr(n, "last_resync") : "never",
 			       resyncctl_jstr(n, "generation") ? resyncctl_jstr(n, "generation") : "-");
 		}
