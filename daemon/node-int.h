@@ -48,7 +48,13 @@ struct patch_writer;
 enum {
 	NODE_SESSION_TIMEOUT_MS = 120000, /* between two frames of a session */
 	NODE_ERROR_LINGER_MS = 2000,	  /* after a session's ERROR, for the peer to close */
-	NODE_STOP_WAIT_MS = 5000,	  /* sessions given to end at stop */
+	NODE_STOP_WAIT_MS = 5000,	  /* sessions given to end at stop (then: said) */
+	/* Connections past accept() that have not sent their hello yet
+	 * (handshake included): past this, the newest is closed at once. */
+	NODE_UNAUTH_MAX = 64,
+	NODE_UNAUTH_WARN_USEC = 10000000, /* one warning of the cap per this */
+	NODE_ACCEPT_BACKOFF_MIN_MS = 100, /* after accept() failed (EMFILE, ...) */
+	NODE_ACCEPT_BACKOFF_MAX_MS = 1000,
 	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
 	NODE_PROGRESS_USEC = 500000,
 };
@@ -76,7 +82,7 @@ struct tree_cache {
 	unsigned fanout;
 	uint32_t leaf; /* bytes a leaf covers */
 	struct image_id id;
-	uint64_t built; /* now_usec() when hashing started; 0: empty */
+	uint64_t built; /* clock_usec() when hashing started; 0: empty */
 };
 
 enum {
@@ -99,7 +105,16 @@ struct node {
 	bool stopped;
 	atomic_bool stopping;
 	atomic_bool cancel;
-	atomic_int sessions;
+
+	/* Every session thread is listed from its start until it is joined:
+	 * in sessions while it runs (its connection may be shut down by
+	 * node_stop()), in sessions_ended once it ended by itself, for the
+	 * accept loop (or node_stop()) to join and free. */
+	pthread_mutex_t sessions_lock;
+	pthread_cond_t sessions_cond;	/* a session ended */
+	struct session *sessions;	/* protected by sessions_lock */
+	struct session *sessions_ended; /* protected by sessions_lock */
+	unsigned sessions_unauth;	/* of sessions, before the hello; protected by sessions_lock */
 
 	pthread_mutex_t lock;
 	bool resync_running; /* protected by lock */
@@ -183,7 +198,12 @@ void writeback_stop(struct writeback *w);
 /* ---- session.c ---- */
 struct session {
 	struct node *n;
+	/* The connection; set to NULL under n->sessions_lock by the thread
+	 * before it frees it (node_stop() shuts it down under that lock). */
 	struct peer_conn *c;
+	pthread_t thread;
+	struct session *next; /* in n->sessions or n->sessions_ended; protected by n->sessions_lock */
+	bool unauth;	      /* counted in n->sessions_unauth; protected by n->sessions_lock */
 	unsigned char *in, *out;
 	struct hash128 *hashes; /* this volume's block hashes for seed */
 	struct hashtree *tree;

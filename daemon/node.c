@@ -37,41 +37,150 @@ static void node_on_wait(void *arg, const char *why, unsigned waited_ms, unsigne
 	log_warning("%s", why);
 }
 
+/* Join and free the sessions that ended by themselves. */
+static void node_sessions_reap(struct node *n)
+{
+	for (;;) {
+		struct session *s;
+
+		pthread_mutex_lock(&n->sessions_lock);
+		s = n->sessions_ended;
+		if (s)
+			n->sessions_ended = s->next;
+		pthread_mutex_unlock(&n->sessions_lock);
+		if (!s)
+			return;
+		pthread_join(s->thread, NULL);
+		free(s);
+	}
+}
+
+/* Sleep ms, or less when the node stops. */
+static void node_accept_pause(struct node *n, unsigned ms)
+{
+	for (unsigned slept = 0; slept < ms && !atomic_load(&n->stopping); slept += 50)
+		usleep(50000);
+}
+
+/* Start a session thread for c (taken), listed in n->sessions; or close c
+ * at once when NODE_UNAUTH_MAX connections have not said hello yet. */
+static void node_session_start(struct node *n, struct peer_conn *c, uint64_t *warned,
+			       unsigned *dropped)
+{
+	struct session *s;
+	int r;
+
+	pthread_mutex_lock(&n->sessions_lock);
+	if (n->sessions_unauth >= NODE_UNAUTH_MAX) {
+		pthread_mutex_unlock(&n->sessions_lock);
+		(*dropped)++;
+		if (!*warned || clock_usec() - *warned >= NODE_UNAUTH_WARN_USEC) {
+			log_warning("closed the connection from %s: %u connections have not "
+				    "authenticated yet (the limit); %u closed so since the last warning",
+				    peer_conn_remote(c), (unsigned)NODE_UNAUTH_MAX, *dropped);
+			*warned = clock_usec();
+			*dropped = 0;
+		}
+		peer_conn_free(c);
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		pthread_mutex_unlock(&n->sessions_lock);
+		log_warning("closed the connection from %s: %s", peer_conn_remote(c),
+			    strerror(ENOMEM));
+		peer_conn_free(c);
+		return;
+	}
+	s->n = n;
+	s->c = c;
+	s->unauth = true;
+	/* Listed before the thread can end (it takes the lock to leave). */
+	r = pthread_create(&s->thread, NULL, session_thread, s);
+	if (r) {
+		pthread_mutex_unlock(&n->sessions_lock);
+		log_warning("closed the connection from %s: cannot start its thread: %s",
+			    peer_conn_remote(c), strerror(r));
+		peer_conn_free(c);
+		free(s);
+		return;
+	}
+	s->next = n->sessions;
+	n->sessions = s;
+	n->sessions_unauth++;
+	pthread_mutex_unlock(&n->sessions_lock);
+}
+
+/* The accept loop only accepts: handshakes and hellos run on each
+ * session's own thread, under its deadline. */
 static void *accept_thread(void *arg)
 {
 	struct node *n = arg;
+	unsigned backoff = 0, dropped = 0;
+	uint64_t warned = 0;
 	char err[512];
 
 	while (!atomic_load(&n->stopping)) {
 		struct peer_conn *c = NULL;
-		struct session *s;
-		pthread_t t;
 		int r;
 
+		node_sessions_reap(n);
 		r = peer_listener_accept(n->listener, 250, err, sizeof(err), &c);
 		if (r == -ETIMEDOUT)
 			continue;
+		if (r == -ECANCELED)
+			break;
 		if (r < 0) {
-			log_warning("%s", err[0] ? err : strerror(-r));
+			/* Out of descriptors or memory (EMFILE, ENFILE,
+			 * ENOBUFS, ENOMEM) or worse: the pending connection
+			 * stays queued, so retrying at once would spin. Said
+			 * once a burst. */
+			if (!backoff)
+				log_warning("peer connections not accepted for now: %s",
+					    err[0] ? err : strerror(-r));
+			backoff = backoff ? MIN(backoff * 2, (unsigned)NODE_ACCEPT_BACKOFF_MAX_MS)
+					  : NODE_ACCEPT_BACKOFF_MIN_MS;
+			node_accept_pause(n, backoff);
 			continue;
 		}
-		s = calloc(1, sizeof(*s));
-		if (!s) {
-			peer_conn_free(c);
-			continue;
+		if (backoff) {
+			log_info("peer connections accepted again");
+			backoff = 0;
 		}
-		s->n = n;
-		s->c = c;
-		atomic_fetch_add(&n->sessions, 1);
-		if (pthread_create(&t, NULL, session_thread, s)) {
-			atomic_fetch_sub(&n->sessions, 1);
-			peer_conn_free(c);
-			free(s);
-			continue;
-		}
-		pthread_detach(t);
+		node_session_start(n, c, &warned, &dropped);
 	}
 	return NULL;
+}
+
+/* At stop, once nothing starts sessions any more: wake every session
+ * (its connection shut down: its next wait ends) and join them all. */
+static void node_sessions_stop(struct node *n)
+{
+	uint64_t said = clock_usec() + NODE_STOP_WAIT_MS * 1000ull;
+
+	pthread_mutex_lock(&n->sessions_lock);
+	for (struct session *s = n->sessions; s; s = s->next)
+		if (s->c)
+			peer_conn_shutdown(s->c);
+	while (n->sessions) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&n->sessions_cond, &n->sessions_lock, &ts);
+		if (n->sessions && said && clock_usec() >= said) {
+			/* Still joined: nothing is freed under a session. */
+			log_warning("peer sessions still ending after %u ms; waiting for them",
+				    (unsigned)NODE_STOP_WAIT_MS);
+			said = 0;
+		}
+	}
+	pthread_mutex_unlock(&n->sessions_lock);
+	node_sessions_reap(n);
 }
 
 /* ---- lifecycle ---- */
@@ -87,6 +196,8 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 	if (!n)
 		return -ENOMEM;
 	pthread_mutex_init(&n->lock, NULL);
+	pthread_mutex_init(&n->sessions_lock, NULL);
+	pthread_cond_init(&n->sessions_cond, NULL);
 	n->cfg = cfg;
 	n->self = cluster_config_node(cfg, name);
 	if (!n->self) {
@@ -233,7 +344,6 @@ fail:
 
 int node_stop(struct node *n)
 {
-	uint64_t deadline;
 	int r = 0;
 
 	if (!n || n->stopped)
@@ -241,6 +351,12 @@ int node_stop(struct node *n)
 	n->stopped = true;
 	atomic_store(&n->stopping, true);
 	atomic_store(&n->cancel, true);
+	/* Every peer wait ends now (sessions, a resync's jobs, a forwarded
+	 * request, the accept loop): nothing waits out a peer's timeout. */
+	if (n->ctx)
+		peer_ctx_shutdown(n->ctx);
+	/* The control server joins its clients, and with them any resync
+	 * they run (its jobs are joined by the resync). */
 	control_server_free(n->ctl);
 	n->ctl = NULL;
 	metrics_free(n->metrics);
@@ -248,16 +364,7 @@ int node_stop(struct node *n)
 	if (n->accept_started)
 		pthread_join(n->accept_thread, NULL);
 	n->accept_started = false;
-	deadline = clock_usec() + NODE_STOP_WAIT_MS * 1000ull;
-	while (atomic_load(&n->sessions) > 0 && clock_usec() < deadline)
-		usleep(10000);
-	if (atomic_load(&n->sessions) > 0) {
-		/* A session still blocked on its peer: leave the volume to the
-		 * process's exit rather than free it under the session. */
-		log_error("a peer session did not end in time; metadata left unclean");
-		n->fs = NULL;
-		return -EBUSY;
-	}
+	node_sessions_stop(n);
 	if (n->fs) {
 		tree_file_save(n);
 		r = fusefs_stop(n->fs);
@@ -275,17 +382,19 @@ void node_free(struct node *n)
 {
 	if (!n)
 		return;
+	/* node_stop() joined every thread that could use what follows. */
+	node_stop(n);
 	metrics_free(n->metrics);
 	notify_free(n->notify);
-	/* A session that outlived node_stop() may still publish. */
-	if (atomic_load(&n->sessions) == 0)
-		event_bus_free(n->bus);
+	event_bus_free(n->bus);
 	peer_listener_free(n->listener);
 	fusefs_free(n->fs);
 	peer_ctx_free(n->ctx);
 	secret_free(n->secret);
 	free(n->state_path);
 	tree_cache_release(&n->tcache);
+	pthread_cond_destroy(&n->sessions_cond);
+	pthread_mutex_destroy(&n->sessions_lock);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 }

@@ -374,6 +374,26 @@ static int read_password(const char *path, char **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+/* Called by curl about once a second and at every transfer step (name
+ * resolution and connecting included): a stopping notifier aborts the
+ * transfer (CURLE_ABORTED_BY_CALLBACK) instead of holding notify_free()
+ * for up to the transfer timeout. The item stays spooled for the next
+ * start. */
+static int curl_stop_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+			curl_off_t ulnow)
+{
+	struct notify *n = arg;
+
+	return atomic_load(&n->stopping) ? 1 : 0;
+}
+
+static void curl_stop_set(CURL *c, struct notify *n)
+{
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, curl_stop_cb);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, n);
+}
+
 static int send_email(struct notify *n, const json_object *p, char *err, size_t errlen)
 {
 	const struct cluster_config *cfg = n->cfg;
@@ -475,6 +495,7 @@ static int send_email(struct notify *n, const json_object *p, char *err, size_t 
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)NOTIFY_CONNECT_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)NOTIFY_TRANSFER_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+	curl_stop_set(c, n);
 	if (cfg->smtp_user)
 		curl_easy_setopt(c, CURLOPT_USERNAME, cfg->smtp_user);
 	if (password)
@@ -519,6 +540,7 @@ static int send_webhook(struct notify *n, const json_object *p, char *err, size_
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)NOTIFY_CONNECT_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)NOTIFY_TRANSFER_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+	curl_stop_set(c, n);
 	cr = curl_easy_perform(c);
 	if (cr == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
@@ -613,6 +635,16 @@ static int run_command(struct notify *n, const json_object *p, char *err, size_t
 			snprintf(err, errlen, "'%s' ran longer than %u ms: killed",
 				 n->cfg->notify_command, timeout);
 			r = -ETIMEDOUT;
+			goto out;
+		}
+		if (atomic_load(&n->stopping)) {
+			/* notify_free() waits for this thread: not for the
+			 * command's timeout. The item stays spooled. */
+			kill(-pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			snprintf(err, errlen, "'%s' killed: the daemon is stopping",
+				 n->cfg->notify_command);
+			r = -ECANCELED;
 			goto out;
 		}
 		if (pfd >= 0) {

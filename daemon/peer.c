@@ -14,9 +14,11 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -44,6 +46,10 @@ struct peer_ctx {
 	struct secret *psk; /* derived; NULL when insecure */
 	SSL_CTX *client, *server;
 	unsigned connect_ms, io_ms;
+	/* peer_ctx_shutdown(): readable for good once written, so that
+	 * every wait of every connection of ctx ends at once. */
+	int stop_fd;
+	atomic_bool stopped;
 };
 
 struct peer_conn {
@@ -52,6 +58,7 @@ struct peer_conn {
 	SSL *ssl;
 	unsigned timeout_ms;
 	uint64_t sent, received;
+	bool ready; /* handshake done (or plaintext): frames may pass */
 	bool broken;
 	char remote[300];
 	char error[512];
@@ -83,13 +90,17 @@ static void set_error(char *buf, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Wait until fd is ready for events or the deadline (0 = none) passes. */
-static int wait_fd(int fd, short events, uint64_t deadline)
+/* Wait until fd is ready for events or the deadline (0 = none) passes;
+ * -ECANCELED once ctx is shut down (peer_ctx_shutdown). */
+static int wait_fd(const struct peer_ctx *ctx, int fd, short events, uint64_t deadline)
 {
 	for (;;) {
-		struct pollfd p = {.fd = fd, .events = events};
+		struct pollfd p[2] = {{.fd = fd, .events = events},
+				      {.fd = ctx->stop_fd, .events = POLLIN}};
 		int timeout = -1, n;
 
+		if (atomic_load(&ctx->stopped))
+			return -ECANCELED;
 		if (deadline) {
 			uint64_t now = now_ms();
 
@@ -97,13 +108,15 @@ static int wait_fd(int fd, short events, uint64_t deadline)
 				return -ETIMEDOUT;
 			timeout = (int)MIN(deadline - now, (uint64_t)INT32_MAX);
 		}
-		n = poll(&p, 1, timeout);
+		n = poll(p, 2, timeout);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
 		if (n == 0)
 			return -ETIMEDOUT;
+		if (p[1].revents)
+			return -ECANCELED;
 		return 0; /* readable, writable, or an error the next call reports */
 	}
 }
@@ -222,6 +235,12 @@ int peer_ctx_new(const struct cluster_config *cfg, const struct secret *secret,
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
+	ctx->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctx->stop_fd < 0) {
+		r = -errno;
+		free(ctx);
+		return r;
+	}
 	strcpy(ctx->cluster, cfg->name);
 	ctx->connect_ms = PEER_TIMEOUT_CONNECT_MS;
 	ctx->io_ms = PEER_TIMEOUT_IO_MS;
@@ -250,7 +269,16 @@ void peer_ctx_free(struct peer_ctx *ctx)
 	SSL_CTX_free(ctx->client);
 	SSL_CTX_free(ctx->server);
 	secret_free(ctx->psk);
+	close(ctx->stop_fd);
 	free(ctx);
+}
+
+void peer_ctx_shutdown(struct peer_ctx *ctx)
+{
+	uint64_t one = 1;
+
+	atomic_store(&ctx->stopped, true);
+	(void)!write(ctx->stop_fd, &one, sizeof(one));
 }
 
 void peer_ctx_set_timeouts(struct peer_ctx *ctx, unsigned connect_ms, unsigned io_ms)
@@ -271,9 +299,9 @@ static int tls_wait(struct peer_conn *c, int ret, uint64_t deadline)
 {
 	switch (SSL_get_error(c->ssl, ret)) {
 	case SSL_ERROR_WANT_READ:
-		return wait_fd(c->fd, POLLIN, deadline);
+		return wait_fd(c->ctx, c->fd, POLLIN, deadline);
 	case SSL_ERROR_WANT_WRITE:
-		return wait_fd(c->fd, POLLOUT, deadline);
+		return wait_fd(c->ctx, c->fd, POLLOUT, deadline);
 	default:
 		return 1;
 	}
@@ -347,26 +375,34 @@ static BIO *conn_bio_new(struct peer_conn *c, bool reading)
 	return BIO_push(buf, sock);
 }
 
-static int conn_handshake(struct peer_conn *c, bool server)
+/* The TLS handshake within timeout_ms. c->ready on success. */
+static int conn_handshake(struct peer_conn *c, bool server, unsigned timeout_ms)
 {
 	BIO *rbio, *wbio;
 
-	uint64_t deadline = deadline_in(c->ctx->connect_ms);
+	uint64_t deadline = deadline_in(timeout_ms);
 	int r;
 
-	if (!c->ctx->tls)
+	if (!c->ctx->tls) {
+		c->ready = true;
 		return 0;
+	}
 	if (server) {
 		unsigned char first;
 		ssize_t n;
 
 		/* Say plainly when a plaintext peer knocks. */
 		for (;;) {
-			r = wait_fd(c->fd, POLLIN, deadline);
+			r = wait_fd(c->ctx, c->fd, POLLIN, deadline);
+			if (r == -ECANCELED) {
+				set_error(c->error, sizeof(c->error),
+					  "handshake with %s abandoned: this node is stopping",
+					  c->remote);
+				return r;
+			}
 			if (r < 0) {
 				set_error(c->error, sizeof(c->error),
-					  "%s sent nothing within %u ms", c->remote,
-					  c->ctx->connect_ms);
+					  "%s sent nothing within %u ms", c->remote, timeout_ms);
 				return r;
 			}
 			n = recv(c->fd, &first, 1, MSG_PEEK);
@@ -413,10 +449,15 @@ static int conn_handshake(struct peer_conn *c, bool server)
 		r = tls_wait(c, ret, deadline);
 		if (r > 0)
 			return tls_error(c, ret, "the TLS handshake", server);
+		if (r == -ECANCELED) {
+			set_error(c->error, sizeof(c->error),
+				  "handshake with %s abandoned: this node is stopping", c->remote);
+			return r;
+		}
 		if (r < 0) {
 			set_error(c->error, sizeof(c->error),
 				  "TLS handshake with %s timed out after %u ms", c->remote,
-				  c->ctx->connect_ms);
+				  timeout_ms);
 			return r;
 		}
 	}
@@ -426,6 +467,7 @@ static int conn_handshake(struct peer_conn *c, bool server)
 			  "authentication with %s failed: it did not use the cluster key", c->remote);
 		return -EKEYREJECTED;
 	}
+	c->ready = true;
 	return 0;
 }
 
@@ -471,8 +513,8 @@ static struct peer_conn *conn_alloc(struct peer_ctx *ctx, int fd)
 	return c;
 }
 
-static int tcp_connect(const struct node_config *node, uint64_t deadline, char *err,
-		       size_t errlen, int *ret_fd)
+static int tcp_connect(const struct peer_ctx *ctx, const struct node_config *node,
+		       uint64_t deadline, char *err, size_t errlen, int *ret_fd)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
@@ -502,7 +544,11 @@ static int tcp_connect(const struct node_config *node, uint64_t deadline, char *
 				last = -errno;
 				continue;
 			}
-			r = wait_fd(fd, POLLOUT, deadline);
+			r = wait_fd(ctx, fd, POLLOUT, deadline);
+			if (r == -ECANCELED) {
+				last = r;
+				break;
+			}
 			if (r < 0) {
 				last = r;
 				continue;
@@ -533,7 +579,12 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 
 	if (errlen)
 		err[0] = 0;
-	r = tcp_connect(node, deadline_in(ctx->connect_ms), err, errlen, &fd);
+	if (atomic_load(&ctx->stopped)) {
+		set_error(err, errlen, "not connecting to node '%s': this node is stopping",
+			  node->name);
+		return -ECANCELED;
+	}
+	r = tcp_connect(ctx, node, deadline_in(ctx->connect_ms), err, errlen, &fd);
 	if (r < 0)
 		return r;
 	c = conn_alloc(ctx, fd);
@@ -542,7 +593,7 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 		return -ENOMEM;
 	}
 	snprintf(c->remote, sizeof(c->remote), "node '%s' (%s)", node->name, node->address);
-	r = conn_handshake(c, false);
+	r = conn_handshake(c, false, ctx->connect_ms);
 	if (r < 0) {
 		set_error(err, errlen, "%s", c->error);
 		peer_conn_free(c);
@@ -565,6 +616,14 @@ void peer_conn_free(struct peer_conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c);
+}
+
+void peer_conn_shutdown(struct peer_conn *c)
+{
+	/* Only the socket's state changes: the fd stays open (and its
+	 * number ours) until the owner's peer_conn_free(), so this never
+	 * races with a reuse of the number. */
+	(void)shutdown(c->fd, SHUT_RDWR);
 }
 
 void peer_conn_set_timeout(struct peer_conn *c, unsigned ms)
@@ -603,6 +662,9 @@ static int conn_fail(struct peer_conn *c, int r, const char *what)
 	if (r == -ETIMEDOUT)
 		set_error(c->error, sizeof(c->error), "%s %s timed out after %u ms", what,
 			  c->remote, c->timeout_ms);
+	else if (r == -ECANCELED)
+		set_error(c->error, sizeof(c->error), "%s %s stopped: this node is stopping",
+			  what, c->remote);
 	else if (r == -ECONNRESET)
 		set_error(c->error, sizeof(c->error), "%s closed the connection", c->remote);
 	else if (!c->error[0])
@@ -655,7 +717,7 @@ static int tls_flush(struct peer_conn *c, uint64_t deadline)
 			return 0;
 		if (!BIO_should_retry(wbio))
 			return errno ? -errno : -EIO;
-		r = wait_fd(c->fd, POLLOUT, deadline);
+		r = wait_fd(c->ctx, c->fd, POLLOUT, deadline);
 		if (r < 0)
 			return r;
 	}
@@ -676,7 +738,7 @@ static int plain_writev(struct peer_conn *c, struct iovec *iov, size_t n, uint64
 				continue;
 			if (errno != EAGAIN)
 				return -errno;
-			r = wait_fd(c->fd, POLLOUT, deadline);
+			r = wait_fd(c->ctx, c->fd, POLLOUT, deadline);
 			if (r < 0)
 				return r;
 			continue;
@@ -729,7 +791,7 @@ static int conn_read(struct peer_conn *c, void *buf, size_t len, uint64_t deadli
 				continue;
 			if (errno != EAGAIN)
 				return -errno;
-			r = wait_fd(c->fd, POLLIN, deadline);
+			r = wait_fd(c->ctx, c->fd, POLLIN, deadline);
 		}
 		if (r < 0)
 			return r;
@@ -745,6 +807,8 @@ int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload
 
 	if (c->broken)
 		return -EPIPE;
+	if (!c->ready)
+		return -ENOTCONN;
 	if (len > RESYNC_WIRE_FRAME_MAX || type < WIRE_HELLO || type > WIRE_TYPE_MAX)
 		return -EINVAL;
 	wire_header_encode(type, len, hdr);
@@ -798,6 +862,8 @@ int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, siz
 
 	if (c->broken)
 		return -EPIPE;
+	if (!c->ready)
+		return -ENOTCONN;
 	r = conn_read(c, hdr, sizeof(hdr), deadline);
 	if (r < 0)
 		return conn_fail(c, r, "receiving from");
@@ -922,7 +988,11 @@ int peer_listener_accept(struct peer_listener *l, int timeout_ms, char *err, siz
 			set_error(err, errlen, "accept failed: %s", strerror(-r));
 			return r;
 		}
-		r = wait_fd(l->fd, POLLIN, deadline);
+		r = wait_fd(l->ctx, l->fd, POLLIN, deadline);
+		if (r == -ECANCELED) {
+			set_error(err, errlen, "not accepting: this node is stopping");
+			return r;
+		}
 		if (r < 0) {
 			set_error(err, errlen, "no peer connected within %d ms", timeout_ms);
 			return r;
@@ -932,15 +1002,30 @@ int peer_listener_accept(struct peer_listener *l, int timeout_ms, char *err, siz
 	c = conn_alloc(l->ctx, fd);
 	if (!c) {
 		close(fd);
+		set_error(err, errlen, "accept failed: %s", strerror(ENOMEM));
 		return -ENOMEM;
 	}
 	remote_name((struct sockaddr *)&ss, c->remote, sizeof(c->remote));
-	r = conn_handshake(c, true);
-	if (r < 0) {
-		set_error(err, errlen, "%s", c->error);
-		peer_conn_free(c);
-		return r;
-	}
 	*ret = c;
 	return 0;
+}
+
+int peer_conn_handshake(struct peer_conn *c, unsigned timeout_ms, char *err, size_t errlen)
+{
+	int r;
+
+	if (errlen)
+		err[0] = 0;
+	if (c->ready)
+		return 0;
+	if (c->ssl || c->broken) {
+		set_error(err, errlen, "%s: %s", c->remote, c->error[0] ? c->error : "handshake failed");
+		return -EPROTO;
+	}
+	r = conn_handshake(c, true, timeout_ms ? timeout_ms : c->ctx->connect_ms);
+	if (r < 0) {
+		c->broken = true;
+		set_error(err, errlen, "%s", c->error);
+	}
+	return r;
 }

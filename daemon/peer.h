@@ -8,10 +8,12 @@
  * cluster says insecure = true, and then on both ends: a TLS node refuses a
  * plaintext peer and the other way round, each saying so.
  *
- * Threads: a peer_ctx is read-only once made and may be shared; a
- * peer_listener may be used by one thread at a time; a peer_conn belongs
- * to one thread at a time (send and receive from the same thread, or
- * serialise them). Writes to a closed socket must not kill the process:
+ * Threads: a peer_ctx is read-only once made and may be shared (only
+ * peer_ctx_shutdown() changes it, from any thread); a peer_listener may
+ * be used by one thread at a time; a peer_conn belongs to one thread at a
+ * time (send and receive from the same thread, or serialise them), except
+ * for peer_conn_shutdown(), which any thread may call while the owner has
+ * not freed it. Writes to a closed socket must not kill the process:
  * the daemon ignores SIGPIPE. */
 #pragma once
 
@@ -40,6 +42,13 @@ void peer_ctx_free(struct peer_ctx *ctx);
 void peer_ctx_set_timeouts(struct peer_ctx *ctx, unsigned connect_ms, unsigned io_ms);
 /* Whether connections are TLS (0: the cluster is insecure). */
 int peer_ctx_tls(const struct peer_ctx *ctx);
+/* Stop all traffic of ctx, for a node that stops: every wait of every
+ * connection and listener of ctx (handshakes, sends, receives, accepts)
+ * ends at once with -ECANCELED, now and from then on, and no new
+ * connection is made. Nothing is closed or freed: each owner still
+ * frees its own. Thread-safe, idempotent; ctx stays valid until
+ * peer_ctx_free(), which must come after every connection's free. */
+void peer_ctx_shutdown(struct peer_ctx *ctx);
 
 /* Connect to node's address and complete the TLS handshake, within the
  * connect timeout. On failure a message naming the node and the reason
@@ -51,6 +60,12 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 		      size_t errlen, struct peer_conn **ret);
 /* Close (a TLS close_notify is attempted without waiting). NULL is fine. */
 void peer_conn_free(struct peer_conn *c);
+/* Shut the socket down both ways (shutdown(2), SHUT_RDWR), from any
+ * thread, to wake c's owner: its waits end and its next send or receive
+ * fails (as if the peer had gone: -ECONNRESET, or -EIO under TLS). Closes and frees
+ * nothing: the owner still calls peer_conn_free(); the caller makes sure
+ * c is not freed meanwhile (e.g. both under one lock). */
+void peer_conn_shutdown(struct peer_conn *c);
 /* Timeout of each later send or receive, milliseconds (0 = none). */
 void peer_conn_set_timeout(struct peer_conn *c, unsigned ms);
 /* Send one frame; the payload is at most RESYNC_WIRE_FRAME_MAX bytes.
@@ -88,10 +103,20 @@ void peer_listener_free(struct peer_listener *l);
 uint16_t peer_listener_port(const struct peer_listener *l);
 /* The listening fd, for the caller's poll loop. */
 int peer_listener_fd(const struct peer_listener *l);
-/* Wait up to timeout_ms (-1: forever) for a connection, accept it and
- * complete the handshake within the connect timeout. -ETIMEDOUT when no
- * one connected in time; a peer that fails the handshake gives -EKEYREJECTED
- * (authentication), -EPROTO (not our protocol) or another -errno, with a
- * message naming its address in err. */
+/* Wait up to timeout_ms (-1: forever) for a connection and accept it:
+ * the TCP connection only, no byte is read, so that an accept loop never
+ * waits for a peer. The connection carries no frame (-ENOTCONN) until
+ * peer_conn_handshake() succeeded; the caller owns it. -ETIMEDOUT when no
+ * one connected in time, -ECANCELED after peer_ctx_shutdown(), or
+ * accept(2)'s -errno (-EMFILE, -ENFILE, -ENOBUFS, -ENOMEM: the caller
+ * backs off), with words in err. */
 int peer_listener_accept(struct peer_listener *l, int timeout_ms, char *err, size_t errlen,
 			 struct peer_conn **ret);
+/* The accepting side's handshake on c from peer_listener_accept(), within
+ * timeout_ms (0: the context's connect timeout); run by c's owner, not by
+ * the accept loop. 0 when authenticated (or plaintext in an insecure
+ * cluster); -EACCES (authentication), -EPROTO (not our protocol, or c
+ * was not fresh from the listener), -ETIMEDOUT, -ECONNRESET, -ECANCELED
+ * (peer_ctx_shutdown) or another -errno, with a message naming the
+ * peer's address in err. After a failure c is only to be freed. */
+int peer_conn_handshake(struct peer_conn *c, unsigned timeout_ms, char *err, size_t errlen);

@@ -516,6 +516,19 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_COMMIT] = {session_commit, SESSION_OP_PRIMARY_ONLY},
 };
 
+/* The session no longer counts against NODE_UNAUTH_MAX. */
+static void session_authed(struct session *s)
+{
+	struct node *n = s->n;
+
+	pthread_mutex_lock(&n->sessions_lock);
+	if (s->unauth) {
+		s->unauth = false;
+		n->sessions_unauth--;
+	}
+	pthread_mutex_unlock(&n->sessions_lock);
+}
+
 static void session_serve(struct session *s)
 {
 	struct node *n = s->n;
@@ -525,7 +538,13 @@ static void session_serve(struct session *s)
 	size_t len;
 	int r;
 
+	/* The hello comes right after the handshake: the connect deadline
+	 * covers it too, so that a silent peer leaves the count of the
+	 * unauthenticated early (plaintext clusters have no handshake). */
+	peer_conn_set_timeout(s->c, PEER_TIMEOUT_CONNECT_MS);
 	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+	session_authed(s);
+	peer_conn_set_timeout(s->c, PEER_TIMEOUT_IO_MS);
 	if (r < 0) {
 		log_warning("session with %s ended before its hello: %s", peer_conn_remote(s->c),
 		      peer_conn_error(s->c));
@@ -625,15 +644,28 @@ static void session_serve(struct session *s)
 	session_write_end(s);
 }
 
+/* A session's thread, started by the accept loop with s listed in
+ * n->sessions: the handshake (under the connect deadline, here and not
+ * on the accept loop), the session, then s moves to n->sessions_ended
+ * for its owner to join and free. */
 void *session_thread(void *arg)
 {
 	struct session *s = arg;
 	struct node *n = s->n;
+	struct peer_conn *conn;
+	char err[512];
+	int r;
 
-	s->in = malloc(RESYNC_WIRE_FRAME_MAX);
-	s->out = malloc(RESYNC_WIRE_FRAME_MAX);
-	if (s->in && s->out)
-		session_serve(s);
+	r = peer_conn_handshake(s->c, 0, err, sizeof(err));
+	if (r < 0 && r != -ECANCELED)
+		log_warning("%s", err);
+	if (r >= 0) {
+		s->in = malloc(RESYNC_WIRE_FRAME_MAX);
+		s->out = malloc(RESYNC_WIRE_FRAME_MAX);
+		if (s->in && s->out)
+			session_serve(s);
+	}
+	session_authed(s);
 	if (s->tree && s->built && !s->wrote) {
 		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->leaf, s->id,
 				       s->built};
@@ -647,8 +679,18 @@ void *session_thread(void *arg)
 	free(s->bitmap);
 	free(s->in);
 	free(s->out);
-	peer_conn_free(s->c);
-	free(s);
-	atomic_fetch_sub(&n->sessions, 1);
+	pthread_mutex_lock(&n->sessions_lock);
+	conn = TAKE_PTR(s->c);
+	for (struct session **pp = &n->sessions; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	s->next = n->sessions_ended;
+	n->sessions_ended = s;
+	pthread_cond_broadcast(&n->sessions_cond);
+	pthread_mutex_unlock(&n->sessions_lock);
+	peer_conn_free(conn);
 	return NULL;
 }

@@ -52,6 +52,11 @@ static void *sink_main(void *arg)
 	uint64_t cpu0;
 
 	s->r = buf ? peer_listener_accept(s->l, 10000, err, sizeof(err), &c) : -ENOMEM;
+	if (s->r >= 0) {
+		s->r = peer_conn_handshake(c, 0, err, sizeof(err));
+		if (s->r < 0)
+			peer_conn_free(c);
+	}
 	if (s->r < 0) {
 		fprintf(stderr, "bench-peer: accept: %s\n", err);
 		free(buf);

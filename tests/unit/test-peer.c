@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -44,6 +48,14 @@ static void *srv_main(void *arg)
 
 	s->accept_r = peer_listener_accept(s->l, 10000, s->err, sizeof(s->err), &c);
 	if (s->accept_r < 0) {
+		free(buf);
+		return NULL;
+	}
+	/* The accept took the TCP connection only: the handshake is the
+	 * connection owner's (here, this thread's). */
+	s->accept_r = peer_conn_handshake(c, 0, s->err, sizeof(s->err));
+	if (s->accept_r < 0) {
+		peer_conn_free(c);
 		free(buf);
 		return NULL;
 	}
@@ -394,6 +406,155 @@ static void test_limits_timeouts(void **state)
 	peer_ctx_free(ctx);
 }
 
+static uint64_t mono_ms(void)
+{
+	return clock_usec() / 1000;
+}
+
+static int tcp_open(uint16_t port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+struct waiter {
+	struct peer_conn *c;
+	int r;
+	pthread_t t;
+};
+
+static void *recv_main(void *arg)
+{
+	struct waiter *w = arg;
+	unsigned char buf[64];
+	uint16_t type;
+	size_t len;
+
+	w->r = peer_conn_recv_frame(w->c, &type, buf, sizeof(buf), &len);
+	return NULL;
+}
+
+struct connect_args {
+	struct peer_ctx *ctx;
+	const struct node_config *node;
+	struct peer_conn *c;
+	int r;
+	pthread_t t;
+};
+
+static void *connect_main(void *arg)
+{
+	struct connect_args *a = arg;
+	char err[512];
+
+	a->r = peer_conn_connect(a->ctx, a->node, err, sizeof(err), &a->c);
+	return NULL;
+}
+
+static void *handshake_main(void *arg)
+{
+	struct waiter *w = arg;
+	char err[512];
+
+	w->r = peer_conn_handshake(w->c, 0, err, sizeof(err));
+	return NULL;
+}
+
+/* The accept takes the TCP connection only: an idle connection holds no
+ * one but its owner, whose handshake gives up at its own deadline; a
+ * connection shut down from another thread, or a whole context, wakes
+ * its owner at once. */
+static void test_accept_split(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *sctx = NULL, *ctx = NULL;
+	struct peer_listener *l = NULL;
+	struct peer_conn *idle = NULL, *c = NULL, *sc = NULL;
+	struct node_config node;
+	struct waiter w = {0};
+	char addr[64], err[512];
+	unsigned char buf[64];
+	uint16_t type;
+	size_t len;
+	uint64_t t0;
+	int fd1;
+
+	assert_int_equal(peer_ctx_new(f->cfg, f->key, &sctx), 0);
+	assert_int_equal(peer_ctx_new(f->cfg, f->key, &ctx), 0);
+	assert_int_equal(peer_listener_new(sctx, "127.0.0.1", 0, err, sizeof(err), &l), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", peer_listener_port(l));
+	node = (struct node_config){.name = (char *)"server", .address = addr,
+				    .host = (char *)"127.0.0.1", .port = peer_listener_port(l)};
+
+	/* An idle TCP connection is accepted at once; it carries nothing
+	 * before its handshake, which times out at the deadline given. */
+	fd1 = tcp_open(peer_listener_port(l));
+	t0 = mono_ms();
+	assert_int_equal(peer_listener_accept(l, 5000, err, sizeof(err), &idle), 0);
+	assert_true(mono_ms() - t0 < 1000);
+	assert_int_equal(peer_conn_send_frame(idle, WIRE_STATUS_REQ, NULL, 0), -ENOTCONN);
+	assert_int_equal(peer_conn_recv_frame(idle, &type, buf, sizeof(buf), &len), -ENOTCONN);
+	t0 = mono_ms();
+	assert_int_equal(peer_conn_handshake(idle, 200, err, sizeof(err)), -ETIMEDOUT);
+	assert_true(mono_ms() - t0 >= 190);
+	assert_non_null(strstr(err, "sent nothing within 200 ms"));
+	peer_conn_free(idle);
+	close(fd1);
+
+	/* A real peer behind an idle one: accepting does not wait for the
+	 * idle one; the peer's handshake runs on this (the owner's) thread. */
+	fd1 = tcp_open(peer_listener_port(l));
+	assert_int_equal(peer_listener_accept(l, 5000, err, sizeof(err), &idle), 0);
+	{
+		struct connect_args a = {.ctx = ctx, .node = &node};
+
+		assert_int_equal(pthread_create(&a.t, NULL, connect_main, &a), 0);
+		assert_int_equal(peer_listener_accept(l, 5000, err, sizeof(err), &sc), 0);
+		assert_int_equal(peer_conn_handshake(sc, 5000, err, sizeof(err)), 0);
+		assert_int_equal(pthread_join(a.t, NULL), 0);
+		assert_int_equal(a.r, 0);
+		c = a.c;
+	}
+	assert_true(peer_conn_tls(sc));
+	assert_int_equal(peer_conn_handshake(sc, 0, err, sizeof(err)), 0); /* done already */
+
+	/* peer_conn_shutdown from another thread wakes a blocked receive. */
+	peer_conn_set_timeout(sc, 0);
+	w.c = sc;
+	assert_int_equal(pthread_create(&w.t, NULL, recv_main, &w), 0);
+	t0 = mono_ms();
+	usleep(100000); /* most often it blocks by now; either way it must end */
+	peer_conn_shutdown(sc);
+	assert_int_equal(pthread_join(w.t, NULL), 0);
+	assert_true(w.r < 0); /* the end of the stream: -EIO under TLS (no close_notify) */
+	assert_true(mono_ms() - t0 < 2000);
+	peer_conn_free(sc);
+
+	/* peer_ctx_shutdown wakes every wait of the context (here a
+	 * handshake that would wait 10 s for the idle connection), and
+	 * refuses what comes after. */
+	w.c = idle;
+	assert_int_equal(pthread_create(&w.t, NULL, handshake_main, &w), 0);
+	t0 = mono_ms();
+	usleep(100000);
+	peer_ctx_shutdown(sctx);
+	assert_int_equal(pthread_join(w.t, NULL), 0);
+	assert_int_equal(w.r, -ECANCELED);
+	assert_true(mono_ms() - t0 < 2000);
+	assert_int_equal(peer_listener_accept(l, 5000, err, sizeof(err), &sc), -ECANCELED);
+	peer_conn_free(idle);
+	close(fd1);
+	peer_conn_free(c);
+	peer_listener_free(l);
+	peer_ctx_free(sctx);
+	peer_ctx_free(ctx);
+}
+
 /* TLS throughput of 1 MiB frames over loopback, one way. */
 static void test_throughput(void **state)
 {
@@ -433,7 +594,7 @@ int main(void)
 		cmocka_unit_test(test_tls_exchange),	 cmocka_unit_test(test_wrong_key),
 		cmocka_unit_test(test_other_cluster),	 cmocka_unit_test(test_insecure),
 		cmocka_unit_test(test_plaintext_vs_tls), cmocka_unit_test(test_limits_timeouts),
-		cmocka_unit_test(test_throughput),
+		cmocka_unit_test(test_accept_split),	 cmocka_unit_test(test_throughput),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

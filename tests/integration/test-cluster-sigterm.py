@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""SIGTERM in the middle of a resync, at 10 random points, to the primary
+or a secondary chosen at random (the seed is printed; RESYNC_SEED sets
+it): the daemon exits cleanly within 5 s (every thread woken and joined,
+nothing freed under one), its log has no sanitizer report, it restarts,
+and the next resync ends with every secondary byte-identical."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_lib import (MB, RESYNCCTL, Cluster, check, fail,  # noqa: E402
+                         resync_ok)
+from resyncfs_lib import Scratch  # noqa: E402
+
+ROUNDS = 10
+SIZE = 64 * MB
+DATA = 24 * MB       # new data on the primary each round
+RATE = "8M"          # so that the interrupted resync lasts a while (about 3 s)
+STOP_BOUND = 5.0
+SANITIZER = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+             "ERROR: ThreadSanitizer")
+
+seed = int(os.environ.get("RESYNC_SEED") or random.randrange(1 << 32))
+print("seed %d (RESYNC_SEED=%d repeats this run)" % (seed, seed), flush=True)
+rnd = random.Random(seed)
+
+sc = Scratch()
+c = Cluster(sc, "term", ["p", "s1", "s2"], "p", size=SIZE)
+for n in c.names:
+    c.start(n)
+
+
+def drift():
+    """DATA bytes of new data on the primary, in 1 MiB pieces scattered
+    over the volume."""
+    slots = rnd.sample(range(SIZE // MB), DATA // MB)
+    fd = os.open(c.file("p"), os.O_WRONLY)
+    try:
+        for s in slots:
+            check(os.pwrite(fd, os.urandom(MB), s * MB) == MB, "write through p's mount")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sanitizer_free(n, since):
+    text = c.log(n)[since:]
+    for s in SANITIZER:
+        if s in text:
+            fail("%s's log has a sanitizer report (%s):\n%s" % (n, s, text))
+
+
+def log_size(n):
+    try:
+        return len(c.log(n))
+    except FileNotFoundError:
+        return 0
+
+
+drift()
+resync_ok(c, "the first resync")
+start = time.monotonic()
+stops = []
+for rnd_i in range(ROUNDS):
+    drift()
+    victim = rnd.choice(c.names)
+    delay = rnd.uniform(0.0, 2.5)
+    since = log_size(victim)
+    run = subprocess.Popen([RESYNCCTL, "--config", c.conf, "resync", "--yes", "--json",
+                            "--max-rate", RATE],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    # A random point of the resync: a random delay after its start (the
+    # plan, the hashing, the transfer or the commit).
+    time.sleep(delay)
+    running = run.poll() is None
+    p = c.procs.pop(victim)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        fail("round %d: resyncd %s did not exit within %.0f s of SIGTERM (%.2f s into "
+             "the resync):\n%s" % (rnd_i, victim, STOP_BOUND, delay, c.log(victim)[since:]))
+    took = time.monotonic() - t0
+    stops.append(took)
+    print("round %d: SIGTERM to %s %.2f s into the resync (%s): exit %d in %.3f s" %
+          (rnd_i, victim, delay, "running" if running else "already ended", rc, took),
+          flush=True)
+    check(rc == 0, "round %d: resyncd %s stopped cleanly (exit %d):\n%s" %
+          (rnd_i, victim, rc, c.log(victim)[since:]))
+    sanitizer_free(victim, since)
+    try:
+        run.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        fail("round %d: the interrupted resync did not end" % rnd_i)
+    c.start(victim)
+    resync_ok(c, "round %d: the resync after %s restarted" % (rnd_i, victim))
+    for s in ("s1", "s2"):
+        check(c.same_through_mounts("p", s), "round %d: %s identical to p" % (rnd_i, s))
+
+for n in c.names:
+    c.stop(n)
+    sanitizer_free(n, 0)
+for s in ("s1", "s2"):
+    with open(c.image("p"), "rb") as a, open(c.image(s), "rb") as b:
+        if a.read() != b.read():
+            fail("the images of p and %s differ at the end" % s)
+print("ok: %d rounds in %.1f s; slowest stop %.3f s" %
+      (ROUNDS, time.monotonic() - start, max(stops)))
