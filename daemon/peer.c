@@ -351,7 +351,10 @@ static int tls_error(struct peer_conn *c, int ret, const char *during, bool serv
 			  c->remote, detail);
 		return -EKEYREJECTED;
 	}
-	set_error(c->error, sizeof(c->error), "%s with %s failed: %s", during, c->remote,
+	/* during is a phrase that takes the address ("sending to") or a
+	 * noun that takes "with" ("the TLS handshake"). */
+	set_error(c->error, sizeof(c->error), "%s %s%s failed: %s", during,
+		  strstr(during, " to") || strstr(during, " from") ? "" : "with ", c->remote,
 		  detail[0] ? detail : "unknown TLS error");
 	return r;
 }
