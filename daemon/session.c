@@ -587,7 +587,9 @@ static void session_serve(struct session *s)
 		if (r == -ECONNRESET)
 			break;
 		if (r < 0) {
-			log_error("session with '%s' failed: %s", s->peer, peer_conn_error(s->c));
+			/* This node stopping ends its sessions: asked for. */
+			log_printf(r == -ECANCELED ? LOG_INFO : LOG_ERR, "session with '%s' ended: %s",
+				   s->peer, peer_conn_error(s->c));
 			break;
 		}
 		op = type < ARRAY_SIZE(session_ops) ? &session_ops[type] : NULL;
