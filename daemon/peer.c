@@ -1,10 +1,6 @@
-/* TCP and TLS 1.3 with an external PSK (OpenSSL 3), as NOTES.md records:
- * the client offers only TLS_AES_128_GCM_SHA256 (the PSK's suite, so that
- * the server never picks a SHA-384 suite and falls back to certificates),
- * the PSK session is built with SSL_SESSION_set1_master_key, _set_cipher
- * and _set_protocol_version, and the client callback offers nothing when
- * asked for another digest. OpenSSL's error queue is read in exactly one
- * place, tls_error(). */
+/* The peer transport (peer.h): contexts, TCP connections, frames over TLS
+ * or plaintext, the listener. TLS 1.3 with the cluster's PSK (the
+ * OpenSSL contexts, the handshake, OpenSSL's errors) is peer-tls.c's. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -23,6 +19,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "peer-int.h"
 #include "peer.h"
 #include "resync/clock.h"
 #include "resync/limits.h"
@@ -30,38 +27,9 @@
 #include "wire.h"
 
 #define PSK_SALT "resync peer psk v1"
-#define PSK_SUITE "TLS_AES_128_GCM_SHA256"
 enum {
 	PSK_LEN = 32,
 	TLS_RECORD_MAX = 16384, /* plaintext bytes a TLS record carries */
-	/* Userspace buffers between OpenSSL and the socket, each way: one
-	 * read() or write() moves this much instead of one 16 KiB record. */
-	TLS_BIO_BUFFER = 256 * 1024,
-};
-static const unsigned char psk_suite_id[2] = {0x13, 0x01}; /* TLS_AES_128_GCM_SHA256 */
-
-struct peer_ctx {
-	bool tls;
-	char cluster[RESYNC_NAME_MAX + 1];
-	struct secret *psk; /* derived; NULL when insecure */
-	SSL_CTX *client, *server;
-	unsigned connect_ms, io_ms;
-	/* peer_ctx_shutdown(): readable for good once written, so that
-	 * every wait of every connection of ctx ends at once. */
-	int stop_fd;
-	atomic_bool stopped;
-};
-
-struct peer_conn {
-	struct peer_ctx *ctx;
-	int fd;
-	SSL *ssl;
-	unsigned timeout_ms;
-	uint64_t sent, received;
-	bool ready; /* handshake done (or plaintext): frames may pass */
-	bool broken;
-	char remote[300];
-	char error[512];
 };
 
 struct peer_listener {
@@ -69,158 +37,6 @@ struct peer_listener {
 	int fd;
 	uint16_t port;
 };
-
-/* Deadlines and timeouts here are in milliseconds (poll's unit). */
-static uint64_t now_ms(void)
-{
-	return clock_usec() / 1000;
-}
-
-static void set_error(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_error(char *buf, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-}
-
-/* Wait until fd is ready for events or the deadline (0 = none) passes;
- * -ECANCELED once ctx is shut down (peer_ctx_shutdown). */
-static int wait_fd(const struct peer_ctx *ctx, int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		struct pollfd p[2] = {{.fd = fd, .events = events},
-				      {.fd = ctx->stop_fd, .events = POLLIN}};
-		int timeout = -1, n;
-
-		if (atomic_load(&ctx->stopped))
-			return -ECANCELED;
-		if (deadline) {
-			uint64_t now = now_ms();
-
-			if (now >= deadline)
-				return -ETIMEDOUT;
-			timeout = (int)MIN(deadline - now, (uint64_t)INT32_MAX);
-		}
-		n = poll(p, 2, timeout);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ETIMEDOUT;
-		if (p[1].revents)
-			return -ECANCELED;
-		return 0; /* readable, writable, or an error the next call reports */
-	}
-}
-
-static uint64_t deadline_in(unsigned ms)
-{
-	return ms ? now_ms() + ms : 0;
-}
-
-/* TLS */
-
-/* A TLS 1.3 session resting on the cluster's key, for cipher. */
-static SSL_SESSION *psk_session_new(const struct peer_conn *c, const SSL_CIPHER *cipher)
-{
-	SSL_SESSION *s = SSL_SESSION_new();
-
-	if (s && (!SSL_SESSION_set1_master_key(s, secret_data(c->ctx->psk), secret_size(c->ctx->psk)) ||
-		  !SSL_SESSION_set_cipher(s, cipher) ||
-		  !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION))) {
-		SSL_SESSION_free(s);
-		s = NULL;
-	}
-	return s;
-}
-
-static int psk_use_cb(SSL *ssl, const EVP_MD *md, const unsigned char **id, size_t *idlen,
-		      SSL_SESSION **sess)
-{
-	struct peer_conn *c = SSL_get_app_data(ssl);
-	const SSL_CIPHER *cipher = SSL_CIPHER_find(ssl, psk_suite_id);
-	SSL_SESSION *s;
-
-	*sess = NULL;
-	*id = NULL;
-	*idlen = 0;
-	if (!cipher)
-		return 0;
-	if (md && md != SSL_CIPHER_get_handshake_digest(cipher))
-		return 1; /* another digest: offer no PSK for it */
-	s = psk_session_new(c, cipher);
-	if (!s)
-		return 0;
-	*sess = s;
-	*id = (const unsigned char *)c->ctx->cluster;
-	*idlen = strlen(c->ctx->cluster);
-	return 1;
-}
-
-static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESSION **sess)
-{
-	struct peer_conn *c = SSL_get_app_data(ssl);
-	const SSL_CIPHER *cipher = SSL_CIPHER_find(ssl, psk_suite_id);
-	SSL_SESSION *s;
-
-	*sess = NULL;
-	if (idlen != strlen(c->ctx->cluster) || memcmp(id, c->ctx->cluster, idlen)) {
-		char shown[RESYNC_NAME_MAX + 1];
-		size_t n = 0;
-
-		for (size_t i = 0; i < idlen && n < RESYNC_NAME_MAX; i++)
-			shown[n++] = id[i] >= 0x20 && id[i] < 0x7f ? id[i] : '?';
-		shown[n] = 0;
-		set_error(c->error, sizeof(c->error),
-			  "peer belongs to cluster '%s', this node to cluster '%s'", shown,
-			  c->ctx->cluster);
-		return 0; /* abort the handshake: no certificate fallback */
-	}
-	if (!cipher)
-		return 0;
-	s = psk_session_new(c, cipher);
-	if (!s)
-		return 0;
-	*sess = s;
-	return 1;
-}
-
-static SSL_CTX *tls_ctx_new(bool server)
-{
-	SSL_CTX *t = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-
-	if (!t)
-		return NULL;
-	if (!SSL_CTX_set_min_proto_version(t, TLS1_3_VERSION) ||
-	    !SSL_CTX_set_max_proto_version(t, TLS1_3_VERSION) ||
-	    !SSL_CTX_set_ciphersuites(t, PSK_SUITE)) {
-		SSL_CTX_free(t);
-		return NULL;
-	}
-	SSL_CTX_set_session_cache_mode(t, SSL_SESS_CACHE_OFF);
-	/* No read-ahead: OpenSSL 3.0 moves whatever its read buffer holds
-	 * beyond the current record to the buffer's start before each record
-	 * (ssl3_read_n), so a large read-ahead buffer costs a memmove of up
-	 * to the whole buffer per 16 KiB record: measured as 12 % of all CPU
-	 * samples at 256 KiB. The buffering BIO below conn_bio_new() gives
-	 * the same few large read() calls without that. */
-	SSL_CTX_set_options(t, SSL_OP_NO_TICKET);
-	if (server) {
-		SSL_CTX_set_num_tickets(t, 0);
-		SSL_CTX_set_psk_find_session_callback(t, psk_find_cb);
-	} else {
-		SSL_CTX_set_psk_use_session_callback(t, psk_use_cb);
-	}
-	return t;
-}
 
 int peer_ctx_new(const struct cluster_config *cfg, const struct secret *secret,
 		 struct peer_ctx **ret)
@@ -251,8 +67,8 @@ int peer_ctx_new(const struct cluster_config *cfg, const struct secret *secret,
 			peer_ctx_free(ctx);
 			return r;
 		}
-		ctx->client = tls_ctx_new(false);
-		ctx->server = tls_ctx_new(true);
+		ctx->client = peer_tls_ctx_new(false);
+		ctx->server = peer_tls_ctx_new(true);
 		if (!ctx->client || !ctx->server) {
 			peer_ctx_free(ctx);
 			return -EIO;
@@ -290,188 +106,6 @@ void peer_ctx_set_timeouts(struct peer_ctx *ctx, unsigned connect_ms, unsigned i
 int peer_ctx_tls(const struct peer_ctx *ctx)
 {
 	return ctx->tls;
-}
-
-/* After an SSL call that returned ret <= 0: wait until the socket is
- * ready for what it wants (0, or -errno from the wait, -ETIMEDOUT past the
- * deadline), or 1 when the call failed for good (see tls_error). */
-static int tls_wait(struct peer_conn *c, int ret, uint64_t deadline)
-{
-	switch (SSL_get_error(c->ssl, ret)) {
-	case SSL_ERROR_WANT_READ:
-		return wait_fd(c->ctx, c->fd, POLLIN, deadline);
-	case SSL_ERROR_WANT_WRITE:
-		return wait_fd(c->ctx, c->fd, POLLOUT, deadline);
-	default:
-		return 1;
-	}
-}
-
-/* Turn OpenSSL's error queue (and a failed call's result) into -errno and
- * words. Authentication failures are told apart from the rest: they are
- * -EKEYREJECTED, and their words say "authentication ... failed". */
-static int tls_error(struct peer_conn *c, int ret, const char *during, bool server)
-{
-	int e = SSL_get_error(c->ssl, ret);
-	unsigned long err = ERR_peek_last_error();
-	int reason = ERR_GET_REASON(err);
-	char detail[256] = "";
-	int r = -EIO;
-
-	if (err)
-		ERR_error_string_n(err, detail, sizeof(detail));
-	ERR_clear_error();
-	if (c->error[0])
-		return -EKEYREJECTED; /* a callback already said why */
-	if (e == SSL_ERROR_ZERO_RETURN ||
-	    (e == SSL_ERROR_SYSCALL && !err && (errno == 0 || errno == ECONNRESET))) {
-		set_error(c->error, sizeof(c->error), "%s closed the connection during %s%s",
-			  c->remote, during,
-			  server ? "" : " (is it configured with insecure = true, or another key?)");
-		return -ECONNRESET;
-	}
-	if (e == SSL_ERROR_SYSCALL && !err) {
-		r = errno ? -errno : -EIO;
-		set_error(c->error, sizeof(c->error), "%s: %s failed: %s", c->remote, during,
-			  strerror(-r));
-		return r;
-	}
-	if (reason == SSL_R_BINDER_DOES_NOT_VERIFY ||
-	    reason == SSL_AD_REASON_OFFSET + SSL_AD_DECRYPT_ERROR) {
-		set_error(c->error, sizeof(c->error),
-			  "authentication with %s failed: its cluster key differs from ours "
-			  "(%s)",
-			  c->remote, detail);
-		return -EKEYREJECTED;
-	}
-	if (reason >= SSL_AD_REASON_OFFSET) {
-		set_error(c->error, sizeof(c->error),
-			  "authentication with %s failed: it refused the TLS handshake: its cluster "
-			  "name or cluster key differs from ours (%s)",
-			  c->remote, detail);
-		return -EKEYREJECTED;
-	}
-	/* during is a phrase that takes the address ("sending to") or a
-	 * noun that takes "with" ("the TLS handshake"). */
-	set_error(c->error, sizeof(c->error), "%s %s%s failed: %s", during,
-		  strstr(during, " to") || strstr(during, " from") ? "" : "with ", c->remote,
-		  detail[0] ? detail : "unknown TLS error");
-	return r;
-}
-
-/* A buffering BIO over its own socket BIO on c->fd (which stays ours to
- * close), with a TLS_BIO_BUFFER buffer for reading or for writing. Without
- * it every TLS record costs a write() on one side and a read() of its
- * header plus one of its body on the other. */
-static BIO *conn_bio_new(struct peer_conn *c, bool reading)
-{
-	BIO *buf = BIO_new(BIO_f_buffer());
-	BIO *sock = BIO_new_socket(c->fd, BIO_NOCLOSE);
-
-	if (!buf || !sock ||
-	    !(reading ? BIO_set_read_buffer_size(buf, TLS_BIO_BUFFER)
-		      : BIO_set_write_buffer_size(buf, TLS_BIO_BUFFER))) {
-		BIO_free(buf);
-		BIO_free(sock);
-		return NULL;
-	}
-	return BIO_push(buf, sock);
-}
-
-/* The TLS handshake within timeout_ms. c->ready on success. */
-static int conn_handshake(struct peer_conn *c, bool server, unsigned timeout_ms)
-{
-	BIO *rbio, *wbio;
-
-	uint64_t deadline = deadline_in(timeout_ms);
-	int r;
-
-	if (!c->ctx->tls) {
-		c->ready = true;
-		return 0;
-	}
-	if (server) {
-		unsigned char first;
-		ssize_t n;
-
-		/* Say plainly when a plaintext peer knocks. */
-		for (;;) {
-			r = wait_fd(c->ctx, c->fd, POLLIN, deadline);
-			if (r == -ECANCELED) {
-				set_error(c->error, sizeof(c->error),
-					  "handshake with %s abandoned: this node is stopping",
-					  c->remote);
-				return r;
-			}
-			if (r < 0) {
-				set_error(c->error, sizeof(c->error),
-					  "%s sent nothing within %u ms", c->remote, timeout_ms);
-				return r;
-			}
-			n = recv(c->fd, &first, 1, MSG_PEEK);
-			if (n < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			break;
-		}
-		if (n == 0) {
-			set_error(c->error, sizeof(c->error),
-				  "%s closed the connection before the handshake", c->remote);
-			return -ECONNRESET;
-		}
-		if (n == 1 && first != 0x16) {
-			set_error(c->error, sizeof(c->error),
-				  "%s speaks without TLS; this cluster requires TLS "
-				  "(is the peer configured with insecure = true?)",
-				  c->remote);
-			return -EPROTO;
-		}
-	}
-	c->ssl = SSL_new(server ? c->ctx->server : c->ctx->client);
-	if (!c->ssl) {
-		set_error(c->error, sizeof(c->error), "cannot set up TLS");
-		return -ENOMEM;
-	}
-	/* Two chains so that buffered reads and buffered writes never share
-	 * a BIO; the ssl owns both from here on. */
-	rbio = conn_bio_new(c, true);
-	wbio = conn_bio_new(c, false);
-	if (!rbio || !wbio) {
-		BIO_free_all(rbio);
-		BIO_free_all(wbio);
-		set_error(c->error, sizeof(c->error), "cannot set up TLS");
-		return -ENOMEM;
-	}
-	SSL_set_bio(c->ssl, rbio, wbio);
-	SSL_set_app_data(c->ssl, c);
-	ERR_clear_error();
-	for (;;) {
-		int ret = server ? SSL_accept(c->ssl) : SSL_connect(c->ssl);
-
-		if (ret == 1)
-			break;
-		r = tls_wait(c, ret, deadline);
-		if (r > 0)
-			return tls_error(c, ret, "the TLS handshake", server);
-		if (r == -ECANCELED) {
-			set_error(c->error, sizeof(c->error),
-				  "handshake with %s abandoned: this node is stopping", c->remote);
-			return r;
-		}
-		if (r < 0) {
-			set_error(c->error, sizeof(c->error),
-				  "TLS handshake with %s timed out after %u ms", c->remote,
-				  timeout_ms);
-			return r;
-		}
-	}
-	if (!SSL_session_reused(c->ssl)) {
-		/* Without the PSK there is no authentication at all. */
-		set_error(c->error, sizeof(c->error),
-			  "authentication with %s failed: it did not use the cluster key", c->remote);
-		return -EKEYREJECTED;
-	}
-	c->ready = true;
-	return 0;
 }
 
 static void remote_name(const struct sockaddr *sa, char *buf, size_t len)
@@ -596,7 +230,7 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 		return -ENOMEM;
 	}
 	snprintf(c->remote, sizeof(c->remote), "node '%s' (%s)", node->name, node->address);
-	r = conn_handshake(c, false, ctx->connect_ms);
+	r = peer_tls_handshake(c, false, ctx->connect_ms);
 	if (r < 0) {
 		set_error(err, errlen, "%s", c->error);
 		peer_conn_free(c);
@@ -694,9 +328,9 @@ static int tls_write(struct peer_conn *c, const void *buf, size_t len, uint64_t 
 			len -= done;
 			continue;
 		}
-		r = tls_wait(c, ret, deadline);
+		r = peer_tls_wait(c, ret, deadline);
 		if (r > 0) {
-			r = tls_error(c, ret, "sending to", false);
+			r = peer_tls_error(c, ret, "sending to", false);
 			if (r == -EIO && errno == EPIPE)
 				r = -EPIPE;
 			return r;
@@ -777,9 +411,9 @@ static int conn_read(struct peer_conn *c, void *buf, size_t len, uint64_t deadli
 				len -= done;
 				continue;
 			}
-			r = tls_wait(c, ret, deadline);
+			r = peer_tls_wait(c, ret, deadline);
 			if (r > 0)
-				return tls_error(c, ret, "receiving from", false);
+				return peer_tls_error(c, ret, "receiving from", false);
 		} else {
 			ssize_t n = recv(c->fd, p, len, 0);
 
@@ -1025,7 +659,7 @@ int peer_conn_handshake(struct peer_conn *c, unsigned timeout_ms, char *err, siz
 		set_error(err, errlen, "%s: %s", c->remote, c->error[0] ? c->error : "handshake failed");
 		return -EPROTO;
 	}
-	r = conn_handshake(c, true, timeout_ms ? timeout_ms : c->ctx->connect_ms);
+	r = peer_tls_handshake(c, true, timeout_ms ? timeout_ms : c->ctx->connect_ms);
 	if (r < 0) {
 		c->broken = true;
 		set_error(err, errlen, "%s", c->error);
