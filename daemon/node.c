@@ -185,11 +185,157 @@ static void node_sessions_stop(struct node *n)
 
 /* ---- lifecycle ---- */
 
+/* The cluster's key and the peer transport. */
+static int node_transport(struct node *n)
+{
+	const struct cluster_config *cfg = n->cfg;
+	char err[512];
+	int r;
+
+	if (cfg->insecure) {
+		log_warning("insecure = true in '%s': peer traffic is plaintext (tests and benchmarks only)",
+			    cfg->path);
+	} else {
+		r = secret_load(cfg->secret_file, err, sizeof(err), &n->secret);
+		if (r < 0) {
+			log_error("%s", err);
+			return r;
+		}
+	}
+	r = peer_ctx_new(cfg, n->secret, &n->ctx);
+	if (r < 0)
+		log_error("cannot set up the peer transport: %s", strerror(-r));
+	return r;
+}
+
+/* A primary has a generation and is UpToDate by definition. */
+static int node_primary_init(struct node *n)
+{
+	struct meta_info mi;
+	struct meta_uuid g;
+	int r = 0;
+
+	meta_info_get(node_meta(n), &mi);
+	if (meta_uuid_is_null(&mi.generation)) {
+		r = meta_uuid_random(&g);
+		if (r >= 0)
+			r = meta_generation_set(node_meta(n), &g);
+		if (r < 0) {
+			log_error("cannot start a generation for '%s': %s", n->self->volume,
+				  strerror(-r));
+			return r;
+		}
+	}
+	if (mi.state != META_STATE_UPTODATE) {
+		r = meta_state_set(node_meta(n), META_STATE_UPTODATE);
+		if (r < 0)
+			log_error("cannot mark '%s' UpToDate: %s", n->self->volume, strerror(-r));
+	}
+	return r;
+}
+
+/* The volume, opened and locked, served at the mount point (after a
+ * dead daemon's stale mount is detached; never on top of a live one). */
+static int node_volume_open(struct node *n)
+{
+	struct fusefs_opts fo = {0};
+	int r;
+
+	r = node_mount_unstale(n->self->mount);
+	if (r < 0) {
+		log_error("cannot detach the stale mount '%s': %s", n->self->mount, strerror(-r));
+		return r;
+	}
+	r = mkdir_p(n->self->mount, 0755);
+	if (r < 0) {
+		log_error("cannot create '%s': %s", n->self->mount, strerror(-r));
+		return r;
+	}
+	if (fusefs_mountpoint_check(n->self->mount) == -EBUSY) {
+		log_error("'%s' is already a mount point (a volume or another file system is "
+			  "mounted there): not mounting on top of it",
+			  n->self->mount);
+		return -EBUSY;
+	}
+	fo.image = n->self->volume;
+	fo.on_wait = node_on_wait;
+	fo.on_wait_arg = n;
+	fo.mountpoint = n->self->mount;
+	fo.meta.block_size = n->cfg->block_size;
+	r = fusefs_new(&fo, &n->fs);
+	if (r == -EBUSY) {
+		log_error("'%s' is in use by another writer (resyncfs, resyncd or resync-diff)",
+			  n->self->volume);
+		return r;
+	}
+	if (r < 0) {
+		log_error("cannot serve '%s' at '%s': %s", n->self->volume, n->self->mount,
+			  strerror(-r));
+		return r;
+	}
+	if (n->is_primary) {
+		r = node_primary_init(n);
+		if (r < 0)
+			return r;
+	}
+	tree_file_load(n);
+	r = fusefs_start(n->fs);
+	if (r < 0)
+		log_error("cannot serve '%s': %s", n->self->mount, strerror(-r));
+	return r;
+}
+
+/* Events before any thread can publish; notifications and metrics
+ * follow them (a notifier that cannot start is logged, not fatal). */
+static int node_services(struct node *n)
+{
+	const struct cluster_config *cfg = n->cfg;
+	struct notify_opts no = {.cfg = cfg, .node = n->self->name};
+	struct metrics_opts mo = {.cfg = cfg, .node = n->self->name, .listen = n->self->metrics};
+	int r;
+
+	r = event_bus_new(cfg->name, &n->bus);
+	if (r < 0)
+		return r;
+	no.bus = mo.bus = n->bus;
+	mo.meta = node_meta(n);
+	if (notify_new(&no, &n->notify) < 0)
+		n->notify = NULL;
+	if (n->self->metrics) {
+		r = metrics_new(&mo, &n->metrics);
+		if (r < 0)
+			log_error("cannot serve metrics at '%s': %s", n->self->metrics, strerror(-r));
+	}
+	return r < 0 ? r : 0;
+}
+
+/* The peer port and its accept loop, then the control socket. */
+static int node_listen(struct node *n)
+{
+	char err[512];
+	int r;
+
+	r = peer_listener_new(n->ctx, n->self->host, n->self->port, err, sizeof(err), &n->listener);
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	r = pthread_create(&n->accept_thread, NULL, accept_thread, n);
+	if (r)
+		return -r;
+	n->accept_started = true;
+	if (!n->self->control)
+		return 0;
+	r = control_server_new(n->self->control, n->cfg->name, node_commands, node_commands_n, n,
+			       &n->ctl);
+	if (r < 0)
+		log_error("cannot listen on '%s': %s", n->self->control, strerror(-r));
+	return r;
+}
+
 int node_new(const struct cluster_config *cfg, const char *name, struct node **ret)
 {
 	struct node *n;
-	struct fusefs_opts fo = {0};
-	char err[512];
 	int r;
 
 	n = calloc(1, sizeof(*n));
@@ -211,129 +357,25 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		r = -EINVAL;
 		goto fail;
 	}
-	if (cfg->insecure) {
-		log_warning("insecure = true in '%s': peer traffic is plaintext (tests and benchmarks only)",
-		      cfg->path);
-	} else {
-		r = secret_load(cfg->secret_file, err, sizeof(err), &n->secret);
-		if (r < 0) {
-			log_error("%s", err);
-			goto fail;
-		}
-	}
-	r = peer_ctx_new(cfg, n->secret, &n->ctx);
-	if (r < 0) {
-		log_error("cannot set up the peer transport: %s", strerror(-r));
+	r = node_transport(n);
+	if (r < 0)
 		goto fail;
-	}
 	if (asprintf(&n->state_path, "%s.resync-node", n->self->volume) < 0) {
 		n->state_path = NULL;
 		r = -ENOMEM;
 		goto fail;
 	}
 	node_state_load(n);
-	r = node_mount_unstale(n->self->mount);
-	if (r < 0) {
-		log_error("cannot detach the stale mount '%s': %s", n->self->mount, strerror(-r));
-		goto fail;
-	}
-	r = mkdir_p(n->self->mount, 0755);
-	if (r < 0) {
-		log_error("cannot create '%s': %s", n->self->mount, strerror(-r));
-		goto fail;
-	}
-	if (fusefs_mountpoint_check(n->self->mount) == -EBUSY) {
-		log_error("'%s' is already a mount point (a volume or another file system is "
-			  "mounted there): not mounting on top of it",
-			  n->self->mount);
-		r = -EBUSY;
-		goto fail;
-	}
-	fo.image = n->self->volume;
-	fo.on_wait = node_on_wait;
-	fo.on_wait_arg = n;
-	fo.mountpoint = n->self->mount;
-	fo.meta.block_size = cfg->block_size;
-	r = fusefs_new(&fo, &n->fs);
-	if (r == -EBUSY) {
-		log_error("'%s' is in use by another writer (resyncfs, resyncd or resync-diff)",
-		      n->self->volume);
-		goto fail;
-	}
-	if (r < 0) {
-		log_error("cannot serve '%s' at '%s': %s", n->self->volume, n->self->mount, strerror(-r));
-		goto fail;
-	}
-	if (n->is_primary) {
-		struct meta_info mi;
-
-		meta_info_get(node_meta(n), &mi);
-		if (meta_uuid_is_null(&mi.generation)) {
-			struct meta_uuid g;
-
-			r = meta_uuid_random(&g);
-			if (r >= 0)
-				r = meta_generation_set(node_meta(n), &g);
-			if (r < 0) {
-				log_error("cannot start a generation for '%s': %s", n->self->volume,
-				      strerror(-r));
-				goto fail;
-			}
-		}
-		if (mi.state != META_STATE_UPTODATE) {
-			r = meta_state_set(node_meta(n), META_STATE_UPTODATE);
-			if (r < 0)
-				goto fail;
-		}
-	}
-	tree_file_load(n);
-	r = fusefs_start(n->fs);
-	if (r < 0) {
-		log_error("cannot serve '%s': %s", n->self->mount, strerror(-r));
-		goto fail;
-	}
-	/* Events before any thread can publish; notifications and metrics
-	 * follow them (a notifier that cannot start is logged, not fatal). */
-	r = event_bus_new(cfg->name, &n->bus);
+	r = node_volume_open(n);
+	if (r >= 0)
+		r = node_services(n);
+	if (r >= 0)
+		r = node_listen(n);
 	if (r < 0)
 		goto fail;
-	{
-		struct notify_opts no = {.cfg = cfg, .node = name, .bus = n->bus};
-		struct metrics_opts mo = {.cfg = cfg, .node = name, .listen = n->self->metrics,
-					  .bus = n->bus, .meta = node_meta(n)};
-
-		if (notify_new(&no, &n->notify) < 0)
-			n->notify = NULL;
-		if (n->self->metrics) {
-			r = metrics_new(&mo, &n->metrics);
-			if (r < 0) {
-				log_error("cannot serve metrics at '%s': %s", n->self->metrics, strerror(-r));
-				goto fail;
-			}
-		}
-	}
-	r = peer_listener_new(n->ctx, n->self->host, n->self->port, err, sizeof(err), &n->listener);
-	if (r < 0) {
-		log_error("%s", err);
-		goto fail;
-	}
-	r = pthread_create(&n->accept_thread, NULL, accept_thread, n);
-	if (r) {
-		r = -r;
-		goto fail;
-	}
-	n->accept_started = true;
-	if (n->self->control) {
-		r = control_server_new(n->self->control, cfg->name, node_commands, node_commands_n,
-				       n, &n->ctl);
-		if (r < 0) {
-			log_error("cannot listen on '%s': %s", n->self->control, strerror(-r));
-			goto fail;
-		}
-	}
 	log_info("node '%s' of cluster '%s' (%s) serving '%s' at '%s', peers at '%s'", name,
-	      cfg->name, n->is_primary ? "primary" : "secondary", n->self->volume,
-	      n->self->mount, n->self->address);
+		 cfg->name, n->is_primary ? "primary" : "secondary", n->self->volume,
+		 n->self->mount, n->self->address);
 	*ret = n;
 	return 0;
 fail:
