@@ -264,6 +264,8 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		log_error("cannot serve '%s' at '%s': %s", n->self->volume, n->self->mount, strerror(-r));
 		goto fail;
 	}
+	n->vol = fusefs_volume(n->fs);
+	n->meta = fusefs_meta(n->fs);
 	if (n->is_primary) {
 		struct meta_info mi;
 
