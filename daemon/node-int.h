@@ -297,7 +297,7 @@ enum job_mode {
 struct job {
 	const struct job_ctx *ctx;
 	const struct node_config *peer;
-	struct control_client *cli;
+	struct control_client *cli; /* progress lines; NULL: none */
 	pthread_mutex_t *cli_lock;
 	const struct hashtree *tree;
 	uint32_t leaf;	   /* bytes a leaf of tree covers */
