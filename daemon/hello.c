@@ -91,7 +91,7 @@ int node_hello_check(struct node *n, const struct wire_hello *h, struct wire_tex
 			 (unsigned long long)h->volume_size, n->self->name,
 			 (unsigned long long)node_size(n),
 			 !n->is_primary && h->volume_size > node_size(n) &&
-				 !volume_is_blockdev(fusefs_volume(n->fs))
+				 !volume_is_blockdev(n->vol)
 			     ? " (a file: a resync grows it to the primary's size)"
 			     : "");
 		return -EINVAL;
@@ -114,7 +114,7 @@ bool node_grow_to_primary(struct node *n, const struct wire_hello *h)
 
 	if (n->is_primary || !n->cfg->primary || !(h->flags & WIRE_HELLO_PRIMARY) ||
 	    !(h->features & WIRE_FEATURE_GROW) || strcmp(h->node, n->cfg->primary) ||
-	    h->volume_size <= was || volume_is_blockdev(fusefs_volume(n->fs)))
+	    h->volume_size <= was || volume_is_blockdev(n->vol))
 		return false;
 	pthread_mutex_lock(&n->lock);
 	if (n->writing || n->resync_running) {
@@ -123,7 +123,7 @@ bool node_grow_to_primary(struct node *n, const struct wire_hello *h)
 	}
 	n->writing = true; /* no resync writes this volume meanwhile */
 	pthread_mutex_unlock(&n->lock);
-	r = fusefs_grow(n->fs, h->volume_size);
+	r = node_grow(n, h->volume_size);
 	if (r >= 0)
 		r = meta_state_set(node_meta(n), META_STATE_OUTDATED);
 	pthread_mutex_lock(&n->lock);

@@ -18,6 +18,7 @@
  *   commands.c    the control commands and their table */
 #pragma once
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -98,7 +99,12 @@ struct node {
 	struct secret *secret;
 	struct peer_ctx *ctx;
 	struct peer_listener *listener;
+	/* The volume served through a FUSE mount (fs), or without one (fs
+	 * NULL: tests and local transports; nothing to fence or invalidate).
+	 * vol and meta are fs's when there is one, borrowed either way. */
 	struct fusefs *fs;
+	struct volume *vol;
+	struct meta *meta;
 	struct control_server *ctl;
 	pthread_t accept_thread;
 	bool accept_started;
@@ -138,12 +144,38 @@ struct node {
 
 static inline uint64_t node_size(struct node *n)
 {
-	return volume_size(fusefs_volume(n->fs));
+	return volume_size(n->vol);
 }
 
 static inline struct meta *node_meta(struct node *n)
 {
-	return fusefs_meta(n->fs);
+	return n->meta;
+}
+
+/* The mount's write fence, cache and size, for a node with a mount; a
+ * node without one (n->fs NULL) has no writer to fence and no cache to
+ * drop, and is not grown. */
+static inline int node_fence_freeze(struct node *n)
+{
+	return n->fs ? fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT) : 0;
+}
+
+/* Thaw when frozen (idempotent). */
+static inline void node_fence_thaw(struct node *n)
+{
+	if (n->fs && fusefs_fence_frozen(n->fs))
+		fusefs_fence_thaw(n->fs);
+}
+
+static inline int node_invalidate(struct node *n, uint64_t off, uint64_t len)
+{
+	return n->fs ? fusefs_invalidate(n->fs, off, len) : 0;
+}
+
+/* -EOPNOTSUPP without a mount (its metadata would not follow). */
+static inline int node_grow(struct node *n, uint64_t size)
+{
+	return n->fs ? fusefs_grow(n->fs, size) : -EOPNOTSUPP;
 }
 
 /* ---- treecache.c ---- */
@@ -265,7 +297,7 @@ enum job_mode {
 struct job {
 	const struct job_ctx *ctx;
 	const struct node_config *peer;
-	struct control_client *cli;
+	struct control_client *cli; /* progress lines; NULL: none */
 	pthread_mutex_t *cli_lock;
 	const struct hashtree *tree;
 	uint32_t leaf;	   /* bytes a leaf of tree covers */

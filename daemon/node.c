@@ -273,6 +273,8 @@ static int node_volume_open(struct node *n)
 			  strerror(-r));
 		return r;
 	}
+	n->vol = fusefs_volume(n->fs);
+	n->meta = fusefs_meta(n->fs);
 	if (n->is_primary) {
 		r = node_primary_init(n);
 		if (r < 0)

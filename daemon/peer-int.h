@@ -36,6 +36,7 @@ struct peer_ctx {
 
 struct peer_conn {
 	struct peer_ctx *ctx;
+	struct peer_ctx *own_ctx; /* peer_conn_new_plain()'s: freed with c */
 	int fd;
 	SSL *ssl;
 	unsigned timeout_ms;

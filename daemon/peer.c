@@ -3,6 +3,7 @@
  * OpenSSL contexts, the handshake, OpenSSL's errors) is peer-tls.c's. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -240,6 +241,53 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 	return 0;
 }
 
+int peer_conn_new_plain(int fd, const char *remote, struct peer_conn **ret)
+{
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c;
+	int fl, r;
+
+	/* Non-blocking, as every connection of this file: waits go through
+	 * wait_fd() and honour the timeouts. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* A context of its own, insecure (ctx->tls false: the plaintext
+	 * path of every send and receive), for the stop eventfd that every
+	 * wait polls. */
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	ctx->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctx->stop_fd < 0) {
+		r = -errno;
+		free(ctx);
+		ctx = NULL;
+		goto fail;
+	}
+	ctx->connect_ms = PEER_TIMEOUT_CONNECT_MS;
+	ctx->io_ms = PEER_TIMEOUT_IO_MS;
+	c = conn_alloc(ctx, fd);
+	if (!c) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	c->own_ctx = ctx;
+	c->ready = true;
+	snprintf(c->remote, sizeof(c->remote), "%s", remote ? remote : "a local peer");
+	*ret = c;
+	return 0;
+fail:
+	peer_ctx_free(ctx);
+	close(fd);
+	return r;
+}
+
 void peer_conn_free(struct peer_conn *c)
 {
 	if (!c)
@@ -252,6 +300,7 @@ void peer_conn_free(struct peer_conn *c)
 	ERR_clear_error();
 	if (c->fd >= 0)
 		close(c->fd);
+	peer_ctx_free(c->own_ctx);
 	free(c);
 }
 

@@ -58,6 +58,15 @@ void peer_ctx_shutdown(struct peer_ctx *ctx);
  * -EACCES. */
 int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char *err,
 		      size_t errlen, struct peer_conn **ret);
+/* A plaintext connection over fd, a connected stream socket (a
+ * socketpair(2) end, say), ready for frames at once: no TLS, no
+ * handshake (peer_conn_handshake() returns 0), no cluster context (it
+ * has one of its own, freed with it; the default timeouts). For tests
+ * and local transports, never for traffic between machines. Takes fd,
+ * also on failure; makes it non-blocking and close-on-exec. remote names
+ * the other end in messages (NULL: "a local peer"). Returns 0 and *ret,
+ * or -ENOMEM, -errno of fcntl(2) or eventfd(2). */
+int peer_conn_new_plain(int fd, const char *remote, struct peer_conn **ret);
 /* Close (a TLS close_notify is attempted without waiting). NULL is fine. */
 void peer_conn_free(struct peer_conn *c);
 /* Shut the socket down both ways (shutdown(2), SHUT_RDWR), from any

@@ -477,7 +477,7 @@ static void resync_release(struct resync_run *run)
 	free(run->hashes);
 	free(run->pbitmap);
 	if (run->frozen)
-		fusefs_fence_thaw(n->fs);
+		node_fence_thaw(n);
 	pthread_mutex_lock(&n->lock);
 	n->resync_running = false;
 	pthread_mutex_unlock(&n->lock);
@@ -493,7 +493,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		/* A client that shows no ranges may say so: thousands of
 		 * scattered ranges are most of a reply's bytes. */
 		.no_ranges = req_bool(req, "no_ranges"),
-		.ctx = {n->cfg, fusefs_volume(n->fs), n->bus, &n->rate, &n->cancel},
+		.ctx = {n->cfg, n->vol, n->bus, &n->rate, &n->cancel},
 	};
 	json_object *final = NULL;
 	char verr[RESYNC_WIRE_TEXT_MAX];
@@ -526,7 +526,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	if (run.write) {
 		/* The primary's image stays still while it is read for the
 		 * secondaries: writes wait at the fence until the commit. */
-		r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
+		r = node_fence_freeze(n);
 		if (r < 0)
 			goto out;
 		run.frozen = true;

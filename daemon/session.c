@@ -47,7 +47,7 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 {
 	struct session *s = arg;
 
-	fusefs_invalidate(s->n->fs, off, len);
+	node_invalidate(s->n, off, len);
 }
 
 /* Before this volume is hashed, written or committed: still the image
@@ -96,7 +96,7 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 	if (!s->hashes)
 		return -ENOMEM;
 	if (size) {
-		r = blockcmp_hash_volume(fusefs_volume(n->fs), 0, size, &o, s->hashes);
+		r = blockcmp_hash_volume(n->vol, 0, size, &o, s->hashes);
 		if (r < 0)
 			return r;
 	}
@@ -153,7 +153,7 @@ static int session_page_req(struct session *s, size_t len)
 	struct node *n = s->n;
 	struct wire_page_req q;
 	uint64_t size = node_size(n);
-	int fd = volume_fd(fusefs_volume(n->fs));
+	int fd = volume_fd(n->vol);
 	_cleanup_free_ struct hash128 *h = NULL;
 	_cleanup_free_ unsigned char *buf = NULL;
 	size_t k = 0, olen;
@@ -223,17 +223,17 @@ static int session_write_begin(struct session *s)
 	pthread_mutex_unlock(&n->lock);
 	s->writing = true;
 	s->wrote = true;
-	r = fusefs_fence_freeze(n->fs, FUSEFS_FENCE_WAIT);
+	r = node_fence_freeze(n);
 	if (r < 0)
 		return r;
 	r = meta_state_set(node_meta(n), META_STATE_INCONSISTENT);
 	if (r < 0)
 		return r;
 	event_publish_state(n->bus, n->self->name, EVENT_STATE_NONE, META_STATE_INCONSISTENT, true, "resync in progress");
-	r = patch_writer_new(fusefs_volume(n->fs), &po, &s->pw);
+	r = patch_writer_new(n->vol, &po, &s->pw);
 	if (r < 0)
 		return r;
-	writeback_start(&s->wb, volume_fd(fusefs_volume(n->fs)));
+	writeback_start(&s->wb, volume_fd(n->vol));
 	r = wire_zstd_new(0, &s->z);
 	if (r < 0)
 		return r;
@@ -259,8 +259,7 @@ static void session_write_end(struct session *s)
 	s->z = NULL;
 	free(s->raw);
 	s->raw = NULL;
-	if (fusefs_fence_frozen(n->fs))
-		fusefs_fence_thaw(n->fs);
+	node_fence_thaw(n);
 	pthread_mutex_lock(&n->lock);
 	n->writing = false;
 	pthread_mutex_unlock(&n->lock);

@@ -32,7 +32,7 @@ int node_image_id(struct node *n, struct image_id *ret)
 	struct stat st;
 
 	memset(ret, 0, sizeof(*ret));
-	if (fstat(volume_fd(fusefs_volume(n->fs)), &st) < 0)
+	if (fstat(volume_fd(n->vol), &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -ENOTSUP;
@@ -54,7 +54,7 @@ int node_image_id(struct node *n, struct image_id *ret)
  * Thread-safe. */
 int node_volume_check(struct node *n, char *err, size_t len)
 {
-	const struct volume *v = fusefs_volume(n->fs);
+	const struct volume *v = n->vol;
 	const char *path = n->self->volume;
 	struct stat fd_st, path_st;
 	uint64_t want, have;

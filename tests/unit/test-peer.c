@@ -556,6 +556,66 @@ static void test_accept_split(void **state)
 }
 
 /* TLS throughput of 1 MiB frames over loopback, one way. */
+/* peer_conn_new_plain(): a socketpair's ends carry frames at once, in
+ * plaintext, with the timeouts, shutdown and end of stream of any
+ * connection. */
+static void test_plain(void **state)
+{
+	struct peer_conn *a = NULL, *b = NULL;
+	struct waiter w = {0};
+	unsigned char buf[64];
+	char err[64];
+	uint16_t type;
+	size_t len;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(peer_conn_new_plain(sv[0], "left", &a), 0);
+	assert_int_equal(peer_conn_new_plain(sv[1], NULL, &b), 0);
+	assert_string_equal(peer_conn_remote(a), "left");
+	assert_string_equal(peer_conn_remote(b), "a local peer");
+	assert_int_equal(peer_conn_tls(a), 0);
+	assert_int_equal(peer_conn_handshake(a, 0, err, sizeof(err)), 0);
+
+	assert_int_equal(peer_conn_send_frame(a, WIRE_STATUS_REQ, NULL, 0), 0);
+	assert_int_equal(peer_conn_send_frame(a, WIRE_ACK, "12345678", 8), 0);
+	assert_true(peer_conn_readable(b));
+	assert_int_equal(peer_conn_recv_frame(b, &type, buf, sizeof(buf), &len), 0);
+	assert_int_equal(type, WIRE_STATUS_REQ);
+	assert_int_equal(len, 0);
+	assert_int_equal(peer_conn_recv_frame(b, &type, buf, sizeof(buf), &len), 0);
+	assert_int_equal(type, WIRE_ACK);
+	assert_memory_equal(buf, "12345678", 8);
+	assert_int_equal(peer_conn_bytes_sent(a), peer_conn_bytes_received(b));
+	assert_false(peer_conn_readable(b));
+
+	/* Nothing arrives: the deadline holds (the fd is non-blocking). */
+	peer_conn_set_timeout(b, 100);
+	assert_int_equal(peer_conn_recv_frame(b, &type, buf, sizeof(buf), &len), -ETIMEDOUT);
+	peer_conn_free(b);
+
+	/* The other end closed: end of stream. */
+	assert_int_equal(peer_conn_recv_frame(a, &type, buf, sizeof(buf), &len), -ECONNRESET);
+	peer_conn_free(a);
+
+	/* A shutdown from another thread wakes a waiting receive. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(peer_conn_new_plain(sv[0], "left", &a), 0);
+	assert_int_equal(peer_conn_new_plain(sv[1], "right", &b), 0);
+	peer_conn_set_timeout(a, 0);
+	w.c = a;
+	assert_int_equal(pthread_create(&w.t, NULL, recv_main, &w), 0);
+	peer_conn_shutdown(a);
+	assert_int_equal(pthread_join(w.t, NULL), 0);
+	assert_int_equal(w.r, -ECONNRESET);
+	peer_conn_free(a);
+	peer_conn_free(b);
+
+	/* Not a descriptor: refused (and nothing leaks). */
+	assert_int_equal(peer_conn_new_plain(-1, NULL, &a), -EBADF);
+}
+
 static void test_throughput(void **state)
 {
 	struct fixture *f = *state;
@@ -595,6 +655,7 @@ int main(void)
 		cmocka_unit_test(test_other_cluster),	 cmocka_unit_test(test_insecure),
 		cmocka_unit_test(test_plaintext_vs_tls), cmocka_unit_test(test_limits_timeouts),
 		cmocka_unit_test(test_accept_split),	 cmocka_unit_test(test_throughput),
+		cmocka_unit_test(test_plain),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -1,0 +1,411 @@
+/* The primary's job toward one secondary (daemon/job.c), step by step,
+ * against a real session (daemon/session.c) serving the secondary's
+ * image on the other end of a socketpair; no FUSE, no TLS. The job's
+ * context is the primary's node (node-fixture.c), its hello made by
+ * node_hello_make() as resync.c's job_open_thread() sends it. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "node-fixture.h"
+#include "resync/blockcmp.h"
+#include "resync/macro.h"
+#include "testlib.h"
+
+/* 64 blocks and a short one; a page is the tree's leaf. */
+#define SIZE ((size_t)(4 << 20) + 1000)
+#define SEED 11
+#define DEADLINE_USEC (10 * 1000000ull)
+
+struct fx {
+	struct tcluster tc;
+	struct node *p, *s;
+	unsigned char *base; /* every image as tcluster_init() wrote it */
+	unsigned char *pdata, *sdata; /* the primary's and the secondary's */
+	struct meta_uuid gen;	      /* the primary's */
+
+	struct job_ctx ctx;
+	struct ratectl rate;
+	atomic_bool cancel;
+	pthread_mutex_t cli_lock;
+
+	struct session *sess;
+	struct job j;
+	struct hash128 *hashes;
+	struct hashtree *tree;
+};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	tcluster_init(&f->tc, SIZE, SEED);
+	f->base = malloc(SIZE);
+	f->pdata = malloc(SIZE);
+	f->sdata = malloc(SIZE);
+	assert_non_null(f->base);
+	assert_non_null(f->pdata);
+	assert_non_null(f->sdata);
+	testlib_fill(f->base, SIZE, SEED);
+	memcpy(f->pdata, f->base, SIZE);
+	memcpy(f->sdata, f->base, SIZE);
+	pthread_mutex_init(&f->cli_lock, NULL);
+	*state = f;
+	return 0;
+}
+
+static void job_end(struct fx *f)
+{
+	struct job *j = &f->j;
+
+	peer_conn_free(j->c);
+	if (f->sess)
+		tsession_join(f->s, f->sess);
+	f->sess = NULL;
+	free(j->buf);
+	rangelist_release(&j->ranges);
+	memset(j, 0, sizeof(*j));
+	hashtree_free(f->tree);
+	free(f->hashes);
+	f->tree = NULL;
+	f->hashes = NULL;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	job_end(f);
+	tnode_free(f->p);
+	tnode_free(f->s);
+	tcluster_release(&f->tc);
+	pthread_mutex_destroy(&f->cli_lock);
+	free(f->base);
+	free(f->pdata);
+	free(f->sdata);
+	free(f);
+	return 0;
+}
+
+/* Write the images as pdata and sdata say, then open both nodes: the
+ * primary at a generation of its own, UpToDate (as node_new() leaves
+ * it), the secondary Outdated. */
+static void fx_nodes(struct fx *f)
+{
+	char *pi = tcluster_image(&f->tc, "p"), *si = tcluster_image(&f->tc, "s");
+
+	assert_int_equal(testlib_file_write(pi, f->pdata, SIZE), 0);
+	assert_int_equal(testlib_file_write(si, f->sdata, SIZE), 0);
+	free(pi);
+	free(si);
+	f->p = tnode_new(&f->tc, "p");
+	f->s = tnode_new(&f->tc, "s");
+	assert_true(f->p->is_primary);
+	assert_int_equal(meta_uuid_random(&f->gen), 0);
+	assert_int_equal(meta_generation_set(f->p->meta, &f->gen), 0);
+	assert_int_equal(meta_state_set(f->p->meta, META_STATE_UPTODATE), 0);
+	assert_int_equal(meta_state_set(f->s->meta, META_STATE_OUTDATED), 0);
+	f->ctx = (struct job_ctx){f->tc.cfg, f->p->vol, f->p->bus, &f->rate, &f->cancel};
+	ratectl_reset(&f->rate, 0);
+	atomic_store(&f->cancel, false);
+}
+
+/* Change bytes [off, off+len) of buf to seed's stream. */
+static void change(unsigned char *buf, size_t off, size_t len, uint64_t seed)
+{
+	testlib_scribble(buf, off, len, seed);
+}
+
+/* A job toward s, opened as job_open_thread() does it (the primary's
+ * hello, the secondary's HELLO_ACK checked) over a new session; a full
+ * compare with page leaves. */
+static struct job *job_open(struct fx *f, bool write)
+{
+	struct job *j = &f->j;
+	struct wire_hello mine;
+	struct wire_text why;
+	uint16_t type;
+	size_t len;
+
+	job_end(f);
+	f->sess = tsession_start(f->s, &j->c);
+	j->ctx = &f->ctx;
+	j->peer = cluster_config_node(f->tc.cfg, "s");
+	j->cli = NULL;
+	j->cli_lock = &f->cli_lock;
+	j->write = write;
+	j->gen = f->gen;
+	j->bitmap_size = DIV_ROUND_UP(DIV_ROUND_UP(SIZE, TN_BLOCK), 8);
+	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	assert_non_null(j->buf);
+	node_hello_make(f->p, &mine);
+	assert_true(mine.flags & WIRE_HELLO_PRIMARY);
+	if (write)
+		mine.features |= WIRE_FEATURE_GROW;
+	assert_int_equal(wire_hello_encode(&mine, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(j->c, WIRE_HELLO, j->buf, len), 0);
+	assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(type, WIRE_HELLO_ACK);
+	assert_int_equal(wire_hello_decode(j->buf, len, &j->hello), 0);
+	assert_int_equal(node_hello_check(f->p, &j->hello, &why), 0);
+	j->features = j->hello.features & node_features();
+	j->opened = true;
+	j->mode = JOB_FULL;
+	j->leaf = wire_tree_leaf(SIZE, TN_BLOCK);
+	j->fanout = NODE_FINE_FANOUT;
+	assert_int_equal(j->leaf, RESYNC_PAGE);
+	assert_true(j->features & WIRE_FEATURE_FINE_LEAVES);
+	return j;
+}
+
+/* The primary's tree for seed, as resync.c's resync_hash() builds it. */
+static void job_tree(struct fx *f, uint64_t seed)
+{
+	struct job *j = &f->j;
+	struct blockcmp_opts o = {.block_size = j->leaf, .seed = seed};
+	uint64_t nl = DIV_ROUND_UP(SIZE, j->leaf);
+
+	f->hashes = calloc(nl, sizeof(*f->hashes));
+	assert_non_null(f->hashes);
+	assert_int_equal(blockcmp_hash_volume(f->p->vol, 0, SIZE, &o, f->hashes), 0);
+	assert_int_equal(hashtree_new(f->hashes, nl, j->fanout, seed, &f->tree), 0);
+	j->tree = f->tree;
+	j->seed = seed;
+}
+
+static enum meta_state state_of(struct node *n)
+{
+	struct meta_info mi;
+
+	assert_int_equal(meta_info_get(n->meta, &mi), 0);
+	return mi.state;
+}
+
+static void assert_image(struct fx *f, const char *name, const unsigned char *want)
+{
+	char *img = tcluster_image(&f->tc, name);
+
+	assert_int_equal(testlib_file_equals(img, want, SIZE), 1);
+	free(img);
+}
+
+/* The pages changed on the primary: one page, two adjacent pages, ten
+ * bytes inside a page, the volume's short last page. */
+static const struct range changed[] = {
+	{3 * RESYNC_PAGE, RESYNC_PAGE},
+	{100 * RESYNC_PAGE, 2 * RESYNC_PAGE},
+	{500000 / RESYNC_PAGE * RESYNC_PAGE, RESYNC_PAGE},
+	{4 << 20, 1000},
+};
+#define CHANGED_BYTES (4096 + 8192 + 4096 + 1000)
+
+static void change_primary(struct fx *f)
+{
+	change(f->pdata, 3 * RESYNC_PAGE, 1, 1);
+	change(f->pdata, 100 * RESYNC_PAGE + 4000, 200, 2); /* across two pages */
+	change(f->pdata, 500000, 10, 3);
+	change(f->pdata, SIZE - 10, 10, 4);
+}
+
+/* job_compare finds exactly the changed pages; job_transfer makes the
+ * secondary's image the primary's, writing the changed bytes only, and
+ * commits it at the primary's generation; a compare after it finds
+ * nothing. */
+static void test_compare_transfer(void **state)
+{
+	struct fx *f = *state;
+	struct job *j;
+	struct meta_info mi;
+
+	change_primary(f);
+	fx_nodes(f);
+
+	j = job_open(f, true);
+	job_tree(f, 0x1234);
+	job_prefetch(j, j->seed); /* the peer builds its tree now */
+	assert_true(j->prefetched);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_false(j->prefetched);
+	assert_int_equal(j->ranges.n, ARRAY_SIZE(changed));
+	for (size_t i = 0; i < ARRAY_SIZE(changed); i++) {
+		assert_int_equal(j->ranges.v[i].off, changed[i].off);
+		assert_int_equal(j->ranges.v[i].len, changed[i].len);
+	}
+	assert_int_equal(j->differing_bytes, CHANGED_BYTES);
+	assert_int_equal(j->differing_blocks, 4); /* blocks 0, 6, 7 and 64 */
+	assert_int_equal(j->bytes_compared, SIZE);
+	/* A compare writes nothing. */
+	assert_image(f, "s", f->sdata);
+	assert_int_equal(state_of(f->s), META_STATE_OUTDATED);
+
+	assert_int_equal(job_transfer(j, j->c, j->buf), 0);
+	assert_int_equal(j->bytes_written, CHANGED_BYTES);
+	assert_true(j->bytes_read >= CHANGED_BYTES);
+	assert_true(peer_conn_bytes_sent(j->c) > 0);
+	assert_false(j->ack_pending);
+	/* The commit's ACK came back: the secondary holds it already. */
+	assert_int_equal(meta_info_get(f->s->meta, &mi), 0);
+	assert_int_equal(mi.state, META_STATE_UPTODATE);
+	assert_memory_equal(mi.generation.b, f->gen.b, 16);
+	assert_int_equal(meta_dirty_bytes(f->s->meta), 0);
+	job_end(f);
+	assert_image(f, "s", f->pdata);
+
+	/* Compared again, with another seed: nothing differs. */
+	j = job_open(f, false);
+	job_tree(f, 0x5678);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_int_equal(j->ranges.n, 0);
+	assert_int_equal(j->differing_bytes, 0);
+}
+
+/* A cancel before the transfer: -ECANCELED, said to the secondary,
+ * nothing written, its state unchanged. */
+static void test_cancel_before(void **state)
+{
+	struct fx *f = *state;
+	struct job *j;
+
+	change_primary(f);
+	fx_nodes(f);
+	j = job_open(f, true);
+	job_tree(f, 99);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_int_equal(j->differing_bytes, CHANGED_BYTES);
+	atomic_store(&f->cancel, true);
+	assert_int_equal(job_transfer(j, j->c, j->buf), -ECANCELED);
+	assert_string_equal(j->err, "cancelled");
+	assert_int_equal(j->bytes_written, 0);
+	/* The session ended at the job's ERROR; joined here. */
+	job_end(f);
+	assert_int_equal(state_of(f->s), META_STATE_OUTDATED);
+	assert_image(f, "s", f->sdata);
+}
+
+struct xfer_thread {
+	struct job *j;
+	int r;
+};
+
+static void *xfer_main(void *arg)
+{
+	struct xfer_thread *x = arg;
+
+	x->r = job_transfer(x->j, x->j->c, x->j->buf);
+	return NULL;
+}
+
+static bool is_inconsistent(void *arg)
+{
+	return state_of(arg) == META_STATE_INCONSISTENT;
+}
+
+/* A cancel once something was written: the secondary stays
+ * Inconsistent, with the first range written and the rest not. The
+ * transfer is paused (ratectl) after its first frame (BLOCKS, one piece
+ * each: extents are not offered) until the cancel. */
+static void test_cancel_during(void **state)
+{
+	struct fx *f = *state;
+	struct xfer_thread x = {0};
+	unsigned char *want = malloc(SIZE);
+	pthread_t t;
+	struct job *j;
+
+	assert_non_null(want);
+	change_primary(f);
+	fx_nodes(f);
+	j = job_open(f, true);
+	j->features &= ~(uint64_t)WIRE_FEATURE_EXTENTS;
+	job_tree(f, 7);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	ratectl_set_paused(&f->rate, true);
+	x.j = j;
+	assert_int_equal(pthread_create(&t, NULL, xfer_main, &x), 0);
+	assert_int_equal(testlib_wait_until(is_inconsistent, f->s, DEADLINE_USEC), 0);
+	atomic_store(&f->cancel, true);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(x.r, -ECANCELED);
+	assert_int_equal(j->bytes_written, changed[0].len);
+	job_end(f);
+	assert_int_equal(state_of(f->s), META_STATE_INCONSISTENT);
+	memcpy(want, f->sdata, SIZE);
+	memcpy(want + changed[0].off, f->pdata + changed[0].off, changed[0].len);
+	assert_image(f, "s", want);
+	free(want);
+}
+
+/* job_quick: the union of both dirty bitmaps, whole blocks; its
+ * transfer sends only the pages of those blocks that differ (PAGE_REQ),
+ * and leaves the secondary the primary's image. */
+static void test_quick(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *pbm;
+	size_t bms = DIV_ROUND_UP(DIV_ROUND_UP(SIZE, TN_BLOCK), 8);
+	uint64_t last = SIZE / TN_BLOCK; /* the short block */
+	struct job *j;
+
+	/* The primary wrote a page of block 2 and the short block; the
+	 * secondary a page of block 5 and, with the same bytes, block 9. */
+	change(f->pdata, 2 * TN_BLOCK + 3 * RESYNC_PAGE, 100, 5);
+	change(f->pdata, SIZE - 1, 1, 6);
+	change(f->sdata, 5 * TN_BLOCK + 2 * RESYNC_PAGE + 7, 1, 7);
+	fx_nodes(f);
+	assert_int_equal(meta_dirty_mark(f->p->meta, 2 * TN_BLOCK, 1), 0);
+	assert_int_equal(meta_dirty_mark(f->p->meta, SIZE - 1, 1), 0);
+	assert_int_equal(meta_dirty_mark(f->s->meta, 5 * TN_BLOCK, 1), 0);
+	assert_int_equal(meta_dirty_mark(f->s->meta, 9 * TN_BLOCK, TN_BLOCK), 0);
+	pbm = calloc(1, bms);
+	assert_non_null(pbm);
+	assert_int_equal(meta_bitmap_read(f->p->meta, pbm, bms), (long long)bms);
+
+	j = job_open(f, true);
+	j->mode = JOB_QUICK;
+	j->pbitmap = pbm;
+	assert_int_equal(job_quick(j), 0);
+	assert_int_equal(j->ranges.n, 4);
+	assert_int_equal(j->ranges.v[0].off, 2 * TN_BLOCK);
+	assert_int_equal(j->ranges.v[0].len, TN_BLOCK);
+	assert_int_equal(j->ranges.v[1].off, 5 * TN_BLOCK);
+	assert_int_equal(j->ranges.v[2].off, 9 * TN_BLOCK);
+	assert_int_equal(j->ranges.v[3].off, last * TN_BLOCK);
+	assert_int_equal(j->ranges.v[3].len, SIZE - last * TN_BLOCK);
+	assert_int_equal(j->differing_blocks, 4);
+	assert_int_equal(j->differing_bytes, 3 * TN_BLOCK + SIZE - last * TN_BLOCK);
+
+	j->seed = 42;
+	assert_int_equal(job_transfer(j, j->c, j->buf), 0);
+	/* Three pages differ: one each in blocks 2 and 5, and the short
+	 * last page (1000 bytes). */
+	assert_int_equal(j->bytes_written, 2 * RESYNC_PAGE + 1000);
+	job_end(f);
+	assert_image(f, "s", f->pdata);
+	assert_int_equal(state_of(f->s), META_STATE_UPTODATE);
+	assert_int_equal(meta_dirty_bytes(f->s->meta), 0);
+	free(pbm);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_compare_transfer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_before, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_during, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quick, setup, teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
