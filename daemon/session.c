@@ -277,10 +277,11 @@ static int session_blocks(struct session *s, size_t len)
 	struct wire_blocks b;
 	int r;
 
-	r = session_write_ensure(s);
+	/* A frame that does not decode changes nothing, not even the state. */
+	r = wire_blocks_decode(s->in, len, &b);
 	if (r < 0)
 		return r;
-	r = wire_blocks_decode(s->in, len, &b);
+	r = session_write_ensure(s);
 	if (r < 0)
 		return r;
 	r = wire_blocks_unpack(s->z, &b, s->raw, RESYNC_WIRE_BLOCKS_MAX);
@@ -303,10 +304,10 @@ static int session_extents(struct session *s, size_t len)
 	size_t pos = 0;
 	int r;
 
-	r = session_write_ensure(s);
+	r = wire_extents_decode(s->in, len, &m);
 	if (r < 0)
 		return r;
-	r = wire_extents_decode(s->in, len, &m);
+	r = session_write_ensure(s);
 	if (r < 0)
 		return r;
 	r = wire_extents_unpack(s->z, &m, s->raw, RESYNC_WIRE_BLOCKS_MAX);

@@ -538,10 +538,9 @@ static void test_malformed(void **state)
 	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len - 3), 0);
 	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "'s' failed");
 
-	/* From the primary: a CHECKPOINT cut short (nothing changes), a
-	 * BLOCKS cut short (nothing is written: the state may say
-	 * Inconsistent, as the session marks it so before it decodes the
-	 * first data frame). */
+	/* From the primary: a CHECKPOINT cut short, a BLOCKS cut short:
+	 * nothing changes, not even the state (a data frame is decoded
+	 * before the session fences and marks the volume Inconsistent). */
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
 	assert_int_equal(peer_conn_send_frame(f->c, WIRE_CHECKPOINT, "\1\2", 2), 0);
 	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "'s' failed");
@@ -560,6 +559,7 @@ static void test_malformed(void **state)
 	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "'s' failed");
 	fx_end(f);
 	assert_int_equal(testlib_file_equals(f->n->self->volume, f->data, SIZE), 1);
+	assert_int_equal(state_of(f->n), META_STATE_OUTDATED);
 	assert_false(f->n->writing);
 }
 
