@@ -239,6 +239,16 @@ static int cmd_resync(void *userdata, struct control_client *cli, json_object *r
 	return node_run_jobs(userdata, cli, req, true);
 }
 
+static bool node_resync_running(struct node *n)
+{
+	bool running;
+
+	pthread_mutex_lock(&n->lock);
+	running = n->resync_running;
+	pthread_mutex_unlock(&n->lock);
+	return running;
+}
+
 static int cmd_cancel(void *userdata, struct control_client *cli, json_object *req)
 {
 	struct node *n = userdata;
@@ -246,9 +256,7 @@ static int cmd_cancel(void *userdata, struct control_client *cli, json_object *r
 
 	if (!n->is_primary && n->cfg->primary)
 		return node_forward(n, cli, req);
-	pthread_mutex_lock(&n->lock);
-	running = n->resync_running;
-	pthread_mutex_unlock(&n->lock);
+	running = node_resync_running(n);
 	if (running)
 		atomic_store(&n->cancel, true);
 	json_object *o = json_object_new_object();
@@ -266,14 +274,10 @@ static int cmd_events(void *userdata, struct control_client *cli, json_object *r
 static int cmd_pace(void *userdata, struct control_client *cli, json_object *req)
 {
 	struct node *n = userdata;
-	bool running;
 
 	if (!n->is_primary && n->cfg->primary)
 		return node_forward(n, cli, req);
-	pthread_mutex_lock(&n->lock);
-	running = n->resync_running;
-	pthread_mutex_unlock(&n->lock);
-	return ratectl_cmd(&n->rate, running, cli, req);
+	return ratectl_cmd(&n->rate, node_resync_running(n), cli, req);
 }
 
 /* The fields each command accepts (checked by the control socket before
