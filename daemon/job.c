@@ -685,5 +685,9 @@ out:
 		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
 	j->r = r;
 	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
+	/* Nothing more is said on this connection: closed now, so that the
+	 * secondary's session ends here rather than wait out its timeout,
+	 * silent, while the other jobs of the run go on. */
+	peer_conn_free(TAKE_PTR(j->c));
 	return NULL;
 }
