@@ -116,8 +116,8 @@ enum wire_features {
 	/* KEEPALIVE: a frame with an empty payload that says only "still
 	 * here", sent by a connection's owner while it waits on something
 	 * other than the peer (a pause, hashing a volume) once the
-	 * connection has been silent for WIRE_KEEPALIVE_DIVISOR-th of the
-	 * cluster's session_timeout. A receive skips it and starts its
+	 * connection has been silent for a third (WIRE_KEEPALIVE_DIVISOR)
+	 * of the cluster's session_timeout. A receive skips it and starts its
 	 * deadline over (peer_conn_recv_frame()), so that a session's
 	 * timeout measures a silent peer, not the gap between two requests.
 	 * Sent only to a peer whose hello offered the bit (an older build
