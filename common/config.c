@@ -54,6 +54,7 @@ enum cluster_key {
 	CK_NOTIFY_WEBHOOK,
 	CK_NOTIFY_COMMAND,
 	CK_UNDO,
+	CK_SESSION_TIMEOUT,
 	CK_COUNT,
 };
 
@@ -73,6 +74,7 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_NOTIFY_WEBHOOK] = "notify_webhook",
 	[CK_NOTIFY_COMMAND] = "notify_command",
 	[CK_UNDO] = "undo",
+	[CK_SESSION_TIMEOUT] = "session_timeout",
 };
 
 enum node_key {
@@ -415,6 +417,17 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		}
 		cfg->max_rate = u;
 		return;
+	case CK_SESSION_TIMEOUT:
+		if (parse_duration(v, &u) < 0 || u < CONFIG_SESSION_TIMEOUT_MIN_MS * 1000ull ||
+		    u > CONFIG_SESSION_TIMEOUT_MAX_MS * 1000ull) {
+			fail(c, c->line, -EINVAL,
+			     "key 'session_timeout': '%s' is not a duration from 1s to 1d (e.g. 120s, "
+			     "5m)",
+			     v);
+			return;
+		}
+		cfg->session_timeout_ms = (unsigned)(u / 1000);
+		return;
 	case CK_INSECURE:
 	case CK_UNDO:
 		if (parse_bool(v, k == CK_INSECURE ? &cfg->insecure : &cfg->undo) < 0)
@@ -641,6 +654,7 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 		return -ENOMEM;
 	c.cfg->block_size = RESYNC_BLOCK_DEFAULT;
 	c.cfg->compress_level = 1;
+	c.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
 	c.cfg->path = strdup(name);
 	if (!c.cfg->path)
 		fail(&c, 0, -ENOMEM, "out of memory");

@@ -71,7 +71,7 @@ int node_peer_open(struct node *n, const struct node_config *peer, bool write, c
 		goto fail;
 	}
 	free(buf);
-	peer_conn_set_timeout(c, NODE_SESSION_TIMEOUT_MS);
+	peer_conn_set_timeout(c, n->cfg->session_timeout_ms);
 	*ret = c;
 	return 0;
 fail:

@@ -382,6 +382,18 @@ static void job_xfer_release(struct job_xfer *x)
 	wire_zstd_free(x->z);
 }
 
+/* While the transfer waits in ratectl_pace() (a pause, a low max_rate):
+ * a KEEPALIVE when the connection was silent for a while, so that the
+ * secondary's session, waiting for the next frame, does not time out.
+ * On the job's thread, the connection's owner. A failed send breaks the
+ * connection, and the next frame's send says why. */
+static void job_xfer_keepalive(void *arg)
+{
+	struct job_xfer *x = arg;
+
+	(void)peer_conn_keepalive(x->c, node_keepalive_ms(x->j->ctx->cfg));
+}
+
 static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c, unsigned char *buf)
 {
 	const struct job_ctx *ctx = j->ctx;
@@ -400,6 +412,10 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 		x->bt = calloc(1, sizeof(*x->bt));
 		if (!x->bt || !(x->bt->data = malloc(RESYNC_WIRE_BLOCKS_MAX)))
 			return -ENOMEM;
+	}
+	if (j->features & WIRE_FEATURE_KEEPALIVE) {
+		x->pace.on_wait = job_xfer_keepalive;
+		x->pace.on_wait_arg = x;
 	}
 	x->cur = j->ranges.n ? j->ranges.v[0].off : 0;
 	x->t0 = x->last = clock_usec();
@@ -671,5 +687,9 @@ out:
 		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
 	j->r = r;
 	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
+	/* Nothing more is said on this connection: closed now, so that the
+	 * secondary's session ends here rather than wait out its timeout,
+	 * silent, while the other jobs of the run go on. */
+	peer_conn_free(TAKE_PTR(j->c));
 	return NULL;
 }

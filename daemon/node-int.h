@@ -47,7 +47,6 @@ struct json_object;
 struct patch_writer;
 
 enum {
-	NODE_SESSION_TIMEOUT_MS = 120000, /* between two frames of a session */
 	NODE_ERROR_LINGER_MS = 2000,	  /* after a session's ERROR, for the peer to close */
 	NODE_STOP_WAIT_MS = 5000,	  /* sessions given to end at stop (then: said) */
 	/* Connections past accept() that have not sent their hello yet
@@ -178,6 +177,15 @@ static inline int node_grow(struct node *n, uint64_t size)
 	return n->fs ? fusefs_grow(n->fs, size) : -EOPNOTSUPP;
 }
 
+/* A session's connection waits cfg->session_timeout_ms for each frame
+ * (KEEPALIVEs count); its owner, while it waits on something else, sends
+ * a KEEPALIVE after this much silence to a peer that offered
+ * WIRE_FEATURE_KEEPALIVE (peer_conn_keepalive()). */
+static inline unsigned node_keepalive_ms(const struct cluster_config *cfg)
+{
+	return cfg->session_timeout_ms / WIRE_KEEPALIVE_DIVISOR;
+}
+
 /* ---- treecache.c ---- */
 void tree_cache_release(struct tree_cache *c);
 int node_image_id(struct node *n, struct image_id *ret);
@@ -254,6 +262,7 @@ struct session {
 	unsigned char *bitmap; /* snapshot for BITMAP_REQ */
 	size_t bitmap_size;
 	struct meta_uuid target; /* the primary's generation (from its hello) */
+	uint64_t features;	 /* both peers' (from its hello) */
 	bool from_primary;	 /* the hello came from the cluster's primary */
 	char peer[RESYNC_NAME_MAX + 1];
 	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */

@@ -41,6 +41,7 @@ struct peer_conn {
 	SSL *ssl;
 	unsigned timeout_ms;
 	uint64_t sent, received;
+	uint64_t last_sent_ms; /* now_ms() of the last frame sent (or of c's making) */
 	bool ready; /* handshake done (or plaintext): frames may pass */
 	bool broken;
 	char remote[300];

@@ -148,6 +148,7 @@ static struct peer_conn *conn_alloc(struct peer_ctx *ctx, int fd)
 	c->ctx = ctx;
 	c->fd = fd;
 	c->timeout_ms = ctx->io_ms;
+	c->last_sent_ms = now_ms();
 	return c;
 }
 
@@ -523,7 +524,18 @@ int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload
 	if (r < 0)
 		return conn_fail(c, r, "sending to");
 	c->sent += sizeof(hdr) + len;
+	c->last_sent_ms = now_ms();
 	return 0;
+}
+
+int peer_conn_keepalive(struct peer_conn *c, unsigned idle_ms)
+{
+	int r;
+
+	if (now_ms() - c->last_sent_ms < idle_ms)
+		return 0;
+	r = peer_conn_send_frame(c, WIRE_KEEPALIVE, NULL, 0);
+	return r < 0 ? r : 1;
 }
 
 bool peer_conn_readable(struct peer_conn *c)
@@ -538,22 +550,16 @@ bool peer_conn_readable(struct peer_conn *c)
 	return poll(&p, 1, 0) > 0;
 }
 
-int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
-			 size_t *ret_len)
+/* Read and validate one frame header within deadline. */
+static int conn_recv_header(struct peer_conn *c, uint64_t deadline, struct wire_header *ret)
 {
-	uint64_t deadline = deadline_in(c->timeout_ms);
 	unsigned char hdr[WIRE_HEADER_SIZE];
-	struct wire_header h;
 	int r;
 
-	if (c->broken)
-		return -EPIPE;
-	if (!c->ready)
-		return -ENOTCONN;
 	r = conn_read(c, hdr, sizeof(hdr), deadline);
 	if (r < 0)
 		return conn_fail(c, r, "receiving from");
-	r = wire_header_decode(hdr, &h);
+	r = wire_header_decode(hdr, ret);
 	if (r < 0) {
 		c->broken = true;
 		if (!c->ssl && hdr[0] == 0x16 && hdr[1] == 0x03)
@@ -566,6 +572,36 @@ int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, siz
 				  "%s sent a malformed frame header", c->remote);
 		return r;
 	}
+	c->received += sizeof(hdr);
+	return 0;
+}
+
+int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
+			 size_t *ret_len)
+{
+	uint64_t deadline;
+	struct wire_header h;
+	int r;
+
+	if (c->broken)
+		return -EPIPE;
+	if (!c->ready)
+		return -ENOTCONN;
+	/* KEEPALIVEs are skipped, and each starts the deadline over: the
+	 * timeout measures a silent peer, not the gap between two frames
+	 * that mean something. */
+	do {
+		deadline = deadline_in(c->timeout_ms);
+		r = conn_recv_header(c, deadline, &h);
+		if (r < 0)
+			return r;
+		if (h.type == WIRE_KEEPALIVE && h.length != 0) {
+			c->broken = true;
+			set_error(c->error, sizeof(c->error),
+				  "%s sent a KEEPALIVE frame with a payload", c->remote);
+			return -EBADMSG;
+		}
+	} while (h.type == WIRE_KEEPALIVE);
 	if (h.length > cap) {
 		c->broken = true;
 		set_error(c->error, sizeof(c->error),
@@ -576,7 +612,7 @@ int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, siz
 	r = conn_read(c, buf, h.length, deadline);
 	if (r < 0)
 		return conn_fail(c, r, "receiving from");
-	c->received += sizeof(hdr) + h.length;
+	c->received += h.length;
 	*ret_type = h.type;
 	*ret_len = h.length;
 	return 0;

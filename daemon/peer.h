@@ -83,15 +83,27 @@ void peer_conn_set_timeout(struct peer_conn *c, unsigned ms);
  * peer_conn_error() saying more. After an error the connection is
  * unusable. */
 int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload, size_t len);
-/* Receive one frame into buf (cap bytes): its header is validated
- * (wire_header_decode) and its length checked against cap before the
- * payload is read. -EBADMSG for a malformed header, -EMSGSIZE when the
- * payload exceeds cap, -ECONNRESET when the peer closed, -ETIMEDOUT. The
- * payload itself is for the caller to decode. */
+/* Send a KEEPALIVE frame (WIRE_FEATURE_KEEPALIVE) when nothing was sent
+ * on c for idle_ms: for c's owner while it waits on something other than
+ * the peer, so that the peer's receive deadline does not pass. Only to a
+ * peer whose hello offered the feature: the caller checks. Returns 1
+ * when one was sent, 0 when none was due, -errno as
+ * peer_conn_send_frame(). Same thread rules as any send. */
+int peer_conn_keepalive(struct peer_conn *c, unsigned idle_ms);
 /* Whether a receive would find something (a frame, its start, the end of
  * the stream or an error) without waiting: for a sender that must notice
- * what the peer says while it streams. */
+ * what the peer says while it streams. A KEEPALIVE counts too, and a
+ * receive after it waits for the next frame: peers send KEEPALIVEs only
+ * while the other side waits for their answer, never while it streams. */
 bool peer_conn_readable(struct peer_conn *c);
+/* Receive one frame into buf (cap bytes): its header is validated
+ * (wire_header_decode) and its length checked against cap before the
+ * payload is read. KEEPALIVE frames are skipped (from any peer, whether
+ * it offered the feature or not), each starting the timeout over: the
+ * timeout bounds the peer's silence. -EBADMSG for a malformed header (a
+ * KEEPALIVE with a payload too), -EMSGSIZE when the payload exceeds cap,
+ * -ECONNRESET when the peer closed, -ETIMEDOUT. The payload itself is
+ * for the caller to decode. */
 int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
 			 size_t *ret_len);
 /* The last failure of c in words (empty if none). */

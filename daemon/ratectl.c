@@ -48,6 +48,8 @@ void ratectl_pace(struct ratectl *rc, struct pacer *p, uint64_t k, const atomic_
 		if (atomic_load(cancel))
 			return;
 		if (atomic_load(&rc->paused)) {
+			if (p->on_wait)
+				p->on_wait(p->on_wait_arg);
 			usleep(RATECTL_TICK_USEC);
 			continue;
 		}
@@ -65,6 +67,8 @@ void ratectl_pace(struct ratectl *rc, struct pacer *p, uint64_t k, const atomic_
 		now = clock_usec();
 		if (now >= due)
 			return;
+		if (p->on_wait)
+			p->on_wait(p->on_wait_arg);
 		usleep((useconds_t)MIN(due - now, (uint64_t)RATECTL_TICK_USEC));
 	}
 }

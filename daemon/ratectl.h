@@ -22,6 +22,11 @@ struct pacer {
 	uint64_t t0, done;
 	unsigned gen;
 	bool started;
+	/* Called on the pacing thread at every tick that ratectl_pace()
+	 * waits (paused, or ahead of the rate), e.g. to keep the loop's
+	 * connection alive; NULL: none. Set by the loop's owner. */
+	void (*on_wait)(void *arg);
+	void *on_wait_arg;
 };
 
 /* A new run at rate (0 = unlimited), not paused. Not concurrent with pace. */
@@ -31,7 +36,7 @@ void ratectl_set_paused(struct ratectl *rc, bool paused);
 
 /* Account k bytes just sent and wait as long as the rate and a pause ask;
  * returns early when *cancel turns true. Wakes at least every 50 ms to
- * see changes. */
+ * see changes, and calls p->on_wait (if any) each time it waits. */
 void ratectl_pace(struct ratectl *rc, struct pacer *p, uint64_t k, const atomic_bool *cancel);
 
 /* The control commands "pause", "resume" and "rate" ({"rate": N}) against

@@ -283,6 +283,30 @@ static void resync_geometry(struct resync_run *run)
 	}
 }
 
+/* blockcmp's progress while this volume is hashed: a KEEPALIVE to every
+ * opened secondary that speaks them, once its connection was silent for
+ * a while, so that its session, idle until this hashing ends (or until
+ * its own hashing for the prefetch ends), does not time out. Called on
+ * blockcmp's worker threads, one at a time (its contract), while the
+ * thread that owns the jobs' connections waits inside
+ * blockcmp_hash_volume() and no job thread runs (phase one was joined,
+ * phase two has not started): each connection has one user at a time. A
+ * failed send breaks that connection, and its job's first frame says so. */
+static int resync_hash_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct resync_run *run = arg;
+
+	(void)done;
+	(void)total;
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (j->opened && (j->features & WIRE_FEATURE_KEEPALIVE))
+			(void)peer_conn_keepalive(j->c, node_keepalive_ms(run->n->cfg));
+	}
+	return 0;
+}
+
 /* This volume's tree, one seed for it and for the page hashes of every
  * job: the plan's tree of this unchanged image when there is one (each
  * secondary finds its own tree of that seed in its cache), else hashed
@@ -312,6 +336,8 @@ static int resync_hash(struct resync_run *run)
 		return -ENOMEM;
 	for (size_t i = 0; nl && i < run->nj; i++)
 		job_prefetch(&run->jobs[i], run->o.seed);
+	run->o.progress = resync_hash_progress;
+	run->o.progress_arg = run;
 	if (run->size) {
 		r = blockcmp_hash_volume(run->ctx.vol, 0, run->size, &run->o, run->hashes);
 		if (r < 0) {

@@ -62,6 +62,24 @@ static int session_volume_check(struct session *s)
 	return r;
 }
 
+/* blockcmp's progress while this volume is hashed for a HASH_REQ: a
+ * KEEPALIVE when the connection was silent for a while, so that the
+ * asking side, waiting for the HASH_REPLY, does not give up on a large
+ * volume. Called on blockcmp's worker threads, one at a time (its
+ * contract), while the session's thread waits inside
+ * blockcmp_hash_volume() and does not touch the connection: the
+ * connection still has one user at a time. A failed send is left for
+ * the reply's send to report (the connection is broken by then). */
+static int session_hash_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct session *s = arg;
+
+	(void)done;
+	(void)total;
+	(void)peer_conn_keepalive(s->c, node_keepalive_ms(s->n->cfg));
+	return 0;
+}
+
 static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint32_t leaf)
 {
 	struct node *n = s->n;
@@ -92,6 +110,10 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 		return 0;
 	}
 	s->built = node_image_still(n, &s->id) ? clock_usec() : 0;
+	if (s->features & WIRE_FEATURE_KEEPALIVE) {
+		o.progress = session_hash_progress;
+		o.progress_arg = s;
+	}
 	s->hashes = calloc(nb ? nb : 1, sizeof(*s->hashes));
 	if (!s->hashes)
 		return -ENOMEM;
@@ -556,6 +578,7 @@ static void session_serve(struct session *s)
 		return;
 	}
 	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
+	s->features = h.features & node_features();
 	if (session_volume_check(s) < 0) {
 		send_text(s->c, WIRE_REFUSE, WIRE_REASON_IO, s->why);
 		return;
@@ -578,7 +601,7 @@ static void session_serve(struct session *s)
 	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0 || peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len) < 0)
 		return;
-	peer_conn_set_timeout(s->c, NODE_SESSION_TIMEOUT_MS);
+	peer_conn_set_timeout(s->c, n->cfg->session_timeout_ms);
 
 	for (;;) {
 		const struct session_op *op;

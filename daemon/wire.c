@@ -24,6 +24,7 @@ static const char *const type_names[] = {
 	[WIRE_BITMAP_REQ] = "BITMAP_REQ", [WIRE_BITMAP] = "BITMAP",
 	[WIRE_PAGE_REQ] = "PAGE_REQ",	  [WIRE_PAGE_REPLY] = "PAGE_REPLY",
 	[WIRE_EXTENTS] = "EXTENTS",	  [WIRE_CONTROL] = "CONTROL",
+	[WIRE_KEEPALIVE] = "KEEPALIVE",
 };
 
 const char *wire_type_name(unsigned type)
@@ -417,6 +418,7 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 	case WIRE_COMMIT:
 		return wire_commit_decode(buf, len, &u.uuid);
 	case WIRE_STATUS_REQ:
+	case WIRE_KEEPALIVE:
 		return len == 0 ? 0 : -EBADMSG;
 	case WIRE_STATUS:
 		return wire_status_decode(buf, len, &u.status);

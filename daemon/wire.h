@@ -48,7 +48,8 @@ enum wire_type {
 	WIRE_PAGE_REPLY, /* protocol 2: those hashes, in order (HASH_REPLY's layout) */
 	WIRE_EXTENTS,	 /* WIRE_FEATURE_EXTENTS: several runs of bytes, raw or zstd */
 	WIRE_CONTROL,	 /* WIRE_FEATURE_CONTROL: bytes of a forwarded control stream */
-	WIRE_TYPE_MAX = WIRE_CONTROL,
+	WIRE_KEEPALIVE = 19, /* WIRE_FEATURE_KEEPALIVE: "still here", empty payload */
+	WIRE_TYPE_MAX = WIRE_KEEPALIVE,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -112,7 +113,23 @@ enum wire_features {
 	 * line, answered by CONTROL frames carrying the reply's JSON lines
 	 * (a line may span frames), the last line the result. */
 	WIRE_FEATURE_CONTROL = 1 << 6,
+	/* KEEPALIVE: a frame with an empty payload that says only "still
+	 * here", sent by a connection's owner while it waits on something
+	 * other than the peer (a pause, hashing a volume) once the
+	 * connection has been silent for a third (WIRE_KEEPALIVE_DIVISOR)
+	 * of the cluster's session_timeout. A receive skips it and starts its
+	 * deadline over (peer_conn_recv_frame()), so that a session's
+	 * timeout measures a silent peer, not the gap between two requests.
+	 * Sent only to a peer whose hello offered the bit (an older build
+	 * refuses the unknown type); one received from a peer that did not
+	 * offer it is skipped as well (harmless). */
+	WIRE_FEATURE_KEEPALIVE = 1 << 7,
 };
+
+/* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
+ * silence: well before the peer's deadline, even when the wait that sends
+ * it checks only now and then (a work unit hashed, a pacing tick). */
+enum { WIRE_KEEPALIVE_DIVISOR = 3 };
 
 /* The leaves a hash tree is built on when both peers speak
  * WIRE_FEATURE_FINE_LEAVES (HASH_REQ then says it; without, leaves are

@@ -180,7 +180,7 @@ static void commit_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 	same_bytes(wire_commit_encode(&g, out, sizeof(out), &n), &n, p, len);
 }
 
-/* STATUS_REQ has no payload: the only valid one is empty. */
+/* STATUS_REQ and KEEPALIVE have no payload: the only valid one is empty. */
 static void empty_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 {
 	(void)z;
@@ -240,6 +240,7 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_PAGE_REPLY] = hash_reply_roundtrip,
     [WIRE_EXTENTS] = extents_roundtrip,
     [WIRE_CONTROL] = control_roundtrip,
+    [WIRE_KEEPALIVE] = empty_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX has a name and a round-trip

@@ -33,6 +33,7 @@ static const char good[] = "; a full cluster file\n"
 			   "notify_webhook = http://127.0.0.1:8080/resync\n"
 			   "notify_command = /usr/local/bin/on-resync --quiet\n"
 			   "undo = yes\n"
+			   "session_timeout = 2m\n"
 			   "\n"
 			   "[node node1]\n"
 			   "  address = 127.0.0.1:7801\n"
@@ -68,6 +69,7 @@ static void test_good(void **state)
 	assert_string_equal(cfg->notify_webhook, "http://127.0.0.1:8080/resync");
 	assert_string_equal(cfg->notify_command, "/usr/local/bin/on-resync --quiet");
 	assert_true(cfg->undo);
+	assert_int_equal(cfg->session_timeout_ms, 120000);
 	assert_int_equal(cfg->n_nodes, 2);
 
 	n = cluster_config_node(cfg, "node1");
@@ -81,7 +83,7 @@ static void test_good(void **state)
 	assert_string_equal(n->control, "/run/resync/node1.sock");
 	assert_string_equal(n->metrics, "127.0.0.1:9471");
 	assert_string_equal(n->web, "127.0.0.1:9481");
-	assert_int_equal(n->line, 19);
+	assert_int_equal(n->line, 20);
 
 	n = cluster_config_node(cfg, "node-2.b");
 	assert_non_null(n);
@@ -108,6 +110,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->compress_level, 1);
 	assert_true(cfg->insecure);
 	assert_false(cfg->undo);
+	assert_int_equal(cfg->session_timeout_ms, CONFIG_SESSION_TIMEOUT_DEFAULT_MS);
+	assert_int_equal(cfg->session_timeout_ms, 120000);
 	assert_null(cfg->primary);
 	assert_null(cfg->secret_file);
 	assert_null(cluster_config_primary(cfg));
@@ -135,6 +139,15 @@ static const struct {
 	{"[cluster]\ninsecure = maybe\n",
 	 "cluster.conf:2: key 'insecure': 'maybe' is not a boolean (true or false)"},
 	{"[cluster]\nundo = 2\n", "cluster.conf:2: key 'undo': '2' is not a boolean (true or false)"},
+	{"[cluster]\nsession_timeout = 500ms\n",
+	 "cluster.conf:2: key 'session_timeout': '500ms' is not a duration from 1s to 1d (e.g. "
+	 "120s, 5m)"},
+	{"[cluster]\nsession_timeout = 2d\n",
+	 "cluster.conf:2: key 'session_timeout': '2d' is not a duration from 1s to 1d (e.g. "
+	 "120s, 5m)"},
+	{"[cluster]\nsession_timeout = soon\n",
+	 "cluster.conf:2: key 'session_timeout': 'soon' is not a duration from 1s to 1d (e.g. "
+	 "120s, 5m)"},
 	{"[cluster]\ncompress_level = 99\n",
 	 "cluster.conf:2: key 'compress_level': '99' is not a zstd level from -7 to 22 (not 0)"},
 	{"[cluster]\nname = my cluster\n",

@@ -25,7 +25,10 @@
 #include "testlib.h"
 #include "wire.h"
 
-enum srv_mode { SRV_ECHO, SRV_SINK };
+/* SRV_KEEPALIVE: echo each frame after SRV_KEEPALIVE_MS of KEEPALIVEs
+ * every SRV_KEEPALIVE_EVERY_MS. */
+enum srv_mode { SRV_ECHO, SRV_SINK, SRV_KEEPALIVE };
+enum { SRV_KEEPALIVE_MS = 600, SRV_KEEPALIVE_EVERY_MS = 100 };
 
 struct srv {
 	struct peer_ctx *ctx;
@@ -36,6 +39,7 @@ struct srv {
 	char err[512];
 	char conn_err[512];
 	uint64_t bytes;
+	unsigned keepalives; /* sent, in SRV_KEEPALIVE */
 	int tls;
 	pthread_t thread;
 };
@@ -74,7 +78,19 @@ static void *srv_main(void *arg)
 			s->recv_r = peer_conn_send_frame(c, WIRE_COMMIT, buf, len);
 			break;
 		}
-		if (s->mode == SRV_ECHO && peer_conn_send_frame(c, type, buf, len) < 0)
+		if (s->mode == SRV_KEEPALIVE) {
+			uint64_t until = clock_usec() + SRV_KEEPALIVE_MS * 1000ull;
+
+			while (clock_usec() < until) {
+				int r = peer_conn_keepalive(c, SRV_KEEPALIVE_EVERY_MS);
+
+				if (r < 0)
+					break;
+				s->keepalives += r;
+				usleep(10000);
+			}
+		}
+		if (s->mode != SRV_SINK && peer_conn_send_frame(c, type, buf, len) < 0)
 			break;
 	}
 	peer_conn_free(c);
@@ -406,6 +422,49 @@ static void test_limits_timeouts(void **state)
 	peer_ctx_free(ctx);
 }
 
+/* A peer that sends KEEPALIVEs while it works on an answer: the receive
+ * skips them, and each starts the deadline over, so an answer that takes
+ * twice the timeout still arrives. A KEEPALIVE with a payload is refused. */
+static void test_keepalive(void **state)
+{
+	struct fixture *f = *state;
+	struct peer_ctx *ctx = NULL;
+	struct peer_conn *c = NULL;
+	struct node_config node;
+	struct srv s;
+	char addr[64], err[512];
+	unsigned char buf[64];
+	uint16_t type;
+	size_t len;
+	uint64_t t0, got;
+
+	srv_start(&s, f->cfg, f->key, SRV_KEEPALIVE, &node, addr, sizeof(addr));
+	assert_int_equal(peer_ctx_new(f->cfg, f->key, &ctx), 0);
+	assert_int_equal(peer_conn_connect(ctx, &node, err, sizeof(err), &c), 0);
+	peer_conn_set_timeout(c, SRV_KEEPALIVE_MS / 2);
+	assert_int_equal(peer_conn_send_frame(c, WIRE_STATUS_REQ, NULL, 0), 0);
+	t0 = clock_usec();
+	got = peer_conn_bytes_received(c);
+	assert_int_equal(peer_conn_recv_frame(c, &type, buf, sizeof(buf), &len), 0);
+	assert_true(clock_usec() - t0 >= (SRV_KEEPALIVE_MS - 20) * 1000ull);
+	assert_int_equal(type, WIRE_STATUS_REQ); /* the echo, not a KEEPALIVE */
+	assert_int_equal(len, 0);
+	/* Not due right after a send. */
+	assert_int_equal(peer_conn_keepalive(c, 60000), 0);
+	/* A KEEPALIVE is a header's bytes, counted as received. */
+	assert_true(peer_conn_bytes_received(c) - got >= 2 * WIRE_HEADER_SIZE);
+	assert_int_equal(peer_conn_keepalive(c, 0), 1);
+
+	/* A KEEPALIVE that carries bytes is a malformed frame. */
+	assert_int_equal(peer_conn_send_frame(c, WIRE_KEEPALIVE, buf, 1), 0);
+	srv_stop(&s);
+	assert_true(s.keepalives >= SRV_KEEPALIVE_MS / SRV_KEEPALIVE_EVERY_MS - 1);
+	assert_int_equal(s.recv_r, -EBADMSG);
+	assert_non_null(strstr(s.conn_err, "KEEPALIVE frame with a payload"));
+	peer_conn_free(c);
+	peer_ctx_free(ctx);
+}
+
 static uint64_t mono_ms(void)
 {
 	return clock_usec() / 1000;
@@ -656,6 +715,7 @@ int main(void)
 		cmocka_unit_test(test_plaintext_vs_tls), cmocka_unit_test(test_limits_timeouts),
 		cmocka_unit_test(test_accept_split),	 cmocka_unit_test(test_throughput),
 		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_keepalive),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

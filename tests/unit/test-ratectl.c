@@ -92,13 +92,21 @@ static bool entered(void *arg)
 	return atomic_load(&((struct pacing *)arg)->entered);
 }
 
-static void pacing_start(struct pacing *pc, struct ratectl *rc, uint64_t k)
+static void pacing_start_with(struct pacing *pc, struct ratectl *rc, uint64_t k,
+			      void (*on_wait)(void *arg), void *on_wait_arg)
 {
 	memset(pc, 0, sizeof(*pc));
 	pc->rc = rc;
 	pc->k = k;
+	pc->p.on_wait = on_wait;
+	pc->p.on_wait_arg = on_wait_arg;
 	assert_int_equal(pthread_create(&pc->thread, NULL, pacing_main, pc), 0);
 	assert_int_equal(testlib_wait_until(entered, pc, DEADLINE_USEC), 0);
+}
+
+static void pacing_start(struct pacing *pc, struct ratectl *rc, uint64_t k)
+{
+	pacing_start_with(pc, rc, k, NULL, NULL);
 }
 
 static void pacing_join(struct pacing *pc)
@@ -127,6 +135,47 @@ static void test_pause_blocks_until_resume(void **state)
 	assert_false(atomic_load(&rc.paused));
 	pacing_start(&pc, &rc, 4096);
 	pacing_join(&pc);
+}
+
+static void count_wait(void *arg)
+{
+	atomic_fetch_add((atomic_uint *)arg, 1);
+}
+
+static bool waited_thrice(void *arg)
+{
+	return atomic_load((atomic_uint *)arg) >= 3;
+}
+
+/* The owner's hook (a job's keepalive) runs at every tick of a wait:
+ * paused, or ahead of the rate; never when nothing waits. */
+static void test_on_wait(void **state)
+{
+	struct ratectl rc = {0};
+	struct pacing pc;
+	atomic_uint n = 0;
+
+	(void)state;
+	ratectl_reset(&rc, 0);
+	ratectl_set_paused(&rc, true);
+	pacing_start_with(&pc, &rc, 4096, count_wait, &n);
+	assert_int_equal(testlib_wait_until(waited_thrice, &n, DEADLINE_USEC), 0);
+	assert_false(atomic_load(&pc.returned));
+	ratectl_set_paused(&rc, false);
+	pacing_join(&pc);
+
+	/* 64 KiB at 256 KiB/s: a quarter second of ticks. */
+	atomic_store(&n, 0);
+	ratectl_reset(&rc, 256 << 10);
+	pacing_start_with(&pc, &rc, 64 << 10, count_wait, &n);
+	pacing_join(&pc);
+	assert_true(atomic_load(&n) >= 1);
+
+	atomic_store(&n, 0);
+	ratectl_reset(&rc, 0);
+	pacing_start_with(&pc, &rc, 1 << 30, count_wait, &n);
+	pacing_join(&pc);
+	assert_int_equal(atomic_load(&n), 0);
 }
 
 static void test_cancel_releases_paused(void **state)
@@ -306,6 +355,7 @@ int main(void)
 		cmocka_unit_test(test_unlimited),
 		cmocka_unit_test(test_pause_blocks_until_resume),
 		cmocka_unit_test(test_cancel_releases_paused),
+		cmocka_unit_test(test_on_wait),
 		cmocka_unit_test(test_rate_change_live),
 		cmocka_unit_test(test_cmd),
 	};

@@ -144,6 +144,33 @@ static struct wire_hello sample_hello(void)
 
 /* Every node state has a wire value and comes back from it, through a
  * hello too; a wire value that is no state is Unknown. */
+/* KEEPALIVE: the last type, behind its own feature bit, a header with
+ * an empty payload and nothing else. */
+static void test_keepalive(void **state)
+{
+	unsigned char h[WIRE_HEADER_SIZE];
+	struct wire_header w;
+
+	(void)state;
+	assert_int_equal(WIRE_KEEPALIVE, 19);
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_KEEPALIVE);
+	assert_string_equal(wire_type_name(WIRE_KEEPALIVE), "KEEPALIVE");
+	assert_int_equal(WIRE_FEATURE_KEEPALIVE, 1 << 7);
+	assert_int_equal(WIRE_FEATURE_KEEPALIVE &
+				 (WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | WIRE_FEATURE_PAGES |
+				  WIRE_FEATURE_EXTENTS | WIRE_FEATURE_FINE_LEAVES | WIRE_FEATURE_GROW |
+				  WIRE_FEATURE_CONTROL),
+			 0);
+
+	wire_header_encode(WIRE_KEEPALIVE, 0, h);
+	assert_int_equal(wire_header_decode(h, &w), 0);
+	assert_int_equal(w.type, WIRE_KEEPALIVE);
+	assert_int_equal(w.length, 0);
+	assert_int_equal(wire_payload_check(WIRE_KEEPALIVE, buf, 0), 0);
+	assert_int_equal(wire_payload_check(WIRE_KEEPALIVE, buf, 1), -EBADMSG);
+	assert_int_equal(wire_payload_check(WIRE_KEEPALIVE, buf, 16), -EBADMSG);
+}
+
 static void test_state_conversion(void **state)
 {
 	(void)state;
@@ -1000,6 +1027,7 @@ int main(void)
 		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_offset_commit),
 		cmocka_unit_test(test_status_bitmap),
+		cmocka_unit_test(test_keepalive),
 		cmocka_unit_test(test_state_conversion),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_zstd_speed),

@@ -13,6 +13,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* session_timeout: its default and its bounds. */
+enum {
+	CONFIG_SESSION_TIMEOUT_DEFAULT_MS = 120000,
+	CONFIG_SESSION_TIMEOUT_MIN_MS = 1000,
+	CONFIG_SESSION_TIMEOUT_MAX_MS = 86400000,
+};
+
 struct node_config {
 	char *name;
 	char *address; /* HOST:PORT as written */
@@ -43,6 +50,9 @@ struct cluster_config {
 	char *notify_webhook;
 	char *notify_command;
 	bool undo; /* journal overwritten blocks so a resync can be rolled back */
+	/* A peer session's receive deadline: the longest a peer may stay
+	 * silent (it sends KEEPALIVEs while it waits on something else). */
+	unsigned session_timeout_ms;
 
 	struct node_config *nodes; /* in file order */
 	size_t n_nodes;
