@@ -551,7 +551,10 @@ static void session_authed(struct session *s)
 	pthread_mutex_unlock(&n->sessions_lock);
 }
 
-static void session_serve(struct session *s)
+/* The hellos: the peer's first, checked (a smaller file grows to its
+ * primary's size here), then this node's. Returns 0 when the session
+ * may go on; anything else was refused and said. */
+static int session_hello(struct session *s)
 {
 	struct node *n = s->n;
 	struct wire_hello h, mine;
@@ -569,19 +572,19 @@ static void session_serve(struct session *s)
 	peer_conn_set_timeout(s->c, PEER_TIMEOUT_IO_MS);
 	if (r < 0) {
 		log_warning("session with %s ended before its hello: %s", peer_conn_remote(s->c),
-		      peer_conn_error(s->c));
-		return;
+			    peer_conn_error(s->c));
+		return r;
 	}
 	if (type != WIRE_HELLO || wire_hello_decode(s->in, len, &h) < 0) {
 		log_warning("refused %s: its first message is not a valid hello", peer_conn_remote(s->c));
 		send_text(s->c, WIRE_REFUSE, WIRE_REASON_MESSAGE, "the first message must be HELLO");
-		return;
+		return -EBADMSG;
 	}
 	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
 	s->features = h.features & node_features();
 	if (session_volume_check(s) < 0) {
 		send_text(s->c, WIRE_REFUSE, WIRE_REASON_IO, s->why);
-		return;
+		return -ESTALE;
 	}
 	r = node_hello_check(n, &h, &why);
 	if (r < 0 && why.code == WIRE_REASON_VOLUME_SIZE && node_grow_to_primary(n, &h))
@@ -589,7 +592,7 @@ static void session_serve(struct session *s)
 	if (r < 0) {
 		log_warning("refused '%s': %s", h.node, why.text);
 		send_text(s->c, WIRE_REFUSE, why.code, why.text);
-		return;
+		return r;
 	}
 	s->from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
 			  !strcmp(h.node, n->cfg->primary) && !n->is_primary;
@@ -599,72 +602,87 @@ static void session_serve(struct session *s)
 	}
 	node_hello_make(n, &mine);
 	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);
-	if (r < 0 || peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len) < 0)
+	if (r >= 0)
+		r = peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len);
+	return r;
+}
+
+/* A handler failed with r on a frame of type: say why in an ERROR, then
+ * take what the primary may still be streaming until it read the ERROR
+ * and closed (briefly), so that our close does not reset the connection
+ * before it could. */
+static void session_fail(struct session *s, uint16_t type, int r)
+{
+	char msg[RESYNC_WIRE_TEXT_MAX + 1];
+	uint64_t until = clock_usec() + NODE_ERROR_LINGER_MS * 1000ull;
+	size_t len;
+
+	if (s->why[0])
+		snprintf(msg, sizeof(msg), "%s", s->why);
+	else
+		snprintf(msg, sizeof(msg), "'%s' failed: %s", s->n->self->name, strerror(-r));
+	log_error("session with '%s': %s from %s", s->peer, strerror(-r), wire_type_name(type));
+	send_text(s->c, WIRE_ERROR,
+		  r == -EBUSY	  ? WIRE_REASON_BUSY
+		  : r == -EBADMSG ? WIRE_REASON_MESSAGE
+				  : WIRE_REASON_IO,
+		  msg);
+	peer_conn_set_timeout(s->c, NODE_ERROR_LINGER_MS);
+	while (clock_usec() < until &&
+	       peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len) == 0)
+		;
+}
+
+/* One frame received and dispatched through session_ops[]. Returns 0 to
+ * go on, anything else to end the session (said where it had to be). */
+static int session_step(struct session *s)
+{
+	const struct session_op *op;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r == -ECONNRESET)
+		return r;
+	if (r < 0) {
+		/* This node stopping ends its sessions: asked for. */
+		log_printf(r == -ECANCELED ? LOG_INFO : LOG_ERR, "session with '%s' ended: %s",
+			   s->peer, peer_conn_error(s->c));
+		return r;
+	}
+	op = type < ARRAY_SIZE(session_ops) ? &session_ops[type] : NULL;
+	if (!op || !op->fn) {
+		log_warning("unexpected %s from '%s'", wire_type_name(type), s->peer);
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
+		return -EBADMSG;
+	}
+	if ((op->flags & SESSION_OP_PRIMARY_ONLY) && !s->from_primary) {
+		log_warning("refused writes from '%s': it is not the primary", s->peer);
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
+			  "only the primary may rewrite this volume");
+		return -EPERM;
+	}
+	r = op->fn(s, len);
+	if (r < 0)
+		session_fail(s, type, r);
+	return r;
+}
+
+static void session_serve(struct session *s)
+{
+	struct node *n = s->n;
+
+	if (session_hello(s) < 0)
 		return;
 	peer_conn_set_timeout(s->c, n->cfg->session_timeout_ms);
-
-	for (;;) {
-		const struct session_op *op;
-
-		r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
-		if (r == -ECONNRESET)
-			break;
-		if (r < 0) {
-			/* This node stopping ends its sessions: asked for. */
-			log_printf(r == -ECANCELED ? LOG_INFO : LOG_ERR, "session with '%s' ended: %s",
-				   s->peer, peer_conn_error(s->c));
-			break;
-		}
-		op = type < ARRAY_SIZE(session_ops) ? &session_ops[type] : NULL;
-		if (!op || !op->fn) {
-			log_warning("unexpected %s from '%s'", wire_type_name(type), s->peer);
-			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
-			break;
-		}
-		if ((op->flags & SESSION_OP_PRIMARY_ONLY) && !s->from_primary) {
-			log_warning("refused writes from '%s': it is not the primary", s->peer);
-			send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE,
-				  "only the primary may rewrite this volume");
-			break;
-		}
-		r = op->fn(s, len);
-		if (r == SESSION_END)
-			break; /* said, or nobody to say it to */
-		if (r < 0) {
-			char msg[RESYNC_WIRE_TEXT_MAX + 1];
-
-			if (s->why[0])
-				snprintf(msg, sizeof(msg), "%s", s->why);
-			else
-				snprintf(msg, sizeof(msg), "'%s' failed: %s", n->self->name, strerror(-r));
-			log_error("session with '%s': %s from %s", s->peer, strerror(-r),
-			      wire_type_name(type));
-			send_text(s->c, WIRE_ERROR,
-				  r == -EBUSY ? WIRE_REASON_BUSY
-				  : r == -EBADMSG ? WIRE_REASON_MESSAGE
-						  : WIRE_REASON_IO,
-				  msg);
-			/* The primary may be streaming: take what it sends
-			 * until it read the ERROR and closed (briefly), so
-			 * that our close does not reset the connection
-			 * before it could. */
-			{
-				uint64_t until = clock_usec() + NODE_ERROR_LINGER_MS * 1000ull;
-
-				peer_conn_set_timeout(s->c, NODE_ERROR_LINGER_MS);
-				while (clock_usec() < until &&
-				       peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX,
-							    &len) == 0)
-					;
-			}
-			break;
-		}
-	}
+	while (session_step(s) == 0)
+		;
 	if (s->writing) {
 		log_warning("resync from '%s' stopped before its commit: state stays Inconsistent",
-		      s->peer);
-		event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_INCONSISTENT, false,
-				    "the resync stopped before its commit");
+			    s->peer);
+		event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT,
+				    META_STATE_INCONSISTENT, false, "the resync stopped before its commit");
 	}
 	session_write_end(s);
 }
