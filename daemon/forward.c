@@ -21,27 +21,22 @@
  * error said to it after some of them), 1 when the primary answered
  * nothing (cannot be reached, refused, an older build, went away): err
  * says why and nothing was said to the client; or -errno. */
-int node_forward_try(struct node *n, struct control_client *cli, json_object *req,
-		     node_forward_edit_fn *edit, char *err, size_t errlen)
+/* Connect to the primary p and send it req as one CONTROL line. Returns
+ * 0 with *ret, 1 with the reason in err (nothing relayed), or -errno. */
+static int forward_open(struct node *n, const struct node_config *p, json_object *req,
+			unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret)
 {
-	const struct node_config *p = cluster_config_primary(n->cfg);
-	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
-	_cleanup_free_ char *acc = NULL; /* reply bytes not yet a whole line */
-	size_t have = 0, cap = 0, len, flen;
+	const char *text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	size_t len = strlen(text);
 	struct peer_conn *c = NULL;
 	struct wire_hello h;
-	bool relayed = false;
-	const char *text;
-	uint16_t type;
 	char why[512];
 	int r;
 
-	if (!p) {
-		snprintf(err, errlen, "cluster '%s' has no primary", n->cfg->name);
+	if (len + 1 > RESYNC_CONTROL_LINE_MAX) {
+		snprintf(err, errlen, "request longer than %d bytes", RESYNC_CONTROL_LINE_MAX);
 		return 1;
 	}
-	if (!buf)
-		return -ENOMEM;
 	r = node_peer_open(n, p, false, why, sizeof(why), &c, &h);
 	if (r < 0) {
 		snprintf(err, errlen, "this node is a secondary; the primary '%s' cannot be reached: %s",
@@ -54,85 +49,118 @@ int node_forward_try(struct node *n, struct control_client *cli, json_object *re
 			 p->name);
 		return 1;
 	}
-	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
-	len = strlen(text);
-	if (len + 1 > RESYNC_CONTROL_LINE_MAX) {
-		peer_conn_free(c);
-		snprintf(err, errlen, "request longer than %d bytes", RESYNC_CONTROL_LINE_MAX);
-		return 1;
-	}
 	memcpy(buf, text, len);
 	buf[len++] = '\n';
 	/* A plan of a large volume says nothing for minutes: no deadline. */
 	peer_conn_set_timeout(c, 0);
 	r = peer_conn_send_frame(c, WIRE_CONTROL, buf, len);
-	while (r >= 0) {
-		char *nl;
+	if (r < 0) {
+		snprintf(err, errlen, "the primary '%s' went away: %s", p->name, peer_conn_error(c));
+		peer_conn_free(c);
+		return 1;
+	}
+	*ret = c;
+	return 0;
+}
 
+/* The primary's reply lines, as they come in CONTROL frames, relayed to
+ * our client line by line. */
+struct forward_relay {
+	struct node *n;
+	struct control_client *cli;
+	node_forward_edit_fn *edit;
+	char *acc; /* reply bytes not yet a whole line */
+	size_t have, cap;
+	bool relayed; /* a line reached the client */
+};
+
+/* Take a frame's bytes and relay every whole line. Returns 1 once the
+ * result was relayed (or the client went away), 0 for more, -errno. */
+static int forward_relay_feed(struct forward_relay *fr, const unsigned char *data, size_t len)
+{
+	char *nl;
+
+	if (fr->have + len > RESYNC_CONTROL_REPLY_MAX)
+		return -EBADMSG;
+	if (fr->have + len + 1 > fr->cap) {
+		size_t ncap = MAX(fr->cap * 2, fr->have + len + 1);
+		char *nb = realloc(fr->acc, ncap);
+
+		if (!nb)
+			return -ENOMEM;
+		fr->acc = nb;
+		fr->cap = ncap;
+	}
+	memcpy(fr->acc + fr->have, data, len);
+	fr->have += len;
+	while ((nl = memchr(fr->acc, '\n', fr->have))) {
+		size_t ll = (size_t)(nl - fr->acc) + 1;
+		json_object *o;
+		bool last;
+		int r;
+
+		*nl = 0;
+		o = json_tokener_parse(fr->acc);
+		memmove(fr->acc, fr->acc + ll, fr->have - ll);
+		fr->have -= ll;
+		if (!o || !json_object_is_type(o, json_type_object)) {
+			json_object_put(o);
+			return -EBADMSG;
+		}
+		last = control_is_result(o);
+		if (last && fr->edit)
+			fr->edit(fr->n, o);
+		r = control_client_send(fr->cli, o);
+		fr->relayed = true;
+		json_object_put(o);
+		/* Done, or our client went away: closing the connection
+		 * ends the primary's side too. */
+		if (r < 0 || last)
+			return 1;
+	}
+	return 0;
+}
+
+int node_forward_try(struct node *n, struct control_client *cli, json_object *req,
+		     node_forward_edit_fn *edit, char *err, size_t errlen)
+{
+	const struct node_config *p = cluster_config_primary(n->cfg);
+	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	struct forward_relay fr = {.n = n, .cli = cli, .edit = edit};
+	struct peer_conn *c = NULL;
+	uint16_t type;
+	size_t flen;
+	int r;
+
+	if (!p) {
+		snprintf(err, errlen, "cluster '%s' has no primary", n->cfg->name);
+		return 1;
+	}
+	if (!buf)
+		return -ENOMEM;
+	r = forward_open(n, p, req, buf, err, errlen, &c);
+	if (r != 0)
+		return r;
+	do {
 		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &flen);
-		if (r < 0)
-			break;
-		if (type == WIRE_ERROR) {
+		if (r >= 0 && type == WIRE_ERROR) {
 			struct wire_text t = {0};
 
 			wire_text_decode(buf, flen, &t);
 			snprintf(err, errlen, "the primary '%s': %s", p->name, t.text);
-			peer_conn_free(c);
-			if (!relayed)
-				return 1;
-			control_client_error(cli, "%s", err);
-			return 0;
-		}
-		if (type != WIRE_CONTROL || have + flen > RESYNC_CONTROL_REPLY_MAX) {
-			r = -EBADMSG;
 			break;
 		}
-		if (have + flen + 1 > cap) {
-			size_t ncap = MAX(cap * 2, have + flen + 1);
-			char *nb = realloc(acc, ncap);
-
-			if (!nb) {
-				r = -ENOMEM;
-				break;
-			}
-			acc = nb;
-			cap = ncap;
-		}
-		memcpy(acc + have, buf, flen);
-		have += flen;
-		/* Relay every whole line; the result ends the request. */
-		while (r >= 0 && (nl = memchr(acc, '\n', have))) {
-			size_t ll = (size_t)(nl - acc) + 1;
-			json_object *o;
-			bool last;
-
-			*nl = 0;
-			o = json_tokener_parse(acc);
-			memmove(acc, acc + ll, have - ll);
-			have -= ll;
-			if (!o || !json_object_is_type(o, json_type_object)) {
-				json_object_put(o);
-				r = -EBADMSG;
-				break;
-			}
-			last = control_is_result(o);
-			if (last && edit)
-				edit(n, o);
-			r = control_client_send(cli, o);
-			relayed = true;
-			json_object_put(o);
-			if (r < 0 || last) {
-				/* Done, or our client went away: closing the
-				 * connection ends the primary's side too. */
-				peer_conn_free(c);
-				return 0;
-			}
-		}
-	}
-	snprintf(err, errlen, "the primary '%s' went away: %s", p->name,
-		 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
+		if (r >= 0)
+			r = type == WIRE_CONTROL ? forward_relay_feed(&fr, buf, flen) : -EBADMSG;
+	} while (r == 0);
+	if (r < 0)
+		snprintf(err, errlen, "the primary '%s' went away: %s", p->name,
+			 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
 	peer_conn_free(c);
-	if (!relayed)
+	free(fr.acc);
+	if (r == 1)
+		return 0; /* relayed to the end */
+	if (!fr.relayed)
 		return 1;
 	control_client_error(cli, "%s", err);
 	return 0;
