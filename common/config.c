@@ -55,6 +55,9 @@ enum cluster_key {
 	CK_NOTIFY_COMMAND,
 	CK_UNDO,
 	CK_SESSION_TIMEOUT,
+	CK_VERIFY_INTERVAL,
+	CK_VERIFY_MAX_RATE,
+	CK_ALERT_AFTER,
 	CK_COUNT,
 };
 
@@ -75,6 +78,9 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_NOTIFY_COMMAND] = "notify_command",
 	[CK_UNDO] = "undo",
 	[CK_SESSION_TIMEOUT] = "session_timeout",
+	[CK_VERIFY_INTERVAL] = "verify_interval",
+	[CK_VERIFY_MAX_RATE] = "verify_max_rate",
+	[CK_ALERT_AFTER] = "alert_after",
 };
 
 enum node_key {
@@ -428,6 +434,34 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		}
 		cfg->session_timeout_ms = (unsigned)(u / 1000);
 		return;
+	case CK_VERIFY_INTERVAL:
+	case CK_ALERT_AFTER:
+		/* 0 (or "off") turns either off; otherwise 1s to 365d. */
+		if (!strcmp(v, "off")) {
+			u = 0;
+		} else if (parse_duration(v, &u) < 0 ||
+			   (u && (u < 1000000ull || u > CONFIG_DRIFT_DURATION_MAX_S * 1000000ull))) {
+			fail(c, c->line, -EINVAL,
+			     "key '%s': '%s' is not a duration from 1s to 365d, or 0 or off (e.g. 7d, "
+			     "10m)",
+			     key, v);
+			return;
+		}
+		if (k == CK_VERIFY_INTERVAL)
+			cfg->verify_interval_ms = u / 1000;
+		else
+			cfg->alert_after_ms = u / 1000;
+		return;
+	case CK_VERIFY_MAX_RATE:
+		if (parse_size(v, &u) < 0) {
+			fail(c, c->line, -EINVAL,
+			     "key 'verify_max_rate': '%s' is not a rate in bytes per second (e.g. 50M; "
+			     "0 = unlimited)",
+			     v);
+			return;
+		}
+		cfg->verify_max_rate = u;
+		return;
 	case CK_INSECURE:
 	case CK_UNDO:
 		if (parse_bool(v, k == CK_INSECURE ? &cfg->insecure : &cfg->undo) < 0)
@@ -655,6 +689,7 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 	c.cfg->block_size = RESYNC_BLOCK_DEFAULT;
 	c.cfg->compress_level = 1;
 	c.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
+	c.cfg->alert_after_ms = CONFIG_ALERT_AFTER_DEFAULT_MS;
 	c.cfg->path = strdup(name);
 	if (!c.cfg->path)
 		fail(&c, 0, -ENOMEM, "out of memory");

@@ -79,6 +79,23 @@ static void status_judge(const struct status_view *v, const struct wire_hello *h
 		sn->state = sn->lacks_known && sn->lacks == 0 ? META_STATE_UPTODATE : META_STATE_OUTDATED;
 }
 
+/* The primary's judgement of a secondary from its hello and status, as
+ * status shows it (the watch of drift.h judges its probes so). */
+enum meta_state node_status_judge(struct node *n, const struct wire_hello *h,
+				  const struct wire_status *ws)
+{
+	struct status_view v = {.primary = n->is_primary, .own = !n->cfg->primary};
+	struct status_node sn = {0};
+
+	meta_info_get(node_meta(n), &v.mi);
+	v.dirty = meta_dirty_bytes(node_meta(n));
+	pthread_mutex_lock(&n->lock);
+	v.base = n->base;
+	pthread_mutex_unlock(&n->lock);
+	status_judge(&v, h, ws, &sn);
+	return sn.state;
+}
+
 /* Ask peer nc now; an answer judged by v, or Unknown with the reason. */
 static void status_ask(struct node *n, const struct status_view *v, unsigned char *buf,
 		       struct status_node *sn)
@@ -130,8 +147,9 @@ static void status_self(struct node *n, const struct status_view *v, struct stat
 	}
 }
 
-static json_object *status_node_json(const struct cluster_config *cfg, const struct status_node *sn)
+static json_object *status_node_json(struct node *n, const struct status_node *sn)
 {
+	const struct cluster_config *cfg = n->cfg;
 	json_object *o = json_object_new_object();
 	bool primary = cfg->primary && !strcmp(sn->nc->name, cfg->primary);
 	char u[40];
@@ -149,6 +167,8 @@ static json_object *status_node_json(const struct cluster_config *cfg, const str
 				       sn->lacks_known ? json_object_new_uint64(sn->lacks) : NULL);
 	json_object_object_add(o, "connected", json_object_new_boolean(sn->connected));
 	json_object_object_add(o, "last_resync", time_json(sn->last_resync));
+	/* last_verify, verify_differing_bytes, ... (drift.h). */
+	drift_status_json(n, sn->nc, o);
 	if (sn->error[0])
 		json_object_object_add(o, "error", json_object_new_string(sn->error));
 	return o;
@@ -209,7 +229,7 @@ static int status_local(struct node *n, struct control_client *cli, const char *
 	res = status_result(n, n->self->name, primary_error);
 	nodes = json_object_new_array();
 	for (size_t i = 0; i < cfg->n_nodes; i++)
-		json_object_array_add(nodes, status_node_json(cfg, &sn[i]));
+		json_object_array_add(nodes, status_node_json(n, &sn[i]));
 	json_object_object_add(res, "nodes", nodes);
 	return control_client_result(cli, res);
 }

@@ -23,7 +23,7 @@ uint64_t node_features(void)
 	const char *off = getenv("RESYNC_FEATURES_OFF");
 	uint64_t f = WIRE_FEATURE_ZSTD | WIRE_FEATURE_HASHTREE | WIRE_FEATURE_PAGES |
 		     WIRE_FEATURE_EXTENTS | WIRE_FEATURE_FINE_LEAVES | WIRE_FEATURE_CONTROL |
-		     WIRE_FEATURE_KEEPALIVE;
+		     WIRE_FEATURE_KEEPALIVE | WIRE_FEATURE_DRIFT;
 
 	if (off && *off)
 		f &= ~strtoull(off, NULL, 0);

@@ -229,6 +229,8 @@ int metrics_render(struct metrics *m, char **ret)
 			notify_channel_name(chans[k]), m->notif[k][1]);
 	}
 	pthread_mutex_unlock(&m->lock);
+	if (m->o.render)
+		m->o.render(m->o.arg, o);
 	bad = ferror(o);
 	bad |= fclose(o);
 	if (bad)
@@ -254,6 +256,17 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 	return ok;
 }
 
+/* "?ready" (with or without a value) among the query's arguments. */
+static enum MHD_Result health_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				  const char *value)
+{
+	(void)kind;
+	(void)value;
+	if (key && !strcmp(key, "ready"))
+		*(bool *)cls = true;
+	return MHD_YES;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
 			      const char *method, const char *version, const char *upload_data,
 			      size_t *upload_data_size, void **con_cls)
@@ -272,6 +285,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		if (metrics_render(m, &body) < 0)
 			return MHD_NO;
 		return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body);
+	}
+	if (!strcmp(url, "/health") && m->o.health) {
+		bool ready = false;
+		unsigned code;
+
+		MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, health_arg, &ready);
+		code = m->o.health(m->o.arg, ready, &body);
+		if (!body)
+			return MHD_NO;
+		return reply(c, code, "application/json", body);
 	}
 	if (!strcmp(url, "/health")) {
 		json_object *o = json_object_new_object();

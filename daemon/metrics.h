@@ -19,14 +19,19 @@
  *   resync_peer_connected{peer}            1 when the last contact with the
  *                                          peer succeeded
  *   resync_notifications_total{channel,outcome}  deliveries and failures
- * GET /health: 200 and {"status":"ok","cluster","node","state"} while the
- * daemon serves.
+ *   resync_last_verify_timestamp_seconds, resync_verify_differing_bytes{node},
+ *   resync_node_healthy{node}   drift detection (health.c, via render)
+ * GET /health: with opts.health, its answer (health.c: 200 when this node
+ * may serve reads, 503 and the reasons otherwise; ?ready also 503 while
+ * fenced); without, 200 and {"status":"ok","cluster","node","state"}.
  *
  * Values come from the event bus and, for this node's state and dirty
  * bytes, from its metadata at each scrape. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 
@@ -40,6 +45,13 @@ struct metrics_opts {
 	const char *listen;		  /* HOST:PORT; port 0 picks a free one */
 	struct event_bus *bus;		  /* subscribed */
 	struct meta *meta;		  /* this node's metadata; NULL: state Unknown */
+	/* /health's answer (the HTTP status; the body malloc'd into
+	 * *ret_body), ready: /health?ready; NULL: 200 while serving. And
+	 * more series for /metrics, written after the table's. Both called
+	 * on the HTTP server's thread with arg. */
+	unsigned (*health)(void *arg, bool ready, char **ret_body);
+	void (*render)(void *arg, FILE *o);
+	void *arg;
 };
 
 /* Subscribe and listen. Returns 0 and *ret, or -errno (-EADDRINUSE, ...). */

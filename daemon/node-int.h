@@ -15,7 +15,10 @@
  *   job.c         the primary's work toward one secondary
  *   resync.c      verify and resync: plan, hash, run jobs, report, commit
  *   forward.c     cluster-wide requests sent to the primary, both ends
- *   commands.c    the control commands and their table */
+ *   commands.c    the control commands and their table
+ *   drift.c, verify-sched.c, alerts.c, health.c
+ *                 drift detection: the scheduled verify, the primary's
+ *                 watch and alerts, /health (drift.h) */
 #pragma once
 
 #include <errno.h>
@@ -23,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "config.h"
@@ -139,6 +143,9 @@ struct node {
 	 * resync itself use one seed): valid while the image is unchanged;
 	 * protected by lock, handed over whole (see tree_cache_take()). */
 	struct tree_cache tcache;
+	/* Drift detection (drift.h): the scheduled verify, the watch, the
+	 * primary's word on this node, the incidents alerted. */
+	struct drift *drift;
 };
 
 static inline uint64_t node_size(struct node *n)
@@ -363,6 +370,41 @@ int node_forward_try(struct node *n, struct control_client *cli, struct json_obj
 int node_forward(struct node *n, struct control_client *cli, struct json_object *req);
 int session_control(struct session *s, size_t len);
 
+/* ---- drift (drift.h) ---- */
+/* Allocate n->drift (before node_state_load()); start its threads once
+ * the node serves; stop joins them (from node_stop(), after the peer
+ * transport was shut down); free releases. */
+int drift_new(struct node *n);
+void drift_start(struct node *n);
+void drift_stop(struct node *n);
+void drift_free(struct node *n);
+/* The state file's "drift" member, read at load and written by
+ * node_state_save_locked() (n->lock held). */
+void drift_state_load(struct node *n, struct json_object *state);
+void drift_state_save_locked(struct node *n, struct json_object *state);
+/* resync.c, once n->resync_running is set: wait until the scheduled
+ * verify's step in flight (if any) ends; the verify then waits for the
+ * run to end and resumes where it stopped. */
+void drift_yield(struct node *n);
+/* resync.c, at a run's report: a verify's (or a dry run's) result is the
+ * last verify of its secondaries; a resync's success ends their verify
+ * incidents. */
+void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool write, bool plan);
+/* session.c, at a commit (n->lock held): the primary's word on this
+ * node is UpToDate, and no verify difference stands. */
+void drift_commit_note_locked(struct node *n);
+/* session.c's handler of DRIFT frames (primary only). */
+int session_drift(struct session *s, size_t len);
+/* /health (ready: also fenced) and the drift metrics, for metrics.c;
+ * the status fields of node nc, for commands.c. */
+unsigned health_http(void *node, bool ready, char **ret_body);
+void health_metrics(void *node, FILE *o);
+void drift_status_json(struct node *n, const struct node_config *nc, struct json_object *o);
+
 /* ---- commands.c ---- */
 extern const struct control_command node_commands[];
+/* A secondary's state from this node's view of its hello and status (as
+ * status judges it). Thread-safe. */
+enum meta_state node_status_judge(struct node *n, const struct wire_hello *h,
+				  const struct wire_status *ws);
 extern const size_t node_commands_n;

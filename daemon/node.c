@@ -301,6 +301,9 @@ static int node_services(struct node *n)
 		return r;
 	no.bus = mo.bus = n->bus;
 	mo.meta = node_meta(n);
+	mo.health = health_http;
+	mo.render = health_metrics;
+	mo.arg = n;
 	if (notify_new(&no, &n->notify) < 0)
 		n->notify = NULL;
 	if (n->self->metrics) {
@@ -367,6 +370,9 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		r = -ENOMEM;
 		goto fail;
 	}
+	r = drift_new(n);
+	if (r < 0)
+		goto fail;
 	node_state_load(n);
 	r = node_volume_open(n);
 	if (r >= 0)
@@ -375,6 +381,7 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		r = node_listen(n);
 	if (r < 0)
 		goto fail;
+	drift_start(n);
 	log_info("node '%s' of cluster '%s' (%s) serving '%s' at '%s', peers at '%s'", name,
 		 cfg->name, n->is_primary ? "primary" : "secondary", n->self->volume,
 		 n->self->mount, n->self->address);
@@ -399,6 +406,9 @@ int node_stop(struct node *n)
 	 * request, the accept loop): nothing waits out a peer's timeout. */
 	if (n->ctx)
 		peer_ctx_shutdown(n->ctx);
+	/* The scheduled verify and the watch see the stop flag within a
+	 * tick; their peer waits ended above. */
+	drift_stop(n);
 	/* The control server joins its clients, and with them any resync
 	 * they run (its jobs are joined by the resync). */
 	control_server_free(n->ctl);
@@ -436,6 +446,7 @@ void node_free(struct node *n)
 	peer_ctx_free(n->ctx);
 	secret_free(n->secret);
 	free(n->state_path);
+	drift_free(n);
 	tree_cache_release(&n->tcache);
 	pthread_cond_destroy(&n->sessions_cond);
 	pthread_mutex_destroy(&n->sessions_lock);

@@ -52,7 +52,27 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 			fclose(b);
 		return -ENOMEM;
 	}
-	if (!strcmp(type, "state_changed")) {
+	if (!strcmp(type, "alert")) {
+		/* Drift detection's (alerts.c): what was found, on which
+		 * node, and the command that mends it. */
+		json_object *x = nn ? json_object_array_get_idx(nodes, 0) : NULL;
+
+		fprintf(s, "[resync] cluster '%s': %s", cluster, jstr_or(p, "summary", result));
+		fprintf(b, "Cluster '%s', node '%s': %s.\n", cluster, jstr_or(x, "name", "?"),
+			jstr_or(p, "summary", result));
+		if (json_object_object_get_ex(x, "differing_bytes", NULL)) {
+			char c[64];
+
+			human(ju64(x, "differing_bytes"), c, sizeof(c));
+			fprintf(b, "Differing: %s in %" PRIu64 " blocks (verify at %s)\n", c,
+				ju64(x, "differing_blocks"), jstr_or(x, "verify_time", "?"));
+		}
+		fprintf(b, "Reported by '%s' at %s; alerted once until it is over.\n\n",
+			jstr_or(p, "node", "?"), jstr_or(p, "time", "?"));
+		if (jstr(p, "fix"))
+			fprintf(b, "To make it the primary's again (erases what differs there):\n  %s\n\n",
+				jstr_or(p, "fix", ""));
+	} else if (!strcmp(type, "state_changed")) {
 		json_object *x = nn ? json_object_array_get_idx(nodes, 0) : NULL;
 
 		fprintf(s, "[resync] cluster '%s': node '%s' is %s", cluster,

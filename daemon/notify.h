@@ -25,7 +25,12 @@
  *   {
  *     "version": 1,
  *     "type": "resync_finished" | "resync_failed" | "resync_cancelled"
- *             | "state_changed",
+ *             | "state_changed" | "alert",
+ *     "alert": "verify_differs" | "state" | "disconnected"   (alert only:
+ *               drift detection's, once per incident; with "summary",
+ *               one line, and "fix", the command that mends it; its node
+ *               has "differing_bytes", "differing_blocks", "verify_time"
+ *               for verify_differs)
  *     "cluster": "demo",            the cluster's name
  *     "node": "node1",              the node that reports (its daemon)
  *     "primary": "node1",           null when the cluster has none

@@ -460,6 +460,7 @@ static json_object *resync_report(struct resync_run *run)
 			event_publish_end(n->bus, j->peer->name, j->r, j->state, j->bytes_compared,
 					  j->bytes_sent, j->seconds, j->err);
 	}
+	drift_note_run(n, run->jobs, run->nj, run->write, run->plan);
 	if (run->write && !failed && run->all)
 		resync_next_generation(run);
 	if (run->write && !failed)
@@ -535,6 +536,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	}
 	n->resync_running = true;
 	pthread_mutex_unlock(&n->lock);
+	/* A scheduled verify yields: its step in flight ends first. */
+	drift_yield(n);
 	pthread_mutex_init(&run.cli_lock, NULL);
 	atomic_store(&n->cancel, false);
 	ratectl_reset(&n->rate, run.max_rate);

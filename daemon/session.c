@@ -418,6 +418,7 @@ static int session_commit(struct session *s, size_t len)
 	/* The bitmap now counts from gen: no older base applies. */
 	memset(&n->base, 0, sizeof(n->base));
 	n->last_resync = time(NULL);
+	drift_commit_note_locked(n);
 	node_state_save_locked(n);
 	pthread_mutex_unlock(&n->lock);
 	log_info("resync from '%s' committed: UpToDate (%" PRIu64 " BLOCKS and %" PRIu64
@@ -536,6 +537,7 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_EXTENTS] = {session_extents, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_CHECKPOINT] = {session_checkpoint, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_COMMIT] = {session_commit, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_DRIFT] = {session_drift, SESSION_OP_PRIMARY_ONLY},
 };
 
 /* The session no longer counts against NODE_UNAUTH_MAX. */

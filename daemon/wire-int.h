@@ -9,7 +9,8 @@
  *                HELLO, REFUSE/ERROR, ACK/CHECKPOINT, COMMIT, STATUS, and
  *                wire_payload_check()
  *   wire-hash.c  ranges, HASH_REQ, PAGE_REQ, HASH_REPLY/PAGE_REPLY
- *   wire-data.c  zstd contexts, BLOCKS, EXTENTS, BITMAP */
+ *   wire-data.c  zstd contexts, BLOCKS, EXTENTS, BITMAP
+ *   wire-drift.c DRIFT */
 #pragma once
 
 #include <errno.h>
@@ -159,6 +160,16 @@ struct wire_status_le {
 	uint8_t checkpoint_id[16];
 };
 _Static_assert(sizeof(struct wire_status_le) == 48, "status layout");
+
+/* DRIFT. */
+struct wire_drift_le {
+	uint32_t state;
+	uint32_t flags;
+	uint64_t verify_time;
+	uint64_t differing_bytes;
+	uint64_t differing_blocks;
+};
+_Static_assert(sizeof(struct wire_drift_le) == 32, "drift layout");
 
 /* BITMAP: this, then len bytes. */
 struct wire_bitmap_le {

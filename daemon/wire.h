@@ -49,7 +49,8 @@ enum wire_type {
 	WIRE_EXTENTS,	 /* WIRE_FEATURE_EXTENTS: several runs of bytes, raw or zstd */
 	WIRE_CONTROL,	 /* WIRE_FEATURE_CONTROL: bytes of a forwarded control stream */
 	WIRE_KEEPALIVE = 19, /* WIRE_FEATURE_KEEPALIVE: "still here", empty payload */
-	WIRE_TYPE_MAX = WIRE_KEEPALIVE,
+	WIRE_DRIFT = 20,     /* WIRE_FEATURE_DRIFT: the primary's word on this node */
+	WIRE_TYPE_MAX = WIRE_DRIFT,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -124,6 +125,11 @@ enum wire_features {
 	 * refuses the unknown type); one received from a peer that did not
 	 * offer it is skipped as well (harmless). */
 	WIRE_FEATURE_KEEPALIVE = 1 << 7,
+	/* DRIFT: the primary tells a secondary how it judges it (its state
+	 * from the primary's view) and what the last verify found on it, so
+	 * that the secondary's /health can say so without asking anyone;
+	 * answered by an ACK. Sent only to a peer that offered the bit. */
+	WIRE_FEATURE_DRIFT = 1 << 8,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -354,6 +360,25 @@ struct wire_status {
 };
 int wire_status_encode(const struct wire_status *m, void *buf, size_t cap, size_t *ret_len);
 int wire_status_decode(const void *buf, size_t len, struct wire_status *ret);
+
+/* DRIFT (WIRE_FEATURE_DRIFT): the primary's word on the secondary it
+ * sends it to. state is the secondary's state from the primary's view
+ * (enum wire_state); with WIRE_DRIFT_VERIFIED, the last completed verify
+ * of that secondary ran at verify_time (unix seconds) and found
+ * differing_bytes in differing_blocks blocks (0: identical). */
+enum wire_drift_flags {
+	WIRE_DRIFT_VERIFIED = 1 << 0,
+	WIRE_DRIFT_FLAGS_ALL = (1 << 1) - 1,
+};
+struct wire_drift {
+	uint32_t state; /* enum wire_state */
+	uint32_t flags; /* enum wire_drift_flags */
+	uint64_t verify_time;
+	uint64_t differing_bytes;
+	uint64_t differing_blocks;
+};
+int wire_drift_encode(const struct wire_drift *m, void *buf, size_t cap, size_t *ret_len);
+int wire_drift_decode(const void *buf, size_t len, struct wire_drift *ret);
 
 /* BITMAP: bytes [offset, offset + len) of a dirty bitmap of total bytes
  * (bit i of byte i/8 is block i, LSB first); len <= RESYNC_WIRE_BLOCKS_MAX,

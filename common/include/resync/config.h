@@ -20,6 +20,12 @@ enum {
 	CONFIG_SESSION_TIMEOUT_MAX_MS = 86400000,
 };
 
+/* verify_interval and alert_after: 0 is off; otherwise 1 s up to this. */
+enum {
+	CONFIG_DRIFT_DURATION_MAX_S = 365 * 86400,
+	CONFIG_ALERT_AFTER_DEFAULT_MS = 5 * 60 * 1000,
+};
+
 struct node_config {
 	char *name;
 	char *address; /* HOST:PORT as written */
@@ -53,6 +59,13 @@ struct cluster_config {
 	/* A peer session's receive deadline: the longest a peer may stay
 	 * silent (it sends KEEPALIVEs while it waits on something else). */
 	unsigned session_timeout_ms;
+	/* Drift detection (issue 16): a scheduled verify every this many
+	 * ms (0: none) at most verify_max_rate bytes per second (0:
+	 * unlimited); an alert once a node stayed disconnected this long
+	 * (0: no such alert). */
+	uint64_t verify_interval_ms;
+	uint64_t verify_max_rate;
+	uint64_t alert_after_ms;
 
 	struct node_config *nodes; /* in file order */
 	size_t n_nodes;
