@@ -210,6 +210,17 @@ static void bitmap_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 		   p, len);
 }
 
+static void drift_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	struct wire_drift m;
+	size_t n = 0;
+
+	(void)z;
+	CHECK(wire_drift_decode(p, len, &m) == 0);
+	CHECK(m.differing_blocks <= m.differing_bytes);
+	same_bytes(wire_drift_encode(&m, out, sizeof(out), &n), &n, p, len);
+}
+
 /* CONTROL carries opaque bytes: any non-empty payload passes the check
  * and is forwarded as it is. */
 static void control_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
@@ -241,6 +252,7 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_EXTENTS] = extents_roundtrip,
     [WIRE_CONTROL] = control_roundtrip,
     [WIRE_KEEPALIVE] = empty_roundtrip,
+    [WIRE_DRIFT] = drift_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX has a name and a round-trip

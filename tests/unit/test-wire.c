@@ -144,8 +144,8 @@ static struct wire_hello sample_hello(void)
 
 /* Every node state has a wire value and comes back from it, through a
  * hello too; a wire value that is no state is Unknown. */
-/* KEEPALIVE: the last type, behind its own feature bit, a header with
- * an empty payload and nothing else. */
+/* KEEPALIVE: type 19, behind its own feature bit, a header with an
+ * empty payload and nothing else. */
 static void test_keepalive(void **state)
 {
 	unsigned char h[WIRE_HEADER_SIZE];
@@ -153,7 +153,6 @@ static void test_keepalive(void **state)
 
 	(void)state;
 	assert_int_equal(WIRE_KEEPALIVE, 19);
-	assert_int_equal(WIRE_TYPE_MAX, WIRE_KEEPALIVE);
 	assert_string_equal(wire_type_name(WIRE_KEEPALIVE), "KEEPALIVE");
 	assert_int_equal(WIRE_FEATURE_KEEPALIVE, 1 << 7);
 	assert_int_equal(WIRE_FEATURE_KEEPALIVE &
@@ -169,6 +168,39 @@ static void test_keepalive(void **state)
 	assert_int_equal(wire_payload_check(WIRE_KEEPALIVE, buf, 0), 0);
 	assert_int_equal(wire_payload_check(WIRE_KEEPALIVE, buf, 1), -EBADMSG);
 	assert_int_equal(wire_payload_check(WIRE_KEEPALIVE, buf, 16), -EBADMSG);
+}
+
+/* DRIFT: the last type, behind its own bit; a secondary's verify result
+ * comes back as it went, and what cannot be true is refused. */
+static void test_drift(void **state)
+{
+	struct wire_drift m = {.state = WIRE_STATE_OUTDATED, .flags = WIRE_DRIFT_VERIFIED,
+			       .verify_time = 1700000000, .differing_bytes = 4 << 16,
+			       .differing_blocks = 4}, back;
+	unsigned char p[64];
+	size_t len;
+
+	(void)state;
+	assert_int_equal(WIRE_DRIFT, 20);
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_DRIFT);
+	assert_string_equal(wire_type_name(WIRE_DRIFT), "DRIFT");
+	assert_int_equal(WIRE_FEATURE_DRIFT, 1 << 8);
+	assert_int_equal(wire_drift_encode(&m, p, sizeof(p), &len), 0);
+	assert_int_equal(len, 32);
+	assert_int_equal(wire_payload_check(WIRE_DRIFT, p, len), 0);
+	assert_int_equal(wire_drift_decode(p, len, &back), 0);
+	assert_memory_equal(&m, &back, sizeof(m));
+	assert_int_equal(wire_drift_decode(p, len - 1, &back), -EBADMSG);
+	assert_int_equal(wire_drift_encode(&m, p, 31, &len), -ENOBUFS);
+	m.differing_blocks = m.differing_bytes + 1; /* more blocks than bytes */
+	assert_int_equal(wire_drift_encode(&m, p, sizeof(p), &len), -EINVAL);
+	m = (struct wire_drift){.state = WIRE_STATE_COUNT};
+	assert_int_equal(wire_drift_encode(&m, p, sizeof(p), &len), -EINVAL);
+	/* Differences without a verify: refused on the way in. */
+	m = (struct wire_drift){.state = WIRE_STATE_UPTODATE};
+	assert_int_equal(wire_drift_encode(&m, p, sizeof(p), &len), 0);
+	p[16] = 1;
+	assert_int_equal(wire_drift_decode(p, len, &back), -EBADMSG);
 }
 
 static void test_state_conversion(void **state)
@@ -1028,6 +1060,7 @@ int main(void)
 		cmocka_unit_test(test_offset_commit),
 		cmocka_unit_test(test_status_bitmap),
 		cmocka_unit_test(test_keepalive),
+		cmocka_unit_test(test_drift),
 		cmocka_unit_test(test_state_conversion),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_zstd_speed),
