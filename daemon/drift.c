@@ -314,6 +314,21 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 		drift_save(n);
 }
 
+bool drift_verify_differs(struct node *n, const struct node_config *nc)
+{
+	struct drift *d = n->drift;
+	bool differs;
+
+	if (!d)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	differs = drift_node_of(d, nc)->verified && drift_node_of(d, nc)->diff_bytes;
+	/* What the scheduled verify in progress found so far counts too. */
+	differs |= d->in_progress && drift_node_of(d, nc)->p_bytes;
+	pthread_mutex_unlock(&d->lock);
+	return differs;
+}
+
 /* ---- the secondary's side ---- */
 
 void drift_commit_note_locked(struct node *n)

@@ -47,6 +47,7 @@ enum {
 	/* A secondary trusts the primary's word on its state for this many
 	 * probe intervals (then only what it knows of itself counts). */
 	DRIFT_JUDGED_FRESH_PROBES = 3,
+	DRIFT_BLOCKS_LOGGED = 64, /* differing blocks a run names in the log */
 	DRIFT_TICK_MS = 100, /* waits look at the stop flag this often */
 	DRIFT_INCIDENTS_MAX = 256,
 	DRIFT_ERROR_MAX = RESYNC_WIRE_TEXT_MAX + 256,

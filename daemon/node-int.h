@@ -390,6 +390,9 @@ void drift_yield(struct node *n);
  * last verify of its secondaries; a resync's success ends their verify
  * incidents. */
 void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool write, bool plan);
+/* resync.c's plan: the last verify found secondary nc differing (a
+ * quick resync from the bitmaps would not mend it). */
+bool drift_verify_differs(struct node *n, const struct node_config *nc);
 /* session.c, at a commit (n->lock held): the primary's word on this
  * node is UpToDate, and no verify difference stands. */
 void drift_commit_note_locked(struct node *n);

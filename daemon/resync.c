@@ -252,7 +252,10 @@ static void resync_choose(struct resync_run *run)
 		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
 			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
 			    !memcmp(j->status.checkpoint_id.b, mi->generation.b, 16);
+		/* A secondary a verify found differing has changes that
+		 * no bitmap holds: only a compare finds them. */
 		if ((run->write || run->plan) && mi->bitmap_trusted && trusted &&
+		    !drift_verify_differs(run->n, j->peer) &&
 		    j->hello.state != WIRE_STATE_INCONSISTENT && !meta_uuid_is_null(&g) &&
 		    (!memcmp(g.b, mi->generation.b, 16) ||
 		     (!meta_uuid_is_null(&run->base) && !memcmp(g.b, run->base.b, 16))))

@@ -45,6 +45,7 @@ struct vnode {
 	uint64_t seed, size, start, compared;
 	uint64_t pace_t0, pace_done; /* bytes compared since pace_t0 */
 	uint64_t saved;		     /* clock_usec() of the last progress saved */
+	unsigned named;		     /* differing blocks named in the log */
 	char err[RESYNC_WIRE_TEXT_MAX + 256];
 };
 
@@ -164,6 +165,11 @@ static int vnode_step(struct vnode *v, uint64_t off, uint64_t len)
 			continue;
 		blocks++;
 		bytes += MIN((uint64_t)cfg->block_size, off + len - (off + i * cfg->block_size));
+		/* Named in the log, the first few of a run. */
+		if (v->named++ < DRIFT_BLOCKS_LOGGED)
+			log_warning("scheduled verify: node '%s' differs at offset %" PRIu64
+				    " (block %" PRIu64 ")",
+				    v->nc->name, off + i * cfg->block_size, off / cfg->block_size + i);
 	}
 	pthread_mutex_lock(&v->n->drift->lock);
 	v->dn->off = off + len;
@@ -197,8 +203,7 @@ static void vnode_pace(struct vnode *v)
 /* A resync or a verify runs: let go of the connection, wait for its end. */
 static bool vnode_yield(struct vnode *v)
 {
-	if (v->c)
-		log_info("scheduled verify of '%s' waits for the resync or verify asked for (at %" PRIu64
+	log_info("scheduled verify of '%s' waits for the resync or verify asked for (at %" PRIu64
 			 " of %" PRIu64 " bytes)",
 			 v->nc->name, v->dn->off, v->size);
 	vnode_close(v);

@@ -62,23 +62,35 @@ int resyncctl_status(int argc, char **argv)
 		       resyncctl_jstr(res, "primary") ? resyncctl_jstr(res, "primary") : "(none)");
 		if (resyncctl_jstr(res, "primary_error"))
 			printf("the primary's view is missing: %s\n", resyncctl_jstr(res, "primary_error"));
-		printf("%-16s %-10s %-13s %-9s %-12s %-12s %-20s %s\n", "NODE", "ROLE", "STATE",
-		       "CONNECTED", "DIRTY", "LACKS", "LAST RESYNC", "GENERATION");
+		printf("%-16s %-10s %-13s %-9s %-12s %-12s %-20s %-36s %-20s %s\n", "NODE", "ROLE",
+		       "STATE", "CONNECTED", "DIRTY", "LACKS", "LAST RESYNC", "GENERATION",
+		       "LAST VERIFY", "VERIFY");
 		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
 			json_object *n = json_object_array_get_idx(nodes, i), *d, *l;
 			bool dk = json_object_object_get_ex(n, "dirty_bytes", &d) && d;
 			/* lacks: null (unknown: "?"), absent (the primary: "-") */
 			bool lh = json_object_object_get_ex(n, "lacks_bytes", &l);
-			char lb[32];
+			/* The last verify's differing bytes: "-" unknown (or
+			 * the primary), "same" when none differed. */
+			json_object *vd;
+			bool vk = json_object_object_get_ex(n, "verify_differing_bytes", &vd) && vd;
+			char lb[32], vb[32];
 
-			printf("%-16s %-10s %-13s %-9s %-12s %-12s %-20s %s\n", resyncctl_jstr(n, "name"),
+			if (vk && resyncctl_ju64(n, "verify_differing_bytes"))
+				format_bytes(resyncctl_ju64(n, "verify_differing_bytes"), vb, sizeof(vb));
+			else
+				snprintf(vb, sizeof(vb), "%s", vk ? "same" : "-");
+			printf("%-16s %-10s %-13s %-9s %-12s %-12s %-20s %-36s %-20s %s\n",
+			       resyncctl_jstr(n, "name"),
 			       resyncctl_jstr(n, "role"), resyncctl_jstr(n, "state"),
 			       json_object_get_boolean(json_object_object_get(n, "connected")) ? "yes"
 											      : "no",
 			       dk ? format_bytes(resyncctl_ju64(n, "dirty_bytes"), b, sizeof(b)) : "-",
 			       !lh ? "-" : l ? format_bytes(resyncctl_ju64(n, "lacks_bytes"), lb, sizeof(lb)) : "?",
 			       resyncctl_jstr(n, "last_resync") ? resyncctl_jstr(n, "last_resync") : "never",
-			       resyncctl_jstr(n, "generation") ? resyncctl_jstr(n, "generation") : "-");
+			       resyncctl_jstr(n, "generation") ? resyncctl_jstr(n, "generation") : "-",
+			       resyncctl_jstr(n, "last_verify") ? resyncctl_jstr(n, "last_verify") : "never",
+			       vb);
 		}
 	}
 	json_object_put(res);
