@@ -34,6 +34,9 @@ static const char good[] = "; a full cluster file\n"
 			   "notify_command = /usr/local/bin/on-resync --quiet\n"
 			   "undo = yes\n"
 			   "session_timeout = 2m\n"
+			   "verify_interval = 7d\n"
+			   "verify_max_rate = 50M\n"
+			   "alert_after = off\n"
 			   "\n"
 			   "[node node1]\n"
 			   "  address = 127.0.0.1:7801\n"
@@ -70,6 +73,9 @@ static void test_good(void **state)
 	assert_string_equal(cfg->notify_command, "/usr/local/bin/on-resync --quiet");
 	assert_true(cfg->undo);
 	assert_int_equal(cfg->session_timeout_ms, 120000);
+	assert_int_equal(cfg->verify_interval_ms, 7ull * 86400 * 1000);
+	assert_int_equal(cfg->verify_max_rate, 50ull << 20);
+	assert_int_equal(cfg->alert_after_ms, 0);
 	assert_int_equal(cfg->n_nodes, 2);
 
 	n = cluster_config_node(cfg, "node1");
@@ -83,7 +89,7 @@ static void test_good(void **state)
 	assert_string_equal(n->control, "/run/resync/node1.sock");
 	assert_string_equal(n->metrics, "127.0.0.1:9471");
 	assert_string_equal(n->web, "127.0.0.1:9481");
-	assert_int_equal(n->line, 20);
+	assert_int_equal(n->line, 23);
 
 	n = cluster_config_node(cfg, "node-2.b");
 	assert_non_null(n);
@@ -112,6 +118,9 @@ static void test_defaults(void **state)
 	assert_false(cfg->undo);
 	assert_int_equal(cfg->session_timeout_ms, CONFIG_SESSION_TIMEOUT_DEFAULT_MS);
 	assert_int_equal(cfg->session_timeout_ms, 120000);
+	assert_int_equal(cfg->verify_interval_ms, 0); /* no scheduled verify */
+	assert_int_equal(cfg->verify_max_rate, 0);
+	assert_int_equal(cfg->alert_after_ms, CONFIG_ALERT_AFTER_DEFAULT_MS);
 	assert_null(cfg->primary);
 	assert_null(cfg->secret_file);
 	assert_null(cluster_config_primary(cfg));
@@ -148,6 +157,15 @@ static const struct {
 	{"[cluster]\nsession_timeout = soon\n",
 	 "cluster.conf:2: key 'session_timeout': 'soon' is not a duration from 1s to 1d (e.g. "
 	 "120s, 5m)"},
+	{"[cluster]\nverify_interval = 500ms\n",
+	 "cluster.conf:2: key 'verify_interval': '500ms' is not a duration from 1s to 365d, or 0 or "
+	 "off (e.g. 7d, 10m)"},
+	{"[cluster]\nalert_after = 400d\n",
+	 "cluster.conf:2: key 'alert_after': '400d' is not a duration from 1s to 365d, or 0 or off "
+	 "(e.g. 7d, 10m)"},
+	{"[cluster]\nverify_max_rate = fast\n",
+	 "cluster.conf:2: key 'verify_max_rate': 'fast' is not a rate in bytes per second (e.g. 50M; "
+	 "0 = unlimited)"},
 	{"[cluster]\ncompress_level = 99\n",
 	 "cluster.conf:2: key 'compress_level': '99' is not a zstd level from -7 to 22 (not 0)"},
 	{"[cluster]\nname = my cluster\n",
