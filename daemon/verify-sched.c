@@ -359,7 +359,18 @@ void *verify_thread(void *arg)
 	struct node *n = arg;
 	struct drift *d = n->drift;
 	uint64_t interval_ms = n->cfg->verify_interval_ms;
-	int64_t born_ms = clock_real_usec() / 1000;
+	bool first;
+
+	/* Never verified: the first is due an interval from now, a time
+	 * kept in the state file, so that restarts more frequent than the
+	 * interval do not put it off for ever. */
+	pthread_mutex_lock(&d->lock);
+	first = !d->last_verify_start;
+	if (first)
+		d->last_verify_start = time(NULL);
+	pthread_mutex_unlock(&d->lock);
+	if (first)
+		drift_save(n);
 
 	while (!atomic_load(&n->stopping)) {
 		int64_t now_ms = clock_real_usec() / 1000, due_ms;
@@ -367,8 +378,7 @@ void *verify_thread(void *arg)
 
 		pthread_mutex_lock(&d->lock);
 		resume = d->in_progress;
-		due_ms = d->last_verify_start ? d->last_verify_start * 1000 + (int64_t)interval_ms
-					      : born_ms + (int64_t)interval_ms;
+		due_ms = d->last_verify_start * 1000 + (int64_t)interval_ms;
 		pthread_mutex_unlock(&d->lock);
 		if (!resume && now_ms < due_ms) {
 			drift_sleep(n, (unsigned)MIN(due_ms - now_ms, (int64_t)1000));
