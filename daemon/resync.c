@@ -40,6 +40,7 @@
  * them) and thaws. A pause never holds the fence: it delays the last
  * pass (unfenced) until resume, and the last pass ignores it. */
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -766,11 +767,15 @@ static int resync_passes(struct resync_run *run)
 		r = resync_pass_note(run, rangelist_bytes(&run->set));
 		if (r < 0)
 			return r;
+		log_info("resync of cluster '%s': pass %u, %" PRIu64 " bytes of blocks written during the last",
+			 cfg->name, run->passes, rangelist_bytes(&run->set));
 		resync_pass(run, job_pass_thread, 0);
 		run->set.n = 0;
 	}
 	/* The last pass. A cancel fences nothing: the jobs stop at once. */
 	if (strcmp(run->why, "cancelled") && resync_alive(run)) {
+		log_info("resync of cluster '%s': pass %u under the primary's fence (%s)", cfg->name,
+			 run->passes + 1, run->why);
 		resync_fence_start(run);
 		r = node_fence_freeze(run->n);
 		if (r < 0)
