@@ -172,6 +172,12 @@ for n in c.names:
     c.start(n)
 t_all = time.monotonic()
 
+
+def lap(what, t=[time.monotonic()]):
+    now = time.monotonic()
+    print("(%s: %.1f s)" % (what, now - t[0]), flush=True)
+    t[0] = now
+
 # ---- 1. short fence with a writer at 20 MiB/s ----
 w = Writer(20 * MB)
 wait_for(lambda: len(w.lat) >= 10, timeout=30, what="the writer's first writes")
@@ -204,6 +210,7 @@ print("verify after the writer: %s differing bytes, all within %d dirty blocks" 
 s2 = quiet_resync("quick after the short fence")
 check(all(x.get("mode", "quick") for x in s2["nodes"]), "a quick resync")
 
+lap('before 2')
 # ---- 2. the same writer under --fence whole (data to carry as in 1) ----
 c.write("p", 64 * MB, os.urandom(64 * MB))
 w = Writer(20 * MB)
@@ -219,6 +226,7 @@ quiet_resync("after the whole fence")
 print("writer's longest write: short fence %.1f ms, whole fence %.1f ms" %
       (short["max"] * 1e3, whole["max"] * 1e3), flush=True)
 
+lap('before 3')
 # ---- 3. a writer faster than --max-rate: max_passes, then a bounded fence ----
 w = Writer(16 * MB)
 wait_for(lambda: w.bytes >= 8 * MB, timeout=60, what="8 MiB written")
@@ -242,6 +250,7 @@ check(s["primary_committed"] == all(x["result"] == "resynced" for x in s["nodes"
       "faster writer: the primary commits only when every secondary did: %s" % s)
 quiet_resync("after the faster writer")
 
+lap('before 4')
 # ---- 4. a secondary stopped when the fence starts ----
 ev = subprocess.Popen([RESYNCCTL, "--config", c.conf, "events", "--json"],
                       stdout=subprocess.PIPE, text=True)
@@ -281,9 +290,10 @@ wait_for(lambda: time.monotonic() >= stopped_at[0] + STOP, timeout=STOP + 30,
 c.procs["b"].send_signal(signal.SIGCONT)
 quiet_resync("after SIGCONT")
 
+lap('before 5')
 # ---- 5. pause for PAUSE s: no fence held ----
 c.write("p", 0, os.urandom(8 * MB))
-w = Writer(4 * MB, max_kib=256)
+w = Writer(1 * MB, max_kib=64)  # slower than the rate: the passes converge
 rs = Resync("--max-rate", "2M")
 wait_for(rs.transferring, timeout=60, what="the transfer to start")
 r = c.ctl("pause", "--json")
@@ -296,11 +306,13 @@ check(r.returncode == 0, "resume: %s" % r.stderr)
 rc, s = rs.finish(timeout=180)
 paused = w.stop()
 show("pause of %d s" % PAUSE, paused)
+print("pause: passes %d, stopped: %s, primary fence %.3f s" % (s["passes"], s["passes_stopped"], s["primary_fence_seconds"]), flush=True)
 check(not frozen_during and paused["max"] < 1.0,
       "pause: the writer never stalled (longest %.3f s)" % paused["max"])
 check(rc == 0, "pause: the resync completed: %s" % s)
 quiet_resync("after the pause")
 
+lap('before 6')
 # ---- 6. kill -9 of the primary during pass 2 or later ----
 w = Writer(16 * MB)
 wait_for(lambda: w.bytes >= 8 * MB, timeout=60, what="8 MiB written")
