@@ -656,6 +656,18 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 	}
 	if (r >= 0)
 		r = job_flush(j, x->c, x->z, x->buf, x->bt);
+	if (r >= 0 && (flags & JOB_SEND_SETTLE)) {
+		/* The end of an unfenced pass: the secondary makes what it
+		 * wrote durable now (a CHECKPOINT, its ACK waited for), so
+		 * that the commit under the primary's fence flushes only the
+		 * last pass. The offset claims what the first pass did (every
+		 * byte below the end was sent), never more. */
+		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
+		if (r >= 0) {
+			j->ack_pending = false;
+			r = job_wait_ack(j, x->c, x->buf);
+		}
+	}
 	j->bytes_sent = peer_conn_bytes_sent(x->c);
 	j->pass_bytes = j->bytes_read - done0;
 	j->pass_usec = clock_usec() - t0;
@@ -776,7 +788,7 @@ void *job_pass1_thread(void *arg)
 	if (r >= 0)
 		r = job_xfer_open(j);
 	if (r >= 0)
-		r = job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS);
+		r = job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE);
 	if (r < 0) {
 		job_write_state(j, r);
 		job_end(j, r);
@@ -792,7 +804,7 @@ void *job_pass_thread(void *arg)
 	struct job *j = arg;
 	int r;
 
-	r = job_send_ranges(j, j->pass_set, j->pass_final ? JOB_SEND_FINAL : 0);
+	r = job_send_ranges(j, j->pass_set, j->pass_final ? JOB_SEND_FINAL : JOB_SEND_SETTLE);
 	if (r >= 0 && j->pass_final)
 		r = job_commit(j);
 	if (r < 0 || j->pass_final) {
