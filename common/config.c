@@ -58,6 +58,10 @@ enum cluster_key {
 	CK_VERIFY_INTERVAL,
 	CK_VERIFY_MAX_RATE,
 	CK_ALERT_AFTER,
+	CK_FENCE,
+	CK_FENCE_MAX,
+	CK_FINAL_PASS_BYTES,
+	CK_MAX_PASSES,
 	CK_COUNT,
 };
 
@@ -81,6 +85,10 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_VERIFY_INTERVAL] = "verify_interval",
 	[CK_VERIFY_MAX_RATE] = "verify_max_rate",
 	[CK_ALERT_AFTER] = "alert_after",
+	[CK_FENCE] = "fence",
+	[CK_FENCE_MAX] = "fence_max",
+	[CK_FINAL_PASS_BYTES] = "final_pass_bytes",
+	[CK_MAX_PASSES] = "max_passes",
 };
 
 enum node_key {
@@ -462,6 +470,43 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		}
 		cfg->verify_max_rate = u;
 		return;
+	case CK_FENCE:
+		if (!strcmp(v, "short") || !strcmp(v, "whole"))
+			cfg->fence = !strcmp(v, "whole") ? CONFIG_FENCE_WHOLE : CONFIG_FENCE_SHORT;
+		else
+			fail(c, c->line, -EINVAL, "key 'fence': '%s' is not 'short' or 'whole'", v);
+		return;
+	case CK_FENCE_MAX:
+		if (parse_duration(v, &u) < 0 || u < CONFIG_FENCE_MAX_MIN_MS * 1000ull ||
+		    u > CONFIG_FENCE_MAX_MAX_MS * 1000ull) {
+			fail(c, c->line, -EINVAL,
+			     "key 'fence_max': '%s' is not a duration from 100ms to 1h (e.g. 5s)", v);
+			return;
+		}
+		cfg->fence_max_ms = (unsigned)(u / 1000);
+		return;
+	case CK_FINAL_PASS_BYTES:
+		if (parse_size(v, &u) < 0) {
+			fail(c, c->line, -EINVAL, "key 'final_pass_bytes': '%s' is not a size (e.g. 64M)",
+			     v);
+			return;
+		}
+		cfg->final_pass_bytes = u;
+		return;
+	case CK_MAX_PASSES: {
+		char *end;
+		unsigned long l;
+
+		errno = 0;
+		l = strtoul(v, &end, 10);
+		if (errno || end == v || *end || v[0] == '-' || l < 1 || l > CONFIG_MAX_PASSES_MAX) {
+			fail(c, c->line, -EINVAL, "key 'max_passes': '%s' is not a number from 1 to %d",
+			     v, CONFIG_MAX_PASSES_MAX);
+			return;
+		}
+		cfg->max_passes = (unsigned)l;
+		return;
+	}
 	case CK_INSECURE:
 	case CK_UNDO:
 		if (parse_bool(v, k == CK_INSECURE ? &cfg->insecure : &cfg->undo) < 0)
@@ -690,6 +735,9 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 	c.cfg->compress_level = 1;
 	c.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
 	c.cfg->alert_after_ms = CONFIG_ALERT_AFTER_DEFAULT_MS;
+	c.cfg->fence_max_ms = CONFIG_FENCE_MAX_DEFAULT_MS;
+	c.cfg->final_pass_bytes = CONFIG_FINAL_PASS_BYTES_DEFAULT;
+	c.cfg->max_passes = CONFIG_MAX_PASSES_DEFAULT;
 	c.cfg->path = strdup(name);
 	if (!c.cfg->path)
 		fail(&c, 0, -ENOMEM, "out of memory");

@@ -310,6 +310,7 @@ static const struct control_field jobs_fields[] = {
 	{"no_ranges", CONTROL_FIELD_BOOL, 0},
 	{"dry_run", CONTROL_FIELD_BOOL, CONTROL_FIELD_DRY_RUN},
 	{"max_rate", CONTROL_FIELD_UINT64, 0},
+	{"fence", CONTROL_FIELD_STRING, 0}, /* "short" or "whole": the primary's fence */
 	{NULL},
 };
 static const struct control_field rate_fields[] = {

@@ -52,6 +52,8 @@ static const char *const kind_names[EVENT_KIND_COUNT] = {
 	[EVENT_PEER] = "peer",
 	[EVENT_NOTIFY_DELIVERED] = "notify_delivered",
 	[EVENT_NOTIFY_FAILED] = "notify_failed",
+	[EVENT_FENCE_STARTED] = "fence_started",
+	[EVENT_FENCE_ENDED] = "fence_ended",
 };
 
 const char *event_kind_name(enum event_kind k)
@@ -315,6 +317,16 @@ void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generat
 	event_bus_publish(b, &e);
 }
 
+void event_publish_fence(struct event_bus *b, const char *node, bool started, bool whole,
+			 unsigned passes, double seconds)
+{
+	struct event e = {.kind = started ? EVENT_FENCE_STARTED : EVENT_FENCE_ENDED,
+			  .fence_whole = whole, .passes = passes, .seconds = seconds};
+
+	snprintf(e.node, sizeof(e.node), "%s", node);
+	event_bus_publish(b, &e);
+}
+
 static void add_str(json_object *o, const char *k, const char *v)
 {
 	json_object_object_add(o, k, json_object_new_string(v));
@@ -390,6 +402,16 @@ json_object *event_to_json(const struct event *e, const char *cluster)
 			json_object_object_add(o, "retry", json_object_new_double(e->retry));
 		}
 		break;
+	case EVENT_FENCE_STARTED:
+	case EVENT_FENCE_ENDED:
+		add_str(o, "fence", e->fence_whole ? "whole" : "short");
+		if (e->kind == EVENT_FENCE_STARTED) {
+			json_object_object_add(o, "pass", json_object_new_int((int)e->passes));
+		} else {
+			json_object_object_add(o, "passes", json_object_new_int((int)e->passes));
+			json_object_object_add(o, "seconds", json_object_new_double(e->seconds));
+		}
+		break;
 	default:
 		break;
 	}
@@ -438,6 +460,14 @@ void event_format(const struct event *e, char *buf, size_t len)
 	case EVENT_NOTIFY_FAILED:
 		snprintf(buf, len, "%s notify_failed %s %s attempt %u: %s", t,
 			 notify_channel_name(e->channel), e->id, e->attempts, e->error);
+		break;
+	case EVENT_FENCE_STARTED:
+		snprintf(buf, len, "%s fence_started %s %s fence, pass %u: writes wait", t, e->node,
+			 e->fence_whole ? "whole" : "short", e->passes);
+		break;
+	case EVENT_FENCE_ENDED:
+		snprintf(buf, len, "%s fence_ended %s %s fence, %u passes: writes waited %.3f s", t,
+			 e->node, e->fence_whole ? "whole" : "short", e->passes, e->seconds);
 		break;
 	default:
 		snprintf(buf, len, "%s %s", t, event_kind_name(e->kind));

@@ -17,6 +17,10 @@
  *   peer              node (the peer), state (connected|disconnected)
  *   notify_delivered  channel (email|webhook|command), id, attempts
  *   notify_failed     channel, id, attempts, error, retry (seconds, 0 = given up)
+ *   fence_started     node (the primary), fence (short|whole), pass (the
+ *                     pass that runs under it): the primary's writes wait
+ *   fence_ended       node, fence, passes (of the run), seconds (how long
+ *                     the primary's writes waited)
  * Every event has "type": "event", "event": KIND, "cluster", "time" (UTC,
  * RFC 3339 with microseconds) and "ts" (unix seconds, fractional).
  *
@@ -46,6 +50,8 @@ enum event_kind {
 	EVENT_PEER,
 	EVENT_NOTIFY_DELIVERED,
 	EVENT_NOTIFY_FAILED,
+	EVENT_FENCE_STARTED,
+	EVENT_FENCE_ENDED,
 	EVENT_KIND_COUNT,
 };
 
@@ -93,6 +99,8 @@ struct event {
 	uint64_t nodes;
 	unsigned attempts;
 	double rate, seconds, retry;
+	bool fence_whole; /* fence_*: the whole run, not the last pass */
+	unsigned passes;  /* fence_started: the pass; fence_ended: the run's */
 };
 
 struct event_bus;
@@ -139,6 +147,10 @@ void event_publish_end(struct event_bus *b, const char *node, int r, enum meta_s
 		       uint64_t bytes_compared, uint64_t bytes_sent, double seconds,
 		       const char *error);
 void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generation);
+/* The primary's fence: started (pass: the pass under it) and ended
+ * (passes: the run's, seconds: its length), node the primary. */
+void event_publish_fence(struct event_bus *b, const char *node, bool started, bool whole,
+			 unsigned passes, double seconds);
 
 /* The words of the event's enums, as the JSON form writes them ("" for a
  * NONE, "unknown" for a kind that is none). Static storage. */

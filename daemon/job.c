@@ -354,6 +354,9 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
  * 4 KiB and not a block. */
 struct job_xfer {
 	struct job *j;
+	const struct rangelist *l; /* the ranges of this pass */
+	bool checkpoints;	   /* this pass may send CHECKPOINTs */
+	uint64_t total;		   /* bytes of l, for progress */
 	struct peer_conn *c;
 	unsigned char *buf; /* a frame's worth */
 	bool pages;	    /* page hashes asked for each batch */
@@ -373,6 +376,8 @@ struct job_xfer {
 
 static void job_xfer_release(struct job_xfer *x)
 {
+	if (!x)
+		return;
 	free(x->raw);
 	free(x->batch);
 	free(x->rh);
@@ -405,7 +410,8 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 	x->pages = job_pages(j) && (j->mode == JOB_QUICK || j->leaf > RESYNC_PAGE);
 	x->raw = malloc(RESYNC_WIRE_BLOCKS_MAX);
 	x->batch = malloc(RESYNC_WIRE_RANGES_MAX * sizeof(*x->batch));
-	x->rh = x->pages ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*x->rh)) : NULL;
+	/* (later passes ask for page hashes whenever the peer answers) */
+	x->rh = job_pages(j) ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*x->rh)) : NULL;
 	if (!x->raw || !x->batch || (x->pages && !x->rh))
 		return -ENOMEM;
 	if (j->features & WIRE_FEATURE_EXTENTS) {
@@ -417,15 +423,28 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 		x->pace.on_wait = job_xfer_keepalive;
 		x->pace.on_wait_arg = x;
 	}
-	x->cur = j->ranges.n ? j->ranges.v[0].off : 0;
+	x->pace.stop = &j->abort;
 	x->t0 = x->last = clock_usec();
 	return wire_zstd_new(ctx->cfg->compress_level, &x->z);
+}
+
+/* Start a pass over l from its first range. */
+static void job_xfer_rewind(struct job_xfer *x, const struct rangelist *l, bool checkpoints)
+{
+	x->l = l;
+	x->checkpoints = checkpoints;
+	x->total = rangelist_bytes(l);
+	x->i = 0;
+	x->cur = l->n ? l->v[0].off : 0;
+	x->done = 0;
+	x->since_ckpt = 0;
+	x->t0 = x->last = clock_usec();
 }
 
 /* The next batch from the cursor; returns the pages it covers. */
 static uint64_t job_xfer_next_batch(struct job_xfer *x)
 {
-	const struct rangelist *l = &x->j->ranges;
+	const struct rangelist *l = x->l;
 	uint64_t npages = 0;
 
 	x->nb = 0;
@@ -511,9 +530,15 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 	return r;
 }
 
-/* A cancel asked for: said to the peer, the job's error. */
+/* A cancel asked for: said to the peer, the job's error. A job given up
+ * on (j->abort) stops too; its connection was shut down. */
 static int job_cancelled(struct job *j, struct peer_conn *c)
 {
+	if (atomic_load(&j->abort)) {
+		snprintf(j->err, sizeof(j->err), "node '%s': given up on at the primary's fence",
+			 j->peer->name);
+		return -ETIMEDOUT;
+	}
 	if (!atomic_load(j->ctx->cancel))
 		return 0;
 	send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
@@ -549,7 +574,10 @@ static int job_xfer_batch(struct job_xfer *x)
 			x->done += k;
 			x->since_ckpt += j->bytes_written - before;
 			j->bytes_sent = peer_conn_bytes_sent(x->c);
-			if (x->since_ckpt >= NODE_CHECKPOINT_BYTES) {
+			/* A checkpoint says that every byte below it was sent:
+			 * true in a pass over ranges in ascending order from
+			 * the start (the first), not in a later one. */
+			if (x->checkpoints && x->since_ckpt >= NODE_CHECKPOINT_BYTES) {
 				x->since_ckpt = 0;
 				r = job_xfer_checkpoint(x, off);
 				if (r < 0)
@@ -559,7 +587,7 @@ static int job_xfer_batch(struct job_xfer *x)
 			ratectl_pace(j->ctx->rate, &x->pace, j->bytes_written - before, j->ctx->cancel);
 			if (clock_usec() - x->last >= NODE_PROGRESS_USEC) {
 				x->last = clock_usec();
-				job_progress(j, EVENT_PHASE_TRANSFER, x->done, j->differing_bytes, x->t0);
+				job_progress(j, EVENT_PHASE_TRANSFER, x->done, x->total, x->t0);
 			}
 		}
 	}
@@ -596,21 +624,81 @@ static int job_xfer_commit(struct job_xfer *x)
 	return r;
 }
 
+int job_xfer_open(struct job *j)
+{
+	int r;
+
+	if (j->x)
+		return 0;
+	j->x = calloc(1, sizeof(*j->x));
+	if (!j->x)
+		return -ENOMEM;
+	r = job_xfer_init(j->x, j, j->c, j->buf);
+	return r < 0 ? r : 0;
+}
+
+int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
+{
+	struct job_xfer *x = j->x;
+	uint64_t t0 = clock_usec(), done0 = j->bytes_read;
+	int r = 0;
+
+	job_xfer_rewind(x, l, flags & JOB_SEND_CHECKPOINTS);
+	/* After pass 1, every range is a block written meanwhile: its pages
+	 * that the peer already holds stay here. */
+	if (!(flags & JOB_SEND_CHECKPOINTS))
+		x->pages = job_pages(j);
+	x->pace.ignore_pause = flags & JOB_SEND_FINAL;
+	while (r >= 0 && x->i < l->n) {
+		r = job_xfer_ask_pages(x, job_xfer_next_batch(x));
+		if (r >= 0)
+			r = job_xfer_batch(x);
+	}
+	if (r >= 0)
+		r = job_flush(j, x->c, x->z, x->buf, x->bt);
+	if (r >= 0 && (flags & JOB_SEND_SETTLE)) {
+		/* The end of an unfenced pass: the secondary makes what it
+		 * wrote durable now (a CHECKPOINT, its ACK waited for), so
+		 * that the commit under the primary's fence flushes only the
+		 * last pass. The offset claims what the first pass did (every
+		 * byte below the end was sent), never more. */
+		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
+		if (r >= 0) {
+			j->ack_pending = false;
+			r = job_wait_ack(j, x->c, x->buf);
+		}
+	}
+	j->bytes_sent = peer_conn_bytes_sent(x->c);
+	j->pass_bytes = j->bytes_read - done0;
+	j->pass_usec = clock_usec() - t0;
+	return r;
+}
+
+int job_commit(struct job *j)
+{
+	return job_xfer_commit(j->x);
+}
+
+void job_xfer_close(struct job *j)
+{
+	job_xfer_release(j->x);
+	free(j->x);
+	j->x = NULL;
+}
+
 /* Send the differing ranges, batch by batch, then COMMIT. */
 int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
-	struct job_xfer x;
 	int r;
 
-	r = job_xfer_init(&x, j, c, buf);
-	while (r >= 0 && x.i < j->ranges.n) {
-		r = job_xfer_ask_pages(&x, job_xfer_next_batch(&x));
-		if (r >= 0)
-			r = job_xfer_batch(&x);
-	}
+	j->c = c;
+	j->buf = buf;
+	r = job_xfer_open(j);
 	if (r >= 0)
-		r = job_xfer_commit(&x);
-	job_xfer_release(&x);
+		r = job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS);
+	if (r >= 0)
+		r = job_commit(j);
+	job_xfer_close(j);
 	return r;
 }
 
@@ -649,10 +737,31 @@ int job_quick(struct job *j)
 	return 0;
 }
 
-/* Phase two: compare (or take the bitmaps' union), then transfer. */
-void *job_thread(void *arg)
+/* The state a writing job leaves its secondary in after r. */
+static void job_write_state(struct job *j, int r)
 {
-	struct job *j = arg;
+	if (r >= 0)
+		j->state = META_STATE_UPTODATE;
+	else if (j->bytes_written || j->hello.state == WIRE_STATE_INCONSISTENT)
+		/* It marked itself so at the first data frame, and no
+		 * commit took it back: its hello's state is gone. */
+		j->state = META_STATE_INCONSISTENT;
+}
+
+/* The end of a job's part in a run, r its result: said, logged, timed. */
+static void job_end(struct job *j, int r)
+{
+	if (r < 0 && !j->err[0])
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, strerror(-r));
+	if (r < 0)
+		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
+	j->r = r;
+	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
+}
+
+/* The differing ranges: the bitmaps' union or the tree's walk. */
+static int job_ranges(struct job *j)
+{
 	int r;
 
 	if (j->mode == JOB_QUICK)
@@ -660,18 +769,63 @@ void *job_thread(void *arg)
 	else
 		r = job_compare(j, j->c, j->buf);
 	if (r < 0)
-		goto out;
+		return r;
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
 	job_progress(j, j->mode == JOB_QUICK ? EVENT_PHASE_DIRTY : EVENT_PHASE_COMPARED, j->bytes_compared,
 		     j->bytes_compared, j->t0);
+	return 0;
+}
+
+/* Pass 1 of a resync that keeps the primary in service: the differing
+ * ranges, then their bytes with checkpoints, no commit. The connection
+ * stays open for the next passes (the run closes it). */
+void *job_pass1_thread(void *arg)
+{
+	struct job *j = arg;
+	int r;
+
+	r = job_ranges(j);
+	if (r >= 0)
+		r = job_xfer_open(j);
+	if (r >= 0)
+		r = job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE);
+	if (r < 0) {
+		job_write_state(j, r);
+		job_end(j, r);
+	}
+	return NULL;
+}
+
+/* A later pass: the blocks in j->pass_set (written on the primary during
+ * the pass before), read again and sent; under the primary's fence
+ * (j->pass_final) it ignores a pause and ends with the COMMIT. */
+void *job_pass_thread(void *arg)
+{
+	struct job *j = arg;
+	int r;
+
+	r = job_send_ranges(j, j->pass_set, j->pass_final ? JOB_SEND_FINAL : JOB_SEND_SETTLE);
+	if (r >= 0 && j->pass_final)
+		r = job_commit(j);
+	if (r < 0 || j->pass_final) {
+		job_write_state(j, r);
+		job_end(j, r);
+	}
+	return NULL;
+}
+
+/* Phase two: compare (or take the bitmaps' union), then transfer. */
+void *job_thread(void *arg)
+{
+	struct job *j = arg;
+	int r;
+
+	r = job_ranges(j);
+	if (r < 0)
+		goto out;
 	if (j->write) {
 		r = job_transfer(j, j->c, j->buf);
-		if (r >= 0)
-			j->state = META_STATE_UPTODATE;
-		else if (j->bytes_written || j->hello.state == WIRE_STATE_INCONSISTENT)
-			/* It marked itself so at the first data frame, and
-			 * no commit took it back: its hello's state is gone. */
-			j->state = META_STATE_INCONSISTENT;
+		job_write_state(j, r);
 	} else if (j->hello.state == WIRE_STATE_INCONSISTENT) {
 		j->state = META_STATE_INCONSISTENT;
 	} else if (j->diverged) {
@@ -681,12 +835,7 @@ void *job_thread(void *arg)
 	}
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
 out:
-	if (r < 0 && !j->err[0])
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, strerror(-r));
-	if (r < 0)
-		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
-	j->r = r;
-	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
+	job_end(j, r);
 	/* Nothing more is said on this connection: closed now, so that the
 	 * secondary's session ends here rather than wait out its timeout,
 	 * silent, while the other jobs of the run go on. */

@@ -44,6 +44,7 @@ struct metrics {
 	struct node_stat *nodes; /* cfg order; protected by lock */
 	bool in_progress;
 	double last_success, last_duration;
+	double last_fence; /* the primary's writes waited, last resync */
 	enum event_result last_result; /* EVENT_RESULT_NONE: none yet */
 	uint64_t notif[ARRAY_SIZE(chans)][2];
 };
@@ -99,6 +100,9 @@ static void on_event(void *arg, const struct event *e)
 		m->last_result = e->result;
 		if (m->last_result == EVENT_RESULT_SUCCESS)
 			m->last_success = (double)e->time_usec / 1e6;
+		break;
+	case EVENT_FENCE_ENDED:
+		m->last_fence = e->seconds;
 		break;
 	case EVENT_STATE_CHANGED:
 		if (s)
@@ -206,6 +210,9 @@ int metrics_render(struct metrics *m, char **ret)
 	fprintf(o, "resync_last_success_timestamp_seconds %.3f\n", m->last_success);
 	help(o, "resync_last_duration_seconds", "gauge", "duration of the last resync");
 	fprintf(o, "resync_last_duration_seconds %.3f\n", m->last_duration);
+	help(o, "resync_primary_fence_seconds", "gauge",
+	     "how long the primary's writes waited at its fence in the last resync");
+	fprintf(o, "resync_primary_fence_seconds %.3f\n", m->last_fence);
 	help(o, "resync_last_result", "gauge", "1 for the result of the last resync");
 	for (size_t k = 0; k < ARRAY_SIZE(results); k++)
 		fprintf(o, "resync_last_result{result=\"%s\"} %d\n", event_result_name(results[k]),

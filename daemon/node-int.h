@@ -48,6 +48,7 @@
 #include "wire.h"
 
 struct json_object;
+struct job_xfer;
 struct patch_writer;
 
 enum {
@@ -341,6 +342,13 @@ struct job {
 	bool ack_pending; /* a CHECKPOINT's ACK is not read yet */
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
 
+	/* A transfer in passes (job_xfer_open() to job_xfer_close()). */
+	struct job_xfer *x;
+	const struct rangelist *pass_set; /* job_pass_thread()'s ranges */
+	bool pass_final;		  /* ... sent under the primary's fence, then COMMIT */
+	uint64_t pass_bytes, pass_usec;	  /* read and taken by the last pass */
+	atomic_bool abort; /* given up on (fence_max): stop at once */
+
 	int r;
 	char err[RESYNC_WIRE_TEXT_MAX + 256];
 	enum meta_state state;
@@ -358,6 +366,24 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf);
 int job_quick(struct job *j);
 int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf);
 void *job_thread(void *arg);
+
+/* A transfer in passes, on j->c: open, send ranges once a pass (the
+ * first pass in ascending order with CHECKPOINTs; later ones without,
+ * since "everything below" would not be true), commit, close (always,
+ * NULL-safe). job_transfer() is the one-pass case. */
+enum {
+	JOB_SEND_CHECKPOINTS = 1 << 0,
+	JOB_SEND_FINAL = 1 << 1, /* under the primary's fence: a pause does not hold it */
+	JOB_SEND_SETTLE = 1 << 2, /* end with a CHECKPOINT waited for: durable before the fence */
+};
+int job_xfer_open(struct job *j);
+int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags);
+int job_commit(struct job *j);
+void job_xfer_close(struct job *j);
+/* A run's threads over these (each ends with j->r and j->state set when
+ * the job is over: failed, or committed by job_pass_thread()). */
+void *job_pass1_thread(void *arg);
+void *job_pass_thread(void *arg);
 
 /* ---- resync.c ---- */
 int node_run_jobs(struct node *n, struct control_client *cli, struct json_object *req,

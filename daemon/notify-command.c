@@ -70,6 +70,8 @@ int notify_env_build(const json_object *p, char ***ret)
 	PUT("RESYNC_PRIMARY=%s", jstr_or(p, "primary", ""));
 	PUT("RESYNC_GENERATION=%s", jstr_or(p, "generation", ""));
 	PUT("RESYNC_SECONDS=%.3f", jdouble(p, "seconds"));
+	if (jstr(p, "fence"))
+		PUT("RESYNC_PRIMARY_FENCE_SECONDS=%.3f", jdouble(p, "primary_fence_seconds"));
 	PUT("RESYNC_TIME=%s", jstr_or(p, "time", ""));
 	PUT("RESYNC_ID=%s", jstr_or(p, "id", ""));
 	PUT("RESYNC_DETAILS=%s", jstr_or(p, "details", ""));

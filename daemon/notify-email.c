@@ -102,7 +102,11 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 			cluster, jstr_or(p, "primary", "?"), what, jstr_or(p, "time", "?"),
 			jdouble(p, "seconds"));
 		if (jstr(p, "generation"))
-			fprintf(b, "Primary generation: %s\n", jstr(p, "generation"));
+			fprintf(b, "Primary generation: %s\n", jstr_or(p, "generation", ""));
+		if (jstr_or(p, "fence", "")[0])
+			fprintf(b, "Primary's writes waited: %.3f s (%s fence, %d passes)\n",
+				jdouble(p, "primary_fence_seconds"), jstr_or(p, "fence", ""),
+				(int)jdouble(p, "passes"));
 		fprintf(b, "\n");
 		for (size_t i = 0; i < nn; i++) {
 			json_object *x = json_object_array_get_idx(nodes, i);

@@ -82,6 +82,10 @@ struct notify {
 	size_t n_items;	    /* protected by lock */
 	struct run_node *run; /* worker only */
 	size_t n_run;
+	/* The run's fence_ended, for its resync_done (worker only). */
+	bool has_fence, fence_whole;
+	unsigned fence_passes;
+	double fence_seconds;
 };
 
 /* Delivery times and backoffs are counted in milliseconds. */

@@ -208,6 +208,12 @@ static void on_done(struct notify *n, const struct event *e)
 		json_object_array_add(arr, x);
 	}
 	json_object_object_add(p, "nodes", arr);
+	if (n->has_fence) {
+		json_object_object_add(p, "fence", json_object_new_string(n->fence_whole ? "whole" : "short"));
+		json_object_object_add(p, "passes", json_object_new_int((int)n->fence_passes));
+		json_object_object_add(p, "primary_fence_seconds", json_object_new_double(n->fence_seconds));
+	}
+	n->has_fence = false;
 	n->n_run = 0;
 	notify_submit(n, p);
 }
@@ -254,6 +260,12 @@ static void on_event(struct notify *n, const struct event *e)
 			r->ended = *e;
 			r->has_ended = true;
 		}
+		break;
+	case EVENT_FENCE_ENDED:
+		n->has_fence = true;
+		n->fence_whole = e->fence_whole;
+		n->fence_passes = e->passes;
+		n->fence_seconds = e->seconds;
 		break;
 	case EVENT_RESYNC_DONE:
 		on_done(n, e);

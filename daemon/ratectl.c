@@ -45,9 +45,9 @@ void ratectl_pace(struct ratectl *rc, struct pacer *p, uint64_t k, const atomic_
 	for (;;) {
 		uint64_t rate, due, now;
 
-		if (atomic_load(cancel))
+		if (atomic_load(cancel) || (p->stop && atomic_load(p->stop)))
 			return;
-		if (atomic_load(&rc->paused)) {
+		if (atomic_load(&rc->paused) && !p->ignore_pause) {
 			if (p->on_wait)
 				p->on_wait(p->on_wait_arg);
 			usleep(RATECTL_TICK_USEC);

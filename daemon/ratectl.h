@@ -27,6 +27,12 @@ struct pacer {
 	 * connection alive; NULL: none. Set by the loop's owner. */
 	void (*on_wait)(void *arg);
 	void *on_wait_arg;
+	/* The primary's last pass, under its fence: a pause does not hold
+	 * it (a pause never holds the primary's writers); the rate does. */
+	bool ignore_pause;
+	/* Another reason to stop waiting at once (NULL: none): the job was
+	 * given up on. Set by the loop's owner. */
+	const atomic_bool *stop;
 };
 
 /* A new run at rate (0 = unlimited), not paused. Not concurrent with pace. */
@@ -34,8 +40,9 @@ void ratectl_reset(struct ratectl *rc, uint64_t rate);
 void ratectl_set_rate(struct ratectl *rc, uint64_t rate);
 void ratectl_set_paused(struct ratectl *rc, bool paused);
 
-/* Account k bytes just sent and wait as long as the rate and a pause ask;
- * returns early when *cancel turns true. Wakes at least every 50 ms to
+/* Account k bytes just sent and wait as long as the rate and a pause ask
+ * (a pause not when p->ignore_pause); returns early when *cancel or
+ * *p->stop turns true. Wakes at least every 50 ms to
  * see changes, and calls p->on_wait (if any) each time it waits. */
 void ratectl_pace(struct ratectl *rc, struct pacer *p, uint64_t k, const atomic_bool *cancel);
 

@@ -11,14 +11,44 @@
  * they now share as the bitmap's base and starts a new generation. A
  * secondary whose generation is the primary's current one or that base,
  * with both bitmaps trusted, needs only the union of both bitmaps (quick
- * resync); anything else is compared through the hash tree. */
+ * resync); anything else is compared through the hash tree.
+ *
+ * The primary stays in service (DESIGN.md, step 6; the short fence, the
+ * default): the mount records the blocks written from before this
+ * volume is hashed (fusefs_track_start()); pass 1 is the compare and
+ * transfer, unfenced; each further pass takes the blocks written during
+ * the one before (fusefs_track_swap()) and sends them again to every
+ * secondary in parallel, until the set is small (final_pass_bytes, or
+ * what the measured rate sends in half a second) or max_passes passes
+ * ran; then the primary's writes wait at its fence, the last set is
+ * sent, every secondary commits, the primary commits (new generation,
+ * bitmap cleared) and thaws. The invariant: the mount marks a block after
+ * its bytes reached the image and before the write leaves the fence
+ * (fusefs/track.h), so each set taken names every block written since
+ * the last one whose bytes a read may have missed, and the set taken
+ * under the freeze is complete. So after the commits every block that
+ * differs between a secondary and the primary is dirty on the primary
+ * under its new generation (written after the thaw), and a crash at any
+ * point leaves the durable bitmaps honest: the primary clears its bitmap
+ * only under the fence after every secondary committed, and a secondary
+ * is Inconsistent on disk from its first data frame to its commit.
+ *
+ * The fence is bounded: the last pass and the commits get fence_max;
+ * past it, the secondaries still at it are given up on (their
+ * connections shut down: they stay Inconsistent, named in the result),
+ * the primary keeps its bitmap and generation (the next resync covers
+ * them) and thaws. A pause never holds the fence: it delays the last
+ * pass (unfenced) until resume, and the last pass ignores it. */
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "node-int.h"
 #include "resync/blockcmp.h"
@@ -50,6 +80,30 @@ struct resync_run {
 	struct tree_cache tc; /* built and id: the tree may be cached */
 	unsigned char *pbitmap; /* the primary's bitmap, for quick jobs */
 	size_t bitmap_size;
+
+	/* The primary's fence and the passes (short fence). */
+	bool whole;    /* fenced from the start to the commit */
+	bool tracking; /* the mount records writes for the passes */
+	unsigned passes;
+	uint64_t *bytes_per_pass; /* [passes] */
+	const char *why;	  /* why the passes stopped */
+	uint64_t fence_t0;	  /* clock_usec() at the freeze; 0: none yet */
+	double fence_seconds;
+	bool committed; /* the primary's own commit was made */
+	struct rangelist set; /* the blocks of the running pass */
+	/* The running pass's threads (resync_pass()). */
+	pthread_mutex_t pass_lock;
+	pthread_cond_t pass_cond; /* a job's pass ended */
+	unsigned pass_left;	  /* protected by pass_lock */
+};
+
+/* One job's thread in a pass. */
+struct pass_arg {
+	struct resync_run *run;
+	struct job *j;
+	void *(*fn)(void *);
+	bool started;
+	bool done; /* protected by run->pass_lock */
 };
 
 struct job_open {
@@ -116,6 +170,15 @@ static int resync_check(struct resync_run *run)
 		run->max_rate = (uint64_t)json_object_get_uint64(v);
 	if (req_bool(run->req, "dry_run"))
 		run->write = false;
+	run->whole = cfg->fence == CONFIG_FENCE_WHOLE;
+	if (json_object_object_get_ex(run->req, "fence", &v)) {
+		const char *f = json_object_get_string(v);
+
+		if (strcmp(f, "short") && strcmp(f, "whole"))
+			return control_client_error(run->cli, "refused: \"fence\" must be \"short\" or \"whole\", not '%s'",
+						    f), 1;
+		run->whole = !strcmp(f, "whole");
+	}
 	/* The named nodes must exist and be secondaries. */
 	if (json_object_object_get_ex(run->req, "nodes", &v) && json_object_is_type(v, json_type_array)) {
 		for (size_t i = 0; i < json_object_array_length(v); i++) {
@@ -366,8 +429,9 @@ static int resync_bitmap(struct resync_run *run)
 	return got < 0 ? (int)got : 0;
 }
 
-/* Phase two: compare and transfer, in parallel. */
-static void resync_run_jobs(struct resync_run *run)
+/* Phase two: compare and transfer (fn: job_thread, or job_pass1_thread
+ * for the first of several passes), in parallel. */
+static void resync_run_jobs(struct resync_run *run, void *(*fn)(void *))
 {
 	char u[40];
 
@@ -381,7 +445,366 @@ static void resync_run_jobs(struct resync_run *run)
 			event_publish_started(run->n->bus, j->peer->name, j->state,
 					      meta_uuid_format(&run->mi.generation, u, sizeof(u)));
 	}
-	resync_jobs_parallel(run, job_thread, run->jobs, sizeof(*run->jobs), true);
+	resync_jobs_parallel(run, fn, run->jobs, sizeof(*run->jobs), true);
+}
+
+/* Every secondary has every block: the primary's marks may go, the
+ * generation they share becomes the bitmap's base, and the primary's
+ * later writes count under a new generation. The base first: a crash
+ * before the metadata's update leaves the bits set under the same
+ * generation, which a quick resync still covers. */
+static void resync_next_generation(struct resync_run *run)
+{
+	struct node *n = run->n;
+	struct meta_uuid next;
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	n->base = run->mi.generation;
+	r = node_state_save_locked(n);
+	pthread_mutex_unlock(&n->lock);
+	if (r >= 0)
+		r = meta_uuid_random(&next);
+	if (r >= 0)
+		r = meta_resync_commit(node_meta(n), &next, false);
+	if (r < 0)
+		log_error("cannot start a new generation for '%s': %s", n->self->volume,
+			  strerror(-r));
+}
+
+/* ---- the passes (short fence) ---- */
+
+/* A job still in the run: opened, not failed, its connection open. */
+static bool job_alive(const struct job *j)
+{
+	return j->opened && j->r >= 0 && j->c;
+}
+
+/* A job that failed has its connection closed now, so that its
+ * secondary's session ends (and thaws, Inconsistent) at once. */
+static void resync_drop_failed(struct resync_run *run)
+{
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (j->opened && j->r < 0) {
+			job_xfer_close(j);
+			peer_conn_free(TAKE_PTR(j->c));
+		}
+	}
+}
+
+static void *pass_thread(void *arg)
+{
+	struct pass_arg *a = arg;
+
+	a->fn(a->j);
+	pthread_mutex_lock(&a->run->pass_lock);
+	a->done = true;
+	a->run->pass_left--;
+	pthread_cond_broadcast(&a->run->pass_cond);
+	pthread_mutex_unlock(&a->run->pass_lock);
+	return NULL;
+}
+
+/* Run fn on a thread for every live job, and wait for them all, or, with
+ * a deadline (clock_usec(); 0: none), until then: the jobs still running
+ * then are given up on (j->abort, their connections shut down, which
+ * wakes any wait on the peer) and joined. A job that failed has its
+ * connection closed here, so that its secondary's session ends now.
+ * Returns the number of jobs given up on. */
+static size_t resync_pass(struct resync_run *run, void *(*fn)(void *), uint64_t deadline)
+{
+	_cleanup_free_ struct pass_arg *a = calloc(run->nj ? run->nj : 1, sizeof(*a));
+	size_t late = 0;
+
+	if (!a) {
+		for (size_t i = 0; i < run->nj; i++)
+			if (job_alive(&run->jobs[i])) {
+				run->jobs[i].r = -ENOMEM;
+				snprintf(run->jobs[i].err, sizeof(run->jobs[i].err), "out of memory");
+			}
+		return 0;
+	}
+	pthread_mutex_lock(&run->pass_lock);
+	run->pass_left = 0;
+	pthread_mutex_unlock(&run->pass_lock);
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (!job_alive(j))
+			continue;
+		a[i] = (struct pass_arg){run, j, fn, false, false};
+		pthread_mutex_lock(&run->pass_lock);
+		run->pass_left++;
+		pthread_mutex_unlock(&run->pass_lock);
+		a[i].started = !pthread_create(&j->t, NULL, pass_thread, &a[i]);
+		if (!a[i].started) {
+			pthread_mutex_lock(&run->pass_lock);
+			run->pass_left--;
+			pthread_mutex_unlock(&run->pass_lock);
+			j->r = -EAGAIN;
+			snprintf(j->err, sizeof(j->err), "cannot start a thread");
+		}
+	}
+	pthread_mutex_lock(&run->pass_lock);
+	while (run->pass_left > 0) {
+		struct timespec ts;
+		uint64_t now = clock_usec();
+
+		if (!deadline) {
+			pthread_cond_wait(&run->pass_cond, &run->pass_lock);
+			continue;
+		}
+		if (now >= deadline)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)((deadline - now) / 1000000);
+		ts.tv_nsec += (long)((deadline - now) % 1000000) * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&run->pass_cond, &run->pass_lock, &ts);
+	}
+	/* Past the deadline: the connections stay ours (the threads free
+	 * none), so shutting them down here races with nothing. */
+	for (size_t i = 0; i < run->nj; i++) {
+		if (!a[i].started || a[i].done)
+			continue;
+		atomic_store(&run->jobs[i].abort, true);
+		peer_conn_shutdown(run->jobs[i].c);
+		late++;
+	}
+	pthread_mutex_unlock(&run->pass_lock);
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (!a[i].started)
+			continue;
+		pthread_join(j->t, NULL);
+		if (atomic_load(&j->abort)) {
+			snprintf(j->err, sizeof(j->err),
+				 "node '%s': the last pass did not finish within fence_max (%.1f s): given up, it stays Inconsistent",
+				 j->peer->name, run->n->cfg->fence_max_ms / 1000.0);
+			if (j->r >= 0)
+				j->r = -ETIMEDOUT;
+			j->state = META_STATE_INCONSISTENT;
+			log_error("resync of '%s' failed: %s", j->peer->name, j->err);
+		}
+	}
+	resync_drop_failed(run);
+	return late;
+}
+
+static size_t resync_alive(const struct resync_run *run)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < run->nj; i++)
+		k += job_alive(&run->jobs[i]);
+	return k;
+}
+
+static int resync_pass_note(struct resync_run *run, uint64_t bytes)
+{
+	uint64_t *v = reallocarray(run->bytes_per_pass, run->passes + 1, sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	run->bytes_per_pass = v;
+	v[run->passes++] = bytes;
+	return 0;
+}
+
+/* The blocks written since the last swap, added to run->set (sorted
+ * blocks, adjacent ones merged by rangelist_add()). Without a mount
+ * nothing writes the volume: nothing to add. */
+static int resync_swap(struct resync_run *run)
+{
+	const struct cluster_config *cfg = run->n->cfg;
+	_cleanup_free_ unsigned char *bits = NULL;
+	struct rangelist add = {0};
+	size_t size;
+	int r;
+
+	if (!run->tracking)
+		return 0;
+	r = fusefs_track_swap(run->n->fs, &bits, &size);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < size && r >= 0; i++) {
+		for (unsigned k = 0; bits[i] && k < 8 && r >= 0; k++) {
+			uint64_t off = ((uint64_t)i * 8 + k) * cfg->block_size;
+
+			if ((bits[i] & (1u << k)) && off < run->size)
+				r = rangelist_add(&add, off, MIN((uint64_t)cfg->block_size, run->size - off));
+		}
+	}
+	if (r >= 0 && add.n) {
+		/* A set kept from before (the last unfenced swap) and this
+		 * one: one sorted list without overlaps. */
+		r = rangelist_extend(&run->set, &add);
+		if (r >= 0)
+			rangelist_normalize(&run->set);
+	}
+	rangelist_release(&add);
+	return r;
+}
+
+/* The set under which the next pass is the last: final_pass_bytes, or
+ * what the slowest secondary took in half a second during the last pass
+ * (and the rate limit allows), whichever is smaller. */
+static uint64_t resync_final_bytes(struct resync_run *run)
+{
+	uint64_t lim = run->n->cfg->final_pass_bytes, rate = atomic_load(&run->n->rate.rate);
+
+	for (size_t i = 0; i < run->nj; i++) {
+		const struct job *j = &run->jobs[i];
+
+		if (job_alive(j) && j->pass_usec && j->pass_bytes >= RESYNC_WIRE_BLOCKS_MAX)
+			lim = MIN(lim, (uint64_t)((double)j->pass_bytes * 1e6 / (double)j->pass_usec / 2));
+	}
+	if (rate)
+		lim = MIN(lim, rate / 2);
+	return lim;
+}
+
+/* While paused before the last pass: nothing is fenced; the sessions
+ * are kept alive (no job thread runs: the connections are ours). */
+static void resync_wait_paused(struct resync_run *run)
+{
+	struct node *n = run->n;
+
+	while (atomic_load(&n->rate.paused) && !atomic_load(&n->cancel) && resync_alive(run)) {
+		for (size_t i = 0; i < run->nj; i++) {
+			struct job *j = &run->jobs[i];
+
+			if (job_alive(j) && (j->features & WIRE_FEATURE_KEEPALIVE))
+				(void)peer_conn_keepalive(j->c, node_keepalive_ms(n->cfg));
+		}
+		usleep(50000);
+	}
+}
+
+/* Every job of run committed, and the run covered every secondary. */
+static bool resync_all_committed(const struct resync_run *run)
+{
+	for (size_t i = 0; i < run->nj; i++)
+		if (run->jobs[i].r < 0)
+			return false;
+	return run->all;
+}
+
+/* The fence's start and end, said. */
+static void resync_fence_start(struct resync_run *run)
+{
+	run->fence_t0 = clock_usec();
+	event_publish_fence(run->n->bus, run->n->self->name, true, run->whole,
+			    run->whole ? 1 : run->passes + 1, 0);
+}
+
+static void resync_fence_end(struct resync_run *run)
+{
+	node_fence_thaw(run->n);
+	run->frozen = false;
+	if (!run->fence_t0)
+		return;
+	run->fence_seconds = (double)(clock_usec() - run->fence_t0) / 1e6;
+	event_publish_fence(run->n->bus, run->n->self->name, false, run->whole, run->passes,
+			    run->fence_seconds);
+	log_info("resync of cluster '%s': the primary's writes waited %.3f s (%s fence, %u passes)",
+		 run->n->cfg->name, run->fence_seconds, run->whole ? "whole" : "short", run->passes);
+}
+
+/* The primary's own commit, under its fence, when every secondary has
+ * every block. */
+static void resync_commit_primary(struct resync_run *run)
+{
+	if (run->write && resync_all_committed(run)) {
+		resync_next_generation(run);
+		run->committed = true;
+	}
+}
+
+/* Passes 2 and later, then the fence, the last pass, the commits and the
+ * thaw (the short fence). Pass 1 ran. */
+static int resync_passes(struct resync_run *run)
+{
+	const struct cluster_config *cfg = run->n->cfg;
+	uint64_t pass1 = 0;
+	int r;
+
+	resync_drop_failed(run);
+	for (size_t i = 0; i < run->nj; i++)
+		pass1 = MAX(pass1, run->jobs[i].differing_bytes);
+	r = resync_pass_note(run, pass1);
+	if (r < 0)
+		return r;
+	for (;;) {
+		/* A pause delays the next pass, never under the fence. */
+		resync_wait_paused(run);
+		r = resync_swap(run);
+		if (r < 0)
+			return r;
+		if (atomic_load(&run->n->cancel)) {
+			run->why = "cancelled";
+			break;
+		}
+		if (!resync_alive(run)) {
+			run->why = "no secondary left";
+			break;
+		}
+		if (rangelist_bytes(&run->set) <= resync_final_bytes(run)) {
+			run->why = "converged";
+			break;
+		}
+		if (run->passes >= cfg->max_passes) {
+			run->why = "max_passes";
+			break;
+		}
+		for (size_t i = 0; i < run->nj; i++) {
+			run->jobs[i].pass_set = &run->set;
+			run->jobs[i].pass_final = false;
+		}
+		r = resync_pass_note(run, rangelist_bytes(&run->set));
+		if (r < 0)
+			return r;
+		log_info("resync of cluster '%s': pass %u, %" PRIu64 " bytes of blocks written during the last",
+			 cfg->name, run->passes, rangelist_bytes(&run->set));
+		resync_pass(run, job_pass_thread, 0);
+		run->set.n = 0;
+	}
+	/* The last pass. A cancel fences nothing: the jobs stop at once. */
+	if (strcmp(run->why, "cancelled") && resync_alive(run)) {
+		log_info("resync of cluster '%s': pass %u under the primary's fence (%s)", cfg->name,
+			 run->passes + 1, run->why);
+		resync_fence_start(run);
+		r = node_fence_freeze(run->n);
+		if (r < 0)
+			return r;
+		run->frozen = true;
+		r = resync_swap(run);
+		if (r < 0) {
+			resync_fence_end(run);
+			return r;
+		}
+	}
+	for (size_t i = 0; i < run->nj; i++) {
+		run->jobs[i].pass_set = &run->set;
+		run->jobs[i].pass_final = true;
+	}
+	r = resync_pass_note(run, rangelist_bytes(&run->set));
+	if (r < 0) {
+		resync_fence_end(run);
+		return r;
+	}
+	resync_pass(run, job_pass_thread,
+		    run->frozen ? run->fence_t0 + cfg->fence_max_ms * 1000ull : 0);
+	if (run->frozen)
+		resync_commit_primary(run);
+	resync_fence_end(run);
+	return 0;
 }
 
 /* One secondary's part of the result. */
@@ -420,30 +843,6 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 	return x;
 }
 
-/* Every secondary has every block: the primary's marks may go, the
- * generation they share becomes the bitmap's base, and the primary's
- * later writes count under a new generation. The base first: a crash
- * before the metadata's update leaves the bits set under the same
- * generation, which a quick resync still covers. */
-static void resync_next_generation(struct resync_run *run)
-{
-	struct node *n = run->n;
-	struct meta_uuid next;
-	int r;
-
-	pthread_mutex_lock(&n->lock);
-	n->base = run->mi.generation;
-	r = node_state_save_locked(n);
-	pthread_mutex_unlock(&n->lock);
-	if (r >= 0)
-		r = meta_uuid_random(&next);
-	if (r >= 0)
-		r = meta_resync_commit(node_meta(n), &next, false);
-	if (r < 0)
-		log_error("cannot start a new generation for '%s': %s", n->self->volume,
-			  strerror(-r));
-}
-
 /* The result: every job's part, the events, and the primary's own
  * commit when every secondary has every block. */
 static json_object *resync_report(struct resync_run *run)
@@ -464,8 +863,6 @@ static json_object *resync_report(struct resync_run *run)
 					  j->bytes_sent, j->seconds, j->err);
 	}
 	drift_note_run(n, run->jobs, run->nj, run->write, run->plan);
-	if (run->write && !failed && run->all)
-		resync_next_generation(run);
 	if (run->write && !failed)
 		node_last_resync_set(n);
 	meta_uuid_format(&run->mi.generation, u, sizeof(u));
@@ -473,6 +870,19 @@ static json_object *resync_report(struct resync_run *run)
 	json_object_object_add(res, "primary", json_object_new_string(n->self->name));
 	json_object_object_add(res, "generation", json_object_new_string(u));
 	json_object_object_add(res, "nodes", arr);
+	if (run->write) {
+		json_object *bpp = json_object_new_array();
+
+		for (unsigned i = 0; i < run->passes; i++)
+			json_object_array_add(bpp, json_object_new_uint64(run->bytes_per_pass[i]));
+		json_object_object_add(res, "fence", json_object_new_string(run->whole ? "whole" : "short"));
+		json_object_object_add(res, "passes", json_object_new_int((int)run->passes));
+		json_object_object_add(res, "bytes_per_pass", bpp);
+		json_object_object_add(res, "passes_stopped", json_object_new_string(run->why ? run->why : ""));
+		json_object_object_add(res, "primary_fence_seconds",
+				       json_object_new_double(run->fence_seconds));
+		json_object_object_add(res, "primary_committed", json_object_new_boolean(run->committed));
+	}
 	if (run->write) {
 		log_printf(failed ? LOG_ERR : LOG_INFO,
 			   "resync of cluster '%s' finished: %zu of %zu secondaries failed",
@@ -490,6 +900,7 @@ static void resync_release(struct resync_run *run)
 	struct node *n = run->n;
 
 	for (size_t i = 0; run->jobs && i < run->nj; i++) {
+		job_xfer_close(&run->jobs[i]);
 		peer_conn_free(run->jobs[i].c);
 		free(run->jobs[i].buf);
 		rangelist_release(&run->jobs[i].ranges);
@@ -506,8 +917,14 @@ static void resync_release(struct resync_run *run)
 	hashtree_free(run->tree);
 	free(run->hashes);
 	free(run->pbitmap);
+	free(run->bytes_per_pass);
+	rangelist_release(&run->set);
 	if (run->frozen)
 		node_fence_thaw(n);
+	if (run->tracking)
+		fusefs_track_stop(n->fs);
+	pthread_mutex_destroy(&run->pass_lock);
+	pthread_cond_destroy(&run->pass_cond);
 	pthread_mutex_lock(&n->lock);
 	n->resync_running = false;
 	pthread_mutex_unlock(&n->lock);
@@ -542,6 +959,15 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	/* A scheduled verify yields: its step in flight ends first. */
 	drift_yield(n);
 	pthread_mutex_init(&run.cli_lock, NULL);
+	pthread_mutex_init(&run.pass_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&run.pass_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	atomic_store(&n->cancel, false);
 	ratectl_reset(&n->rate, run.max_rate);
 	/* Nothing is hashed, sent or reported of an image that changed
@@ -555,13 +981,24 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	run.size = node_size(n);
 	run.bitmap_size = (size_t)DIV_ROUND_UP(DIV_ROUND_UP(run.size, n->cfg->block_size), 8);
 
-	if (run.write) {
+	if (run.write && !run.whole && n->fs) {
+		/* Writes are recorded from before anything is read. */
+		r = fusefs_track_start(n->fs, n->cfg->block_size);
+		if (r < 0)
+			log_warning("cannot record the primary's writes (%s): its writes wait for the whole resync",
+				    strerror(-r));
+		run.tracking = r >= 0;
+		run.whole = r < 0;
+	}
+	if (run.write && run.whole) {
 		/* The primary's image stays still while it is read for the
 		 * secondaries: writes wait at the fence until the commit. */
+		resync_fence_start(&run);
 		r = node_fence_freeze(n);
 		if (r < 0)
 			goto out;
 		run.frozen = true;
+		run.why = "whole";
 	}
 	meta_info_get(node_meta(n), &run.mi);
 	pthread_mutex_lock(&n->lock);
@@ -579,7 +1016,25 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	r = resync_bitmap(&run);
 	if (r < 0)
 		goto out;
-	resync_run_jobs(&run);
+	if (run.write && !run.whole) {
+		resync_run_jobs(&run, job_pass1_thread);
+		r = resync_passes(&run);
+		if (r < 0)
+			goto out;
+	} else {
+		resync_run_jobs(&run, job_thread);
+		if (run.write) {
+			run.passes = 1;
+			r = resync_pass_note(&run, 0);
+			if (r < 0)
+				goto out;
+			run.passes = 1;
+			for (size_t i = 0; i < run.nj; i++)
+				run.bytes_per_pass[0] = MAX(run.bytes_per_pass[0], run.jobs[i].differing_bytes);
+			resync_commit_primary(&run);
+			resync_fence_end(&run);
+		}
+	}
 	/* Sent last, once this run let go of everything: a client may
 	 * start the next run the moment it reads the result. */
 	final = resync_report(&run);

@@ -7,6 +7,7 @@
 
 #include "resync/fusefs.h"
 #include "fence.h"
+#include "track.h"
 
 struct fuse_session;
 
@@ -18,6 +19,7 @@ struct fusefs {
 	struct fuse_session *se;
 	uint32_t block_size;
 	struct fence fence;
+	struct track track; /* the blocks written during a resync's pass */
 	pthread_key_t worker_key; /* struct fusefs_worker per FUSE thread */
 	bool key_created;
 	bool mounted;

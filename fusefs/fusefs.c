@@ -300,14 +300,19 @@ static int fusefs_write_begin(struct fusefs *fs, uint64_t off, size_t size, bool
 	return 0;
 }
 
-static void fusefs_write_end(struct fusefs *fs, bool fenced)
+/* The second half: the bytes [off, off+done) are in the image; they are
+ * recorded for a resync's next pass now, before the fence is left (see
+ * track.h: a mark after the bytes, inside the fence's in-flight window,
+ * is what makes a pass's set and the primary's final freeze complete). */
+static void fusefs_write_end(struct fusefs *fs, uint64_t off, uint64_t done, bool fenced)
 {
+	track_mark(&fs->track, off, done);
 	if (fenced)
 		fence_leave(&fs->fence);
 }
 
 /* Every write from a buffer goes through here: fence, durable marks, then
- * the bytes. Returns bytes written or -errno. */
+ * the bytes, then the resync's record. Returns bytes written or -errno. */
 static long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const void *buf,
 				    size_t size, uint64_t off, bool fenced)
 {
@@ -318,7 +323,8 @@ static long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const 
 	if (r < 0)
 		return r;
 	n = io_pwrite_full(io, volume_fd(fs->vol), buf, size, off);
-	fusefs_write_end(fs, fenced);
+	/* A failed write may have changed some bytes: recorded all the same. */
+	fusefs_write_end(fs, off, size, fenced);
 	return n;
 }
 
@@ -355,7 +361,7 @@ static long long fusefs_write_image_bufvec(struct fusefs *fs, struct fuse_bufvec
 		}
 		done += (size_t)n;
 	}
-	fusefs_write_end(fs, true);
+	fusefs_write_end(fs, off, size, true);
 	if (r < 0 && done == 0)
 		return r;
 	return (long long)done;
@@ -488,7 +494,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	else if (fallocate(volume_fd(fs->vol), mode | FALLOC_FL_KEEP_SIZE, off,
 			   (off_t)(end - (uint64_t)off)) < 0)
 		r = -errno;
-	fence_leave(&fs->fence);
+	fusefs_write_end(fs, (uint64_t)off, end - (uint64_t)off, true);
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
@@ -711,6 +717,7 @@ int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret)
 		return -ENOMEM;
 	fs->opts = *opts;
 	fence_init(&fs->fence);
+	track_init(&fs->track);
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->io_lock, NULL);
 	pthread_cond_init(&fs->cond, NULL);
@@ -1032,6 +1039,7 @@ void fusefs_free(struct fusefs *fs)
 		pthread_key_delete(fs->worker_key);
 	}
 	fence_release(&fs->fence);
+	track_release(&fs->track);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->io_lock);
 	pthread_cond_destroy(&fs->cond);
@@ -1063,6 +1071,21 @@ bool fusefs_fence_frozen(struct fusefs *fs)
 unsigned fusefs_fence_waiting(struct fusefs *fs)
 {
 	return fence_waiting(&fs->fence);
+}
+
+int fusefs_track_start(struct fusefs *fs, uint32_t block_size)
+{
+	return track_start(&fs->track, fusefs_size(fs), block_size);
+}
+
+int fusefs_track_swap(struct fusefs *fs, unsigned char **ret_bits, size_t *ret_size)
+{
+	return track_swap(&fs->track, ret_bits, ret_size);
+}
+
+void fusefs_track_stop(struct fusefs *fs)
+{
+	track_stop(&fs->track);
 }
 
 int fusefs_invalidate(struct fusefs *fs, uint64_t off, uint64_t len)

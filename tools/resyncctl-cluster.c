@@ -193,9 +193,12 @@ int resyncctl_verify(int argc, char **argv)
 
 static const char resync_usage[] =
 	"usage: resyncctl [--config FILE] [--node NAME] resync [--yes] [--dry-run] [--json]\n"
-	"                 [--node SECONDARY]... [--max-rate RATE]\n"
+	"                 [--node SECONDARY]... [--max-rate RATE] [--fence short|whole]\n"
 	"Make every secondary (or the ones named) byte-identical to the primary.\n"
 	"The data on those secondaries is erased and replaced with the primary's.\n"
+	"The primary stays in service: its writes wait only during the last pass\n"
+	"(--fence short, the default: at most the cluster's fence_max), or for the\n"
+	"whole resync (--fence whole; the cluster's 'fence' sets the default).\n"
 	"Shows the plan, then asks to type the cluster name; without a terminal\n"
 	"it needs --yes. --dry-run shows the plan only. Exit 0 only when every\n"
 	"chosen secondary ends UpToDate; 3 when a node could not be reached.\n";
@@ -286,6 +289,7 @@ int resyncctl_resync(int argc, char **argv)
 		{"dry-run", no_argument, NULL, 'd'},
 		{"json", no_argument, NULL, 'j'},
 		{"max-rate", required_argument, NULL, 'r'},
+		{"fence", required_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -295,12 +299,22 @@ int resyncctl_resync(int argc, char **argv)
 	bool yes = false, dry = false, json = false, have_rate = false, all_ok = true;
 	bool unreachable = false;
 	uint64_t rate = 0;
+	const char *fence = NULL; /* NULL: the cluster's */
+	bool whole;
 	char b[32], c2[32], w[32];
 	int c, rc = 1;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:n:ydjr:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:n:ydjr:f:h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'f':
+			if (strcmp(optarg, "short") && strcmp(optarg, "whole")) {
+				resyncctl_errorf("invalid --fence '%s': short or whole", optarg);
+				json_object_put(names);
+				return EXIT_USAGE;
+			}
+			fence = optarg;
+			break;
 		case 'c':
 			resyncctl_config = optarg;
 			break;
@@ -403,9 +417,16 @@ int resyncctl_resync(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
-	if (!json)
+	whole = fence ? !strcmp(fence, "whole") : s.cfg->fence == CONFIG_FENCE_WHOLE;
+	if (!json) {
 		printf("the data on these secondaries will be erased and replaced with the "
 		       "primary's.\n");
+		if (whole)
+			printf("the primary's writes wait for the whole resync (whole fence).\n");
+		else
+			printf("the primary stays in service: its writes wait only during the last pass "
+			       "(short fence, at most %.1f s).\n", s.cfg->fence_max_ms / 1000.0);
+	}
 	/* Progress goes to stderr: the plan must be out before it. */
 	fflush(stdout);
 	if (!yes) {
@@ -430,6 +451,7 @@ int resyncctl_resync(int argc, char **argv)
 	json_object_object_add(req, "no_ranges", json_object_new_boolean(true));
 	if (have_rate)
 		json_object_object_add(req, "max_rate", json_object_new_uint64(rate));
+	json_object_object_add(req, "fence", json_object_new_string(whole ? "whole" : "short"));
 	res = resyncctl_request(&s, req, resync_progress, &pc);
 	json_object_put(req);
 	if (!res || !resyncctl_result_ok(res))
@@ -469,6 +491,31 @@ int resyncctl_resync(int argc, char **argv)
 		}
 		json_object_object_add(sum, "nodes", arr);
 		json_object_object_add(sum, "ok", json_object_new_boolean(all_ok));
+		{
+			/* The primary's fence and the passes (the daemon's words). */
+			static const char *const fk[] = {"fence", "passes", "bytes_per_pass",
+							 "passes_stopped", "primary_fence_seconds",
+							 "primary_committed"};
+			json_object *v, *bpp = NULL;
+
+			for (size_t k = 0; k < ARRAY_SIZE(fk); k++)
+				if (json_object_object_get_ex(res, fk[k], &v))
+					json_object_object_add(sum, fk[k], json_object_get(v));
+			json_object_object_get_ex(res, "bytes_per_pass", &bpp);
+			if (!json && resyncctl_jstr(res, "fence")) {
+				printf("primary: %s fence, writes waited %.3f s; %d passes (",
+				       resyncctl_jstr(res, "fence"), resyncctl_jdbl(res, "primary_fence_seconds"),
+				       json_object_get_int(json_object_object_get(res, "passes")));
+				for (size_t k = 0; bpp && k < json_object_array_length(bpp); k++)
+					printf("%s%s", k ? ", " : "",
+					       format_bytes(json_object_get_uint64(json_object_array_get_idx(bpp, k)),
+							    b, sizeof(b)));
+				printf("), stopped: %s%s\n", resyncctl_jstr(res, "passes_stopped"),
+				       json_object_get_boolean(json_object_object_get(res, "primary_committed"))
+					       ? ""
+					       : "; the primary kept its bitmap and generation");
+			}
+		}
 		if (json)
 			resyncctl_print_json(sum);
 		json_object_put(sum);

@@ -211,7 +211,11 @@ try:
     os.fsync(fd)
 finally:
     os.close(fd)
-p = subprocess.Popen([RESYNCCTL, "--config", c.conf, "resync", "--yes", "--json", "--max-rate", "6M"],
+# --fence whole: the primary is fenced for the whole run, so that its
+# /health?ready can be seen 503 while the secondary is rewritten (with
+# the default short fence the primary is fenced only for the last pass).
+p = subprocess.Popen([RESYNCCTL, "--config", c.conf, "resync", "--yes", "--json", "--max-rate", "6M",
+                      "--fence", "whole"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 seen = {}
 

@@ -26,6 +26,24 @@ enum {
 	CONFIG_ALERT_AFTER_DEFAULT_MS = 5 * 60 * 1000,
 };
 
+/* The primary's fence during a resync (DESIGN.md, "A resync", step 6):
+ * the defaults of fence_max, final_pass_bytes and max_passes, and their
+ * bounds. */
+enum {
+	CONFIG_FENCE_MAX_DEFAULT_MS = 5000,
+	CONFIG_FENCE_MAX_MIN_MS = 100,
+	CONFIG_FENCE_MAX_MAX_MS = 3600000,
+	CONFIG_MAX_PASSES_DEFAULT = 8,
+	CONFIG_MAX_PASSES_MAX = 1000,
+};
+#define CONFIG_FINAL_PASS_BYTES_DEFAULT (64ull << 20)
+
+/* How long the primary's writers wait during a resync. */
+enum config_fence {
+	CONFIG_FENCE_SHORT = 0, /* converging passes, then a short fence for the last */
+	CONFIG_FENCE_WHOLE,	/* the primary fenced from the start to the commit */
+};
+
 struct node_config {
 	char *name;
 	char *address; /* HOST:PORT as written */
@@ -66,6 +84,15 @@ struct cluster_config {
 	uint64_t verify_interval_ms;
 	uint64_t verify_max_rate;
 	uint64_t alert_after_ms;
+	/* The primary's fence: short (the default) or whole; the longest a
+	 * short fence holds the primary's writers; the pass whose blocks
+	 * are at most final_pass_bytes is the last before the fence (also
+	 * bounded by what max_rate sends in about half a second); at most
+	 * max_passes passes before it (pass 1 included). */
+	enum config_fence fence;
+	unsigned fence_max_ms;
+	uint64_t final_pass_bytes;
+	unsigned max_passes;
 
 	struct node_config *nodes; /* in file order */
 	size_t n_nodes;

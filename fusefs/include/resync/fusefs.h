@@ -122,6 +122,22 @@ bool fusefs_fence_frozen(struct fusefs *fs);
 /* Writes waiting at the fence, for tests and status. */
 unsigned fusefs_fence_waiting(struct fusefs *fs);
 
+/* Write tracking for a resync that keeps the volume in service: between
+ * start and stop, every write through the mount records its blocks (of
+ * block_size bytes, a power of two) in memory, after its bytes reached
+ * the image and before it leaves the fence. swap takes the set recorded
+ * since the start or the last swap (*ret_bits, one bit a block, *ret_size
+ * bytes: the caller frees it) and starts an empty one atomically: every
+ * write is either in the set taken, with its bytes visible to any read
+ * after the swap, or in the next one. A swap under a freeze (which waits
+ * for writes in flight, marks included) takes every write left. start:
+ * -EBUSY when started, -EINVAL, -ENOMEM; swap: -ENOENT when not started.
+ * Not persistent: the durable dirty bitmap is what survives a crash.
+ * Thread-safe. */
+int fusefs_track_start(struct fusefs *fs, uint32_t block_size);
+int fusefs_track_swap(struct fusefs *fs, unsigned char **ret_bits, size_t *ret_size);
+void fusefs_track_stop(struct fusefs *fs);
+
 /* Drop the kernel's cached pages of [off, off+len) of the volume file, so
  * readers see what was written to the image underneath. Call after the
  * bytes are in the image. Thread-safe; not from inside a request. */
