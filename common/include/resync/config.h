@@ -53,6 +53,12 @@ struct cluster_config {
 	/* A peer session's receive deadline: the longest a peer may stay
 	 * silent (it sends KEEPALIVEs while it waits on something else). */
 	unsigned session_timeout_ms;
+	/* The dashboard (a node's `web`): the login token's file, whether a
+	 * non-loopback address may serve it, whether its read-only pages
+	 * need no login. */
+	char *web_token_file;
+	bool web_allow_remote;
+	bool web_public_status;
 
 	struct node_config *nodes; /* in file order */
 	size_t n_nodes;
