@@ -16,7 +16,7 @@ const S = {
   lastResult: {},    // node -> {result, time}
   statusBusy: false,
   statusAgain: false,
-  events: [],
+  results: {},       // action id -> its result line (the stream may beat the POST's reply)
 };
 
 function el(tag, attrs, ...kids) {
@@ -228,8 +228,10 @@ async function openDialog() {
   $('dlg-confirm').focus();
   S.planId = null;
   const r = await post('/api/plan');
-  if (r.status === 202 && r.body) S.planId = r.body.action;
-  else $('dlg-plan').textContent = 'No plan: ' + ((r.body && r.body.error) || r.status) + ' (the resync still compares everything before it writes).';
+  if (r.status === 202 && r.body) {
+    S.planId = r.body.action;
+    if (S.results[S.planId]) planResult(S.results[S.planId]);
+  } else $('dlg-plan').textContent = 'No plan: ' + ((r.body && r.body.error) || r.status) + ' (the resync still compares everything before it writes).';
 }
 
 function planResult(line) {
@@ -287,7 +289,7 @@ function setBar(name, pct, facts) {
 }
 
 function beginRun(id) {
-  if (S.runId === id && id !== -1) return;
+  if ((S.runId === id && id !== -1) || S.results[id]) return;
   S.runId = id;
   $('bars').replaceChildren();
   for (const n of secondaries()) bar(n);
@@ -326,6 +328,7 @@ function resyncResult(line) {
   }
   let good = 0;
   const nodes = line.nodes || [];
+  const perNode = [];
   for (const n of nodes) {
     const ok = n.result === 'resynced' && n.state === 'UpToDate';
     if (ok) good++;
@@ -341,8 +344,9 @@ function resyncResult(line) {
       const text = typeof proof === 'string' ? proof : Object.entries(proof).map(([k, v]) => k + ' ' + v).join(', ');
       b.append(el('span', { class: 'proof mono', text: 'proof: ' + text }));
     }
-    banners.prepend(b);
+    perNode.push(b);
   }
+  banners.append(...perNode);
   const all = good === nodes.length && nodes.length > 0;
   $('run-title').textContent = all ? 'Resync complete' : 'Resync finished with failures';
   banners.prepend(el('p', { class: 'banner ' + (all ? 'ok' : 'bad'), id: 'result-banner',
@@ -379,7 +383,7 @@ function showStrips(line, what) {
   const nodes = (line.nodes || []).filter((n) => n.strip);
   if (!nodes.length) return;
   show('diffs', true);
-  $('diffs-when').textContent = 'From ' + what + ' at ' + new Date().toLocaleTimeString() +
+  $('diffs-when').textContent = 'From ' + what + ' at ' + clock(new Date()) +
     ' (volume ' + bytes(line.volume_size) + '; red: where blocks differ).';
   const box = $('strips');
   box.replaceChildren();
@@ -388,7 +392,7 @@ function showStrips(line, what) {
       'aria-label': n.name + ': ' + bytes(n.differing_bytes) + ' differ in ' + (n.ranges_count || 0) + ' ranges' });
     box.append(el('div', { class: 'strip', 'data-node': n.name },
       el('div', { class: 'head' }, el('span', { text: n.name }),
-        el('span', { text: n.error ? 'unreachable' : bytes(n.differing_bytes) + ' differ' + (n.ranges_count ? ' in ' + n.ranges_count + ' ranges' : '') })), c));
+        el('span', { text: n.error ? 'unreachable' : bytes(n.differing_bytes) + ' differ' + (n.ranges_count ? ' in ' + n.ranges_count + (n.ranges_count === 1 ? ' range' : ' ranges') : '') })), c));
     const g = c.getContext('2d');
     const w = c.width / n.strip.length;
     g.fillStyle = '#e3f4e8';
@@ -403,8 +407,12 @@ function showStrips(line, what) {
 
 // ---- the event stream ----
 
+function clock(d) {
+  return d.toTimeString().slice(0, 8);
+}
+
 function logLine(text, time) {
-  const li = el('li', {}, el('time', { text: time || new Date().toLocaleTimeString() }), text);
+  const li = el('li', {}, el('time', { text: time || clock(new Date()) }), text);
   const ol = $('events');
   ol.prepend(li);
   while (ol.children.length > 100) ol.lastChild.remove();
@@ -428,7 +436,7 @@ function eventText(e) {
 }
 
 function onEvent(e) {
-  const t = e.time ? e.time.slice(11, 19) : undefined;
+  const t = e.time ? clock(new Date(e.time)) : undefined;
   if (e.event === 'progress') {
     if (S.runId === null) beginRun(-1); // a resync started elsewhere (resyncctl)
     progress(e);
@@ -460,6 +468,7 @@ function onAction(m) {
     return;
   }
   if (line.type !== 'result') return;
+  S.results[m.id] = line;
   logLine('dashboard: ' + m.action + (line.ok ? ' done' : ' refused or failed: ' + line.error));
   if (m.action === 'plan' && m.id === S.planId) planResult(line);
   if (m.action === 'verify') {
