@@ -752,8 +752,9 @@ static enum MHD_Result api_login(struct web *w, struct MHD_Connection *c, struct
 {
 	_cleanup_(json_putp) json_object *body = body_json(rq);
 	json_object *t, *o;
-	struct web_session *s = NULL;
+	struct web_session *s;
 	char cookie[160], addr[64];
+	int k = 0;
 	const char *tok;
 
 	if (!w->token)
@@ -770,14 +771,12 @@ static enum MHD_Result api_login(struct web *w, struct MHD_Connection *c, struct
 		return reply_error(c, MHD_HTTP_FORBIDDEN, "wrong token");
 	}
 	pthread_mutex_lock(&w->lock);
-	for (int i = 0; i < WEB_SESSIONS_MAX; i++)
-		if (!w->sessions[i].used || !s || w->sessions[i].last_used < s->last_used) {
-			s = &w->sessions[i];
-			if (!s->used)
-				break;
-		}
-	/* All in use: the least recently used one ends. */
-	explicit_bzero(s, sizeof(*s));
+	/* A free slot, or (all in use) the least recently used one ends. */
+	for (int i = 1; i < WEB_SESSIONS_MAX && w->sessions[k].used; i++)
+		if (!w->sessions[i].used || w->sessions[i].last_used < w->sessions[k].last_used)
+			k = i;
+	s = &w->sessions[k];
+	memset(s, 0, sizeof(*s));
 	if (random_hex(s->id) < 0 || random_hex(s->csrf) < 0) {
 		explicit_bzero(s, sizeof(*s));
 		pthread_mutex_unlock(&w->lock);
