@@ -449,7 +449,7 @@ static void *action_main(void *arg)
 	json_object *req;
 	uint64_t id;
 	char kind[sizeof(w->action_kind)];
-	bool ended = false;
+	json_object *result = NULL;
 	int r;
 
 	pthread_mutex_lock(&w->lock);
@@ -463,7 +463,7 @@ static void *action_main(void *arg)
 	pthread_mutex_lock(&w->lock);
 	w->action_fd = lr.fd;
 	pthread_mutex_unlock(&w->lock);
-	while (r >= 0 && !ended) {
+	while (r >= 0 && !result) {
 		json_object *o = NULL;
 
 		r = line_read(&lr, WEB_WAIT_MS, &o);
@@ -473,22 +473,23 @@ static void *action_main(void *arg)
 		}
 		if (r < 0)
 			break;
-		ended = control_is_result(o);
-		if (ended)
+		if (control_is_result(o)) {
 			result_strips(w, o);
-		action_push(w, id, kind, "line", o); /* o taken */
+			result = o;
+		} else {
+			action_push(w, id, kind, "line", o); /* o taken */
+		}
 	}
-	if (!ended) {
-		json_object *e = json_object_new_object();
+	if (!result) {
 		char msg[512];
 
 		snprintf(msg, sizeof(msg), "the node's control socket '%s' %s: %s",
 			 w->o.self->control, r == -ECONNRESET ? "closed" : "failed",
 			 r == -ETIMEDOUT ? "the dashboard is stopping" : strerror(-r));
-		json_object_object_add(e, "type", json_object_new_string("result"));
-		json_object_object_add(e, "ok", json_object_new_boolean(0));
-		json_object_object_add(e, "error", json_object_new_string(msg));
-		action_push(w, id, kind, "line", e);
+		result = json_object_new_object();
+		json_object_object_add(result, "type", json_object_new_string("result"));
+		json_object_object_add(result, "ok", json_object_new_boolean(0));
+		json_object_object_add(result, "error", json_object_new_string(msg));
 	}
 	pthread_mutex_lock(&w->lock);
 	w->action_fd = -1;
@@ -497,6 +498,9 @@ static void *action_main(void *arg)
 	if (lr.fd >= 0)
 		close(lr.fd);
 	free(lr.buf);
+	/* Last, once the next action may start: a page that reads the
+	 * result may start one at once. */
+	action_push(w, id, kind, "line", result);
 	return NULL;
 }
 
@@ -504,7 +508,9 @@ static void *action_main(void *arg)
  * id (> 0), -EBUSY while one runs, or -errno. */
 static int64_t action_start(struct web *w, const char *kind, json_object *req)
 {
+	json_object *o;
 	int64_t id;
+	bool join;
 	int r;
 
 	pthread_mutex_lock(&w->lock);
@@ -513,33 +519,41 @@ static int64_t action_start(struct web *w, const char *kind, json_object *req)
 		json_object_put(req);
 		return -EBUSY;
 	}
-	if (w->action_started) {
-		/* The last one ended (not busy): join it before the next. */
-		pthread_join(w->action_thread, NULL);
-		w->action_started = false;
-	}
+	w->action_busy = true; /* claimed: nobody else starts or joins */
+	join = w->action_started;
+	w->action_started = false;
 	id = (int64_t)++w->action_id;
 	snprintf(w->action_kind, sizeof(w->action_kind), "%s", kind);
 	w->action_req = req;
-	w->action_busy = true;
-	r = pthread_create(&w->action_thread, NULL, action_main, w);
-	if (r) {
+	pthread_mutex_unlock(&w->lock);
+	/* The last one ended (it cleared busy) or is about to (it pushes its
+	 * result, which takes the lock): joined outside the lock. */
+	if (join)
+		pthread_join(w->action_thread, NULL);
+	/* Said before any of its lines. */
+	o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string("action"));
+	json_object_object_add(o, "id", json_object_new_int64(id));
+	json_object_object_add(o, "action", json_object_new_string(kind));
+	json_object_object_add(o, "started", json_object_new_boolean(1));
+	web_push(w, o);
+	json_object_put(o);
+	r = -pthread_create(&w->action_thread, NULL, action_main, w);
+	pthread_mutex_lock(&w->lock);
+	if (r < 0) {
 		w->action_busy = false;
 		json_object_put(TAKE_PTR(w->action_req));
-		pthread_mutex_unlock(&w->lock);
-		return -r;
+	} else {
+		w->action_started = true;
 	}
-	w->action_started = true;
 	pthread_mutex_unlock(&w->lock);
-	{
-		json_object *o = json_object_new_object();
-
-		json_object_object_add(o, "type", json_object_new_string("action"));
-		json_object_object_add(o, "id", json_object_new_int64(id));
-		json_object_object_add(o, "action", json_object_new_string(kind));
-		json_object_object_add(o, "started", json_object_new_boolean(1));
-		web_push(w, o);
-		json_object_put(o);
+	if (r < 0) {
+		o = json_object_new_object();
+		json_object_object_add(o, "type", json_object_new_string("result"));
+		json_object_object_add(o, "ok", json_object_new_boolean(0));
+		json_object_object_add(o, "error", json_object_new_string(strerror(-r)));
+		action_push(w, (uint64_t)id, kind, "line", o);
+		return r;
 	}
 	return id;
 }

@@ -117,23 +117,28 @@ function renderDash() {
   $('c-name').textContent = d.cluster;
   document.title = 'resync · ' + d.cluster;
   const slot = $('resync-slot');
-  slot.replaceChildren();
   const canAct = d.logged_in && d.actions;
-  if (d.resync_offered) {
-    show('resync-absent', false);
-    if (canAct) {
-      const b = el('button', { id: 'resync-btn', type: 'button', class: 'danger', text: 'Resync Cluster' });
+  if (d.resync_offered && canAct) {
+    // Made once and kept (a refresh must not take a keyboard's focus).
+    let b = $('resync-btn');
+    if (!b) {
+      b = el('button', { id: 'resync-btn', type: 'button', class: 'danger', text: 'Resync Cluster' });
       b.addEventListener('click', openDialog);
-      b.disabled = d.action_running;
       slot.append(b);
     }
+    if (S.runId === null) b.disabled = d.action_running;
+  } else {
+    slot.replaceChildren();
+  }
+  if (d.resync_offered) {
+    show('resync-absent', false);
   } else {
     // No button at all: the reason in its place.
     $('resync-absent').textContent = 'No Resync Cluster button: ' + d.resync_absent_reason;
     show('resync-absent', true);
   }
   $('verify-btn').hidden = !canAct || !(d.nodes || []).length || d.nodes.length < 2;
-  $('verify-btn').disabled = d.action_running;
+  if (S.runId === null) $('verify-btn').disabled = d.action_running;
   let note = '';
   if (!d.actions) note = 'Read-only: this dashboard has no web_token_file, so it offers no actions.';
   else if (!d.logged_in) note = 'Read-only view: log in to act.';

@@ -69,10 +69,17 @@ def log_in(d, url):
     wait(d, EC.visibility_of_element_located((By.ID, "overview")), "the overview")
 
 
+def attrs(d, selector, attr="data-node"):
+    """An attribute of every element matching selector, read at once (the
+    page re-renders its tables as the status and the plan come in)."""
+    return d.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.getAttribute(arguments[1]))",
+        selector, attr)
+
+
 def node_rows(d, n):
-    rows = wait(d, lambda d: (lambda r: r if len(r) == n else False)(
-        d.find_elements(By.CSS_SELECTOR, "#nodes tbody tr")), "%d node rows" % n)
-    return [r.get_attribute("data-node") for r in rows]
+    return wait(d, lambda d: (lambda r: r if len(r) == n else False)(attrs(d, "#nodes tbody tr")),
+                "%d node rows" % n)
 
 
 def resync_through(d, c, secondaries, shots=False):
@@ -81,8 +88,7 @@ def resync_through(d, c, secondaries, shots=False):
     check(btn.text == "Resync Cluster", "the button says Resync Cluster: %r" % btn.text)
     btn.click()
     dlg = wait(d, EC.visibility_of_element_located((By.ID, "dialog")), "the dialog")
-    names = [r.get_attribute("data-node")
-             for r in dlg.find_elements(By.CSS_SELECTOR, "#dlg-nodes tbody tr")]
+    names = attrs(d, "#dlg-nodes tbody tr")
     check(sorted(names) == sorted(secondaries), "the dialog names the secondaries: %s" % names)
     check("will be erased and replaced with the primary's" in dlg.text,
           "the dialog says the data will be erased: %s" % dlg.text)
@@ -102,23 +108,20 @@ def resync_through(d, c, secondaries, shots=False):
     if shots:
         d.save_screenshot(os.path.join(SHOTS, "web-dialog.png"))
     go.click()
-    seen = set()
 
     def bars_full(d):
-        for b in d.find_elements(By.CSS_SELECTOR, "#bars .bar"):
-            seen.add((b.get_attribute("data-node"), b.get_attribute("data-pct")))
-        full = [b.get_attribute("data-node") for b in d.find_elements(By.CSS_SELECTOR, "#bars .bar")
-                if b.find_element(By.TAG_NAME, "progress").get_attribute("value") == "100"]
+        full = d.execute_script(
+            "return Array.from(document.querySelectorAll('#bars .bar'))"
+            ".filter(b => b.querySelector('progress').value === 100).map(b => b.dataset.node)")
         return sorted(full) == sorted(secondaries)
     wait(d, bars_full, "both progress bars at 100 %", timeout=120)
     banner = wait(d, EC.visibility_of_element_located((By.ID, "result-banner")), "the result banner")
     check("ok" in banner.get_attribute("class").split() and banner.text.startswith("Success"),
           "the success banner: %s" % banner.text)
-    per = d.find_elements(By.CSS_SELECTOR, "#banners p.banner.ok[data-node]")
-    check(sorted(p.get_attribute("data-node") for p in per) == sorted(secondaries),
+    check(sorted(attrs(d, "#banners p.banner.ok[data-node]")) == sorted(secondaries),
           "a success banner for each secondary")
-    for b in d.find_elements(By.CSS_SELECTOR, "#bars .bar"):
-        check(b.find_element(By.CSS_SELECTOR, ".pct").text == "100 %", "the bar says 100 %")
+    check(attrs(d, "#bars .bar", "data-pct") == ["100"] * len(secondaries),
+          "the bars say 100 %")
     if shots:
         d.set_window_size(1100, 1500)  # the bars, the banners and the strips
         d.save_screenshot(os.path.join(SHOTS, "web-result.png"))
@@ -147,8 +150,12 @@ try:
     wait(d, lambda d: "live" == d.find_element(By.ID, "live").text, "the live event stream")
     resync_through(d, c, ["s1", "s2"], shots=True)
     check(digest(c.image("p")) == before_p, "the primary's image did not change")
-    wait(d, lambda d: all(r.find_elements(By.CSS_SELECTOR, ".st-UpToDate") for r in
-                          d.find_elements(By.CSS_SELECTOR, "#nodes tbody tr")),
+    # Nothing refused by the Content-Security-Policy, no script error.
+    bad = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+    check(not bad, "no error in the browser's console: %s" % bad)
+    wait(d, lambda d: d.execute_script(
+        "return Array.from(document.querySelectorAll('#nodes tbody tr'))"
+        ".every(r => r.querySelector('.st-UpToDate'))"),
          "every node UpToDate in the overview (refreshed live)")
 
     # A secondary's dashboard: the same cluster, the resync forwarded.

@@ -129,6 +129,8 @@ def refused(tag, what, pattern, **kw):
                        capture_output=True, text=True, timeout=60)
     check(r.returncode != 0, "%s: resyncd refuses to start (exit %d)" % (what, r.returncode))
     check(re.search(pattern, r.stderr), "%s: said why: %s" % (what, r.stderr))
+    check(not re.search(r"Sanitizer|runtime error", r.stderr),
+          "%s: no sanitizer report: %s" % (what, r.stderr))
 
 
 refused("webmode", "a token file others may read", r"web_token_file .* group or others",
