@@ -1057,7 +1057,14 @@ static bool origin_ok(struct MHD_Connection *c)
 
 	if (!origin)
 		return true;
-	return host && !strncmp(origin, "http://", 7) && !strcmp(origin + 7, host);
+	/* https: behind a TLS proxy that keeps the Host. */
+	if (!strncmp(origin, "http://", 7))
+		origin += 7;
+	else if (!strncmp(origin, "https://", 8))
+		origin += 8;
+	else
+		return false;
+	return host && !strcmp(origin, host);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,

@@ -133,6 +133,19 @@ def refused(tag, what, pattern, **kw):
           "%s: no sanitizer report: %s" % (what, r.stderr))
 
 
+# web_public_status = true: the overview without a login, never an action.
+pub = WebCluster(sc, "webpub", ["a", "b"], "a", size=4 * MB, extra=["web_public_status = true"])
+pub.start("a")
+st, _, body = request(pub.ports["a"], "GET", "/api/status")
+check(st == 200 and json.loads(body)["status"]["cluster"] == "webpub",
+      "web_public_status: the status without a login (%d %s)" % (st, body))
+st, _, body = request(pub.ports["a"], "GET", "/api/session")
+check(json.loads(body)["logged_in"] is False and "csrf" not in json.loads(body),
+      "web_public_status: no session, no CSRF token without a login")
+st, _, body = request(pub.ports["a"], "POST", "/api/verify", {})
+check(st == 403, "web_public_status: an action without a login is refused (%d)" % st)
+pub.stop("a")
+
 refused("webmode", "a token file others may read", r"web_token_file .* group or others",
         token_mode=0o644)
 refused("webremote", "web on 0.0.0.0 without web_allow_remote", r"not a loopback address",
