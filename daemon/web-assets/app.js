@@ -353,6 +353,10 @@ function resyncResult(line) {
   }
   banners.append(...perNode);
   const all = good === nodes.length && nodes.length > 0;
+  if (all && !$('diffs').hidden) {
+    $('diffs-when').textContent = 'Before the resync of ' + clock(new Date()) +
+      ', which made them identical (Verify to look again):';
+  }
   $('run-title').textContent = all ? 'Resync complete' : 'Resync finished with failures';
   banners.prepend(el('p', { class: 'banner ' + (all ? 'ok' : 'bad'), id: 'result-banner',
     text: all ? 'Success: every secondary (' + nodes.map((n) => n.name).join(', ') + ') now holds the primary\'s data (generation ' + String(line.generation || '').slice(0, 8) + ').'
