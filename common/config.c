@@ -62,6 +62,9 @@ enum cluster_key {
 	CK_FENCE_MAX,
 	CK_FINAL_PASS_BYTES,
 	CK_MAX_PASSES,
+	CK_WEB_TOKEN_FILE,
+	CK_WEB_ALLOW_REMOTE,
+	CK_WEB_PUBLIC_STATUS,
 	CK_COUNT,
 };
 
@@ -89,6 +92,9 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_FENCE_MAX] = "fence_max",
 	[CK_FINAL_PASS_BYTES] = "final_pass_bytes",
 	[CK_MAX_PASSES] = "max_passes",
+	[CK_WEB_TOKEN_FILE] = "web_token_file",
+	[CK_WEB_ALLOW_REMOTE] = "web_allow_remote",
+	[CK_WEB_PUBLIC_STATUS] = "web_public_status",
 };
 
 enum node_key {
@@ -408,6 +414,16 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		return;
 	case CK_SMTP_PASSWORD_FILE:
 		absolute_path(c, key, v, &cfg->smtp_password_file);
+		return;
+	case CK_WEB_TOKEN_FILE:
+		absolute_path(c, key, v, &cfg->web_token_file);
+		return;
+	case CK_WEB_ALLOW_REMOTE:
+	case CK_WEB_PUBLIC_STATUS:
+		if (parse_bool(v, k == CK_WEB_ALLOW_REMOTE ? &cfg->web_allow_remote
+							    : &cfg->web_public_status) < 0)
+			fail(c, c->line, -EINVAL, "key '%s': '%s' is not a boolean (true or false)",
+			     key, v);
 		return;
 	case CK_BLOCK_SIZE:
 		if (parse_size(v, &u) < 0) {
@@ -824,6 +840,7 @@ void cluster_config_free(struct cluster_config *cfg)
 	free(cfg->notify_from);
 	free(cfg->notify_webhook);
 	free(cfg->notify_command);
+	free(cfg->web_token_file);
 	free(cfg);
 }
 

@@ -45,6 +45,7 @@
 #include "resync/meta.h"
 #include "resync/range.h"
 #include "resync/volume.h"
+#include "web.h"
 #include "wire.h"
 
 struct json_object;
@@ -139,6 +140,7 @@ struct node {
 	struct event_bus *bus;
 	struct notify *notify;
 	struct metrics *metrics;
+	struct web *web; /* the dashboard (web.h); NULL without `web` */
 	struct ratectl rate;
 	/* The last hash tree built of this volume (a resync's plan and the
 	 * resync itself use one seed): valid while the image is unchanged;

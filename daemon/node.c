@@ -314,7 +314,26 @@ static int node_services(struct node *n)
 	return r < 0 ? r : 0;
 }
 
-/* The peer port and its accept loop, then the control socket. */
+/* The dashboard, once the control socket it acts through listens. */
+static int node_web_start(struct node *n)
+{
+	struct web_opts wo = {.cfg = n->cfg, .self = n->self, .vol = n->vol};
+	char err[1024];
+	int r;
+
+	if (!n->self->web)
+		return 0;
+	r = web_new(&wo, err, sizeof(err), &n->web);
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	log_info("dashboard at http://%s/", n->self->web);
+	return 0;
+}
+
+/* The peer port and its accept loop, then the control socket and the
+ * dashboard. */
 static int node_listen(struct node *n)
 {
 	char err[512];
@@ -330,12 +349,14 @@ static int node_listen(struct node *n)
 		return -r;
 	n->accept_started = true;
 	if (!n->self->control)
-		return 0;
+		return node_web_start(n); /* refused when there is a `web` */
 	r = control_server_new(n->self->control, n->cfg->name, node_commands, node_commands_n, n,
 			       &n->ctl);
-	if (r < 0)
+	if (r < 0) {
 		log_error("cannot listen on '%s': %s", n->self->control, strerror(-r));
-	return r;
+		return r;
+	}
+	return node_web_start(n);
 }
 
 int node_new(const struct cluster_config *cfg, const char *name, struct node **ret)
@@ -406,6 +427,10 @@ int node_stop(struct node *n)
 	 * request, the accept loop): nothing waits out a peer's timeout. */
 	if (n->ctx)
 		peer_ctx_shutdown(n->ctx);
+	/* The dashboard first: its control connections close while the
+	 * control server still serves them. */
+	web_free(n->web);
+	n->web = NULL;
 	/* The scheduled verify and the watch see the stop flag within a
 	 * tick; their peer waits ended above. */
 	drift_stop(n);

@@ -366,12 +366,55 @@ static void test_secret(void **state)
 	testlib_tmpdir_remove(dir);
 }
 
+/* The dashboard's keys: off and unset by default; parsed; refused when
+ * not a boolean or not an absolute path. */
+static void test_web(void **state)
+{
+	struct cluster_config *cfg = NULL;
+	char err[512];
+
+	assert_int_equal(cluster_config_parse("c.conf",
+					      "[cluster]\nname=x\ninsecure=true\n"
+					      "[node a]\naddress=h:1\nvolume=/v\nweb = 127.0.0.1:9481\n",
+					      err, sizeof(err), &cfg),
+			 0);
+	assert_null(cfg->web_token_file);
+	assert_false(cfg->web_allow_remote);
+	assert_false(cfg->web_public_status);
+	assert_string_equal(cfg->nodes[0].web, "127.0.0.1:9481");
+	cluster_config_free(cfg);
+	assert_int_equal(cluster_config_parse("c.conf",
+					      "[cluster]\nname=x\ninsecure=true\n"
+					      "web_token_file = /etc/resync/web.token\n"
+					      "web_allow_remote = true\nweb_public_status = yes\n"
+					      "[node a]\naddress=h:1\nvolume=/v\nweb = 0.0.0.0:9481\n",
+					      err, sizeof(err), &cfg),
+			 0);
+	assert_string_equal(cfg->web_token_file, "/etc/resync/web.token");
+	assert_true(cfg->web_allow_remote);
+	assert_true(cfg->web_public_status);
+	cluster_config_free(cfg);
+	cfg = NULL;
+	assert_int_equal(cluster_config_parse("c.conf", "[cluster]\nweb_allow_remote = sure\n", err,
+					      sizeof(err), &cfg),
+			 -EINVAL);
+	assert_string_equal(err,
+			    "c.conf:2: key 'web_allow_remote': 'sure' is not a boolean (true or false)");
+	assert_int_equal(cluster_config_parse("c.conf", "[cluster]\nweb_token_file = web.token\n",
+					      err, sizeof(err), &cfg),
+			 -EINVAL);
+	assert_string_equal(err,
+			    "c.conf:2: key 'web_token_file': 'web.token' is not an absolute path");
+	assert_null(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good),	  cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_errors),	  cmocka_unit_test(test_long_line),
 		cmocka_unit_test(test_load_file), cmocka_unit_test(test_secret),
+		cmocka_unit_test(test_web),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

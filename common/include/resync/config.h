@@ -93,6 +93,12 @@ struct cluster_config {
 	unsigned fence_max_ms;
 	uint64_t final_pass_bytes;
 	unsigned max_passes;
+	/* The dashboard (a node's `web`): the login token's file, whether a
+	 * non-loopback address may serve it, whether its read-only pages
+	 * need no login. */
+	char *web_token_file;
+	bool web_allow_remote;
+	bool web_public_status;
 
 	struct node_config *nodes; /* in file order */
 	size_t n_nodes;
