@@ -654,8 +654,18 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 		if (r >= 0)
 			r = job_xfer_batch(x);
 	}
-	if (r >= 0)
+	if (r >= 0) {
+		/* The last batched runs count at the rate like every other
+		 * (up to RESYNC_WIRE_BLOCKS_MAX of them: a whole pass of a
+		 * few MiB would go unpaced otherwise). */
+		uint64_t tail = j->bytes_written;
+
 		r = job_flush(j, x->c, x->z, x->buf, x->bt);
+		if (r >= 0) {
+			ratectl_pace(j->ctx->rate, &x->pace, j->bytes_written - tail, j->ctx->cancel);
+			r = job_cancelled(j, x->c);
+		}
+	}
 	if (r >= 0 && (flags & JOB_SEND_SETTLE)) {
 		/* The end of an unfenced pass: the secondary makes what it
 		 * wrote durable now (a CHECKPOINT, its ACK waited for), so

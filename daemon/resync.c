@@ -794,7 +794,10 @@ static int resync_passes(struct resync_run *run)
 		run->jobs[i].pass_set = &run->set;
 		run->jobs[i].pass_final = true;
 	}
-	r = resync_pass_note(run, rangelist_bytes(&run->set));
+	/* After a cancel the last pass only ends the jobs (cancelled, at
+	 * their first frame): it sends nothing, and is not counted. */
+	if (strcmp(run->why, "cancelled"))
+		r = resync_pass_note(run, rangelist_bytes(&run->set));
 	if (r < 0) {
 		resync_fence_end(run);
 		return r;

@@ -17,10 +17,21 @@ throughout resyncs of two secondaries; every write's latency is recorded.
 - a secondary SIGSTOPped when the fence starts (for 10 s): the writer
   waits less than fence_max + 1 s; if the stop caught the last pass, that
   secondary is named Inconsistent; SIGCONT, the next resync is identical.
-- pause for 10 s during a resync: the writer never stalls (no fence held).
+- pause for 10 s during a resync: the writer never stalls while paused,
+  and the events stream shows no fence started (or held) meanwhile; the
+  fence after the resume keeps the writer under fence_max + 1 s.
+- --max-rate 1K: the passes cannot end; after fence_max + 3 s the resync
+  still runs, unfenced (the writer never waits fence_max + 1 s); cancel
+  ends it, the primary thawed, both secondaries named Inconsistent; a
+  resync at full speed then ends identical.
+- kill -9 of a secondary's daemon during pass 2 or later (the rest at full
+  speed): the resync fails naming it, the primary keeps its bitmap, no
+  node is reported UpToDate with data that verify finds differing; after
+  a restart the next resync is identical.
 - kill -9 of the primary's daemon during pass 2 or later: after a
   restart, the next resync is identical and no node is UpToDate with
   differing data.
+The images are compared (cmp) once more with every daemon stopped.
 Latency bounds are about the fence (which the daemon controls); the
 machine is shared, so the numbers are printed too. RESYNC_LONG=1: 4 GiB."""
 import json
@@ -90,7 +101,10 @@ class Writer:
                 if ahead > 0:
                     time.sleep(ahead)  # the writer's own pace
         finally:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the mount died under it (kill -9 of the primary)
 
     def stop(self):
         self.stop_flag = True
@@ -166,6 +180,54 @@ def quiet_resync(what):
           (what, r.returncode, lines[-1:], r.stderr))
     images_identical(what)
     return lines[-1]
+
+
+class Events:
+    """resyncctl events --json in the background: the fence's events, each
+    with the monotonic time it was read."""
+
+    def __init__(self):
+        self.fences = []  # (time, "fence_started" | "fence_ended", event)
+        self.kinds = set()  # every kind of event heard
+        self.p = subprocess.Popen([RESYNCCTL, "--config", c.conf, "events", "--json"],
+                                  stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        for line in self.p.stdout:
+            e = json.loads(line)
+            self.kinds.add(e.get("event"))
+            if e.get("event") in ("fence_started", "fence_ended"):
+                self.fences.append((time.monotonic(), e["event"], e))
+
+    def count(self, what):
+        return sum(1 for x in self.fences if x[1] == what)
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+
+
+def log_mark(n):
+    """Where n's log ends now: a marker is looked for after it."""
+    return len(c.log(n))
+
+
+def no_uptodate_differs(what):
+    """No node that status reports UpToDate differs from the primary
+    (verify, through the hash trees); returns (status, verify)."""
+    st = c.status()
+    rcv, out, err = verify(c)
+    check(out is not None, "%s: verify answers: %s" % (what, err))
+    for x in out["nodes"]:
+        if x["name"] in st and st[x["name"]]["state"] == "UpToDate" and "error" not in x:
+            check(x["differing_bytes"] == 0, "%s: %s reported UpToDate, yet %d bytes differ: %s"
+                  % (what, x["name"], x["differing_bytes"], st[x["name"]]))
+    print("%s: status %s, verify differing bytes %s" %
+          (what, {k: v["state"] for k, v in st.items()},
+           {x["name"]: x.get("error") or x.get("differing_bytes") for x in out["nodes"]}),
+          flush=True)
+    return st, out
 
 
 for n in c.names:
@@ -293,42 +355,151 @@ quiet_resync("after SIGCONT")
 lap('before 5')
 # ---- 5. pause for PAUSE s: no fence held ----
 c.write("p", 0, os.urandom(8 * MB))
-w = Writer(1 * MB, max_kib=64)  # slower than the rate: the passes converge
+ev = Events()
+w = Writer(MB // 2, max_kib=64)  # slower than the rate: the passes converge
 rs = Resync("--max-rate", "2M")
 wait_for(rs.transferring, timeout=60, what="the transfer to start")
 r = c.ctl("pause", "--json")
 check(r.returncode == 0, "pause: %s" % r.stderr)
 t0 = time.monotonic()
+fences_at_pause = list(ev.fences)
 wait_for(lambda: time.monotonic() >= t0 + PAUSE, timeout=PAUSE + 10, what="%d s of pause" % PAUSE)
 frozen_during = [x for x in w.lat if x > 1.0]
+fences_paused = [x for x in ev.fences if x[0] >= t0]
 r = c.ctl("resume", "--json")
 check(r.returncode == 0, "resume: %s" % r.stderr)
 rc, s = rs.finish(timeout=180)
 paused = w.stop()
 show("pause of %d s" % PAUSE, paused)
 print("pause: passes %d, stopped: %s, primary fence %.3f s" % (s["passes"], s["passes_stopped"], s["primary_fence_seconds"]), flush=True)
-check(not frozen_during and paused["max"] < 1.0,
-      "pause: the writer never stalled (longest %.3f s)" % paused["max"])
+# While paused the writer never waits; the last pass's fence after the
+# resume is paced by --max-rate, and bounded by fence_max.
+check(not frozen_during, "pause: the writer never stalled while paused: %s" % frozen_during)
+check(paused["max"] < FENCE_MAX + 1, "pause: longest write %.3f s < fence_max + 1 s" %
+      paused["max"])
 check(rc == 0, "pause: the resync completed: %s" % s)
+# No fence while paused: none started, none held from before the pause.
+check(not fences_paused, "pause: no fence started while paused: %s" % fences_paused)
+check(sum(1 for x in fences_at_pause if x[1] == "fence_started") ==
+      sum(1 for x in fences_at_pause if x[1] == "fence_ended"),
+      "pause: no fence held when the pause came: %s" % fences_at_pause)
+# The stream was heard: the fence of the last pass, after the resume.
+wait_for(lambda: ev.count("fence_ended") >= 1, timeout=10, what="the fence's events")
+check(ev.count("fence_started") == 1 and s["primary_fence_seconds"] < FENCE_MAX,
+      "pause: one short fence, after the resume: %s" % ev.fences)
+ev.close()
 quiet_resync("after the pause")
 
 lap('before 6')
-# ---- 6. kill -9 of the primary during pass 2 or later ----
+# ---- 6. --max-rate 1K: the passes cannot end; no fence, until cancel ----
+c.write("p", 0, os.urandom(1 * MB))  # pass 1 has data to carry
+ev = Events()
+w = Writer(2 * MB, max_kib=256)
+wait_for(lambda: w.bytes >= 1 * MB, timeout=60, what="1 MiB written")
+rs = Resync("--max-rate", "1K")
+wait_for(lambda: sum(1 for x in rs.lines if x.get("type") == "progress" and
+             x.get("phase") in ("compared", "dirty")) >= 2 or rs.p.poll() is not None,
+         timeout=60, what="both secondaries compared")
+t0 = time.monotonic()
+wait_for(lambda: time.monotonic() >= t0 + FENCE_MAX + 3, timeout=FENCE_MAX + 13,
+         what="%d s at 1 KiB/s" % (FENCE_MAX + 3))
+running = rs.p.poll() is None
+n_before = len(w.lat)
+time.sleep(0.5)
+check(len(w.lat) > n_before, "1K: the writer still writes (the primary is not frozen)")
+r = c.ctl("cancel", "--json")
+check(r.returncode == 0, "cancel: %s" % r.stderr)
+t_cancel = time.monotonic()
+rc, s = rs.finish(timeout=60)
+ended = time.monotonic() - t_cancel
+# Written after the command ended: the primary is thawed.
+n_after = len(w.lat)
+wait_for(lambda: len(w.lat) >= n_after + 5, timeout=10, what="writes after the command ended")
+slow = w.stop()
+show("--max-rate 1K", slow)
+print("1K: running after %d s: %s; ended %.1f s after cancel, exit %d, passes %d, stopped: %s, "
+      "primary fence %.3f s, fence events %s, %s" %
+      (FENCE_MAX + 3, running, ended, rc, s["passes"], s["passes_stopped"],
+       s["primary_fence_seconds"], [x[1] for x in ev.fences],
+       [(x["name"], x["result"], x["state"], x.get("error")) for x in s["nodes"]]), flush=True)
+wait_for(lambda: "resync_cancelled" in ev.kinds, timeout=10, what="the events of the cancel")
+ev.close()
+check(running, "1K: the resync was still running, unfenced, after %d s: %s" % (FENCE_MAX + 3, s))
+check(slow["max"] < FENCE_MAX + 1, "1K: longest write %.3f s < fence_max + 1 s" % slow["max"])
+check(w.errors == 0, "1K: no write failed")
+check(ev.count("fence_started") == 0 and s["primary_fence_seconds"] == 0,
+      "1K: no fence (pass 1 cannot end, a cancel fences nothing): %s" % ev.fences)
+check(rc != 0 and not s["primary_committed"], "1K: cancelled, exit non-zero (%d): %s" % (rc, s))
+check(s["passes_stopped"] == "cancelled" and s["passes"] == 1 and len(s["bytes_per_pass"]) == 1,
+      "1K: cancelled in pass 1, no other pass counted: %s" % s)
+for x in s["nodes"]:
+    check(x["result"] != "resynced" and x["state"] == "Inconsistent" and x.get("error"),
+          "1K: %s could not finish, named Inconsistent: %s" % (x["name"], x))
+st = c.status()
+check(all(st[n]["state"] == "Inconsistent" for n in ("a", "b")),
+      "1K: the secondaries are Inconsistent: %s" % st)
+quiet_resync("at full speed after --max-rate 1K")
+
+lap('before 7')
+# ---- 7. kill -9 of a secondary during pass 2 or later ----
 w = Writer(16 * MB)
 wait_for(lambda: w.bytes >= 8 * MB, timeout=60, what="8 MiB written")
+mark = log_mark("p")
 rs = Resync("--max-rate", "8M")
-wait_for(lambda: "pass 2," in c.log("p") or rs.p.poll() is not None, timeout=120,
+wait_for(lambda: "pass 2," in c.log("p")[mark:] or rs.p.poll() is not None, timeout=120,
+         what="pass 2 on the primary")
+check(rs.p.poll() is None, "kill -9 of b: the resync still ran at pass 2")
+t_kill = time.monotonic()
+c.kill9("b")
+# The rest at full speed: a finishes, so the primary may fence and commit a.
+r = c.ctl("rate", "0", "--json")
+check(r.returncode == 0, "rate 0: %s" % r.stderr)
+rc, s = rs.finish(timeout=120)
+ended = time.monotonic() - t_kill
+killed = w.stop()
+show("kill -9 of a secondary", killed)
+nb = nodes(s)
+print("kill -9 of b: ended %.1f s after, exit %d, passes %d, stopped: %s, primary fence %.3f s, "
+      "committed %s, %s" % (ended, rc, s["passes"], s["passes_stopped"], s["primary_fence_seconds"],
+                            s["primary_committed"],
+                            [(x["name"], x["result"], x["state"], x.get("error")) for x in s["nodes"]]),
+      flush=True)
+check(rc != 0, "kill -9 of b: the resync exits non-zero (%d): %s" % (rc, s))
+check(nb["b"]["result"] == "failed" and "'b'" in nb["b"].get("error", "") and
+      nb["b"]["state"] == "Inconsistent", "kill -9 of b: b named, Inconsistent: %s" % nb["b"])
+check(not s["primary_committed"], "kill -9 of b: the primary kept its bitmap: %s" % s)
+check(s["primary_fence_seconds"] < FENCE_MAX + 1 and killed["max"] < FENCE_MAX + 1,
+      "kill -9 of b: the fence bounded (%.3f s), longest write %.3f s" %
+      (s["primary_fence_seconds"], killed["max"]))
+no_uptodate_differs("b down")
+c.start("b")
+st, _ = no_uptodate_differs("b restarted")
+check(st["b"]["state"] == "Inconsistent", "b Inconsistent after kill -9: %s" % st["b"])
+quiet_resync("after kill -9 of b")
+st, out = no_uptodate_differs("resynced after kill -9 of b")
+check(all(x["state"] == "UpToDate" for x in st.values()) and
+      all(x["differing_bytes"] == 0 for x in out["nodes"]), "after kill -9 of b: all UpToDate, "
+      "identical: %s %s" % (st, out["nodes"]))
+
+lap('before 8')
+# ---- 8. kill -9 of the primary during pass 2 or later ----
+w = Writer(16 * MB)
+wait_for(lambda: w.bytes >= 8 * MB, timeout=60, what="8 MiB written")
+mark = log_mark("p")
+rs = Resync("--max-rate", "8M")
+wait_for(lambda: "pass 2," in c.log("p")[mark:] or rs.p.poll() is not None, timeout=120,
          what="pass 2 on the primary")
 check(rs.p.poll() is None, "kill -9: the resync still ran at pass 2")
 c.kill9("p")
 w.stop()
 rs.p.wait(timeout=60)
 c.start("p")
-st = c.status()
+no_uptodate_differs("p restarted")
 quiet_resync("after kill -9 of the primary")
-st = c.status()
+st, out = no_uptodate_differs("resynced after kill -9 of p")
 check(all(x["state"] == "UpToDate" for x in st.values()), "after kill -9: all UpToDate: %s" % st)
 
 for n in c.names:
     c.stop(n)
+images_identical("with every daemon stopped")
 print("ok: the primary stayed in service (%.0f s in all)" % (time.monotonic() - t_all))

@@ -397,6 +397,35 @@ static void test_quick(void **state)
 	free(pbm);
 }
 
+/* A pass of job_send_ranges() (batched extents: its few KiB go in the
+ * frame flushed after the last batch) is paced by max_rate: at 16 KiB/s
+ * its CHANGED_BYTES take about a second, not the instant they did when
+ * the pass's last frame was not counted. */
+static void test_pass_paced(void **state)
+{
+	struct fx *f = *state;
+	const uint64_t rate = 16 << 10;
+	uint64_t t0, usec;
+	struct job *j;
+
+	change_primary(f);
+	fx_nodes(f);
+	j = job_open(f, true);
+	assert_true(j->features & WIRE_FEATURE_EXTENTS);
+	job_tree(f, 3);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_int_equal(j->differing_bytes, CHANGED_BYTES);
+	ratectl_reset(&f->rate, rate);
+	assert_int_equal(job_xfer_open(j), 0);
+	t0 = clock_usec();
+	assert_int_equal(job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE), 0);
+	usec = clock_usec() - t0;
+	assert_int_equal(j->bytes_written, CHANGED_BYTES);
+	assert_true(usec >= CHANGED_BYTES * 1000000ull / rate * 9 / 10);
+	job_xfer_close(j);
+	job_end(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -404,6 +433,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancel_before, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_during, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quick, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pass_paced, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
