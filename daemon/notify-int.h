@@ -161,6 +161,13 @@ void notify_spool_remove(struct notify *n, struct item *it);
 /* Queue what the spool holds for the channels still configured; drop
  * what a crash left half-written. 0 or -errno (the directory). */
 int notify_spool_load(struct notify *n);
+/* Parse a spool file's bytes (text[0, len), no NUL needed): a JSON
+ * object with a string "id" and an object "payload"; "created",
+ * "pending" and "attempts" are read when there. Returns 0 and *ret (with
+ * every channel the file lists pending; free with notify_item_free()),
+ * -EBADMSG (damaged) or -ENOMEM. notify_spool_load() and the fuzz target
+ * call it. Thread-safe. */
+int notify_spool_parse(const char *text, size_t len, struct item **ret);
 
 /* The channels: one attempt each on payload p; 0 delivered, or -errno
  * with what went wrong in err. Called by the worker only. */
