@@ -172,7 +172,7 @@ int control_request_check(const struct control_command *cmds, size_t ncmds, cons
 	char why[512];
 	int r;
 
-	if (!json_object_object_get_ex(req, "cmd", &v) || !json_object_is_type(v, json_type_string)) {
+	if (!json_object_object_get_ex(req, "cmd", &v) || !control_json_is_cstring(v)) {
 		snprintf(err, errlen, "refused: field \"cmd\" must be a string naming the command");
 		return -EINVAL;
 	}
