@@ -195,6 +195,19 @@ int node_volume_check(struct node *n, char *err, size_t len);
 bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint32_t leaf,
 		     struct tree_cache *ret);
 void tree_cache_put(struct node *n, struct tree_cache *c);
+/* IMAGE.resync-hashes: this header, then nleaves leaf hashes. The file
+ * is this machine's (host byte order), checked whole by a hash. */
+#define TREE_FILE_MAGIC "RSYNHSH1"
+
+struct tree_file_hdr {
+	char magic[8];
+	uint64_t seed, nleaves;
+	uint32_t fanout, leaf;
+	struct image_id id;
+	struct hash128 check; /* hash_block() of the leaf hashes, seed 0 */
+};
+_Static_assert(sizeof(struct tree_file_hdr) == 104, "tree file header layout");
+
 void tree_file_save(struct node *n);
 void tree_file_load(struct node *n);
 /* Parse the bytes of an IMAGE.resync-hashes file (buf[0, len), the whole

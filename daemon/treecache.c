@@ -159,18 +159,8 @@ void tree_cache_put(struct node *n, struct tree_cache *c)
  * identity is exactly the image's, and removes the file either way. Any
  * write to the image, through the mount or not, moves its ctime, which
  * nobody can set back: a volume unchanged since its last compare is not
- * read again by the next one. The file is this machine's (host byte
- * order), checked whole by a hash. */
-#define TREE_FILE_MAGIC "RSYNHSH1"
-
-struct tree_file_hdr {
-	char magic[8];
-	uint64_t seed, nleaves;
-	uint32_t fanout, leaf;
-	struct image_id id;
-	struct hash128 check; /* hash_block() of the leaf hashes, seed 0 */
-};
-
+ * read again by the next one. Its layout: struct tree_file_hdr
+ * (node-int.h). */
 static char *tree_file_path(const struct node *n)
 {
 	char *p;
