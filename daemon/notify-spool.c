@@ -58,6 +58,24 @@ void notify_spool_remove(struct notify *n, struct item *it)
 	fsync_directory_of(path);
 }
 
+/* Whether a spool document's id can name its file (SPOOL/ID.json, which
+ * the loader removes and the worker rewrites): all of the JSON string, 1
+ * to 47 bytes of the alphabet notify.c gives ids. A hand-edited or
+ * damaged file must not make "../x" a path. */
+static bool spool_id_valid(json_object *doc)
+{
+	json_object *v;
+	const char *s;
+	size_t len;
+
+	if (!json_object_object_get_ex(doc, "id", &v) || !json_object_is_type(v, json_type_string))
+		return false;
+	s = json_object_get_string(v);
+	len = (size_t)json_object_get_string_len(v);
+	return len >= 1 && len < sizeof(((struct item *)NULL)->id) &&
+	       strspn(s, NOTIFY_ID_ALPHABET) == len;
+}
+
 int notify_spool_parse(const char *text, size_t len, struct item **ret)
 {
 	struct json_tokener *tok;
@@ -73,7 +91,7 @@ int notify_spool_parse(const char *text, size_t len, struct item **ret)
 	 * object is not looked at. */
 	doc = json_tokener_parse_ex(tok, text, (int)len);
 	json_tokener_free(tok);
-	if (!doc || !json_object_is_type(doc, json_type_object) || !jstr(doc, "id") ||
+	if (!doc || !json_object_is_type(doc, json_type_object) || !spool_id_valid(doc) ||
 	    !json_object_object_get_ex(doc, "payload", &v) ||
 	    !json_object_is_type(v, json_type_object)) {
 		json_object_put(doc);
