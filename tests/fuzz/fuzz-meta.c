@@ -5,8 +5,9 @@
  * header and bitmap checksums of both slots made right, so that the
  * fields behind them are reached. Each run checks:
  *   - a read-only open refuses with -EBADMSG, -EPROTONOSUPPORT or -EFBIG,
- *     or gives sane metadata (meta_info, dirty ranges inside the volume,
- *     untrusted when the sizes differ), and never changes the file;
+ *     or gives sane metadata (meta_info, dirty ranges inside the volume
+ *     and the same as the bitmap's bits, untrusted when the sizes
+ *     differ), and never changes the file;
  *   - an owner's open (META_CREATE) takes any damaged file over (rebuilt,
  *     untrusted, every bit dirty) and shows the same dirty blocks, state
  *     and generations as the read-only open did when the sizes agree;
@@ -105,6 +106,7 @@ static void seen_take(struct meta *m, uint64_t image_size, struct seen *ret)
 {
 	struct meta_info *i = &ret->info;
 	uint64_t end = 0, nblocks;
+	uint8_t *bitmap;
 	long long bm;
 
 	memset(ret, 0, sizeof(*ret));
@@ -126,9 +128,22 @@ static void seen_take(struct meta *m, uint64_t image_size, struct seen *ret)
 		end = r->off + r->len;
 	}
 	FUZZ_CHECK(rangelist_bytes(&ret->dirty) == meta_dirty_bytes(m));
+	/* The bitmap says the same blocks. */
 	nblocks = DIV_ROUND_UP(i->volume_size, i->block_size);
-	bm = meta_bitmap_read(m, NULL, 0);
-	FUZZ_CHECK(bm == (nblocks ? -ENOSPC : 0));
+	bitmap = malloc(DIV_ROUND_UP(nblocks, 8) + 1);
+	FUZZ_CHECK(bitmap);
+	bm = meta_bitmap_read(m, bitmap, DIV_ROUND_UP(nblocks, 8) + 1);
+	FUZZ_CHECK(bm == (long long)DIV_ROUND_UP(nblocks, 8));
+	for (size_t k = 0, b = 0; b < nblocks; b++) {
+		bool set = bitmap[b / 8] & (1u << (b % 8));
+		uint64_t off = b * i->block_size;
+
+		while (k < ret->dirty.n && ret->dirty.v[k].off + ret->dirty.v[k].len <= off)
+			k++;
+		FUZZ_CHECK(set == (k < ret->dirty.n && ret->dirty.v[k].off <= off));
+		FUZZ_CHECK(set == meta_dirty_test(m, b));
+	}
+	free(bitmap);
 }
 
 static bool ranges_equal(const struct rangelist *a, const struct rangelist *b)
