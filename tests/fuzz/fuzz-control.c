@@ -8,8 +8,8 @@
  *     and every field is that command's, of its type (strings without a
  *     NUL byte), the required ones present; an erasing request that is
  *     not a dry run confirms "c1";
- *   - a request printed again (as resyncctl sends one) parses and checks
- *     the same. */
+ *   - an accepted request printed again (as a secondary forwards one to
+ *     the primary) parses and is accepted the same. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -132,11 +132,16 @@ static void one_line(const char *s, size_t len)
 	FUZZ_CHECK(json_object_is_type(req, json_type_object));
 	(void)control_is_result(req);
 	cmd = check(req);
-	/* What resyncctl would send for this object. */
+	/* An accepted request as a secondary forwards it to the primary
+	 * (forward.c prints it again): accepted the same there. A refused
+	 * one is never sent on, and may not survive the printing: json-c
+	 * reads the invalid number "5e" as the double 5 and prints it "5",
+	 * an integer. */
 	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
 	again = control_parse(text, strlen(text));
 	FUZZ_CHECK(again);
-	FUZZ_CHECK(check(again) == cmd);
+	if (cmd)
+		FUZZ_CHECK(check(again) == cmd);
 	json_object_put(again);
 	json_object_put(req);
 }
