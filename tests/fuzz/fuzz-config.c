@@ -41,8 +41,8 @@ static void check_valid(const struct cluster_config *cfg)
 	FUZZ_CHECK(cfg->session_timeout_ms >= CONFIG_SESSION_TIMEOUT_MIN_MS &&
 		   cfg->session_timeout_ms <= CONFIG_SESSION_TIMEOUT_MAX_MS);
 	FUZZ_CHECK(cfg->n_nodes >= 1);
-	FUZZ_CHECK(!cfg->primary || cluster_config_primary(cfg) ==
-					cluster_config_node(cfg, cfg->primary));
+	FUZZ_CHECK(!cfg->primary ||
+		   cluster_config_primary(cfg) == cluster_config_node(cfg, cfg->primary));
 	FUZZ_CHECK(!cfg->primary || cluster_config_primary(cfg));
 	for (size_t i = 0; i < cfg->n_nodes; i++) {
 		const struct node_config *n = &cfg->nodes[i];

@@ -35,7 +35,7 @@
 #include "testlib.h"
 
 enum {
-	IMAGE_SIZE_MAX = 64 << 20,	     /* a header's size above this is not followed */
+	IMAGE_SIZE_MAX = 64 << 20,	      /* a header's size above this is not followed */
 	IMAGE_SIZE_DEFAULT = (1 << 20) + 100, /* a short last block */
 };
 
@@ -201,8 +201,8 @@ static void run(struct volume *v, uint64_t image_size, const uint8_t *data, size
 	}
 	if (image_size) {
 		FUZZ_CHECK(meta_dirty_mark(m, image_size - 1, 1) == 0);
-		FUZZ_CHECK(rangelist_add(&rw.dirty, (image_size - 1) / rw.info.block_size *
-							rw.info.block_size,
+		FUZZ_CHECK(rangelist_add(&rw.dirty,
+					 (image_size - 1) / rw.info.block_size * rw.info.block_size,
 					 image_size - (image_size - 1) / rw.info.block_size *
 							  rw.info.block_size) == 0);
 		rangelist_normalize(&rw.dirty);

@@ -81,7 +81,8 @@ int main(int argc, char **argv)
 		int r;
 
 		if (stat(argv[i], &st) < 0) {
-			fprintf(stderr, "%s: cannot read '%s': %s\n", name, argv[i], strerror(errno));
+			fprintf(stderr, "%s: cannot read '%s': %s\n", name, argv[i],
+				strerror(errno));
 			return 1;
 		}
 		if (S_ISDIR(st.st_mode)) {

@@ -17,7 +17,8 @@
 #include "fuzz.h"
 #include "notify-int.h"
 
-static const char id_alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
+static const char id_alphabet[] =
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
 
 static void check_item(const struct item *it)
 {

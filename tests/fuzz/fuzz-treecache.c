@@ -59,9 +59,11 @@ static void try_parse(const uint8_t *buf, size_t len, const struct image_id *now
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct image_id fixed = {
-	    .dev = 2049, .ino = 12, .size = (1 << 20) + 100,
-	    .mtime = {1700000000, 1}, .ctime = {1700000000, 2}};
+	static const struct image_id fixed = {.dev = 2049,
+					      .ino = 12,
+					      .size = (1 << 20) + 100,
+					      .mtime = {1700000000, 1},
+					      .ctime = {1700000000, 2}};
 	struct tree_file_hdr h;
 	uint8_t *copy;
 
