@@ -170,11 +170,17 @@ const char *control_field_type_name(enum control_field_type type)
 	return "?";
 }
 
+bool control_json_is_cstring(struct json_object *v)
+{
+	return json_object_is_type(v, json_type_string) &&
+	       strlen(json_object_get_string(v)) == (size_t)json_object_get_string_len(v);
+}
+
 static bool field_type_ok(enum control_field_type type, struct json_object *v)
 {
 	switch (type) {
 	case CONTROL_FIELD_STRING:
-		return json_object_is_type(v, json_type_string);
+		return control_json_is_cstring(v);
 	case CONTROL_FIELD_BOOL:
 		return json_object_is_type(v, json_type_boolean);
 	case CONTROL_FIELD_UINT64:
@@ -185,7 +191,7 @@ static bool field_type_ok(enum control_field_type type, struct json_object *v)
 		if (!json_object_is_type(v, json_type_array))
 			return false;
 		for (size_t i = 0; i < json_object_array_length(v); i++)
-			if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_string))
+			if (!control_json_is_cstring(json_object_array_get_idx(v, i)))
 				return false;
 		return true;
 	}

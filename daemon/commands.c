@@ -311,11 +311,11 @@ static const struct control_field jobs_fields[] = {
 	{"dry_run", CONTROL_FIELD_BOOL, CONTROL_FIELD_DRY_RUN},
 	{"max_rate", CONTROL_FIELD_UINT64, 0},
 	{"fence", CONTROL_FIELD_STRING, 0}, /* "short" or "whole": the primary's fence */
-	{NULL},
+	{NULL, 0, 0},
 };
 static const struct control_field rate_fields[] = {
 	{"rate", CONTROL_FIELD_UINT64, CONTROL_FIELD_REQUIRED},
-	{NULL},
+	{NULL, 0, 0},
 };
 
 const struct control_command node_commands[] = {

@@ -161,46 +161,63 @@ static bool request_erases(const struct control_command *cmd, struct json_object
 	return true;
 }
 
-static void client_handle(struct control_client *c, struct json_object *req)
+int control_request_check(const struct control_command *cmds, size_t ncmds, const char *cluster,
+			  struct json_object *req, const struct control_command **ret_cmd,
+			  char *err, size_t errlen)
 {
 	static const char *const confirm_field[] = {"confirm", NULL};
-	struct control_server *s = c->server;
 	const struct control_command *cmd = NULL;
 	struct json_object *v;
 	const char *name;
-	char err[512];
+	char why[512];
 	int r;
 
-	if (!json_object_object_get_ex(req, "cmd", &v) || !json_object_is_type(v, json_type_string)) {
-		control_client_error(c, "refused: field \"cmd\" must be a string naming the command");
-		return;
+	if (!json_object_object_get_ex(req, "cmd", &v) || !control_json_is_cstring(v)) {
+		snprintf(err, errlen, "refused: field \"cmd\" must be a string naming the command");
+		return -EINVAL;
 	}
 	name = json_object_get_string(v);
-	for (size_t i = 0; i < s->ncmds && !cmd; i++)
-		if (!strcmp(s->cmds[i].name, name))
-			cmd = &s->cmds[i];
+	for (size_t i = 0; i < ncmds && !cmd; i++)
+		if (!strcmp(cmds[i].name, name))
+			cmd = &cmds[i];
 	if (!cmd) {
-		control_client_error(c, "refused: unknown command '%s'", name);
-		return;
+		snprintf(err, errlen, "refused: unknown command '%s'", name);
+		return -EINVAL;
 	}
 	r = control_fields_check(cmd->fields, (cmd->flags & CONTROL_CMD_ERASES) ? confirm_field : NULL,
-				 req, err, sizeof(err));
+				 req, why, sizeof(why));
 	if (r < 0) {
-		control_client_error(c, "refused: %s: %s", name, err);
-		return;
+		snprintf(err, errlen, "refused: %s: %s", name, why);
+		return r;
 	}
 	if (request_erases(cmd, req) &&
 	    (!json_object_object_get_ex(req, "confirm", &v) ||
-	     strcmp(json_object_get_string(v), s->cluster))) {
-		control_client_error(c,
-				     "refused: a %s erases data on the secondaries; the request must carry "
-				     "\"confirm\": \"%s\" (the cluster's name)",
-				     name, s->cluster);
+	     strcmp(json_object_get_string(v), cluster))) {
+		snprintf(err, errlen,
+			 "refused: a %s erases data on the secondaries; the request must carry "
+			 "\"confirm\": \"%s\" (the cluster's name)",
+			 name, cluster);
+		return -EINVAL;
+	}
+	*ret_cmd = cmd;
+	return 0;
+}
+
+static void client_handle(struct control_client *c, struct json_object *req)
+{
+	struct control_server *s = c->server;
+	const struct control_command *cmd;
+	char err[1024];
+	int r;
+
+	r = control_request_check(s->cmds, s->ncmds, s->cluster, req, &cmd, err, sizeof(err));
+	if (r < 0) {
+		control_client_error(c, "%s", err);
 		return;
 	}
 	r = cmd->fn(s->userdata, c, req);
 	if (r < 0)
-		control_client_error(c, "%s: %s", name, strerror(-r));
+		control_client_error(c, "%s: %s", cmd->name, strerror(-r));
 }
 
 static void *client_main(void *arg)

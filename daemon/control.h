@@ -42,6 +42,19 @@ struct control_command {
 	unsigned flags; /* enum control_command_flags */
 };
 
+/* Check a parsed request against the command table (cmds[0, ncmds)):
+ * "cmd" is a string naming one of them, the other fields are that
+ * command's (control_fields_check()), and a request of an erasing
+ * command carries "confirm": cluster unless one of its dry-run fields is
+ * true. On a refusal, a one-line message for the client ("refused: ...",
+ * naming the field and what it must be) is written to err (errlen
+ * bytes). Returns 0 and *ret_cmd (an entry of cmds), or -EINVAL. The
+ * server calls it on every request before the handler; pure otherwise
+ * (the fuzz target calls it too): thread-safe. */
+int control_request_check(const struct control_command *cmds, size_t ncmds, const char *cluster,
+			  struct json_object *req, const struct control_command **ret_cmd,
+			  char *err, size_t errlen);
+
 /* Listen at path (see unixsock_listen(): mode 0600 before anyone can
  * connect, the umask untouched; a stale socket left by a dead daemon is
  * replaced, a live one gives -EADDRINUSE and is left alone). cluster is

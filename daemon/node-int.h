@@ -205,8 +205,30 @@ int node_volume_check(struct node *n, char *err, size_t len);
 bool tree_cache_take(struct node *n, uint64_t seed, unsigned fanout, uint32_t leaf,
 		     struct tree_cache *ret);
 void tree_cache_put(struct node *n, struct tree_cache *c);
+/* IMAGE.resync-hashes: this header, then nleaves leaf hashes. The file
+ * is this machine's (host byte order), checked whole by a hash. */
+#define TREE_FILE_MAGIC "RSYNHSH1"
+
+struct tree_file_hdr {
+	char magic[8];
+	uint64_t seed, nleaves;
+	uint32_t fanout, leaf;
+	struct image_id id;
+	struct hash128 check; /* hash_block() of the leaf hashes, seed 0 */
+};
+_Static_assert(sizeof(struct tree_file_hdr) == 104, "tree file header layout");
+
 void tree_file_save(struct node *n);
 void tree_file_load(struct node *n);
+/* Parse the bytes of an IMAGE.resync-hashes file (buf[0, len), the whole
+ * file) for the image whose identity is now: the header must be this
+ * image's and its size the one the image's leaves make, the leaf hashes
+ * must match their check hash, and the tree is built. Returns 0 and *ret
+ * (a built cache, its hashes copied; built is the time of the call),
+ * -ESTALE (of another image, or the image changed), -EBADMSG (damaged),
+ * or -ENOMEM. tree_file_load() and the fuzz target call it. Thread-safe. */
+int tree_file_parse(const void *buf, size_t len, const struct image_id *now,
+		    struct tree_cache *ret);
 
 /* ---- node-state.c ---- */
 void node_state_load(struct node *n);

@@ -42,6 +42,9 @@ enum {
 	NOTIFY_TICK_MS = 250,		 /* the worker looks at its stop flag this often */
 };
 
+/* The characters of a notification's id: it names its spool file. */
+#define NOTIFY_ID_ALPHABET "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+
 /* The channels, in the order of struct item's per-channel arrays. */
 enum { NOTIFY_CHANNEL_COUNT = 3 };
 struct notify_channel_info {
@@ -165,6 +168,14 @@ void notify_spool_remove(struct notify *n, struct item *it);
 /* Queue what the spool holds for the channels still configured; drop
  * what a crash left half-written. 0 or -errno (the directory). */
 int notify_spool_load(struct notify *n);
+/* Parse a spool file's bytes (text[0, len), no NUL needed): a JSON
+ * object with a string "id" (1 to 47 bytes of NOTIFY_ID_ALPHABET: it
+ * names the file) and an object "payload"; "created", "pending" and
+ * "attempts" are read when there. Returns 0 and *ret (with every channel
+ * the file lists pending; free with notify_item_free()), -EBADMSG
+ * (damaged) or -ENOMEM. notify_spool_load() and the fuzz target call it.
+ * Thread-safe. */
+int notify_spool_parse(const char *text, size_t len, struct item **ret);
 
 /* The channels: one attempt each on payload p; 0 delivered, or -errno
  * with what went wrong in err. Called by the worker only. */

@@ -58,27 +58,42 @@ void notify_spool_remove(struct notify *n, struct item *it)
 	fsync_directory_of(path);
 }
 
-static int spool_load_one(struct notify *n, const char *name)
+/* Whether a spool document's id can name its file (SPOOL/ID.json, which
+ * the loader removes and the worker rewrites): all of the JSON string, 1
+ * to 47 bytes of the alphabet notify.c gives ids. A hand-edited or
+ * damaged file must not make "../x" a path. */
+static bool spool_id_valid(json_object *doc)
 {
-	_cleanup_free_ char *path = NULL;
+	json_object *v;
+	const char *s;
+	size_t len;
+
+	if (!json_object_object_get_ex(doc, "id", &v) || !json_object_is_type(v, json_type_string))
+		return false;
+	s = json_object_get_string(v);
+	len = (size_t)json_object_get_string_len(v);
+	return len >= 1 && len < sizeof(((struct item *)NULL)->id) &&
+	       strspn(s, NOTIFY_ID_ALPHABET) == len;
+}
+
+int notify_spool_parse(const char *text, size_t len, struct item **ret)
+{
+	struct json_tokener *tok;
 	json_object *doc, *v;
 	struct item *it;
-	struct stat st;
 
-	if (asprintf(&path, "%s/%s", n->spool, name) < 0)
+	if (len > NOTIFY_SPOOL_FILE_MAX)
+		return -EBADMSG;
+	tok = json_tokener_new();
+	if (!tok)
 		return -ENOMEM;
-	if (stat(path, &st) < 0)
-		return -errno;
-	if (st.st_size > NOTIFY_SPOOL_FILE_MAX) {
-		log_printf(LOG_WARNING, "notification spool file '%s' is larger than %d bytes: ignored",
-			   path, NOTIFY_SPOOL_FILE_MAX);
-		return -EFBIG;
-	}
-	doc = json_object_from_file(path);
-	if (!doc || !json_object_is_type(doc, json_type_object) || !jstr(doc, "id") ||
+	/* As json_object_from_file() reads a file: what follows the
+	 * object is not looked at. */
+	doc = json_tokener_parse_ex(tok, text, (int)len);
+	json_tokener_free(tok);
+	if (!doc || !json_object_is_type(doc, json_type_object) || !spool_id_valid(doc) ||
 	    !json_object_object_get_ex(doc, "payload", &v) ||
 	    !json_object_is_type(v, json_type_object)) {
-		log_printf(LOG_WARNING, "notification spool file '%s' is damaged: ignored", path);
 		json_object_put(doc);
 		return -EBADMSG;
 	}
@@ -102,6 +117,42 @@ static int spool_load_one(struct notify *n, const char *name)
 	if (json_object_object_get_ex(doc, "attempts", &v))
 		for (size_t k = 0; k < NOTIFY_CHANNEL_COUNT; k++)
 			it->attempts[k] = (unsigned)ju64(v, notify_channel_table[k].name);
+	*ret = it;
+	return 0;
+}
+
+static int spool_load_one(struct notify *n, const char *name)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	_cleanup_close_ int fd = -1;
+	struct item *it;
+	struct stat st;
+	ssize_t len;
+	int r;
+
+	if (asprintf(&path, "%s/%s", n->spool, name) < 0) {
+		path = NULL;
+		return -ENOMEM;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	if (st.st_size > NOTIFY_SPOOL_FILE_MAX) {
+		log_printf(LOG_WARNING, "notification spool file '%s' is larger than %d bytes: ignored",
+			   path, NOTIFY_SPOOL_FILE_MAX);
+		return -EFBIG;
+	}
+	text = malloc((size_t)st.st_size + 1);
+	if (!text)
+		return -ENOMEM;
+	len = fd_read_all(fd, text, (size_t)st.st_size);
+	r = len < 0 ? -EBADMSG : notify_spool_parse(text, (size_t)len, &it);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		log_printf(LOG_WARNING, "notification spool file '%s' is damaged: ignored", path);
+		return -EBADMSG;
+	}
 	/* Channels no longer configured are dropped; the rest go at once. */
 	it->pending &= n->channels;
 	if (!it->pending) {

@@ -95,7 +95,7 @@ int notify_submit(struct notify *n, json_object *payload)
 		snprintf(it->id, sizeof(it->id), "%" PRId64 "-%08x", now, rnd);
 	/* The id names a file: keep it to a safe alphabet. */
 	for (char *c = it->id; *c; c++)
-		if (!strchr("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_", *c))
+		if (!strchr(NOTIFY_ID_ALPHABET, *c))
 			*c = '_';
 	json_object_object_add(payload, "id", json_object_new_string(it->id));
 	if (!jstr(payload, "time")) {

@@ -159,18 +159,8 @@ void tree_cache_put(struct node *n, struct tree_cache *c)
  * identity is exactly the image's, and removes the file either way. Any
  * write to the image, through the mount or not, moves its ctime, which
  * nobody can set back: a volume unchanged since its last compare is not
- * read again by the next one. The file is this machine's (host byte
- * order), checked whole by a hash. */
-#define TREE_FILE_MAGIC "RSYNHSH1"
-
-struct tree_file_hdr {
-	char magic[8];
-	uint64_t seed, nleaves;
-	uint32_t fanout, leaf;
-	struct image_id id;
-	struct hash128 check; /* hash_block() of the leaf hashes, seed 0 */
-};
-
+ * read again by the next one. Its layout: struct tree_file_hdr
+ * (node-int.h). */
 static char *tree_file_path(const struct node *n)
 {
 	char *p;
@@ -211,40 +201,79 @@ void tree_file_save(struct node *n)
 	}
 }
 
+/* Whether a tree file's header fits the image now and a file of
+ * file_size bytes: 0, -ESTALE (hashed from another image, or the image
+ * changed since), or -EBADMSG. */
+static int tree_file_hdr_check(const struct tree_file_hdr *h, const struct image_id *now,
+			       uint64_t file_size)
+{
+	if (memcmp(h->magic, TREE_FILE_MAGIC, sizeof(h->magic)))
+		return -EBADMSG;
+	if (!image_id_equal(now, &h->id))
+		return -ESTALE;
+	/* nleaves is then at most 2^52 (4 KiB leaves): its bytes cannot
+	 * overflow. */
+	if (!resync_block_size_valid(h->leaf) || h->fanout < RESYNC_HASHTREE_FANOUT_MIN ||
+	    h->fanout > RESYNC_HASHTREE_FANOUT_MAX || h->nleaves != DIV_ROUND_UP(now->size, h->leaf) ||
+	    file_size != sizeof(*h) + h->nleaves * sizeof(struct hash128))
+		return -EBADMSG;
+	return 0;
+}
+
+int tree_file_parse(const void *buf, size_t len, const struct image_id *now,
+		    struct tree_cache *ret)
+{
+	_cleanup_free_ struct hash128 *hashes = NULL;
+	struct hashtree *tree = NULL;
+	struct tree_file_hdr h;
+	struct hash128 check;
+	int r;
+
+	if (len < sizeof(h))
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	r = tree_file_hdr_check(&h, now, len);
+	if (r < 0)
+		return r;
+	hashes = malloc(h.nleaves ? h.nleaves * sizeof(*hashes) : 1);
+	if (!hashes)
+		return -ENOMEM;
+	memcpy(hashes, (const unsigned char *)buf + sizeof(h), h.nleaves * sizeof(*hashes));
+	check = hash_block(hashes, h.nleaves * sizeof(*hashes), 0);
+	if (!hash128_equal(&check, &h.check))
+		return -EBADMSG;
+	r = hashtree_new(hashes, h.nleaves, h.fanout, h.seed, &tree);
+	if (r < 0)
+		return r;
+	*ret = (struct tree_cache){TAKE_PTR(hashes), tree, h.seed, h.fanout, h.leaf, h.id,
+				  clock_usec()};
+	return 0;
+}
+
 void tree_file_load(struct node *n)
 {
 	_cleanup_free_ char *path = tree_file_path(n);
-	_cleanup_free_ struct hash128 *hashes = NULL;
+	_cleanup_free_ void *buf = NULL;
 	_cleanup_close_ int fd = -1;
-	struct hashtree *tree = NULL;
 	struct tree_file_hdr h;
+	struct tree_cache c;
 	struct image_id now;
 	struct stat st;
 
 	if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return;
 	unlink(path); /* taken back once, or not at all */
+	/* The header first: the file is read whole only when its size is
+	 * the one the image's leaves make. */
 	if (fstat(fd, &st) < 0 || fd_pread_full(fd, &h, sizeof(h), 0) < 0 ||
-	    memcmp(h.magic, TREE_FILE_MAGIC, sizeof(h.magic)) || node_image_id(n, &now) < 0 ||
-	    !image_id_equal(&now, &h.id) || !resync_block_size_valid(h.leaf) ||
-	    h.fanout < RESYNC_HASHTREE_FANOUT_MIN || h.fanout > RESYNC_HASHTREE_FANOUT_MAX ||
-	    h.nleaves != DIV_ROUND_UP(now.size, h.leaf) ||
-	    (uint64_t)st.st_size != sizeof(h) + h.nleaves * sizeof(*hashes))
+	    node_image_id(n, &now) < 0 || tree_file_hdr_check(&h, &now, (uint64_t)st.st_size) < 0)
 		return;
-	hashes = malloc(h.nleaves ? h.nleaves * sizeof(*hashes) : 1);
-	if (!hashes || fd_pread_full(fd, hashes, h.nleaves * sizeof(*hashes), sizeof(h)) < 0)
-		return;
-	{
-		struct hash128 check = hash_block(hashes, h.nleaves * sizeof(*hashes), 0);
-
-		if (!hash128_equal(&check, &h.check))
-			return;
-	}
-	if (hashtree_new(hashes, h.nleaves, h.fanout, h.seed, &tree) < 0)
+	buf = malloc((size_t)st.st_size);
+	if (!buf || fd_pread_full(fd, buf, (size_t)st.st_size, 0) < 0 ||
+	    tree_file_parse(buf, (size_t)st.st_size, &now, &c) < 0)
 		return;
 	tree_cache_release(&n->tcache);
-	n->tcache = (struct tree_cache){TAKE_PTR(hashes), tree, h.seed, h.fanout, h.leaf, h.id,
-					clock_usec()};
+	n->tcache = c;
 	log_info("took back the hash tree of '%s': the image is unchanged since its last compare",
 	      n->self->volume);
 }

@@ -239,7 +239,9 @@ static int header_decode(const struct meta_disk_header *h, struct meta_hdr *ret)
 		return -EBADMSG;
 	if (ret->state >= META_STATE_COUNT || (ret->flags & ~(uint32_t)META_DISK_KNOWN))
 		return -EBADMSG;
-	if (ret->al_shift > 40 || (1ull << ret->al_shift) < ret->block_size)
+	/* An extent's size is a uint32_t (meta_opts, meta_info): at most
+	 * 2^31 bytes, as every writer makes it. */
+	if (ret->al_shift > 31 || (1ull << ret->al_shift) < ret->block_size)
 		return -EBADMSG;
 	if (ret->al_capacity < 4 || ret->al_capacity > RESYNC_META_AL_MAX ||
 	    ret->al_count > ret->al_capacity)

@@ -1,32 +1,21 @@
 /* Fuzz target for the wire format: the input is a stream of frames (header
  * and payload) as a peer would send them. Every frame is decoded; what
  * decodes must encode back to the same bytes, and BLOCKS and EXTENTS data
- * must unpack to exactly its declared length or be refused. Built as a libFuzzer target
- * with -DRESYNC_LIBFUZZER, and otherwise as a replayer of the files given
- * on the command line (files or directories), so every build replays the
- * corpus. */
-#include <dirent.h>
+ * must unpack to exactly its declared length or be refused. Built as a libFuzzer target,
+ * and otherwise with fuzz-replay.c as a replayer of its corpus. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "fuzz.h"
 #include "wire.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static unsigned char out[RESYNC_WIRE_FRAME_MAX];
 static unsigned char raw[RESYNC_WIRE_BLOCKS_MAX];
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz-wire: %s:%d: %s\n", __FILE__, __LINE__, #cond);      \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#define CHECK(cond) FUZZ_CHECK(cond)
 
 /* Each message type's check: decode, encode back, same bytes. Called only
  * with a payload that wire_payload_check() accepted. */
@@ -320,70 +309,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	return 0;
 }
 
-#ifndef RESYNC_LIBFUZZER
-static int replay_file(const char *path)
+/* The replayer fails at once when the harness misses a type. */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	FILE *f = fopen(path, "rb");
-	unsigned char *buf;
-	long len;
-
-	if (!f)
-		return -errno;
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	rewind(f);
-	buf = malloc(len > 0 ? len : 1);
-	if (!buf || fread(buf, 1, len, f) != (size_t)len) {
-		fclose(f);
-		free(buf);
-		return -EIO;
-	}
-	fclose(f);
-	LLVMFuzzerTestOneInput(buf, len);
-	free(buf);
-	return 0;
+	(void)argc;
+	(void)argv;
+	return harness_check_types() == 0 ? 0 : 1;
 }
-
-int main(int argc, char **argv)
-{
-	unsigned n = 0;
-
-	if (harness_check_types() != 0)
-		return 1;
-	for (int i = 1; i < argc; i++) {
-		struct stat st;
-		DIR *d;
-		struct dirent *e;
-
-		if (stat(argv[i], &st) < 0) {
-			perror(argv[i]);
-			return 1;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			if (replay_file(argv[i]) < 0)
-				return 1;
-			n++;
-			continue;
-		}
-		d = opendir(argv[i]);
-		if (!d)
-			return 1;
-		while ((e = readdir(d))) {
-			char path[4096];
-
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", argv[i], e->d_name);
-			if (replay_file(path) < 0) {
-				fprintf(stderr, "cannot read %s\n", path);
-				closedir(d);
-				return 1;
-			}
-			n++;
-		}
-		closedir(d);
-	}
-	printf("fuzz-wire: replayed %u inputs\n", n);
-	return n ? 0 : 1;
-}
-#endif

@@ -11,6 +11,12 @@
 #include "resync/macro.h"
 #include "testlib.h"
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 int testlib_tmpdir_new(char **ret)
 {
 	const char *base = getenv("TMPDIR");
@@ -197,4 +203,11 @@ int testlib_wait_until(bool (*cond)(void *arg), void *arg, uint64_t timeout_usec
 		usleep((useconds_t)pause);
 		pause = MIN(pause * 2, (uint64_t)50000);
 	}
+}
+
+bool testlib_valgrind(void)
+{
+	const char *e = getenv("RESYNC_VALGRIND");
+
+	return RUNNING_ON_VALGRIND || (e && !strcmp(e, "1"));
 }

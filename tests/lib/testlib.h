@@ -54,3 +54,10 @@ int testlib_image_pair(const char *src_path, const char *dst_path, size_t src_si
  * off from 1 ms to 50 ms between polls. Returns 0 when the condition
  * held, -ETIMEDOUT otherwise (after one last check). */
 int testlib_wait_until(bool (*cond)(void *arg), void *arg, uint64_t timeout_usec);
+
+/* Whether the test runs under valgrind (the 'valgrind' test setup sets
+ * RESYNC_VALGRIND=1; a run by hand is recognised too when valgrind's
+ * header was there at build time). Valgrind does not see what the kernel
+ * writes into buffers through io_uring, so tests skip their io_uring
+ * variants under it (the plain backend runs the same checks). */
+bool testlib_valgrind(void);

@@ -761,8 +761,10 @@ static void test_cancel(void **state)
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
+	const struct CMUnitTest uring_tests[] = {
 	    KIND_TESTS(kind_uring),
+	};
+	const struct CMUnitTest tests[] = {
 	    KIND_TESTS(kind_sync),
 	    cmocka_unit_test(test_blockcmp_bad_args),
 	};
@@ -778,7 +780,12 @@ int main(void)
 
 	if (group_setup(NULL) < 0)
 		return 1;
-	failed = cmocka_run_group_tests_name("blockcmp", tests, NULL, NULL);
+	/* Valgrind does not see what the kernel writes through io_uring:
+	 * under it the plain backend's variants make the same checks. */
+	failed = 0;
+	if (!testlib_valgrind())
+		failed = cmocka_run_group_tests_name("blockcmp io_uring", uring_tests, NULL, NULL);
+	failed += cmocka_run_group_tests_name("blockcmp", tests, NULL, NULL);
 	failed += cmocka_run_group_tests_name("faults", fault_tests, fault_group_setup,
 					      fault_group_teardown);
 	group_teardown(NULL);

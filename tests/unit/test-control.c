@@ -382,6 +382,12 @@ static void test_checked_requests(void **state)
 	refused(fd, &calls, "{\"cmd\":\"wipe\",\"dry_run\":false}\n", "erases data", NULL);
 	/* plan is not a dry-run field: it does not stand in for confirm. */
 	refused(fd, &calls, "{\"cmd\":\"wipe\",\"plan\":true}\n", "erases data", NULL);
+	/* A string with a NUL byte is not the C string before it (found by
+	 * fuzz-control: "status\u0000x" ran status, "demo\u0000x" confirmed). */
+	refused(fd, &calls, "{\"cmd\":\"look\\u0000x\"}\n", "\"cmd\"", "string", NULL);
+	refused(fd, &calls, "{\"cmd\":\"wipe\",\"confirm\":\"demo\\u0000x\"}\n", "\"confirm\"",
+		"a string", NULL);
+	refused(fd, &calls, "{\"cmd\":\"look\",\"nodes\":[\"n2\\u0000\"]}\n", "\"nodes\"", NULL);
 
 	accepted(fd, &calls, "{\"cmd\":\"look\"}\n");
 	accepted(fd, &calls,

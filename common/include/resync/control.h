@@ -38,7 +38,7 @@ bool control_is_result(struct json_object *o);
 /* ---- checked requests ---- */
 
 enum control_field_type {
-	CONTROL_FIELD_STRING,  /* a JSON string */
+	CONTROL_FIELD_STRING,  /* a JSON string (without NUL bytes) */
 	CONTROL_FIELD_BOOL,    /* true or false */
 	CONTROL_FIELD_UINT64,  /* a non-negative JSON integer */
 	CONTROL_FIELD_STRINGS, /* an array of strings (may be empty) */
@@ -59,6 +59,10 @@ struct control_field {
 	unsigned flags; /* enum control_field_flags */
 };
 
+/* Whether v is a JSON string without a NUL byte ("\u0000"): what the
+ * code reads as a C string is then all of it. Every string field of a
+ * checked request is one. */
+bool control_json_is_cstring(struct json_object *v);
 /* The expected type in words ("a string", "true or false", ...). */
 const char *control_field_type_name(enum control_field_type type);
 /* Check req's fields against fields (NULL: none accepted): "cmd" is always
