@@ -312,6 +312,10 @@ static struct item *item_settle(struct notify *n, struct item *it, bool changed)
 {
 	struct item *nx;
 
+	/* Out of the spool before it leaves the count: whoever sees nothing
+	 * pending finds nothing spooled either. */
+	if (!it->pending)
+		notify_spool_remove(n, it);
 	pthread_mutex_lock(&n->lock);
 	nx = it->next;
 	if (!it->pending) {
@@ -325,7 +329,6 @@ static struct item *item_settle(struct notify *n, struct item *it, bool changed)
 	}
 	pthread_mutex_unlock(&n->lock);
 	if (!it->pending) {
-		notify_spool_remove(n, it);
 		notify_item_free(it);
 	} else if (changed) {
 		int r = notify_spool_write(n, it);

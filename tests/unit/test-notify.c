@@ -169,6 +169,27 @@ static size_t spool_files(const char *spool)
 	return n;
 }
 
+/* A delivered notification leaves the spool and the count just after its
+ * delivered event: wait for both, with a deadline. */
+struct settled {
+	struct notify *n;
+	const char *spool;
+};
+
+static bool settled(void *arg)
+{
+	struct settled *w = arg;
+
+	return notify_pending(w->n) == 0 && spool_files(w->spool) == 0;
+}
+
+static void wait_settled(struct notify *n, const char *spool)
+{
+	struct settled w = {n, spool};
+
+	assert_int_equal(testlib_wait_until(settled, &w, 20000000), 0);
+}
+
 /* Events of a run on the bus become one notification; the command gets
  * the documented environment. */
 static void test_command_from_events(void **state)
@@ -231,8 +252,7 @@ static void test_command_from_events(void **state)
 	assert_non_null(strstr(data, "RESYNC_NODE_1_BYTES_COMPARED=1048576\n"));
 	assert_non_null(strstr(data, "RESYNC_NODE_2_RESULT=cancelled\n"));
 	free(data);
-	assert_int_equal(notify_pending(n), 0);
-	assert_int_equal(spool_files(spool), 0);
+	wait_settled(n, spool);
 	notify_free(n);
 	event_queue_free(s.q);
 	event_bus_free(b);
@@ -330,8 +350,7 @@ static void test_spool_across_restart(void **state)
 	assert_int_equal(len, 13);
 	assert_memory_equal(data, "run-1 failed\n", 13);
 	free(data);
-	assert_int_equal(notify_pending(n), 0);
-	assert_int_equal(spool_files(spool), 0);
+	wait_settled(n, spool);
 	notify_free(n);
 	event_queue_free(s.q);
 	event_bus_free(b);
