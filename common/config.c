@@ -54,6 +54,8 @@ enum cluster_key {
 	CK_NOTIFY_WEBHOOK,
 	CK_NOTIFY_COMMAND,
 	CK_UNDO,
+	CK_UNDO_KEEP,
+	CK_UNDO_MAX_BYTES,
 	CK_SESSION_TIMEOUT,
 	CK_VERIFY_INTERVAL,
 	CK_VERIFY_MAX_RATE,
@@ -84,6 +86,8 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_NOTIFY_WEBHOOK] = "notify_webhook",
 	[CK_NOTIFY_COMMAND] = "notify_command",
 	[CK_UNDO] = "undo",
+	[CK_UNDO_KEEP] = "undo_keep",
+	[CK_UNDO_MAX_BYTES] = "undo_max_bytes",
 	[CK_SESSION_TIMEOUT] = "session_timeout",
 	[CK_VERIFY_INTERVAL] = "verify_interval",
 	[CK_VERIFY_MAX_RATE] = "verify_max_rate",
@@ -524,11 +528,59 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		return;
 	}
 	case CK_INSECURE:
-	case CK_UNDO:
-		if (parse_bool(v, k == CK_INSECURE ? &cfg->insecure : &cfg->undo) < 0)
+		if (parse_bool(v, &cfg->insecure) < 0)
 			fail(c, c->line, -EINVAL, "key '%s': '%s' is not a boolean (true or false)",
 			     key, v);
 		return;
+	case CK_UNDO: {
+		/* off | diverged | on; the booleans of earlier versions too. */
+		bool b;
+
+		if (!strcasecmp(v, "diverged"))
+			cfg->undo = CONFIG_UNDO_DIVERGED;
+		else if (parse_bool(v, &b) == 0)
+			cfg->undo = b ? CONFIG_UNDO_ON : CONFIG_UNDO_OFF;
+		else
+			fail(c, c->line, -EINVAL, "key 'undo': '%s' is not off, diverged or on", v);
+		return;
+	}
+	case CK_UNDO_KEEP:
+		if (parse_duration(v, &u) < 0 || u < 1000000ull ||
+		    u > CONFIG_DRIFT_DURATION_MAX_S * 1000000ull) {
+			fail(c, c->line, -EINVAL,
+			     "key 'undo_keep': '%s' is not a duration from 1s to 365d (e.g. 7d)", v);
+			return;
+		}
+		cfg->undo_keep_s = u / 1000000;
+		return;
+	case CK_UNDO_MAX_BYTES: {
+		/* A size, or a percentage of the volume ("10%"). */
+		size_t l = strlen(v);
+		char *end;
+		unsigned long pc;
+
+		if (l > 1 && v[l - 1] == '%') {
+			errno = 0;
+			pc = strtoul(v, &end, 10);
+			if (errno || end != v + l - 1 || pc < 1 || pc > 100) {
+				fail(c, c->line, -EINVAL,
+				     "key 'undo_max_bytes': '%s' is not a percentage from 1%% to 100%%", v);
+				return;
+			}
+			cfg->undo_max_percent = (unsigned)pc;
+			cfg->undo_max_bytes = 0;
+			return;
+		}
+		if (parse_size(v, &u) < 0 || u == 0) {
+			fail(c, c->line, -EINVAL,
+			     "key 'undo_max_bytes': '%s' is not a size (e.g. 1G) or a percentage of "
+			     "the volume (e.g. 10%%)",
+			     v);
+			return;
+		}
+		cfg->undo_max_bytes = u;
+		return;
+	}
 	case CK_COMPRESS_LEVEL: {
 		char *end;
 		long l;
@@ -754,6 +806,9 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 	c.cfg->fence_max_ms = CONFIG_FENCE_MAX_DEFAULT_MS;
 	c.cfg->final_pass_bytes = CONFIG_FINAL_PASS_BYTES_DEFAULT;
 	c.cfg->max_passes = CONFIG_MAX_PASSES_DEFAULT;
+	c.cfg->undo = CONFIG_UNDO_DIVERGED;
+	c.cfg->undo_keep_s = CONFIG_UNDO_KEEP_DEFAULT_S;
+	c.cfg->undo_max_percent = CONFIG_UNDO_MAX_PERCENT_DEFAULT;
 	c.cfg->path = strdup(name);
 	if (!c.cfg->path)
 		fail(&c, 0, -ENOMEM, "out of memory");

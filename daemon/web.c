@@ -735,7 +735,11 @@ static json_object *dashboard_json(struct web *w, int session)
 	json_object_object_add(o, "node", json_object_new_string(w->o.self->name));
 	json_object_object_add(o, "primary", cfg->primary ? json_object_new_string(cfg->primary) : NULL);
 	json_object_object_add(o, "nodes", names);
-	json_object_object_add(o, "undo", json_object_new_boolean(cfg->undo));
+	json_object_object_add(o, "undo", json_object_new_boolean(cfg->undo == CONFIG_UNDO_ON));
+	json_object_object_add(o, "undo_mode",
+			       json_object_new_string(cfg->undo == CONFIG_UNDO_ON	  ? "on"
+						      : cfg->undo == CONFIG_UNDO_DIVERGED ? "diverged"
+											  : "off"));
 	json_object_object_add(o, "block_size", json_object_new_uint64(cfg->block_size));
 	json_object_object_add(o, "volume_size",
 			       json_object_new_uint64(w->o.vol ? volume_size(w->o.vol) : 0));

@@ -98,7 +98,9 @@ static char *config_write(const struct cluster_config *cfg)
 	put(f, "notify_from", cfg->notify_from);
 	put(f, "notify_webhook", cfg->notify_webhook);
 	put(f, "notify_command", cfg->notify_command);
-	fprintf(f, "undo = %s\n", cfg->undo ? "true" : "false");
+	fprintf(f, "undo = %s\n", cfg->undo == CONFIG_UNDO_ON	      ? "on"
+				   : cfg->undo == CONFIG_UNDO_DIVERGED ? "diverged"
+								       : "off");
 	fprintf(f, "session_timeout = %ums\n", cfg->session_timeout_ms);
 	for (size_t i = 0; i < cfg->n_nodes; i++) {
 		const struct node_config *n = &cfg->nodes[i];

@@ -33,6 +33,8 @@ static const char good[] = "; a full cluster file\n"
 			   "notify_webhook = http://127.0.0.1:8080/resync\n"
 			   "notify_command = /usr/local/bin/on-resync --quiet\n"
 			   "undo = yes\n"
+			   "undo_keep = 2d\n"
+			   "undo_max_bytes = 25%\n"
 			   "session_timeout = 2m\n"
 			   "verify_interval = 7d\n"
 			   "verify_max_rate = 50M\n"
@@ -71,7 +73,10 @@ static void test_good(void **state)
 	assert_string_equal(cfg->notify_from, "resync@example.com");
 	assert_string_equal(cfg->notify_webhook, "http://127.0.0.1:8080/resync");
 	assert_string_equal(cfg->notify_command, "/usr/local/bin/on-resync --quiet");
-	assert_true(cfg->undo);
+	assert_int_equal(cfg->undo, CONFIG_UNDO_ON);
+	assert_int_equal(cfg->undo_keep_s, 2 * 86400);
+	assert_int_equal(cfg->undo_max_percent, 25);
+	assert_int_equal(cfg->undo_max_bytes, 0);
 	assert_int_equal(cfg->session_timeout_ms, 120000);
 	assert_int_equal(cfg->verify_interval_ms, 7ull * 86400 * 1000);
 	assert_int_equal(cfg->verify_max_rate, 50ull << 20);
@@ -89,7 +94,7 @@ static void test_good(void **state)
 	assert_string_equal(n->control, "/run/resync/node1.sock");
 	assert_string_equal(n->metrics, "127.0.0.1:9471");
 	assert_string_equal(n->web, "127.0.0.1:9481");
-	assert_int_equal(n->line, 23);
+	assert_int_equal(n->line, 25);
 
 	n = cluster_config_node(cfg, "node-2.b");
 	assert_non_null(n);
@@ -115,7 +120,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->max_rate, 0);
 	assert_int_equal(cfg->compress_level, 1);
 	assert_true(cfg->insecure);
-	assert_false(cfg->undo);
+	assert_int_equal(cfg->undo, CONFIG_UNDO_DIVERGED); /* the default */
+	assert_int_equal(cfg->undo_keep_s, 7 * 86400);
+	assert_int_equal(cfg->undo_max_percent, 10);
 	assert_int_equal(cfg->session_timeout_ms, CONFIG_SESSION_TIMEOUT_DEFAULT_MS);
 	assert_int_equal(cfg->session_timeout_ms, 120000);
 	assert_int_equal(cfg->verify_interval_ms, 0); /* no scheduled verify */
@@ -147,7 +154,9 @@ static const struct {
 	 "unlimited)"},
 	{"[cluster]\ninsecure = maybe\n",
 	 "cluster.conf:2: key 'insecure': 'maybe' is not a boolean (true or false)"},
-	{"[cluster]\nundo = 2\n", "cluster.conf:2: key 'undo': '2' is not a boolean (true or false)"},
+	{"[cluster]\nundo = 2\n", "cluster.conf:2: key 'undo': '2' is not off, diverged or on"},
+	{"[cluster]\nundo_max_bytes = 0%\n", "cluster.conf:2: key 'undo_max_bytes': '0%' is not a percentage from 1% to 100%"},
+	{"[cluster]\nundo_keep = soon\n", "cluster.conf:2: key 'undo_keep': 'soon' is not a duration from 1s to 365d (e.g. 7d)"},
 	{"[cluster]\nsession_timeout = 500ms\n",
 	 "cluster.conf:2: key 'session_timeout': '500ms' is not a duration from 1s to 1d (e.g. "
 	 "120s, 5m)"},

@@ -38,6 +38,17 @@ enum {
 };
 #define CONFIG_FINAL_PASS_BYTES_DEFAULT (64ull << 20)
 
+/* undo: the values of enum undo_mode (resync/undo.h). */
+enum config_undo {
+	CONFIG_UNDO_OFF = 0,
+	CONFIG_UNDO_DIVERGED = 1,
+	CONFIG_UNDO_ON = 2,
+};
+enum {
+	CONFIG_UNDO_KEEP_DEFAULT_S = 7 * 86400,
+	CONFIG_UNDO_MAX_PERCENT_DEFAULT = 10,
+};
+
 /* How long the primary's writers wait during a resync. */
 enum config_fence {
 	CONFIG_FENCE_SHORT = 0, /* converging passes, then a short fence for the last */
@@ -73,7 +84,14 @@ struct cluster_config {
 	char *notify_from;
 	char *notify_webhook;
 	char *notify_command;
-	bool undo; /* journal overwritten blocks so a resync can be rolled back */
+	/* The undo journal (resync/undo.h): when a resync journals what it
+	 * overwrites on a secondary (enum config_undo, the values of enum
+	 * undo_mode), how long a journal is kept (seconds), and its bound:
+	 * undo_max_bytes bytes, or (0) undo_max_percent % of the volume. */
+	unsigned undo;
+	uint64_t undo_keep_s;
+	uint64_t undo_max_bytes;
+	unsigned undo_max_percent;
 	/* A peer session's receive deadline: the longest a peer may stay
 	 * silent (it sends KEEPALIVEs while it waits on something else). */
 	unsigned session_timeout_ms;
