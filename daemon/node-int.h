@@ -44,6 +44,7 @@
 #include "resync/hashtree.h"
 #include "resync/meta.h"
 #include "resync/range.h"
+#include "resync/undo.h"
 #include "resync/volume.h"
 #include "web.h"
 #include "wire.h"
@@ -149,6 +150,11 @@ struct node {
 	/* Drift detection (drift.h): the scheduled verify, the watch, the
 	 * primary's word on this node, the incidents alerted. */
 	struct drift *drift;
+	/* The undo journal (undo.c): used by the holder of writing; set and
+	 * cleared under lock; undo_view (what status shows) protected by lock. */
+	struct undo_journal *undo;
+	char *undo_path;
+	struct wire_undo_info undo_view;
 };
 
 static inline uint64_t node_size(struct node *n)
@@ -296,6 +302,9 @@ struct session {
 	struct meta_uuid target; /* the primary's generation (from its hello) */
 	uint64_t features;	 /* both peers' (from its hello) */
 	bool from_primary;	 /* the hello came from the cluster's primary */
+	unsigned undo_mode;	 /* enum undo_mode: the cluster's, or the primary's UNDO */
+	bool diverged;		 /* Diverged at the primary's hello */
+	bool undo;		 /* this resync's overwrites are journaled */
 	char peer[RESYNC_NAME_MAX + 1];
 	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
 };
@@ -453,6 +462,28 @@ int session_drift(struct session *s, size_t len);
 unsigned health_http(void *node, bool ready, char **ret_body);
 void health_metrics(void *node, FILE *o);
 void drift_status_json(struct node *n, const struct node_config *nc, struct json_object *o);
+
+/* ---- undo.c ---- */
+/* At start, before the mount serves: open the journal, finish an
+ * interrupted rollback, drop an expired journal. */
+int node_undo_load(struct node *n);
+void node_undo_expire(struct node *n);
+/* A resync's first write (writing held, before Inconsistent): mi is the
+ * state before it. Returns 1 when its overwrites are journaled, 0 when
+ * not, -errno with why. */
+int node_undo_begin(struct node *n, const struct meta_info *mi, const struct meta_uuid *target,
+		    bool applies, char *why, size_t whylen);
+/* Journal [off, off+len) before it is overwritten; sync before the write. */
+int node_undo_save(struct node *n, uint64_t off, uint64_t len, char *why, size_t whylen);
+int node_undo_sync(struct node *n, char *why, size_t whylen);
+/* Roll the journal back (serving: fence and drop the mount's cache). */
+int node_undo_rollback(struct node *n, bool serving, uint64_t *ret_bytes, char *why,
+		       size_t whylen);
+void node_undo_info(struct node *n, struct wire_undo_info *ret);
+/* The asking side: UNDO_REQ, and ROLLBACK (ACK: bytes put back). */
+int node_peer_undo_info(struct peer_conn *c, unsigned char *buf, struct wire_undo_info *ret);
+int node_peer_rollback(struct peer_conn *c, unsigned char *buf, uint64_t *ret_bytes, char *why,
+		       size_t whylen);
 
 /* ---- commands.c ---- */
 extern const struct control_command node_commands[];

@@ -281,6 +281,10 @@ static int node_volume_open(struct node *n)
 			return r;
 	}
 	tree_file_load(n);
+	/* An interrupted rollback finishes before anyone reads the volume. */
+	r = node_undo_load(n);
+	if (r < 0)
+		return r;
 	r = fusefs_start(n->fs);
 	if (r < 0)
 		log_error("cannot serve '%s': %s", n->self->mount, strerror(-r));
@@ -471,6 +475,8 @@ void node_free(struct node *n)
 	peer_ctx_free(n->ctx);
 	secret_free(n->secret);
 	free(n->state_path);
+	undo_free(n->undo);
+	free(n->undo_path);
 	drift_free(n);
 	tree_cache_release(&n->tcache);
 	pthread_cond_destroy(&n->sessions_cond);

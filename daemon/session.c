@@ -226,6 +226,7 @@ static int session_write_begin(struct session *s)
 	struct node *n = s->n;
 	struct patch_opts po = {.on_written = session_on_written, .arg = s};
 	enum io_kind wk = io_kind_resolve(IO_KIND_AUTO);
+	struct meta_info mi;
 	int r;
 
 	/* Plain pwrite unless io_uring is asked for: the pages of a resync
@@ -248,6 +249,15 @@ static int session_write_begin(struct session *s)
 	r = node_fence_freeze(n);
 	if (r < 0)
 		return r;
+	/* The journal records the state from before the resync. */
+	meta_info_get(node_meta(n), &mi);
+	r = node_undo_begin(n, &mi, &s->target,
+			    s->undo_mode == UNDO_MODE_ON ||
+				    (s->undo_mode == UNDO_MODE_DIVERGED && s->diverged),
+			    s->why, sizeof(s->why));
+	if (r < 0)
+		return r;
+	s->undo = r > 0;
 	r = meta_state_set(node_meta(n), META_STATE_INCONSISTENT);
 	if (r < 0)
 		return r;
@@ -310,6 +320,14 @@ static int session_blocks(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	s->n_blocks++;
+	/* The old bytes durable in the journal before the new reach the image. */
+	if (s->undo) {
+		r = node_undo_save(s->n, b.offset, b.raw_len, s->why, sizeof(s->why));
+		if (r >= 0)
+			r = node_undo_sync(s->n, s->why, sizeof(s->why));
+		if (r < 0)
+			return r;
+	}
 	r = patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
 	if (r >= 0)
 		r = patch_writer_flush(s->pw);
@@ -336,6 +354,19 @@ static int session_extents(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	s->n_extents++;
+	/* The whole frame's old bytes journaled, one flush, then its writes. */
+	for (uint32_t i = 0; s->undo && i < m.n_extents; i++) {
+		struct wire_extent e = wire_extents_get(&m, i);
+
+		r = node_undo_save(s->n, e.offset, e.len, s->why, sizeof(s->why));
+		if (r < 0)
+			return r;
+	}
+	if (s->undo && m.n_extents) {
+		r = node_undo_sync(s->n, s->why, sizeof(s->why));
+		if (r < 0)
+			return r;
+	}
 	for (uint32_t i = 0; i < m.n_extents; i++) {
 		struct wire_extent e = wire_extents_get(&m, i);
 
@@ -512,6 +543,53 @@ static void session_state_note(struct session *s)
 	}
 }
 
+/* UNDO: the primary's undo mode for this resync (before its writes). */
+static int session_undo(struct session *s, size_t len)
+{
+	uint32_t mode;
+	int r;
+
+	r = wire_undo_decode(s->in, len, &mode);
+	if (r < 0)
+		return r;
+	s->undo_mode = mode;
+	return 0;
+}
+
+/* UNDO_REQ: the journal this node holds. */
+static int session_undo_req(struct session *s, size_t len)
+{
+	struct wire_undo_info wi;
+	unsigned char buf[128];
+	size_t olen;
+	int r;
+
+	if (len != 0)
+		return -EBADMSG;
+	node_undo_info(s->n, &wi);
+	r = wire_undo_info_encode(&wi, buf, sizeof(buf), &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_UNDO_INFO, buf, olen);
+}
+
+/* ROLLBACK from the primary (it checked the request's confirmation). */
+static int session_rollback(struct session *s, size_t len)
+{
+	uint64_t bytes = 0;
+	int r;
+
+	if (len != 0)
+		return -EBADMSG;
+	if (s->writing)
+		return -EBUSY;
+	log_info("'%s' asks for a rollback of the last resync", s->peer);
+	r = node_undo_rollback(s->n, true, &bytes, s->why, sizeof(s->why));
+	if (r < 0)
+		return r;
+	return send_offset(s->c, WIRE_ACK, bytes);
+}
+
 /* ERROR from the asking side: it stopped the session (a cancel). */
 static int session_error(struct session *s, size_t len)
 {
@@ -538,6 +616,9 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_CHECKPOINT] = {session_checkpoint, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_COMMIT] = {session_commit, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_DRIFT] = {session_drift, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_UNDO_REQ] = {session_undo_req, 0},
+	[WIRE_UNDO] = {session_undo, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_ROLLBACK] = {session_rollback, SESSION_OP_PRIMARY_ONLY},
 };
 
 /* The session no longer counts against NODE_UNAUTH_MAX. */
@@ -599,8 +680,14 @@ static int session_hello(struct session *s)
 	s->from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
 			  !strcmp(h.node, n->cfg->primary) && !n->is_primary;
 	if (s->from_primary) {
+		struct meta_info mi;
+
 		memcpy(s->target.b, h.generation.b, 16);
 		session_state_note(s);
+		/* undo = diverged: decided here, from this node's own state. */
+		meta_info_get(node_meta(n), &mi);
+		s->diverged = mi.state == META_STATE_DIVERGED;
+		s->undo_mode = n->cfg->undo;
 	}
 	node_hello_make(n, &mine);
 	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);

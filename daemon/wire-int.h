@@ -171,6 +171,22 @@ struct wire_drift_le {
 };
 _Static_assert(sizeof(struct wire_drift_le) == 32, "drift layout");
 
+struct wire_undo_le {
+	uint32_t mode;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct wire_undo_le) == 8, "undo layout");
+
+struct wire_undo_info_le {
+	uint32_t flags;
+	uint32_t state;
+	uint64_t bytes;
+	uint64_t saved;
+	uint64_t until;
+	uint64_t created;
+};
+_Static_assert(sizeof(struct wire_undo_info_le) == 40, "undo info layout");
+
 /* BITMAP: this, then len bytes. */
 struct wire_bitmap_le {
 	uint64_t offset;

@@ -25,6 +25,8 @@ static const char *const type_names[] = {
 	[WIRE_PAGE_REQ] = "PAGE_REQ",	  [WIRE_PAGE_REPLY] = "PAGE_REPLY",
 	[WIRE_EXTENTS] = "EXTENTS",	  [WIRE_CONTROL] = "CONTROL",
 	[WIRE_KEEPALIVE] = "KEEPALIVE",	  [WIRE_DRIFT] = "DRIFT",
+	[WIRE_UNDO] = "UNDO",		  [WIRE_UNDO_REQ] = "UNDO_REQ",
+	[WIRE_UNDO_INFO] = "UNDO_INFO",	  [WIRE_ROLLBACK] = "ROLLBACK",
 };
 
 const char *wire_type_name(unsigned type)
@@ -392,6 +394,8 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_status status;
 		struct wire_bitmap bitmap;
 		struct wire_drift drift;
+		struct wire_undo_info undo_info;
+		uint32_t mode;
 		uint64_t offset;
 	} u;
 
@@ -429,6 +433,13 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return wire_bitmap_decode(buf, len, &u.bitmap);
 	case WIRE_DRIFT:
 		return wire_drift_decode(buf, len, &u.drift);
+	case WIRE_UNDO:
+		return wire_undo_decode(buf, len, &u.mode);
+	case WIRE_UNDO_REQ:
+	case WIRE_ROLLBACK:
+		return len == 0 ? 0 : -EBADMSG;
+	case WIRE_UNDO_INFO:
+		return wire_undo_info_decode(buf, len, &u.undo_info);
 	case WIRE_CONTROL:
 		/* Bytes of JSON lines, parsed (and bounded) by the session. */
 		return len > 0 ? 0 : -EBADMSG;

@@ -50,7 +50,13 @@ enum wire_type {
 	WIRE_CONTROL,	 /* WIRE_FEATURE_CONTROL: bytes of a forwarded control stream */
 	WIRE_KEEPALIVE = 19, /* WIRE_FEATURE_KEEPALIVE: "still here", empty payload */
 	WIRE_DRIFT = 20,     /* WIRE_FEATURE_DRIFT: the primary's word on this node */
-	WIRE_TYPE_MAX = WIRE_DRIFT,
+	/* WIRE_FEATURE_UNDO (numbered apart from the types other work adds
+	 * after DRIFT): */
+	WIRE_UNDO = 24,	     /* the primary: the undo mode of this resync */
+	WIRE_UNDO_REQ = 25,  /* "your undo journal": empty payload */
+	WIRE_UNDO_INFO = 26, /* the journal held: bytes, until when */
+	WIRE_ROLLBACK = 27,  /* the primary: roll back; ACK saved bytes | ERROR */
+	WIRE_TYPE_MAX = WIRE_ROLLBACK,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -130,6 +136,14 @@ enum wire_features {
 	 * that the secondary's /health can say so without asking anyone;
 	 * answered by an ACK. Sent only to a peer that offered the bit. */
 	WIRE_FEATURE_DRIFT = 1 << 8,
+	/* UNDO: the undo journal (resync/undo.h). A primary's write session
+	 * sends UNDO {mode} before its first data frame (without it the
+	 * secondary takes the mode from the cluster file); the secondary
+	 * journals when mode is on, or diverged and it held writes of its
+	 * own at the hello. UNDO_REQ asks what journal a node holds
+	 * (UNDO_INFO); ROLLBACK (primary only) has the secondary put its
+	 * journal back. Numbered apart from the bits other work adds. */
+	WIRE_FEATURE_UNDO = 1 << 12,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -379,6 +393,27 @@ struct wire_drift {
 };
 int wire_drift_encode(const struct wire_drift *m, void *buf, size_t cap, size_t *ret_len);
 int wire_drift_decode(const void *buf, size_t len, struct wire_drift *ret);
+
+/* UNDO: {mode u32 (enum undo_mode), reserved u32 = 0}. */
+int wire_undo_encode(uint32_t mode, void *buf, size_t cap, size_t *ret_len);
+int wire_undo_decode(const void *buf, size_t len, uint32_t *ret_mode);
+
+/* UNDO_INFO: the undo journal a node holds. */
+enum wire_undo_flags {
+	WIRE_UNDO_HELD = 1 << 0,     /* a journal is held: the fields below are set */
+	WIRE_UNDO_ROLLBACK = 1 << 1, /* a rollback started and did not end */
+	WIRE_UNDO_FLAGS_ALL = (1 << 2) - 1,
+};
+struct wire_undo_info {
+	uint32_t flags;	 /* enum wire_undo_flags */
+	uint32_t state;	 /* enum wire_state: the state a rollback restores */
+	uint64_t bytes;	 /* the journal's size */
+	uint64_t saved;	 /* old bytes it holds */
+	uint64_t until;	 /* unix seconds: kept until */
+	uint64_t created; /* unix seconds */
+};
+int wire_undo_info_encode(const struct wire_undo_info *m, void *buf, size_t cap, size_t *ret_len);
+int wire_undo_info_decode(const void *buf, size_t len, struct wire_undo_info *ret);
 
 /* BITMAP: bytes [offset, offset + len) of a dirty bitmap of total bytes
  * (bit i of byte i/8 is block i, LSB first); len <= RESYNC_WIRE_BLOCKS_MAX,
