@@ -46,6 +46,7 @@ struct status_node {
 	struct meta_uuid gen;
 	uint64_t dirty, lacks;
 	int64_t last_resync;
+	struct wire_undo_info undo; /* the undo journal it holds (WIRE_UNDO_HELD) */
 	char error[RESYNC_WIRE_TEXT_MAX + 256];
 };
 
@@ -120,6 +121,9 @@ static void status_ask(struct node *n, const struct status_view *v, unsigned cha
 		peer_conn_free(c);
 		return;
 	}
+	if ((h.features & node_features() & WIRE_FEATURE_UNDO) &&
+	    node_peer_undo_info(c, buf, &sn->undo) < 0)
+		memset(&sn->undo, 0, sizeof(sn->undo));
 	peer_conn_free(c);
 	sn->dirty_known = true;
 	sn->dirty = ws.dirty_bytes;
@@ -138,6 +142,7 @@ static void status_self(struct node *n, const struct status_view *v, struct stat
 	sn->dirty_known = true;
 	sn->dirty = meta_dirty_bytes(node_meta(n));
 	sn->connected = true;
+	node_undo_info(n, &sn->undo);
 	pthread_mutex_lock(&n->lock);
 	sn->last_resync = n->last_resync;
 	pthread_mutex_unlock(&n->lock);
@@ -169,6 +174,22 @@ static json_object *status_node_json(struct node *n, const struct status_node *s
 	json_object_object_add(o, "last_resync", time_json(sn->last_resync));
 	/* last_verify, verify_differing_bytes, ... (drift.h). */
 	drift_status_json(n, sn->nc, o);
+	/* The undo window held: a rollback can put its last resync back. */
+	if (sn->undo.flags & WIRE_UNDO_HELD) {
+		json_object *uo = json_object_new_object();
+
+		json_object_object_add(uo, "bytes", json_object_new_uint64(sn->undo.bytes));
+		json_object_object_add(uo, "saved_bytes", json_object_new_uint64(sn->undo.saved));
+		json_object_object_add(uo, "created", time_json((int64_t)sn->undo.created));
+		json_object_object_add(uo, "until", time_json((int64_t)sn->undo.until));
+		json_object_object_add(uo, "restores_state", json_object_new_string(meta_state_name(
+								     meta_state_from_wire(sn->undo.state))));
+		json_object_object_add(uo, "rollback_interrupted",
+				       json_object_new_boolean(sn->undo.flags & WIRE_UNDO_ROLLBACK));
+		json_object_object_add(o, "undo", uo);
+	} else {
+		json_object_object_add(o, "undo", NULL);
+	}
 	if (sn->error[0])
 		json_object_object_add(o, "error", json_object_new_string(sn->error));
 	return o;
@@ -285,6 +306,57 @@ static int cmd_cancel(void *userdata, struct control_client *cli, json_object *r
 	return control_client_result(cli, o);
 }
 
+/* rollback NODE: put back what the last resync overwrote on NODE, from
+ * its undo journal. This node's own volume here; another's through the
+ * primary (a secondary forwards), which sends it ROLLBACK. */
+static int cmd_rollback(void *userdata, struct control_client *cli, json_object *req)
+{
+	struct node *n = userdata;
+	const char *name = json_object_get_string(json_object_object_get(req, "node"));
+	const struct node_config *nc = cluster_config_node(n->cfg, name ? name : "");
+	char why[RESYNC_WIRE_TEXT_MAX + 256];
+	_cleanup_free_ unsigned char *buf = NULL;
+	struct peer_conn *c = NULL;
+	struct wire_hello h;
+	uint64_t bytes = 0;
+	json_object *o;
+	int r;
+
+	if (!nc)
+		return control_client_error(cli, "refused: '%s' is not a node of cluster '%s'",
+					    name ? name : "", n->cfg->name);
+	if (nc == n->self) {
+		if (n->is_primary)
+			return control_client_error(cli, "refused: '%s' is the primary: a resync never "
+						    "overwrites it", name);
+		r = node_undo_rollback(n, true, &bytes, why, sizeof(why));
+		if (r < 0)
+			return control_client_error(cli, "%s", why);
+	} else if (!n->is_primary) {
+		return node_forward(n, cli, req);
+	} else {
+		buf = malloc(RESYNC_WIRE_FRAME_MAX);
+		if (!buf)
+			return -ENOMEM;
+		r = node_peer_open(n, nc, true, why, sizeof(why), &c, &h);
+		if (r < 0)
+			return control_client_error(cli, "%s", why);
+		if (!(h.features & node_features() & WIRE_FEATURE_UNDO)) {
+			peer_conn_free(c);
+			return control_client_error(cli, "'%s' cannot roll back (an older build)", name);
+		}
+		r = node_peer_rollback(c, buf, &bytes, why, sizeof(why));
+		peer_conn_free(c);
+		if (r < 0)
+			return control_client_error(cli, "rollback of '%s' failed: %s", name, why);
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "node", json_object_new_string(name));
+	json_object_object_add(o, "rolled_back", json_object_new_boolean(true));
+	json_object_object_add(o, "bytes", json_object_new_uint64(bytes));
+	return control_client_result(cli, o);
+}
+
 static int cmd_events(void *userdata, struct control_client *cli, json_object *req)
 {
 	return events_cmd_stream(((struct node *)userdata)->bus, cli, req);
@@ -311,6 +383,11 @@ static const struct control_field jobs_fields[] = {
 	{"dry_run", CONTROL_FIELD_BOOL, CONTROL_FIELD_DRY_RUN},
 	{"max_rate", CONTROL_FIELD_UINT64, 0},
 	{"fence", CONTROL_FIELD_STRING, 0}, /* "short" or "whole": the primary's fence */
+	{"undo", CONTROL_FIELD_BOOL, 0},    /* true: undo = on for this run */
+	{NULL, 0, 0},
+};
+static const struct control_field rollback_fields[] = {
+	{"node", CONTROL_FIELD_STRING, CONTROL_FIELD_REQUIRED},
 	{NULL, 0, 0},
 };
 static const struct control_field rate_fields[] = {
@@ -327,6 +404,7 @@ const struct control_command node_commands[] = {
 	{"pause", cmd_pace, NULL, 0},
 	{"resume", cmd_pace, NULL, 0},
 	{"rate", cmd_pace, rate_fields, 0},
+	{"rollback", cmd_rollback, rollback_fields, CONTROL_CMD_ERASES},
 };
 
 const size_t node_commands_n = ARRAY_SIZE(node_commands);

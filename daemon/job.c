@@ -634,6 +634,15 @@ int job_xfer_open(struct job *j)
 	if (!j->x)
 		return -ENOMEM;
 	r = job_xfer_init(j->x, j, j->c, j->buf);
+	if (r >= 0 && j->write && (j->features & WIRE_FEATURE_UNDO)) {
+		unsigned char b[16];
+		size_t len;
+
+		/* Before the first data frame: this run's undo mode. */
+		r = wire_undo_encode(j->undo_mode, b, sizeof(b), &len);
+		if (r >= 0)
+			r = peer_conn_send_frame(j->c, WIRE_UNDO, b, len);
+	}
 	return r < 0 ? r : 0;
 }
 

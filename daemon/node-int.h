@@ -371,6 +371,8 @@ struct job {
 	bool opened;
 	enum job_mode mode;
 	bool diverged;
+	unsigned undo_mode; /* enum undo_mode of this run */
+	bool undo;	    /* the secondary journals what this resync overwrites */
 	bool resume; /* Inconsistent with a checkpoint of this generation */
 	bool ack_pending; /* a CHECKPOINT's ACK is not read yet */
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */

@@ -280,6 +280,7 @@ static int resync_open(struct resync_run *run)
 		j->cli_lock = &run->cli_lock;
 		j->write = run->write;
 		j->max_rate = run->max_rate;
+		j->undo_mode = req_bool(run->req, "undo") ? UNDO_MODE_ON : cfg->undo;
 		j->gen = run->mi.generation;
 		j->bitmap_size = run->bitmap_size;
 		j->state = META_STATE_UNKNOWN;
@@ -312,6 +313,10 @@ static void resync_choose(struct resync_run *run)
 			 * when it turned Diverged). */
 			event_publish_state(run->n->bus, j->peer->name,
 					    meta_state_from_wire(j->hello.state), META_STATE_DIVERGED, true, "it holds writes that the primary lacks");
+		/* As the secondary decides it (session_hello()). */
+		j->undo = j->undo_mode == UNDO_MODE_ON ||
+			  (j->undo_mode == UNDO_MODE_DIVERGED &&
+			   (j->diverged || j->hello.state == WIRE_STATE_DIVERGED));
 		j->resume = j->hello.state == WIRE_STATE_INCONSISTENT &&
 			    (j->status.flags & WIRE_STATUS_CHECKPOINT) &&
 			    !memcmp(j->status.checkpoint_id.b, mi->generation.b, 16);
@@ -831,6 +836,8 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 	 * last commit, when its bitmap can say. */
 	json_object_object_add(x, "lacking_bytes", j->opened && trusted
 			       ? json_object_new_uint64(j->status.dirty_bytes) : NULL);
+	/* Whether what this resync overwrites there is kept for a rollback. */
+	json_object_object_add(x, "undo", json_object_new_boolean(j->undo));
 	json_object_object_add(x, "resume_offset", j->resume
 			       ? json_object_new_uint64(j->status.checkpoint_off) : NULL);
 	if (!run->no_ranges)

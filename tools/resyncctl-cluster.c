@@ -192,7 +192,7 @@ int resyncctl_verify(int argc, char **argv)
 /* ---- resync ---- */
 
 static const char resync_usage[] =
-	"usage: resyncctl [--config FILE] [--node NAME] resync [--yes] [--dry-run] [--json]\n"
+	"usage: resyncctl [--config FILE] [--node NAME] resync [--yes] [--dry-run] [--undo] [--json]\n"
 	"                 [--node SECONDARY]... [--max-rate RATE] [--fence short|whole]\n"
 	"Make every secondary (or the ones named) byte-identical to the primary.\n"
 	"The data on those secondaries is erased and replaced with the primary's.\n"
@@ -290,9 +290,11 @@ int resyncctl_resync(int argc, char **argv)
 		{"json", no_argument, NULL, 'j'},
 		{"max-rate", required_argument, NULL, 'r'},
 		{"fence", required_argument, NULL, 'f'},
+		{"undo", no_argument, NULL, 'u'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
+	bool undo = false;
 	struct resyncctl_session s = {0};
 	struct progress_ctx pc = {0};
 	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
@@ -305,8 +307,11 @@ int resyncctl_resync(int argc, char **argv)
 	int c, rc = 1;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:n:ydjr:f:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:n:ydjr:f:uh", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'u':
+			undo = true;
+			break;
 		case 'f':
 			if (strcmp(optarg, "short") && strcmp(optarg, "whole")) {
 				resyncctl_errorf("invalid --fence '%s': short or whole", optarg);
@@ -452,6 +457,8 @@ int resyncctl_resync(int argc, char **argv)
 	if (have_rate)
 		json_object_object_add(req, "max_rate", json_object_new_uint64(rate));
 	json_object_object_add(req, "fence", json_object_new_string(whole ? "whole" : "short"));
+	if (undo)
+		json_object_object_add(req, "undo", json_object_new_boolean(true));
 	res = resyncctl_request(&s, req, resync_progress, &pc);
 	json_object_put(req);
 	if (!res || !resyncctl_result_ok(res))
@@ -535,6 +542,81 @@ static const char cancel_usage[] =
 	"usage: resyncctl [--config FILE] [--node NAME] cancel [--json]\n"
 	"Stop a running resync at a checkpoint; its secondaries stay Inconsistent\n"
 	"until a later resync completes.\n";
+
+/* rollback NODE [--yes] [--json]: put back what the last resync
+ * overwrote on NODE, from its undo journal. */
+int resyncctl_rollback(int argc, char **argv)
+{
+	struct resyncctl_session s = {0};
+	json_object *req, *res;
+	const char *node = NULL;
+	bool json = false, yes = false;
+	int rc = 1;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--yes"))
+			yes = true;
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			puts("usage: resyncctl [--config FILE] [--node NAME] rollback NODE [--yes] [--json]\n\n"
+			     "Put back on NODE what the last resync overwrote there, from its undo\n"
+			     "journal: its data, generation and state from before that resync.\n"
+			     "It erases what NODE holds now: confirm by typing the cluster's name,\n"
+			     "or pass --yes.");
+			return 0;
+		} else if (argv[i][0] != '-' && !node)
+			node = argv[i];
+		else {
+			resyncctl_errorf("usage: resyncctl rollback NODE [--yes] [--json]");
+			return EXIT_USAGE;
+		}
+	}
+	if (!node) {
+		resyncctl_errorf("usage: resyncctl rollback NODE [--yes] [--json]");
+		return EXIT_USAGE;
+	}
+	rc = resyncctl_session_open(&s);
+	if (rc)
+		goto out;
+	rc = 1;
+	if (!yes) {
+		if (!isatty(STDIN_FILENO)) {
+			resyncctl_errorf("no terminal to confirm on: pass --yes to erase what '%s' holds now "
+					 "and put back its data from before its last resync", node);
+			goto out;
+		}
+		printf("This erases what '%s' holds now and puts back its data from before its last "
+		       "resync.\n", node);
+		if (!confirm(s.cfg->name)) {
+			resyncctl_errorf("not confirmed; nothing was changed");
+			goto out;
+		}
+	}
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("rollback"));
+	json_object_object_add(req, "node", json_object_new_string(node));
+	json_object_object_add(req, "confirm", json_object_new_string(s.cfg->name));
+	res = resyncctl_request(&s, req, NULL, NULL);
+	json_object_put(req);
+	if (!res || !resyncctl_result_ok(res)) {
+		json_object_put(res);
+		goto out;
+	}
+	if (json) {
+		json_object_object_del(res, "type");
+		json_object_object_del(res, "ok");
+		resyncctl_print_json(res);
+	} else {
+		printf("'%s' rolled back: %llu bytes put back\n", node,
+		       (unsigned long long)json_object_get_uint64(json_object_object_get(res, "bytes")));
+	}
+	json_object_put(res);
+	rc = 0;
+out:
+	resyncctl_session_close(&s);
+	return rc;
+}
 
 int resyncctl_cancel(int argc, char **argv)
 {

@@ -205,6 +205,7 @@ static const struct command commands[] = {
 	{"verify", resyncctl_verify, "compare every secondary with the primary, writing nothing"},
 	{"resync", resyncctl_resync, "make every secondary identical to the primary"},
 	{"cancel", resyncctl_cancel, "stop a running resync at a checkpoint"},
+	{"rollback", resyncctl_rollback, "put back what the last resync overwrote on a node"},
 	{"events", resyncctl_events, "print the daemon's events as they happen"},
 	{"pause", resyncctl_pause, "hold the running resync"},
 	{"resume", resyncctl_resume, "let a paused resync go on"},
