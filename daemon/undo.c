@@ -15,6 +15,7 @@
  * so; it is never left half-restored and called consistent. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,7 @@ struct rollback_ctx {
 	struct node *n;
 	bool serving;
 	int r;
+	unsigned records, kill_after; /* the test's failpoint (0: none) */
 };
 
 static void rollback_written(void *arg, uint64_t off, uint64_t len)
@@ -97,6 +99,9 @@ static void rollback_written(void *arg, uint64_t off, uint64_t len)
 	r = meta_dirty_mark(node_meta(c->n), off, len);
 	if (r < 0 && c->r >= 0)
 		c->r = r;
+	/* Test failpoint: a kill -9 part-way through a rollback. */
+	if (c->kill_after && ++c->records == c->kill_after)
+		raise(SIGKILL);
 }
 
 /* The rollback itself; the caller holds n->writing (and the fence when
@@ -104,7 +109,8 @@ static void rollback_written(void *arg, uint64_t off, uint64_t len)
 static int undo_apply(struct node *n, bool serving, char *why, size_t whylen)
 {
 	struct meta *m = node_meta(n);
-	struct rollback_ctx c = {n, serving, 0};
+	const char *fp = getenv("RESYNC_TEST_ROLLBACK_KILL_AFTER");
+	struct rollback_ctx c = {n, serving, 0, 0, fp ? (unsigned)strtoul(fp, NULL, 10) : 0};
 	struct undo_info in;
 	int r;
 
