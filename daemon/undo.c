@@ -262,6 +262,9 @@ int node_undo_begin(struct node *n, const struct meta_info *mi, const struct met
 	uint64_t now = (uint64_t)time(NULL);
 	int r;
 
+	/* (a node made without node_undo_load(): tests' fixtures) */
+	if (!n->undo_path && undo_path_default(n->self->volume, &n->undo_path) < 0)
+		return -ENOMEM;
 	if (mi->state == META_STATE_INCONSISTENT && n->undo && !undo_rollback_started(n->undo)) {
 		/* An interrupted resync resumed: the journal holds the pages
 		 * it overwrote, from before it; go on with it. */

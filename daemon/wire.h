@@ -50,12 +50,11 @@ enum wire_type {
 	WIRE_CONTROL,	 /* WIRE_FEATURE_CONTROL: bytes of a forwarded control stream */
 	WIRE_KEEPALIVE = 19, /* WIRE_FEATURE_KEEPALIVE: "still here", empty payload */
 	WIRE_DRIFT = 20,     /* WIRE_FEATURE_DRIFT: the primary's word on this node */
-	/* WIRE_FEATURE_UNDO (numbered apart from the types other work adds
-	 * after DRIFT): */
-	WIRE_UNDO = 24,	     /* the primary: the undo mode of this resync */
-	WIRE_UNDO_REQ = 25,  /* "your undo journal": empty payload */
-	WIRE_UNDO_INFO = 26, /* the journal held: bytes, until when */
-	WIRE_ROLLBACK = 27,  /* the primary: roll back; ACK saved bytes | ERROR */
+	/* WIRE_FEATURE_UNDO: */
+	WIRE_UNDO = 21,	     /* the primary: the undo mode of this resync */
+	WIRE_UNDO_REQ = 22,  /* "your undo journal": empty payload */
+	WIRE_UNDO_INFO = 23, /* the journal held: bytes, until when */
+	WIRE_ROLLBACK = 24,  /* the primary: roll back; ACK saved bytes | ERROR */
 	WIRE_TYPE_MAX = WIRE_ROLLBACK,
 };
 

@@ -210,6 +210,26 @@ static void drift_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 	same_bytes(wire_drift_encode(&m, out, sizeof(out), &n), &n, p, len);
 }
 
+static void undo_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	uint32_t mode;
+	size_t n = 0;
+
+	(void)z;
+	CHECK(wire_undo_decode(p, len, &mode) == 0);
+	same_bytes(wire_undo_encode(mode, out, sizeof(out), &n), &n, p, len);
+}
+
+static void undo_info_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	struct wire_undo_info m;
+	size_t n = 0;
+
+	(void)z;
+	CHECK(wire_undo_info_decode(p, len, &m) == 0);
+	same_bytes(wire_undo_info_encode(&m, out, sizeof(out), &n), &n, p, len);
+}
+
 /* CONTROL carries opaque bytes: any non-empty payload passes the check
  * and is forwarded as it is. */
 static void control_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
@@ -242,6 +262,10 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_CONTROL] = control_roundtrip,
     [WIRE_KEEPALIVE] = empty_roundtrip,
     [WIRE_DRIFT] = drift_roundtrip,
+    [WIRE_UNDO] = undo_roundtrip,
+    [WIRE_UNDO_REQ] = empty_roundtrip,
+    [WIRE_UNDO_INFO] = undo_info_roundtrip,
+    [WIRE_ROLLBACK] = empty_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX has a name and a round-trip

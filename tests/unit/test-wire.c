@@ -182,8 +182,9 @@ static void test_drift(void **state)
 
 	(void)state;
 	assert_int_equal(WIRE_DRIFT, 20);
-	assert_int_equal(WIRE_TYPE_MAX, WIRE_DRIFT);
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_ROLLBACK);
 	assert_string_equal(wire_type_name(WIRE_DRIFT), "DRIFT");
+	assert_string_equal(wire_type_name(WIRE_UNDO_INFO), "UNDO_INFO");
 	assert_int_equal(WIRE_FEATURE_DRIFT, 1 << 8);
 	assert_int_equal(wire_drift_encode(&m, p, sizeof(p), &len), 0);
 	assert_int_equal(len, 32);
