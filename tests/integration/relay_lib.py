@@ -107,7 +107,8 @@ class Fault:
 
 class _Frames:
     """Where the resync frames of a plaintext stream start: a header is
-    {magic u32, version u16, type u16, length u32, flags u32}."""
+    {magic u32, version u16, type u16, length u32, flags u32}. With TLS
+    the "frames" are noise, harmlessly."""
 
     def __init__(self):
         self.pos = 0          # stream offset of the next byte fed
@@ -115,10 +116,11 @@ class _Frames:
         self.left = 0         # payload bytes still to come
         self.start = 0        # stream offset where the current frame began
         self.counts = {}
-        self.target = None    # stream offset chosen to flip
 
-    def feed(self, data, fault):
-        """Advance over data; when the fault's frame begins, set target."""
+    def feed(self, data):
+        """Advance over data: [(start offset, type, length, count of
+        that type so far)] of each frame whose header ends in it."""
+        out = []
         i = 0
         while i < len(data):
             if self.left:
@@ -137,20 +139,29 @@ class _Frames:
             self.hdr = b""
             self.left = length
             self.counts[ftype] = self.counts.get(ftype, 0) + 1
-            if (fault and self.target is None and ftype == fault.ftype and
-                    self.counts[ftype] == fault.nth):
-                p = fault.pos
-                if p >= 16 + length:
-                    p = 16 + length - 1 - (p - 16 - length) % (16 + length)
-                self.target = self.start + p
+            out.append((self.start, ftype, length, self.counts[ftype]))
         self.pos += len(data)
+        return out
+
+
+class _Armed:
+    """A fault on one connection, from where that stream was when armed."""
+
+    def __init__(self, fault, base, counts):
+        self.f, self.base, self.counts, self.target = fault, base, dict(counts), None
+
+    def at(self):
+        if self.f.kind == "flip_frame":
+            return self.target
+        return self.base + self.f.at
 
 
 class _Conn:
     def __init__(self, relay, a, b, faults):
         self.relay, self.a, self.b = relay, a, b
-        self.faults = {UP: [f for f in faults if f.direction == UP],
-                       DOWN: [f for f in faults if f.direction == DOWN]}
+        self.frames = {UP: _Frames(), DOWN: _Frames()}
+        self.armed = {UP: [], DOWN: []}
+        self.add(faults)
         self.closed = False
         self.silent = False  # partitioned: nothing more goes through
         self.lock = threading.Lock()
@@ -158,6 +169,11 @@ class _Conn:
             q = queue.Queue(maxsize=64)
             relay._spawn(self._read, d, src, q)
             relay._spawn(self._write, d, dst, q)
+
+    def add(self, faults):
+        for f in faults:
+            fr = self.frames[f.direction]
+            self.armed[f.direction].append(_Armed(f, fr.pos, fr.counts))
 
     def close(self, rst=False):
         with self.lock:
@@ -181,8 +197,7 @@ class _Conn:
                 pass
 
     def _read(self, d, src, q):
-        frames = _Frames()
-        done = 0
+        frames = self.frames[d]
         last = 0.0
         try:
             while not self.closed:
@@ -191,22 +206,26 @@ class _Conn:
                     break
                 if self.silent:
                     continue  # a partition: the bytes are lost
-                for f in self.faults[d]:
-                    if f.fired:
+                done = frames.pos
+                for start, ftype, length, count in frames.feed(data):
+                    for x in self.armed[d]:
+                        f = x.f
+                        if (f.kind == "flip_frame" and x.target is None and f.ftype == ftype
+                                and count - x.counts.get(ftype, 0) == f.nth):
+                            p = f.pos
+                            if p >= 16 + length:
+                                p = 16 + length - 1 - (p - 16 - length) % (16 + length)
+                            x.target = start + p
+                for x in list(self.armed[d]):
+                    f, at = x.f, x.at()
+                    if f.fired or at is None:
                         continue
-                    if f.kind == "flip_frame":
-                        frames.feed(data, f)
-                        at = frames.target
-                        if at is None or at >= done + len(data):
-                            continue
-                    elif f.kind == "flip":
-                        at = f.at
+                    if f.kind in ("flip", "flip_frame"):
                         if not done <= at < done + len(data):
                             continue
-                    else:
-                        if f.at >= done + len(data):
-                            continue
-                        at = max(f.at, done)
+                    elif at >= done + len(data):
+                        continue
+                    at = max(at, done)
                     f.fired, f.where = True, at
                     self.relay.fired.append(f)
                     i = at - done
@@ -229,7 +248,6 @@ class _Conn:
                 if self.silent:
                     continue
                 last = self._stamp(d, q, data, last)
-                done += len(data)
         except OSError:
             pass
         q.put(("close", False))
@@ -288,7 +306,7 @@ class Relay:
         _allowed(listen_host)
         self.target, self.netns = target, netns
         self.shape = {UP: up or Shape(), DOWN: down or Shape()}
-        self.armed = []       # lists of faults, one list per next connection
+        self.armed = []       # lists of faults, until they fire or disarm()
         self.conns = 0
         self.live = []
         self.fired = []
@@ -318,8 +336,20 @@ class Relay:
         self.shape[direction] = shape
 
     def arm(self, *faults):
-        """The next connection accepted gets these faults."""
+        """These faults act on the next connection accepted and on every
+        live one (the daemons keep their connections), offsets counted
+        from where each stream is now; each fires once, wherever first."""
         self.armed.append(list(faults))
+        for c in self.live:
+            if not c.closed:
+                c.add(faults)
+
+    def disarm(self):
+        """Faults not fired yet will not."""
+        self.armed = []
+        for c in self.live:
+            for d in (UP, DOWN):
+                c.armed[d] = [x for x in c.armed[d] if x.f.fired]
 
     def reset_all(self):
         for c in list(self.live):
@@ -355,7 +385,7 @@ class Relay:
             except OSError:
                 a.close()
                 continue
-            faults = self.armed.pop(0) if self.armed else []
+            faults = [f for fl in self.armed for f in fl if not f.fired]
             self.live = [c for c in self.live if not c.closed] + [_Conn(self, a, b, faults)]
 
     def stop(self):
