@@ -98,6 +98,7 @@ class Fault:
         self.ftype, self.nth, self.pos, self.seconds = ftype, nth, pos, seconds
         self.fired = False
         self.where = None  # the stream offset it acted at
+        self.closed = None  # when its connection ended after it fired
 
     def __repr__(self):
         return "Fault(%s %s at=%s type=%s nth=%s pos=%s fired=%s where=%s)" % (
@@ -161,6 +162,7 @@ class _Conn:
         self.relay, self.a, self.b = relay, a, b
         self.frames = {UP: _Frames(), DOWN: _Frames()}
         self.armed = {UP: [], DOWN: []}
+        self.fired_here = []
         self.add(faults)
         self.closed = False
         self.silent = False  # partitioned: nothing more goes through
@@ -180,6 +182,8 @@ class _Conn:
             if self.closed:
                 return
             self.closed = True
+        for f in self.fired_here:
+            f.closed = time.monotonic()
         for s in (self.a, self.b):
             try:
                 if rst:
@@ -228,6 +232,7 @@ class _Conn:
                     at = max(at, done)
                     f.fired, f.where = True, at
                     self.relay.fired.append(f)
+                    self.fired_here.append(f)
                     i = at - done
                     if f.kind in ("flip", "flip_frame"):
                         data = data[:i] + bytes([data[i] ^ f.mask]) + data[i + 1:]
