@@ -419,8 +419,8 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 	x->rh = job_pages(j) ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*x->rh)) : NULL;
 	if (!x->raw || !x->batch || (x->pages && !x->rh))
 		return -ENOMEM;
-	r = io_ctx_new(io_kind_resolve(IO_KIND_AUTO) == IO_KIND_AUTO ? IO_KIND_SYNC : IO_KIND_AUTO, 1,
-		       &x->io);
+	r = io_ctx_new(io_kind_resolve(IO_KIND_AUTO) == IO_KIND_AUTO ? IO_KIND_SYNC : IO_KIND_AUTO,
+		       1, &x->io);
 	if (r < 0)
 		return r;
 	if (j->features & WIRE_FEATURE_EXTENTS) {
