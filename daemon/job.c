@@ -368,6 +368,9 @@ struct job_xfer {
 	struct job_batch *bt; /* NULL: BLOCKS frames */
 	struct wire_zstd *z;
 	int fd;
+	/* Reads of what is sent: the backend RESYNC_IO names (the fault
+	 * injector too), plain syscalls when it names none. */
+	struct io_ctx *io;
 	size_t i;     /* cursor: the range, */
 	uint64_t cur; /* and the offset in it */
 	uint64_t t0, last, done, since_ckpt;
@@ -385,6 +388,7 @@ static void job_xfer_release(struct job_xfer *x)
 		free(x->bt->data);
 	free(x->bt);
 	wire_zstd_free(x->z);
+	io_ctx_free(x->io);
 }
 
 /* While the transfer waits in ratectl_pace() (a pause, a low max_rate):
@@ -402,6 +406,7 @@ static void job_xfer_keepalive(void *arg)
 static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c, unsigned char *buf)
 {
 	const struct job_ctx *ctx = j->ctx;
+	int r;
 
 	_Static_assert(RESYNC_WIRE_BLOCKS_MAX % RESYNC_PAGE == 0, "pieces end on pages");
 	*x = (struct job_xfer){.j = j, .c = c, .buf = buf, .fd = volume_fd(ctx->vol)};
@@ -414,6 +419,10 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 	x->rh = job_pages(j) ? malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*x->rh)) : NULL;
 	if (!x->raw || !x->batch || (x->pages && !x->rh))
 		return -ENOMEM;
+	r = io_ctx_new(io_kind_resolve(IO_KIND_AUTO) == IO_KIND_AUTO ? IO_KIND_SYNC : IO_KIND_AUTO,
+		       1, &x->io);
+	if (r < 0)
+		return r;
 	if (j->features & WIRE_FEATURE_EXTENTS) {
 		x->bt = calloc(1, sizeof(*x->bt));
 		if (!x->bt || !(x->bt->data = malloc(RESYNC_WIRE_BLOCKS_MAX)))
@@ -551,6 +560,7 @@ static int job_cancelled(struct job *j, struct peer_conn *c)
 static int job_xfer_batch(struct job_xfer *x)
 {
 	struct job *j = x->j;
+	long long n;
 	int r;
 
 	for (size_t b = 0; b < x->nb; b++) {
@@ -563,9 +573,11 @@ static int job_xfer_batch(struct job_xfer *x)
 			r = job_cancelled(j, x->c);
 			if (r < 0)
 				return r;
-			r = fd_pread_full(x->fd, x->raw, k, off);
-			if (r < 0)
-				return r;
+			n = io_pread_full(x->io, x->fd, x->raw, k, off);
+			if (n >= 0 && (size_t)n != k)
+				n = -EIO; /* the volume ended under the range */
+			if (n < 0)
+				return (int)n;
 			j->bytes_read += k;
 			r = job_xfer_send_piece(x, off, k);
 			if (r < 0)
