@@ -24,7 +24,7 @@ static const char *const type_names[] = {
 	[WIRE_BITMAP_REQ] = "BITMAP_REQ", [WIRE_BITMAP] = "BITMAP",
 	[WIRE_PAGE_REQ] = "PAGE_REQ",	  [WIRE_PAGE_REPLY] = "PAGE_REPLY",
 	[WIRE_EXTENTS] = "EXTENTS",	  [WIRE_CONTROL] = "CONTROL",
-	[WIRE_KEEPALIVE] = "KEEPALIVE",	  [WIRE_DRIFT] = "DRIFT",
+	[WIRE_KEEPALIVE] = "KEEPALIVE",	  [WIRE_DRIFT] = "DRIFT", [WIRE_PROOF_REQ] = "PROOF_REQ", [WIRE_PROOF] = "PROOF",
 };
 
 const char *wire_type_name(unsigned type)
@@ -392,6 +392,7 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_status status;
 		struct wire_bitmap bitmap;
 		struct wire_drift drift;
+		struct wire_proof proof;
 		uint64_t offset;
 	} u;
 
@@ -429,6 +430,9 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return wire_bitmap_decode(buf, len, &u.bitmap);
 	case WIRE_DRIFT:
 		return wire_drift_decode(buf, len, &u.drift);
+	case WIRE_PROOF_REQ:
+	case WIRE_PROOF:
+		return wire_proof_decode(buf, len, &u.proof);
 	case WIRE_CONTROL:
 		/* Bytes of JSON lines, parsed (and bounded) by the session. */
 		return len > 0 ? 0 : -EBADMSG;

@@ -50,7 +50,9 @@ enum wire_type {
 	WIRE_CONTROL,	 /* WIRE_FEATURE_CONTROL: bytes of a forwarded control stream */
 	WIRE_KEEPALIVE = 19, /* WIRE_FEATURE_KEEPALIVE: "still here", empty payload */
 	WIRE_DRIFT = 20,     /* WIRE_FEATURE_DRIFT: the primary's word on this node */
-	WIRE_TYPE_MAX = WIRE_DRIFT,
+	WIRE_PROOF_REQ = 21, /* WIRE_FEATURE_PROOF: "your volume's root", before COMMIT */
+	WIRE_PROOF = 22,     /* WIRE_FEATURE_PROOF: that root */
+	WIRE_TYPE_MAX = WIRE_PROOF,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -130,6 +132,12 @@ enum wire_features {
 	 * that the secondary's /health can say so without asking anyone;
 	 * answered by an ACK. Sent only to a peer that offered the bit. */
 	WIRE_FEATURE_DRIFT = 1 << 8,
+	/* PROOF: after the last data and before COMMIT the primary asks for
+	 * the root hash of the secondary's volume (resync/proof.h) with a
+	 * PROOF_REQ naming the hash and block size; the secondary (fenced,
+	 * Inconsistent) answers with a PROOF. The primary commits it only
+	 * when the root is its own. Sent only to a peer that offered it. */
+	WIRE_FEATURE_PROOF = 1 << 9,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -379,6 +387,19 @@ struct wire_drift {
 };
 int wire_drift_encode(const struct wire_drift *m, void *buf, size_t cap, size_t *ret_len);
 int wire_drift_decode(const void *buf, size_t len, struct wire_drift *ret);
+
+/* PROOF_REQ (hash, block_size; root and hashed 0) and PROOF: the root of
+ * the sender's volume of volume_size bytes, and the blocks it hashed
+ * again to make it (the rest came from its leaf file). */
+struct wire_proof {
+	uint32_t hash;	     /* enum proof_hash */
+	uint32_t block_size; /* a valid block size */
+	uint64_t volume_size;
+	uint64_t hashed;
+	uint8_t root[32]; /* the first 16 bytes for xxh3, the rest 0 */
+};
+int wire_proof_encode(const struct wire_proof *m, void *buf, size_t cap, size_t *ret_len);
+int wire_proof_decode(const void *buf, size_t len, struct wire_proof *ret);
 
 /* BITMAP: bytes [offset, offset + len) of a dirty bitmap of total bytes
  * (bit i of byte i/8 is block i, LSB first); len <= RESYNC_WIRE_BLOCKS_MAX,
