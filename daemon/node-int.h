@@ -464,6 +464,13 @@ void *job_pass_thread(void *arg);
 int node_run_jobs(struct node *n, struct control_client *cli, struct json_object *req,
 		  bool write);
 
+/* ---- hook.c ---- */
+/* Run before_resync_command (none: 0) for job j's secondary before it is
+ * written; mode "quick" or "full". Returns 0, or -errno with err saying
+ * why (exit status, signal, timeout). */
+int node_hook_before_resync(struct node *n, const struct job *j, const char *mode, char *err,
+			    size_t errlen);
+
 /* ---- forward.c ---- */
 typedef void node_forward_edit_fn(struct node *n, struct json_object *result);
 int node_forward_try(struct node *n, struct control_client *cli, struct json_object *req,

@@ -334,6 +334,34 @@ static void resync_choose(struct resync_run *run)
 	}
 }
 
+/* before_resync_command for every secondary about to be written: one
+ * whose command fails or times out is left out (its connection closed
+ * before anything was sent: untouched) and reported; the others go on. */
+static void resync_hooks(struct resync_run *run)
+{
+	struct node *n = run->n;
+
+	if (!run->write || !n->cfg->before_resync_command)
+		return;
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+		char why[RESYNC_WIRE_TEXT_MAX];
+		int r;
+
+		if (!j->opened)
+			continue;
+		r = node_hook_before_resync(n, j, j->mode == JOB_QUICK ? "quick" : "full", why,
+					    sizeof(why));
+		if (r >= 0)
+			continue;
+		snprintf(j->err, sizeof(j->err), "node '%s': not resynced: %s", j->peer->name, why);
+		log_error("resync of '%s' skipped: %s", j->peer->name, why);
+		j->r = r == -ECANCELED ? r : -EPERM;
+		j->opened = false;
+		peer_conn_free(TAKE_PTR(j->c));
+	}
+}
+
 /* The tree's leaves: pages (or what keeps a large volume's tree small)
  * when every secondary to compare can name them, blocks otherwise; with
  * page leaves a smaller fanout keeps the hashes asked for near the
@@ -1099,6 +1127,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	if (r < 0)
 		goto out;
 	resync_choose(&run);
+	resync_hooks(&run);
 	resync_geometry(&run);
 	r = resync_hash(&run);
 	if (r != 0)
