@@ -67,6 +67,10 @@ enum cluster_key {
 	CK_WEB_TOKEN_FILE,
 	CK_WEB_ALLOW_REMOTE,
 	CK_WEB_PUBLIC_STATUS,
+	CK_PROOF,
+	CK_PROOF_HASH,
+	CK_BEFORE_RESYNC_COMMAND,
+	CK_BEFORE_RESYNC_TIMEOUT,
 	CK_COUNT,
 };
 
@@ -99,6 +103,10 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_WEB_TOKEN_FILE] = "web_token_file",
 	[CK_WEB_ALLOW_REMOTE] = "web_allow_remote",
 	[CK_WEB_PUBLIC_STATUS] = "web_public_status",
+	[CK_PROOF] = "proof",
+	[CK_PROOF_HASH] = "proof_hash",
+	[CK_BEFORE_RESYNC_COMMAND] = "before_resync_command",
+	[CK_BEFORE_RESYNC_TIMEOUT] = "before_resync_timeout",
 };
 
 enum node_key {
@@ -645,6 +653,28 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 	case CK_NOTIFY_COMMAND:
 		set_string(c, &cfg->notify_command, v);
 		return;
+	case CK_PROOF:
+		if (parse_bool(v, &cfg->proof) < 0)
+			fail(c, c->line, -EINVAL, "key 'proof': '%s' is not a boolean (true or false)", v);
+		return;
+	case CK_PROOF_HASH:
+		if (!strcmp(v, "xxh3") || !strcmp(v, "sha256"))
+			cfg->proof_hash = !strcmp(v, "sha256") ? CONFIG_PROOF_SHA256 : CONFIG_PROOF_XXH3;
+		else
+			fail(c, c->line, -EINVAL, "key 'proof_hash': '%s' is not 'xxh3' or 'sha256'", v);
+		return;
+	case CK_BEFORE_RESYNC_COMMAND:
+		set_string(c, &cfg->before_resync_command, v);
+		return;
+	case CK_BEFORE_RESYNC_TIMEOUT:
+		if (parse_duration(v, &u) < 0 || u < 1000000ull || u > 3600ull * 1000000) {
+			fail(c, c->line, -EINVAL,
+			     "key 'before_resync_timeout': '%s' is not a duration from 1s to 1h (e.g. 60s)",
+			     v);
+			return;
+		}
+		cfg->before_resync_timeout_ms = (unsigned)(u / 1000);
+		return;
 	case CK_COUNT:
 		break;
 	}
@@ -805,6 +835,11 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 	c.cfg->alert_after_ms = CONFIG_ALERT_AFTER_DEFAULT_MS;
 	c.cfg->fence_max_ms = CONFIG_FENCE_MAX_DEFAULT_MS;
 	c.cfg->final_pass_bytes = CONFIG_FINAL_PASS_BYTES_DEFAULT;
+	/* Off until its cost under the fence is paid before the fence:
+	 * a full compare makes each secondary hash its whole volume for
+	 * the root while the primary waits (resync.conf(5), PROOF). */
+	c.cfg->proof = false;
+	c.cfg->before_resync_timeout_ms = CONFIG_BEFORE_RESYNC_TIMEOUT_DEFAULT_MS;
 	c.cfg->max_passes = CONFIG_MAX_PASSES_DEFAULT;
 	c.cfg->undo = CONFIG_UNDO_DIVERGED;
 	c.cfg->undo_keep_s = CONFIG_UNDO_KEEP_DEFAULT_S;
@@ -895,6 +930,7 @@ void cluster_config_free(struct cluster_config *cfg)
 	free(cfg->notify_from);
 	free(cfg->notify_webhook);
 	free(cfg->notify_command);
+	free(cfg->before_resync_command);
 	free(cfg->web_token_file);
 	free(cfg);
 }

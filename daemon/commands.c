@@ -152,6 +152,28 @@ static void status_self(struct node *n, const struct status_view *v, struct stat
 	}
 }
 
+/* The last proof of secondary nc that this node (the primary) made:
+ * null when none since it started. */
+static json_object *status_proof_json(struct node *n, const struct node_config *nc)
+{
+	size_t k = (size_t)(nc - n->cfg->nodes);
+	struct node_proof_last p = {0};
+	json_object *o;
+
+	pthread_mutex_lock(&n->lock);
+	if (n->proof_last && k < n->cfg->n_nodes)
+		p = n->proof_last[k];
+	pthread_mutex_unlock(&n->lock);
+	if (!p.set)
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "root", json_object_new_string(p.root));
+	json_object_object_add(o, "primary_root", json_object_new_string(p.primary_root));
+	json_object_object_add(o, "match", json_object_new_boolean(p.match));
+	json_object_object_add(o, "time", time_json(p.time));
+	return o;
+}
+
 static json_object *status_node_json(struct node *n, const struct status_node *sn)
 {
 	const struct cluster_config *cfg = n->cfg;
@@ -190,6 +212,8 @@ static json_object *status_node_json(struct node *n, const struct status_node *s
 	} else {
 		json_object_object_add(o, "undo", NULL);
 	}
+	if (!primary)
+		json_object_object_add(o, "proof", status_proof_json(n, sn->nc));
 	if (sn->error[0])
 		json_object_object_add(o, "error", json_object_new_string(sn->error));
 	return o;

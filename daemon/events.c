@@ -54,6 +54,7 @@ static const char *const kind_names[EVENT_KIND_COUNT] = {
 	[EVENT_NOTIFY_FAILED] = "notify_failed",
 	[EVENT_FENCE_STARTED] = "fence_started",
 	[EVENT_FENCE_ENDED] = "fence_ended",
+	[EVENT_PROOF] = "proof",
 };
 
 const char *event_kind_name(enum event_kind k)
@@ -317,6 +318,17 @@ void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generat
 	event_bus_publish(b, &e);
 }
 
+void event_publish_proof(struct event_bus *b, const char *node, const char *root,
+			 const char *primary_root, bool match)
+{
+	struct event e = {.kind = EVENT_PROOF, .match = match};
+
+	snprintf(e.node, sizeof(e.node), "%s", node);
+	snprintf(e.root, sizeof(e.root), "%s", root);
+	snprintf(e.primary_root, sizeof(e.primary_root), "%s", primary_root);
+	event_bus_publish(b, &e);
+}
+
 void event_publish_fence(struct event_bus *b, const char *node, bool started, bool whole,
 			 unsigned passes, double seconds)
 {
@@ -412,6 +424,11 @@ json_object *event_to_json(const struct event *e, const char *cluster)
 			json_object_object_add(o, "seconds", json_object_new_double(e->seconds));
 		}
 		break;
+	case EVENT_PROOF:
+		add_str(o, "root", e->root);
+		add_str(o, "primary_root", e->primary_root);
+		json_object_object_add(o, "match", json_object_new_boolean(e->match));
+		break;
 	default:
 		break;
 	}
@@ -468,6 +485,10 @@ void event_format(const struct event *e, char *buf, size_t len)
 	case EVENT_FENCE_ENDED:
 		snprintf(buf, len, "%s fence_ended %s %s fence, %u passes: writes waited %.3f s", t,
 			 e->node, e->fence_whole ? "whole" : "short", e->passes, e->seconds);
+		break;
+	case EVENT_PROOF:
+		snprintf(buf, len, "%s proof %s %s: %s (the primary's %s)", t, e->node,
+			 e->match ? "matches" : "MISMATCH", e->root, e->primary_root);
 		break;
 	default:
 		snprintf(buf, len, "%s %s", t, event_kind_name(e->kind));

@@ -21,6 +21,10 @@
  *                     pass that runs under it): the primary's writes wait
  *   fence_ended       node, fence, passes (of the run), seconds (how long
  *                     the primary's writes waited)
+ *   proof             node (a secondary), root (its volume's, before its
+ *                     commit), primary_root, match (true|false); the
+ *                     roots are resync/proof.h's ("xxh3:..."); before the
+ *                     node's resync_finished or resync_failed
  * Every event has "type": "event", "event": KIND, "cluster", "time" (UTC,
  * RFC 3339 with microseconds) and "ts" (unix seconds, fractional).
  *
@@ -52,6 +56,7 @@ enum event_kind {
 	EVENT_NOTIFY_FAILED,
 	EVENT_FENCE_STARTED,
 	EVENT_FENCE_ENDED,
+	EVENT_PROOF,
 	EVENT_KIND_COUNT,
 };
 
@@ -101,6 +106,8 @@ struct event {
 	double rate, seconds, retry;
 	bool fence_whole; /* fence_*: the whole run, not the last pass */
 	unsigned passes;  /* fence_started: the pass; fence_ended: the run's */
+	char root[72], primary_root[72]; /* proof: PROOF_TEXT_MAX */
+	bool match;			 /* proof */
 };
 
 struct event_bus;
@@ -149,6 +156,8 @@ void event_publish_end(struct event_bus *b, const char *node, int r, enum meta_s
 void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generation);
 /* The primary's fence: started (pass: the pass under it) and ended
  * (passes: the run's, seconds: its length), node the primary. */
+void event_publish_proof(struct event_bus *b, const char *node, const char *root,
+			 const char *primary_root, bool match);
 void event_publish_fence(struct event_bus *b, const char *node, bool started, bool whole,
 			 unsigned passes, double seconds);
 

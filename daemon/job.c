@@ -608,6 +608,45 @@ static int job_xfer_batch(struct job_xfer *x)
 
 /* The last batch (paced like every other), COMMIT, and the ACKs of the
  * last checkpoint and of the commit. */
+/* The proof before the commit: the secondary's root (made under its
+ * fence) must be the primary's (made under the primary's fence, before
+ * this last pass). A mismatch fails the job without COMMIT: the secondary
+ * stays Inconsistent, and says so. */
+static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf)
+{
+	struct wire_proof q = *j->proof_primary, a;
+	char mine[PROOF_TEXT_MAX], theirs[PROOF_TEXT_MAX];
+	uint16_t type;
+	size_t len;
+	int r;
+
+	memset(q.root, 0, sizeof(q.root));
+	q.hashed = 0;
+	r = wire_proof_encode(&q, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r < 0)
+		return r;
+	r = job_ask(j, c, WIRE_PROOF_REQ, buf, len, &type, &len);
+	if (r < 0)
+		return r;
+	if (type != WIRE_PROOF || wire_proof_decode(buf, len, &a) < 0 || a.hash != q.hash ||
+	    a.block_size != q.block_size) {
+		snprintf(j->err, sizeof(j->err), "node '%s': no valid PROOF after PROOF_REQ",
+			 j->peer->name);
+		return -EBADMSG;
+	}
+	j->proof = a;
+	j->proof_done = true;
+	j->proof_match = a.volume_size == j->proof_primary->volume_size &&
+			 !memcmp(a.root, j->proof_primary->root, sizeof(a.root));
+	if (j->proof_match)
+		return 0;
+	snprintf(j->err, sizeof(j->err),
+		 "node '%s': proof mismatch after the transfer: its volume's root is %s, the primary's %s: not committed, it stays Inconsistent",
+		 j->peer->name, node_proof_format(&a, theirs, sizeof(theirs)),
+		 node_proof_format(j->proof_primary, mine, sizeof(mine)));
+	return -EILSEQ;
+}
+
 static int job_xfer_commit(struct job_xfer *x)
 {
 	struct job *j = x->j;
@@ -625,6 +664,17 @@ static int job_xfer_commit(struct job_xfer *x)
 	r = job_cancelled(j, x->c);
 	if (r < 0)
 		return r;
+	if (j->proof_primary && (j->features & WIRE_FEATURE_PROOF)) {
+		if (j->ack_pending) {
+			r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */
+			if (r < 0)
+				return r;
+			j->ack_pending = false;
+		}
+		r = job_proof(j, x->c, x->buf);
+		if (r < 0)
+			return r;
+	}
 	memcpy(g.b, j->gen.b, 16);
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)

@@ -33,6 +33,7 @@ struct node_stat {
 	double ratio;
 	uint64_t compared_base, sent_base; /* finished runs */
 	uint64_t compared_cur, sent_cur;   /* the running one */
+	int proof_match; /* the last proof: 1 matched, 0 not, -1 none */
 };
 
 struct metrics {
@@ -103,6 +104,10 @@ static void on_event(void *arg, const struct event *e)
 		break;
 	case EVENT_FENCE_ENDED:
 		m->last_fence = e->seconds;
+		break;
+	case EVENT_PROOF:
+		if (s)
+			s->proof_match = e->match;
 		break;
 	case EVENT_STATE_CHANGED:
 		if (s)
@@ -217,6 +222,12 @@ int metrics_render(struct metrics *m, char **ret)
 	for (size_t k = 0; k < ARRAY_SIZE(results); k++)
 		fprintf(o, "resync_last_result{result=\"%s\"} %d\n", event_result_name(results[k]),
 			m->last_result == results[k]);
+	help(o, "resync_proof_match", "gauge",
+	     "1 when the last resync's proof found the secondary's root equal to the primary's, 0 when not");
+	for (size_t i = 0; i < cfg->n_nodes; i++)
+		if (strcmp(cfg->nodes[i].name, m->o.node) && m->nodes[i].proof_match >= 0)
+			fprintf(o, "resync_proof_match{node=\"%s\"} %d\n",
+				esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].proof_match);
 	help(o, "resync_peer_connected", "gauge",
 	     "1 when the last contact with the peer succeeded");
 	for (size_t i = 0; i < cfg->n_nodes; i++)
@@ -391,6 +402,7 @@ int metrics_new(const struct metrics_opts *o, struct metrics **ret)
 	for (size_t i = 0; i < o->cfg->n_nodes; i++) {
 		m->nodes[i].state = META_STATE_UNKNOWN;
 		m->nodes[i].connected = -1;
+		m->nodes[i].proof_match = -1;
 	}
 	if (o->bus) {
 		r = event_bus_subscribe(o->bus, on_event, m, &m->sub);

@@ -16,6 +16,8 @@
  *   resync.c      verify and resync: plan, hash, run jobs, report, commit
  *   forward.c     cluster-wide requests sent to the primary, both ends
  *   commands.c    the control commands and their table
+ *   proof.c       the proof of convergence: this volume's root hash, its
+ *                 leaves kept in IMAGE.resync-proof
  *   drift.c, verify-sched.c, alerts.c, health.c
  *                 drift detection: the scheduled verify, the primary's
  *                 watch and alerts, /health (drift.h) */
@@ -43,6 +45,7 @@
 #include "resync/hash.h"
 #include "resync/hashtree.h"
 #include "resync/meta.h"
+#include "resync/proof.h"
 #include "resync/range.h"
 #include "resync/undo.h"
 #include "resync/volume.h"
@@ -155,6 +158,14 @@ struct node {
 	struct undo_journal *undo;
 	char *undo_path;
 	struct wire_undo_info undo_view;
+	/* The proof's leaves of this volume (proof.c) and what they are
+	 * right for; protected by proof_lock. */
+	pthread_mutex_t proof_lock;
+	struct proof_tree proof;
+	struct proof_key proof_key;
+	/* Primary: the last proof of each node of the cluster (by index in
+	 * cfg->nodes); protected by lock. */
+	struct node_proof_last *proof_last;
 };
 
 static inline uint64_t node_size(struct node *n)
@@ -201,6 +212,39 @@ static inline unsigned node_keepalive_ms(const struct cluster_config *cfg)
 {
 	return cfg->session_timeout_ms / WIRE_KEEPALIVE_DIVISOR;
 }
+
+/* ---- proof.c ---- */
+/* The last proof of a node, as the primary saw it. */
+struct node_proof_last {
+	bool set;
+	bool match;	    /* its root is the primary's */
+	int64_t time;	    /* unix seconds */
+	char root[PROOF_TEXT_MAX];
+	char primary_root[PROOF_TEXT_MAX];
+};
+/* A resync starts rewriting this volume: its leaf file is removed (kept
+ * in memory for the proof before its commit). */
+void node_proof_begin(struct node *n);
+/* A resync of this volume stopped before its commit: the leaves in
+ * memory no longer describe it. */
+void node_proof_forget(struct node *n);
+/* Forget the leaves and remove their file: the volume is about to be
+ * rewritten by something other than a resync (a rollback). */
+void node_proof_drop(struct node *n);
+/* This volume's root now (its writers held off by the caller): leaves
+ * kept for its current generation with its dirty blocks and extra's
+ * ranges (may be NULL) hashed again, or every block. Returns 0 and *ret
+ * (hash, block_size, volume_size, hashed, root), or -errno. */
+int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const struct rangelist *extra,
+		       struct wire_proof *ret);
+/* After a commit: the leaves of the last compute go to the file, keyed
+ * with the generation now current. */
+void node_proof_save(struct node *n);
+/* "xxh3:..." of p's root into buf (PROOF_TEXT_MAX). */
+const char *node_proof_format(const struct wire_proof *p, char *buf, size_t size);
+/* Test failpoints: RESYNC_FAILPOINT names one (a getenv, nothing more,
+ * where it is asked). */
+bool node_failpoint(const char *name);
 
 /* ---- treecache.c ---- */
 void tree_cache_release(struct tree_cache *c);
@@ -307,6 +351,9 @@ struct session {
 	bool undo;		 /* this resync's overwrites are journaled */
 	char peer[RESYNC_NAME_MAX + 1];
 	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
+	struct rangelist proof_written; /* byte ranges this session wrote (proof.c) */
+	bool committed;
+	bool proof_done; /* a PROOF was made of what this session wrote */
 };
 
 /* A frame handler of the session: 0 to go on, SESSION_END to end the
@@ -391,6 +438,13 @@ struct job {
 	uint64_t differing_blocks, differing_bytes;
 	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;
 	double seconds;
+
+	/* The proof (issue 11): the primary's root to compare with (NULL:
+	 * no proof asked), the secondary's answer. */
+	const struct wire_proof *proof_primary;
+	struct wire_proof proof;
+	bool proof_done;  /* proof holds the secondary's root */
+	bool proof_match; /* ... and it is proof_primary's */
 };
 
 void job_prefetch(struct job *j, uint64_t seed);
@@ -423,6 +477,13 @@ void *job_pass_thread(void *arg);
 /* ---- resync.c ---- */
 int node_run_jobs(struct node *n, struct control_client *cli, struct json_object *req,
 		  bool write);
+
+/* ---- hook.c ---- */
+/* Run before_resync_command (none: 0) for job j's secondary before it is
+ * written; mode "quick" or "full". Returns 0, or -errno with err saying
+ * why (exit status, signal, timeout). */
+int node_hook_before_resync(struct node *n, const struct job *j, const char *mode, char *err,
+			    size_t errlen);
 
 /* ---- forward.c ---- */
 typedef void node_forward_edit_fn(struct node *n, struct json_object *result);

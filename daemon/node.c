@@ -373,8 +373,14 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		return -ENOMEM;
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->sessions_lock, NULL);
+	pthread_mutex_init(&n->proof_lock, NULL);
 	pthread_cond_init(&n->sessions_cond, NULL);
 	n->cfg = cfg;
+	n->proof_last = calloc(cfg->n_nodes ? cfg->n_nodes : 1, sizeof(*n->proof_last));
+	if (!n->proof_last) {
+		free(n);
+		return -ENOMEM;
+	}
 	n->self = cluster_config_node(cfg, name);
 	if (!n->self) {
 		log_error("'%s' has no node '%s'", cfg->path, name);
@@ -481,6 +487,9 @@ void node_free(struct node *n)
 	tree_cache_release(&n->tcache);
 	pthread_cond_destroy(&n->sessions_cond);
 	pthread_mutex_destroy(&n->sessions_lock);
+	proof_tree_release(&n->proof);
+	free(n->proof_last);
+	pthread_mutex_destroy(&n->proof_lock);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 }

@@ -109,7 +109,7 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 				(int)jdouble(p, "passes"));
 		fprintf(b, "\n");
 		for (size_t i = 0; i < nn; i++) {
-			json_object *x = json_object_array_get_idx(nodes, i);
+			json_object *x = json_object_array_get_idx(nodes, i), *pr;
 			char c[64], t[64];
 
 			human(ju64(x, "bytes_compared"), c, sizeof(c));
@@ -122,6 +122,13 @@ int notify_email_format(const json_object *p, char **ret_subject, char **ret_bod
 			fprintf(b, "  duration:       %.1f s\n", jdouble(x, "seconds"));
 			if (!strcmp(jstr_or(x, "result", ""), "resynced") && jstr(p, "generation"))
 				fprintf(b, "  generation:     %s\n", jstr(p, "generation"));
+			if (json_object_object_get_ex(x, "proof", &pr)) {
+				fprintf(b, "  proof:          %s (%s)\n", jstr_or(pr, "root", "?"),
+					json_object_get_boolean(json_object_object_get(pr, "match"))
+						? "equal to the primary's"
+						: "MISMATCH");
+				fprintf(b, "  primary's root: %s\n", jstr_or(pr, "primary_root", "?"));
+			}
 			if (jstr(x, "error"))
 				fprintf(b, "  error:          %s\n", jstr(x, "error"));
 			fprintf(b, "\n");

@@ -67,8 +67,8 @@ struct item {
 /* What the worker gathered about the run in progress, per secondary. */
 struct run_node {
 	char name[RESYNC_NAME_MAX + 1];
-	struct event started, ended;
-	bool has_started, has_ended;
+	struct event started, ended, proof;
+	bool has_started, has_ended, has_proof;
 };
 
 struct notify {

@@ -205,6 +205,15 @@ static void on_done(struct notify *n, const struct event *e)
 				       json_object_new_double(r->has_ended ? r->ended.seconds : 0));
 		if (r->has_ended && r->ended.kind != EVENT_RESYNC_FINISHED)
 			json_object_object_add(x, "error", json_object_new_string(r->ended.error));
+		if (r->has_proof) {
+			json_object *pr = json_object_new_object();
+
+			json_object_object_add(pr, "root", json_object_new_string(r->proof.root));
+			json_object_object_add(pr, "primary_root",
+					       json_object_new_string(r->proof.primary_root));
+			json_object_object_add(pr, "match", json_object_new_boolean(r->proof.match));
+			json_object_object_add(x, "proof", pr);
+		}
 		json_object_array_add(arr, x);
 	}
 	json_object_object_add(p, "nodes", arr);
@@ -250,6 +259,7 @@ static void on_event(struct notify *n, const struct event *e)
 			r->started = *e;
 			r->has_started = true;
 			r->has_ended = false;
+			r->has_proof = false;
 		}
 		break;
 	case EVENT_RESYNC_FINISHED:
@@ -259,6 +269,13 @@ static void on_event(struct notify *n, const struct event *e)
 		if (r) {
 			r->ended = *e;
 			r->has_ended = true;
+		}
+		break;
+	case EVENT_PROOF:
+		r = run_node_get(n, e->node);
+		if (r) {
+			r->proof = *e;
+			r->has_proof = true;
 		}
 		break;
 	case EVENT_FENCE_ENDED:

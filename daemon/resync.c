@@ -90,6 +90,12 @@ struct resync_run {
 	uint64_t fence_t0;	  /* clock_usec() at the freeze; 0: none yet */
 	double fence_seconds;
 	bool committed; /* the primary's own commit was made */
+	/* The proof (proof.c): this volume's root under the fence, before
+	 * the jobs' commits; proof_err when it could not be made. */
+	struct wire_proof proof;
+	bool proof_done;
+	double proof_seconds;
+	char proof_err[256];
 	struct rangelist set; /* the blocks of the running pass */
 	/* The running pass's threads (resync_pass()). */
 	pthread_mutex_t pass_lock;
@@ -333,6 +339,34 @@ static void resync_choose(struct resync_run *run)
 	}
 }
 
+/* before_resync_command for every secondary about to be written: one
+ * whose command fails or times out is left out (its connection closed
+ * before anything was sent: untouched) and reported; the others go on. */
+static void resync_hooks(struct resync_run *run)
+{
+	struct node *n = run->n;
+
+	if (!run->write || !n->cfg->before_resync_command)
+		return;
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+		char why[RESYNC_WIRE_TEXT_MAX];
+		int r;
+
+		if (!j->opened)
+			continue;
+		r = node_hook_before_resync(n, j, j->mode == JOB_QUICK ? "quick" : "full", why,
+					    sizeof(why));
+		if (r >= 0)
+			continue;
+		snprintf(j->err, sizeof(j->err), "node '%s': not resynced: %s", j->peer->name, why);
+		log_error("resync of '%s' skipped: %s", j->peer->name, why);
+		j->r = r == -ECANCELED ? r : -EPERM;
+		j->opened = false;
+		peer_conn_free(TAKE_PTR(j->c));
+	}
+}
+
 /* The tree's leaves: pages (or what keeps a large volume's tree small)
  * when every secondary to compare can name them, blocks otherwise; with
  * page leaves a smaller fanout keeps the hashes asked for near the
@@ -475,6 +509,31 @@ static void resync_next_generation(struct resync_run *run)
 	if (r < 0)
 		log_error("cannot start a new generation for '%s': %s", n->self->volume,
 			  strerror(-r));
+}
+
+/* The primary's root for the proof, under its fence (or with nothing to
+ * fence: no mount), before any job commits; every job compares its
+ * secondary's root with it before its COMMIT. */
+static void resync_proof(struct resync_run *run)
+{
+	struct node *n = run->n;
+	uint64_t t0 = clock_usec();
+	int r;
+
+	if (!run->write || !n->cfg->proof || run->proof_done)
+		return;
+	r = node_proof_compute(n, (enum proof_hash)n->cfg->proof_hash, PROOF_BLOCK_DEFAULT, NULL,
+			       &run->proof);
+	run->proof_seconds = (double)(clock_usec() - t0) / 1e6;
+	if (r < 0) {
+		snprintf(run->proof_err, sizeof(run->proof_err), "cannot hash the primary's volume '%s': %s",
+			 n->self->volume, strerror(-r));
+		log_error("no proof: %s", run->proof_err);
+		return;
+	}
+	run->proof_done = true;
+	for (size_t i = 0; i < run->nj; i++)
+		run->jobs[i].proof_primary = &run->proof;
 }
 
 /* ---- the passes (short fence) ---- */
@@ -794,6 +853,7 @@ static int resync_passes(struct resync_run *run)
 			resync_fence_end(run);
 			return r;
 		}
+		resync_proof(run);
 	}
 	for (size_t i = 0; i < run->nj; i++) {
 		run->jobs[i].pass_set = &run->set;
@@ -848,9 +908,47 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 	json_object_object_add(x, "bytes_sent", json_object_new_uint64(j->bytes_sent));
 	json_object_object_add(x, "bytes_written", json_object_new_uint64(j->bytes_written));
 	json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
+	if (j->proof_done) {
+		json_object *p = json_object_new_object();
+		char t[PROOF_TEXT_MAX];
+
+		json_object_object_add(p, "root", json_object_new_string(node_proof_format(&j->proof, t, sizeof(t))));
+		json_object_object_add(p, "match", json_object_new_boolean(j->proof_match));
+		json_object_object_add(p, "blocks_hashed", json_object_new_uint64(j->proof.hashed));
+		json_object_object_add(x, "proof", p);
+	} else if (run->write) {
+		json_object_object_add(x, "proof", NULL);
+	}
 	if (j->r < 0)
 		json_object_object_add(x, "error", json_object_new_string(j->err));
 	return x;
+}
+
+/* A secondary's proof: its event, and the primary's record of it for
+ * status. */
+static void resync_proof_note(struct resync_run *run, const struct job *j)
+{
+	struct node *n = run->n;
+	char root[PROOF_TEXT_MAX], mine[PROOF_TEXT_MAX];
+	size_t k = (size_t)(j->peer - n->cfg->nodes);
+
+	node_proof_format(&j->proof, root, sizeof(root));
+	node_proof_format(&run->proof, mine, sizeof(mine));
+	event_publish_proof(n->bus, j->peer->name, root, mine, j->proof_match);
+	if (!j->proof_match)
+		log_error("resync of '%s': PROOF MISMATCH: its root %s, the primary's %s", j->peer->name,
+			  root, mine);
+	pthread_mutex_lock(&n->lock);
+	if (n->proof_last && k < n->cfg->n_nodes) {
+		struct node_proof_last *p = &n->proof_last[k];
+
+		p->set = true;
+		p->match = j->proof_match;
+		p->time = time(NULL);
+		snprintf(p->root, sizeof(p->root), "%s", root);
+		snprintf(p->primary_root, sizeof(p->primary_root), "%s", mine);
+	}
+	pthread_mutex_unlock(&n->lock);
 }
 
 /* The result: every job's part, the events, and the primary's own
@@ -868,6 +966,8 @@ static json_object *resync_report(struct resync_run *run)
 		if (j->r < 0)
 			failed++;
 		json_object_array_add(arr, resync_job_json(run, j));
+		if (j->proof_done)
+			resync_proof_note(run, j);
 		if (run->write)
 			event_publish_end(n->bus, j->peer->name, j->r, j->state, j->bytes_compared,
 					  j->bytes_sent, j->seconds, j->err);
@@ -892,6 +992,21 @@ static json_object *resync_report(struct resync_run *run)
 		json_object_object_add(res, "primary_fence_seconds",
 				       json_object_new_double(run->fence_seconds));
 		json_object_object_add(res, "primary_committed", json_object_new_boolean(run->committed));
+		if (run->proof_done) {
+			json_object *p = json_object_new_object();
+			char t[PROOF_TEXT_MAX];
+
+			json_object_object_add(p, "root", json_object_new_string(node_proof_format(&run->proof, t, sizeof(t))));
+			json_object_object_add(p, "hash", json_object_new_string(proof_hash_name((enum proof_hash)run->proof.hash)));
+			json_object_object_add(p, "block_size", json_object_new_uint64(run->proof.block_size));
+			json_object_object_add(p, "blocks_hashed", json_object_new_uint64(run->proof.hashed));
+			json_object_object_add(p, "seconds", json_object_new_double(run->proof_seconds));
+			json_object_object_add(res, "proof", p);
+		} else {
+			json_object_object_add(res, "proof", NULL);
+			if (run->proof_err[0])
+				json_object_object_add(res, "proof_error", json_object_new_string(run->proof_err));
+		}
 	}
 	if (run->write) {
 		log_printf(failed ? LOG_ERR : LOG_INFO,
@@ -1019,6 +1134,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	if (r < 0)
 		goto out;
 	resync_choose(&run);
+	resync_hooks(&run);
 	resync_geometry(&run);
 	r = resync_hash(&run);
 	if (r != 0)
@@ -1032,6 +1148,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		if (r < 0)
 			goto out;
 	} else {
+		resync_proof(&run);
 		resync_run_jobs(&run, job_thread);
 		if (run.write) {
 			run.passes = 1;
@@ -1045,6 +1162,11 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 			resync_fence_end(&run);
 		}
 	}
+	/* The leaves of the root made under the fence, under the generation
+	 * now current (the next one when the primary committed: its bitmap
+	 * counts from there; else the same, whose bitmap still counts). */
+	if (run.proof_done)
+		node_proof_save(n);
 	/* Sent last, once this run let go of everything: a client may
 	 * start the next run the moment it reads the result. */
 	final = resync_report(&run);

@@ -48,6 +48,11 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 	struct session *s = arg;
 
 	node_invalidate(s->n, off, len);
+	s->proof_done = false;
+	/* No bitmap counts a resync's writes: the proof hashes them again.
+	 * Without the list, no leaves are trusted (every block is). */
+	if (rangelist_add(&s->proof_written, off, len) < 0)
+		node_proof_forget(s->n);
 }
 
 /* Before this volume is hashed, written or committed: still the image
@@ -246,6 +251,7 @@ static int session_write_begin(struct session *s)
 	pthread_mutex_unlock(&n->lock);
 	s->writing = true;
 	s->wrote = true;
+	node_proof_begin(n);
 	r = node_fence_freeze(n);
 	if (r < 0)
 		return r;
@@ -444,6 +450,13 @@ static int session_commit(struct session *s, size_t len)
 	r = meta_resync_commit(m, &gen, true);
 	if (r < 0)
 		return r;
+	s->committed = true;
+	/* The proof's leaves (PROOF_REQ, a moment ago, under the same
+	 * fence) are this volume now: kept under the new generation. */
+	if (s->proof_done)
+		node_proof_save(n);
+	else if (s->writing)
+		node_proof_forget(n);
 	session_write_end(s);
 	pthread_mutex_lock(&n->lock);
 	/* The bitmap now counts from gen: no older base applies. */
@@ -519,6 +532,59 @@ static int session_bitmap(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	return peer_conn_send_frame(s->c, WIRE_BITMAP, s->out, olen);
+}
+
+/* The failpoint corrupt-before-commit: a byte of a block this resync
+ * wrote is changed behind the daemon's back (no bitmap, no list), as a
+ * failing disk or a stray writer would, between the transfer and the
+ * commit. */
+static void session_corrupt(struct session *s)
+{
+	uint64_t off = s->proof_written.n ? s->proof_written.v[0].off : 0;
+	unsigned char b;
+
+	if (off >= node_size(s->n) || fd_pread_full(volume_fd(s->n->vol), &b, 1, off) < 0)
+		return;
+	b ^= 0xff;
+	if (fd_pwrite_full(volume_fd(s->n->vol), &b, 1, off) == 0)
+		log_warning("failpoint corrupt-before-commit: changed the byte at %" PRIu64, off);
+}
+
+/* PROOF_REQ: this volume's root, made under the fence (as a data frame,
+ * the request fences the mount and marks the volume Inconsistent until
+ * the commit), so that the root is the volume the commit keeps. */
+static int session_proof_req(struct session *s, size_t len)
+{
+	struct node *n = s->n;
+	struct wire_proof q, a;
+	unsigned char buf[128];
+	size_t olen;
+	int r;
+
+	r = wire_proof_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	if (q.volume_size != node_size(n))
+		return -EBADMSG;
+	r = session_write_ensure(s);
+	if (r < 0)
+		return r;
+	r = patch_writer_sync(s->pw);
+	if (r < 0)
+		return r;
+	if (node_failpoint("corrupt-before-commit"))
+		session_corrupt(s);
+	r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written, &a);
+	if (r < 0) {
+		snprintf(s->why, sizeof(s->why), "'%s' cannot make its proof: %s", n->self->name,
+			 strerror(-r));
+		return r;
+	}
+	s->proof_done = true;
+	r = wire_proof_encode(&a, buf, sizeof(buf), &olen);
+	if (r < 0)
+		return r;
+	return peer_conn_send_frame(s->c, WIRE_PROOF, buf, olen);
 }
 
 /* A secondary that took writes of its own since its last commit holds
@@ -619,6 +685,7 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_UNDO_REQ] = {session_undo_req, 0},
 	[WIRE_UNDO] = {session_undo, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_ROLLBACK] = {session_rollback, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_PROOF_REQ] = {session_proof_req, SESSION_OP_PRIMARY_ONLY},
 };
 
 /* The session no longer counts against NODE_UNAUTH_MAX. */
@@ -772,6 +839,7 @@ static void session_serve(struct session *s)
 			    s->peer);
 		event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT,
 				    META_STATE_INCONSISTENT, false, "the resync stopped before its commit");
+		node_proof_forget(n);
 	}
 	session_write_end(s);
 }
@@ -809,6 +877,7 @@ void *session_thread(void *arg)
 	hashtree_free(s->tree);
 	free(s->hashes);
 	free(s->bitmap);
+	rangelist_release(&s->proof_written);
 	free(s->in);
 	free(s->out);
 	pthread_mutex_lock(&n->sessions_lock);

@@ -115,6 +115,8 @@ static int undo_apply(struct node *n, bool serving, char *why, size_t whylen)
 	int r;
 
 	undo_info_get(n->undo, &in);
+	/* The proof's leaves describe what the rollback overwrites. */
+	node_proof_drop(n);
 	r = meta_state_set(m, META_STATE_INCONSISTENT);
 	if (r >= 0)
 		r = undo_rollback_mark(n->undo);

@@ -187,6 +187,13 @@ struct wire_undo_info_le {
 };
 _Static_assert(sizeof(struct wire_undo_info_le) == 40, "undo info layout");
 
+struct wire_proof_le {
+	uint32_t hash, block_size;
+	uint64_t volume_size, hashed;
+	uint8_t root[32];
+};
+_Static_assert(sizeof(struct wire_proof_le) == 56, "proof layout");
+
 /* BITMAP: this, then len bytes. */
 struct wire_bitmap_le {
 	uint64_t offset;

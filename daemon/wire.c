@@ -27,6 +27,7 @@ static const char *const type_names[] = {
 	[WIRE_KEEPALIVE] = "KEEPALIVE",	  [WIRE_DRIFT] = "DRIFT",
 	[WIRE_UNDO] = "UNDO",		  [WIRE_UNDO_REQ] = "UNDO_REQ",
 	[WIRE_UNDO_INFO] = "UNDO_INFO",	  [WIRE_ROLLBACK] = "ROLLBACK",
+	[WIRE_PROOF_REQ] = "PROOF_REQ",	  [WIRE_PROOF] = "PROOF",
 };
 
 const char *wire_type_name(unsigned type)
@@ -396,6 +397,7 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_drift drift;
 		struct wire_undo_info undo_info;
 		uint32_t mode;
+		struct wire_proof proof;
 		uint64_t offset;
 	} u;
 
@@ -440,6 +442,9 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return len == 0 ? 0 : -EBADMSG;
 	case WIRE_UNDO_INFO:
 		return wire_undo_info_decode(buf, len, &u.undo_info);
+	case WIRE_PROOF_REQ:
+	case WIRE_PROOF:
+		return wire_proof_decode(buf, len, &u.proof);
 	case WIRE_CONTROL:
 		/* Bytes of JSON lines, parsed (and bounded) by the session. */
 		return len > 0 ? 0 : -EBADMSG;

@@ -55,7 +55,9 @@ enum wire_type {
 	WIRE_UNDO_REQ = 22,  /* "your undo journal": empty payload */
 	WIRE_UNDO_INFO = 23, /* the journal held: bytes, until when */
 	WIRE_ROLLBACK = 24,  /* the primary: roll back; ACK saved bytes | ERROR */
-	WIRE_TYPE_MAX = WIRE_ROLLBACK,
+	WIRE_PROOF_REQ = 25, /* WIRE_FEATURE_PROOF: "your volume's root", before COMMIT */
+	WIRE_PROOF = 26,     /* WIRE_FEATURE_PROOF: that root */
+	WIRE_TYPE_MAX = WIRE_PROOF,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -143,6 +145,12 @@ enum wire_features {
 	 * (UNDO_INFO); ROLLBACK (primary only) has the secondary put its
 	 * journal back. Numbered apart from the bits other work adds. */
 	WIRE_FEATURE_UNDO = 1 << 12,
+	/* PROOF: after the last data and before COMMIT the primary asks for
+	 * the root hash of the secondary's volume (resync/proof.h) with a
+	 * PROOF_REQ naming the hash and block size; the secondary (fenced,
+	 * Inconsistent) answers with a PROOF. The primary commits it only
+	 * when the root is its own. Sent only to a peer that offered it. */
+	WIRE_FEATURE_PROOF = 1 << 9,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -413,6 +421,19 @@ struct wire_undo_info {
 };
 int wire_undo_info_encode(const struct wire_undo_info *m, void *buf, size_t cap, size_t *ret_len);
 int wire_undo_info_decode(const void *buf, size_t len, struct wire_undo_info *ret);
+
+/* PROOF_REQ (hash, block_size; root and hashed 0) and PROOF: the root of
+ * the sender's volume of volume_size bytes, and the blocks it hashed
+ * again to make it (the rest came from its leaf file). */
+struct wire_proof {
+	uint32_t hash;	     /* enum proof_hash */
+	uint32_t block_size; /* a valid block size */
+	uint64_t volume_size;
+	uint64_t hashed;
+	uint8_t root[32]; /* the first 16 bytes for xxh3, the rest 0 */
+};
+int wire_proof_encode(const struct wire_proof *m, void *buf, size_t cap, size_t *ret_len);
+int wire_proof_decode(const void *buf, size_t len, struct wire_proof *ret);
 
 /* BITMAP: bytes [offset, offset + len) of a dirty bitmap of total bytes
  * (bit i of byte i/8 is block i, LSB first); len <= RESYNC_WIRE_BLOCKS_MAX,

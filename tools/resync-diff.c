@@ -1,6 +1,7 @@
 /* resync-diff: the offline image tool.
  *   sync SRC DST     make DST byte-identical to SRC, writing only what differs
  *   compare A B      list the differing ranges, write nothing (exit 0/1/2 as cmp)
+ *   hash IMAGE       the proof's root hash of an image (resync/proof.h)
  */
 #include <errno.h>
 #include <getopt.h>
@@ -18,6 +19,7 @@
 #include "resync/limits.h"
 #include "resync/macro.h"
 #include "resync/parse.h"
+#include "resync/proof.h"
 #include "resync/volume.h"
 
 #include "resync-diff.h"
@@ -378,6 +380,96 @@ int cmd_compare(int argc, char **argv)
 	return differ ? 1 : 0;
 }
 
+/* hash IMAGE: the root a resync's proof shows for a volume of these
+ * bytes (resync/proof.h), so that a copy can be checked offline. */
+static int cmd_hash(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: resync-diff hash [--block-size SIZE] [--hash xxh3|sha256] [--json] IMAGE\n";
+	static const struct option longopts[] = {
+		{"block-size", required_argument, NULL, 'b'},
+		{"hash", required_argument, NULL, 'H'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	_cleanup_volume_ struct volume *v = NULL;
+	struct proof_tree t = {0};
+	struct proof_digest root;
+	enum proof_hash h = PROOF_HASH_XXH3;
+	uint32_t bs = PROOF_BLOCK_DEFAULT;
+	char text[PROOF_TEXT_MAX];
+	bool json = false;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "b:H:jh", longopts, NULL)) != -1) {
+		uint64_t x;
+
+		switch (c) {
+		case 'b':
+			if (parse_size(optarg, &x) < 0 || !resync_block_size_valid(x)) {
+				resync_diff_errorf("invalid block size '%s': a power of two from 4K to 1M",
+						   optarg);
+				return EXIT_USAGE;
+			}
+			bs = (uint32_t)x;
+			break;
+		case 'H':
+			if (proof_hash_parse(optarg, &h) < 0) {
+				resync_diff_errorf("invalid hash '%s': xxh3 or sha256", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fputs(usage, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	r = volume_open(argv[optind], 0, &v);
+	if (r < 0)
+		return open_error(argv[optind], r);
+	r = proof_tree_init(&t, h, bs, volume_size(v));
+	if (r >= 0)
+		r = proof_tree_update(&t, v, NULL, NULL);
+	if (r >= 0)
+		r = proof_tree_root(&t, &root);
+	proof_tree_release(&t);
+	if (r < 0) {
+		resync_diff_errorf("cannot hash '%s': %s", argv[optind], strerror(-r));
+		return EXIT_ERROR;
+	}
+	proof_format(h, &root, text, sizeof(text));
+	if (json) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "image", json_object_new_string(argv[optind]));
+		json_object_object_add(o, "size", json_object_new_uint64(volume_size(v)));
+		json_object_object_add(o, "block_size", json_object_new_uint64(bs));
+		json_object_object_add(o, "hash", json_object_new_string(proof_hash_name(h)));
+		json_object_object_add(o, "root", json_object_new_string(text));
+		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		json_object_put(o);
+	} else {
+		printf("%s  %s\n", text, argv[optind]);
+	}
+	if (fflush(stdout) != 0) {
+		resync_diff_errorf("cannot write output: %s", strerror(errno));
+		return EXIT_ERROR;
+	}
+	return 0;
+}
+
 static const struct command {
 	const char *name;
 	int (*fn)(int argc, char **argv);
@@ -385,6 +477,7 @@ static const struct command {
 } commands[] = {
 	{"sync", cmd_sync, "make DST byte-identical to SRC in place, writing only differences"},
 	{"compare", cmd_compare, "list the byte ranges where two images differ"},
+	{"hash", cmd_hash, "print the proof's root hash of an image (as a resync reports it)"},
 	{"signature", cmd_signature, "write a librsync signature of a file (as rdiff)"},
 	{"delta", cmd_delta, "write a librsync delta from a signature and a new file (as rdiff)"},
 	{"patch", cmd_patch, "apply a librsync delta to a basis file (as rdiff)"},

@@ -485,6 +485,15 @@ int resyncctl_resync(int argc, char **argv)
 			json_object_object_add(x, "seconds", json_object_new_double(resyncctl_jdbl(n, "seconds")));
 			if (resyncctl_jstr(n, "error"))
 				json_object_object_add(x, "error", json_object_new_string(resyncctl_jstr(n, "error")));
+			{
+				/* The way and the proof (issue 11), as the daemon said. */
+				json_object *v;
+
+				if (json_object_object_get_ex(n, "mode", &v))
+					json_object_object_add(x, "mode", json_object_get(v));
+				if (json_object_object_get_ex(n, "proof", &v))
+					json_object_object_add(x, "proof", json_object_get(v));
+			}
 			json_object_array_add(arr, x);
 			if (!json) {
 				printf("%s: %s (%s): compared %s, sent %s, wrote %s in %.2fs%s%s\n",
@@ -494,6 +503,13 @@ int resyncctl_resync(int argc, char **argv)
 				       format_bytes(resyncctl_ju64(n, "bytes_written"), w, sizeof(w)),
 				       resyncctl_jdbl(n, "seconds"), resyncctl_jstr(n, "error") ? ": " : "",
 				       resyncctl_jstr(n, "error") ? resyncctl_jstr(n, "error") : "");
+				json_object *pr = json_object_object_get(n, "proof");
+
+				if (pr && resyncctl_jstr(pr, "root"))
+					printf("  proof: %s (%s)\n", resyncctl_jstr(pr, "root"),
+					       json_object_get_boolean(json_object_object_get(pr, "match"))
+						       ? "equal to the primary's"
+						       : "MISMATCH: not the primary's");
 			}
 		}
 		json_object_object_add(sum, "nodes", arr);
@@ -502,7 +518,7 @@ int resyncctl_resync(int argc, char **argv)
 			/* The primary's fence and the passes (the daemon's words). */
 			static const char *const fk[] = {"fence", "passes", "bytes_per_pass",
 							 "passes_stopped", "primary_fence_seconds",
-							 "primary_committed"};
+							 "primary_committed", "proof", "proof_error"};
 			json_object *v, *bpp = NULL;
 
 			for (size_t k = 0; k < ARRAY_SIZE(fk); k++)

@@ -230,6 +230,16 @@ static void undo_info_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t le
 	same_bytes(wire_undo_info_encode(&m, out, sizeof(out), &n), &n, p, len);
 }
 
+static void proof_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	struct wire_proof m;
+	size_t n = 0;
+
+	(void)z;
+	CHECK(wire_proof_decode(p, len, &m) == 0);
+	same_bytes(wire_proof_encode(&m, out, sizeof(out), &n), &n, p, len);
+}
+
 /* CONTROL carries opaque bytes: any non-empty payload passes the check
  * and is forwarded as it is. */
 static void control_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
@@ -266,6 +276,8 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_UNDO_REQ] = empty_roundtrip,
     [WIRE_UNDO_INFO] = undo_info_roundtrip,
     [WIRE_ROLLBACK] = empty_roundtrip,
+    [WIRE_PROOF_REQ] = proof_roundtrip,
+    [WIRE_PROOF] = proof_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX has a name and a round-trip

@@ -67,6 +67,7 @@ struct node *tnode_new(const struct tcluster *tc, const char *name)
 	assert_non_null(n);
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->sessions_lock, NULL);
+	pthread_mutex_init(&n->proof_lock, NULL);
 	pthread_cond_init(&n->sessions_cond, NULL);
 	n->cfg = tc->cfg;
 	n->self = cluster_config_node(tc->cfg, name);

@@ -68,6 +68,14 @@ struct node_config {
 	unsigned line; /* of the [node NAME] header */
 };
 
+/* The values are resync/proof.h's enum proof_hash. */
+enum config_proof_hash {
+	CONFIG_PROOF_XXH3 = 0,
+	CONFIG_PROOF_SHA256 = 1,
+};
+
+enum { CONFIG_BEFORE_RESYNC_TIMEOUT_DEFAULT_MS = 60000 };
+
 struct cluster_config {
 	char *path; /* the file loaded */
 	char *name;
@@ -117,6 +125,14 @@ struct cluster_config {
 	char *web_token_file;
 	bool web_allow_remote;
 	bool web_public_status;
+	/* The proof of convergence after a resync's commit (issue 11):
+	 * on or off, and its hash (resync/proof.h). */
+	bool proof;
+	enum config_proof_hash proof_hash;
+	/* Run on the primary for each secondary before its job writes (a
+	 * snapshot); a failure or a timeout skips that secondary. */
+	char *before_resync_command;
+	unsigned before_resync_timeout_ms;
 
 	struct node_config *nodes; /* in file order */
 	size_t n_nodes;

@@ -1,0 +1,205 @@
+/* The proof of convergence (issue 11; resync/proof.h): this volume's
+ * root hash, made from the leaves kept in IMAGE.resync-proof so that
+ * only the blocks written since the last root are read again.
+ *
+ * The leaves (in memory, and in the file) are keyed by the generation
+ * current when they were right, and the image's device and inode: the
+ * dirty bitmap counts every write since that generation began (a commit
+ * clears it and starts the next), so the leaves plus the dirty blocks
+ * (plus, on a secondary, the blocks its resync wrote, which no bitmap
+ * counts) are the volume now. Anything else (another generation, an
+ * untrusted bitmap, no file) hashes every block. A resync that starts
+ * rewriting this volume removes the file first (node_proof_begin()), so
+ * that a crash before its commit leaves no leaves that would lie.
+ *
+ * Thread-safety: n->proof_lock guards the leaves; every function here may
+ * be called from any thread. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node-int.h"
+#include "resync/fileio.h"
+#include "resync/macro.h"
+
+static char *proof_path(struct node *n)
+{
+	char *p;
+
+	return asprintf(&p, "%s.resync-proof", n->self->volume) < 0 ? NULL : p;
+}
+
+/* The key of this volume's leaves under its current generation. */
+static void proof_key_now(struct node *n, struct proof_key *ret)
+{
+	struct meta_info mi;
+	struct stat st;
+	uint64_t dev = 0, ino = 0;
+
+	memset(ret, 0, sizeof(*ret));
+	meta_info_get(node_meta(n), &mi);
+	if (fstat(volume_fd(n->vol), &st) == 0) {
+		dev = (uint64_t)st.st_dev;
+		ino = (uint64_t)st.st_ino;
+	}
+	memcpy(ret->b, mi.generation.b, 16);
+	memcpy(ret->b + 16, &dev, 8);
+	memcpy(ret->b + 24, &ino, 8);
+}
+
+/* The leaves held for key and geometry, from memory or the file; false
+ * when there are none (proof_lock held). */
+static bool proof_take_locked(struct node *n, const struct proof_key *key, enum proof_hash h,
+			      uint32_t bs, uint64_t size)
+{
+	_cleanup_free_ char *path = NULL;
+	struct proof_tree t;
+	int r;
+
+	if (n->proof.leaves && !memcmp(&n->proof_key, key, sizeof(*key)) && n->proof.hash == h &&
+	    n->proof.block_size == bs && n->proof.volume_size == size)
+		return true;
+	proof_tree_release(&n->proof);
+	path = proof_path(n);
+	if (!path)
+		return false;
+	r = proof_file_load(path, key, h, bs, size, &t);
+	if (r < 0) {
+		if (r != -ENOENT && r != -ESTALE)
+			log_warning("ignoring '%s': %s (every block is hashed again)", path,
+				    strerror(-r));
+		return false;
+	}
+	n->proof = t;
+	n->proof_key = *key;
+	return true;
+}
+
+void node_proof_begin(struct node *n)
+{
+	_cleanup_free_ char *path = proof_path(n);
+	struct proof_key key;
+
+	if (!path)
+		return;
+	pthread_mutex_lock(&n->proof_lock);
+	/* The file's leaves move to memory: a crash from here to the commit
+	 * leaves no file, and the next root hashes every block. */
+	proof_key_now(n, &key);
+	(void)proof_take_locked(n, &key, (enum proof_hash)n->cfg->proof_hash, PROOF_BLOCK_DEFAULT,
+				node_size(n));
+	if (unlink(path) == 0)
+		(void)fsync_directory_of(path);
+	pthread_mutex_unlock(&n->proof_lock);
+}
+
+void node_proof_drop(struct node *n)
+{
+	_cleanup_free_ char *path = proof_path(n);
+
+	pthread_mutex_lock(&n->proof_lock);
+	proof_tree_release(&n->proof);
+	if (path && unlink(path) == 0)
+		(void)fsync_directory_of(path);
+	pthread_mutex_unlock(&n->proof_lock);
+}
+
+void node_proof_forget(struct node *n)
+{
+	pthread_mutex_lock(&n->proof_lock);
+	proof_tree_release(&n->proof);
+	pthread_mutex_unlock(&n->proof_lock);
+}
+
+int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const struct rangelist *extra,
+		       struct wire_proof *ret)
+{
+	struct meta *m = node_meta(n);
+	struct rangelist stale = {0};
+	struct proof_digest root;
+	struct proof_key key;
+	struct meta_info mi;
+	uint64_t size = node_size(n), t0 = clock_usec(), hashed = 0;
+	bool have;
+	int r;
+
+	meta_info_get(m, &mi);
+	pthread_mutex_lock(&n->proof_lock);
+	proof_key_now(n, &key);
+	have = mi.bitmap_trusted && proof_take_locked(n, &key, h, bs, size);
+	if (!have) {
+		proof_tree_release(&n->proof);
+		r = proof_tree_init(&n->proof, h, bs, size);
+		if (r >= 0)
+			r = proof_tree_update(&n->proof, n->vol, NULL, &hashed);
+	} else {
+		r = meta_dirty_ranges(m, &stale);
+		if (r >= 0 && extra)
+			r = rangelist_extend(&stale, extra);
+		if (r >= 0)
+			r = proof_tree_update(&n->proof, n->vol, &stale, &hashed);
+	}
+	if (r >= 0)
+		r = proof_tree_root(&n->proof, &root);
+	if (r < 0) {
+		proof_tree_release(&n->proof);
+	} else {
+		n->proof_key = key;
+		memset(ret, 0, sizeof(*ret));
+		ret->hash = h;
+		ret->block_size = bs;
+		ret->volume_size = size;
+		ret->hashed = hashed;
+		memcpy(ret->root, root.b, proof_digest_len(h));
+	}
+	pthread_mutex_unlock(&n->proof_lock);
+	rangelist_release(&stale);
+	if (r >= 0)
+		log_info("proof of '%s': %" PRIu64 " of %" PRIu64 " blocks hashed in %.3f s%s",
+			 n->self->volume, hashed, DIV_ROUND_UP(size, bs),
+			 (double)(clock_usec() - t0) / 1e6, have ? "" : " (no leaves kept: all)");
+	return r;
+}
+
+void node_proof_save(struct node *n)
+{
+	_cleanup_free_ char *path = proof_path(n);
+	struct proof_key key;
+	int r;
+
+	if (!path)
+		return;
+	pthread_mutex_lock(&n->proof_lock);
+	if (!n->proof.leaves) {
+		pthread_mutex_unlock(&n->proof_lock);
+		return;
+	}
+	/* The leaves are the volume at the commit, whose generation counts
+	 * the writes from here on. */
+	proof_key_now(n, &key);
+	n->proof_key = key;
+	r = proof_file_save(path, &n->proof, &key);
+	pthread_mutex_unlock(&n->proof_lock);
+	if (r < 0)
+		log_warning("cannot save '%s': %s (the next proof hashes every block)", path,
+			    strerror(-r));
+}
+
+const char *node_proof_format(const struct wire_proof *p, char *buf, size_t size)
+{
+	struct proof_digest d = {{0}};
+
+	memcpy(d.b, p->root, sizeof(d.b));
+	return proof_format((enum proof_hash)p->hash, &d, buf, size);
+}
+
+bool node_failpoint(const char *name)
+{
+	const char *v = getenv("RESYNC_FAILPOINT");
+
+	return v && !strcmp(v, name);
+}

@@ -1,0 +1,161 @@
+/* The proof's root: one value whatever path hashed the leaves (blockcmp's
+ * threads or the caller's), leaves updated by ranges equal a full hash,
+ * the leaf file round-trips and refuses another key, and the xxh3 leaves
+ * are the reference library's canonical xxh3-128. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include "resync/io.h"
+#include "resync/macro.h"
+#include "resync/proof.h"
+#include "resync/volume.h"
+#include "testlib.h"
+
+#define SIZE ((9u << 20) + 12345) /* a short last block */
+
+static struct volume *make_volume(char *path, size_t n, unsigned seed)
+{
+	_cleanup_free_ unsigned char *buf = malloc(SIZE);
+	struct volume *v = NULL;
+	int fd = mkstemp(path);
+
+	(void)n;
+	assert_true(fd >= 0);
+	assert_non_null(buf);
+	testlib_fill(buf, SIZE, seed);
+	assert_int_equal(fd_pwrite_full(fd, buf, SIZE, 0), 0);
+	close(fd);
+	assert_int_equal(volume_open(path, VOLUME_WRITE, &v), 0);
+	return v;
+}
+
+static void root_of(struct volume *v, enum proof_hash h, struct proof_digest *ret)
+{
+	struct proof_tree t;
+
+	assert_int_equal(proof_tree_init(&t, h, PROOF_BLOCK_DEFAULT, volume_size(v)), 0);
+	assert_int_equal(proof_tree_update(&t, v, NULL, NULL), 0);
+	assert_int_equal(proof_tree_root(&t, ret), 0);
+	proof_tree_release(&t);
+}
+
+static void test_leaf_is_xxh3(void **state)
+{
+	char path[] = "/tmp/test-proof-XXXXXX";
+	struct volume *v = make_volume(path, sizeof(path), 1);
+	_cleanup_free_ unsigned char *buf = malloc(SIZE);
+	struct proof_tree t;
+	XXH128_canonical_t c;
+
+	(void)state;
+	assert_int_equal(fd_pread_full(volume_fd(v), buf, SIZE, 0), 0);
+	assert_int_equal(proof_tree_init(&t, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, SIZE), 0);
+	assert_int_equal(proof_tree_update(&t, v, NULL, NULL), 0);
+	for (uint64_t i = 0; i < t.nleaves; i++) {
+		size_t off = i * PROOF_BLOCK_DEFAULT;
+
+		XXH128_canonicalFromHash(&c, XXH3_128bits_withSeed(
+						     buf + off, MIN((size_t)PROOF_BLOCK_DEFAULT, SIZE - off), 0));
+		assert_memory_equal(t.leaves[i].b, c.digest, 16);
+	}
+	proof_tree_release(&t);
+	volume_free(v);
+	unlink(path);
+}
+
+/* Both hashes: a full hash equals leaves updated range by range after a
+ * change, and the root moves with one changed byte. */
+static void test_update_ranges(void **state)
+{
+	char path[] = "/tmp/test-proof-XXXXXX";
+	struct volume *v = make_volume(path, sizeof(path), 2);
+
+	(void)state;
+	for (unsigned h = 0; h < PROOF_HASH_COUNT; h++) {
+		struct proof_digest before, after, inc;
+		struct rangelist l = {0};
+		struct proof_tree t;
+		uint64_t hashed;
+		unsigned char x = (unsigned char)(0x11 * (h + 1));
+
+		root_of(v, h, &before);
+		assert_int_equal(proof_tree_init(&t, h, PROOF_BLOCK_DEFAULT, SIZE), 0);
+		assert_int_equal(proof_tree_update(&t, v, NULL, NULL), 0);
+		assert_int_equal(fd_pwrite_full(volume_fd(v), &x, 1, 3 * PROOF_BLOCK_DEFAULT + 7), 0);
+		assert_int_equal(fd_pwrite_full(volume_fd(v), &x, 1, SIZE - 1), 0);
+		root_of(v, h, &after);
+		assert_memory_not_equal(before.b, after.b, proof_digest_len(h));
+		assert_int_equal(rangelist_add(&l, SIZE - 1, 1), 0);
+		assert_int_equal(rangelist_add(&l, 3 * PROOF_BLOCK_DEFAULT + 7, 1), 0);
+		assert_int_equal(proof_tree_update(&t, v, &l, &hashed), 0);
+		assert_int_equal(hashed, 2);
+		assert_int_equal(proof_tree_root(&t, &inc), 0);
+		assert_memory_equal(inc.b, after.b, proof_digest_len(h));
+		proof_tree_release(&t);
+		rangelist_release(&l);
+	}
+	volume_free(v);
+	unlink(path);
+}
+
+static void test_file(void **state)
+{
+	char path[] = "/tmp/test-proof-XXXXXX", fpath[64];
+	struct volume *v = make_volume(path, sizeof(path), 3);
+	struct proof_key k = {{1, 2, 3}}, other = {{9}};
+	struct proof_tree t, u;
+	struct proof_digest a, b;
+
+	(void)state;
+	snprintf(fpath, sizeof(fpath), "%s.resync-proof", path);
+	assert_int_equal(proof_tree_init(&t, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, SIZE), 0);
+	assert_int_equal(proof_tree_update(&t, v, NULL, NULL), 0);
+	assert_int_equal(proof_file_save(fpath, &t, &k), 0);
+	assert_int_equal(proof_file_load(fpath, &other, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, SIZE, &u),
+			 -ESTALE);
+	assert_int_equal(proof_file_load(fpath, &k, PROOF_HASH_SHA256, PROOF_BLOCK_DEFAULT, SIZE, &u),
+			 -ESTALE);
+	assert_int_equal(proof_file_load(fpath, &k, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, SIZE, &u), 0);
+	assert_int_equal(proof_tree_root(&t, &a), 0);
+	assert_int_equal(proof_tree_root(&u, &b), 0);
+	assert_memory_equal(a.b, b.b, 16);
+	proof_tree_release(&u);
+	/* A flipped byte of a leaf: damaged. */
+	{
+		int fd = open(fpath, O_RDWR | O_CLOEXEC);
+		unsigned char c;
+
+		assert_true(fd >= 0);
+		assert_int_equal(fd_pread_full(fd, &c, 1, 100), 0);
+		c ^= 1;
+		assert_int_equal(fd_pwrite_full(fd, &c, 1, 100), 0);
+		close(fd);
+	}
+	assert_int_equal(proof_file_load(fpath, &k, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, SIZE, &u),
+			 -EBADMSG);
+	proof_tree_release(&t);
+	volume_free(v);
+	unlink(fpath);
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_leaf_is_xxh3),
+		cmocka_unit_test(test_update_ranges),
+		cmocka_unit_test(test_file),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
