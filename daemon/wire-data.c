@@ -38,10 +38,14 @@ int wire_zstd_new(int level, struct wire_zstd **ret)
 		wire_zstd_free(z);
 		return -ENOMEM;
 	}
-	/* No frame may ask for a window larger than the largest BLOCKS. */
+	/* No frame may ask for a window larger than the largest BLOCKS.
+	 * Each frame carries its content's checksum (verified by every
+	 * decoder that finds one): without TLS (insecure = true) a flipped
+	 * data byte is then refused before it is written. */
 	if (ZSTD_isError(ZSTD_DCtx_setParameter(z->dctx, ZSTD_d_windowLogMax, 23)) ||
 	    ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_compressionLevel, level)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_contentSizeFlag, 1))) {
+	    ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_contentSizeFlag, 1)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_checksumFlag, 1))) {
 		wire_zstd_free(z);
 		return -EINVAL;
 	}

@@ -513,6 +513,20 @@ static void test_blocks(void **state)
 	assert_memory_equal(out, data, LEN);
 	check_truncations(WIRE_BLOCKS, buf, len);
 
+	/* The frame carries its content's checksum: without TLS a flipped
+	 * byte of the content (here: of the checksum itself) is refused. */
+	{
+		/* The frame header descriptor (after the 4-byte magic): bit 2
+		 * is Content_Checksum_flag (RFC 8878, 3.1.1.1.1). */
+		assert_true(b.enc_len > 5);
+		assert_true(((const unsigned char *)b.data)[4] & 0x04);
+		memcpy(m, buf, len);
+		m[len - 1] ^= 0x01;
+		assert_int_equal(wire_blocks_decode(m, len, &b), 0);
+		assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), -EBADMSG);
+		assert_int_equal(wire_blocks_decode(buf, len, &b), 0);
+	}
+
 	/* A zstd frame whose declared size is not raw_len, or that is cut
 	 * short, or has trailing bytes, is refused when unpacked. */
 	memcpy(m, buf, len);
