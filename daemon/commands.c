@@ -135,7 +135,7 @@ static void status_ask(struct node *n, const struct status_view *v, unsigned cha
 	/* Split brain, or a peer that acts as primary too: judged on both
 	 * sides (a secondary's own line shows what it saw). */
 	sn->split_brain = node_peer_split_brain(
-		n, &h, !(h.flags & WIRE_HELLO_BITMAP_TRUSTED) || ws.dirty_bytes > 0 ? 1 : 0,
+		n, &h, !(h.flags & WIRE_HELLO_BITMAP_TRUSTED) ? 2 : ws.dirty_bytes > 0,
 		sn->reason, sizeof(sn->reason));
 	if (sn->split_brain && v->primary && sn->state != META_STATE_INCONSISTENT)
 		sn->state = META_STATE_DIVERGED;
@@ -155,8 +155,11 @@ static void status_self(struct node *n, const struct status_view *v, struct stat
 	node_undo_info(n, &sn->undo);
 	pthread_mutex_lock(&n->lock);
 	sn->last_resync = n->last_resync;
-	sn->split_brain = n->split_brain[0];
-	snprintf(sn->reason, sizeof(sn->reason), "%s", n->split_brain);
+	/* A secondary's own note (the primary's lines of its peers carry
+	 * theirs). */
+	sn->split_brain = !n->is_primary && n->split_brain[0];
+	if (sn->split_brain)
+		snprintf(sn->reason, sizeof(sn->reason), "%s", n->split_brain);
 	pthread_mutex_unlock(&n->lock);
 	if (node_volume_check(n, why, sizeof(why)) < 0) {
 		sn->state = META_STATE_UNKNOWN;

@@ -188,12 +188,12 @@ static bool uuid_in(const struct meta_uuid *u, const struct meta_uuid *v, unsign
 }
 
 bool node_split_brain(const struct meta_uuid *sec_gen, const struct meta_uuid *sec_hist,
-		      unsigned sec_hist_n, bool sec_writes, const struct meta_uuid *known,
+		      unsigned sec_hist_n, int sec_writes, const struct meta_uuid *known,
 		      unsigned n_known, char *why, size_t whylen)
 {
 	char a[40], b[40];
 
-	if (meta_uuid_is_null(sec_gen) || uuid_in(sec_gen, known, n_known) || !sec_writes)
+	if (meta_uuid_is_null(sec_gen) || uuid_in(sec_gen, known, n_known) || sec_writes <= 0)
 		return false;
 	for (unsigned i = 0; i < sec_hist_n; i++)
 		if (!meta_uuid_is_null(&sec_hist[i]) && uuid_in(&sec_hist[i], known, n_known)) {
@@ -204,6 +204,12 @@ bool node_split_brain(const struct meta_uuid *sec_gen, const struct meta_uuid *s
 				 meta_uuid_format(&sec_hist[i], b, sizeof(b)));
 			return true;
 		}
+	/* Nothing shared: fresh or rebuilt metadata (a random generation,
+	 * no history). Split brain only when its bitmap is trusted and says
+	 * it wrote; an untrusted one (metadata lost) holds an unknown amount
+	 * and is compared whole, as before. */
+	if (sec_writes != 1)
+		return false;
 	snprintf(why, whylen,
 		 "split brain: it wrote under generation %s, unrelated to the primary's history",
 		 meta_uuid_format(sec_gen, a, sizeof(a)));
@@ -263,7 +269,7 @@ bool node_peer_split_brain(struct node *n, const struct wire_hello *h, int peer_
 
 			for (unsigned i = 0; i < h->n_history; i++)
 				memcpy(hist[i].b, h->history[i].b, 16);
-			if (!node_split_brain(&pg, hist, h->n_history, peer_writes > 0, known, nk,
+			if (!node_split_brain(&pg, hist, h->n_history, peer_writes, known, nk,
 					      why, whylen))
 				return false;
 		}
@@ -277,7 +283,7 @@ bool node_peer_split_brain(struct node *n, const struct wire_hello *h, int peer_
 	for (unsigned i = 0; i < h->n_history; i++)
 		memcpy(known[nk++].b, h->history[i].b, 16);
 	if (!node_split_brain(&mi.generation, mi.history, mi.history_n,
-			      !mi.bitmap_trusted || meta_dirty_bytes(node_meta(n)) > 0, known, nk,
+			      !mi.bitmap_trusted ? 2 : meta_dirty_bytes(node_meta(n)) > 0, known, nk,
 			      why, whylen)) {
 		pthread_mutex_lock(&n->lock);
 		n->split_brain[0] = 0;

@@ -303,18 +303,18 @@ bool node_grow_to_primary(struct node *n, const struct wire_hello *h);
 int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text);
 /* Split brain (DRBD's rule on generation UUIDs; see hello.c): whether
  * the secondary whose current generation is sec_gen and which holds
- * writes since its last commit (sec_writes: dirty bytes, or a bitmap not
- * trusted) acted as primary under a generation the primary never had.
+ * writes since its last commit (sec_writes: 0 none, 1 dirty bytes, 2 a
+ * bitmap not trusted: it may) acted as primary under a generation the primary never had.
  * known (n_known entries, null ones ignored) is everything the primary
  * had: its current generation, its history, its bitmap's base. Fills why
  * when it returns true. */
 bool node_split_brain(const struct meta_uuid *sec_gen, const struct meta_uuid *sec_hist,
-		      unsigned sec_hist_n, bool sec_writes, const struct meta_uuid *known,
+		      unsigned sec_hist_n, int sec_writes, const struct meta_uuid *known,
 		      unsigned n_known, char *why, size_t whylen);
 /* The same from a peer's hello, on either side: this node's metadata and
  * base against the peer's generation and history; the secondary is the
  * one that is not primary (the peer's writes, when it is the secondary,
- * are peer_writes: -1 unknown). Also a peer that says PRIMARY to a node
+ * are peer_writes as sec_writes, -1 unknown). Also a peer that says PRIMARY to a node
  * that is primary itself (two primaries: a config changed on one node).
  * Logs, publishes a state_changed event (a notification, once per peer
  * generation) and keeps the note for status. Returns true when found. */

@@ -374,7 +374,7 @@ static void resync_choose(struct resync_run *run)
 		 * unless forced, and then diverged: what it holds is
 		 * journaled under undo = diverged. */
 		j->split_brain = node_peer_split_brain(
-			run->n, &j->hello, !trusted || j->status.dirty_bytes > 0 ? 1 : 0,
+			run->n, &j->hello, !trusted ? 2 : j->status.dirty_bytes > 0,
 			j->split_why, sizeof(j->split_why));
 		j->forced = j->split_brain && req_force_has(run->req, j->peer->name);
 		if (j->forced) {
