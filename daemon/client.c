@@ -70,6 +70,14 @@ int node_peer_open(struct node *n, const struct node_config *peer, bool write, c
 		r = -EPERM;
 		goto fail;
 	}
+	{
+		char sb[RESYNC_WIRE_TEXT_MAX];
+
+		/* Two primaries, or (on a secondary asking its primary) split
+		 * brain: announced from this side too; the primary judges a
+		 * secondary's writes once it has its status. */
+		node_peer_split_brain(n, ret_hello, -1, sb, sizeof(sb));
+	}
 	free(buf);
 	peer_conn_set_timeout(c, n->cfg->session_timeout_ms);
 	*ret = c;

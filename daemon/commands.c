@@ -46,6 +46,9 @@ struct status_node {
 	struct meta_uuid gen;
 	uint64_t dirty, lacks;
 	int64_t last_resync;
+	/* Split brain or two primaries (node_peer_split_brain()): why. */
+	bool split_brain;
+	char reason[RESYNC_WIRE_TEXT_MAX];
 	struct wire_undo_info undo; /* the undo journal it holds (WIRE_UNDO_HELD) */
 	char error[RESYNC_WIRE_TEXT_MAX + 256];
 };
@@ -129,6 +132,13 @@ static void status_ask(struct node *n, const struct status_view *v, unsigned cha
 	sn->dirty = ws.dirty_bytes;
 	sn->last_resync = (int64_t)ws.last_resync;
 	status_judge(v, &h, &ws, sn);
+	/* Split brain, or a peer that acts as primary too: judged on both
+	 * sides (a secondary's own line shows what it saw). */
+	sn->split_brain = node_peer_split_brain(
+		n, &h, !(h.flags & WIRE_HELLO_BITMAP_TRUSTED) ? 2 : ws.dirty_bytes > 0,
+		sn->reason, sizeof(sn->reason));
+	if (sn->split_brain && v->primary && sn->state != META_STATE_INCONSISTENT)
+		sn->state = META_STATE_DIVERGED;
 }
 
 /* This node's own line: its metadata, unless its image changed under it. */
@@ -145,6 +155,11 @@ static void status_self(struct node *n, const struct status_view *v, struct stat
 	node_undo_info(n, &sn->undo);
 	pthread_mutex_lock(&n->lock);
 	sn->last_resync = n->last_resync;
+	/* A secondary's own note (the primary's lines of its peers carry
+	 * theirs). */
+	sn->split_brain = !n->is_primary && n->split_brain[0];
+	if (sn->split_brain)
+		snprintf(sn->reason, sizeof(sn->reason), "%s", n->split_brain);
 	pthread_mutex_unlock(&n->lock);
 	if (node_volume_check(n, why, sizeof(why)) < 0) {
 		sn->state = META_STATE_UNKNOWN;
@@ -214,6 +229,9 @@ static json_object *status_node_json(struct node *n, const struct status_node *s
 	}
 	if (!primary)
 		json_object_object_add(o, "proof", status_proof_json(n, sn->nc));
+	json_object_object_add(o, "split_brain", json_object_new_boolean(sn->split_brain));
+	if (sn->split_brain)
+		json_object_object_add(o, "reason", json_object_new_string(sn->reason));
 	if (sn->error[0])
 		json_object_object_add(o, "error", json_object_new_string(sn->error));
 	return o;
@@ -408,6 +426,8 @@ static const struct control_field jobs_fields[] = {
 	{"max_rate", CONTROL_FIELD_UINT64, 0},
 	{"fence", CONTROL_FIELD_STRING, 0}, /* "short" or "whole": the primary's fence */
 	{"undo", CONTROL_FIELD_BOOL, 0},    /* true: undo = on for this run */
+	/* Nodes in split brain that may be overwritten all the same. */
+	{"force", CONTROL_FIELD_STRINGS, 0},
 	{NULL, 0, 0},
 };
 static const struct control_field rollback_fields[] = {

@@ -157,3 +157,139 @@ int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *tex
 		return -EINVAL;
 	return peer_conn_send_frame(c, type, buf, len);
 }
+
+/* ---- split brain (issue 11) ----
+ * DRBD's rule on generation UUIDs, as this project keeps them: only a
+ * primary starts a generation (node_primary_init() forks one at every
+ * promotion, resync_next_generation() after every full resync), and a
+ * secondary's commit gives it the primary's current one. So a
+ * secondary's current generation that the primary never had (not its
+ * current one, not in its history, not its bitmap's base) was started
+ * by that secondary acting as primary itself, after the last generation
+ * they shared (or with none shared: unrelated, or newer than the
+ * primary's). The primary, for its part, acted as primary since then
+ * too: it is the primary. When that secondary also holds writes since
+ * its last commit (dirty bytes, or a bitmap that cannot say), both
+ * sides wrote as primary: split brain. A resync would erase what the
+ * secondary wrote, so it is refused unless --force names the node;
+ * it is never resolved automatically. A fork without writes on the
+ * secondary's side (a planned failover back) is only Outdated: nothing
+ * of its own would be lost. A null generation (fresh metadata) is never
+ * split brain. Both sides decide it from the same facts: the primary
+ * from the secondary's hello and status, the secondary from the
+ * primary's hello (its current generation and history; the base is in
+ * the history, being the generation before the current one). */
+static bool uuid_in(const struct meta_uuid *u, const struct meta_uuid *v, unsigned nv)
+{
+	for (unsigned i = 0; i < nv; i++)
+		if (!meta_uuid_is_null(&v[i]) && !memcmp(u->b, v[i].b, 16))
+			return true;
+	return false;
+}
+
+bool node_split_brain(const struct meta_uuid *sec_gen, const struct meta_uuid *sec_hist,
+		      unsigned sec_hist_n, int sec_writes, const struct meta_uuid *known,
+		      unsigned n_known, char *why, size_t whylen)
+{
+	char a[40], b[40];
+
+	if (meta_uuid_is_null(sec_gen) || uuid_in(sec_gen, known, n_known) || sec_writes <= 0)
+		return false;
+	for (unsigned i = 0; i < sec_hist_n; i++)
+		if (!meta_uuid_is_null(&sec_hist[i]) && uuid_in(&sec_hist[i], known, n_known)) {
+			snprintf(why, whylen,
+				 "split brain: it wrote as primary under generation %s, which the "
+				 "primary never had, since their last common generation %s",
+				 meta_uuid_format(sec_gen, a, sizeof(a)),
+				 meta_uuid_format(&sec_hist[i], b, sizeof(b)));
+			return true;
+		}
+	/* Nothing shared: fresh or rebuilt metadata (a random generation,
+	 * no history). Split brain only when its bitmap is trusted and says
+	 * it wrote; an untrusted one (metadata lost) holds an unknown amount
+	 * and is compared whole, as before. */
+	if (sec_writes != 1)
+		return false;
+	snprintf(why, whylen,
+		 "split brain: it wrote under generation %s, unrelated to the primary's history",
+		 meta_uuid_format(sec_gen, a, sizeof(a)));
+	return true;
+}
+
+/* Note what was found for status, and announce it once per peer
+ * generation: log, state_changed event (Diverged, the reason saying
+ * split brain: a notification). */
+static void split_brain_note(struct node *n, const char *node, const struct meta_uuid *peer_gen,
+			     const char *why)
+{
+	bool fresh;
+
+	pthread_mutex_lock(&n->lock);
+	fresh = strcmp(n->split_brain, why) || memcmp(n->split_brain_gen.b, peer_gen->b, 16);
+	snprintf(n->split_brain, sizeof(n->split_brain), "%s", why);
+	n->split_brain_gen = *peer_gen;
+	pthread_mutex_unlock(&n->lock);
+	if (!fresh)
+		return;
+	log_error("node '%s': %s", node, why);
+	event_publish_state(n->bus, node, EVENT_STATE_NONE, META_STATE_DIVERGED, false, why);
+}
+
+bool node_peer_split_brain(struct node *n, const struct wire_hello *h, int peer_writes,
+			   char *why, size_t whylen)
+{
+	bool peer_primary = h->flags & WIRE_HELLO_PRIMARY;
+	struct meta_uuid known[RESYNC_WIRE_HISTORY_MAX + 2], pg;
+	struct meta_info mi;
+	unsigned nk = 0;
+
+	why[0] = 0;
+	memcpy(pg.b, h->generation.b, 16);
+	meta_info_get(node_meta(n), &mi);
+	if (peer_primary && n->is_primary) {
+		snprintf(why, whylen,
+			 "two primaries: '%s' and '%s' both act as primary (their configurations "
+			 "name different primaries)",
+			 h->node, n->self->name);
+		split_brain_note(n, h->node, &pg, why);
+		return true;
+	}
+	if (n->is_primary) {
+		/* The peer is the secondary: its writes as its status said. */
+		if (peer_writes < 0)
+			return false;
+		known[nk++] = mi.generation;
+		for (unsigned i = 0; i < mi.history_n; i++)
+			known[nk++] = mi.history[i];
+		pthread_mutex_lock(&n->lock);
+		known[nk++] = n->base;
+		pthread_mutex_unlock(&n->lock);
+		{
+			struct meta_uuid hist[RESYNC_WIRE_HISTORY_MAX];
+
+			for (unsigned i = 0; i < h->n_history; i++)
+				memcpy(hist[i].b, h->history[i].b, 16);
+			if (!node_split_brain(&pg, hist, h->n_history, peer_writes, known, nk,
+					      why, whylen))
+				return false;
+		}
+		split_brain_note(n, h->node, &pg, why);
+		return true;
+	}
+	if (!peer_primary || !n->cfg->primary || strcmp(h->node, n->cfg->primary))
+		return false;
+	/* This node is the secondary; the peer its primary. */
+	known[nk++] = pg;
+	for (unsigned i = 0; i < h->n_history; i++)
+		memcpy(known[nk++].b, h->history[i].b, 16);
+	if (!node_split_brain(&mi.generation, mi.history, mi.history_n,
+			      !mi.bitmap_trusted ? 2 : meta_dirty_bytes(node_meta(n)) > 0, known, nk,
+			      why, whylen)) {
+		pthread_mutex_lock(&n->lock);
+		n->split_brain[0] = 0;
+		pthread_mutex_unlock(&n->lock);
+		return false;
+	}
+	split_brain_note(n, n->self->name, &pg, why);
+	return true;
+}

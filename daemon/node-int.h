@@ -138,7 +138,17 @@ struct node {
 	/* Primary: the generation every secondary shared when the bitmap
 	 * was last cleared (null: none recorded); protected by lock. */
 	struct meta_uuid base;
-	char *state_path; /* IMAGE.resync-node: last_resync and base */
+	/* The last generation this node started as primary (null: none
+	 * recorded): a start as primary under any other one forks a new
+	 * generation (node_primary_init()); protected by lock, kept in the
+	 * state file. */
+	struct meta_uuid primary_gen;
+	bool primary_gen_legacy; /* a state file of a build that did not record it */
+	/* Split brain or a second primary, as this node last saw it (empty:
+	 * none): what status shows of this node itself; protected by lock. */
+	char split_brain[RESYNC_WIRE_TEXT_MAX];
+	struct meta_uuid split_brain_gen; /* the peer's generation it was seen with */
+	char *state_path; /* IMAGE.resync-node: last_resync, base, primary_generation */
 	/* Events, notifications, metrics, live pace (events.h, notify.h,
 	 * metrics.h, ratectl.h). */
 	struct event_bus *bus;
@@ -291,6 +301,25 @@ void node_hello_make(struct node *n, struct wire_hello *h);
 int node_hello_check(struct node *n, const struct wire_hello *h, struct wire_text *why);
 bool node_grow_to_primary(struct node *n, const struct wire_hello *h);
 int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text);
+/* Split brain (DRBD's rule on generation UUIDs; see hello.c): whether
+ * the secondary whose current generation is sec_gen and which holds
+ * writes since its last commit (sec_writes: 0 none, 1 dirty bytes, 2 a
+ * bitmap not trusted: it may) acted as primary under a generation the primary never had.
+ * known (n_known entries, null ones ignored) is everything the primary
+ * had: its current generation, its history, its bitmap's base. Fills why
+ * when it returns true. */
+bool node_split_brain(const struct meta_uuid *sec_gen, const struct meta_uuid *sec_hist,
+		      unsigned sec_hist_n, int sec_writes, const struct meta_uuid *known,
+		      unsigned n_known, char *why, size_t whylen);
+/* The same from a peer's hello, on either side: this node's metadata and
+ * base against the peer's generation and history; the secondary is the
+ * one that is not primary (the peer's writes, when it is the secondary,
+ * are peer_writes as sec_writes, -1 unknown). Also a peer that says PRIMARY to a node
+ * that is primary itself (two primaries: a config changed on one node).
+ * Logs, publishes a state_changed event (a notification, once per peer
+ * generation) and keeps the note for status. Returns true when found. */
+bool node_peer_split_brain(struct node *n, const struct wire_hello *h, int peer_writes,
+			   char *why, size_t whylen);
 
 /* ---- writeback.c ---- */
 /* Writeback started early: the pages a resync writes are scattered, and
@@ -418,6 +447,9 @@ struct job {
 	bool opened;
 	enum job_mode mode;
 	bool diverged;
+	bool split_brain; /* node_peer_split_brain() found it (split_why says why) */
+	bool forced;	  /* ... and the request's "force" names it */
+	char split_why[RESYNC_WIRE_TEXT_MAX];
 	unsigned undo_mode; /* enum undo_mode of this run */
 	bool undo;	    /* the secondary journals what this resync overwrites */
 	bool resume; /* Inconsistent with a checkpoint of this generation */

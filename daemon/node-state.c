@@ -15,7 +15,8 @@
 
 /* ---- the node's state file (IMAGE.resync-node, JSON) ----
  * What the metadata does not hold: the last completed resync, the
- * primary's bitmap base, and drift detection's "drift" (drift.c). Replaced atomically (new file, fsync, rename). */
+ * primary's bitmap base, the last generation this node started as
+ * primary (primary_generation), and drift detection's "drift" (drift.c). Replaced atomically (new file, fsync, rename). */
 
 void node_state_load(struct node *n)
 {
@@ -27,6 +28,11 @@ void node_state_load(struct node *n)
 		n->last_resync = json_object_get_int64(v);
 	if (json_object_object_get_ex(o, "base", &v) && json_object_get_string(v))
 		meta_uuid_parse(json_object_get_string(v), &n->base);
+	if (json_object_object_get_ex(o, "primary_generation", &v) && json_object_get_string(v))
+		meta_uuid_parse(json_object_get_string(v), &n->primary_gen);
+	else if (!json_object_object_get_ex(o, "primary_generation", &v) &&
+		 !meta_uuid_is_null(&n->base))
+		n->primary_gen_legacy = true; /* a primary of an older build */
 	drift_state_load(n, o);
 	json_object_put(o);
 }
@@ -42,6 +48,8 @@ int node_state_save_locked(struct node *n)
 	json_object_object_add(o, "last_resync", json_object_new_int64(n->last_resync));
 	json_object_object_add(o, "base", meta_uuid_is_null(&n->base) ? NULL :
 				   json_object_new_string(meta_uuid_format(&n->base, u, sizeof(u))));
+	json_object_object_add(o, "primary_generation", meta_uuid_is_null(&n->primary_gen) ? NULL :
+				   json_object_new_string(meta_uuid_format(&n->primary_gen, u, sizeof(u))));
 	drift_state_save_locked(n, o);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	r = file_write_atomic(n->state_path, text, strlen(text), 0600);

@@ -212,18 +212,56 @@ static int node_transport(struct node *n)
 static int node_primary_init(struct node *n)
 {
 	struct meta_info mi;
-	struct meta_uuid g;
+	struct meta_uuid g, own;
 	int r = 0;
 
 	meta_info_get(node_meta(n), &mi);
-	if (meta_uuid_is_null(&mi.generation)) {
+	pthread_mutex_lock(&n->lock);
+	/* A primary of a build that kept no record adopts its generation
+	 * (its base stays: a fork here would make every secondary's next
+	 * resync a full compare). */
+	if (n->primary_gen_legacy && !meta_uuid_is_null(&mi.generation)) {
+		n->primary_gen = mi.generation;
+		n->primary_gen_legacy = false;
+		node_state_save_locked(n);
+	}
+	own = n->primary_gen;
+	pthread_mutex_unlock(&n->lock);
+	/* Every promotion leaves a fork (issue 11, split brain): a node
+	 * that starts as primary under a generation it did not start as
+	 * primary itself (one a commit gave it as a secondary, or none)
+	 * starts a new one; the old one goes to its history. Its writes
+	 * then count under a generation no other node had, which is how
+	 * the other side tells it acted as primary (node_split_brain()).
+	 * The bitmap counts since the old one (its last commit cleared it):
+	 * that is the base, when the bitmap can be trusted. The new
+	 * generation is recorded before it is made current, so a crash
+	 * between them forks once more at the next start, never less. */
+	if (meta_uuid_is_null(&mi.generation) || meta_uuid_is_null(&own) ||
+	    memcmp(own.b, mi.generation.b, 16)) {
 		r = meta_uuid_random(&g);
+		if (r >= 0) {
+			pthread_mutex_lock(&n->lock);
+			n->primary_gen = g;
+			if (!meta_uuid_is_null(&mi.generation) && mi.bitmap_trusted &&
+			    mi.state != META_STATE_INCONSISTENT)
+				n->base = mi.generation;
+			r = node_state_save_locked(n);
+			pthread_mutex_unlock(&n->lock);
+		}
 		if (r >= 0)
 			r = meta_generation_set(node_meta(n), &g);
 		if (r < 0) {
 			log_error("cannot start a generation for '%s': %s", n->self->volume,
 				  strerror(-r));
 			return r;
+		}
+		if (!meta_uuid_is_null(&mi.generation)) {
+			char a[40], b[40];
+
+			log_info("acting as primary: generation %s follows %s (kept in the history)",
+				 meta_uuid_format(&g, a, sizeof(a)),
+				 meta_uuid_format(&mi.generation, b, sizeof(b)));
 		}
 	}
 	if (mi.state != META_STATE_UPTODATE) {

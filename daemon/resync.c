@@ -151,6 +151,62 @@ static bool req_names_has(json_object *req, const char *name)
 	return false;
 }
 
+/* Whether the request's "force" names node name. */
+static bool req_force_has(json_object *req, const char *name)
+{
+	json_object *a;
+
+	if (!json_object_object_get_ex(req, "force", &a) || !json_object_is_type(a, json_type_array))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(a); i++) {
+		const char *s = json_object_get_string(json_object_array_get_idx(a, i));
+
+		if (s && !strcmp(s, name))
+			return true;
+	}
+	return false;
+}
+
+/* A resync (or its plan) that would overwrite a node in split brain not
+ * named by "force" is refused whole, before anything is written: which
+ * node, why, and what it holds. A verify only reports it. Returns 1
+ * when refused. */
+static int resync_split_refuse(struct resync_run *run)
+{
+	char msg[4096], b[64];
+	size_t off = 0;
+	bool any = false;
+
+	if (!run->write && !run->plan)
+		return 0;
+	for (size_t i = 0; i < run->nj; i++) {
+		const struct job *j = &run->jobs[i];
+		bool trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
+
+		if (!j->opened || !j->split_brain || j->forced)
+			continue;
+		if (trusted)
+			snprintf(b, sizeof(b), "%" PRIu64 " bytes", j->status.dirty_bytes);
+		else
+			snprintf(b, sizeof(b), "an unknown amount");
+		off += (size_t)snprintf(msg + off, off < sizeof(msg) ? sizeof(msg) - off : 0,
+					"%snode '%s' is in split brain (%s); it holds %s of its own "
+					"writes that a resync would erase",
+					any ? "; " : "", j->peer->name, j->split_why, b);
+		if (off >= sizeof(msg))
+			off = sizeof(msg) - 1;
+		any = true;
+	}
+	if (!any)
+		return 0;
+	control_client_error(run->cli,
+			     "refused: %s; nothing was written. Never resolved automatically: "
+			     "resync --force NODE overwrites NODE with the primary's data "
+			     "(journaled for a rollback under undo = diverged or on)",
+			     msg);
+	return 1;
+}
+
 /* What the cluster and the request allow, before anything starts.
  * Returns 1 when the request was answered here (refused or forwarded),
  * 0 to go on, -errno. */
@@ -313,6 +369,19 @@ static void resync_choose(struct resync_run *run)
 		trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
 		j->diverged = trusted && j->status.dirty_bytes > 0 &&
 			      j->hello.state != WIRE_STATE_INCONSISTENT;
+		/* Split brain (node_split_brain(), hello.c): announced by
+		 * node_peer_split_brain(); refused by resync_split_refuse()
+		 * unless forced, and then diverged: what it holds is
+		 * journaled under undo = diverged. */
+		j->split_brain = node_peer_split_brain(
+			run->n, &j->hello, !trusted ? 2 : j->status.dirty_bytes > 0,
+			j->split_why, sizeof(j->split_why));
+		j->forced = j->split_brain && req_force_has(run->req, j->peer->name);
+		if (j->forced) {
+			j->diverged = true;
+			if (j->undo_mode == UNDO_MODE_DIVERGED)
+				j->undo_mode = UNDO_MODE_ON; /* the secondary journals it */
+		}
 		if (j->diverged)
 			/* Seen again at every plan and verify: for the event
 			 * stream, not a notification (the secondary sent that
@@ -498,12 +567,14 @@ static void resync_next_generation(struct resync_run *run)
 	struct meta_uuid next;
 	int r;
 
+	r = meta_uuid_random(&next);
 	pthread_mutex_lock(&n->lock);
 	n->base = run->mi.generation;
-	r = node_state_save_locked(n);
-	pthread_mutex_unlock(&n->lock);
+	n->primary_gen = next; /* started as primary: not a fork at the next start */
+	n->split_brain[0] = 0; /* every secondary has the primary's data */
 	if (r >= 0)
-		r = meta_uuid_random(&next);
+		r = node_state_save_locked(n);
+	pthread_mutex_unlock(&n->lock);
 	if (r >= 0)
 		r = meta_resync_commit(node_meta(n), &next, false);
 	if (r < 0)
@@ -898,6 +969,9 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 			       ? json_object_new_uint64(j->status.dirty_bytes) : NULL);
 	/* Whether what this resync overwrites there is kept for a rollback. */
 	json_object_object_add(x, "undo", json_object_new_boolean(j->undo));
+	json_object_object_add(x, "split_brain", json_object_new_boolean(j->split_brain));
+	if (j->split_brain)
+		json_object_object_add(x, "reason", json_object_new_string(j->split_why));
 	json_object_object_add(x, "resume_offset", j->resume
 			       ? json_object_new_uint64(j->status.checkpoint_off) : NULL);
 	if (!run->no_ranges)
@@ -1134,6 +1208,10 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	if (r < 0)
 		goto out;
 	resync_choose(&run);
+	if (resync_split_refuse(&run)) {
+		r = 0;
+		goto out;
+	}
 	resync_hooks(&run);
 	resync_geometry(&run);
 	r = resync_hash(&run);

@@ -461,6 +461,7 @@ static int session_commit(struct session *s, size_t len)
 	pthread_mutex_lock(&n->lock);
 	/* The bitmap now counts from gen: no older base applies. */
 	memset(&n->base, 0, sizeof(n->base));
+	n->split_brain[0] = 0; /* it has the primary's data now */
 	n->last_resync = time(NULL);
 	drift_commit_note_locked(n);
 	node_state_save_locked(n);
@@ -749,12 +750,24 @@ static int session_hello(struct session *s)
 	if (s->from_primary) {
 		struct meta_info mi;
 
+		char sb[RESYNC_WIRE_TEXT_MAX];
+
 		memcpy(s->target.b, h.generation.b, 16);
 		session_state_note(s);
+		/* Split brain, seen from this side: announced once per
+		 * generation of the primary (the primary refuses to resync
+		 * this node unless forced). */
+		node_peer_split_brain(n, &h, -1, sb, sizeof(sb));
 		/* undo = diverged: decided here, from this node's own state. */
 		meta_info_get(node_meta(n), &mi);
 		s->diverged = mi.state == META_STATE_DIVERGED;
 		s->undo_mode = n->cfg->undo;
+	} else if ((h.flags & WIRE_HELLO_PRIMARY) && n->is_primary) {
+		char sb[RESYNC_WIRE_TEXT_MAX];
+
+		/* Two primaries (a configuration changed on one node only):
+		 * said here, and on the other side from this node's hello. */
+		node_peer_split_brain(n, &h, -1, sb, sizeof(sb));
 	}
 	node_hello_make(n, &mine);
 	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);

@@ -194,6 +194,7 @@ int resyncctl_verify(int argc, char **argv)
 static const char resync_usage[] =
 	"usage: resyncctl [--config FILE] [--node NAME] resync [--yes] [--dry-run] [--undo] [--json]\n"
 	"                 [--node SECONDARY]... [--max-rate RATE] [--fence short|whole]\n"
+	"                 [--force NODE]...\n"
 	"Make every secondary (or the ones named) byte-identical to the primary.\n"
 	"The data on those secondaries is erased and replaced with the primary's.\n"
 	"The primary stays in service: its writes wait only during the last pass\n"
@@ -201,7 +202,10 @@ static const char resync_usage[] =
 	"whole resync (--fence whole; the cluster's 'fence' sets the default).\n"
 	"Shows the plan, then asks to type the cluster name; without a terminal\n"
 	"it needs --yes. --dry-run shows the plan only. Exit 0 only when every\n"
-	"chosen secondary ends UpToDate; 3 when a node could not be reached.\n";
+	"chosen secondary ends UpToDate; 3 when a node could not be reached.\n"
+	"A node in split brain (it wrote as primary under a generation the primary\n"
+	"never had) is refused unless --force NODE names it; its old data then goes\n"
+	"to its undo journal (undo = diverged, the default, or on).\n";
 
 #define PROGRESS_NODES_MAX 64
 
@@ -291,10 +295,12 @@ int resyncctl_resync(int argc, char **argv)
 		{"max-rate", required_argument, NULL, 'r'},
 		{"fence", required_argument, NULL, 'f'},
 		{"undo", no_argument, NULL, 'u'},
+		{"force", required_argument, NULL, 'F'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	bool undo = false;
+	json_object *force = json_object_new_array();
 	struct resyncctl_session s = {0};
 	struct progress_ctx pc = {0};
 	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
@@ -309,6 +315,9 @@ int resyncctl_resync(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "c:n:ydjr:f:uh", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'F':
+			json_object_array_add(force, json_object_new_string(optarg));
+			break;
 		case 'u':
 			undo = true;
 			break;
@@ -316,6 +325,7 @@ int resyncctl_resync(int argc, char **argv)
 			if (strcmp(optarg, "short") && strcmp(optarg, "whole")) {
 				resyncctl_errorf("invalid --fence '%s': short or whole", optarg);
 				json_object_put(names);
+				json_object_put(force);
 				return EXIT_USAGE;
 			}
 			fence = optarg;
@@ -340,6 +350,7 @@ int resyncctl_resync(int argc, char **argv)
 				resyncctl_errorf("invalid --max-rate '%s': bytes per second, with K, M or G",
 				       optarg);
 				json_object_put(names);
+				json_object_put(force);
 				return EXIT_USAGE;
 			}
 			have_rate = true;
@@ -347,16 +358,19 @@ int resyncctl_resync(int argc, char **argv)
 		case 'h':
 			fputs(resync_usage, stdout);
 			json_object_put(names);
+			json_object_put(force);
 			return 0;
 		default:
 			fputs(resync_usage, stderr);
 			json_object_put(names);
+			json_object_put(force);
 			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc) {
 		fputs(resync_usage, stderr);
 		json_object_put(names);
+		json_object_put(force);
 		return EXIT_USAGE;
 	}
 	pc.json = json;
@@ -375,6 +389,8 @@ int resyncctl_resync(int argc, char **argv)
 		/* Shown without its ranges: the reply need not carry them. */
 		json_object_object_add(req, "no_ranges", json_object_new_boolean(true));
 	json_object_object_add(req, "nodes", json_object_get(names));
+	if (json_object_array_length(force))
+		json_object_object_add(req, "force", json_object_get(force));
 	plan = resyncctl_request(&s, req, NULL, NULL);
 	json_object_put(req);
 	if (!plan || !resyncctl_result_ok(plan))
@@ -459,6 +475,8 @@ int resyncctl_resync(int argc, char **argv)
 	json_object_object_add(req, "fence", json_object_new_string(whole ? "whole" : "short"));
 	if (undo)
 		json_object_object_add(req, "undo", json_object_new_boolean(true));
+	if (json_object_array_length(force))
+		json_object_object_add(req, "force", json_object_get(force));
 	res = resyncctl_request(&s, req, resync_progress, &pc);
 	json_object_put(req);
 	if (!res || !resyncctl_result_ok(res))
@@ -548,6 +566,7 @@ out:
 	json_object_put(res);
 	json_object_put(plan);
 	json_object_put(names);
+	json_object_put(force);
 	resyncctl_session_close(&s);
 	return rc;
 }
