@@ -166,8 +166,10 @@ int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *tex
  * secondary's current generation that the primary never had (not its
  * current one, not in its history, not its bitmap's base) was started
  * by that secondary acting as primary itself, after the last generation
- * they shared (or with none shared: unrelated, or newer than the
- * primary's). The primary, for its part, acted as primary since then
+ * they shared. With none shared (fresh or rebuilt metadata: a random
+ * generation and no history) the data is unrelated, not split brain:
+ * its writes are reported as Diverged and it is compared whole. The
+ * primary, for its part, acted as primary since then
  * too: it is the primary. When that secondary also holds writes since
  * its last commit (dirty bytes, or a bitmap that cannot say), both
  * sides wrote as primary: split brain. A resync would erase what the
@@ -205,15 +207,11 @@ bool node_split_brain(const struct meta_uuid *sec_gen, const struct meta_uuid *s
 			return true;
 		}
 	/* Nothing shared: fresh or rebuilt metadata (a random generation,
-	 * no history). Split brain only when its bitmap is trusted and says
-	 * it wrote; an untrusted one (metadata lost) holds an unknown amount
-	 * and is compared whole, as before. */
-	if (sec_writes != 1)
-		return false;
-	snprintf(why, whylen,
-		 "split brain: it wrote under generation %s, unrelated to the primary's history",
-		 meta_uuid_format(sec_gen, a, sizeof(a)));
-	return true;
+	 * no history), not a node that acted as primary since a common
+	 * point. Its writes are reported as Diverged and it is compared
+	 * whole, as before (DRBD calls this unrelated data, not split
+	 * brain). */
+	return false;
 }
 
 /* Note what was found for status, and announce it once per peer
