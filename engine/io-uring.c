@@ -2,6 +2,7 @@
  * reap() pushes them to the kernel while it waits, so a caller that queues
  * several reads pays one system call. */
 #include <errno.h>
+#include <unistd.h>
 #include <liburing.h>
 #include <stdlib.h>
 
@@ -36,21 +37,35 @@ static void io_uring_backend_release(struct io_ctx *ctx)
 	free(b);
 }
 
+/* io_uring_enter() may refuse for a moment (-EAGAIN: out of resources;
+ * -EBUSY: completions not yet reaped fill the CQ ring): such a refusal
+ * is retried a bounded number of times, yielding in between, before it
+ * fails the request. */
+enum { IO_URING_RETRIES = 2000, IO_URING_RETRY_USEC = 500 };
+
+static bool io_uring_transient(int r)
+{
+	return r == -EAGAIN || r == -EBUSY || r == -EINTR;
+}
+
 static int io_uring_backend_submit(struct io_ctx *ctx, struct io_req *req)
 {
 	struct io_uring_backend *b = io_ctx_backend(ctx);
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
 	size_t len = io_req_remaining(req);
 
-	if (!sqe) {
+	for (unsigned tries = 0; !sqe; tries++) {
 		int r = io_uring_submit(&b->ring);
 
-		if (r < 0)
+		if (r < 0 && (!io_uring_transient(r) || tries >= IO_URING_RETRIES))
 			return r;
-		b->unsubmitted = 0;
+		if (r >= 0)
+			b->unsubmitted = 0;
 		sqe = io_uring_get_sqe(&b->ring);
-		if (!sqe)
+		if (!sqe && tries >= IO_URING_RETRIES)
 			return -EBUSY;
+		if (!sqe)
+			usleep(IO_URING_RETRY_USEC);
 	}
 	switch (req->op) {
 	case IO_OP_READ:
@@ -78,7 +93,7 @@ static int io_uring_backend_reap(struct io_ctx *ctx, struct io_req **ret_req, lo
 	struct io_uring_cqe *cqe;
 	int r;
 
-	for (;;) {
+	for (unsigned tries = 0;; tries++) {
 		if (b->unsubmitted) {
 			r = io_uring_submit_and_wait(&b->ring, 1);
 			if (r >= 0)
@@ -86,8 +101,16 @@ static int io_uring_backend_reap(struct io_ctx *ctx, struct io_req **ret_req, lo
 		} else {
 			r = io_uring_wait_cqe(&b->ring, &cqe);
 		}
+		/* Refused for now: a completion already there is taken (it
+		 * frees room), else wait a moment and submit again. */
+		if (r < 0 && io_uring_transient(r) && io_uring_peek_cqe(&b->ring, &cqe) == 0)
+			break;
 		if (r == -EINTR)
 			continue;
+		if (r < 0 && io_uring_transient(r) && tries < IO_URING_RETRIES) {
+			usleep(IO_URING_RETRY_USEC);
+			continue;
+		}
 		if (r < 0)
 			return r;
 		r = io_uring_peek_cqe(&b->ring, &cqe);
