@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +18,6 @@
 #include "node-int.h"
 #include "resync/macro.h"
 
-extern char **environ;
 
 enum { HOOK_ENV_MAX = 12, HOOK_TICK_MS = 100 };
 
@@ -27,13 +25,9 @@ int node_hook_before_resync(struct node *n, const struct job *j, const char *mod
 			    size_t errlen)
 {
 	const char *cmd = n->cfg->before_resync_command;
-	char sh[] = "/bin/sh", dash_c[] = "-c", gen[40];
-	char *argv[] = {sh, dash_c, (char *)cmd, NULL};
-	char *mine[HOOK_ENV_MAX] = {0};
-	_cleanup_free_ char **env = NULL;
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	size_t ne = 0, k = 0, nm = 0;
+	char gen[40];
+	char *mine[HOOK_ENV_MAX] = {0}; /* NULL-terminated */
+	size_t nm = 0;
 	uint64_t deadline;
 	int r, status = 0, pfd;
 	pid_t pid;
@@ -53,36 +47,7 @@ int node_hook_before_resync(struct node *n, const struct job *j, const char *mod
 		r = -ENOMEM;
 		goto out_env;
 	}
-	while (environ[ne])
-		ne++;
-	env = calloc(ne + nm + 1, sizeof(*env));
-	if (!env) {
-		r = -ENOMEM;
-		goto out_env;
-	}
-	for (size_t i = 0; i < ne; i++)
-		if (strncmp(environ[i], "RESYNC_", 7))
-			env[k++] = environ[i];
-	for (size_t i = 0; i < nm; i++)
-		env[k++] = mine[i];
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, 2, 1);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-						POSIX_SPAWN_SETSIGDEF);
-	posix_spawnattr_setpgroup(&attr, 0);
-	{
-		sigset_t none, all;
-
-		sigemptyset(&none);
-		sigfillset(&all);
-		posix_spawnattr_setsigmask(&attr, &none);
-		posix_spawnattr_setsigdefault(&attr, &all);
-	}
-	r = -posix_spawn(&pid, argv[0], &fa, &attr, argv, env);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
+	r = notify_shell_spawn(cmd, mine, &pid);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot run before_resync_command '%s': %s", cmd, strerror(-r));
 		goto out_env;

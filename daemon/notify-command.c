@@ -98,40 +98,32 @@ int notify_env_build(const json_object *p, char ***ret)
 	return 0;
 }
 
-/* Start notify_command with the daemon's environment and p's RESYNC_*
- * variables: its pid in *ret_pid, or -errno (and words in err). */
-static int command_spawn(struct notify *n, const json_object *p, char *err, size_t errlen,
-			 pid_t *ret_pid)
+int notify_shell_spawn(const char *cmd, char *const *extra, pid_t *ret_pid)
 {
-	char **extra = NULL, **env = NULL;
 	char sh[] = "/bin/sh", dash_c[] = "-c";
-	char *argv[] = {sh, dash_c, n->cfg->notify_command, NULL};
+	char *argv[] = {sh, dash_c, (char *)cmd, NULL};
+	_cleanup_free_ char **env = NULL;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	size_t ne = 0, nx = 0;
+	size_t ne = 0, nx = 0, k = 0;
+	sigset_t none, all;
 	pid_t pid;
 	int r;
 
-	r = notify_env_build(p, &extra);
-	if (r < 0)
-		return r;
 	while (environ[ne])
 		ne++;
 	while (extra[nx])
 		nx++;
 	env = calloc(ne + nx + 1, sizeof(*env));
-	if (!env) {
-		notify_env_free(extra);
+	if (!env)
 		return -ENOMEM;
-	}
 	/* The daemon's environment without any RESYNC_ variable of its own,
 	 * then ours. */
-	nx = 0;
 	for (size_t i = 0; i < ne; i++)
 		if (strncmp(environ[i], "RESYNC_", 7))
-			env[nx++] = environ[i];
-	for (char **e = extra; *e; e++)
-		env[nx++] = *e;
+			env[k++] = environ[i];
+	for (size_t i = 0; i < nx; i++)
+		env[k++] = extra[i];
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, 2, 1);
@@ -139,25 +131,35 @@ static int command_spawn(struct notify *n, const json_object *p, char *err, size
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
 						POSIX_SPAWN_SETSIGDEF);
 	posix_spawnattr_setpgroup(&attr, 0);
-	{
-		sigset_t none, all;
-
-		sigemptyset(&none);
-		sigfillset(&all);
-		posix_spawnattr_setsigmask(&attr, &none);
-		posix_spawnattr_setsigdefault(&attr, &all);
-	}
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
 	r = -posix_spawn(&pid, argv[0], &fa, &attr, argv, env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
-	free(env);
-	notify_env_free(extra);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot run '%s': %s", n->cfg->notify_command, strerror(-r));
+	if (r < 0)
 		return r;
-	}
 	*ret_pid = pid;
 	return 0;
+}
+
+/* Start notify_command with the daemon's environment and p's RESYNC_*
+ * variables: its pid in *ret_pid, or -errno (and words in err). */
+static int command_spawn(struct notify *n, const json_object *p, char *err, size_t errlen,
+			 pid_t *ret_pid)
+{
+	char **extra = NULL;
+	int r;
+
+	r = notify_env_build(p, &extra);
+	if (r < 0)
+		return r;
+	r = notify_shell_spawn(n->cfg->notify_command, extra, ret_pid);
+	notify_env_free(extra);
+	if (r < 0)
+		snprintf(err, errlen, "cannot run '%s': %s", n->cfg->notify_command, strerror(-r));
+	return r;
 }
 
 /* Wait for the command pid: 0 when it exits with status 0; -ETIMEDOUT

@@ -129,3 +129,11 @@ int notify_email_format(const struct json_object *payload, char **ret_subject, c
  * malloc'd "KEY=VALUE" strings (free with notify_env_free). */
 int notify_env_build(const struct json_object *payload, char ***ret);
 void notify_env_free(char **env);
+
+/* Run cmd with /bin/sh -c in a process group of its own, stdin from
+ * /dev/null, stderr to stdout, default signals, and the daemon's
+ * environment less its RESYNC_ variables plus extra (NULL-terminated,
+ * borrowed): the notification command and the before_resync_command.
+ * Returns 0 and *ret_pid (the caller waits for it), or -errno. */
+#include <sys/types.h>
+int notify_shell_spawn(const char *cmd, char *const *extra, pid_t *ret_pid);
