@@ -88,21 +88,27 @@ fail:
 	return r;
 }
 
+int node_peer_ask_empty(struct peer_conn *c, uint16_t type, uint16_t reply, unsigned char *buf,
+		       size_t *ret_len)
+{
+	uint16_t got;
+	int r;
+
+	r = peer_conn_send_frame(c, type, buf, 0);
+	if (r >= 0)
+		r = peer_conn_recv_frame(c, &got, buf, RESYNC_WIRE_FRAME_MAX, ret_len);
+	if (r < 0)
+		return r;
+	return got == reply ? 0 : -EBADMSG;
+}
+
 /* Ask an opened peer for its status (STATUS_REQ). */
 int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status *ret)
 {
-	uint16_t type;
 	size_t len;
-	int r;
+	int r = node_peer_ask_empty(c, WIRE_STATUS_REQ, WIRE_STATUS, buf, &len);
 
-	r = peer_conn_send_frame(c, WIRE_STATUS_REQ, buf, 0);
-	if (r >= 0)
-		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
-	if (r < 0)
-		return r;
-	if (type != WIRE_STATUS)
-		return -EBADMSG;
-	return wire_status_decode(buf, len, ret);
+	return r < 0 ? r : wire_status_decode(buf, len, ret);
 }
 
 /* Fetch an opened peer's dirty bitmap, size bytes, into bm. */

@@ -400,6 +400,11 @@ void *session_thread(void *arg);
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
 		   size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello);
+/* Send an empty request of type and receive the reply, which must be of
+ * type reply, into buf (RESYNC_WIRE_FRAME_MAX bytes): 0 and *ret_len,
+ * -EBADMSG for another type, or the transport's -errno. */
+int node_peer_ask_empty(struct peer_conn *c, uint16_t type, uint16_t reply, unsigned char *buf,
+		       size_t *ret_len);
 int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status *ret);
 int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm, size_t size);
 

@@ -335,18 +335,10 @@ int node_undo_sync(struct node *n, char *why, size_t whylen)
 
 int node_peer_undo_info(struct peer_conn *c, unsigned char *buf, struct wire_undo_info *ret)
 {
-	uint16_t type;
 	size_t len;
-	int r;
+	int r = node_peer_ask_empty(c, WIRE_UNDO_REQ, WIRE_UNDO_INFO, buf, &len);
 
-	r = peer_conn_send_frame(c, WIRE_UNDO_REQ, buf, 0);
-	if (r >= 0)
-		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
-	if (r < 0)
-		return r;
-	if (type != WIRE_UNDO_INFO)
-		return -EBADMSG;
-	return wire_undo_info_decode(buf, len, ret);
+	return r < 0 ? r : wire_undo_info_decode(buf, len, ret);
 }
 
 int node_peer_rollback(struct peer_conn *c, unsigned char *buf, uint64_t *ret_bytes, char *why,
