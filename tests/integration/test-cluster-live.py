@@ -405,8 +405,8 @@ wait_for(lambda: time.monotonic() >= t0 + FENCE_MAX + 3, timeout=FENCE_MAX + 13,
          what="%d s at 1 KiB/s" % (FENCE_MAX + 3))
 running = rs.p.poll() is None
 n_before = len(w.lat)
-time.sleep(0.5)
-check(len(w.lat) > n_before, "1K: the writer still writes (the primary is not frozen)")
+wait_for(lambda: len(w.lat) > n_before, timeout=5,
+         what="1K: the writer still writes (the primary is not frozen)")
 r = c.ctl("cancel", "--json")
 check(r.returncode == 0, "cancel: %s" % r.stderr)
 t_cancel = time.monotonic()
