@@ -28,6 +28,35 @@ static const char status_usage[] =
 	"generation, dirty bytes, the bytes it lacks of the primary's (\"?\": unknown),\n"
 	"whether it is connected, and its last resync: the primary's view, asked now.\n";
 
+/* Under the table, what a node's row cannot say: split brain and why,
+ * the undo window a rollback can use, and a proof that did not match. */
+static void status_print_notes(json_object *nodes)
+{
+	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
+		json_object *n = json_object_array_get_idx(nodes, i), *u, *p;
+		const char *name = resyncctl_jstr(n, "name");
+		char b[32];
+
+		if (json_object_get_boolean(json_object_object_get(n, "split_brain")))
+			printf("%s: SPLIT BRAIN: %s (resync refuses it without --force %s)\n", name,
+			       resyncctl_jstr(n, "reason") ? resyncctl_jstr(n, "reason") : "?", name);
+		if (json_object_object_get_ex(n, "undo", &u) && u)
+			printf("%s: undo window: %s saved, restores %s, until %s%s (resyncctl rollback %s)\n",
+			       name, format_bytes(resyncctl_ju64(u, "saved_bytes"), b, sizeof(b)),
+			       resyncctl_jstr(u, "restores_state") ? resyncctl_jstr(u, "restores_state") : "?",
+			       resyncctl_jstr(u, "until") ? resyncctl_jstr(u, "until") : "?",
+			       json_object_get_boolean(json_object_object_get(u, "rollback_interrupted"))
+				   ? "; a rollback was interrupted: run it again"
+				   : "",
+			       name);
+		if (json_object_object_get_ex(n, "proof", &p) && p &&
+		    !json_object_get_boolean(json_object_object_get(p, "match")))
+			printf("%s: PROOF MISMATCH at the last resync: its root %s, the primary's %s\n", name,
+			       resyncctl_jstr(p, "root") ? resyncctl_jstr(p, "root") : "?",
+			       resyncctl_jstr(p, "primary_root") ? resyncctl_jstr(p, "primary_root") : "?");
+	}
+}
+
 int resyncctl_status(int argc, char **argv)
 {
 	struct resyncctl_session s = {0};
@@ -92,6 +121,7 @@ int resyncctl_status(int argc, char **argv)
 			       resyncctl_jstr(n, "last_verify") ? resyncctl_jstr(n, "last_verify") : "never",
 			       vb);
 		}
+		status_print_notes(nodes);
 	}
 	json_object_put(res);
 	rc = 0;

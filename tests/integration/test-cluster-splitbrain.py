@@ -68,6 +68,9 @@ def detected(c, i):
         check(st["s"].get("split_brain") is True and "split brain" in st["s"].get("reason", ""),
               "run %d: status asked on %s shows s in split brain: %s" % (i, via, st["s"]))
         check(st["s"]["state"] == "Diverged", "run %d: s Diverged (via %s)" % (i, via))
+        txt = c.ctl("--node", via, "status").stdout
+        check("s: SPLIT BRAIN: " in txt and "--force s" in txt,
+              "run %d: the text status (via %s) says s is in split brain: %s" % (i, via, txt))
     for n in ("p", "s"):
         check("split brain" in c.log(n), "run %d: %s's log says split brain" % (i, n))
 

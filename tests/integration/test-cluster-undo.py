@@ -66,6 +66,9 @@ u = st["d"].get("undo")
 check(u and u["bytes"] > 256 and u["saved_bytes"] >= 4 * MB and u["until"] and
       u["restores_state"] == "Diverged", "status shows d's undo window: %s" % st["d"])
 check(st["s"].get("undo") is None, "no window for s: %s" % st["s"])
+txt = c.ctl("status").stdout
+check("d: undo window: " in txt and "restores Diverged" in txt and "resyncctl rollback d" in txt
+      and "s: undo window" not in txt, "the text status names d's undo window: %s" % txt)
 r = c.ctl("rollback", "d")
 check(r.returncode != 0 and content(c, "d") == content(c, "p"),
       "rollback without --yes and no terminal refused, nothing changed: %s" % r.stderr)
