@@ -566,6 +566,9 @@ void drift_status_json(struct node *n, const struct node_config *nc, struct json
 /* ---- undo.c ---- */
 /* At start, before the mount serves: open the journal, finish an
  * interrupted rollback, drop an expired journal. */
+/* The journal's limit for a volume of size bytes under cfg
+ * (undo_max_bytes, or its percentage of the volume). */
+uint64_t node_undo_max(const struct cluster_config *cfg, uint64_t size);
 int node_undo_load(struct node *n);
 void node_undo_expire(struct node *n);
 /* A resync's first write (writing held, before Inconsistent): mi is the

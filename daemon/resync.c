@@ -969,6 +969,16 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 			       ? json_object_new_uint64(j->status.dirty_bytes) : NULL);
 	/* Whether what this resync overwrites there is kept for a rollback. */
 	json_object_object_add(x, "undo", json_object_new_boolean(j->undo));
+	if (j->undo) {
+		/* What the journal must hold, before compression (its limit
+		 * counts compressed bytes): a plan that may not fit says so. */
+		uint64_t lim = node_undo_max(run->n->cfg, run->size);
+
+		json_object_object_add(x, "undo_bytes", json_object_new_uint64(j->differing_bytes));
+		json_object_object_add(x, "undo_max_bytes", json_object_new_uint64(lim));
+		json_object_object_add(x, "undo_may_exceed",
+				       json_object_new_boolean(j->differing_bytes > lim));
+	}
 	json_object_object_add(x, "split_brain", json_object_new_boolean(j->split_brain));
 	if (j->split_brain)
 		json_object_object_add(x, "reason", json_object_new_string(j->split_why));

@@ -24,11 +24,18 @@
 #include "node-int.h"
 #include "resync/macro.h"
 
+uint64_t node_undo_max(const struct cluster_config *cfg, uint64_t size)
+{
+	if (cfg->undo_max_bytes)
+		return cfg->undo_max_bytes;
+	/* size * percent / 100 without overflow or the rounding of size / 100. */
+	return MAX(size / 100 * cfg->undo_max_percent + size % 100 * cfg->undo_max_percent / 100,
+		   (uint64_t)UNDO_HEADER_SIZE + 4096);
+}
+
 static uint64_t undo_max_for(struct node *n)
 {
-	if (n->cfg->undo_max_bytes)
-		return n->cfg->undo_max_bytes;
-	return MAX(node_size(n) / 100 * n->cfg->undo_max_percent, (uint64_t)UNDO_HEADER_SIZE + 4096);
+	return node_undo_max(n->cfg, node_size(n));
 }
 
 /* n->undo_view from n->undo; n->lock held. */

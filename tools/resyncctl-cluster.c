@@ -302,6 +302,27 @@ static void resync_progress(void *arg, json_object *o)
 	fflush(stderr);
 }
 
+/* Whether a rollback will be possible, per node, and a journal that may
+ * not hold what the resync overwrites. */
+static void plan_print_undo(json_object *n)
+{
+	const char *name = resyncctl_jstr(n, "name");
+	char a[32], b[32];
+
+	if (!json_object_get_boolean(json_object_object_get(n, "undo"))) {
+		printf("  %-16s undo: none (what is overwritten there cannot be rolled back)\n", name);
+		return;
+	}
+	printf("  %-16s undo: journaled, up to %s before compression (limit %s): "
+	       "resyncctl rollback %s can put it back\n",
+	       name, format_bytes(resyncctl_ju64(n, "undo_bytes"), a, sizeof(a)),
+	       format_bytes(resyncctl_ju64(n, "undo_max_bytes"), b, sizeof(b)), name);
+	if (json_object_get_boolean(json_object_object_get(n, "undo_may_exceed")))
+		printf("  %-16s WARNING: the journal may exceed undo_max_bytes unless the data "
+		       "compresses; if it fills, this node's resync stops there (Inconsistent, "
+		       "what was overwritten so far can be rolled back)\n", name);
+}
+
 static bool confirm(const char *cluster)
 {
 	char line[256];
@@ -421,6 +442,9 @@ int resyncctl_resync(int argc, char **argv)
 	json_object_object_add(req, "nodes", json_object_get(names));
 	if (json_object_array_length(force))
 		json_object_object_add(req, "force", json_object_get(force));
+	/* The plan says where undo applies: with --undo, everywhere. */
+	if (undo)
+		json_object_object_add(req, "undo", json_object_new_boolean(true));
 	plan = resyncctl_request(&s, req, NULL, NULL);
 	json_object_put(req);
 	if (!plan || !resyncctl_result_ok(plan))
@@ -462,6 +486,7 @@ int resyncctl_resync(int argc, char **argv)
 			       format_bytes(resyncctl_ju64(n, "differing_bytes"), b, sizeof(b)), lack,
 			       resyncctl_jstr(n, "mode") ? resyncctl_jstr(n, "mode") : "full",
 			       format_bytes(resyncctl_ju64(n, "differing_bytes"), c2, sizeof(c2)), resume);
+			plan_print_undo(n);
 		}
 	}
 	if (dry) {

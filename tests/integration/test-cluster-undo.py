@@ -58,6 +58,9 @@ check(rc == 0, "resync of a Diverged node: %s %s" % (err, summary))
 pl = {x["name"]: x for x in plan["nodes"]}
 check(pl["d"]["undo"] is True and pl["s"]["undo"] is False,
       "the plan says undo applies to d only: %s" % pl)
+check(pl["d"]["undo_bytes"] == pl["d"]["differing_bytes"] and pl["d"]["undo_max_bytes"] == SIZE
+      and pl["d"]["undo_may_exceed"] is False and "undo_bytes" not in pl["s"],
+      "the plan says what d's journal must hold and its limit: %s" % pl["d"])
 check(os.path.exists(journal(c, "d")) and not os.path.exists(journal(c, "s")),
       "a journal for d, none for s")
 check(content(c, "d") == content(c, "p"), "d resynced")
@@ -100,8 +103,14 @@ check(content(c, "d") == d_before, "d restored byte for byte after kill -9 + res
 check(c.status()["d"]["state"] == "Diverged", "d Diverged after the rollback")
 
 # ---- (c) kill -9 during the rollback, restart ----
+dry = c.ctl("resync", "--dry-run", "--undo")
+check(dry.returncode == 0 and "d                undo: journaled" in dry.stdout and
+      "s                undo: journaled" in dry.stdout and "WARNING" not in dry.stdout,
+      "the text plan says, with --undo, that both are journaled: %s" % dry.stdout)
 rc, plan, summary, err = resync_json(c, "--undo")
 check(rc == 0, "resync --undo: %s" % err)
+check(all(x["undo"] for x in plan["nodes"]), "with --undo the plan says undo everywhere: %s"
+      % plan["nodes"])
 check(content(c, "d") == content(c, "p"), "d resynced")
 c.stop("d")
 c.start("d", env={"RESYNC_TEST_ROLLBACK_KILL_AFTER": "3"})
