@@ -835,10 +835,9 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 	c.cfg->alert_after_ms = CONFIG_ALERT_AFTER_DEFAULT_MS;
 	c.cfg->fence_max_ms = CONFIG_FENCE_MAX_DEFAULT_MS;
 	c.cfg->final_pass_bytes = CONFIG_FINAL_PASS_BYTES_DEFAULT;
-	/* Off until its cost under the fence is paid before the fence:
-	 * a full compare makes each secondary hash its whole volume for
-	 * the root while the primary waits (resync.conf(5), PROOF). */
-	c.cfg->proof = false;
+	/* On: its leaves come from the compare's reads, so that under the
+	 * fence only the blocks written since are hashed (resync.conf(5)). */
+	c.cfg->proof = true;
 	c.cfg->before_resync_timeout_ms = CONFIG_BEFORE_RESYNC_TIMEOUT_DEFAULT_MS;
 	c.cfg->max_passes = CONFIG_MAX_PASSES_DEFAULT;
 	c.cfg->undo = CONFIG_UNDO_DIVERGED;

@@ -40,6 +40,7 @@
 #include "notify.h"
 #include "peer.h"
 #include "ratectl.h"
+#include "resync/blockcmp.h"
 #include "resync/clock.h"
 #include "resync/fusefs.h"
 #include "resync/hash.h"
@@ -173,6 +174,14 @@ struct node {
 	pthread_mutex_t proof_lock;
 	struct proof_tree proof;
 	struct proof_key proof_key;
+	/* The leaves were hashed whole by this process (not loaded): every
+	 * write since went through the mount, whose dirty marks count it
+	 * whether the bitmap is trusted or not, or was this node's resync's
+	 * (its session's extra ranges). proof_begins counts
+	 * node_proof_begin()s, so that a hashing pass across one is not
+	 * offered. */
+	bool proof_own;
+	uint64_t proof_begins;
 	/* Primary: the last proof of each node of the cluster (by index in
 	 * cfg->nodes); protected by lock. */
 	struct node_proof_last *proof_last;
@@ -250,6 +259,21 @@ int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const str
 /* After a commit: the leaves of the last compute go to the file, keyed
  * with the generation now current. */
 void node_proof_save(struct node *n);
+/* The proof's leaves from a compare's hashing pass: when this node makes
+ * proofs (xxh3) and leaf divides the proof's block, ret gets the extra
+ * hashes to ask blockcmp for (the caller frees ->extra_hashes) and the
+ * state to hand back to node_proof_offer() once the whole volume is
+ * hashed. Returns false when there is nothing to ask. */
+struct proof_offer {
+	struct proof_key key;
+	uint64_t begins;
+	uint64_t size;
+};
+bool node_proof_want(struct node *n, uint32_t leaf, struct blockcmp_opts *o,
+		     struct proof_offer *ret);
+/* Take o's extra hashes as the leaves of the volume now, if nothing
+ * changed what they are right for since node_proof_want(). */
+void node_proof_offer(struct node *n, const struct proof_offer *w, const struct blockcmp_opts *o);
 /* "xxh3:..." of p's root into buf (PROOF_TEXT_MAX). */
 const char *node_proof_format(const struct wire_proof *p, char *buf, size_t size);
 /* Test failpoints: RESYNC_FAILPOINT names one (a getenv, nothing more,

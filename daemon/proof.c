@@ -76,6 +76,7 @@ static bool proof_take_locked(struct node *n, const struct proof_key *key, enum 
 	}
 	n->proof = t;
 	n->proof_key = *key;
+	n->proof_own = false;
 	return true;
 }
 
@@ -92,6 +93,7 @@ void node_proof_begin(struct node *n)
 	proof_key_now(n, &key);
 	(void)proof_take_locked(n, &key, (enum proof_hash)n->cfg->proof_hash, PROOF_BLOCK_DEFAULT,
 				node_size(n));
+	n->proof_begins++;
 	if (unlink(path) == 0)
 		(void)fsync_directory_of(path);
 	pthread_mutex_unlock(&n->proof_lock);
@@ -130,12 +132,15 @@ int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const str
 	meta_info_get(m, &mi);
 	pthread_mutex_lock(&n->proof_lock);
 	proof_key_now(n, &key);
-	have = mi.bitmap_trusted && proof_take_locked(n, &key, h, bs, size);
+	/* Leaves this process hashed itself miss no write since, trusted
+	 * bitmap or not (proof_own); loaded ones need the bitmap's trust. */
+	have = proof_take_locked(n, &key, h, bs, size) && (mi.bitmap_trusted || n->proof_own);
 	if (!have) {
 		proof_tree_release(&n->proof);
 		r = proof_tree_init(&n->proof, h, bs, size);
 		if (r >= 0)
 			r = proof_tree_update(&n->proof, n->vol, NULL, &hashed);
+		n->proof_own = r >= 0;
 	} else {
 		r = meta_dirty_ranges(m, &stale);
 		if (r >= 0 && extra)
@@ -187,6 +192,64 @@ void node_proof_save(struct node *n)
 	if (r < 0)
 		log_warning("cannot save '%s': %s (the next proof hashes every block)", path,
 			    strerror(-r));
+}
+
+bool node_proof_want(struct node *n, uint32_t leaf, struct blockcmp_opts *o,
+		     struct proof_offer *ret)
+{
+	uint64_t size = node_size(n);
+	bool busy;
+
+	o->extra_hashes = NULL;
+	/* A session rewriting this volume may race the reads with writes
+	 * that only its own ranges record: no offer then. */
+	pthread_mutex_lock(&n->lock);
+	busy = n->writing;
+	pthread_mutex_unlock(&n->lock);
+	if (busy || !n->cfg->proof || (enum proof_hash)n->cfg->proof_hash != PROOF_HASH_XXH3 || !leaf ||
+	    leaf > PROOF_BLOCK_DEFAULT || PROOF_BLOCK_DEFAULT % leaf || !size)
+		return false;
+	o->extra_hashes = calloc(DIV_ROUND_UP(size, PROOF_BLOCK_DEFAULT), sizeof(*o->extra_hashes));
+	if (!o->extra_hashes)
+		return false;
+	o->extra_block = PROOF_BLOCK_DEFAULT;
+	pthread_mutex_lock(&n->proof_lock);
+	proof_key_now(n, &ret->key);
+	ret->begins = n->proof_begins;
+	pthread_mutex_unlock(&n->proof_lock);
+	ret->size = size;
+	return true;
+}
+
+void node_proof_offer(struct node *n, const struct proof_offer *w, const struct blockcmp_opts *o)
+{
+	struct proof_tree t;
+	struct proof_key key;
+	bool busy;
+
+	pthread_mutex_lock(&n->lock);
+	busy = n->writing;
+	pthread_mutex_unlock(&n->lock);
+	if (busy || !o->extra_hashes ||
+	    proof_tree_init(&t, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, w->size) < 0)
+		return;
+	if (proof_tree_set_xxh3(&t, o->extra_hashes) < 0) {
+		proof_tree_release(&t);
+		return;
+	}
+	pthread_mutex_lock(&n->proof_lock);
+	proof_key_now(n, &key);
+	if (memcmp(&key, &w->key, sizeof(key)) || w->begins != n->proof_begins ||
+	    node_size(n) != w->size) {
+		pthread_mutex_unlock(&n->proof_lock);
+		proof_tree_release(&t);
+		return;
+	}
+	proof_tree_release(&n->proof);
+	n->proof = t;
+	n->proof_key = key;
+	n->proof_own = true;
+	pthread_mutex_unlock(&n->proof_lock);
 }
 
 const char *node_proof_format(const struct wire_proof *p, char *buf, size_t size)

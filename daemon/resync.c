@@ -513,7 +513,16 @@ static int resync_hash(struct resync_run *run)
 	run->o.progress = resync_hash_progress;
 	run->o.progress_arg = run;
 	if (run->size) {
+		/* The proof's leaves from the same reads (resync_proof()). */
+		struct proof_offer pw;
+		bool offer = (run->write || run->plan) &&
+			     node_proof_want(n, run->o.block_size, &run->o, &pw);
+
 		r = blockcmp_hash_volume(run->ctx.vol, 0, run->size, &run->o, run->hashes);
+		if (r >= 0 && offer)
+			node_proof_offer(n, &pw, &run->o);
+		free(run->o.extra_hashes);
+		run->o.extra_hashes = NULL;
 		if (r < 0) {
 			control_client_error(run->cli, "cannot read the primary's volume '%s': %s",
 					     n->self->volume, strerror(-r));

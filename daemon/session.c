@@ -123,7 +123,14 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 	if (!s->hashes)
 		return -ENOMEM;
 	if (size) {
+		/* The proof's leaves from the same reads, when asked later. */
+		struct proof_offer pw;
+		bool offer = node_proof_want(n, leaf, &o, &pw);
+
 		r = blockcmp_hash_volume(n->vol, 0, size, &o, s->hashes);
+		if (r >= 0 && offer)
+			node_proof_offer(n, &pw, &o);
+		free(o.extra_hashes);
 		if (r < 0)
 			return r;
 	}

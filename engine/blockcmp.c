@@ -196,17 +196,30 @@ static int worker_compare_chunk(struct worker *w, struct slot *s)
 	return 0;
 }
 
+/* The hashes of len bytes at p, volume offset off (a multiple of the
+ * block size, and of extra_block when extra hashes are asked): one per
+ * block, and one per extra_block with seed 0, hashed while that span is
+ * still in the cache. */
+static void job_hash_span(struct job *job, const unsigned char *p, uint64_t off, size_t len)
+{
+	const struct blockcmp_opts *o = job->opts;
+	uint32_t bs = job->bs;
+	size_t span = o->extra_hashes ? o->extra_block : len;
+
+	for (size_t x = 0; x < len; x += span) {
+		size_t xl = MIN(span, len - x);
+
+		for (size_t k = x; k < x + xl; k += bs)
+			job->hashes[(off + k - job->base) / bs] =
+				hash_block(p + k, MIN((size_t)bs, len - k), o->seed);
+		if (o->extra_hashes)
+			o->extra_hashes[(off + x - job->base) / span] = hash_block(p + x, xl, 0);
+	}
+}
+
 static void worker_hash_chunk(struct worker *w, struct slot *s)
 {
-	struct job *job = w->job;
-	uint32_t bs = job->bs;
-
-	for (size_t o = 0; o < s->len; o += bs) {
-		size_t l = MIN((size_t)bs, s->len - o);
-
-		job->hashes[(s->off + o - job->base) / bs] =
-			hash_block(s->a + o, l, job->opts->seed);
-	}
+	job_hash_span(w->job, s->a, s->off, s->len);
 }
 
 static int worker_submit(struct worker *w, struct slot *s, uint64_t off, uint64_t unit_end)
@@ -313,7 +326,6 @@ static int worker_unit_read_hash(struct worker *w, uint64_t unit)
 	struct job *job = w->job;
 	uint64_t start = job->base + unit * RESYNC_UNIT;
 	uint64_t end = MIN(start + RESYNC_UNIT, job->end);
-	uint32_t bs = job->bs;
 	int fd = volume_fd(job->src);
 
 	if (!w->chunk && !(w->chunk = malloc(RESYNC_CHUNK))) {
@@ -329,9 +341,7 @@ static int worker_unit_read_hash(struct worker *w, uint64_t unit)
 			job_fail(job, r, c, BLOCKCMP_AT_READ_SRC);
 			return r;
 		}
-		for (size_t o = 0; o < len; o += bs)
-			job->hashes[(c + o - job->base) / bs] =
-			    hash_block(w->chunk + o, MIN((size_t)bs, len - o), job->opts->seed);
+		job_hash_span(job, w->chunk, c, len);
 	}
 	atomic_fetch_add(&job->bytes_read, end - start);
 	atomic_fetch_add(&job->bytes_compared, end - start);
@@ -348,7 +358,6 @@ static int worker_unit_mapped(struct worker *w, uint64_t unit)
 	uint64_t start = job->base + unit * RESYNC_UNIT;
 	uint64_t end = MIN(start + RESYNC_UNIT, job->end);
 	const unsigned char *p = job->map + (start - job->base);
-	uint32_t bs = job->bs;
 
 	if (madvise((void *)p, (size_t)(end - start), MADV_POPULATE_READ) < 0) {
 		int r = -errno;
@@ -361,12 +370,7 @@ static int worker_unit_mapped(struct worker *w, uint64_t unit)
 		job_fail(job, r, start, BLOCKCMP_AT_READ_SRC);
 		return r;
 	}
-	for (uint64_t o = start; o < end; o += bs) {
-		size_t l = (size_t)MIN((uint64_t)bs, end - o);
-
-		job->hashes[(o - job->base) / bs] = hash_block(job->map + (o - job->base), l,
-								job->opts->seed);
-	}
+	job_hash_span(job, p, start, (size_t)(end - start));
 	atomic_fetch_add(&job->bytes_read, end - start);
 	atomic_fetch_add(&job->bytes_compared, end - start);
 	job_unit_done(job, unit);
@@ -672,6 +676,10 @@ int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 	job.bs = opts->block_size ? opts->block_size : RESYNC_BLOCK_DEFAULT;
 	if (!resync_block_size_valid(job.bs) || off % job.bs || off > volume_size(v) ||
 	    len > volume_size(v) - off)
+		return -EINVAL;
+	if (opts->extra_hashes &&
+	    (!opts->extra_block || opts->extra_block % job.bs || RESYNC_CHUNK % opts->extra_block ||
+	     off % opts->extra_block))
 		return -EINVAL;
 	pthread_mutex_init(&job.lock, NULL);
 	job.base = off;

@@ -198,6 +198,15 @@ int proof_tree_update(struct proof_tree *t, struct volume *v, const struct range
 	return r;
 }
 
+int proof_tree_set_xxh3(struct proof_tree *t, const struct hash128 *hs)
+{
+	if (t->hash != PROOF_HASH_XXH3 || !t->leaves)
+		return -EINVAL;
+	for (uint64_t i = 0; i < t->nleaves; i++)
+		proof_xxh3_bytes(hs[i], &t->leaves[i]);
+	return 0;
+}
+
 int proof_tree_root(const struct proof_tree *t, struct proof_digest *ret)
 {
 	size_t d = proof_digest_len(t->hash);

@@ -406,6 +406,52 @@ static void test_blockcmp_hash_volume(void **state)
 	assert_int_equal(blockcmp_hash_volume(v, 0, 4096, &o, h), -EINVAL);
 }
 
+/* Extra hashes (the proof's leaves): seed 0 over extra_block-sized
+ * blocks from the same reads, beside the seeded hashes of smaller ones,
+ * whichever way the volume is read. */
+static void test_blockcmp_hash_extra(void **state)
+{
+	const size_t n = RESYNC_UNIT + 2 * RESYNC_CHUNK + 70000;
+	const uint32_t bs = 16384, xb = 65536;
+	const size_t nb = DIV_ROUND_UP(n, bs), nx = DIV_ROUND_UP(n, xb);
+	_cleanup_free_ unsigned char *a = malloc(n);
+	_cleanup_free_ struct hash128 *h = calloc(nb, sizeof(*h));
+	_cleanup_free_ struct hash128 *x = calloc(nx, sizeof(*x));
+	_cleanup_volume_ struct volume *v = NULL;
+	struct blockcmp_opts o = {.block_size = bs, .io = kind_of(state), .seed = 77,
+				  .extra_block = xb, .extra_hashes = x};
+
+	assert_non_null(a);
+	assert_non_null(h);
+	assert_non_null(x);
+	testlib_fill(a, n, 9);
+	assert_int_equal(testlib_file_write(src_path, a, n), 0);
+	assert_int_equal(volume_open(src_path, 0, &v), 0);
+	for (unsigned threads = 1; threads <= 2; threads++) {
+		o.threads = threads;
+		memset(x, 0, nx * sizeof(*x));
+		assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h), 0);
+		for (size_t i = 0; i < nb; i++) {
+			struct hash128 want = hash_block(a + i * bs, MIN((size_t)bs, n - i * bs), 77);
+
+			assert_true(hash128_equal(&h[i], &want));
+		}
+		for (size_t i = 0; i < nx; i++) {
+			struct hash128 want = hash_block(a + i * xb, MIN((size_t)xb, n - i * xb), 0);
+
+			assert_true(hash128_equal(&x[i], &want));
+		}
+	}
+	/* An extra block that is not a multiple of the block, or a range
+	 * that does not start on one, is refused. */
+	o.extra_block = 8192;
+	assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h), -EINVAL);
+	o.extra_block = xb;
+	assert_int_equal(blockcmp_hash_volume(v, bs, n - bs, &o, h), -EINVAL);
+	o.extra_block = 0;
+	assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h), -EINVAL);
+}
+
 static void test_blockcmp_bad_args(void **state)
 {
 	_cleanup_volume_ struct volume *src = NULL, *same = NULL, *dst = NULL, *busy = NULL;
@@ -756,6 +802,7 @@ static void test_cancel(void **state)
 	    cmocka_unit_test_prestate(test_blockcmp_hash_equals_memcmp, (void *)&kind),            \
 	    cmocka_unit_test_prestate(test_blockcmp_read_only, (void *)&kind),                     \
 	    cmocka_unit_test_prestate(test_blockcmp_hash_volume, (void *)&kind),                   \
+	    cmocka_unit_test_prestate(test_blockcmp_hash_extra, (void *)&kind),                    \
 	    cmocka_unit_test_prestate(test_blockcmp_punch_zeros, (void *)&kind),                   \
 	    cmocka_unit_test_prestate(test_blockcmp_dry_run, (void *)&kind)
 

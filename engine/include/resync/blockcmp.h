@@ -29,6 +29,13 @@ struct blockcmp_opts {
 	 * bytes of the source processed so far. Non-zero return cancels. */
 	int (*progress)(void *arg, uint64_t bytes_done, uint64_t bytes_total);
 	void *progress_arg;
+	/* blockcmp_hash_volume() only: also hash every extra_block-sized
+	 * block with seed 0 into extra_hashes[i] (block i of the range), from
+	 * the same reads (the proof's leaves while the compare hashes).
+	 * extra_block is a multiple of block_size dividing RESYNC_CHUNK, and
+	 * the range's offset a multiple of it. NULL: nothing extra. */
+	uint32_t extra_block;
+	struct hash128 *extra_hashes;
 };
 
 enum blockcmp_where {

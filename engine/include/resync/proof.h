@@ -78,6 +78,11 @@ void proof_tree_release(struct proof_tree *t);
  * -errno of the reads. */
 int proof_tree_update(struct proof_tree *t, struct volume *v, const struct rangelist *l,
 		      uint64_t *ret_hashed);
+/* Set every leaf of an xxh3 tree from hs[i], the seed-0 xxh3-128 of
+ * block i (blockcmp's extra hashes of the same blocks). Returns 0 or
+ * -EINVAL (not an xxh3 tree). */
+struct hash128;
+int proof_tree_set_xxh3(struct proof_tree *t, const struct hash128 *hs);
 /* The root of the tree's leaves. Returns 0 or -ENOMEM. */
 int proof_tree_root(const struct proof_tree *t, struct proof_digest *ret);
 
