@@ -182,6 +182,8 @@ struct node {
 	 * offered. */
 	bool proof_own;
 	uint64_t proof_begins;
+	/* Counts every change of the leaves (node_proof_compute_since()). */
+	uint64_t proof_seq;
 	/* Primary: the last proof of each node of the cluster (by index in
 	 * cfg->nodes); protected by lock. */
 	struct node_proof_last *proof_last;
@@ -255,7 +257,14 @@ void node_proof_drop(struct node *n);
  * ranges (may be NULL) hashed again, or every block. Returns 0 and *ret
  * (hash, block_size, volume_size, hashed, root), or -errno. */
 int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const struct rangelist *extra,
-		       struct wire_proof *ret);
+		       struct wire_proof *ret, uint64_t *ret_seq);
+/* The root again when the leaves are still those of the compute that
+ * gave *ret_seq == seq, and written holds every block written since that
+ * compute began: only those are hashed. Returns 0 and *ret, -ESTALE when
+ * the leaves changed meanwhile (then node_proof_compute() applies), or
+ * -errno. */
+int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelist *written,
+			     struct wire_proof *ret);
 /* After a commit: the leaves of the last compute go to the file, keyed
  * with the generation now current. */
 void node_proof_save(struct node *n);

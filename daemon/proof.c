@@ -77,6 +77,7 @@ static bool proof_take_locked(struct node *n, const struct proof_key *key, enum 
 	n->proof = t;
 	n->proof_key = *key;
 	n->proof_own = false;
+	n->proof_seq++;
 	return true;
 }
 
@@ -105,6 +106,7 @@ void node_proof_drop(struct node *n)
 
 	pthread_mutex_lock(&n->proof_lock);
 	proof_tree_release(&n->proof);
+	n->proof_seq++;
 	if (path && unlink(path) == 0)
 		(void)fsync_directory_of(path);
 	pthread_mutex_unlock(&n->proof_lock);
@@ -114,15 +116,62 @@ void node_proof_forget(struct node *n)
 {
 	pthread_mutex_lock(&n->proof_lock);
 	proof_tree_release(&n->proof);
+	n->proof_seq++;
 	pthread_mutex_unlock(&n->proof_lock);
 }
 
+/* The root of n->proof into ret, and the log line (proof_lock held). */
+static int proof_finish_locked(struct node *n, const struct proof_key *key, uint64_t hashed,
+			       struct wire_proof *ret)
+{
+	struct proof_digest root;
+	int r = proof_tree_root(&n->proof, &root);
+
+	if (r < 0) {
+		proof_tree_release(&n->proof);
+		return r;
+	}
+	n->proof_key = *key;
+	memset(ret, 0, sizeof(*ret));
+	ret->hash = n->proof.hash;
+	ret->block_size = n->proof.block_size;
+	ret->volume_size = n->proof.volume_size;
+	ret->hashed = hashed;
+	memcpy(ret->root, root.b, proof_digest_len(n->proof.hash));
+	return 0;
+}
+
+int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelist *written,
+			     struct wire_proof *ret)
+{
+	struct proof_key key;
+	uint64_t t0 = clock_usec(), hashed = 0, nleaves = 0;
+	int r = -ESTALE;
+
+	pthread_mutex_lock(&n->proof_lock);
+	proof_key_now(n, &key);
+	if (n->proof.leaves && n->proof_seq == seq && !memcmp(&key, &n->proof_key, sizeof(key)) &&
+	    n->proof.volume_size == node_size(n)) {
+		nleaves = n->proof.nleaves;
+		r = proof_tree_update(&n->proof, n->vol, written, &hashed);
+		if (r >= 0)
+			r = proof_finish_locked(n, &key, hashed, ret);
+		else
+			proof_tree_release(&n->proof);
+		n->proof_seq++;
+	}
+	pthread_mutex_unlock(&n->proof_lock);
+	if (r >= 0)
+		log_info("proof of '%s': %" PRIu64 " of %" PRIu64 " blocks written since its last root hashed in %.3f s",
+			 n->self->volume, hashed, nleaves, (double)(clock_usec() - t0) / 1e6);
+	return r;
+}
+
 int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const struct rangelist *extra,
-		       struct wire_proof *ret)
+		       struct wire_proof *ret, uint64_t *ret_seq)
 {
 	struct meta *m = node_meta(n);
 	struct rangelist stale = {0};
-	struct proof_digest root;
 	struct proof_key key;
 	struct meta_info mi;
 	uint64_t size = node_size(n), t0 = clock_usec(), hashed = 0;
@@ -149,18 +198,12 @@ int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const str
 			r = proof_tree_update(&n->proof, n->vol, &stale, &hashed);
 	}
 	if (r >= 0)
-		r = proof_tree_root(&n->proof, &root);
-	if (r < 0) {
+		r = proof_finish_locked(n, &key, hashed, ret);
+	else
 		proof_tree_release(&n->proof);
-	} else {
-		n->proof_key = key;
-		memset(ret, 0, sizeof(*ret));
-		ret->hash = h;
-		ret->block_size = bs;
-		ret->volume_size = size;
-		ret->hashed = hashed;
-		memcpy(ret->root, root.b, proof_digest_len(h));
-	}
+	n->proof_seq++;
+	if (ret_seq)
+		*ret_seq = n->proof_seq;
 	pthread_mutex_unlock(&n->proof_lock);
 	rangelist_release(&stale);
 	if (r >= 0)
@@ -249,6 +292,7 @@ void node_proof_offer(struct node *n, const struct proof_offer *w, const struct 
 	n->proof = t;
 	n->proof_key = key;
 	n->proof_own = true;
+	n->proof_seq++;
 	pthread_mutex_unlock(&n->proof_lock);
 }
 

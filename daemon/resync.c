@@ -94,6 +94,10 @@ struct resync_run {
 	 * the jobs' commits; proof_err when it could not be made. */
 	struct wire_proof proof;
 	bool proof_done;
+	/* The root made just before the fence (resync_proof_before()):
+	 * under it, only the blocks written since are hashed again. */
+	bool proof_pre;
+	uint64_t proof_seq;
 	double proof_seconds;
 	char proof_err[256];
 	struct rangelist set; /* the blocks of the running pass */
@@ -602,8 +606,13 @@ static void resync_proof(struct resync_run *run)
 
 	if (!run->write || !n->cfg->proof || run->proof_done)
 		return;
-	r = node_proof_compute(n, (enum proof_hash)n->cfg->proof_hash, PROOF_BLOCK_DEFAULT, NULL,
-			       &run->proof);
+	/* run->set: every block written since the last unfenced swap,
+	 * which came before resync_proof_before(). */
+	r = run->proof_pre ? node_proof_compute_since(n, run->proof_seq, &run->set, &run->proof)
+			   : -ESTALE;
+	if (r == -ESTALE)
+		r = node_proof_compute(n, (enum proof_hash)n->cfg->proof_hash, PROOF_BLOCK_DEFAULT,
+				       NULL, &run->proof, NULL);
 	run->proof_seconds = (double)(clock_usec() - t0) / 1e6;
 	if (r < 0) {
 		snprintf(run->proof_err, sizeof(run->proof_err), "cannot hash the primary's volume '%s': %s",
@@ -614,6 +623,20 @@ static void resync_proof(struct resync_run *run)
 	run->proof_done = true;
 	for (size_t i = 0; i < run->nj; i++)
 		run->jobs[i].proof_primary = &run->proof;
+}
+
+/* The primary's root made before the fence, after the last unfenced
+ * swap: its dirty blocks hashed while its writers still write, so that
+ * under the fence only the last pass's blocks are (resync_proof()). */
+static void resync_proof_before(struct resync_run *run)
+{
+	struct node *n = run->n;
+	struct wire_proof p;
+
+	if (!run->write || !n->cfg->proof || !run->tracking)
+		return;
+	run->proof_pre = node_proof_compute(n, (enum proof_hash)n->cfg->proof_hash,
+					    PROOF_BLOCK_DEFAULT, NULL, &p, &run->proof_seq) >= 0;
 }
 
 /* ---- the passes (short fence) ---- */
@@ -921,6 +944,7 @@ static int resync_passes(struct resync_run *run)
 	}
 	/* The last pass. A cancel fences nothing: the jobs stop at once. */
 	if (strcmp(run->why, "cancelled") && resync_alive(run)) {
+		resync_proof_before(run);
 		log_info("resync of cluster '%s': pass %u under the primary's fence (%s)", cfg->name,
 			 run->passes + 1, run->why);
 		resync_fence_start(run);

@@ -582,7 +582,7 @@ static int session_proof_req(struct session *s, size_t len)
 		return r;
 	if (node_failpoint("corrupt-before-commit"))
 		session_corrupt(s);
-	r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written, &a);
+	r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written, &a, NULL);
 	if (r < 0) {
 		snprintf(s->why, sizeof(s->why), "'%s' cannot make its proof: %s", n->self->name,
 			 strerror(-r));
