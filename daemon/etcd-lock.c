@@ -101,7 +101,8 @@ static int leader_is_self(struct node *n, char *why, size_t whylen)
 	return r;
 }
 
-int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_object *req)
+int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_object *req,
+			   bool take)
 {
 	struct node_etcd *e = n->etcd;
 	unsigned ttl = n->cfg->etcd ? n->cfg->etcd->lock_ttl_s : 0;
@@ -124,14 +125,26 @@ int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_obje
 		return control_client_error(cli, "refused: a resync of cluster '%s' is already "
 					    "running: etcd's lock '%s' is held by this node ('%s')",
 					    n->cfg->name, e->lock_key, n->self->name), 1;
-	value = lock_value(n, req);
-	if (!value)
-		return -ENOMEM;
-	r = etcd_lease_grant(e->cli, ttl, &lease, err, sizeof(err));
-	if (r >= 0)
-		r = etcd_create(e->cli, e->lock_key, value, lease, &holder, err, sizeof(err));
+	if (!take) {
+		/* A plan: refused while the lock is held, takes nothing. */
+		struct etcd_kv kv = {0};
+
+		r = node_etcd_get(e, e->lock_key, &kv, err, sizeof(err));
+		holder = TAKE_PTR(kv.value);
+		if (r >= 0 && !holder)
+			return 0;
+		r = r < 0 ? r : -EEXIST;
+	} else {
+		value = lock_value(n, req);
+		if (!value)
+			return -ENOMEM;
+		r = etcd_lease_grant(e->cli, ttl, &lease, err, sizeof(err));
+		if (r >= 0)
+			r = etcd_create(e->cli, e->lock_key, value, lease, &holder, err, sizeof(err));
+	}
 	if (r == -EEXIST) {
-		etcd_lease_revoke(e->cli, lease, err, sizeof(err));
+		if (lease)
+			etcd_lease_revoke(e->cli, lease, err, sizeof(err));
 		lock_describe(holder ? holder : "", desc, sizeof(desc));
 		return control_client_error(cli, "refused: a resync of cluster '%s' is already "
 					    "running: etcd's lock '%s' is held by %s; nothing was written",

@@ -93,8 +93,8 @@ static void node_etcd_leader(struct node *n, const char *value)
 	if (was == now)
 		return;
 	if (was && n->is_primary && !me)
-		node_etcd_abort(n, "etcd's leader key changed to %s%s%s during the resync; nothing "
-				"was committed toward this node (the old primary)",
+		node_etcd_abort(n, "etcd's leader key changed to %s%s%s during the resync: this "
+				"node is no longer the primary, and nothing was committed from it",
 				now ? "'" : "", now ? now : "nothing", now ? "'" : "");
 	if (me && !n->is_primary && n->meta && node_primary_init(n) < 0)
 		log_error("cannot start a generation as the new primary of '%s'", n->self->volume);

@@ -605,11 +605,12 @@ int node_etcd_new(struct node *n);
 void node_etcd_start(struct node *n);
 void node_etcd_stop(struct node *n);
 void node_etcd_free(struct node *n);
-/* A resync (that writes) takes the cluster-wide lock before anything is
- * fenced: 0 taken (or no etcd), 1 refused (cli answered: etcd
- * unreachable, this node not the leader key's, the lock held: by whom),
- * -errno. resync_end releases it (idempotent). */
-int node_etcd_resync_begin(struct node *n, struct control_client *cli, struct json_object *req);
+/* A resync (that writes; take) takes the cluster-wide lock before
+ * anything is fenced, its plan (!take) is refused while it is held:
+ * 0 taken (or no etcd), 1 refused (cli answered: etcd unreachable, this
+ * node not the leader key's, the lock held: by whom), -errno. resync_end releases it (idempotent). */
+int node_etcd_resync_begin(struct node *n, struct control_client *cli, struct json_object *req,
+			   bool take);
 void node_etcd_resync_end(struct node *n);
 /* Whether etcd stopped the running resync, and why. */
 bool node_etcd_stopped(struct node *n, char *why, size_t whylen);

@@ -1165,8 +1165,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		return r < 0 ? r : 0;
 	/* etcd (issue 14): the cluster-wide lock before anything is fenced,
 	 * and its word before each commit. */
-	if (run.write) {
-		r = node_etcd_resync_begin(n, cli, req);
+	if (run.write || run.plan) {
+		r = node_etcd_resync_begin(n, cli, req, run.write);
 		if (r != 0)
 			return r < 0 ? r : 0;
 		run.ctx.gate = n->etcd ? node_etcd_commit_gate : NULL;
@@ -1177,7 +1177,9 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		pthread_mutex_unlock(&n->lock);
 		if (run.write)
 			node_etcd_resync_end(n);
-		return control_client_error(cli, "refused: a resync or verify is already running"), 0;
+		return control_client_error(cli, "refused: a resync or verify is already running%s%s%s",
+					    n->etcd ? " on the primary ('" : "",
+					    n->etcd ? n->self->name : "", n->etcd ? "')" : ""), 0;
 	}
 	n->resync_running = true;
 	pthread_mutex_unlock(&n->lock);
