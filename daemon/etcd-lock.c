@@ -238,6 +238,22 @@ int node_etcd_commit_gate(void *arg, char *why, size_t whylen)
 	return 0;
 }
 
+int node_etcd_commit_check(struct node *n, const char *peer, char *why, size_t whylen)
+{
+	const char *primary;
+
+	if (!n->etcd)
+		return 0;
+	primary = __atomic_load_n(&n->cfg->primary, __ATOMIC_ACQUIRE);
+	if (primary && !strcmp(primary, peer))
+		return 0;
+	snprintf(why, whylen, "'%s' refused to commit: etcd's leader key names %s%s%s now, not '%s'",
+		 n->self->name, primary ? "'" : "", primary ? primary : "no node", primary ? "'" : "",
+		 peer);
+	log_error("%s", why);
+	return -EPERM;
+}
+
 void node_etcd_status_json(struct node *n, json_object *res)
 {
 	struct node_etcd *e = n->etcd;

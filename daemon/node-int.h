@@ -617,6 +617,10 @@ bool node_etcd_stopped(struct node *n, char *why, size_t whylen);
 /* job_ctx's gate before a COMMIT (arg: the node): 0, or -errno with
  * why (the leader moved, the lock is gone, etcd unreachable). */
 int node_etcd_commit_gate(void *arg, char *why, size_t whylen);
+/* A secondary's check before it commits what peer sent: 0 when peer
+ * is the primary etcd's leader key names (as last watched), -EPERM with
+ * why otherwise (or no etcd: 0). */
+int node_etcd_commit_check(struct node *n, const char *peer, char *why, size_t whylen);
 /* Status: res's "etcd" member (reachable now, the leader, the lock). */
 void node_etcd_status_json(struct node *n, struct json_object *res);
 
