@@ -837,6 +837,9 @@ static void config_validate(struct parse_ctx *c)
 			     "key 'primary': the primary comes from etcd's leader key when there "
 			     "is an [etcd] section (line %u); remove 'primary'",
 			     cfg->etcd->line);
+			/* With [etcd], cluster_config_free() leaves primary alone. */
+			free(cfg->primary);
+			cfg->primary = NULL;
 			return;
 		}
 		r = config_etcd_finish(cfg, msg, sizeof(msg));

@@ -150,6 +150,13 @@ check(r.returncode == 0, "the next resync from n3 exits 0 (%d): %s %s\n%s" % (r.
 check(json.loads(r.stdout.splitlines()[0]).get("primary") == "n3", "it ran from n3: %s" % r.stdout)
 identical("n3", "n1")
 identical("n3", "n2")
+
+# A leader key that names no node of the cluster: no primary, no resync.
+e.put(leader_key(TAG), "ghost")
+wait_for(lambda: primary_everywhere(None), what="no primary anywhere")
+r = c.ctl("--node", "n1", "resync", "--yes")
+check(r.returncode != 0 and "has no primary: etcd's leader key '/service/ec/leader' names no "
+      "node of it" in r.stderr, "a resync without a primary is refused: %s" % r.stderr)
 for n in list(c.procs):
     c.stop(n)
 print("ok")
