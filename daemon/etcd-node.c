@@ -305,6 +305,8 @@ void node_etcd_stop(struct node *n)
 	atomic_store(&e->stop, true);
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
+	if (e->cli)
+		etcd_watch_interrupt(e->cli);
 	if (e->watcher_started)
 		pthread_join(e->watcher, NULL);
 	if (e->ticker_started)

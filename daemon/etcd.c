@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "etcd.h"
 #include "resync/macro.h"
@@ -23,6 +25,7 @@ struct etcd {
 	const struct etcd_config *cfg;
 	pthread_mutex_t lock;
 	size_t good; /* the endpoint that answered last; protected by lock */
+	int watch_fd; /* the watch's socket, -1 none; protected by lock */
 };
 
 static pthread_once_t etcd_curl_once = PTHREAD_ONCE_INIT;
@@ -40,6 +43,7 @@ int etcd_new(const struct etcd_config *cfg, struct etcd **ret)
 		return -ENOMEM;
 	pthread_once(&etcd_curl_once, etcd_curl_init);
 	e->cfg = cfg;
+	e->watch_fd = -1;
 	pthread_mutex_init(&e->lock, NULL);
 	*ret = e;
 	return 0;
@@ -531,6 +535,42 @@ static int etcd_watch_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t
 	return atomic_load(w->stop) ? 1 : 0;
 }
 
+/* The watch's socket is known to etcd_watch_interrupt() from its
+ * opening to its closing, both under the lock (never a reused number). */
+static curl_socket_t etcd_watch_open(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct etcd *e = arg;
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+
+	(void)purpose;
+	if (fd < 0)
+		return CURL_SOCKET_BAD;
+	pthread_mutex_lock(&e->lock);
+	e->watch_fd = fd;
+	pthread_mutex_unlock(&e->lock);
+	return fd;
+}
+
+static int etcd_watch_close(void *arg, curl_socket_t fd)
+{
+	struct etcd *e = arg;
+
+	pthread_mutex_lock(&e->lock);
+	if (e->watch_fd == fd)
+		e->watch_fd = -1;
+	close(fd);
+	pthread_mutex_unlock(&e->lock);
+	return 0;
+}
+
+void etcd_watch_interrupt(struct etcd *e)
+{
+	pthread_mutex_lock(&e->lock);
+	if (e->watch_fd >= 0)
+		shutdown(e->watch_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&e->lock);
+}
+
 int etcd_watch(struct etcd *e, const char *key, int64_t from, etcd_watch_fn *fn, void *arg,
 	       atomic_bool *stop, char *err, size_t errlen)
 {
@@ -556,7 +596,12 @@ int etcd_watch(struct etcd *e, const char *key, int64_t from, etcd_watch_fn *fn,
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, etcd_watch_progress);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &w);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-	res = curl_easy_perform(c);
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, etcd_watch_open);
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, e);
+	curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, etcd_watch_close);
+	curl_easy_setopt(c, CURLOPT_CLOSESOCKETDATA, e);
+	/* A stop set before the socket opened is seen here. */
+	res = atomic_load(stop) ? CURLE_OK : curl_easy_perform(c);
 	if (atomic_load(stop)) {
 		r = 0;
 	} else {

@@ -56,3 +56,6 @@ int etcd_lease_revoke(struct etcd *e, int64_t id, char *err, size_t errlen);
 typedef void etcd_watch_fn(void *arg, const char *value, int64_t revision);
 int etcd_watch(struct etcd *e, const char *key, int64_t from, etcd_watch_fn *fn, void *arg,
 	       atomic_bool *stop, char *err, size_t errlen);
+/* Wake the watch running on e (one at a time) at once: its connection is
+ * shut down; the caller set its stop flag first. Thread-safe. */
+void etcd_watch_interrupt(struct etcd *e);

@@ -129,3 +129,14 @@ def leader_key(tag):
 
 def lock_key(tag):
     return "/resync/%s/lock" % tag
+
+
+SANITIZER = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_clean(c):
+    """No daemon of cluster c logged a sanitizer report."""
+    for n in c.names:
+        text = c.log(n)
+        for s in SANITIZER:
+            check(s not in text, "%s's log has no sanitizer report (%s):\n%s" % (n, s, text))

@@ -10,10 +10,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, RESYNCCTL, Cluster, check, resync_ok, wait_for  # noqa: E402
-from etcd_lib import Etcd, etcd_section, leader_key, lock_key  # noqa: E402
+from etcd_lib import Etcd, etcd_section, leader_key, lock_key, sanitizer_clean  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
 SIZE = 64 * MB
@@ -83,5 +84,8 @@ wait_for(lambda: e.get(lock_key(TAG)) is None, timeout=20, what="the stopped run
 resync_ok(c, "resync once etcd is back")
 check(c.same_through_mounts("p", "s"), "p and s are byte-identical")
 for n in list(c.procs):
+    t0 = time.monotonic()
     c.stop(n)
+    print("%s stopped in %.2f s" % (n, time.monotonic() - t0))
+sanitizer_clean(c)
 print("ok")

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, RESYNCCTL, Cluster, check, wait_for  # noqa: E402
-from etcd_lib import Etcd, etcd_section, leader_key, lock_key  # noqa: E402
+from etcd_lib import Etcd, etcd_section, leader_key, lock_key, sanitizer_clean  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
 SIZE = 64 * MB
@@ -84,5 +84,8 @@ check(r.returncode == 0, "the resync from b once the lease expired exits 0: %s %
       (r.stdout, r.stderr))
 check(c.same_through_mounts("b", "d"), "b and d are byte-identical")
 for n in list(c.procs):
+    t0 = time.monotonic()
     c.stop(n)
+    print("%s stopped in %.2f s" % (n, time.monotonic() - t0))
+sanitizer_clean(c)
 print("ok")

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, RESYNCCTL, Cluster, check, resync_ok, wait_for  # noqa: E402
-from etcd_lib import Etcd, b64, etcd_section, leader_key, lock_key  # noqa: E402
+from etcd_lib import Etcd, b64, etcd_section, leader_key, lock_key, sanitizer_clean  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
 SIZE = 64 * MB
@@ -158,5 +158,8 @@ r = c.ctl("--node", "n1", "resync", "--yes")
 check(r.returncode != 0 and "has no primary: etcd's leader key '/service/ec/leader' names no "
       "node of it" in r.stderr, "a resync without a primary is refused: %s" % r.stderr)
 for n in list(c.procs):
+    t0 = time.monotonic()
     c.stop(n)
+    print("%s stopped in %.2f s" % (n, time.monotonic() - t0))
+sanitizer_clean(c)
 print("ok")
