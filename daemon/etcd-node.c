@@ -158,8 +158,21 @@ static void node_etcd_sleep(struct node_etcd *e, unsigned ms)
 
 static void node_etcd_watched(void *arg, const char *value, int64_t revision)
 {
+	struct node *n = arg;
+	bool run;
+
 	(void)revision;
-	node_etcd_leader(arg, value);
+	/* Test failpoints: a watch that lags behind the whole run, so that
+	 * only the checks before the commit see the change. */
+	pthread_mutex_lock(&n->etcd->lock);
+	run = n->etcd->run;
+	pthread_mutex_unlock(&n->etcd->lock);
+	if (run && (node_failpoint("etcd-deaf") || node_failpoint("etcd-deaf-nogate"))) {
+		log_warning("failpoint: the leader key's change to '%s' ignored during the resync",
+			    value ? value : "");
+		return;
+	}
+	node_etcd_leader(n, value);
 }
 
 static void *node_etcd_watcher(void *arg)
