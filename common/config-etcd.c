@@ -26,9 +26,14 @@ _Static_assert(EK_COUNT <= sizeof(((struct etcd_config *)0)->key_line) / sizeof(
 	       "a line for every key");
 
 static const char *const etcd_keys[EK_COUNT] = {
-	[EK_ENDPOINTS] = "endpoints", [EK_CACERT] = "cacert",	  [EK_CERT] = "cert",
-	[EK_KEY] = "key",	      [EK_LEADER_KEY] = "leader_key", [EK_PREFIX] = "prefix",
-	[EK_LOCK_TTL] = "lock_ttl",   [EK_TIMEOUT] = "timeout",
+    [EK_ENDPOINTS] = "endpoints",
+    [EK_CACERT] = "cacert",
+    [EK_CERT] = "cert",
+    [EK_KEY] = "key",
+    [EK_LEADER_KEY] = "leader_key",
+    [EK_PREFIX] = "prefix",
+    [EK_LOCK_TTL] = "lock_ttl",
+    [EK_TIMEOUT] = "timeout",
 };
 
 static int set_str(char **field, const char *v, size_t len)
@@ -61,7 +66,8 @@ static int etcd_endpoints(struct etcd_config *e, const char *v, char *err, size_
 		while (len > skip && p[len - 1] == '/')
 			len--;
 		if (!skip || len == skip || memchr(host, '/', len - skip)) {
-			snprintf(err, errlen, "key 'endpoints': '%.*s' is not an http:// or https:// "
+			snprintf(err, errlen,
+				 "key 'endpoints': '%.*s' is not an http:// or https:// "
 				 "URL of an etcd member (e.g. http://127.0.0.1:2379)",
 				 (int)strcspn(p, ", \t"), p);
 			return -EINVAL;
@@ -91,7 +97,8 @@ static int etcd_path(const char *key, const char *v, char **field, char *err, si
 	while (len > 1 && v[len - 1] == '/')
 		len--;
 	if (v[0] != '/' || len < 2) {
-		snprintf(err, errlen, "key '%s': '%s' is not an etcd key starting with '/'", key, v);
+		snprintf(err, errlen, "key '%s': '%s' is not an etcd key starting with '/'", key,
+			 v);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < len; i++)
@@ -117,7 +124,8 @@ static int etcd_seconds(const char *key, const char *v, uint64_t min_us, uint64_
 {
 	uint64_t u;
 
-	if (parse_duration(v, &u) < 0 || u < min_us || u > max_us || (key[0] == 'l' && u % 1000000)) {
+	if (parse_duration(v, &u) < 0 || u < min_us || u > max_us ||
+	    (key[0] == 'l' && u % 1000000)) {
 		snprintf(err, errlen, "key '%s': '%s' is not a duration from %gs to %gs%s", key, v,
 			 min_us / 1e6, max_us / 1e6, key[0] == 'l' ? " in whole seconds" : "");
 		return -EINVAL;
@@ -126,8 +134,8 @@ static int etcd_seconds(const char *key, const char *v, uint64_t min_us, uint64_
 	return 0;
 }
 
-int config_etcd_key(struct etcd_config *e, unsigned line, const char *key, const char *v,
-		    char *err, size_t errlen)
+int config_etcd_key(struct etcd_config *e, unsigned line, const char *key, const char *v, char *err,
+		    size_t errlen)
 {
 	uint64_t u;
 	int k, r;
@@ -140,7 +148,8 @@ int config_etcd_key(struct etcd_config *e, unsigned line, const char *key, const
 		return -EINVAL;
 	}
 	if (e->key_line[k]) {
-		snprintf(err, errlen, "key '%s' given twice (first at line %u)", key, e->key_line[k]);
+		snprintf(err, errlen, "key '%s' given twice (first at line %u)", key,
+			 e->key_line[k]);
 		return -EINVAL;
 	}
 	e->key_line[k] = line;
@@ -185,7 +194,8 @@ int config_etcd_finish(struct cluster_config *cfg, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	if (!e->cert != !e->key) {
-		snprintf(err, errlen, "section [etcd]: 'cert' and 'key' go together (a client "
+		snprintf(err, errlen,
+			 "section [etcd]: 'cert' and 'key' go together (a client "
 			 "certificate and its private key)");
 		return -EINVAL;
 	}

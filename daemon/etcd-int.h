@@ -8,7 +8,7 @@
 
 enum {
 	ETCD_TICK_MS = 250,
-	ETCD_RETRIES = 3,	   /* a request tried this often before etcd counts as lost */
+	ETCD_RETRIES = 3, /* a request tried this often before etcd counts as lost */
 	ETCD_RETRY_MS = 300,
 	ETCD_PUBLISH_EVERY_S = 30, /* republished this often even unchanged */
 	ETCD_WHY_MAX = 512,
@@ -25,10 +25,10 @@ struct node_etcd {
 	/* protected by lock: */
 	bool reachable;
 	char err[ETCD_WHY_MAX];
-	bool run;	   /* this node holds the resync lock */
-	int64_t lease;	   /* its lease */
+	bool run;		 /* this node holds the resync lock */
+	int64_t lease;		 /* its lease */
 	uint64_t next_keepalive; /* clock_usec() */
-	bool aborted;	   /* etcd stopped the run */
+	bool aborted;		 /* etcd stopped the run */
 	char why[ETCD_WHY_MAX];
 	char *published; /* the summary last put */
 	uint64_t published_at;

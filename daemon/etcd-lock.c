@@ -36,7 +36,8 @@ static char *lock_value(struct node *n, json_object *req)
 		bool named = !names || !json_object_is_type(names, json_type_array);
 
 		for (size_t k = 0; !named && k < json_object_array_length(names); k++)
-			named = !strcmp(json_object_get_string(json_object_array_get_idx(names, k)) ?: "",
+			named = !strcmp(json_object_get_string(json_object_array_get_idx(names, k))
+					    ?: "",
 					nc->name);
 		if (nc != n->self && named)
 			json_object_array_add(arr, json_object_new_string(nc->name));
@@ -65,13 +66,15 @@ static void lock_describe(const char *value, char *buf, size_t len)
 	}
 	off = (size_t)snprintf(buf, len, "node '%s'", json_object_get_string(h));
 	if (off < len && json_object_object_get_ex(o, "started_text", &t))
-		off += (size_t)snprintf(buf + off, len - off, " since %s", json_object_get_string(t));
+		off +=
+		    (size_t)snprintf(buf + off, len - off, " since %s", json_object_get_string(t));
 	if (off < len && json_object_object_get_ex(o, "secondaries", &s) &&
 	    json_object_is_type(s, json_type_array)) {
 		off += (size_t)snprintf(buf + off, len - off, " (secondaries:");
 		for (size_t i = 0; off < len && i < json_object_array_length(s); i++)
-			off += (size_t)snprintf(buf + off, len - off, "%s %s", i ? "," : "",
-						json_object_get_string(json_object_array_get_idx(s, i)));
+			off += (size_t)snprintf(
+			    buf + off, len - off, "%s %s", i ? "," : "",
+			    json_object_get_string(json_object_array_get_idx(s, i)));
 		if (off < len)
 			snprintf(buf + off, len - off, ")");
 	}
@@ -93,16 +96,15 @@ static int leader_is_self(struct node *n, char *why, size_t whylen)
 	}
 	if (!kv.value || strcmp(kv.value, n->self->name)) {
 		snprintf(why, whylen, "etcd's leader key '%s' names %s%s%s, not this node ('%s')",
-			 n->cfg->etcd->leader_key, kv.value ? "'" : "", kv.value ? kv.value : "no node",
-			 kv.value ? "'" : "", n->self->name);
+			 n->cfg->etcd->leader_key, kv.value ? "'" : "",
+			 kv.value ? kv.value : "no node", kv.value ? "'" : "", n->self->name);
 		r = -ESTALE;
 	}
 	etcd_kv_release(&kv);
 	return r;
 }
 
-int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_object *req,
-			   bool take)
+int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_object *req, bool take)
 {
 	struct node_etcd *e = n->etcd;
 	unsigned ttl = n->cfg->etcd ? n->cfg->etcd->lock_ttl_s : 0;
@@ -115,16 +117,20 @@ int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_obje
 	if (!e)
 		return 0;
 	if (leader_is_self(n, why, sizeof(why)) < 0)
-		return control_client_error(cli, "refused: %s: the primary of cluster '%s' is not "
+		return control_client_error(cli,
+					    "refused: %s: the primary of cluster '%s' is not "
 					    "known here, so no resync starts; nothing was written",
-					    why, n->cfg->name), 1;
+					    why, n->cfg->name),
+		       1;
 	pthread_mutex_lock(&e->lock);
 	busy = e->run;
 	pthread_mutex_unlock(&e->lock);
 	if (busy)
-		return control_client_error(cli, "refused: a resync of cluster '%s' is already "
+		return control_client_error(cli,
+					    "refused: a resync of cluster '%s' is already "
 					    "running: etcd's lock '%s' is held by this node ('%s')",
-					    n->cfg->name, e->lock_key, n->self->name), 1;
+					    n->cfg->name, e->lock_key, n->self->name),
+		       1;
 	if (!take) {
 		/* A plan: refused while the lock is held, takes nothing. */
 		struct etcd_kv kv = {0};
@@ -140,20 +146,27 @@ int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_obje
 			return -ENOMEM;
 		r = etcd_lease_grant(e->cli, ttl, &lease, err, sizeof(err));
 		if (r >= 0)
-			r = etcd_create(e->cli, e->lock_key, value, lease, &holder, err, sizeof(err));
+			r = etcd_create(e->cli, e->lock_key, value, lease, &holder, err,
+					sizeof(err));
 	}
 	if (r == -EEXIST) {
 		if (lease)
 			etcd_lease_revoke(e->cli, lease, err, sizeof(err));
 		lock_describe(holder ? holder : "", desc, sizeof(desc));
-		return control_client_error(cli, "refused: a resync of cluster '%s' is already "
-					    "running: etcd's lock '%s' is held by %s; nothing was written",
-					    n->cfg->name, e->lock_key, desc), 1;
+		return control_client_error(
+			   cli,
+			   "refused: a resync of cluster '%s' is already "
+			   "running: etcd's lock '%s' is held by %s; nothing was written",
+			   n->cfg->name, e->lock_key, desc),
+		       1;
 	}
 	if (r < 0) {
 		node_etcd_reachable(e, false, err);
-		return control_client_error(cli, "refused: cannot take the resync lock in etcd (%s); "
-					    "nothing was written", err), 1;
+		return control_client_error(cli,
+					    "refused: cannot take the resync lock in etcd (%s); "
+					    "nothing was written",
+					    err),
+		       1;
 	}
 	pthread_mutex_lock(&e->lock);
 	e->run = true;
@@ -185,7 +198,8 @@ void node_etcd_resync_end(struct node *n)
 	/* Revoking the lease deletes the lock with it. */
 	if (etcd_lease_revoke(e->cli, lease, err, sizeof(err)) < 0)
 		log_warning("cannot release the resync lock '%s' (%s): it goes when its lease "
-			    "expires (%u s)", e->lock_key, err, n->cfg->etcd->lock_ttl_s);
+			    "expires (%u s)",
+			    e->lock_key, err, n->cfg->etcd->lock_ttl_s);
 	else
 		log_info("resync lock '%s' released", e->lock_key);
 }
@@ -232,8 +246,9 @@ int node_etcd_commit_gate(void *arg, char *why, size_t whylen)
 	etcd_kv_release(&kv);
 	if (r < 0) {
 		node_etcd_abort(n, "%s before the commit; nothing was committed",
-				r == -ESTALE ? "the resync lock is no longer this node's (its lease expired)"
-					     : err);
+				r == -ESTALE
+				    ? "the resync lock is no longer this node's (its lease expired)"
+				    : err);
 		node_etcd_stopped(n, why, whylen);
 		return r;
 	}
@@ -249,9 +264,10 @@ int node_etcd_commit_check(struct node *n, const char *peer, char *why, size_t w
 	primary = __atomic_load_n(&n->cfg->primary, __ATOMIC_ACQUIRE);
 	if (primary && !strcmp(primary, peer))
 		return 0;
-	snprintf(why, whylen, "'%s' refused to commit: etcd's leader key names %s%s%s now, not '%s'",
-		 n->self->name, primary ? "'" : "", primary ? primary : "no node", primary ? "'" : "",
-		 peer);
+	snprintf(why, whylen,
+		 "'%s' refused to commit: etcd's leader key names %s%s%s now, not '%s'",
+		 n->self->name, primary ? "'" : "", primary ? primary : "no node",
+		 primary ? "'" : "", peer);
 	log_error("%s", why);
 	return -EPERM;
 }
@@ -276,7 +292,8 @@ void node_etcd_status_json(struct node *n, json_object *res)
 	node_etcd_reachable(e, ok, err);
 	json_object_object_add(o, "endpoints", eps);
 	json_object_object_add(o, "reachable", json_object_new_boolean(ok));
-	json_object_object_add(o, "endpoint", ok ? json_object_new_string(etcd_endpoint(e->cli)) : NULL);
+	json_object_object_add(o, "endpoint",
+			       ok ? json_object_new_string(etcd_endpoint(e->cli)) : NULL);
 	json_object_object_add(o, "leader_key", json_object_new_string(ec->leader_key));
 	json_object_object_add(o, "leader", kv.value ? json_object_new_string(kv.value) : NULL);
 	if (!ok)

@@ -32,8 +32,8 @@ void node_etcd_reachable(struct node_etcd *e, bool ok, const char *err)
 {
 	pthread_mutex_lock(&e->lock);
 	if (ok != e->reachable)
-		log_printf(ok ? LOG_INFO : LOG_WARNING, "etcd %s%s%s", ok ? "reachable again" : "unreachable",
-			   ok ? "" : ": ", ok ? "" : err);
+		log_printf(ok ? LOG_INFO : LOG_WARNING, "etcd %s%s%s",
+			   ok ? "reachable again" : "unreachable", ok ? "" : ": ", ok ? "" : err);
 	e->reachable = ok;
 	snprintf(e->err, sizeof(e->err), "%s", ok ? "" : err);
 	pthread_mutex_unlock(&e->lock);
@@ -42,7 +42,7 @@ void node_etcd_reachable(struct node_etcd *e, bool ok, const char *err)
 /* A GET tried ETCD_RETRIES times (a member lost mid-election answers
  * nothing for a moment). */
 int node_etcd_get(struct node_etcd *e, const char *key, struct etcd_kv *ret, char *err,
-			 size_t errlen)
+		  size_t errlen)
 {
 	int r = -EIO;
 
@@ -88,12 +88,14 @@ static void node_etcd_leader(struct node *n, const char *value)
 	bool me = nc == n->self;
 
 	if (value && !nc)
-		log_warning("etcd's leader key '%s' names '%s', not a node of cluster '%s': no primary",
-			    cfg->etcd->leader_key, value, cfg->name);
+		log_warning(
+		    "etcd's leader key '%s' names '%s', not a node of cluster '%s': no primary",
+		    cfg->etcd->leader_key, value, cfg->name);
 	if (was == now)
 		return;
 	if (was && n->is_primary && !me)
-		node_etcd_abort(n, "etcd's leader key changed to %s%s%s during the resync: this "
+		node_etcd_abort(n,
+				"etcd's leader key changed to %s%s%s during the resync: this "
 				"node is no longer the primary, and nothing was committed from it",
 				now ? "'" : "", now ? now : "nothing", now ? "'" : "");
 	if (me && !n->is_primary && n->meta && node_primary_init(n) < 0)
@@ -219,10 +221,12 @@ static char *node_etcd_summary(struct node *n)
 	last = n->last_resync;
 	pthread_mutex_unlock(&n->lock);
 	json_object_object_add(o, "node", json_object_new_string(n->self->name));
-	json_object_object_add(o, "role", json_object_new_string(n->is_primary ? "primary" : "secondary"));
+	json_object_object_add(o, "role",
+			       json_object_new_string(n->is_primary ? "primary" : "secondary"));
 	json_object_object_add(o, "state", json_object_new_string(meta_state_name(mi.state)));
-	json_object_object_add(o, "generation",
-			       json_object_new_string(meta_uuid_format(&mi.generation, u, sizeof(u))));
+	json_object_object_add(
+	    o, "generation",
+	    json_object_new_string(meta_uuid_format(&mi.generation, u, sizeof(u))));
 	json_object_object_add(o, "last_resync", last ? json_object_new_int64(last) : NULL);
 	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
@@ -270,12 +274,15 @@ static void node_etcd_keepalive(struct node *n)
 		r = etcd_lease_keepalive(e->cli, lease, &ttl, err, sizeof(err));
 	if (r < 0) {
 		node_etcd_reachable(e, false, err);
-		node_etcd_abort(n, "etcd is unreachable (%s): the resync lock cannot be kept; "
-				"nothing was committed", err);
+		node_etcd_abort(n,
+				"etcd is unreachable (%s): the resync lock cannot be kept; "
+				"nothing was committed",
+				err);
 		return;
 	}
 	if (ttl <= 0) {
-		node_etcd_abort(n, "the resync lock's lease expired in etcd; nothing was committed");
+		node_etcd_abort(n,
+				"the resync lock's lease expired in etcd; nothing was committed");
 		return;
 	}
 	pthread_mutex_lock(&e->lock);

@@ -24,7 +24,7 @@ enum {
 struct etcd {
 	const struct etcd_config *cfg;
 	pthread_mutex_t lock;
-	size_t good; /* the endpoint that answered last; protected by lock */
+	size_t good;  /* the endpoint that answered last; protected by lock */
 	int watch_fd; /* the watch's socket, -1 none; protected by lock */
 };
 
@@ -265,8 +265,7 @@ static int etcd_kv_parse(json_object *range, struct etcd_kv *ret)
 {
 	json_object *kvs, *kv, *v;
 
-	if (!json_object_object_get_ex(range, "kvs", &kvs) ||
-	    !json_object_array_length(kvs))
+	if (!json_object_object_get_ex(range, "kvs", &kvs) || !json_object_array_length(kvs))
 		return 0;
 	kv = json_object_array_get_idx(kvs, 0);
 	if (!json_object_object_get_ex(kv, "value", &v)) {
@@ -348,7 +347,8 @@ int etcd_put(struct etcd *e, const char *key, const char *value, int64_t lease, 
 int etcd_create(struct etcd *e, const char *key, const char *value, int64_t lease,
 		char **ret_holder, char *err, size_t errlen)
 {
-	json_object *req = json_object_new_object(), *cmp = req_key(key), *put = req_put(key, value, lease);
+	json_object *req = json_object_new_object(), *cmp = req_key(key),
+		    *put = req_put(key, value, lease);
 	json_object *rng = req_key(key), *a = NULL, *arr, *v, *resp, *rr;
 	struct etcd_kv kv = {0};
 	int r = -ENOMEM;
@@ -490,7 +490,8 @@ static void etcd_watch_event(struct etcd_watch_ctx *w, json_object *o)
 			continue;
 		if (!del) {
 			value = json_object_object_get_ex(kv, "value", &v)
-					? b64_decode(json_object_get_string(v)) : strdup("");
+				    ? b64_decode(json_object_get_string(v))
+				    : strdup("");
 			if (!value) {
 				w->bad = true;
 				continue;
@@ -606,8 +607,10 @@ int etcd_watch(struct etcd *e, const char *key, int64_t from, etcd_watch_fn *fn,
 		r = 0;
 	} else {
 		snprintf(err, errlen, "etcd watch at %s: %s", etcd_endpoint(e),
-			 w.bad ? "an answer that is not etcd's" : res == CURLE_OK ? "the stream ended"
-			 : cerr[0] ? cerr : curl_easy_strerror(res));
+			 w.bad		   ? "an answer that is not etcd's"
+			 : res == CURLE_OK ? "the stream ended"
+			 : cerr[0]	   ? cerr
+					   : curl_easy_strerror(res));
 		r = -EIO;
 	}
 out:
