@@ -123,8 +123,11 @@ int node_etcd_new(struct node *n)
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	e->reachable = true;
-	if (asprintf(&e->lock_key, "%s/lock", ec->prefix) < 0 ||
-	    asprintf(&e->self_key, "%s/nodes/%s", ec->prefix, n->self->name) < 0)
+	if (asprintf(&e->lock_key, "%s/lock", ec->prefix) < 0)
+		e->lock_key = NULL;
+	if (asprintf(&e->self_key, "%s/nodes/%s", ec->prefix, n->self->name) < 0)
+		e->self_key = NULL;
+	if (!e->lock_key || !e->self_key)
 		return -ENOMEM;
 	r = etcd_new(ec, &e->cli);
 	if (r < 0)
@@ -199,8 +202,10 @@ static void *node_etcd_watcher(void *arg)
 		etcd_kv_release(&kv);
 		r = etcd_watch(e->cli, key, kv.revision + 1, node_etcd_watched, n, &e->stop, err,
 			       sizeof(err));
-		if (r < 0)
+		if (r < 0) {
 			log_warning("%s; reading the leader key again", err);
+			node_etcd_sleep(e, ETCD_RETRY_MS / 3); /* never a busy loop */
+		}
 	}
 	return NULL;
 }
@@ -242,9 +247,10 @@ static void node_etcd_publish(struct node *n)
 
 	if (!s)
 		return;
+	/* Not while etcd is unreachable: the watcher finds it back. */
 	pthread_mutex_lock(&e->lock);
-	same = e->published && !strcmp(e->published, s) &&
-	       now - e->published_at < ETCD_PUBLISH_EVERY_S * 1000000ull;
+	same = !e->reachable || (e->published && !strcmp(e->published, s) &&
+				 now - e->published_at < ETCD_PUBLISH_EVERY_S * 1000000ull);
 	pthread_mutex_unlock(&e->lock);
 	if (same || etcd_put(e->cli, e->self_key, s, 0, err, sizeof(err)) < 0) {
 		free(s);
@@ -270,8 +276,11 @@ static void node_etcd_keepalive(struct node *n)
 	pthread_mutex_unlock(&e->lock);
 	if (!lease)
 		return;
-	for (int i = 0; i < ETCD_RETRIES && r == -EIO && !atomic_load(&e->stop); i++)
+	for (int i = 0; i < ETCD_RETRIES && r == -EIO && !atomic_load(&e->stop); i++) {
+		if (i)
+			node_etcd_sleep(e, ETCD_RETRY_MS);
 		r = etcd_lease_keepalive(e->cli, lease, &ttl, err, sizeof(err));
+	}
 	if (r < 0) {
 		node_etcd_reachable(e, false, err);
 		node_etcd_abort(n,

@@ -98,6 +98,10 @@ static char *b64_decode(const char *s)
 	/* EVP_DecodeBlock counts the padding's bytes too. */
 	for (size_t i = len; i > 0 && s[i - 1] == '=' && n > 0; i--)
 		n--;
+	/* A value written by hand may end with a newline: not part of it. */
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' ' ||
+			 out[n - 1] == '\t'))
+		n--;
 	out[n] = 0;
 	if (strlen((char *)out) != (size_t)n) { /* a NUL inside: not a value of ours */
 		free(out);

@@ -25,8 +25,8 @@ void etcd_free(struct etcd *e);
 /* The endpoint that answered last (for status). */
 const char *etcd_endpoint(struct etcd *e);
 
-/* One key's value as a string (NUL-terminated; malloc'd), NULL when the
- * key is absent; its lease (0: none) and the store's revision at the
+/* One key's value as a string (NUL-terminated, trailing blanks and
+ * newlines dropped; malloc'd), NULL when the key is absent; its lease (0: none) and the store's revision at the
  * read. Returns 0, or -EIO (no member answered; err says why), -EBADMSG. */
 struct etcd_kv {
 	char *value;
