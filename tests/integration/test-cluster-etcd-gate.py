@@ -41,11 +41,11 @@ for fp, want in (("etcd-deaf", "names 's', not this node ('p') before the commit
     c.start("p", env={"RESYNC_FAILPOINT": fp})
     wait_for(lambda: primary_of("p") == "p" and primary_of("s") == "p", what="p primary")
     c.write("p", 0, os.urandom(8 * MB))
+    since = len(c.log("s"))
     p = subprocess.Popen([RESYNCCTL, "--config", c.conf, "--node", "p", "resync", "--yes",
                           "--json", "--max-rate", "4M"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     wait_for(lambda: e.get(lock_key(TAG)) is not None, what="the resync lock taken")
-    since = len(c.log("s"))
     wait_for(lambda: "rewriting this volume" in c.log("s")[since:], what="s being rewritten")
     print("key moved", flush=True)
     e.put(leader_key(TAG), "s")
