@@ -22,12 +22,6 @@
 
 /* ---- status ---- */
 
-static const char status_usage[] =
-	"usage: resyncctl [--config FILE] [--node NAME] status [--json]\n"
-	"Show the cluster: its name, its primary, and per node its role, state,\n"
-	"generation, dirty bytes, the bytes it lacks of the primary's (\"?\": unknown),\n"
-	"whether it is connected, and its last resync: the primary's view, asked now.\n";
-
 /* etcd as the node asked sees it (issue 14): reachable or not, the
  * leader key, the resync lock. */
 static void status_print_etcd(json_object *res)
@@ -44,6 +38,12 @@ static void status_print_etcd(json_object *res)
 	else
 		printf("etcd: UNREACHABLE: %s (no resync can start)\n", resyncctl_jstr(e, "error"));
 }
+
+static const char status_usage[] =
+	"usage: resyncctl [--config FILE] [--node NAME] status [--json]\n"
+	"Show the cluster: its name, its primary, and per node its role, state,\n"
+	"generation, dirty bytes, the bytes it lacks of the primary's (\"?\": unknown),\n"
+	"whether it is connected, and its last resync: the primary's view, asked now.\n";
 
 int resyncctl_status(int argc, char **argv)
 {
