@@ -5,7 +5,8 @@ primary cannot be known), and status shows etcd unreachable. etcd
 stopped during a resync: the resync stops at a checkpoint, commits
 nothing (the secondary stays Inconsistent, the primary does not
 commit), and once etcd is back (and the dead run's lease expired) the
-next resync ends identical."""
+next resync ends identical. A daemon started while etcd is down serves
+without a primary and follows the leader key once etcd answers."""
 import json
 import os
 import subprocess
@@ -84,6 +85,19 @@ e.wait_healthy()
 wait_for(lambda: e.get(lock_key(TAG)) is None, timeout=20, what="the stopped run's lock gone")
 resync_ok(c, "resync once etcd is back")
 check(c.same_through_mounts("p", "s"), "p and s are byte-identical")
+
+# A daemon started while etcd is down serves its mount without a primary,
+# says why, and follows the leader key once etcd answers.
+e.stop()
+c.stop("s")
+c.start("s")
+doc = status_doc("s")
+check(doc.get("primary") is None and doc["etcd"]["reachable"] is False,
+      "s started with etcd down: no primary, etcd unreachable: %s" % doc)
+check("etcd unreachable at start" in c.log("s"), "s's log says why it has no primary")
+e.start(e.names[0])
+e.wait_healthy()
+wait_for(lambda: status_doc("s").get("primary") == "p", what="s following the leader key")
 for n in list(c.procs):
     t0 = time.monotonic()
     c.stop(n)
