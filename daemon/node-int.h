@@ -20,7 +20,11 @@
  *                 leaves kept in IMAGE.resync-proof
  *   drift.c, verify-sched.c, alerts.c, health.c
  *                 drift detection: the scheduled verify, the primary's
- *                 watch and alerts, /health (drift.h) */
+ *                 watch and alerts, /health (drift.h)
+ *   etcd-node.c, etcd-lock.c
+ *                 coordination through etcd (issue 14): the primary from
+ *                 the leader key, the resync lock, the checks before a
+ *                 commit, the node's summary (etcd.h is the client) */
 #pragma once
 
 #include <errno.h>
