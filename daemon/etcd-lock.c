@@ -149,9 +149,12 @@ int node_etcd_resync_begin(struct node *n, struct control_client *cli, json_obje
 			r = etcd_create(e->cli, e->lock_key, value, lease, &holder, err,
 					sizeof(err));
 	}
+	if (r < 0 && lease) { /* else it would only expire */
+		char rerr[ETCD_WHY_MAX];
+
+		etcd_lease_revoke(e->cli, lease, rerr, sizeof(rerr));
+	}
 	if (r == -EEXIST) {
-		if (lease)
-			etcd_lease_revoke(e->cli, lease, err, sizeof(err));
 		lock_describe(holder ? holder : "", desc, sizeof(desc));
 		return control_client_error(
 			   cli,
