@@ -1199,6 +1199,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		pthread_condattr_destroy(&ca);
 	}
 	atomic_store(&n->cancel, false);
+	if (node_etcd_stopped(n, verr, sizeof(verr))) /* issue 14: since the lock was taken */
+		atomic_store(&n->cancel, true);
 	ratectl_reset(&n->rate, run.max_rate);
 	/* Nothing is hashed, sent or reported of an image that changed
 	 * under this daemon (node_volume_check()). */
