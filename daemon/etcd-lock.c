@@ -195,6 +195,8 @@ void node_etcd_resync_end(struct node *n)
 	lease = e->run ? e->lease : 0;
 	e->run = false;
 	e->lease = 0;
+	e->aborted = false;
+	e->why[0] = 0;
 	pthread_mutex_unlock(&e->lock);
 	if (!lease)
 		return;
@@ -215,7 +217,7 @@ bool node_etcd_stopped(struct node *n, char *why, size_t whylen)
 	if (!e)
 		return false;
 	pthread_mutex_lock(&e->lock);
-	stopped = e->aborted;
+	stopped = e->run && e->aborted; /* this node's run, the one now */
 	snprintf(why, whylen, "%s", e->why);
 	pthread_mutex_unlock(&e->lock);
 	return stopped;

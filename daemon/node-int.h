@@ -616,7 +616,8 @@ void node_etcd_free(struct node *n);
 int node_etcd_resync_begin(struct node *n, struct control_client *cli, struct json_object *req,
 			   bool take);
 void node_etcd_resync_end(struct node *n);
-/* Whether etcd stopped the running resync, and why. */
+/* Whether etcd stopped this node's running resync (the one holding the
+ * lock), and why. */
 bool node_etcd_stopped(struct node *n, char *why, size_t whylen);
 /* job_ctx's gate before a COMMIT (arg: the node): 0, or -errno with
  * why (the leader moved, the lock is gone, etcd unreachable). */
