@@ -83,6 +83,13 @@ check("committed: UpToDate" not in c.log("s")[since:],
 e.start(e.names[0])
 e.wait_healthy()
 wait_for(lambda: e.get(lock_key(TAG)) is None, timeout=20, what="the stopped run's lock gone")
+# A verify on the node whose resync etcd stopped runs (the stop was that
+# run's only), and finds s differing.
+r = c.ctl("--node", "p", "verify", "--json")
+v = json.loads(r.stdout) if r.stdout.strip() else {}
+check(r.returncode == 1 and v.get("nodes") and v["nodes"][0].get("differing_bytes", 0) > 0,
+      "a verify after the stopped resync runs and finds s differing (%d): %s %s" %
+      (r.returncode, r.stdout, r.stderr))
 resync_ok(c, "resync once etcd is back")
 check(c.same_through_mounts("p", "s"), "p and s are byte-identical")
 
