@@ -42,6 +42,7 @@ c.write("p", 0, os.urandom(4 * MB))
 resync_ok(c, "resync with etcd up")
 
 # etcd stopped: no resync starts, and status says etcd is unreachable.
+print("etcd stop", flush=True)
 e.stop()
 r = c.ctl("--node", "p", "resync", "--yes")
 check(r.returncode != 0 and "etcd is unreachable" in r.stderr and "no resync starts" in r.stderr
@@ -67,6 +68,7 @@ wait_for(lambda: e.get(lock_key(TAG)) is not None, what="the resync lock taken")
 wait_for(lambda: "rewriting this volume" in c.log("s")[since:] or p.poll() is not None,
          what="s being rewritten")
 check(p.poll() is None, "the resync still runs when etcd stops")
+print("etcd stop", flush=True)
 e.stop()
 out, err = p.communicate(timeout=60)
 check(p.returncode != 0, "the resync that lost etcd fails (%d): %s %s" % (p.returncode, out, err))
@@ -85,16 +87,19 @@ e.wait_healthy()
 wait_for(lambda: e.get(lock_key(TAG)) is None, timeout=20, what="the stopped run's lock gone")
 # A verify on the node whose resync etcd stopped runs (the stop was that
 # run's only), and finds s differing.
+print("verify", flush=True)
 r = c.ctl("--node", "p", "verify", "--json")
 v = json.loads(r.stdout) if r.stdout.strip() else {}
 check(r.returncode == 1 and v.get("nodes") and v["nodes"][0].get("differing_bytes", 0) > 0,
       "a verify after the stopped resync runs and finds s differing (%d): %s %s" %
       (r.returncode, r.stdout, r.stderr))
+print("resync once back", flush=True)
 resync_ok(c, "resync once etcd is back")
 check(c.same_through_mounts("p", "s"), "p and s are byte-identical")
 
 # A daemon started while etcd is down serves its mount without a primary,
 # says why, and follows the leader key once etcd answers.
+print("etcd stop", flush=True)
 e.stop()
 c.stop("s")
 c.start("s")
