@@ -475,14 +475,22 @@ struct etcd_watch_ctx {
 	void *arg;
 	atomic_bool *stop;
 	bool bad;
+	bool cancelled; /* etcd cancelled the watch */
 };
 
 static void etcd_watch_event(struct etcd_watch_ctx *w, json_object *o)
 {
 	json_object *res, *evs;
 
-	if (!json_object_object_get_ex(o, "result", &res) ||
-	    !json_object_object_get_ex(res, "events", &evs))
+	if (!json_object_object_get_ex(o, "result", &res))
+		return;
+	/* Cancelled by etcd (its start revision compacted, ...): the stream
+	 * says nothing more; the caller reads the key again. */
+	if (json_object_object_get_ex(res, "canceled", &evs) && json_object_get_boolean(evs)) {
+		w->cancelled = true;
+		return;
+	}
+	if (!json_object_object_get_ex(res, "events", &evs))
 		return;
 	for (size_t i = 0; i < json_object_array_length(evs); i++) {
 		json_object *ev = json_object_array_get_idx(evs, i), *kv, *t, *v;
@@ -525,6 +533,8 @@ static size_t etcd_watch_write(char *ptr, size_t size, size_t nmemb, void *arg)
 		etcd_watch_event(w, o);
 		json_object_put(o);
 		json_tokener_reset(w->tok);
+		if (w->cancelled)
+			return 0; /* ends the transfer */
 		off += used ? used : n - off;
 		while (off < n && (ptr[off] == '\n' || ptr[off] == '\r' || ptr[off] == ' '))
 			off++;
@@ -611,7 +621,8 @@ int etcd_watch(struct etcd *e, const char *key, int64_t from, etcd_watch_fn *fn,
 		r = 0;
 	} else {
 		snprintf(err, errlen, "etcd watch at %s: %s", etcd_endpoint(e),
-			 w.bad		   ? "an answer that is not etcd's"
+			 w.cancelled	   ? "cancelled by etcd"
+			 : w.bad	   ? "an answer that is not etcd's"
 			 : res == CURLE_OK ? "the stream ended"
 			 : cerr[0]	   ? cerr
 					   : curl_easy_strerror(res));
