@@ -98,9 +98,12 @@ static void node_etcd_leader(struct node *n, const char *value)
 				"etcd's leader key changed to %s%s%s during the resync: this "
 				"node is no longer the primary, and nothing was committed from it",
 				now ? "'" : "", now ? now : "nothing", now ? "'" : "");
+	/* The primary's name first: from here a secondary's session refuses
+	 * the old primary's COMMIT (node_etcd_commit_check()), so none lands
+	 * after this node forked its generation as the new primary. */
+	__atomic_store_n(&cfg->primary, now, __ATOMIC_RELEASE);
 	if (me && !n->is_primary && n->meta && node_primary_init(n) < 0)
 		log_error("cannot start a generation as the new primary of '%s'", n->self->volume);
-	__atomic_store_n(&cfg->primary, now, __ATOMIC_RELEASE);
 	n->is_primary = me;
 	log_info("primary of cluster '%s' from etcd's leader key: %s (this node is %s)", cfg->name,
 		 now ? now : "none", me ? "primary" : "secondary");
