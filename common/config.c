@@ -128,7 +128,7 @@ struct node_lines {
 	unsigned key[NK_COUNT]; /* line of each key, 0 = not given */
 };
 
-enum section { SEC_NONE, SEC_CLUSTER, SEC_NODE, SEC_BAD };
+enum section { SEC_NONE, SEC_CLUSTER, SEC_NODE, SEC_ETCD, SEC_BAD };
 
 struct parse_ctx {
 	const char *file;
@@ -195,6 +195,21 @@ static void section_begin(struct parse_ctx *c, const char *s, size_t len)
 		}
 		c->cluster_line = c->line;
 		c->sec = SEC_CLUSTER;
+		return;
+	}
+	if (len == 4 && !memcmp(s, "etcd", 4)) {
+		if (cfg->etcd) {
+			fail(c, c->line, -EINVAL, "duplicate section [etcd] (first at line %u)",
+			     cfg->etcd->line);
+			return;
+		}
+		cfg->etcd = calloc(1, sizeof(*cfg->etcd));
+		if (!cfg->etcd) {
+			fail(c, c->line, -ENOMEM, "out of memory");
+			return;
+		}
+		cfg->etcd->line = c->line;
+		c->sec = SEC_ETCD;
 		return;
 	}
 	if (len < 4 || memcmp(s, "node", 4) || (len > 4 && s[4] != ' ' && s[4] != '\t')) {
@@ -752,6 +767,14 @@ static int handler(void *user, const char *section, const char *key, const char 
 	case SEC_NODE:
 		node_key(c, key, value);
 		break;
+	case SEC_ETCD: {
+		char msg[512];
+		int r = config_etcd_key(c->cfg->etcd, c->line, key, value, msg, sizeof(msg));
+
+		if (r < 0)
+			fail(c, c->line, r, "%s", msg);
+		break;
+	}
 	case SEC_BAD:
 		break; /* already reported */
 	}
@@ -803,6 +826,26 @@ static void config_validate(struct parse_ctx *c)
 				     n->address, o->name, c->node_lines[j].key[NK_ADDRESS]);
 				return;
 			}
+		}
+	}
+	if (cfg->etcd) {
+		char msg[512];
+		int r;
+
+		if (cfg->primary) {
+			fail(c, c->cluster_key[CK_PRIMARY], -EINVAL,
+			     "key 'primary': the primary comes from etcd's leader key when there "
+			     "is an [etcd] section (line %u); remove 'primary'",
+			     cfg->etcd->line);
+			/* With [etcd], cluster_config_free() leaves primary alone. */
+			free(cfg->primary);
+			cfg->primary = NULL;
+			return;
+		}
+		r = config_etcd_finish(cfg, msg, sizeof(msg));
+		if (r < 0) {
+			fail(c, cfg->etcd->line, r, "%s", msg);
+			return;
 		}
 	}
 	if (cfg->primary && !cluster_config_node(cfg, cfg->primary)) {
@@ -920,7 +963,10 @@ void cluster_config_free(struct cluster_config *cfg)
 	free(cfg->nodes);
 	free(cfg->path);
 	free(cfg->name);
-	free(cfg->primary);
+	/* With etcd, primary points at a node's name (resyncd sets it). */
+	if (!cfg->etcd)
+		free(cfg->primary);
+	config_etcd_free(cfg->etcd);
 	free(cfg->secret_file);
 	free(cfg->notify_email);
 	free(cfg->smtp_url);

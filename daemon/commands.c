@@ -250,6 +250,7 @@ static json_object *status_result(struct node *n, const char *view, const char *
 	json_object_object_add(res, "view", json_object_new_string(view));
 	if (primary_error)
 		json_object_object_add(res, "primary_error", json_object_new_string(primary_error));
+	node_etcd_status_json(n, res); /* issue 14 */
 	return res;
 }
 
@@ -257,6 +258,7 @@ static json_object *status_result(struct node *n, const char *view, const char *
 static void status_forward_edit(struct node *n, json_object *result)
 {
 	json_object_object_add(result, "node", json_object_new_string(n->self->name));
+	node_etcd_status_json(n, result); /* issue 14: as this node sees etcd */
 }
 
 /* The status judged here: on the primary (the truth), in a cluster without

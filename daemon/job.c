@@ -664,6 +664,14 @@ static int job_xfer_commit(struct job_xfer *x)
 	r = job_cancelled(j, x->c);
 	if (r < 0)
 		return r;
+	/* etcd (issue 14): the leader and the lock, asked right before. */
+	if (j->ctx->gate) {
+		r = j->ctx->gate(j->ctx->gate_arg, j->err, sizeof(j->err));
+		if (r < 0) {
+			send_text(x->c, WIRE_ERROR, WIRE_REASON_OTHER, j->err);
+			return r;
+		}
+	}
 	if (j->proof_primary && (j->features & WIRE_FEATURE_PROOF)) {
 		if (j->ack_pending) {
 			r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */

@@ -20,7 +20,11 @@
  *                 leaves kept in IMAGE.resync-proof
  *   drift.c, verify-sched.c, alerts.c, health.c
  *                 drift detection: the scheduled verify, the primary's
- *                 watch and alerts, /health (drift.h) */
+ *                 watch and alerts, /health (drift.h)
+ *   etcd-node.c, etcd-lock.c
+ *                 coordination through etcd (issue 14): the primary from
+ *                 the leader key, the resync lock, the checks before a
+ *                 commit, the node's summary (etcd.h is the client) */
 #pragma once
 
 #include <errno.h>
@@ -105,7 +109,8 @@ enum {
 struct node {
 	const struct cluster_config *cfg;
 	const struct node_config *self;
-	bool is_primary;
+	/* Atomic: with etcd, the watcher moves it (etcd-node.c). */
+	atomic_bool is_primary;
 	struct secret *secret;
 	struct peer_ctx *ctx;
 	struct peer_listener *listener;
@@ -187,6 +192,8 @@ struct node {
 	/* Primary: the last proof of each node of the cluster (by index in
 	 * cfg->nodes); protected by lock. */
 	struct node_proof_last *proof_last;
+	/* etcd (issue 14; etcd-node.c): NULL without an [etcd] section. */
+	struct node_etcd *etcd;
 };
 
 static inline uint64_t node_size(struct node *n)
@@ -451,6 +458,10 @@ struct job_ctx {
 	struct event_bus *bus;
 	struct ratectl *rate;
 	atomic_bool *cancel;
+	/* Asked before each COMMIT (NULL: none): etcd's word that the
+	 * commit may go (etcd-lock.c). */
+	int (*gate)(void *arg, char *why, size_t whylen);
+	void *gate_arg;
 };
 
 enum job_mode {
@@ -620,6 +631,39 @@ void node_undo_info(struct node *n, struct wire_undo_info *ret);
 int node_peer_undo_info(struct peer_conn *c, unsigned char *buf, struct wire_undo_info *ret);
 int node_peer_rollback(struct peer_conn *c, unsigned char *buf, uint64_t *ret_bytes, char *why,
 		       size_t whylen);
+
+/* ---- node.c ---- */
+/* A primary has a generation and is UpToDate by definition: at start,
+ * and when etcd's leader key makes this node primary. */
+int node_primary_init(struct node *n);
+
+/* ---- etcd-node.c, etcd-lock.c (issue 14) ---- */
+/* With an [etcd] section (else each does nothing): read the leader key
+ * (before the volume opens), start the watcher and the ticker once the
+ * node serves, join them at stop, release at free. */
+int node_etcd_new(struct node *n);
+void node_etcd_start(struct node *n);
+void node_etcd_stop(struct node *n);
+void node_etcd_free(struct node *n);
+/* A resync (that writes; take) takes the cluster-wide lock before
+ * anything is fenced, its plan (!take) is refused while it is held:
+ * 0 taken (or no etcd), 1 refused (cli answered: etcd unreachable, this
+ * node not the leader key's, the lock held: by whom), -errno. resync_end releases it (idempotent). */
+int node_etcd_resync_begin(struct node *n, struct control_client *cli, struct json_object *req,
+			   bool take);
+void node_etcd_resync_end(struct node *n);
+/* Whether etcd stopped this node's running resync (the one holding the
+ * lock), and why. */
+bool node_etcd_stopped(struct node *n, char *why, size_t whylen);
+/* job_ctx's gate before a COMMIT (arg: the node): 0, or -errno with
+ * why (the leader moved, the lock is gone, etcd unreachable). */
+int node_etcd_commit_gate(void *arg, char *why, size_t whylen);
+/* A secondary's check before it commits what peer sent: 0 when peer
+ * is the primary etcd's leader key names (as last watched), -EPERM with
+ * why otherwise (or no etcd: 0). */
+int node_etcd_commit_check(struct node *n, const char *peer, char *why, size_t whylen);
+/* Status: res's "etcd" member (reachable now, the leader, the lock). */
+void node_etcd_status_json(struct node *n, struct json_object *res);
 
 /* ---- commands.c ---- */
 extern const struct control_command node_commands[];

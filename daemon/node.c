@@ -209,7 +209,7 @@ static int node_transport(struct node *n)
 }
 
 /* A primary has a generation and is UpToDate by definition. */
-static int node_primary_init(struct node *n)
+int node_primary_init(struct node *n)
 {
 	struct meta_info mi;
 	struct meta_uuid g, own;
@@ -426,6 +426,10 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		goto fail;
 	}
 	n->is_primary = cfg->primary && !strcmp(cfg->primary, name);
+	/* etcd (issue 14): the primary from its leader key. */
+	r = node_etcd_new(n);
+	if (r < 0)
+		goto fail;
 	if (!n->self->mount) {
 		log_error("%s:%u: node '%s' has no 'mount'", cfg->path, n->self->line, name);
 		r = -EINVAL;
@@ -451,6 +455,7 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 	if (r < 0)
 		goto fail;
 	drift_start(n);
+	node_etcd_start(n);
 	log_info("node '%s' of cluster '%s' (%s) serving '%s' at '%s', peers at '%s'", name,
 		 cfg->name, n->is_primary ? "primary" : "secondary", n->self->volume,
 		 n->self->mount, n->self->address);
@@ -486,6 +491,8 @@ int node_stop(struct node *n)
 	 * they run (its jobs are joined by the resync). */
 	control_server_free(n->ctl);
 	n->ctl = NULL;
+	/* etcd's threads, once no resync holds its lock. */
+	node_etcd_stop(n);
 	metrics_free(n->metrics);
 	n->metrics = NULL;
 	if (n->accept_started)
@@ -522,6 +529,7 @@ void node_free(struct node *n)
 	undo_free(n->undo);
 	free(n->undo_path);
 	drift_free(n);
+	node_etcd_free(n);
 	tree_cache_release(&n->tcache);
 	pthread_cond_destroy(&n->sessions_cond);
 	pthread_mutex_destroy(&n->sessions_lock);

@@ -223,6 +223,9 @@ static int resync_check(struct resync_run *run)
 	if (cfg->n_nodes < 2)
 		return control_client_error(run->cli, "refused: cluster '%s' has one node; a resync needs two or more",
 					    cfg->name), 1;
+	if (!cfg->primary && cfg->etcd) /* issue 14 */
+		return control_client_error(run->cli, "refused: cluster '%s' has no primary: etcd's leader key '%s' names no node of it, or etcd has not answered yet",
+					    cfg->name, cfg->etcd->leader_key), 1;
 	if (!cfg->primary)
 		return control_client_error(run->cli, "refused: cluster '%s' has no primary (set 'primary' in [cluster])",
 					    cfg->name), 1;
@@ -1134,6 +1137,19 @@ static json_object *resync_report(struct resync_run *run)
 	return res;
 }
 
+/* Jobs that etcd stopped (the leader moved, etcd lost) say why rather
+ * than "cancelled" (issue 14). */
+static void resync_etcd_note(struct resync_run *run)
+{
+	char why[RESYNC_WIRE_TEXT_MAX];
+
+	if (!node_etcd_stopped(run->n, why, sizeof(why)))
+		return;
+	for (size_t i = 0; i < run->nj; i++)
+		if (run->jobs[i].r < 0 && !strcmp(run->jobs[i].err, "cancelled"))
+			snprintf(run->jobs[i].err, sizeof(run->jobs[i].err), "%s", why);
+}
+
 /* Let go of everything the run holds; the tree of this volume (not
  * written by its own resync) is cached for a resync right after its
  * plan. */
@@ -1170,6 +1186,8 @@ static void resync_release(struct resync_run *run)
 	pthread_mutex_lock(&n->lock);
 	n->resync_running = false;
 	pthread_mutex_unlock(&n->lock);
+	if (run->write)
+		node_etcd_resync_end(n); /* issue 14: the lock, released last */
 	pthread_mutex_destroy(&run->cli_lock);
 }
 
@@ -1182,7 +1200,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		/* A client that shows no ranges may say so: thousands of
 		 * scattered ranges are most of a reply's bytes. */
 		.no_ranges = req_bool(req, "no_ranges"),
-		.ctx = {n->cfg, n->vol, n->bus, &n->rate, &n->cancel},
+		.ctx = {n->cfg, n->vol, n->bus, &n->rate, &n->cancel, NULL, NULL},
 	};
 	json_object *final = NULL;
 	char verr[RESYNC_WIRE_TEXT_MAX];
@@ -1191,10 +1209,23 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	r = resync_check(&run);
 	if (r != 0)
 		return r < 0 ? r : 0;
+	/* etcd (issue 14): the cluster-wide lock before anything is fenced,
+	 * and its word before each commit. */
+	if (run.write || run.plan) {
+		r = node_etcd_resync_begin(n, cli, req, run.write);
+		if (r != 0)
+			return r < 0 ? r : 0;
+		run.ctx.gate = n->etcd ? node_etcd_commit_gate : NULL;
+		run.ctx.gate_arg = n;
+	}
 	pthread_mutex_lock(&n->lock);
 	if (n->resync_running) {
 		pthread_mutex_unlock(&n->lock);
-		return control_client_error(cli, "refused: a resync or verify is already running"), 0;
+		if (run.write)
+			node_etcd_resync_end(n);
+		return control_client_error(cli, "refused: a resync or verify is already running%s%s%s",
+					    n->etcd ? " on the primary ('" : "",
+					    n->etcd ? n->self->name : "", n->etcd ? "')" : ""), 0;
 	}
 	n->resync_running = true;
 	pthread_mutex_unlock(&n->lock);
@@ -1211,6 +1242,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		pthread_condattr_destroy(&ca);
 	}
 	atomic_store(&n->cancel, false);
+	if (node_etcd_stopped(n, verr, sizeof(verr))) /* issue 14: since the lock was taken */
+		atomic_store(&n->cancel, true);
 	ratectl_reset(&n->rate, run.max_rate);
 	/* Nothing is hashed, sent or reported of an image that changed
 	 * under this daemon (node_volume_check()). */
@@ -1290,7 +1323,10 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		node_proof_save(n);
 	/* Sent last, once this run let go of everything: a client may
 	 * start the next run the moment it reads the result. */
+	resync_etcd_note(&run); /* issue 14 */
 	final = resync_report(&run);
+	if (final && node_etcd_stopped(n, verr, sizeof(verr)))
+		json_object_object_add(final, "etcd_stopped", json_object_new_string(verr));
 out:
 	resync_release(&run);
 	if (final)

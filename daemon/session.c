@@ -445,6 +445,10 @@ static int session_commit(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	memcpy(gen.b, g.b, 16);
+	/* etcd (issue 14): no commit from a primary the leader key left. */
+	r = node_etcd_commit_check(n, s->peer, s->why, sizeof(s->why));
+	if (r < 0)
+		return r;
 	r = session_volume_check(s);
 	if (r < 0)
 		return r;

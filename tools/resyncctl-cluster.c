@@ -22,6 +22,23 @@
 
 /* ---- status ---- */
 
+/* etcd as the node asked sees it (issue 14): reachable or not, the
+ * leader key, the resync lock. */
+static void status_print_etcd(json_object *res)
+{
+	json_object *e;
+
+	if (!json_object_object_get_ex(res, "etcd", &e) || !e)
+		return;
+	if (json_object_get_boolean(json_object_object_get(e, "reachable")))
+		printf("etcd: reachable at %s; leader key %s = %s; resync lock: %s\n",
+		       resyncctl_jstr(e, "endpoint"), resyncctl_jstr(e, "leader_key"),
+		       resyncctl_jstr(e, "leader") ? resyncctl_jstr(e, "leader") : "(absent)",
+		       resyncctl_jstr(e, "lock") ? resyncctl_jstr(e, "lock") : "free");
+	else
+		printf("etcd: UNREACHABLE: %s (no resync can start)\n", resyncctl_jstr(e, "error"));
+}
+
 static const char status_usage[] =
 	"usage: resyncctl [--config FILE] [--node NAME] status [--json]\n"
 	"Show the cluster: its name, its primary, and per node its role, state,\n"
@@ -91,6 +108,7 @@ int resyncctl_status(int argc, char **argv)
 		       resyncctl_jstr(res, "primary") ? resyncctl_jstr(res, "primary") : "(none)");
 		if (resyncctl_jstr(res, "primary_error"))
 			printf("the primary's view is missing: %s\n", resyncctl_jstr(res, "primary_error"));
+		status_print_etcd(res);
 		printf("%-16s %-10s %-13s %-9s %-12s %-12s %-20s %-36s %-20s %s\n", "NODE", "ROLE",
 		       "STATE", "CONNECTED", "DIRTY", "LACKS", "LAST RESYNC", "GENERATION",
 		       "LAST VERIFY", "VERIFY");

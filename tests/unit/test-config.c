@@ -232,7 +232,77 @@ static const struct {
 	 "cluster.conf:1: section [cluster]: missing key 'secret_file' (peers authenticate with "
 	 "it; only a test cluster may say insecure = true instead)"},
 	{"[cluster]\nname = x\nsecret_file = /k\n", "cluster.conf: no [node NAME] section"},
+	/* [etcd] (issue 14) */
+	{N1 "[etcd]\nleader_key = /x\n", "cluster.conf:7: section [etcd]: missing key 'endpoints'"},
+	{N1 "[etcd]\nendpoints = 127.0.0.1:2379\n",
+	 "cluster.conf:8: key 'endpoints': '127.0.0.1:2379' is not an http:// or https:// URL of an "
+	 "etcd member (e.g. http://127.0.0.1:2379)"},
+	{N1 "[etcd]\nendpoints = http://a:1, http://b:1/v3\n",
+	 "cluster.conf:8: key 'endpoints': 'http://b:1/v3' is not an http:// or https:// URL of an "
+	 "etcd member (e.g. http://127.0.0.1:2379)"},
+	{N1 "[etcd]\nendpoints = http://a:1\nendpoints = http://b:1\n",
+	 "cluster.conf:9: key 'endpoints' given twice (first at line 8)"},
+	{N1 "[etcd]\nendpoints = http://a:1\nlock_ttl = 1s\n",
+	 "cluster.conf:9: key 'lock_ttl': '1s' is not a duration from 2s to 3600s in whole seconds"},
+	{N1 "[etcd]\nendpoints = http://a:1\nlock_ttl = 2500ms\n",
+	 "cluster.conf:9: key 'lock_ttl': '2500ms' is not a duration from 2s to 3600s in whole "
+	 "seconds"},
+	{N1 "[etcd]\nendpoints = http://a:1\nleader_key = service/x\n",
+	 "cluster.conf:9: key 'leader_key': 'service/x' is not an etcd key starting with '/'"},
+	{N1 "[etcd]\nendpoints = http://a:1\ncolour = x\n",
+	 "cluster.conf:9: unknown key 'colour' in section [etcd]"},
+	{N1 "[etcd]\nendpoints = http://a:1\ncert = /c\n",
+	 "cluster.conf:7: section [etcd]: 'cert' and 'key' go together (a client certificate and "
+	 "its private key)"},
+	{N1 "[etcd]\nendpoints = http://a:1\ncacert = ca.pem\n",
+	 "cluster.conf:9: key 'cacert': 'ca.pem' is not an absolute path"},
+	{N1 "[etcd]\n[etcd]\n", "cluster.conf:8: duplicate section [etcd] (first at line 7)"},
+	{"[cluster]\nname = demo\nsecret_file = /k\nprimary = n1\n[node n1]\naddress = h:1\n"
+	 "volume = /v\n[etcd]\nendpoints = http://a:1\n",
+	 "cluster.conf:4: key 'primary': the primary comes from etcd's leader key when there is an "
+	 "[etcd] section (line 8); remove 'primary'"},
 };
+
+/* [etcd]: its defaults (Patroni's leader key, resync's prefix), several
+ * endpoints, trailing slashes dropped. */
+static void test_etcd(void **state)
+{
+	struct cluster_config *cfg = NULL;
+	char err[512];
+
+	assert_int_equal(cluster_config_parse("c.conf",
+					      N1 "[etcd]\nendpoints = http://10.0.0.1:2379/, "
+						 "https://e2:2379 http://e3:2379\n",
+					      err, sizeof(err), &cfg),
+			 0);
+	assert_non_null(cfg->etcd);
+	assert_int_equal(cfg->etcd->n_endpoints, 3);
+	assert_string_equal(cfg->etcd->endpoints[0], "http://10.0.0.1:2379");
+	assert_string_equal(cfg->etcd->endpoints[1], "https://e2:2379");
+	assert_string_equal(cfg->etcd->endpoints[2], "http://e3:2379");
+	assert_string_equal(cfg->etcd->leader_key, "/service/demo/leader");
+	assert_string_equal(cfg->etcd->prefix, "/resync/demo");
+	assert_int_equal(cfg->etcd->lock_ttl_s, CONFIG_ETCD_LOCK_TTL_DEFAULT_S);
+	assert_int_equal(cfg->etcd->timeout_ms, CONFIG_ETCD_TIMEOUT_DEFAULT_MS);
+	assert_null(cfg->primary);
+	cluster_config_free(cfg);
+
+	assert_int_equal(cluster_config_parse("c.conf",
+					      N1 "[etcd]\nendpoints = http://e:2379\n"
+						 "leader_key = /service/pg/leader\nprefix = /r/x/\n"
+						 "lock_ttl = 1m\ntimeout = 500ms\ncacert = /ca.pem\n"
+						 "cert = /c.pem\nkey = /k.pem\n",
+					      err, sizeof(err), &cfg),
+			 0);
+	assert_string_equal(cfg->etcd->leader_key, "/service/pg/leader");
+	assert_string_equal(cfg->etcd->prefix, "/r/x");
+	assert_int_equal(cfg->etcd->lock_ttl_s, 60);
+	assert_int_equal(cfg->etcd->timeout_ms, 500);
+	assert_string_equal(cfg->etcd->cacert, "/ca.pem");
+	assert_string_equal(cfg->etcd->key, "/k.pem");
+	cluster_config_free(cfg);
+	(void)state;
+}
 
 static void test_errors(void **state)
 {
@@ -423,7 +493,7 @@ int main(void)
 		cmocka_unit_test(test_good),	  cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_errors),	  cmocka_unit_test(test_long_line),
 		cmocka_unit_test(test_load_file), cmocka_unit_test(test_secret),
-		cmocka_unit_test(test_web),
+		cmocka_unit_test(test_web),	  cmocka_unit_test(test_etcd),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

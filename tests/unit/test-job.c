@@ -116,7 +116,7 @@ static void fx_nodes(struct fx *f)
 	assert_int_equal(meta_generation_set(f->p->meta, &f->gen), 0);
 	assert_int_equal(meta_state_set(f->p->meta, META_STATE_UPTODATE), 0);
 	assert_int_equal(meta_state_set(f->s->meta, META_STATE_OUTDATED), 0);
-	f->ctx = (struct job_ctx){f->tc.cfg, f->p->vol, f->p->bus, &f->rate, &f->cancel};
+	f->ctx = (struct job_ctx){f->tc.cfg, f->p->vol, f->p->bus, &f->rate, &f->cancel, NULL, NULL};
 	ratectl_reset(&f->rate, 0);
 	atomic_store(&f->cancel, false);
 }

@@ -76,6 +76,29 @@ enum config_proof_hash {
 
 enum { CONFIG_BEFORE_RESYNC_TIMEOUT_DEFAULT_MS = 60000 };
 
+/* [etcd] (issue 14): the coordinator the primary and the resync lock
+ * come from. lock_ttl: the lease of the resync lock (its default and
+ * bounds, seconds); timeout: each request's. */
+enum {
+	CONFIG_ETCD_LOCK_TTL_DEFAULT_S = 10,
+	CONFIG_ETCD_LOCK_TTL_MIN_S = 2,
+	CONFIG_ETCD_LOCK_TTL_MAX_S = 3600,
+	CONFIG_ETCD_TIMEOUT_DEFAULT_MS = 2000,
+	CONFIG_ETCD_ENDPOINTS_MAX = 16,
+};
+
+struct etcd_config {
+	char *endpoints[CONFIG_ETCD_ENDPOINTS_MAX]; /* http:// or https:// URLs, no trailing '/' */
+	size_t n_endpoints;
+	char *cacert, *cert, *key; /* TLS files; NULL: not set */
+	char *leader_key;	   /* default /service/<cluster>/leader */
+	char *prefix;		   /* default /resync/<cluster>, no trailing '/' */
+	unsigned lock_ttl_s;
+	unsigned timeout_ms;
+	unsigned line;	       /* of the [etcd] header */
+	unsigned key_line[8];  /* of each key given (config-etcd.c's order) */
+};
+
 struct cluster_config {
 	char *path; /* the file loaded */
 	char *name;
@@ -134,6 +157,12 @@ struct cluster_config {
 	char *before_resync_command;
 	unsigned before_resync_timeout_ms;
 
+	/* [etcd] (NULL: none): the primary is its leader key's value, and
+	 * the static `primary` is refused. resyncd then sets primary (to
+	 * one of nodes[i].name, never freed with the config) as the key
+	 * changes: read it with __atomic_load_n() where that matters. */
+	struct etcd_config *etcd;
+
 	struct node_config *nodes; /* in file order */
 	size_t n_nodes;
 };
@@ -153,6 +182,14 @@ const struct node_config *cluster_config_node(const struct cluster_config *cfg,
 					      const char *name);
 /* The primary's node, or NULL when the cluster has none. */
 const struct node_config *cluster_config_primary(const struct cluster_config *cfg);
+
+/* One key of [etcd] (common/config-etcd.c): 0, or -EINVAL/-ENOMEM with
+ * a message in err (without the file and line). */
+int config_etcd_key(struct etcd_config *e, unsigned line, const char *key, const char *v,
+		    char *err, size_t errlen);
+/* Defaults and checks once the file is read (the cluster's name known). */
+int config_etcd_finish(struct cluster_config *cfg, char *err, size_t errlen);
+void config_etcd_free(struct etcd_config *e);
 
 /* Whether s[0, len) is a valid cluster or node name: 1 to RESYNC_NAME_MAX
  * bytes of letters, digits, '.', '_' and '-', starting with a letter or a
