@@ -838,6 +838,10 @@ static void job_end(struct job *j, int r)
 		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
 	j->r = r;
 	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
+	if (j->c) {
+		j->round_trips = peer_conn_round_trips(j->c);
+		j->exchanges = peer_conn_exchanges(j->c);
+	}
 }
 
 /* The differing ranges: the bitmaps' union or the tree's walk. */

@@ -474,6 +474,9 @@ struct job {
 	struct rangelist ranges;
 	uint64_t differing_blocks, differing_bytes;
 	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;
+	/* On its connection (peer_conn_round_trips()): waits paid in
+	 * sequence, and replies received in all. */
+	uint64_t round_trips, exchanges;
 	double seconds;
 
 	/* The proof (issue 11): the primary's root to compare with (NULL:

@@ -982,6 +982,8 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 	json_object_object_add(x, "bytes_sent", json_object_new_uint64(j->bytes_sent));
 	json_object_object_add(x, "bytes_written", json_object_new_uint64(j->bytes_written));
 	json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
+	json_object_object_add(x, "round_trips", json_object_new_uint64(j->round_trips));
+	json_object_object_add(x, "exchanges", json_object_new_uint64(j->exchanges));
 	if (j->proof_done) {
 		json_object *p = json_object_new_object();
 		char t[PROOF_TEXT_MAX];
