@@ -44,7 +44,7 @@ static void job_progress(struct job *j, enum event_phase phase, uint64_t done, u
 
 /* The leaf size a HASH_REQ names: none for a peer that cannot read it
  * (its leaves are blocks, and so are this run's then). */
-static uint32_t job_leaf_wire(const struct job *j)
+uint32_t job_leaf_wire(const struct job *j)
 {
 	return j->features & WIRE_FEATURE_FINE_LEAVES ? j->leaf : 0;
 }
@@ -68,8 +68,8 @@ void job_prefetch(struct job *j, uint64_t seed)
 /* Receive a secondary's reply into buf: a transport failure or an ERROR
  * it sent becomes the job's error text. Returns 0 with *ret_type and
  * *ret_len, or -errno (-EIO for an ERROR). */
-static int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
-		    size_t *ret_len)
+int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+	     size_t *ret_len)
 {
 	int r = peer_conn_recv_frame(c, ret_type, buf, RESYNC_WIRE_FRAME_MAX, ret_len);
 
@@ -139,52 +139,19 @@ static uint64_t ranges_blocks(const struct rangelist *l, uint64_t bs)
 
 int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
-	_cleanup_free_ struct hash128 *h = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*h));
-	struct hashtree_diff *d = NULL;
-	struct hashtree_step st;
-	const uint64_t *leaves;
+	_cleanup_free_ uint64_t *leaves = NULL;
 	uint64_t size = volume_size(j->ctx->vol), bs = j->ctx->cfg->block_size;
-	size_t nl, len;
-	uint16_t type;
+	size_t nl;
 	int r;
 
-	if (!h)
-		return -ENOMEM;
 	if (j->prefetched) {
 		r = job_prefetch_wait(j, c, buf);
 		if (r < 0)
 			return r;
 	}
-	r = hashtree_diff_new(j->tree, 0, 0, &d);
+	r = job_walk(j, c, buf, &leaves, &nl);
 	if (r < 0)
 		return r;
-	while ((r = hashtree_diff_next(d, &st)) == 1) {
-		struct wire_hash_reply rep;
-
-		r = wire_hash_req_encode(j->seed, st.level, hashtree_fanout(j->tree),
-					 job_leaf_wire(j), st.ranges,
-					 st.n_ranges, buf, RESYNC_WIRE_FRAME_MAX, &len);
-		if (r < 0)
-			break;
-		r = job_ask(j, c, WIRE_HASH_REQ, buf, len, &type, &len);
-		if (r < 0)
-			break;
-		if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
-		    rep.n_hashes != st.n_hashes) {
-			r = -EBADMSG;
-			break;
-		}
-		r = wire_hash_reply_get(&rep, h, RESYNC_WIRE_HASHES_MAX);
-		if (r >= 0)
-			r = hashtree_diff_feed(d, h, st.n_hashes);
-		if (r < 0)
-			break;
-	}
-	if (r < 0) {
-		hashtree_diff_free(d);
-		return r;
-	}
-	leaves = hashtree_diff_leaves(d, &nl);
 	for (size_t i = 0; i < nl && r >= 0; i++) {
 		uint64_t off = leaves[i] * j->leaf;
 
@@ -193,7 +160,6 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	j->differing_blocks = ranges_blocks(&j->ranges, bs);
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	j->bytes_compared = size;
-	hashtree_diff_free(d);
 	return r < 0 ? r : 0;
 }
 

@@ -260,6 +260,7 @@ static void *job_open_thread(void *arg)
 {
 	struct job_open *o = arg;
 	struct job *j = o->j;
+	bool reached;
 	int r;
 
 	j->t0 = clock_usec();
@@ -269,14 +270,9 @@ static void *job_open_thread(void *arg)
 		j->r = -ENOMEM;
 		return NULL;
 	}
-	r = node_peer_open(o->n, j->peer, j->write, j->err, sizeof(j->err), &j->c, &j->hello);
-	event_publish_peer(o->n->bus, j->peer->name, r >= 0);
-	if (r >= 0) {
-		r = node_peer_status(j->c, j->buf, &j->status);
-		if (r < 0)
-			snprintf(j->err, sizeof(j->err), "node '%s': no status: %s", j->peer->name,
-				 r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
-	}
+	r = node_peer_open_status(o->n, j->peer, j->write, j->buf, j->err, sizeof(j->err), &j->c,
+				  &j->hello, &j->status, &reached);
+	event_publish_peer(o->n->bus, j->peer->name, reached);
 	if (r < 0) {
 		if (!j->err[0])
 			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
