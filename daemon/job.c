@@ -578,26 +578,45 @@ static int job_xfer_batch(struct job_xfer *x)
  * fence) must be the primary's (made under the primary's fence, before
  * this last pass). A mismatch fails the job without COMMIT: the secondary
  * stays Inconsistent, and says so. */
-static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf)
+static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf, bool commit)
 {
 	struct wire_proof q = *j->proof_primary, a;
 	char mine[PROOF_TEXT_MAX], theirs[PROOF_TEXT_MAX];
+	struct wire_uuid g;
 	uint16_t type;
 	size_t len;
 	int r;
 
-	memset(q.root, 0, sizeof(q.root));
 	q.hashed = 0;
-	r = wire_proof_encode(&q, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	memcpy(g.b, j->gen.b, 16);
+	if (commit) {
+		r = wire_proof_commit_encode(&q, &g, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	} else {
+		memset(q.root, 0, sizeof(q.root));
+		r = wire_proof_encode(&q, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	}
 	if (r < 0)
 		return r;
-	r = job_ask(j, c, WIRE_PROOF_REQ, buf, len, &type, &len);
+	r = peer_conn_send_frame(c, commit ? WIRE_PROOF_COMMIT : WIRE_PROOF_REQ, buf, len);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	/* Replies come in order: the last checkpoint's ACK first. */
+	if (j->ack_pending) {
+		j->ack_pending = false;
+		r = job_wait_ack(j, c, buf);
+		if (r < 0)
+			return r;
+	}
+	r = job_recv(j, c, buf, &type, &len);
 	if (r < 0)
 		return r;
 	if (type != WIRE_PROOF || wire_proof_decode(buf, len, &a) < 0 || a.hash != q.hash ||
 	    a.block_size != q.block_size) {
-		snprintf(j->err, sizeof(j->err), "node '%s': no valid PROOF after PROOF_REQ",
-			 j->peer->name);
+		snprintf(j->err, sizeof(j->err), "node '%s': no valid PROOF after %s",
+			 j->peer->name, commit ? "PROOF_COMMIT" : "PROOF_REQ");
 		return -EBADMSG;
 	}
 	j->proof = a;
@@ -605,7 +624,7 @@ static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf)
 	j->proof_match = a.volume_size == j->proof_primary->volume_size &&
 			 !memcmp(a.root, j->proof_primary->root, sizeof(a.root));
 	if (j->proof_match)
-		return 0;
+		return commit ? job_wait_ack(j, c, buf) : 0;
 	snprintf(j->err, sizeof(j->err),
 		 "node '%s': proof mismatch after the transfer: its volume's root is %s, the primary's %s: not committed, it stays Inconsistent",
 		 j->peer->name, node_proof_format(&a, theirs, sizeof(theirs)),
@@ -631,13 +650,10 @@ static int job_xfer_commit(struct job_xfer *x)
 	if (r < 0)
 		return r;
 	if (j->proof_primary && (j->features & WIRE_FEATURE_PROOF)) {
-		if (j->ack_pending) {
-			r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */
-			if (r < 0)
-				return r;
-			j->ack_pending = false;
-		}
-		r = job_proof(j, x->c, x->buf);
+		/* One exchange with a peer that commits on its own proof. */
+		if (j->features & WIRE_FEATURE_PROOF_COMMIT)
+			return job_proof(j, x->c, x->buf, true);
+		r = job_proof(j, x->c, x->buf, false);
 		if (r < 0)
 			return r;
 	}
