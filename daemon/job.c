@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "node-int.h"
+#include "zadapt.h"
 #include <stdatomic.h>
 #include "resync/io.h"
 #include "resync/limits.h"
@@ -259,9 +260,13 @@ static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 }
 
 /* Send the batched runs, if any, as one EXTENTS frame. */
+static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
+		      uint64_t t1);
+
 static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
 		     struct job_batch *bt)
 {
+	uint64_t t0 = clock_usec(), t1;
 	size_t elen;
 	int r;
 
@@ -270,9 +275,11 @@ static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, un
 	r = wire_extents_encode(z, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 	if (r < 0)
 		return r;
+	t1 = clock_usec();
 	r = job_send_frame(j, c, WIRE_EXTENTS, buf, elen, bt->len);
 	if (r < 0)
 		return r;
+	job_adapt(j, z, bt->len, elen, t0, t1);
 	bt->n = 0;
 	bt->len = 0;
 	return 0;
@@ -288,10 +295,16 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 	int r;
 
 	if (!bt) {
+		uint64_t t0 = clock_usec(), t1;
+
 		r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 		if (r < 0)
 			return r;
-		return job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
+		t1 = clock_usec();
+		r = job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
+		if (r >= 0)
+			job_adapt(j, z, len, elen, t0, t1);
+		return r;
 	}
 	last = bt->n ? &bt->ext[bt->n - 1] : NULL;
 	if (bt->len + len > RESYNC_WIRE_BLOCKS_MAX ||
@@ -333,6 +346,7 @@ struct job_xfer {
 	uint64_t idx;	    /* next of rh */
 	struct job_batch *bt; /* NULL: BLOCKS frames */
 	struct wire_zstd *z;
+	struct zadapt za; /* z's level */
 	int fd;
 	/* Reads of what is sent: the backend RESYNC_IO names (the fault
 	 * injector too), plain syscalls when it names none. */
@@ -343,10 +357,27 @@ struct job_xfer {
 	struct pacer pace;
 };
 
+/* A data frame's costs to the transfer's level (zadapt.h): t0 before
+ * its encoding, t1 after it, now after its send. */
+static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
+		      uint64_t t1)
+{
+	uint64_t now = clock_usec();
+	int level;
+
+	if (!j->x || j->x->z != z)
+		return;
+	level = zadapt_note(&j->x->za, raw, elen, t1 - t0, now - t1);
+	(void)wire_zstd_set_level(z, level); /* a level of ZADAPT's range */
+}
+
 static void job_xfer_release(struct job_xfer *x)
 {
 	if (!x)
 		return;
+	if (x->za.lowest != x->za.highest)
+		log_info("resync of '%s': zstd level from %d, between %d and %d", x->j->peer->name,
+			 x->za.start, x->za.lowest, x->za.highest);
 	free(x->raw);
 	free(x->batch);
 	free(x->rh);
@@ -400,6 +431,9 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 	}
 	x->pace.stop = &j->abort;
 	x->t0 = x->last = clock_usec();
+	zadapt_init(&x->za, ctx->cfg->compress_level,
+		    ctx->cfg->compress_adapt && ctx->cfg->compress_level >= ZADAPT_LEVEL_MIN &&
+			    ctx->cfg->compress_level <= ZADAPT_LEVEL_MAX);
 	return wire_zstd_new(ctx->cfg->compress_level, &x->z);
 }
 

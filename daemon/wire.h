@@ -312,6 +312,8 @@ struct wire_zstd;
 /* level: a zstd level (ZSTD_minCLevel() to ZSTD_maxCLevel(); 0 = 1). */
 int wire_zstd_new(int level, struct wire_zstd **ret);
 void wire_zstd_free(struct wire_zstd *z);
+/* The level of the frames encoded from now on (between two frames). */
+int wire_zstd_set_level(struct wire_zstd *z, int level);
 
 /* Payload bytes that wire_blocks_encode() may need for len raw bytes. */
 static inline size_t wire_blocks_bound(size_t len)
