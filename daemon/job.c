@@ -89,20 +89,6 @@ int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *r
 	return 0;
 }
 
-/* Send one frame and receive the reply, as job_recv(). */
-static int job_ask(struct job *j, struct peer_conn *c, uint16_t type, unsigned char *buf,
-		   size_t len, uint16_t *ret_type, size_t *ret_len)
-{
-	int r = peer_conn_send_frame(c, type, buf, len);
-
-	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-			 peer_conn_error(c));
-		return r;
-	}
-	return job_recv(j, c, buf, ret_type, ret_len);
-}
-
 /* The prefetch's answer: a HASH_REPLY of one hash (or an ERROR, said). */
 static int job_prefetch_wait(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
@@ -164,6 +150,20 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	return r < 0 ? r : 0;
 }
 
+static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf);
+
+/* Read the ACKs of the CHECKPOINTs in flight until at most left are. */
+static int job_acks_until(struct job *j, struct peer_conn *c, unsigned char *buf, unsigned left)
+{
+	int r = 0;
+
+	while (r >= 0 && j->ack_pending > left) {
+		j->ack_pending--;
+		r = job_wait_ack(j, c, buf);
+	}
+	return r;
+}
+
 static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
 	uint16_t type;
@@ -201,7 +201,16 @@ static int job_page_hashes(struct job *j, struct peer_conn *c, unsigned char *bu
 	r = wire_page_req_encode(j->seed, RESYNC_PAGE, batch, nb, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0)
 		return r;
-	r = job_ask(j, c, WIRE_PAGE_REQ, buf, len, &type, &len);
+	r = peer_conn_send_frame(c, WIRE_PAGE_REQ, buf, len);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	/* Replies come in order: the ACKs of the checkpoints in flight. */
+	r = job_acks_until(j, c, buf, 0);
+	if (r >= 0)
+		r = job_recv(j, c, buf, &type, &len);
 	if (r < 0)
 		return r;
 	if (type != WIRE_PAGE_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
@@ -237,7 +246,7 @@ static int job_poll_peer(struct job *j, struct peer_conn *c)
 		return r;
 	if (type != WIRE_ACK || !j->ack_pending)
 		return -EBADMSG;
-	j->ack_pending = false;
+	j->ack_pending--;
 	return 0;
 }
 
@@ -471,20 +480,12 @@ static uint64_t job_xfer_next_batch(struct job_xfer *x)
 	return npages;
 }
 
-/* With page hashes: the checkpoint's ACK in flight first (replies come
- * in order), then the peer's page hashes of the batch. */
+/* With page hashes: the peer's page hashes of the batch (the ACKs in
+ * flight read first: replies come in order). */
 static int job_xfer_ask_pages(struct job_xfer *x, uint64_t npages)
 {
-	int r;
-
 	if (!x->pages)
 		return 0;
-	if (x->j->ack_pending) {
-		x->j->ack_pending = false;
-		r = job_wait_ack(x->j, x->c, x->buf);
-		if (r < 0)
-			return r;
-	}
 	return job_page_hashes(x->j, x->c, x->buf, x->batch, x->nb, npages, x->rh);
 }
 
@@ -518,9 +519,10 @@ static int job_xfer_send_piece(struct job_xfer *x, uint64_t off, size_t k)
 }
 
 /* A checkpoint at off (every byte below it sent or already equal): the
- * batched runs go first; one checkpoint is in flight, its ACK read at
- * the next one (or the next request), so the bytes keep going while the
- * secondary flushes. */
+ * batched runs go first; up to NODE_ACK_WINDOW checkpoints are in
+ * flight, their ACKs taken in passing or read when the window is full
+ * (or at the next request), so the bytes keep going while the secondary
+ * flushes and the ACKs travel back. */
 static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 {
 	struct job *j = x->j;
@@ -529,13 +531,14 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 	int r;
 
 	r = job_flush(j, x->c, x->z, x->buf, x->bt);
-	if (r >= 0 && j->ack_pending)
-		r = job_wait_ack(j, x->c, x->buf);
+	if (r >= 0)
+		r = job_acks_until(j, x->c, x->buf, NODE_ACK_WINDOW - 1);
 	if (r >= 0)
 		r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
-	j->ack_pending = r >= 0;
+	if (r >= 0)
+		j->ack_pending++;
 	return r;
 }
 
@@ -637,13 +640,10 @@ static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf, boo
 			 peer_conn_error(c));
 		return r;
 	}
-	/* Replies come in order: the last checkpoint's ACK first. */
-	if (j->ack_pending) {
-		j->ack_pending = false;
-		r = job_wait_ack(j, c, buf);
-		if (r < 0)
-			return r;
-	}
+	/* Replies come in order: the checkpoints' ACKs first. */
+	r = job_acks_until(j, c, buf, 0);
+	if (r < 0)
+		return r;
 	r = job_recv(j, c, buf, &type, &len);
 	if (r < 0)
 		return r;
@@ -695,8 +695,8 @@ static int job_xfer_commit(struct job_xfer *x)
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);
-	if (r >= 0 && j->ack_pending)
-		r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */
+	if (r >= 0)
+		r = job_acks_until(j, x->c, x->buf, 0); /* the checkpoints' */
 	if (r >= 0)
 		r = job_wait_ack(j, x->c, x->buf);
 	return r;
@@ -760,10 +760,8 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 		 * last pass. The offset claims what the first pass did (every
 		 * byte below the end was sent), never more. */
 		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
-		if (r >= 0) {
-			j->ack_pending = false;
-			r = job_wait_ack(j, x->c, x->buf);
-		}
+		if (r >= 0)
+			r = job_acks_until(j, x->c, x->buf, 0);
 	}
 	j->bytes_sent = peer_conn_bytes_sent(x->c);
 	j->pass_bytes = j->bytes_read - done0;

@@ -66,6 +66,9 @@ enum {
 	NODE_ACCEPT_BACKOFF_MIN_MS = 100, /* after accept() failed (EMFILE, ...) */
 	NODE_ACCEPT_BACKOFF_MAX_MS = 1000,
 	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
+	/* CHECKPOINTs in flight, unacknowledged, before the transfer waits
+	 * for the oldest: the bytes keep going across a long round trip. */
+	NODE_ACK_WINDOW = 4,
 	NODE_PROGRESS_USEC = 500000,
 };
 
@@ -93,6 +96,9 @@ struct tree_cache {
 	uint32_t leaf; /* bytes a leaf covers */
 	struct image_id id;
 	uint64_t built; /* clock_usec() when hashing started; 0: empty */
+	/* The proof's xxh3 leaves (PROOF_BLOCK_DEFAULT blocks, seed 0) from
+	 * the same reads as hashes, or NULL (see session_tree()). */
+	struct hash128 *proof;
 };
 
 enum {
@@ -245,6 +251,10 @@ void node_proof_drop(struct node *n);
  * kept for its current generation with its dirty blocks and extra's
  * ranges (may be NULL) hashed again, or every block. Returns 0 and *ret
  * (hash, block_size, volume_size, hashed, root), or -errno. */
+/* node_proof_compute() from leaves hashed with the tree (xxh3, blocks of
+ * PROOF_BLOCK_DEFAULT) of an image unchanged since but for written. */
+int node_proof_compute_pre(struct node *n, const struct hash128 *leaves,
+			   const struct rangelist *written, struct wire_proof *ret);
 int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const struct rangelist *extra,
 		       struct wire_proof *ret);
 /* After a commit: the leaves of the last compute go to the file, keyed
@@ -381,6 +391,11 @@ struct session {
 	char peer[RESYNC_NAME_MAX + 1];
 	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
 	struct rangelist proof_written; /* byte ranges this session wrote (proof.c) */
+	/* The proof's leaves hashed with the tree (NULL: none); valid for
+	 * the proof when the image was still the hashed one at the fence
+	 * (proof_pre, session_write_begin()). */
+	struct hash128 *proof_leaves;
+	bool proof_pre;
 	bool committed;
 	bool proof_done; /* a PROOF was made of what this session wrote */
 };
@@ -465,7 +480,7 @@ struct job {
 	unsigned undo_mode; /* enum undo_mode of this run */
 	bool undo;	    /* the secondary journals what this resync overwrites */
 	bool resume; /* Inconsistent with a checkpoint of this generation */
-	bool ack_pending; /* a CHECKPOINT's ACK is not read yet */
+	unsigned ack_pending; /* CHECKPOINTs whose ACK is not read yet (<= NODE_ACK_WINDOW) */
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
 
 	/* A transfer in passes (job_xfer_open() to job_xfer_close()). */

@@ -8,7 +8,9 @@ them (round_trips in the summary), whatever the volume's size: a later
 change that adds one per block, per tree level or per checkpoint shows
 here. n3 is an older peer without PROOF_COMMIT (RESYNC_FEATURES_OFF): it
 still resyncs byte-identical, over PROOF_REQ and COMMIT, one round trip
-more than n2. Then a resync with nothing to do (both up to date, quick)."""
+more than n2. The proof's leaves were hashed with each secondary's tree:
+its root reads only what the resync wrote. Then a resync with nothing to
+do (both up to date, quick)."""
 import os
 import random
 import sys
@@ -29,6 +31,7 @@ PROOF_COMMIT = 1 << 10
 # the first pass made durable (1), the proof and the commit (1), and
 # room for 2 waits the timing may add (a reply read just before it came).
 MAX_ROUND_TRIPS = 10
+CHANGED = 300  # pages changed on each secondary
 QUICK_MAX_ROUND_TRIPS = 7
 rng = random.Random(18)
 sc = Scratch()
@@ -81,7 +84,7 @@ try:
     # (an image restored from elsewhere): a full compare.
     for n in ("n2", "n3"):
         with open(c.image(n), "r+b") as f:
-            for p in rng.sample(range(VOLUME // PAGE), 300):
+            for p in rng.sample(range(VOLUME // PAGE), CHANGED):
                 f.seek(p * PAGE)
                 f.write(os.urandom(PAGE))
     start_all()
@@ -99,6 +102,11 @@ try:
               (n, rt[n], MAX_ROUND_TRIPS))
         check(nodes[n].get("proof", {}).get("match") is True,
               "%s: the proof matched: %s" % (n, nodes[n].get("proof")))
+        # Its leaves were hashed with its tree (one read of the volume):
+        # at the commit only the blocks the resync wrote are read again.
+        check(0 < nodes[n]["proof"]["blocks_hashed"] <= CHANGED,
+              "%s: %s of %d blocks hashed for the proof, at most the %d written" %
+              (n, nodes[n]["proof"]["blocks_hashed"], VOLUME // (64 << 10), CHANGED))
     check(rt["n3"] > rt["n2"] or rt["n3"] == MAX_ROUND_TRIPS,
           "the older peer n3 paid the separate commit (%s)" % rt)
     # Every byte the relays carried: the secondaries were reached there.
