@@ -1042,7 +1042,7 @@ static json_object *resync_report(struct resync_run *run)
 			resync_proof_note(run, j);
 		if (run->write)
 			event_publish_end(n->bus, j->peer->name, j->r, j->state, j->bytes_compared,
-					  j->bytes_sent, j->seconds, j->err);
+					  j->bytes_sent, j->round_trips, j->seconds, j->err);
 	}
 	drift_note_run(n, run->jobs, run->nj, run->write, run->plan);
 	if (run->write && !failed)
