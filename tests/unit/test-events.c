@@ -210,9 +210,11 @@ static void test_json_every_kind(void **state)
 	e.state = META_STATE_UPTODATE;
 	e.bytes_compared = 1048576;
 	e.bytes_sent = 4096;
+	e.round_trips = 9;
 	e.seconds = 1.25;
 	check_forms(&e, HEAD("resync_finished") "\"node\":\"n2\",\"state\":\"UpToDate\","
-			"\"bytes_compared\":1048576,\"bytes_sent\":4096,\"seconds\":1.25}",
+			"\"bytes_compared\":1048576,\"bytes_sent\":4096,\"round_trips\":9,"
+			"\"seconds\":1.25}",
 		    TIME "resync_finished n2 state UpToDate, 1048576 bytes compared, 4096 sent, 1.2 s");
 
 	NEW(EVENT_RESYNC_FAILED);
@@ -223,7 +225,8 @@ static void test_json_every_kind(void **state)
 	e.seconds = 1.5;
 	strcpy(e.error, "connection reset");
 	check_forms(&e, HEAD("resync_failed") "\"node\":\"n2\",\"state\":\"Inconsistent\","
-			"\"bytes_compared\":4096,\"bytes_sent\":100,\"seconds\":1.5,"
+			"\"bytes_compared\":4096,\"bytes_sent\":100,\"round_trips\":0,"
+			"\"seconds\":1.5,"
 			"\"error\":\"connection reset\"}",
 		    TIME "resync_failed n2 state Inconsistent, 4096 bytes compared, 100 sent, 1.5 s: "
 			 "connection reset");
@@ -234,7 +237,7 @@ static void test_json_every_kind(void **state)
 	e.seconds = 0.5;
 	strcpy(e.error, "cancelled");
 	check_forms(&e, HEAD("resync_cancelled") "\"node\":\"n3\",\"state\":\"Diverged\","
-			"\"bytes_compared\":0,\"bytes_sent\":0,\"seconds\":0.5,"
+			"\"bytes_compared\":0,\"bytes_sent\":0,\"round_trips\":0,\"seconds\":0.5,"
 			"\"error\":\"cancelled\"}",
 		    TIME "resync_cancelled n3 state Diverged, 0 bytes compared, 0 sent, 0.5 s: cancelled");
 
