@@ -96,9 +96,6 @@ struct tree_cache {
 	uint32_t leaf; /* bytes a leaf covers */
 	struct image_id id;
 	uint64_t built; /* clock_usec() when hashing started; 0: empty */
-	/* The proof's xxh3 leaves (PROOF_BLOCK_DEFAULT blocks, seed 0) from
-	 * the same reads as hashes, or NULL (see session_tree()). */
-	struct hash128 *proof;
 };
 
 enum {
@@ -251,10 +248,6 @@ void node_proof_drop(struct node *n);
  * kept for its current generation with its dirty blocks and extra's
  * ranges (may be NULL) hashed again, or every block. Returns 0 and *ret
  * (hash, block_size, volume_size, hashed, root), or -errno. */
-/* node_proof_compute() from leaves hashed with the tree (xxh3, blocks of
- * PROOF_BLOCK_DEFAULT) of an image unchanged since but for written. */
-int node_proof_compute_pre(struct node *n, const struct hash128 *leaves,
-			   const struct rangelist *written, struct wire_proof *ret);
 int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const struct rangelist *extra,
 		       struct wire_proof *ret);
 /* After a commit: the leaves of the last compute go to the file, keyed
@@ -391,11 +384,6 @@ struct session {
 	char peer[RESYNC_NAME_MAX + 1];
 	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
 	struct rangelist proof_written; /* byte ranges this session wrote (proof.c) */
-	/* The proof's leaves hashed with the tree (NULL: none); valid for
-	 * the proof when the image was still the hashed one at the fence
-	 * (proof_pre, session_write_begin()). */
-	struct hash128 *proof_leaves;
-	bool proof_pre;
 	bool committed;
 	bool proof_done; /* a PROOF was made of what this session wrote */
 };

@@ -189,46 +189,6 @@ void node_proof_save(struct node *n)
 			    strerror(-r));
 }
 
-int node_proof_compute_pre(struct node *n, const struct hash128 *leaves,
-			   const struct rangelist *written, struct wire_proof *ret)
-{
-	uint64_t size = node_size(n), t0 = clock_usec(), hashed = 0;
-	struct proof_digest root;
-	struct proof_key key;
-	int r;
-
-	pthread_mutex_lock(&n->proof_lock);
-	proof_key_now(n, &key);
-	proof_tree_release(&n->proof);
-	r = proof_tree_init(&n->proof, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, size);
-	if (r >= 0)
-		r = proof_tree_set_xxh3(&n->proof, leaves, n->proof.nleaves);
-	/* Nothing but this resync wrote since they were hashed (the caller
-	 * checked the image under the fence): its blocks are read again. */
-	if (r >= 0 && written && written->n)
-		r = proof_tree_update(&n->proof, n->vol, written, &hashed);
-	if (r >= 0)
-		r = proof_tree_root(&n->proof, &root);
-	if (r < 0) {
-		proof_tree_release(&n->proof);
-	} else {
-		n->proof_key = key;
-		memset(ret, 0, sizeof(*ret));
-		ret->hash = PROOF_HASH_XXH3;
-		ret->block_size = PROOF_BLOCK_DEFAULT;
-		ret->volume_size = size;
-		ret->hashed = hashed;
-		memcpy(ret->root, root.b, proof_digest_len(PROOF_HASH_XXH3));
-	}
-	pthread_mutex_unlock(&n->proof_lock);
-	if (r >= 0)
-		log_info("proof of '%s': %" PRIu64 " of %" PRIu64
-			 " blocks hashed in %.3f s (the others with its tree)",
-			 n->self->volume, hashed, DIV_ROUND_UP(size, PROOF_BLOCK_DEFAULT),
-			 (double)(clock_usec() - t0) / 1e6);
-	return r;
-}
-
 const char *node_proof_format(const struct wire_proof *p, char *buf, size_t size)
 {
 	struct proof_digest d = {{0}};

@@ -112,23 +112,9 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 		s->leaf = leaf;
 		s->id = c.id;
 		s->built = c.built;
-		free(s->proof_leaves);
-		s->proof_leaves = c.proof;
-		s->proof_pre = false; /* judged at the first write, after this */
 		return 0;
 	}
 	s->built = node_image_still(n, &s->id) ? clock_usec() : 0;
-	free(s->proof_leaves);
-	s->proof_leaves = NULL;
-	s->proof_pre = false;
-	if (n->cfg->proof && n->cfg->proof_hash == CONFIG_PROOF_XXH3 && s->built && size) {
-		/* The proof's leaves from the same reads: its root at the
-		 * commit then reads only what the resync wrote. */
-		s->proof_leaves = calloc(DIV_ROUND_UP(size, PROOF_BLOCK_DEFAULT),
-					 sizeof(*s->proof_leaves));
-		o.coarse = s->proof_leaves;
-		o.coarse_size = o.coarse ? PROOF_BLOCK_DEFAULT : 0;
-	}
 	if (s->features & WIRE_FEATURE_KEEPALIVE) {
 		o.progress = session_hash_progress;
 		o.progress_arg = s;
@@ -269,14 +255,6 @@ static int session_write_begin(struct session *s)
 	r = node_fence_freeze(n);
 	if (r < 0)
 		return r;
-	{
-		struct image_id now;
-
-		/* Fenced: the leaves hashed with the tree are this volume
-		 * when the image is still the one hashed then. */
-		s->proof_pre = s->proof_leaves && s->built && node_image_id(n, &now) == 0 &&
-			       image_id_equal(&now, &s->id);
-	}
 	/* The journal records the state from before the resync. */
 	meta_info_get(node_meta(n), &mi);
 	r = node_undo_begin(n, &mi, &s->target,
@@ -603,11 +581,7 @@ static int session_proof_make(struct session *s, const struct wire_proof *qp,
 		return r;
 	if (node_failpoint("corrupt-before-commit"))
 		session_corrupt(s);
-	if (s->proof_pre && q.hash == PROOF_HASH_XXH3 && q.block_size == PROOF_BLOCK_DEFAULT)
-		r = node_proof_compute_pre(n, s->proof_leaves, &s->proof_written, &a);
-	else
-		r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written,
-				       &a);
+	r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written, &a);
 	if (r < 0) {
 		snprintf(s->why, sizeof(s->why), "'%s' cannot make its proof: %s", n->self->name,
 			 strerror(-r));
@@ -948,14 +922,12 @@ void *session_thread(void *arg)
 	session_authed(s);
 	if (s->tree && s->built && !s->wrote) {
 		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->leaf, s->id,
-				       s->built, s->proof_leaves};
+				       s->built};
 
 		tree_cache_put(n, &c);
 		s->hashes = NULL;
 		s->tree = NULL;
-		s->proof_leaves = NULL;
 	}
-	free(s->proof_leaves);
 	hashtree_free(s->tree);
 	free(s->hashes);
 	free(s->bitmap);

@@ -24,7 +24,6 @@ void tree_cache_release(struct tree_cache *c)
 {
 	hashtree_free(c->tree);
 	free(c->hashes);
-	free(c->proof);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -247,7 +246,7 @@ int tree_file_parse(const void *buf, size_t len, const struct image_id *now,
 	if (r < 0)
 		return r;
 	*ret = (struct tree_cache){TAKE_PTR(hashes), tree, h.seed, h.fanout, h.leaf, h.id,
-				  clock_usec(), NULL};
+				  clock_usec()};
 	return 0;
 }
 

@@ -196,20 +196,6 @@ static int worker_compare_chunk(struct worker *w, struct slot *s)
 	return 0;
 }
 
-/* The seed-0 hashes of the coarse blocks of data [p, p + len) at off,
- * when asked for (blockcmp_opts.coarse). */
-static void job_hash_coarse(const struct job *job, uint64_t off, const unsigned char *p,
-			    size_t len)
-{
-	const struct blockcmp_opts *o = job->opts;
-
-	if (!o->coarse)
-		return;
-	for (size_t x = 0; x < len; x += o->coarse_size)
-		o->coarse[(off + x - job->base) / o->coarse_size] =
-			hash_block(p + x, MIN((size_t)o->coarse_size, len - x), 0);
-}
-
 static void worker_hash_chunk(struct worker *w, struct slot *s)
 {
 	struct job *job = w->job;
@@ -221,7 +207,6 @@ static void worker_hash_chunk(struct worker *w, struct slot *s)
 		job->hashes[(s->off + o - job->base) / bs] =
 			hash_block(s->a + o, l, job->opts->seed);
 	}
-	job_hash_coarse(job, s->off, s->a, s->len);
 }
 
 static int worker_submit(struct worker *w, struct slot *s, uint64_t off, uint64_t unit_end)
@@ -347,7 +332,6 @@ static int worker_unit_read_hash(struct worker *w, uint64_t unit)
 		for (size_t o = 0; o < len; o += bs)
 			job->hashes[(c + o - job->base) / bs] =
 			    hash_block(w->chunk + o, MIN((size_t)bs, len - o), job->opts->seed);
-		job_hash_coarse(job, c, w->chunk, len);
 	}
 	atomic_fetch_add(&job->bytes_read, end - start);
 	atomic_fetch_add(&job->bytes_compared, end - start);
@@ -383,7 +367,6 @@ static int worker_unit_mapped(struct worker *w, uint64_t unit)
 		job->hashes[(o - job->base) / bs] = hash_block(job->map + (o - job->base), l,
 								job->opts->seed);
 	}
-	job_hash_coarse(job, start, p, (size_t)(end - start));
 	atomic_fetch_add(&job->bytes_read, end - start);
 	atomic_fetch_add(&job->bytes_compared, end - start);
 	job_unit_done(job, unit);
@@ -689,9 +672,6 @@ int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 	job.bs = opts->block_size ? opts->block_size : RESYNC_BLOCK_DEFAULT;
 	if (!resync_block_size_valid(job.bs) || off % job.bs || off > volume_size(v) ||
 	    len > volume_size(v) - off)
-		return -EINVAL;
-	if (opts->coarse && (!resync_block_size_valid(opts->coarse_size) ||
-			     opts->coarse_size < job.bs || off % opts->coarse_size))
 		return -EINVAL;
 	pthread_mutex_init(&job.lock, NULL);
 	job.base = off;

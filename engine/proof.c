@@ -103,15 +103,6 @@ int proof_tree_init(struct proof_tree *t, enum proof_hash h, uint32_t block_size
 	return t->leaves ? 0 : -ENOMEM;
 }
 
-int proof_tree_set_xxh3(struct proof_tree *t, const struct hash128 *h, uint64_t n)
-{
-	if (t->hash != PROOF_HASH_XXH3 || n != t->nleaves)
-		return -EINVAL;
-	for (uint64_t i = 0; i < n; i++)
-		proof_xxh3_bytes(h[i], &t->leaves[i]);
-	return 0;
-}
-
 void proof_tree_release(struct proof_tree *t)
 {
 	free(t->leaves);

@@ -406,54 +406,6 @@ static void test_blockcmp_hash_volume(void **state)
 	assert_int_equal(blockcmp_hash_volume(v, 0, 4096, &o, h), -EINVAL);
 }
 
-/* The coarse hashes (the proof's leaves) come from the same reads: each
- * the seed-0 hash of its 64 KiB block, the short last one included, by
- * every backend; a coarse size below the block size, invalid, or not
- * aligned with the range's start is refused. */
-static void test_blockcmp_hash_coarse(void **state)
-{
-	const size_t n = RESYNC_UNIT + 3 * RESYNC_CHUNK + 1234;
-	const uint32_t bs = 4096, cs = 65536;
-	const size_t nb = DIV_ROUND_UP(n, bs), nc = DIV_ROUND_UP(n, cs);
-	_cleanup_free_ unsigned char *a = malloc(n);
-	_cleanup_free_ struct hash128 *h = calloc(nb, sizeof(*h));
-	_cleanup_free_ struct hash128 *ch = calloc(nc, sizeof(*ch));
-	_cleanup_volume_ struct volume *v = NULL;
-	struct blockcmp_opts o = {.block_size = bs, .io = kind_of(state), .seed = 77,
-				  .coarse = ch, .coarse_size = cs, .threads = 2};
-
-	assert_non_null(a);
-	assert_non_null(h);
-	assert_non_null(ch);
-	testlib_fill(a, n, 9);
-	assert_int_equal(testlib_file_write(src_path, a, n), 0);
-	assert_int_equal(volume_open(src_path, 0, &v), 0);
-	assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h), 0);
-	for (size_t i = 0; i < nc; i++) {
-		struct hash128 want = hash_block(a + i * cs, MIN((size_t)cs, n - i * cs), 0);
-
-		assert_true(hash128_equal(&ch[i], &want));
-	}
-	for (size_t i = 0; i < nb; i++) {
-		struct hash128 want = hash_block(a + i * bs, MIN((size_t)bs, n - i * bs), 77);
-
-		assert_true(hash128_equal(&h[i], &want));
-	}
-	/* From the second coarse block on: its leaves from index 0. */
-	memset(ch, 0, nc * sizeof(*ch));
-	assert_int_equal(blockcmp_hash_volume(v, cs, n - cs, &o, h), 0);
-	for (size_t i = 1; i < nc; i++) {
-		struct hash128 want = hash_block(a + i * cs, MIN((size_t)cs, n - i * cs), 0);
-
-		assert_true(hash128_equal(&ch[i - 1], &want));
-	}
-	assert_int_equal(blockcmp_hash_volume(v, bs, n - bs, &o, h), -EINVAL);
-	o.coarse_size = 2048;
-	assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h), -EINVAL);
-	o.coarse_size = 5000;
-	assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h), -EINVAL);
-}
-
 static void test_blockcmp_bad_args(void **state)
 {
 	_cleanup_volume_ struct volume *src = NULL, *same = NULL, *dst = NULL, *busy = NULL;
@@ -804,7 +756,6 @@ static void test_cancel(void **state)
 	    cmocka_unit_test_prestate(test_blockcmp_hash_equals_memcmp, (void *)&kind),            \
 	    cmocka_unit_test_prestate(test_blockcmp_read_only, (void *)&kind),                     \
 	    cmocka_unit_test_prestate(test_blockcmp_hash_volume, (void *)&kind),                   \
-	    cmocka_unit_test_prestate(test_blockcmp_hash_coarse, (void *)&kind),                   \
 	    cmocka_unit_test_prestate(test_blockcmp_punch_zeros, (void *)&kind),                   \
 	    cmocka_unit_test_prestate(test_blockcmp_dry_run, (void *)&kind)
 

@@ -15,8 +15,6 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
-#include "resync/blockcmp.h"
-#include "resync/hash.h"
 #include "resync/io.h"
 #include "resync/macro.h"
 #include "resync/proof.h"
@@ -110,40 +108,6 @@ static void test_update_ranges(void **state)
 	unlink(path);
 }
 
-/* Leaves from blockcmp's coarse hashes (one read for a tree and the
- * proof) make the root that hashing the volume makes; only for xxh3,
- * and only with one hash a leaf. */
-static void test_set_xxh3(void **state)
-{
-	char path[] = "/tmp/test-proof-XXXXXX";
-	struct volume *v = make_volume(path, sizeof(path), 4);
-	uint64_t nl = DIV_ROUND_UP((uint64_t)SIZE, PROOF_BLOCK_DEFAULT);
-	struct hash128 *leaf = calloc(nl, sizeof(*leaf)), *fine = calloc(SIZE / 4096 + 1, 16);
-	struct blockcmp_opts o = {.block_size = 4096, .seed = 5, .coarse = leaf,
-				  .coarse_size = PROOF_BLOCK_DEFAULT};
-	struct proof_digest want, got;
-	struct proof_tree t;
-
-	(void)state;
-	assert_non_null(leaf);
-	assert_non_null(fine);
-	root_of(v, PROOF_HASH_XXH3, &want);
-	assert_int_equal(blockcmp_hash_volume(v, 0, SIZE, &o, fine), 0);
-	assert_int_equal(proof_tree_init(&t, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, SIZE), 0);
-	assert_int_equal(proof_tree_set_xxh3(&t, leaf, nl - 1), -EINVAL);
-	assert_int_equal(proof_tree_set_xxh3(&t, leaf, nl), 0);
-	assert_int_equal(proof_tree_root(&t, &got), 0);
-	assert_memory_equal(want.b, got.b, 16);
-	proof_tree_release(&t);
-	assert_int_equal(proof_tree_init(&t, PROOF_HASH_SHA256, PROOF_BLOCK_DEFAULT, SIZE), 0);
-	assert_int_equal(proof_tree_set_xxh3(&t, leaf, nl), -EINVAL);
-	proof_tree_release(&t);
-	free(leaf);
-	free(fine);
-	volume_free(v);
-	unlink(path);
-}
-
 static void test_file(void **state)
 {
 	char path[] = "/tmp/test-proof-XXXXXX", fpath[64];
@@ -191,7 +155,6 @@ int main(void)
 		cmocka_unit_test(test_leaf_is_xxh3),
 		cmocka_unit_test(test_update_ranges),
 		cmocka_unit_test(test_file),
-		cmocka_unit_test(test_set_xxh3),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,13 +29,6 @@ struct blockcmp_opts {
 	 * bytes of the source processed so far. Non-zero return cancels. */
 	int (*progress)(void *arg, uint64_t bytes_done, uint64_t bytes_total);
 	void *progress_arg;
-	/* blockcmp_hash_volume() only: also the seed-0 hashes of the blocks
-	 * of coarse_size bytes (a valid block size, at least block_size; the
-	 * range must start on one), from the same reads, into coarse[i] for
-	 * the block at off + i * coarse_size (the proof's leaves, resync/
-	 * proof.h, at no second read of the volume). NULL: none. */
-	struct hash128 *coarse;
-	uint32_t coarse_size;
 };
 
 enum blockcmp_where {

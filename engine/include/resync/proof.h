@@ -70,12 +70,6 @@ const char *proof_format(enum proof_hash h, const struct proof_digest *d, char *
  * -EINVAL, -ENOMEM. */
 int proof_tree_init(struct proof_tree *t, enum proof_hash h, uint32_t block_size,
 		    uint64_t volume_size);
-/* Fill an xxh3 tree's leaves from the seed-0 hash_block() hashes of its
- * n blocks (blockcmp_opts.coarse: hashed along with something else).
- * Returns 0, or -EINVAL when the tree is not xxh3 or n is not its
- * number of leaves. */
-struct hash128;
-int proof_tree_set_xxh3(struct proof_tree *t, const struct hash128 *h, uint64_t n);
 /* Free the leaves (NULL-safe, idempotent). */
 void proof_tree_release(struct proof_tree *t);
 /* Hash again the leaves of the blocks that overlap the byte ranges of l
