@@ -46,6 +46,7 @@ enum cluster_key {
 	CK_MAX_RATE,
 	CK_INSECURE,
 	CK_COMPRESS_LEVEL,
+	CK_COMPRESS_ADAPT,
 	CK_NOTIFY_EMAIL,
 	CK_SMTP_URL,
 	CK_SMTP_USER,
@@ -82,6 +83,7 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_MAX_RATE] = "max_rate",
 	[CK_INSECURE] = "insecure",
 	[CK_COMPRESS_LEVEL] = "compress_level",
+	[CK_COMPRESS_ADAPT] = "compress_adapt",
 	[CK_NOTIFY_EMAIL] = "notify_email",
 	[CK_SMTP_URL] = "smtp_url",
 	[CK_SMTP_USER] = "smtp_user",
@@ -668,6 +670,11 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 	case CK_NOTIFY_COMMAND:
 		set_string(c, &cfg->notify_command, v);
 		return;
+	case CK_COMPRESS_ADAPT:
+		if (parse_bool(v, &cfg->compress_adapt) < 0)
+			fail(c, c->line, -EINVAL,
+			     "key 'compress_adapt': '%s' is not a boolean (true or false)", v);
+		return;
 	case CK_PROOF:
 		if (parse_bool(v, &cfg->proof) < 0)
 			fail(c, c->line, -EINVAL, "key 'proof': '%s' is not a boolean (true or false)", v);
@@ -874,6 +881,7 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 		return -ENOMEM;
 	c.cfg->block_size = RESYNC_BLOCK_DEFAULT;
 	c.cfg->compress_level = 1;
+	c.cfg->compress_adapt = true;
 	c.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
 	c.cfg->alert_after_ms = CONFIG_ALERT_AFTER_DEFAULT_MS;
 	c.cfg->fence_max_ms = CONFIG_FENCE_MAX_DEFAULT_MS;

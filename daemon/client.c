@@ -15,9 +15,12 @@
 
 /* ---- the asking side ---- */
 
-/* Connect to peer and exchange hellos; *ret_hello is the peer's. */
-int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
-			  size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
+/* Connect to peer and exchange hellos; *ret_hello is the peer's. With
+ * status, a STATUS_REQ follows the HELLO at once (its answer, after the
+ * HELLO_ACK, is read by the caller): one round trip for both. */
+static int peer_open(struct node *n, const struct node_config *peer, bool write, bool status,
+		     char *err, size_t errlen, struct peer_conn **ret,
+		     struct wire_hello *ret_hello)
 {
 	struct peer_conn *c = NULL;
 	struct wire_hello mine;
@@ -43,6 +46,8 @@ int node_peer_open(struct node *n, const struct node_config *peer, bool write, c
 	r = wire_hello_encode(&mine, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(c, WIRE_HELLO, buf, len);
+	if (r >= 0 && status)
+		r = peer_conn_send_frame(c, WIRE_STATUS_REQ, NULL, 0);
 	if (r >= 0)
 		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0) {
@@ -86,6 +91,42 @@ fail:
 	free(buf);
 	peer_conn_free(c);
 	return r;
+}
+
+int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
+		   size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
+{
+	return peer_open(n, peer, write, false, err, errlen, ret, ret_hello);
+}
+
+int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
+			  unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret,
+			  struct wire_hello *ret_hello, struct wire_status *ret_status,
+			  bool *ret_reached)
+{
+	struct peer_conn *c = NULL;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	*ret_reached = false;
+	r = peer_open(n, peer, write, true, err, errlen, &c, ret_hello);
+	if (r < 0)
+		return r;
+	*ret_reached = true;
+	r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r >= 0 && type != WIRE_STATUS)
+		r = -EBADMSG;
+	if (r >= 0)
+		r = wire_status_decode(buf, len, ret_status);
+	if (r < 0) {
+		snprintf(err, errlen, "node '%s': no status: %s", peer->name,
+			 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
+		peer_conn_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
 }
 
 int node_peer_ask_empty(struct peer_conn *c, uint16_t type, uint16_t reply, unsigned char *buf,

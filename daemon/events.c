@@ -296,14 +296,14 @@ void event_publish_progress(struct event_bus *b, const char *node, enum event_ph
 }
 
 void event_publish_end(struct event_bus *b, const char *node, int r, enum meta_state state,
-		       uint64_t bytes_compared, uint64_t bytes_sent, double seconds,
-		       const char *error)
+		       uint64_t bytes_compared, uint64_t bytes_sent, uint64_t round_trips,
+		       double seconds, const char *error)
 {
 	struct event e = {.kind = r >= 0		? EVENT_RESYNC_FINISHED
 				  : r == -ECANCELED ? EVENT_RESYNC_CANCELLED
 						    : EVENT_RESYNC_FAILED,
 			  .state = state, .bytes_compared = bytes_compared,
-			  .bytes_sent = bytes_sent, .seconds = seconds};
+			  .bytes_sent = bytes_sent, .round_trips = round_trips, .seconds = seconds};
 
 	snprintf(e.node, sizeof(e.node), "%s", node);
 	snprintf(e.error, sizeof(e.error), "%s", r < 0 && error ? error : "");
@@ -390,6 +390,7 @@ json_object *event_to_json(const struct event *e, const char *cluster)
 		add_str(o, "state", event_state_name(e->state));
 		add_u64(o, "bytes_compared", e->bytes_compared);
 		add_u64(o, "bytes_sent", e->bytes_sent);
+		add_u64(o, "round_trips", e->round_trips);
 		json_object_object_add(o, "seconds", json_object_new_double(e->seconds));
 		if (e->kind != EVENT_RESYNC_FINISHED)
 			add_str(o, "error", e->error);

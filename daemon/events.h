@@ -8,7 +8,8 @@
  *                     bytes_total, rate (bytes/s); at most one a second per node
  *   state_changed     node, old_state, state, reason, expected (false when
  *                     nobody asked for it: a resync stopped half-way)
- *   resync_finished   node, state (after), bytes_compared, bytes_sent, seconds
+ *   resync_finished   node, state (after), bytes_compared, bytes_sent, round_trips,
+ *                     seconds
  *   resync_failed     the same and error
  *   resync_cancelled  the same and error
  *   resync_done       the whole run: result (success|failed|cancelled),
@@ -101,6 +102,7 @@ struct event {
 	char error[512];
 	bool expected;
 	uint64_t bytes_compared, bytes_sent, bytes_done, bytes_total;
+	uint64_t round_trips; /* resync_finished/failed/cancelled: paid in sequence */
 	uint64_t nodes;
 	unsigned attempts;
 	double rate, seconds, retry;
@@ -151,8 +153,8 @@ void event_publish_progress(struct event_bus *b, const char *node, enum event_ph
 			    uint64_t total, double rate);
 /* r: 0 finished, -ECANCELED cancelled, other -errno failed (error says why). */
 void event_publish_end(struct event_bus *b, const char *node, int r, enum meta_state state,
-		       uint64_t bytes_compared, uint64_t bytes_sent, double seconds,
-		       const char *error);
+		       uint64_t bytes_compared, uint64_t bytes_sent, uint64_t round_trips,
+		       double seconds, const char *error);
 void event_publish_done(struct event_bus *b, uint64_t nodes, const char *generation);
 /* The primary's fence: started (pass: the pass under it) and ended
  * (passes: the run's, seconds: its length), node the primary. */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "node-int.h"
+#include "zadapt.h"
 #include <stdatomic.h>
 #include "resync/io.h"
 #include "resync/limits.h"
@@ -44,7 +45,7 @@ static void job_progress(struct job *j, enum event_phase phase, uint64_t done, u
 
 /* The leaf size a HASH_REQ names: none for a peer that cannot read it
  * (its leaves are blocks, and so are this run's then). */
-static uint32_t job_leaf_wire(const struct job *j)
+uint32_t job_leaf_wire(const struct job *j)
 {
 	return j->features & WIRE_FEATURE_FINE_LEAVES ? j->leaf : 0;
 }
@@ -68,8 +69,8 @@ void job_prefetch(struct job *j, uint64_t seed)
 /* Receive a secondary's reply into buf: a transport failure or an ERROR
  * it sent becomes the job's error text. Returns 0 with *ret_type and
  * *ret_len, or -errno (-EIO for an ERROR). */
-static int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
-		    size_t *ret_len)
+int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+	     size_t *ret_len)
 {
 	int r = peer_conn_recv_frame(c, ret_type, buf, RESYNC_WIRE_FRAME_MAX, ret_len);
 
@@ -86,20 +87,6 @@ static int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint
 		return -EIO;
 	}
 	return 0;
-}
-
-/* Send one frame and receive the reply, as job_recv(). */
-static int job_ask(struct job *j, struct peer_conn *c, uint16_t type, unsigned char *buf,
-		   size_t len, uint16_t *ret_type, size_t *ret_len)
-{
-	int r = peer_conn_send_frame(c, type, buf, len);
-
-	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-			 peer_conn_error(c));
-		return r;
-	}
-	return job_recv(j, c, buf, ret_type, ret_len);
 }
 
 /* The prefetch's answer: a HASH_REPLY of one hash (or an ERROR, said). */
@@ -139,52 +126,19 @@ static uint64_t ranges_blocks(const struct rangelist *l, uint64_t bs)
 
 int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
-	_cleanup_free_ struct hash128 *h = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*h));
-	struct hashtree_diff *d = NULL;
-	struct hashtree_step st;
-	const uint64_t *leaves;
+	_cleanup_free_ uint64_t *leaves = NULL;
 	uint64_t size = volume_size(j->ctx->vol), bs = j->ctx->cfg->block_size;
-	size_t nl, len;
-	uint16_t type;
+	size_t nl;
 	int r;
 
-	if (!h)
-		return -ENOMEM;
 	if (j->prefetched) {
 		r = job_prefetch_wait(j, c, buf);
 		if (r < 0)
 			return r;
 	}
-	r = hashtree_diff_new(j->tree, 0, 0, &d);
+	r = job_walk(j, c, buf, &leaves, &nl);
 	if (r < 0)
 		return r;
-	while ((r = hashtree_diff_next(d, &st)) == 1) {
-		struct wire_hash_reply rep;
-
-		r = wire_hash_req_encode(j->seed, st.level, hashtree_fanout(j->tree),
-					 job_leaf_wire(j), st.ranges,
-					 st.n_ranges, buf, RESYNC_WIRE_FRAME_MAX, &len);
-		if (r < 0)
-			break;
-		r = job_ask(j, c, WIRE_HASH_REQ, buf, len, &type, &len);
-		if (r < 0)
-			break;
-		if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
-		    rep.n_hashes != st.n_hashes) {
-			r = -EBADMSG;
-			break;
-		}
-		r = wire_hash_reply_get(&rep, h, RESYNC_WIRE_HASHES_MAX);
-		if (r >= 0)
-			r = hashtree_diff_feed(d, h, st.n_hashes);
-		if (r < 0)
-			break;
-	}
-	if (r < 0) {
-		hashtree_diff_free(d);
-		return r;
-	}
-	leaves = hashtree_diff_leaves(d, &nl);
 	for (size_t i = 0; i < nl && r >= 0; i++) {
 		uint64_t off = leaves[i] * j->leaf;
 
@@ -193,8 +147,21 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	j->differing_blocks = ranges_blocks(&j->ranges, bs);
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	j->bytes_compared = size;
-	hashtree_diff_free(d);
 	return r < 0 ? r : 0;
+}
+
+static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf);
+
+/* Read the ACKs of the CHECKPOINTs in flight until at most left are. */
+static int job_acks_until(struct job *j, struct peer_conn *c, unsigned char *buf, unsigned left)
+{
+	int r = 0;
+
+	while (r >= 0 && j->ack_pending > left) {
+		j->ack_pending--;
+		r = job_wait_ack(j, c, buf);
+	}
+	return r;
 }
 
 static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf)
@@ -234,7 +201,16 @@ static int job_page_hashes(struct job *j, struct peer_conn *c, unsigned char *bu
 	r = wire_page_req_encode(j->seed, RESYNC_PAGE, batch, nb, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0)
 		return r;
-	r = job_ask(j, c, WIRE_PAGE_REQ, buf, len, &type, &len);
+	r = peer_conn_send_frame(c, WIRE_PAGE_REQ, buf, len);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	/* Replies come in order: the ACKs of the checkpoints in flight. */
+	r = job_acks_until(j, c, buf, 0);
+	if (r >= 0)
+		r = job_recv(j, c, buf, &type, &len);
 	if (r < 0)
 		return r;
 	if (type != WIRE_PAGE_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
@@ -270,7 +246,7 @@ static int job_poll_peer(struct job *j, struct peer_conn *c)
 		return r;
 	if (type != WIRE_ACK || !j->ack_pending)
 		return -EBADMSG;
-	j->ack_pending = false;
+	j->ack_pending--;
 	return 0;
 }
 
@@ -293,9 +269,13 @@ static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 }
 
 /* Send the batched runs, if any, as one EXTENTS frame. */
+static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
+		      uint64_t t1);
+
 static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
 		     struct job_batch *bt)
 {
+	uint64_t t0 = clock_usec(), t1;
 	size_t elen;
 	int r;
 
@@ -304,9 +284,11 @@ static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, un
 	r = wire_extents_encode(z, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 	if (r < 0)
 		return r;
+	t1 = clock_usec();
 	r = job_send_frame(j, c, WIRE_EXTENTS, buf, elen, bt->len);
 	if (r < 0)
 		return r;
+	job_adapt(j, z, bt->len, elen, t0, t1);
 	bt->n = 0;
 	bt->len = 0;
 	return 0;
@@ -322,10 +304,16 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 	int r;
 
 	if (!bt) {
+		uint64_t t0 = clock_usec(), t1;
+
 		r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 		if (r < 0)
 			return r;
-		return job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
+		t1 = clock_usec();
+		r = job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
+		if (r >= 0)
+			job_adapt(j, z, len, elen, t0, t1);
+		return r;
 	}
 	last = bt->n ? &bt->ext[bt->n - 1] : NULL;
 	if (bt->len + len > RESYNC_WIRE_BLOCKS_MAX ||
@@ -367,6 +355,7 @@ struct job_xfer {
 	uint64_t idx;	    /* next of rh */
 	struct job_batch *bt; /* NULL: BLOCKS frames */
 	struct wire_zstd *z;
+	struct zadapt za; /* z's level */
 	int fd;
 	/* Reads of what is sent: the backend RESYNC_IO names (the fault
 	 * injector too), plain syscalls when it names none. */
@@ -377,10 +366,27 @@ struct job_xfer {
 	struct pacer pace;
 };
 
+/* A data frame's costs to the transfer's level (zadapt.h): t0 before
+ * its encoding, t1 after it, now after its send. */
+static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
+		      uint64_t t1)
+{
+	uint64_t now = clock_usec();
+	int level;
+
+	if (!j->x || j->x->z != z)
+		return;
+	level = zadapt_note(&j->x->za, raw, elen, t1 - t0, now - t1);
+	(void)wire_zstd_set_level(z, level); /* a level of ZADAPT's range */
+}
+
 static void job_xfer_release(struct job_xfer *x)
 {
 	if (!x)
 		return;
+	if (x->za.lowest != x->za.highest)
+		log_info("resync of '%s': zstd level from %d, between %d and %d", x->j->peer->name,
+			 x->za.start, x->za.lowest, x->za.highest);
 	free(x->raw);
 	free(x->batch);
 	free(x->rh);
@@ -434,6 +440,9 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 	}
 	x->pace.stop = &j->abort;
 	x->t0 = x->last = clock_usec();
+	zadapt_init(&x->za, ctx->cfg->compress_level,
+		    ctx->cfg->compress_adapt && ctx->cfg->compress_level >= ZADAPT_LEVEL_MIN &&
+			    ctx->cfg->compress_level <= ZADAPT_LEVEL_MAX);
 	return wire_zstd_new(ctx->cfg->compress_level, &x->z);
 }
 
@@ -471,20 +480,12 @@ static uint64_t job_xfer_next_batch(struct job_xfer *x)
 	return npages;
 }
 
-/* With page hashes: the checkpoint's ACK in flight first (replies come
- * in order), then the peer's page hashes of the batch. */
+/* With page hashes: the peer's page hashes of the batch (the ACKs in
+ * flight read first: replies come in order). */
 static int job_xfer_ask_pages(struct job_xfer *x, uint64_t npages)
 {
-	int r;
-
 	if (!x->pages)
 		return 0;
-	if (x->j->ack_pending) {
-		x->j->ack_pending = false;
-		r = job_wait_ack(x->j, x->c, x->buf);
-		if (r < 0)
-			return r;
-	}
 	return job_page_hashes(x->j, x->c, x->buf, x->batch, x->nb, npages, x->rh);
 }
 
@@ -518,9 +519,10 @@ static int job_xfer_send_piece(struct job_xfer *x, uint64_t off, size_t k)
 }
 
 /* A checkpoint at off (every byte below it sent or already equal): the
- * batched runs go first; one checkpoint is in flight, its ACK read at
- * the next one (or the next request), so the bytes keep going while the
- * secondary flushes. */
+ * batched runs go first; up to NODE_ACK_WINDOW checkpoints are in
+ * flight, their ACKs taken in passing or read when the window is full
+ * (or at the next request), so the bytes keep going while the secondary
+ * flushes and the ACKs travel back. */
 static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 {
 	struct job *j = x->j;
@@ -529,13 +531,14 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 	int r;
 
 	r = job_flush(j, x->c, x->z, x->buf, x->bt);
-	if (r >= 0 && j->ack_pending)
-		r = job_wait_ack(j, x->c, x->buf);
+	if (r >= 0)
+		r = job_acks_until(j, x->c, x->buf, NODE_ACK_WINDOW - 1);
 	if (r >= 0)
 		r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
-	j->ack_pending = r >= 0;
+	if (r >= 0)
+		j->ack_pending++;
 	return r;
 }
 
@@ -612,26 +615,42 @@ static int job_xfer_batch(struct job_xfer *x)
  * fence) must be the primary's (made under the primary's fence, before
  * this last pass). A mismatch fails the job without COMMIT: the secondary
  * stays Inconsistent, and says so. */
-static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf)
+static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf, bool commit)
 {
 	struct wire_proof q = *j->proof_primary, a;
 	char mine[PROOF_TEXT_MAX], theirs[PROOF_TEXT_MAX];
+	struct wire_uuid g;
 	uint16_t type;
 	size_t len;
 	int r;
 
-	memset(q.root, 0, sizeof(q.root));
 	q.hashed = 0;
-	r = wire_proof_encode(&q, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	memcpy(g.b, j->gen.b, 16);
+	if (commit) {
+		r = wire_proof_commit_encode(&q, &g, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	} else {
+		memset(q.root, 0, sizeof(q.root));
+		r = wire_proof_encode(&q, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	}
 	if (r < 0)
 		return r;
-	r = job_ask(j, c, WIRE_PROOF_REQ, buf, len, &type, &len);
+	r = peer_conn_send_frame(c, commit ? WIRE_PROOF_COMMIT : WIRE_PROOF_REQ, buf, len);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
+			 peer_conn_error(c));
+		return r;
+	}
+	/* Replies come in order: the checkpoints' ACKs first. */
+	r = job_acks_until(j, c, buf, 0);
+	if (r < 0)
+		return r;
+	r = job_recv(j, c, buf, &type, &len);
 	if (r < 0)
 		return r;
 	if (type != WIRE_PROOF || wire_proof_decode(buf, len, &a) < 0 || a.hash != q.hash ||
 	    a.block_size != q.block_size) {
-		snprintf(j->err, sizeof(j->err), "node '%s': no valid PROOF after PROOF_REQ",
-			 j->peer->name);
+		snprintf(j->err, sizeof(j->err), "node '%s': no valid PROOF after %s",
+			 j->peer->name, commit ? "PROOF_COMMIT" : "PROOF_REQ");
 		return -EBADMSG;
 	}
 	j->proof = a;
@@ -639,7 +658,7 @@ static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf)
 	j->proof_match = a.volume_size == j->proof_primary->volume_size &&
 			 !memcmp(a.root, j->proof_primary->root, sizeof(a.root));
 	if (j->proof_match)
-		return 0;
+		return commit ? job_wait_ack(j, c, buf) : 0;
 	snprintf(j->err, sizeof(j->err),
 		 "node '%s': proof mismatch after the transfer: its volume's root is %s, the primary's %s: not committed, it stays Inconsistent",
 		 j->peer->name, node_proof_format(&a, theirs, sizeof(theirs)),
@@ -673,13 +692,10 @@ static int job_xfer_commit(struct job_xfer *x)
 		}
 	}
 	if (j->proof_primary && (j->features & WIRE_FEATURE_PROOF)) {
-		if (j->ack_pending) {
-			r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */
-			if (r < 0)
-				return r;
-			j->ack_pending = false;
-		}
-		r = job_proof(j, x->c, x->buf);
+		/* One exchange with a peer that commits on its own proof. */
+		if (j->features & WIRE_FEATURE_PROOF_COMMIT)
+			return job_proof(j, x->c, x->buf, true);
+		r = job_proof(j, x->c, x->buf, false);
 		if (r < 0)
 			return r;
 	}
@@ -687,8 +703,8 @@ static int job_xfer_commit(struct job_xfer *x)
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);
-	if (r >= 0 && j->ack_pending)
-		r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */
+	if (r >= 0)
+		r = job_acks_until(j, x->c, x->buf, 0); /* the checkpoints' */
 	if (r >= 0)
 		r = job_wait_ack(j, x->c, x->buf);
 	return r;
@@ -752,10 +768,8 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 		 * last pass. The offset claims what the first pass did (every
 		 * byte below the end was sent), never more. */
 		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
-		if (r >= 0) {
-			j->ack_pending = false;
-			r = job_wait_ack(j, x->c, x->buf);
-		}
+		if (r >= 0)
+			r = job_acks_until(j, x->c, x->buf, 0);
 	}
 	j->bytes_sent = peer_conn_bytes_sent(x->c);
 	j->pass_bytes = j->bytes_read - done0;
@@ -846,6 +860,10 @@ static void job_end(struct job *j, int r)
 		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
 	j->r = r;
 	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
+	if (j->c) {
+		j->round_trips = peer_conn_round_trips(j->c);
+		j->exchanges = peer_conn_exchanges(j->c);
+	}
 }
 
 /* The differing ranges: the bitmaps' union or the tree's walk. */

@@ -34,6 +34,7 @@ struct node_stat {
 	uint64_t compared_base, sent_base; /* finished runs */
 	uint64_t compared_cur, sent_cur;   /* the running one */
 	int proof_match; /* the last proof: 1 matched, 0 not, -1 none */
+	uint64_t round_trips; /* the last resync's, paid in sequence */
 };
 
 struct metrics {
@@ -93,6 +94,7 @@ static void on_event(void *arg, const struct event *e)
 			s->compared_base += MAX(e->bytes_compared, s->compared_cur);
 			s->sent_base += MAX(e->bytes_sent, s->sent_cur);
 			s->compared_cur = s->sent_cur = 0;
+			s->round_trips = e->round_trips;
 		}
 		break;
 	case EVENT_RESYNC_DONE:
@@ -210,6 +212,12 @@ int metrics_render(struct metrics *m, char **ret)
 			fprintf(o, "resync_bytes_sent_total{node=\"%s\"} %" PRIu64 "\n",
 				esc(cfg->nodes[i].name, e, sizeof(e)),
 				m->nodes[i].sent_base + m->nodes[i].sent_cur);
+	help(o, "resync_last_round_trips", "gauge",
+	     "round trips the last resync of each secondary paid one after the other");
+	for (size_t i = 0; i < cfg->n_nodes; i++)
+		if (strcmp(cfg->nodes[i].name, m->o.node))
+			fprintf(o, "resync_last_round_trips{node=\"%s\"} %" PRIu64 "\n",
+				esc(cfg->nodes[i].name, e, sizeof(e)), m->nodes[i].round_trips);
 	help(o, "resync_last_success_timestamp_seconds", "gauge",
 	     "unix time of the last successful resync, 0 never");
 	fprintf(o, "resync_last_success_timestamp_seconds %.3f\n", m->last_success);

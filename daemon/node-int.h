@@ -71,6 +71,9 @@ enum {
 	NODE_ACCEPT_BACKOFF_MIN_MS = 100, /* after accept() failed (EMFILE, ...) */
 	NODE_ACCEPT_BACKOFF_MAX_MS = 1000,
 	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
+	/* CHECKPOINTs in flight, unacknowledged, before the transfer waits
+	 * for the oldest: the bytes keep going across a long round trip. */
+	NODE_ACK_WINDOW = 4,
 	NODE_PROGRESS_USEC = 500000,
 };
 
@@ -446,6 +449,13 @@ int node_peer_open(struct node *n, const struct node_config *peer, bool write, c
 int node_peer_ask_empty(struct peer_conn *c, uint16_t type, uint16_t reply, unsigned char *buf,
 		       size_t *ret_len);
 int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status *ret);
+/* node_peer_open() and node_peer_status() in one round trip (the
+ * STATUS_REQ follows the HELLO unanswered); err says what failed,
+ * *ret_reached whether the hellos were exchanged. */
+int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
+			  unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret,
+			  struct wire_hello *ret_hello, struct wire_status *ret_status,
+			  bool *ret_reached);
 int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm, size_t size);
 
 /* ---- job.c ---- */
@@ -502,7 +512,7 @@ struct job {
 	unsigned undo_mode; /* enum undo_mode of this run */
 	bool undo;	    /* the secondary journals what this resync overwrites */
 	bool resume; /* Inconsistent with a checkpoint of this generation */
-	bool ack_pending; /* a CHECKPOINT's ACK is not read yet */
+	unsigned ack_pending; /* CHECKPOINTs whose ACK is not read yet (<= NODE_ACK_WINDOW) */
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
 
 	/* A transfer in passes (job_xfer_open() to job_xfer_close()). */
@@ -518,6 +528,9 @@ struct job {
 	struct rangelist ranges;
 	uint64_t differing_blocks, differing_bytes;
 	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;
+	/* On its connection (peer_conn_round_trips()): waits paid in
+	 * sequence, and replies received in all. */
+	uint64_t round_trips, exchanges;
 	double seconds;
 
 	/* The proof (issue 11): the primary's root to compare with (NULL:
@@ -529,6 +542,17 @@ struct job {
 };
 
 void job_prefetch(struct job *j, uint64_t seed);
+/* Receive a secondary's reply (an ERROR it sent: -EIO, j->err says it),
+ * and the leaf size a HASH_REQ names for it. */
+int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+	     size_t *ret_len);
+uint32_t job_leaf_wire(const struct job *j);
+/* ---- job-walk.c ---- */
+/* The walk of the peer's tree (j->tree's shape and seed), every request of
+ * a level in flight at once: the indices of the differing leaves,
+ * ascending, in *ret_leaves (the caller frees it; NULL when none). */
+int job_walk(struct job *j, struct peer_conn *c, unsigned char *buf, uint64_t **ret_leaves,
+	     size_t *ret_n);
 /* The job's steps, in order: the differing ranges (job_compare through
  * the hash tree, or job_quick from both bitmaps), then job_transfer.
  * Each returns 0 or -errno with j->err saying why. */

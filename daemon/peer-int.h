@@ -42,6 +42,13 @@ struct peer_conn {
 	unsigned timeout_ms;
 	uint64_t sent, received;
 	uint64_t last_sent_ms; /* now_ms() of the last frame sent (or of c's making) */
+	/* Round trips (issue 18): frames received other than KEEPALIVEs
+	 * (exchanges), and waits paid in sequence: a receive that found
+	 * nothing to read while a frame sent since the last such wait was
+	 * unanswered, so that it waited for the peer. The connect's TCP and
+	 * TLS handshakes count one each. */
+	uint64_t exchanges, round_trips;
+	bool asked; /* a frame sent since the last counted wait */
 	bool ready; /* handshake done (or plaintext): frames may pass */
 	bool broken;
 	char remote[300];

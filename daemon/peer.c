@@ -232,6 +232,7 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 		return -ENOMEM;
 	}
 	snprintf(c->remote, sizeof(c->remote), "node '%s' (%s)", node->name, node->address);
+	c->round_trips = ctx->tls ? 2 : 1; /* TCP's handshake, TLS's */
 	r = peer_tls_handshake(c, false, ctx->connect_ms);
 	if (r < 0) {
 		set_error(err, errlen, "%s", c->error);
@@ -341,6 +342,16 @@ uint64_t peer_conn_bytes_sent(const struct peer_conn *c)
 uint64_t peer_conn_bytes_received(const struct peer_conn *c)
 {
 	return c->received;
+}
+
+uint64_t peer_conn_exchanges(const struct peer_conn *c)
+{
+	return c->exchanges;
+}
+
+uint64_t peer_conn_round_trips(const struct peer_conn *c)
+{
+	return c->round_trips;
 }
 
 static int conn_fail(struct peer_conn *c, int r, const char *what)
@@ -525,6 +536,8 @@ int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload
 		return conn_fail(c, r, "sending to");
 	c->sent += sizeof(hdr) + len;
 	c->last_sent_ms = now_ms();
+	if (type != WIRE_KEEPALIVE)
+		c->asked = true;
 	return 0;
 }
 
@@ -587,6 +600,10 @@ int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, siz
 		return -EPIPE;
 	if (!c->ready)
 		return -ENOTCONN;
+	if (c->asked && !peer_conn_readable(c)) {
+		c->round_trips++;
+		c->asked = false;
+	}
 	/* KEEPALIVEs are skipped, and each starts the deadline over: the
 	 * timeout measures a silent peer, not the gap between two frames
 	 * that mean something. */
@@ -613,6 +630,7 @@ int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, siz
 	if (r < 0)
 		return conn_fail(c, r, "receiving from");
 	c->received += h.length;
+	c->exchanges++;
 	*ret_type = h.type;
 	*ret_len = h.length;
 	return 0;

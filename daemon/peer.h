@@ -115,6 +115,13 @@ int peer_conn_tls(const struct peer_conn *c);
 /* Frame bytes (headers and payloads) sent and received on c. */
 uint64_t peer_conn_bytes_sent(const struct peer_conn *c);
 uint64_t peer_conn_bytes_received(const struct peer_conn *c);
+/* Frames received (KEEPALIVEs aside), and the round trips paid in
+ * sequence on c: receives that had to wait for an answer to a frame sent
+ * since the last such wait (a reply already there, or a second reply to
+ * requests sent together, costs none), plus one each for the TCP and TLS
+ * handshakes of peer_conn_connect(). */
+uint64_t peer_conn_exchanges(const struct peer_conn *c);
+uint64_t peer_conn_round_trips(const struct peer_conn *c);
 
 /* Listen on host:port (port 0 picks a free one; see peer_listener_port).
  * The socket is non-blocking and close-on-exec. */

@@ -267,6 +267,7 @@ static void *job_open_thread(void *arg)
 {
 	struct job_open *o = arg;
 	struct job *j = o->j;
+	bool reached;
 	int r;
 
 	j->t0 = clock_usec();
@@ -276,14 +277,9 @@ static void *job_open_thread(void *arg)
 		j->r = -ENOMEM;
 		return NULL;
 	}
-	r = node_peer_open(o->n, j->peer, j->write, j->err, sizeof(j->err), &j->c, &j->hello);
-	event_publish_peer(o->n->bus, j->peer->name, r >= 0);
-	if (r >= 0) {
-		r = node_peer_status(j->c, j->buf, &j->status);
-		if (r < 0)
-			snprintf(j->err, sizeof(j->err), "node '%s': no status: %s", j->peer->name,
-				 r == -EBADMSG ? "malformed reply" : peer_conn_error(j->c));
-	}
+	r = node_peer_open_status(o->n, j->peer, j->write, j->buf, j->err, sizeof(j->err), &j->c,
+				  &j->hello, &j->status, &reached);
+	event_publish_peer(o->n->bus, j->peer->name, reached);
 	if (r < 0) {
 		if (!j->err[0])
 			snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
@@ -1028,6 +1024,8 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 	json_object_object_add(x, "bytes_sent", json_object_new_uint64(j->bytes_sent));
 	json_object_object_add(x, "bytes_written", json_object_new_uint64(j->bytes_written));
 	json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
+	json_object_object_add(x, "round_trips", json_object_new_uint64(j->round_trips));
+	json_object_object_add(x, "exchanges", json_object_new_uint64(j->exchanges));
 	if (j->proof_done) {
 		json_object *p = json_object_new_object();
 		char t[PROOF_TEXT_MAX];
@@ -1090,7 +1088,7 @@ static json_object *resync_report(struct resync_run *run)
 			resync_proof_note(run, j);
 		if (run->write)
 			event_publish_end(n->bus, j->peer->name, j->r, j->state, j->bytes_compared,
-					  j->bytes_sent, j->seconds, j->err);
+					  j->bytes_sent, j->round_trips, j->seconds, j->err);
 	}
 	drift_note_run(n, run->jobs, run->nj, run->write, run->plan);
 	if (run->write && !failed)

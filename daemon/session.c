@@ -433,18 +433,15 @@ static int session_checkpoint(struct session *s, size_t len)
 	return send_offset(s->c, WIRE_ACK, off);
 }
 
-static int session_commit(struct session *s, size_t len)
+/* COMMIT's work, for COMMIT and PROOF_COMMIT: the ACK sent. */
+static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 {
 	struct node *n = s->n;
 	struct meta *m = node_meta(n);
-	struct wire_uuid g;
 	struct meta_uuid gen;
 	int r;
 
-	r = wire_commit_decode(s->in, len, &g);
-	if (r < 0)
-		return r;
-	memcpy(gen.b, g.b, 16);
+	memcpy(gen.b, g->b, 16);
 	/* etcd (issue 14): no commit from a primary the leader key left. */
 	r = node_etcd_commit_check(n, s->peer, s->why, sizeof(s->why));
 	if (r < 0)
@@ -482,6 +479,17 @@ static int session_commit(struct session *s, size_t len)
 	      s->peer, s->n_blocks, s->n_extents);
 	event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_UPTODATE, true, "resync committed");
 	return send_offset(s->c, WIRE_ACK, node_size(n));
+}
+
+static int session_commit(struct session *s, size_t len)
+{
+	struct wire_uuid g;
+	int r;
+
+	r = wire_commit_decode(s->in, len, &g);
+	if (r < 0)
+		return r;
+	return session_commit_gen(s, &g);
 }
 
 static int session_status(struct session *s, size_t len)
@@ -565,17 +573,15 @@ static void session_corrupt(struct session *s)
 /* PROOF_REQ: this volume's root, made under the fence (as a data frame,
  * the request fences the mount and marks the volume Inconsistent until
  * the commit), so that the root is the volume the commit keeps. */
-static int session_proof_req(struct session *s, size_t len)
+static int session_proof_make(struct session *s, const struct wire_proof *qp,
+			      struct wire_proof *ret)
 {
 	struct node *n = s->n;
-	struct wire_proof q, a;
+	struct wire_proof q = *qp, a;
 	unsigned char buf[128];
 	size_t olen;
 	int r;
 
-	r = wire_proof_decode(s->in, len, &q);
-	if (r < 0)
-		return r;
 	if (q.volume_size != node_size(n))
 		return -EBADMSG;
 	r = session_write_ensure(s);
@@ -596,7 +602,41 @@ static int session_proof_req(struct session *s, size_t len)
 	r = wire_proof_encode(&a, buf, sizeof(buf), &olen);
 	if (r < 0)
 		return r;
+	*ret = a;
 	return peer_conn_send_frame(s->c, WIRE_PROOF, buf, olen);
+}
+
+static int session_proof_req(struct session *s, size_t len)
+{
+	struct wire_proof q, a;
+	int r;
+
+	r = wire_proof_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	return session_proof_make(s, &q, &a);
+}
+
+/* PROOF_COMMIT: the proof as for PROOF_REQ, then, when this volume's root
+ * is the primary's, the commit as for COMMIT. A mismatch commits nothing:
+ * the volume stays Inconsistent, and the primary says why. */
+static int session_proof_commit(struct session *s, size_t len)
+{
+	struct wire_proof q, a;
+	struct wire_uuid g;
+	int r;
+
+	r = wire_proof_commit_decode(s->in, len, &q, &g);
+	if (r < 0)
+		return r;
+	r = session_proof_make(s, &q, &a);
+	if (r < 0)
+		return r;
+	if (a.volume_size != q.volume_size || memcmp(a.root, q.root, sizeof(a.root))) {
+		log_error("proof mismatch before the commit of '%s': not committed", s->peer);
+		return 0;
+	}
+	return session_commit_gen(s, &g);
 }
 
 /* A secondary that took writes of its own since its last commit holds
@@ -698,6 +738,7 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_UNDO] = {session_undo, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_ROLLBACK] = {session_rollback, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_PROOF_REQ] = {session_proof_req, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_PROOF_COMMIT] = {session_proof_commit, SESSION_OP_PRIMARY_ONLY},
 };
 
 /* The session no longer counts against NODE_UNAUTH_MAX. */

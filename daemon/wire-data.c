@@ -53,6 +53,17 @@ int wire_zstd_new(int level, struct wire_zstd **ret)
 	return 0;
 }
 
+int wire_zstd_set_level(struct wire_zstd *z, int level)
+{
+	if (level == z->level)
+		return 0;
+	if (level == 0 || level < ZSTD_minCLevel() || level > ZSTD_maxCLevel() ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_compressionLevel, level)))
+		return -EINVAL;
+	z->level = level;
+	return 0;
+}
+
 void wire_zstd_free(struct wire_zstd *z)
 {
 	if (!z)

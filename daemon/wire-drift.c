@@ -96,3 +96,42 @@ int wire_proof_decode(const void *buf, size_t len, struct wire_proof *ret)
 	*ret = m;
 	return 0;
 }
+
+/* PROOF_COMMIT */
+
+int wire_proof_commit_encode(const struct wire_proof *m, const struct wire_uuid *generation,
+			     void *buf, size_t cap, size_t *ret_len)
+{
+	size_t len;
+	int r;
+
+	if (cap < sizeof(struct wire_proof_le) + sizeof(struct wire_commit_le))
+		return -ENOBUFS;
+	r = wire_proof_encode(m, buf, cap, &len);
+	if (r < 0)
+		return r;
+	r = wire_commit_encode(generation, (unsigned char *)buf + len, cap - len, ret_len);
+	if (r < 0)
+		return r;
+	*ret_len += len;
+	return 0;
+}
+
+int wire_proof_commit_decode(const void *buf, size_t len, struct wire_proof *ret,
+			     struct wire_uuid *ret_generation)
+{
+	const size_t pl = sizeof(struct wire_proof_le);
+	struct wire_proof m;
+	int r;
+
+	if (len != pl + sizeof(struct wire_commit_le))
+		return -EBADMSG;
+	r = wire_proof_decode(buf, pl, &m);
+	if (r < 0)
+		return r;
+	r = wire_commit_decode((const unsigned char *)buf + pl, len - pl, ret_generation);
+	if (r < 0)
+		return r;
+	*ret = m;
+	return 0;
+}

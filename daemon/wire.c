@@ -28,6 +28,7 @@ static const char *const type_names[] = {
 	[WIRE_UNDO] = "UNDO",		  [WIRE_UNDO_REQ] = "UNDO_REQ",
 	[WIRE_UNDO_INFO] = "UNDO_INFO",	  [WIRE_ROLLBACK] = "ROLLBACK",
 	[WIRE_PROOF_REQ] = "PROOF_REQ",	  [WIRE_PROOF] = "PROOF",
+	[WIRE_PROOF_COMMIT] = "PROOF_COMMIT",
 };
 
 const char *wire_type_name(unsigned type)
@@ -445,6 +446,8 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 	case WIRE_PROOF_REQ:
 	case WIRE_PROOF:
 		return wire_proof_decode(buf, len, &u.proof);
+	case WIRE_PROOF_COMMIT:
+		return wire_proof_commit_decode(buf, len, &u.proof, &u.uuid);
 	case WIRE_CONTROL:
 		/* Bytes of JSON lines, parsed (and bounded) by the session. */
 		return len > 0 ? 0 : -EBADMSG;

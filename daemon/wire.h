@@ -57,7 +57,9 @@ enum wire_type {
 	WIRE_ROLLBACK = 24,  /* the primary: roll back; ACK saved bytes | ERROR */
 	WIRE_PROOF_REQ = 25, /* WIRE_FEATURE_PROOF: "your volume's root", before COMMIT */
 	WIRE_PROOF = 26,     /* WIRE_FEATURE_PROOF: that root */
-	WIRE_TYPE_MAX = WIRE_PROOF,
+	/* WIRE_FEATURE_PROOF_COMMIT: PROOF_REQ and COMMIT in one exchange. */
+	WIRE_PROOF_COMMIT = 27,
+	WIRE_TYPE_MAX = WIRE_PROOF_COMMIT,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -151,6 +153,13 @@ enum wire_features {
 	 * Inconsistent) answers with a PROOF. The primary commits it only
 	 * when the root is its own. Sent only to a peer that offered it. */
 	WIRE_FEATURE_PROOF = 1 << 9,
+	/* PROOF_COMMIT (issue 18): the primary's root and the generation in
+	 * one frame, instead of PROOF_REQ, its answer, then COMMIT. The
+	 * secondary makes its proof as for PROOF_REQ and answers PROOF; when
+	 * the roots (and sizes) are the same it commits as for COMMIT and
+	 * answers ACK too, else it stays Inconsistent and the primary fails
+	 * the job. Sent only to a peer that offered both PROOF and this. */
+	WIRE_FEATURE_PROOF_COMMIT = 1 << 10,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -303,6 +312,8 @@ struct wire_zstd;
 /* level: a zstd level (ZSTD_minCLevel() to ZSTD_maxCLevel(); 0 = 1). */
 int wire_zstd_new(int level, struct wire_zstd **ret);
 void wire_zstd_free(struct wire_zstd *z);
+/* The level of the frames encoded from now on (between two frames). */
+int wire_zstd_set_level(struct wire_zstd *z, int level);
 
 /* Payload bytes that wire_blocks_encode() may need for len raw bytes. */
 static inline size_t wire_blocks_bound(size_t len)
@@ -434,6 +445,12 @@ struct wire_proof {
 };
 int wire_proof_encode(const struct wire_proof *m, void *buf, size_t cap, size_t *ret_len);
 int wire_proof_decode(const void *buf, size_t len, struct wire_proof *ret);
+/* PROOF_COMMIT: a PROOF (the primary's root) and then a COMMIT's
+ * generation. */
+int wire_proof_commit_encode(const struct wire_proof *m, const struct wire_uuid *generation,
+			     void *buf, size_t cap, size_t *ret_len);
+int wire_proof_commit_decode(const void *buf, size_t len, struct wire_proof *ret,
+			     struct wire_uuid *ret_generation);
 
 /* BITMAP: bytes [offset, offset + len) of a dirty bitmap of total bytes
  * (bit i of byte i/8 is block i, LSB first); len <= RESYNC_WIRE_BLOCKS_MAX,

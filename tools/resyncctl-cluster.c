@@ -562,7 +562,7 @@ int resyncctl_resync(int argc, char **argv)
 		for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
 			json_object *n = json_object_array_get_idx(nodes, i), *x = json_object_new_object();
 			const char *keys[] = {"bytes_compared", "bytes_read", "bytes_sent",
-					      "bytes_written"};
+					      "bytes_written", "round_trips", "exchanges"};
 			bool ok = !strcmp(resyncctl_jstr(n, "result"), "resynced") &&
 				  !strcmp(resyncctl_jstr(n, "state"), "UpToDate");
 

@@ -15,6 +15,7 @@ Faults are armed for the next connection(s) accepted (`arm`), or act on
 every live one (`partition`, `reset_all`); every connection is counted and
 every fault that fired is recorded in `fired`."""
 import atexit
+import collections
 import ctypes
 import ipaddress
 import os
@@ -27,6 +28,11 @@ import time
 
 UP, DOWN = "up", "down"  # up: from the connecting side to the target
 CHUNK = 65536
+# Bytes a direction holds in flight (read, not yet delivered): enough for
+# the bandwidth-delay product of any link the tests shape (1 GB/s at
+# 25 ms is 25 MB), so that the relay adds delay without becoming a small
+# window itself; past it, the reader waits (TCP's back-pressure).
+LINE_BYTES = 32 << 20
 ALLOWED = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.99.0.0/16")]
 CLONE_NEWNET = 0x40000000
 
@@ -157,6 +163,34 @@ class _Armed:
         return self.base + self.f.at
 
 
+class _Line:
+    """The FIFO of one direction, bounded by the bytes it holds (always
+    room for one item, whatever its size)."""
+
+    def __init__(self, cap=LINE_BYTES):
+        self.cv = threading.Condition()
+        self.items = collections.deque()
+        self.bytes, self.cap = 0, cap
+
+    def put(self, item, timeout=None):
+        n = len(item[1][1]) if item[0] == "data" else 0
+        with self.cv:
+            if not self.cv.wait_for(lambda: self.bytes == 0 or self.bytes + n <= self.cap,
+                                    timeout):
+                raise queue.Full
+            self.items.append((item, n))
+            self.bytes += n
+            self.cv.notify_all()
+
+    def get(self):
+        with self.cv:
+            self.cv.wait_for(lambda: self.items)
+            item, n = self.items.popleft()
+            self.bytes -= n
+            self.cv.notify_all()
+            return item
+
+
 class _Conn:
     def __init__(self, relay, a, b, faults):
         self.relay, self.a, self.b = relay, a, b
@@ -168,7 +202,7 @@ class _Conn:
         self.silent = False  # partitioned: nothing more goes through
         self.lock = threading.Lock()
         for d, src, dst in ((UP, a, b), (DOWN, b, a)):
-            q = queue.Queue(maxsize=64)
+            q = _Line()
             relay._spawn(self._read, d, src, q)
             relay._spawn(self._write, d, dst, q)
 

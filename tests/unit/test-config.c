@@ -25,6 +25,7 @@ static const char good[] = "; a full cluster file\n"
 			   "max_rate = 100M\n"
 			   "insecure = false\n"
 			   "compress_level = 3\n"
+			   "compress_adapt = false\n"
 			   "notify_email = ops@example.com, oncall@example.com\n"
 			   "smtp_url = smtp://127.0.0.1:2525\n"
 			   "smtp_user = resync\n"
@@ -66,6 +67,7 @@ static void test_good(void **state)
 	assert_int_equal(cfg->max_rate, 100ull << 20);
 	assert_false(cfg->insecure);
 	assert_int_equal(cfg->compress_level, 3);
+	assert_false(cfg->compress_adapt);
 	assert_string_equal(cfg->notify_email, "ops@example.com, oncall@example.com");
 	assert_string_equal(cfg->smtp_url, "smtp://127.0.0.1:2525");
 	assert_string_equal(cfg->smtp_user, "resync");
@@ -94,7 +96,7 @@ static void test_good(void **state)
 	assert_string_equal(n->control, "/run/resync/node1.sock");
 	assert_string_equal(n->metrics, "127.0.0.1:9471");
 	assert_string_equal(n->web, "127.0.0.1:9481");
-	assert_int_equal(n->line, 25);
+	assert_int_equal(n->line, 26);
 
 	n = cluster_config_node(cfg, "node-2.b");
 	assert_non_null(n);
@@ -119,6 +121,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->block_size, 64 * 1024);
 	assert_int_equal(cfg->max_rate, 0);
 	assert_int_equal(cfg->compress_level, 1);
+	assert_true(cfg->compress_adapt);
 	assert_true(cfg->insecure);
 	assert_int_equal(cfg->undo, CONFIG_UNDO_DIVERGED); /* the default */
 	assert_int_equal(cfg->undo_keep_s, 7 * 86400);
@@ -175,6 +178,8 @@ static const struct {
 	{"[cluster]\nverify_max_rate = fast\n",
 	 "cluster.conf:2: key 'verify_max_rate': 'fast' is not a rate in bytes per second (e.g. 50M; "
 	 "0 = unlimited)"},
+	{"[cluster]\ncompress_adapt = sometimes\n",
+	 "cluster.conf:2: key 'compress_adapt': 'sometimes' is not a boolean (true or false)"},
 	{"[cluster]\ncompress_level = 99\n",
 	 "cluster.conf:2: key 'compress_level': '99' is not a zstd level from -7 to 22 (not 0)"},
 	{"[cluster]\nname = my cluster\n",

@@ -210,9 +210,11 @@ static void test_json_every_kind(void **state)
 	e.state = META_STATE_UPTODATE;
 	e.bytes_compared = 1048576;
 	e.bytes_sent = 4096;
+	e.round_trips = 9;
 	e.seconds = 1.25;
 	check_forms(&e, HEAD("resync_finished") "\"node\":\"n2\",\"state\":\"UpToDate\","
-			"\"bytes_compared\":1048576,\"bytes_sent\":4096,\"seconds\":1.25}",
+			"\"bytes_compared\":1048576,\"bytes_sent\":4096,\"round_trips\":9,"
+			"\"seconds\":1.25}",
 		    TIME "resync_finished n2 state UpToDate, 1048576 bytes compared, 4096 sent, 1.2 s");
 
 	NEW(EVENT_RESYNC_FAILED);
@@ -223,7 +225,8 @@ static void test_json_every_kind(void **state)
 	e.seconds = 1.5;
 	strcpy(e.error, "connection reset");
 	check_forms(&e, HEAD("resync_failed") "\"node\":\"n2\",\"state\":\"Inconsistent\","
-			"\"bytes_compared\":4096,\"bytes_sent\":100,\"seconds\":1.5,"
+			"\"bytes_compared\":4096,\"bytes_sent\":100,\"round_trips\":0,"
+			"\"seconds\":1.5,"
 			"\"error\":\"connection reset\"}",
 		    TIME "resync_failed n2 state Inconsistent, 4096 bytes compared, 100 sent, 1.5 s: "
 			 "connection reset");
@@ -234,7 +237,7 @@ static void test_json_every_kind(void **state)
 	e.seconds = 0.5;
 	strcpy(e.error, "cancelled");
 	check_forms(&e, HEAD("resync_cancelled") "\"node\":\"n3\",\"state\":\"Diverged\","
-			"\"bytes_compared\":0,\"bytes_sent\":0,\"seconds\":0.5,"
+			"\"bytes_compared\":0,\"bytes_sent\":0,\"round_trips\":0,\"seconds\":0.5,"
 			"\"error\":\"cancelled\"}",
 		    TIME "resync_cancelled n3 state Diverged, 0 bytes compared, 0 sent, 0.5 s: cancelled");
 
@@ -314,18 +317,18 @@ static void test_publish_helpers(void **state)
 	assert_int_equal(l.e.state, META_STATE_OUTDATED);
 	event_publish_progress(b, "n2", EVENT_PHASE_DIRTY, 1, 2, 3, 4, 5);
 	assert_int_equal(l.e.phase, EVENT_PHASE_DIRTY);
-	event_publish_end(b, "n2", -ECANCELED, META_STATE_INCONSISTENT, 0, 0, 0, "stop");
+	event_publish_end(b, "n2", -ECANCELED, META_STATE_INCONSISTENT, 0, 0, 0, 0, "stop");
 	assert_int_equal(l.e.kind, EVENT_RESYNC_CANCELLED);
 	assert_int_equal(l.e.state, META_STATE_INCONSISTENT);
 	event_publish_done(b, 1, GEN);
 	assert_int_equal(l.e.result, EVENT_RESULT_CANCELLED);
 	event_publish_started(b, "n2", META_STATE_OUTDATED, GEN);
-	event_publish_end(b, "n2", -EIO, META_STATE_INCONSISTENT, 0, 0, 0, "io");
-	event_publish_end(b, "n3", -ECANCELED, META_STATE_INCONSISTENT, 0, 0, 0, "stop");
+	event_publish_end(b, "n2", -EIO, META_STATE_INCONSISTENT, 0, 0, 0, 0, "io");
+	event_publish_end(b, "n3", -ECANCELED, META_STATE_INCONSISTENT, 0, 0, 0, 0, "stop");
 	event_publish_done(b, 2, GEN);
 	assert_int_equal(l.e.result, EVENT_RESULT_FAILED);
 	event_publish_started(b, "n2", META_STATE_OUTDATED, GEN);
-	event_publish_end(b, "n2", 0, META_STATE_UPTODATE, 0, 0, 0, NULL);
+	event_publish_end(b, "n2", 0, META_STATE_UPTODATE, 0, 0, 0, 0, NULL);
 	event_publish_done(b, 1, GEN);
 	assert_int_equal(l.e.result, EVENT_RESULT_SUCCESS);
 	event_bus_unsubscribe(b, s);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -426,6 +427,98 @@ static void test_pass_paced(void **state)
 	job_end(f);
 }
 
+/* A peer that answers the first frame it receives with one made by the
+ * test (job-walk.c's checks of what a secondary sends). */
+struct fake_peer {
+	struct peer_conn *c;
+	uint16_t type;
+	unsigned char *payload;
+	size_t len;
+	uint16_t got; /* the type it received */
+};
+
+static void *fake_peer_run(void *arg)
+{
+	struct fake_peer *fp = arg;
+	unsigned char *in = malloc(RESYNC_WIRE_FRAME_MAX);
+	size_t len;
+
+	if (in && peer_conn_recv_frame(fp->c, &fp->got, in, RESYNC_WIRE_FRAME_MAX, &len) == 0)
+		(void)peer_conn_send_frame(fp->c, fp->type, fp->payload, fp->len);
+	free(in);
+	return NULL;
+}
+
+/* The walk against a peer that answers its first request with
+ * (type, payload): its result. */
+static int walk_against(struct fx *f, uint16_t type, const void *payload, size_t len)
+{
+	struct job *j = &f->j;
+	struct fake_peer fp = {.type = type, .len = len};
+	uint64_t *leaves = NULL;
+	pthread_t t;
+	size_t nl = 0;
+	int sv[2], r;
+
+	fp.payload = malloc(len ? len : 1);
+	assert_non_null(fp.payload);
+	memcpy(fp.payload, payload, len);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(peer_conn_new_plain(sv[0], "the primary", &j->c), 0);
+	assert_int_equal(peer_conn_new_plain(sv[1], "a broken secondary", &fp.c), 0);
+	assert_int_equal(pthread_create(&t, NULL, fake_peer_run, &fp), 0);
+	r = job_walk(j, j->c, j->buf, &leaves, &nl);
+	pthread_join(t, NULL);
+	assert_int_equal(fp.got, WIRE_HASH_REQ);
+	assert_null(leaves);
+	assert_int_equal(nl, 0);
+	peer_conn_free(fp.c);
+	peer_conn_free(j->c);
+	j->c = NULL;
+	free(fp.payload);
+	return r;
+}
+
+/* What a secondary answers to the walk is checked: too few hashes,
+ * another level, another frame type, an ERROR (its text kept). */
+static void test_walk_bad_replies(void **state)
+{
+	struct fx *f = *state;
+	struct job *j = &f->j;
+	uint64_t nl = DIV_ROUND_UP(SIZE, RESYNC_PAGE);
+	struct hash128 *h = calloc(nl, sizeof(*h));
+	unsigned char *p = malloc(RESYNC_WIRE_FRAME_MAX);
+	size_t len;
+
+	assert_non_null(h);
+	assert_non_null(p);
+	fx_nodes(f);
+	j->ctx = &f->ctx;
+	j->peer = cluster_config_node(f->tc.cfg, "s");
+	j->buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	assert_non_null(j->buf);
+	j->leaf = RESYNC_PAGE;
+	j->fanout = NODE_FINE_FANOUT;
+	job_tree(f, 77);
+	/* Small: the first level asked for is the leaves, all nl of them. */
+	assert_true(nl <= 4096);
+	assert_int_equal(wire_hash_reply_encode(0, h, nl - 1, p, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(walk_against(f, WIRE_HASH_REPLY, p, len), -EBADMSG);
+	assert_int_equal(wire_hash_reply_encode(1, h, nl, p, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(walk_against(f, WIRE_HASH_REPLY, p, len), -EBADMSG);
+	assert_int_equal(walk_against(f, WIRE_PAGE_REPLY, p, len), -EBADMSG);
+	{
+		struct wire_text t = {.code = WIRE_REASON_OTHER};
+
+		snprintf(t.text, sizeof(t.text), "disk on fire");
+		assert_int_equal(wire_text_encode(&t, p, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	}
+	assert_int_equal(walk_against(f, WIRE_ERROR, p, len), -EIO);
+	assert_non_null(strstr(j->err, "disk on fire"));
+	free(h);
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -434,6 +527,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancel_during, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pass_paced, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_walk_bad_replies, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -141,6 +141,7 @@ static void test_follow_events(void **state)
 	e.kind = EVENT_RESYNC_FINISHED;
 	e.state = META_STATE_UPTODATE;
 	e.bytes_sent = 120;
+	e.round_trips = 7;
 	event_bus_publish(b, &e);
 	memset(&e, 0, sizeof(e));
 	e.kind = EVENT_RESYNC_DONE;
@@ -151,6 +152,7 @@ static void test_follow_events(void **state)
 	assert_true(metric(m, "resync_progress_ratio{node=\"n2\"}") == 1);
 	assert_true(metric(m, "resync_bytes_compared_total{node=\"n2\"}") == 1000);
 	assert_true(metric(m, "resync_bytes_sent_total{node=\"n2\"}") == 120);
+	assert_true(metric(m, "resync_last_round_trips{node=\"n2\"}") == 7);
 	assert_true(metric(m, "resync_node_state{node=\"n2\",state=\"UpToDate\"}") == 1);
 	assert_true(metric(m, "resync_last_result{result=\"success\"}") == 1);
 	assert_true(metric(m, "resync_last_result{result=\"failed\"}") == 0);

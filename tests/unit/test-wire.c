@@ -182,7 +182,7 @@ static void test_drift(void **state)
 
 	(void)state;
 	assert_int_equal(WIRE_DRIFT, 20);
-	assert_int_equal(WIRE_TYPE_MAX, WIRE_PROOF);
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_PROOF_COMMIT);
 	assert_string_equal(wire_type_name(WIRE_DRIFT), "DRIFT");
 	assert_string_equal(wire_type_name(WIRE_UNDO_INFO), "UNDO_INFO");
 	assert_int_equal(WIRE_FEATURE_DRIFT, 1 << 8);
@@ -1072,7 +1072,7 @@ static void test_proof(void **state)
 	(void)state;
 	assert_int_equal(WIRE_PROOF_REQ, 25);
 	assert_int_equal(WIRE_PROOF, 26);
-	assert_int_equal(WIRE_TYPE_MAX, WIRE_PROOF);
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_PROOF_COMMIT);
 	assert_string_equal(wire_type_name(WIRE_PROOF), "PROOF");
 	assert_int_equal(WIRE_FEATURE_PROOF, 1 << 9);
 	assert_int_equal(wire_proof_encode(&m, p, sizeof(p), &len), 0);
@@ -1086,6 +1086,34 @@ static void test_proof(void **state)
 	assert_int_equal(wire_proof_decode(p, len, &back), -EBADMSG);
 	m.block_size = 3000;
 	assert_int_equal(wire_proof_encode(&m, p, sizeof(p), &len), -EINVAL);
+}
+
+/* PROOF_COMMIT: a PROOF's payload and a COMMIT's, both checked. */
+static void test_proof_commit(void **state)
+{
+	struct wire_proof m = {.hash = 0, .block_size = 65536, .volume_size = 1 << 20}, back;
+	struct wire_uuid g = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}, gb;
+	unsigned char p[128];
+	size_t len;
+
+	(void)state;
+	memset(m.root, 0xab, 16);
+	assert_int_equal(WIRE_PROOF_COMMIT, 27);
+	assert_string_equal(wire_type_name(WIRE_PROOF_COMMIT), "PROOF_COMMIT");
+	assert_int_equal(WIRE_FEATURE_PROOF_COMMIT, 1 << 10);
+	assert_int_equal(wire_proof_commit_encode(&m, &g, p, sizeof(p), &len), 0);
+	assert_int_equal(len, 56 + 16);
+	assert_int_equal(wire_payload_check(WIRE_PROOF_COMMIT, p, len), 0);
+	assert_int_equal(wire_proof_commit_decode(p, len, &back, &gb), 0);
+	assert_memory_equal(&m, &back, sizeof(m));
+	assert_memory_equal(g.b, gb.b, 16);
+	/* Short, long, and a PROOF of no known hash: refused. */
+	assert_int_equal(wire_proof_commit_decode(p, len - 1, &back, &gb), -EBADMSG);
+	assert_int_equal(wire_proof_commit_decode(p, 56, &back, &gb), -EBADMSG);
+	assert_int_equal(wire_payload_check(WIRE_PROOF_COMMIT, p, len + 1), -EBADMSG);
+	p[0] = 7;
+	assert_int_equal(wire_proof_commit_decode(p, len, &back, &gb), -EBADMSG);
+	assert_int_equal(wire_proof_commit_encode(&m, &g, p, 60, &len), -ENOBUFS);
 }
 
 int main(void)
@@ -1105,6 +1133,7 @@ int main(void)
 		cmocka_unit_test(test_keepalive),
 		cmocka_unit_test(test_drift),
 		cmocka_unit_test(test_proof),
+		cmocka_unit_test(test_proof_commit),
 		cmocka_unit_test(test_state_conversion),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_zstd_speed),

@@ -108,6 +108,9 @@ struct cluster_config {
 	uint64_t max_rate; /* bytes per second, 0 = unlimited */
 	bool insecure;	   /* plaintext peer traffic allowed (tests, benchmarks) */
 	int compress_level;
+	/* The level moves with what the link and the CPU allow (zadapt.h),
+	 * from compress_level; false: compress_level throughout. */
+	bool compress_adapt;
 	char *notify_email; /* one or more addresses, comma-separated */
 	char *smtp_url;
 	char *smtp_user;
