@@ -2,6 +2,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -10,6 +11,23 @@
 #include "track.h"
 
 struct fuse_session;
+
+/* What the mount served, for the control socket's "stats": FUSE requests
+ * by kind and flushes of the image. Relaxed counters: read while they
+ * move, each exact on its own. */
+struct fusefs_stats {
+	_Atomic uint64_t reads;
+	_Atomic uint64_t writes;
+	_Atomic uint64_t fsyncs;
+	_Atomic uint64_t flushes;
+	_Atomic uint64_t others; /* lookup, getattr, open, statfs, ... */
+	_Atomic uint64_t image_flushes;
+};
+
+static inline void fusefs_count(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
 
 struct fusefs {
 	struct fusefs_opts opts; /* strings borrowed from the caller */
@@ -20,6 +38,7 @@ struct fusefs {
 	uint32_t block_size;
 	struct fence fence;
 	struct track track; /* the blocks written during a resync's pass */
+	struct fusefs_stats stats;
 	pthread_key_t worker_key; /* struct fusefs_worker per FUSE thread */
 	bool key_created;
 	bool mounted;

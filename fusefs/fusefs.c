@@ -150,6 +150,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = req_fs(req);
 	struct fuse_entry_param e;
 
+	fusefs_count(&req_fs(req)->stats.others);
 	if (parent != FUSEFS_ROOT_INO || strcmp(name, FUSEFS_NAME)) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -167,6 +168,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct stat st;
 
+	fusefs_count(&req_fs(req)->stats.others);
 	if (ino != FUSEFS_ROOT_INO && ino != FUSEFS_VOLUME_INO) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -181,6 +183,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct fusefs *fs = req_fs(req);
 	struct stat st;
 
+	fusefs_count(&req_fs(req)->stats.others);
 	if (ino != FUSEFS_VOLUME_INO && ino != FUSEFS_ROOT_INO) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -216,6 +219,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char buf[512];
 	size_t used = 0;
 
+	fusefs_count(&req_fs(req)->stats.others);
 	if (ino != FUSEFS_ROOT_INO) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
@@ -234,6 +238,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	fusefs_count(&req_fs(req)->stats.others);
 	if (ino != FUSEFS_VOLUME_INO) {
 		fuse_reply_err(req, ino == FUSEFS_ROOT_INO ? EISDIR : ENOENT);
 		return;
@@ -251,6 +256,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fusefs_worker *w;
 	long long n;
 
+	fusefs_count(&req_fs(req)->stats.reads);
 	if ((uint64_t)off >= fusefs_size(fs)) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -374,6 +380,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct fusefs_worker *w;
 	long long n;
 
+	fusefs_count(&req_fs(req)->stats.writes);
 	if (size == 0) {
 		fuse_reply_write(req, 0);
 		return;
@@ -405,6 +412,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	size_t size = fuse_buf_size(in);
 	long long n;
 
+	fusefs_count(&req_fs(req)->stats.writes);
 	if (size == 0) {
 		fuse_reply_write(req, 0);
 		return;
@@ -438,14 +446,18 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	fusefs_count(&req_fs(req)->stats.flushes);
 	fuse_reply_err(req, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct fusefs *fs = req_fs(req);
-	int r = volume_flush(fs->vol);
+	int r;
 
+	fusefs_count(&fs->stats.fsyncs);
+	fusefs_count(&fs->stats.image_flushes);
+	r = volume_flush(fs->vol);
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
@@ -456,6 +468,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	uint64_t end;
 	int r;
 
+	fusefs_count(&req_fs(req)->stats.others);
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
@@ -509,6 +522,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		.f_namemax = 255,
 	};
 
+	fusefs_count(&req_fs(req)->stats.others);
 	fuse_reply_statfs(req, &sv);
 }
 
