@@ -79,7 +79,7 @@ static void control_stats(struct fusefs *fs, int fd)
 		      "ok reads=%" PRIu64 " writes=%" PRIu64 " fsyncs=%" PRIu64 " flushes=%" PRIu64
 		      " others=%" PRIu64 " image_flushes=%" PRIu64 " meta_writes=%" PRIu64,
 		      LOAD(reads), LOAD(writes), LOAD(fsyncs), LOAD(flushes), LOAD(others),
-		      LOAD(image_flushes), meta_writes(fs->meta));
+		      flush_count(&fs->flush), meta_writes(fs->meta));
 #undef LOAD
 }
 

@@ -8,6 +8,7 @@
 
 #include "resync/fusefs.h"
 #include "fence.h"
+#include "flush.h"
 #include "track.h"
 
 struct fuse_session;
@@ -21,7 +22,6 @@ struct fusefs_stats {
 	_Atomic uint64_t fsyncs;
 	_Atomic uint64_t flushes;
 	_Atomic uint64_t others; /* lookup, getattr, open, statfs, ... */
-	_Atomic uint64_t image_flushes;
 };
 
 static inline void fusefs_count(_Atomic uint64_t *c)
@@ -39,6 +39,7 @@ struct fusefs {
 	struct fence fence;
 	struct track track; /* the blocks written during a resync's pass */
 	struct fusefs_stats stats;
+	struct flush flush; /* FSYNCs: flushes of the image, shared */
 	pthread_key_t worker_key; /* struct fusefs_worker per FUSE thread */
 	bool key_created;
 	bool mounted;

@@ -36,6 +36,7 @@
 #define FUSEFS_MAX_IO (1u << 20)
 /* A write request and its header page fill a 1 MiB pipe (see op_init). */
 #define FUSEFS_MAX_WRITE (FUSEFS_MAX_IO - RESYNC_PAGE)
+#define FUSEFS_MAX_BACKGROUND 64
 #define FUSEFS_TIMEOUT 86400.0 /* the tree never changes; a grown size is invalidated */
 
 extern char **environ;
@@ -133,6 +134,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Must match the max_read mount option, or the kernel refuses. */
 	conn->max_read = FUSEFS_MAX_IO;
 	conn->max_readahead = FUSEFS_MAX_IO;
+	/* Direct I/O from a loop device (and any AIO) arrives as background
+	 * requests, which the kernel holds back past max_background (12 by
+	 * default): let a deep queue through (capped by the kernel's
+	 * max_user_bgreq for a mount without CAP_SYS_ADMIN). */
+	conn->max_background = FUSEFS_MAX_BACKGROUND;
+	conn->congestion_threshold = FUSEFS_MAX_BACKGROUND * 3 / 4;
 	/* We invalidate explicitly; mtime changes from our own writes must
 	 * not throw the page cache away. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
@@ -313,6 +320,7 @@ static int fusefs_write_begin(struct fusefs *fs, uint64_t off, size_t size, bool
 static void fusefs_write_end(struct fusefs *fs, uint64_t off, uint64_t done, bool fenced)
 {
 	track_mark(&fs->track, off, done);
+	flush_wrote(&fs->flush);
 	if (fenced)
 		fence_leave(&fs->fence);
 }
@@ -450,14 +458,24 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
+static int fusefs_flush_image(void *arg)
+{
+	struct fusefs *fs = arg;
+
+	return volume_flush(fs->vol);
+}
+
+/* Durable once every write acknowledged before it is: one flush of the
+ * image, unless one that started after those writes already succeeded
+ * (a FLUSH, a second FSYNC) or is running for several FSYNCs at once
+ * (flush.h). */
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct fusefs *fs = req_fs(req);
 	int r;
 
 	fusefs_count(&fs->stats.fsyncs);
-	fusefs_count(&fs->stats.image_flushes);
-	r = volume_flush(fs->vol);
+	r = flush_sync(&fs->flush, fusefs_flush_image, fs);
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
@@ -731,6 +749,7 @@ int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret)
 		return -ENOMEM;
 	fs->opts = *opts;
 	fence_init(&fs->fence);
+	flush_init(&fs->flush);
 	track_init(&fs->track);
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->io_lock, NULL);
@@ -1053,6 +1072,7 @@ void fusefs_free(struct fusefs *fs)
 		pthread_key_delete(fs->worker_key);
 	}
 	fence_release(&fs->fence);
+	flush_release(&fs->flush);
 	track_release(&fs->track);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->io_lock);
