@@ -74,13 +74,15 @@ static int control_rewrite(struct fusefs *fs, uint64_t off, uint64_t len, const 
 static void control_stats(struct fusefs *fs, int fd)
 {
 	struct fusefs_stats *st = &fs->stats;
-#define LOAD(c) atomic_load_explicit(&st->c, memory_order_relaxed)
+
 	control_reply(fd,
 		      "ok reads=%" PRIu64 " writes=%" PRIu64 " fsyncs=%" PRIu64 " flushes=%" PRIu64
 		      " others=%" PRIu64 " image_flushes=%" PRIu64 " meta_writes=%" PRIu64,
-		      LOAD(reads), LOAD(writes), LOAD(fsyncs), LOAD(flushes), LOAD(others),
-		      flush_count(&fs->flush), meta_writes(fs->meta));
-#undef LOAD
+		      fusefs_stat_get(st, FUSEFS_STAT_READS), fusefs_stat_get(st, FUSEFS_STAT_WRITES),
+		      fusefs_stat_get(st, FUSEFS_STAT_FSYNCS),
+		      fusefs_stat_get(st, FUSEFS_STAT_FLUSHES),
+		      fusefs_stat_get(st, FUSEFS_STAT_OTHERS), flush_count(&fs->flush),
+		      meta_writes(fs->meta));
 }
 
 static void control_command(struct fusefs *fs, int fd, char *line)

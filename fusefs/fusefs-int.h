@@ -16,19 +16,23 @@ struct fuse_session;
 /* What the mount served, for the control socket's "stats": FUSE requests
  * by kind and flushes of the image. Relaxed counters: read while they
  * move, each exact on its own. */
-struct fusefs_stats {
-	_Atomic uint64_t reads;
-	_Atomic uint64_t writes;
-	_Atomic uint64_t fsyncs;
-	_Atomic uint64_t flushes;
-	_Atomic uint64_t others; /* lookup, getattr, open, statfs, ... */
+enum fusefs_stat {
+	FUSEFS_STAT_READS,
+	FUSEFS_STAT_WRITES,
+	FUSEFS_STAT_FSYNCS,
+	FUSEFS_STAT_FLUSHES,
+	FUSEFS_STAT_OTHERS, /* lookup, getattr, open, statfs, ... */
+	FUSEFS_STAT_MAX,
 };
 
-static inline void fusefs_count(_Atomic uint64_t *c)
-{
-	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-}
+struct fusefs_stats {
+	_Atomic uint64_t n[FUSEFS_STAT_MAX];
+};
 
+static inline uint64_t fusefs_stat_get(struct fusefs_stats *st, enum fusefs_stat k)
+{
+	return atomic_load_explicit(&st->n[k], memory_order_relaxed);
+}
 struct fusefs {
 	struct fusefs_opts opts; /* strings borrowed from the caller */
 	char *mountpoint;	 /* absolute */

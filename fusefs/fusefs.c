@@ -6,6 +6,7 @@
 #include <fuse_lowlevel.h>
 #include <linux/falloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -96,6 +97,35 @@ static struct fusefs *req_fs(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Whether this FUSE worker thread has taken its scheduling policy. */
+static __thread bool fusefs_thread_ready;
+
+/* At a worker thread's first request: real-time scheduling (see
+ * fusefs_opts.rt_priority), so that a request's wake-up does not queue
+ * behind the CPU's other tasks. Tried once a thread; a refusal (no
+ * CAP_SYS_NICE) leaves it as it is. */
+static void fusefs_thread_prepare(struct fusefs *fs)
+{
+	struct sched_param sp = {0};
+	int prio = fs->opts.rt_priority;
+
+	fusefs_thread_ready = true;
+	if (prio < 0)
+		return;
+	sp.sched_priority = prio ? MIN(prio, 99) : FUSEFS_RT_PRIORITY_DEFAULT;
+	(void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+}
+
+/* Every request: count it, and the thread's scheduling at its first. */
+static void fusefs_enter(fuse_req_t req, enum fusefs_stat kind)
+{
+	struct fusefs *fs = req_fs(req);
+
+	if (!fusefs_thread_ready)
+		fusefs_thread_prepare(fs);
+	atomic_fetch_add_explicit(&fs->stats.n[kind], 1, memory_order_relaxed);
+}
+
 static void fusefs_stat(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct stat img;
@@ -157,7 +187,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = req_fs(req);
 	struct fuse_entry_param e;
 
-	fusefs_count(&req_fs(req)->stats.others);
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (parent != FUSEFS_ROOT_INO || strcmp(name, FUSEFS_NAME)) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -175,7 +205,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct stat st;
 
-	fusefs_count(&req_fs(req)->stats.others);
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_ROOT_INO && ino != FUSEFS_VOLUME_INO) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -190,7 +220,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct fusefs *fs = req_fs(req);
 	struct stat st;
 
-	fusefs_count(&req_fs(req)->stats.others);
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_VOLUME_INO && ino != FUSEFS_ROOT_INO) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -226,7 +256,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char buf[512];
 	size_t used = 0;
 
-	fusefs_count(&req_fs(req)->stats.others);
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_ROOT_INO) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
@@ -245,7 +275,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fusefs_count(&req_fs(req)->stats.others);
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_VOLUME_INO) {
 		fuse_reply_err(req, ino == FUSEFS_ROOT_INO ? EISDIR : ENOENT);
 		return;
@@ -263,7 +293,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fusefs_worker *w;
 	long long n;
 
-	fusefs_count(&req_fs(req)->stats.reads);
+	fusefs_enter(req, FUSEFS_STAT_READS);
 	if ((uint64_t)off >= fusefs_size(fs)) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -388,7 +418,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct fusefs_worker *w;
 	long long n;
 
-	fusefs_count(&req_fs(req)->stats.writes);
+	fusefs_enter(req, FUSEFS_STAT_WRITES);
 	if (size == 0) {
 		fuse_reply_write(req, 0);
 		return;
@@ -420,7 +450,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	size_t size = fuse_buf_size(in);
 	long long n;
 
-	fusefs_count(&req_fs(req)->stats.writes);
+	fusefs_enter(req, FUSEFS_STAT_WRITES);
 	if (size == 0) {
 		fuse_reply_write(req, 0);
 		return;
@@ -454,7 +484,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fusefs_count(&req_fs(req)->stats.flushes);
+	fusefs_enter(req, FUSEFS_STAT_FLUSHES);
 	fuse_reply_err(req, 0);
 }
 
@@ -474,7 +504,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	struct fusefs *fs = req_fs(req);
 	int r;
 
-	fusefs_count(&fs->stats.fsyncs);
+	fusefs_enter(req, FUSEFS_STAT_FSYNCS);
 	r = flush_sync(&fs->flush, fusefs_flush_image, fs);
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
@@ -486,7 +516,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	uint64_t end;
 	int r;
 
-	fusefs_count(&req_fs(req)->stats.others);
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
@@ -540,7 +570,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		.f_namemax = 255,
 	};
 
-	fusefs_count(&req_fs(req)->stats.others);
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	fuse_reply_statfs(req, &sv);
 }
 
