@@ -780,6 +780,9 @@ int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret)
 	fs->opts = *opts;
 	fence_init(&fs->fence);
 	flush_init(&fs->flush);
+	/* What reached the image before this mount (a previous owner that
+	 * stopped uncleanly) is flushed by the first FSYNC all the same. */
+	flush_wrote(&fs->flush);
 	track_init(&fs->track);
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->io_lock, NULL);
@@ -1123,6 +1126,9 @@ int fusefs_fence_freeze(struct fusefs *fs, enum fusefs_fence_mode mode)
 
 int fusefs_fence_thaw(struct fusefs *fs)
 {
+	/* Whatever a resync wrote straight into the image under the freeze
+	 * is flushed by the next FSYNC, as writes through the mount are. */
+	flush_wrote(&fs->flush);
 	fence_thaw(&fs->fence);
 	return 0;
 }
