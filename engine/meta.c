@@ -49,6 +49,9 @@ struct meta {
 	/* Everything below is protected by lock. */
 	uint8_t *bitmap; /* the truth in memory: a superset of the disk's */
 	uint8_t *snapshot; /* bitmap being written by the current commit */
+	/* Bits set in every slot a crash could leave in use, whatever the
+	 * outcome of a commit in flight: a write there needs no log entry. */
+	uint8_t *durable;
 	struct meta_disk_header *hdr; /* header being written (aligned) */
 	uint32_t state;
 	uint32_t flags; /* META_DISK_UNTRUSTED | META_DISK_CHECKPOINT */
@@ -139,6 +142,14 @@ static void bits_set_range(uint8_t *bm, uint64_t first, uint64_t last)
 	}
 	for (; i <= last; i++)
 		bit_set(bm, i);
+}
+
+static bool bits_all_set(const uint8_t *bm, uint64_t first, uint64_t last)
+{
+	for (uint64_t i = first; i <= last; i++)
+		if (!bit_test(bm, i))
+			return false;
+	return true;
 }
 
 static void bits_clear_range(uint8_t *bm, uint64_t first, uint64_t last)
@@ -296,10 +307,12 @@ static int meta_geometry_init(struct meta *m, uint64_t volume_size, uint32_t blo
 		return -EFBIG;
 	free(m->bitmap);
 	free(m->snapshot);
+	free(m->durable);
 	/* One spare byte so that empty volumes still allocate. */
 	m->bitmap = calloc(1, m->bitmap_bytes + 1);
 	m->snapshot = calloc(1, m->bitmap_bytes + 1);
-	if (!m->bitmap || !m->snapshot)
+	m->durable = calloc(1, m->bitmap_bytes + 1);
+	if (!m->bitmap || !m->snapshot || !m->durable)
 		return -ENOMEM;
 	return 0;
 }
@@ -421,6 +434,11 @@ static int meta_commit_locked(struct meta *m, enum commit_kind kind)
 	if (full) {
 		memcpy(m->snapshot, m->bitmap, m->bitmap_bytes);
 		csum = XXH64(m->snapshot, m->bitmap_bytes, 0);
+		/* Until this slot is known to be whole, a bit counts as durable
+		 * only if both it and the slot in use hold it (a bit cleared
+		 * here may land or not). */
+		for (uint64_t i = 0; i < m->bitmap_bytes; i++)
+			m->durable[i] &= m->snapshot[i];
 	} else {
 		csum = m->slot_csum[target];
 	}
@@ -462,6 +480,8 @@ static int meta_commit_locked(struct meta *m, enum commit_kind kind)
 		m->bitmap_gen++;
 		m->slot_gen[target] = m->bitmap_gen;
 		m->slot_csum[target] = csum;
+		/* Later commits that are not full copy this slot's bitmap. */
+		memcpy(m->durable, m->snapshot, m->bitmap_bytes);
 	}
 	al_set_disk(m, al, al_n);
 	{
@@ -522,6 +542,7 @@ void meta_free(struct meta *m)
 	pthread_cond_destroy(&m->cond);
 	free(m->bitmap);
 	free(m->snapshot);
+	free(m->durable);
 	free(m->hdr);
 	free(m->path);
 	free(m);
@@ -875,6 +896,11 @@ int meta_dirty_mark(struct meta *m, uint64_t off, uint64_t len)
 	}
 	bits_set_range(m->bitmap, off / m->block_size, (off + len - 1) / m->block_size);
 	m->tick++;
+	/* Blocks the bitmap on disk already holds dirty (written before,
+	 * since the last resync cleared them) are covered whichever slot a
+	 * crash leaves: no log entry, no metadata write. */
+	if (bits_all_set(m->durable, off / m->block_size, (off + len - 1) / m->block_size))
+		goto out;
 
 	if (last_e - first_e + 1 > m->al_capacity / 2) {
 		/* Too wide for the log: write the bits themselves. */

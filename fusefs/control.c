@@ -69,6 +69,22 @@ static int control_rewrite(struct fusefs *fs, uint64_t off, uint64_t len, const 
 	return fusefs_rewrite(fs, off, buf, len);
 }
 
+/* "stats": what the mount served so far (fusefs-int.h), and the metadata
+ * writes; benchmarks divide the difference of two by their operations. */
+static void control_stats(struct fusefs *fs, int fd)
+{
+	struct fusefs_stats *st = &fs->stats;
+
+	control_reply(fd,
+		      "ok reads=%" PRIu64 " writes=%" PRIu64 " fsyncs=%" PRIu64 " flushes=%" PRIu64
+		      " others=%" PRIu64 " image_flushes=%" PRIu64 " meta_writes=%" PRIu64,
+		      fusefs_stat_get(st, FUSEFS_STAT_READS), fusefs_stat_get(st, FUSEFS_STAT_WRITES),
+		      fusefs_stat_get(st, FUSEFS_STAT_FSYNCS),
+		      fusefs_stat_get(st, FUSEFS_STAT_FLUSHES),
+		      fusefs_stat_get(st, FUSEFS_STAT_OTHERS), flush_count(&fs->flush),
+		      meta_writes(fs->meta));
+}
+
 static void control_command(struct fusefs *fs, int fd, char *line)
 {
 	char *save = NULL;
@@ -111,6 +127,9 @@ static void control_command(struct fusefs *fs, int fd, char *line)
 		control_reply(fd, "ok frozen=%d waiting=%u meta_writes=%" PRIu64,
 			      fusefs_fence_frozen(fs), fusefs_fence_waiting(fs),
 			      meta_writes(fs->meta));
+		return;
+	} else if (!strcmp(cmd, "stats")) {
+		control_stats(fs, fd);
 		return;
 	} else {
 		control_reply(fd, "error: unknown command '%s'", cmd);

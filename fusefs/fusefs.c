@@ -6,6 +6,7 @@
 #include <fuse_lowlevel.h>
 #include <linux/falloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@
 #define FUSEFS_MAX_IO (1u << 20)
 /* A write request and its header page fill a 1 MiB pipe (see op_init). */
 #define FUSEFS_MAX_WRITE (FUSEFS_MAX_IO - RESYNC_PAGE)
+#define FUSEFS_MAX_BACKGROUND 64
 #define FUSEFS_TIMEOUT 86400.0 /* the tree never changes; a grown size is invalidated */
 
 extern char **environ;
@@ -95,6 +97,35 @@ static struct fusefs *req_fs(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Whether this FUSE worker thread has taken its scheduling policy. */
+static __thread bool fusefs_thread_ready;
+
+/* At a worker thread's first request: real-time scheduling (see
+ * fusefs_opts.rt_priority), so that a request's wake-up does not queue
+ * behind the CPU's other tasks. Tried once a thread; a refusal (no
+ * CAP_SYS_NICE) leaves it as it is. */
+static void fusefs_thread_prepare(struct fusefs *fs)
+{
+	struct sched_param sp = {0};
+	int prio = fs->opts.rt_priority;
+
+	fusefs_thread_ready = true;
+	if (prio < 0)
+		return;
+	sp.sched_priority = prio ? MIN(prio, 99) : FUSEFS_RT_PRIORITY_DEFAULT;
+	(void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+}
+
+/* Every request: count it, and the thread's scheduling at its first. */
+static void fusefs_enter(fuse_req_t req, enum fusefs_stat kind)
+{
+	struct fusefs *fs = req_fs(req);
+
+	if (!fusefs_thread_ready)
+		fusefs_thread_prepare(fs);
+	atomic_fetch_add_explicit(&fs->stats.n[kind], 1, memory_order_relaxed);
+}
+
 static void fusefs_stat(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct stat img;
@@ -133,6 +164,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Must match the max_read mount option, or the kernel refuses. */
 	conn->max_read = FUSEFS_MAX_IO;
 	conn->max_readahead = FUSEFS_MAX_IO;
+	/* Direct I/O from a loop device (and any AIO) arrives as background
+	 * requests, which the kernel holds back past max_background (12 by
+	 * default): let a deep queue through (capped by the kernel's
+	 * max_user_bgreq for a mount without CAP_SYS_ADMIN). */
+	conn->max_background = FUSEFS_MAX_BACKGROUND;
+	conn->congestion_threshold = FUSEFS_MAX_BACKGROUND * 3 / 4;
 	/* We invalidate explicitly; mtime changes from our own writes must
 	 * not throw the page cache away. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
@@ -150,6 +187,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = req_fs(req);
 	struct fuse_entry_param e;
 
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (parent != FUSEFS_ROOT_INO || strcmp(name, FUSEFS_NAME)) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -167,6 +205,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct stat st;
 
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_ROOT_INO && ino != FUSEFS_VOLUME_INO) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -181,6 +220,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct fusefs *fs = req_fs(req);
 	struct stat st;
 
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_VOLUME_INO && ino != FUSEFS_ROOT_INO) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -216,6 +256,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char buf[512];
 	size_t used = 0;
 
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_ROOT_INO) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
@@ -234,6 +275,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (ino != FUSEFS_VOLUME_INO) {
 		fuse_reply_err(req, ino == FUSEFS_ROOT_INO ? EISDIR : ENOENT);
 		return;
@@ -251,6 +293,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fusefs_worker *w;
 	long long n;
 
+	fusefs_enter(req, FUSEFS_STAT_READS);
 	if ((uint64_t)off >= fusefs_size(fs)) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -307,6 +350,7 @@ static int fusefs_write_begin(struct fusefs *fs, uint64_t off, size_t size, bool
 static void fusefs_write_end(struct fusefs *fs, uint64_t off, uint64_t done, bool fenced)
 {
 	track_mark(&fs->track, off, done);
+	flush_wrote(&fs->flush);
 	if (fenced)
 		fence_leave(&fs->fence);
 }
@@ -374,6 +418,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct fusefs_worker *w;
 	long long n;
 
+	fusefs_enter(req, FUSEFS_STAT_WRITES);
 	if (size == 0) {
 		fuse_reply_write(req, 0);
 		return;
@@ -405,6 +450,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	size_t size = fuse_buf_size(in);
 	long long n;
 
+	fusefs_enter(req, FUSEFS_STAT_WRITES);
 	if (size == 0) {
 		fuse_reply_write(req, 0);
 		return;
@@ -438,14 +484,28 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	fusefs_enter(req, FUSEFS_STAT_FLUSHES);
 	fuse_reply_err(req, 0);
 }
 
+static int fusefs_flush_image(void *arg)
+{
+	struct fusefs *fs = arg;
+
+	return volume_flush(fs->vol);
+}
+
+/* Durable once every write acknowledged before it is: one flush of the
+ * image, unless one that started after those writes already succeeded
+ * (a FLUSH, a second FSYNC) or is running for several FSYNCs at once
+ * (flush.h). */
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct fusefs *fs = req_fs(req);
-	int r = volume_flush(fs->vol);
+	int r;
 
+	fusefs_enter(req, FUSEFS_STAT_FSYNCS);
+	r = flush_sync(&fs->flush, fusefs_flush_image, fs);
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
@@ -456,6 +516,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	uint64_t end;
 	int r;
 
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
@@ -509,6 +570,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		.f_namemax = 255,
 	};
 
+	fusefs_enter(req, FUSEFS_STAT_OTHERS);
 	fuse_reply_statfs(req, &sv);
 }
 
@@ -717,6 +779,10 @@ int fusefs_new(const struct fusefs_opts *opts, struct fusefs **ret)
 		return -ENOMEM;
 	fs->opts = *opts;
 	fence_init(&fs->fence);
+	flush_init(&fs->flush);
+	/* What reached the image before this mount (a previous owner that
+	 * stopped uncleanly) is flushed by the first FSYNC all the same. */
+	flush_wrote(&fs->flush);
 	track_init(&fs->track);
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->io_lock, NULL);
@@ -1039,6 +1105,7 @@ void fusefs_free(struct fusefs *fs)
 		pthread_key_delete(fs->worker_key);
 	}
 	fence_release(&fs->fence);
+	flush_release(&fs->flush);
 	track_release(&fs->track);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->io_lock);
@@ -1059,6 +1126,9 @@ int fusefs_fence_freeze(struct fusefs *fs, enum fusefs_fence_mode mode)
 
 int fusefs_fence_thaw(struct fusefs *fs)
 {
+	/* Whatever a resync wrote straight into the image under the freeze
+	 * is flushed by the next FSYNC, as writes through the mount are. */
+	flush_wrote(&fs->flush);
 	fence_thaw(&fs->fence);
 	return 0;
 }

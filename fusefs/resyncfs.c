@@ -28,10 +28,12 @@ static const char usage[] =
 	"  -o block_size=SIZE  block of dirty tracking for fresh metadata (default 64K)\n"
 	"  -o meta=PATH        metadata file (default IMAGE.resync-meta)\n"
 	"  -o control=PATH     control socket: freeze [wait|fail], thaw,\n"
-	"                      invalidate OFF LEN, rewrite OFF LEN FILE, status\n"
+	"                      invalidate OFF LEN, rewrite OFF LEN FILE, status, stats\n"
 	"  -o al_extents=N     activity-log extents of fresh metadata (default 256, max 768)\n"
 	"  -o al_extent_size=SIZE  bytes per extent (default 4M)\n"
 	"  -o threads=N        FUSE worker threads (default 8)\n"
+	"  -o rtprio=N         their real-time priority, SCHED_FIFO 1-99 (default 10;\n"
+	"                      0: normal scheduling; kept normal without CAP_SYS_NICE)\n"
 	"  -o io=sync|uring    image I/O backend (default sync)\n"
 	"  -o splice           serve reads by splicing from the image\n"
 	"  -o writeback        kernel writeback cache (a 'fail' fence cannot refuse\n"
@@ -87,6 +89,7 @@ enum {
 	KEY_SPLICE,
 	KEY_NOTRACK,
 	KEY_WRITEBACK,
+	KEY_RTPRIO,
 };
 
 /* Our options; "key=" templates match only with a value, the others only
@@ -105,6 +108,7 @@ static const struct fuse_opt resyncfs_opts[] = {
     FUSE_OPT_KEY("splice", KEY_SPLICE),
     FUSE_OPT_KEY("notrack", KEY_NOTRACK),
     FUSE_OPT_KEY("writeback", KEY_WRITEBACK),
+    FUSE_OPT_KEY("rtprio=", KEY_RTPRIO),
     FUSE_OPT_END,
 };
 
@@ -164,6 +168,16 @@ static int parse_opt(void *data, const char *arg, int key, struct fuse_args *out
 	case KEY_NOTRACK:
 		a->fo.no_tracking = true;
 		return 0;
+	case KEY_RTPRIO: {
+		uint32_t prio = 0;
+
+		if (parse_u32("rtprio", opt_value(arg), &prio) < 0)
+			return -1;
+		if (prio > 99)
+			return errorf("invalid rtprio '%s': 0 to 99", opt_value(arg)), -1;
+		a->fo.rt_priority = prio ? (int)prio : -1;
+		return 0;
+	}
 	case KEY_WRITEBACK:
 		a->fo.writeback = true;
 		return 0;

@@ -1,5 +1,6 @@
 /* Volume metadata: fresh files, bitmap operations, the activity log (hits
- * cost nothing, misses one write, folds keep coverage), unclean stops,
+ * cost nothing, misses one write, folds keep coverage, blocks dirty on
+ * disk cost nothing), unclean stops,
  * torn and garbage slots, image identity, durable setters, and concurrent
  * marks. */
 #include <errno.h>
@@ -223,6 +224,58 @@ static void test_meta_activity_log(void **state)
 	meta_free(m);
 	m = open_ro(f);
 	assert_int_equal(meta_dirty_bytes(m), w);
+	meta_free(m);
+}
+
+/* A write to blocks the bitmap on disk already holds dirty needs no log
+ * entry (the fsync path of a database rewriting its pages); anything not
+ * on disk yet, or cleared since, still costs its write; and a crash after
+ * such writes still finds every one of them dirty. */
+static void test_meta_durable_bits(void **state)
+{
+	struct fixture *f = *state;
+	struct meta *m = open_owner(f);
+	uint64_t w;
+
+	/* Dirty blocks 0-3 and 40, then a clean stop folds them to disk. */
+	assert_int_equal(meta_dirty_mark(m, 0, 4 * BS), 0);
+	assert_int_equal(meta_dirty_mark(m, 40 * BS, 1), 0);
+	assert_int_equal(meta_mark_clean(m), 0);
+	meta_free(m);
+
+	m = open_owner(f);
+	w = meta_writes(m);
+	for (unsigned i = 0; i < 4 * BS; i += 1000)
+		assert_int_equal(meta_dirty_mark(m, i, 100), 0);
+	assert_int_equal(meta_dirty_mark(m, 40 * BS + 5, 10), 0);
+	assert_int_equal(meta_writes(m), w); /* on disk already: free */
+	/* Partly new (blocks 3-4): the log takes the extent. */
+	assert_int_equal(meta_dirty_mark(m, 3 * BS, 2 * BS), 0);
+	assert_int_equal(meta_writes(m), w + 1);
+	/* Cleared by a resync: a new write there is a miss again. */
+	assert_int_equal(meta_dirty_clear(m, 40 * BS, BS), 0);
+	w = meta_writes(m);
+	assert_int_equal(meta_dirty_mark(m, 40 * BS, 1), 0);
+	assert_int_equal(meta_writes(m), w + 1);
+	/* Crash: every block written above is dirty for the next owner. */
+	meta_free(m);
+	m = open_ro(f);
+	for (unsigned b = 0; b <= 4; b++)
+		assert_true(meta_dirty_test(m, b));
+	assert_true(meta_dirty_test(m, 40));
+	meta_free(m);
+
+	/* A bitmap cleared in memory is not durable until its commit: the
+	 * take-over commit of the reopened owner is the only bitmap on disk. */
+	m = open_owner(f);
+	assert_int_equal(meta_dirty_clear(m, 0, SIZE), 0);
+	w = meta_writes(m);
+	assert_int_equal(meta_dirty_mark(m, 0, 1), 0);
+	assert_int_equal(meta_writes(m), w + 1);
+	meta_free(m);
+	m = open_ro(f);
+	assert_true(meta_dirty_test(m, 0));
+	assert_false(meta_dirty_test(m, 40));
 	meta_free(m);
 }
 
@@ -521,6 +574,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_meta_fresh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta_bitmap_ops, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta_activity_log, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_meta_durable_bits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta_torn_slots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta_identity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_meta_setters, setup, teardown),

@@ -11,8 +11,9 @@
  *
  * Dirty tracking (DRBD's activity log): meta_dirty_mark() sets the bits of
  * a range in memory and returns once every activity-log extent covering it
- * is durable on disk; only a write outside the current hot set costs a
- * metadata write and flush. After an unclean stop every extent of the log
+ * is durable on disk; only a write outside the current hot set, to blocks
+ * not already dirty in the bitmap on disk, costs a metadata write and
+ * flush. After an unclean stop every extent of the log
  * counts as dirty. meta_mark_clean() folds everything into the bitmap.
  *
  * Thread-safety: every function may be called from several threads at once

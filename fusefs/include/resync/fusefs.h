@@ -35,6 +35,8 @@ enum { FUSEFS_STOP_WAIT_MS_DEFAULT = 10000 };
  * in the thread that called fusefs_unmount() or fusefs_stop(). */
 typedef void (*fusefs_wait_fn)(void *arg, const char *why, unsigned waited_ms, unsigned limit_ms);
 
+enum { FUSEFS_RT_PRIORITY_DEFAULT = 10 };
+
 struct fusefs_opts {
 	const char *image;	/* required */
 	const char *mountpoint; /* required: a directory */
@@ -54,6 +56,13 @@ struct fusefs_opts {
 	 * declared untrusted at mount (a later resync falls back to a full
 	 * compare), so no write is missed, but every quick resync is lost. */
 	bool no_tracking;
+	/* The FUSE worker threads' real-time priority (SCHED_FIFO, 1-99):
+	 * each request of an application waits for one of them to run, and
+	 * on a busy CPU a normal thread's wake-up waits behind every other
+	 * runnable task, as the kernel's own block I/O does not. 0 = the
+	 * default (FUSEFS_RT_PRIORITY_DEFAULT); < 0 = normal scheduling.
+	 * Without CAP_SYS_NICE (or an RLIMIT_RTPRIO) they stay normal. */
+	int rt_priority;
 	/* More FUSE mount options, comma-separated (allow_other, ...). */
 	const char *fuse_options;
 	/* The stop of a busy mount: how long to wait (0 = the default,
