@@ -72,6 +72,7 @@ enum cluster_key {
 	CK_PROOF_HASH,
 	CK_BEFORE_RESYNC_COMMAND,
 	CK_BEFORE_RESYNC_TIMEOUT,
+	CK_FUSE_RT_PRIORITY,
 	CK_COUNT,
 };
 
@@ -109,6 +110,7 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_PROOF_HASH] = "proof_hash",
 	[CK_BEFORE_RESYNC_COMMAND] = "before_resync_command",
 	[CK_BEFORE_RESYNC_TIMEOUT] = "before_resync_timeout",
+	[CK_FUSE_RT_PRIORITY] = "fuse_rt_priority",
 };
 
 enum node_key {
@@ -538,6 +540,21 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 		}
 		cfg->final_pass_bytes = u;
 		return;
+	case CK_FUSE_RT_PRIORITY: {
+		char *end;
+		unsigned long l;
+
+		errno = 0;
+		l = strtoul(v, &end, 10);
+		if (errno || end == v || *end || v[0] == '-' || l > 99) {
+			fail(c, c->line, -EINVAL,
+			     "key 'fuse_rt_priority': '%s' is not a number from 0 (normal scheduling) "
+			     "to 99", v);
+			return;
+		}
+		cfg->fuse_rt_priority = (unsigned)l;
+		return;
+	}
 	case CK_MAX_PASSES: {
 		char *end;
 		unsigned long l;
@@ -882,6 +899,7 @@ int cluster_config_parse(const char *name, const char *text, char *err, size_t e
 	c.cfg->block_size = RESYNC_BLOCK_DEFAULT;
 	c.cfg->compress_level = 1;
 	c.cfg->compress_adapt = true;
+	c.cfg->fuse_rt_priority = CONFIG_FUSE_RT_PRIORITY_DEFAULT;
 	c.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
 	c.cfg->alert_after_ms = CONFIG_ALERT_AFTER_DEFAULT_MS;
 	c.cfg->fence_max_ms = CONFIG_FENCE_MAX_DEFAULT_MS;

@@ -296,6 +296,7 @@ static int node_volume_open(struct node *n)
 		return -EBUSY;
 	}
 	fo.image = n->self->volume;
+	fo.rt_priority = n->cfg->fuse_rt_priority ? (int)n->cfg->fuse_rt_priority : -1;
 	fo.on_wait = node_on_wait;
 	fo.on_wait_arg = n;
 	fo.mountpoint = n->self->mount;

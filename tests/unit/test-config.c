@@ -26,6 +26,7 @@ static const char good[] = "; a full cluster file\n"
 			   "insecure = false\n"
 			   "compress_level = 3\n"
 			   "compress_adapt = false\n"
+			   "fuse_rt_priority = 0\n"
 			   "notify_email = ops@example.com, oncall@example.com\n"
 			   "smtp_url = smtp://127.0.0.1:2525\n"
 			   "smtp_user = resync\n"
@@ -68,6 +69,7 @@ static void test_good(void **state)
 	assert_false(cfg->insecure);
 	assert_int_equal(cfg->compress_level, 3);
 	assert_false(cfg->compress_adapt);
+	assert_int_equal(cfg->fuse_rt_priority, 0);
 	assert_string_equal(cfg->notify_email, "ops@example.com, oncall@example.com");
 	assert_string_equal(cfg->smtp_url, "smtp://127.0.0.1:2525");
 	assert_string_equal(cfg->smtp_user, "resync");
@@ -96,7 +98,7 @@ static void test_good(void **state)
 	assert_string_equal(n->control, "/run/resync/node1.sock");
 	assert_string_equal(n->metrics, "127.0.0.1:9471");
 	assert_string_equal(n->web, "127.0.0.1:9481");
-	assert_int_equal(n->line, 26);
+	assert_int_equal(n->line, 27);
 
 	n = cluster_config_node(cfg, "node-2.b");
 	assert_non_null(n);
@@ -122,6 +124,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->max_rate, 0);
 	assert_int_equal(cfg->compress_level, 1);
 	assert_true(cfg->compress_adapt);
+	assert_int_equal(cfg->fuse_rt_priority, CONFIG_FUSE_RT_PRIORITY_DEFAULT);
 	assert_true(cfg->insecure);
 	assert_int_equal(cfg->undo, CONFIG_UNDO_DIVERGED); /* the default */
 	assert_int_equal(cfg->undo_keep_s, 7 * 86400);
@@ -178,6 +181,9 @@ static const struct {
 	{"[cluster]\nverify_max_rate = fast\n",
 	 "cluster.conf:2: key 'verify_max_rate': 'fast' is not a rate in bytes per second (e.g. 50M; "
 	 "0 = unlimited)"},
+	{"[cluster]\nfuse_rt_priority = 100\n",
+	 "cluster.conf:2: key 'fuse_rt_priority': '100' is not a number from 0 (normal scheduling) to "
+	 "99"},
 	{"[cluster]\ncompress_adapt = sometimes\n",
 	 "cluster.conf:2: key 'compress_adapt': 'sometimes' is not a boolean (true or false)"},
 	{"[cluster]\ncompress_level = 99\n",

@@ -34,6 +34,7 @@ enum {
 	CONFIG_FENCE_MAX_MIN_MS = 100,
 	CONFIG_FENCE_MAX_MAX_MS = 3600000,
 	CONFIG_MAX_PASSES_DEFAULT = 8,
+	CONFIG_FUSE_RT_PRIORITY_DEFAULT = 10,
 	CONFIG_MAX_PASSES_MAX = 1000,
 };
 #define CONFIG_FINAL_PASS_BYTES_DEFAULT (64ull << 20)
@@ -111,6 +112,9 @@ struct cluster_config {
 	/* The level moves with what the link and the CPU allow (zadapt.h),
 	 * from compress_level; false: compress_level throughout. */
 	bool compress_adapt;
+	/* The mount's FUSE workers: SCHED_FIFO at this priority, 0 for
+	 * normal scheduling (resyncfs(8), -o rtprio). */
+	unsigned fuse_rt_priority;
 	char *notify_email; /* one or more addresses, comma-separated */
 	char *smtp_url;
 	char *smtp_user;
