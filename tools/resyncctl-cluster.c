@@ -530,6 +530,13 @@ int resyncctl_resync(int argc, char **argv)
 					json_object_object_add(x, "mode", json_object_get(v));
 				if (json_object_object_get_ex(n, "proof", &v))
 					json_object_object_add(x, "proof", json_object_get(v));
+				/* Moved and shifted data (issue 12). */
+				if (json_object_object_get_ex(n, "delta", &v))
+					json_object_object_add(x, "delta", json_object_get(v));
+				if (json_object_object_get_ex(n, "bytes_copied", &v))
+					json_object_object_add(x, "bytes_copied", json_object_get(v));
+				if (json_object_object_get_ex(n, "copies_refused", &v))
+					json_object_object_add(x, "copies_refused", json_object_get(v));
 			}
 			json_object_array_add(arr, x);
 			if (!json) {
@@ -540,6 +547,9 @@ int resyncctl_resync(int argc, char **argv)
 				       format_bytes(resyncctl_ju64(n, "bytes_written"), w, sizeof(w)),
 				       resyncctl_jdbl(n, "seconds"), resyncctl_jstr(n, "error") ? ": " : "",
 				       resyncctl_jstr(n, "error") ? resyncctl_jstr(n, "error") : "");
+				if (resyncctl_ju64(n, "bytes_copied"))
+					printf("  copied %s where it already held the data (moved or shifted)\n",
+					       format_bytes(resyncctl_ju64(n, "bytes_copied"), w, sizeof(w)));
 				json_object *pr = json_object_object_get(n, "proof");
 
 				if (pr && resyncctl_jstr(pr, "root"))
