@@ -149,6 +149,22 @@ static const struct hash128 *sec_hash(const struct job *j, const struct moved *m
 	return hashtree_node(j->tree, 0, i);
 }
 
+/* The same for any i: a binary search of m->rl. */
+static const struct hash128 *sec_hash_at(const struct job *j, const struct moved *m, uint64_t i)
+{
+	size_t lo = 0, hi = m->nrl;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (m->rl[mid].idx < i)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return sec_hash(j, m, i, &lo);
+}
+
 static int piece_add(struct moved *m, uint64_t dst, uint64_t src_leaf, const struct hash128 *h)
 {
 	if (m->npc == m->cappc) {
@@ -327,14 +343,12 @@ struct moved_scan {
 static int moved_on_match(void *arg, size_t pos, uint64_t id)
 {
 	struct moved_scan *sc = arg;
-	size_t cur = 0;
 	uint64_t dst = sc->base + pos;
 	const struct hash128 *h;
 
 	if (dst == id * sc->m->leaf)
 		return 0; /* in place: cannot be, the leaf differs */
-	/* sec_hash() from the start: matches are few next to the bytes. */
-	h = sec_hash(sc->j, sc->m, id, &cur);
+	h = sec_hash_at(sc->j, sc->m, id);
 	sc->m->last_match = dst + sc->m->leaf;
 	return piece_add(sc->m, dst, id, h);
 }
