@@ -19,15 +19,41 @@ enum {
 	ROLLMATCH_FILTER_BITS_MAX = 1 << 24,
 };
 
-uint32_t rollsum_block(const void *data, size_t len)
+/* a = sum of x'_k, b = sum of (len - k) x'_k with x'_k = x_k + OFFSET,
+ * all modulo 2^32 (only their low 16 bits are kept): b = len * s - t +
+ * OFFSET * len (len + 1) / 2 with s = sum of x_k, t = sum of k x_k. The
+ * sums of 64-byte blocks have no carried dependency and vectorise. */
+__attribute__((optimize("O3"))) static inline void rollsum_block64(const unsigned char *p, uint32_t *ret_s, uint32_t *ret_t)
+{
+	uint32_t s = 0, t = 0;
+
+	for (uint32_t j = 0; j < 64; j++) {
+		s += p[j];
+		t += j * p[j];
+	}
+	*ret_s = s;
+	*ret_t = t;
+}
+
+__attribute__((optimize("O3"))) uint32_t rollsum_block(const void *data, size_t len)
 {
 	const unsigned char *p = data;
-	uint32_t a = 0, b = 0;
+	uint32_t s = 0, t = 0, n = (uint32_t)len, a, b;
+	size_t i = 0;
 
-	for (size_t i = 0; i < len; i++) {
-		a += p[i] + ROLLSUM_OFFSET;
-		b += a;
+	for (; i + 64 <= len; i += 64) {
+		uint32_t bs, bt;
+
+		rollsum_block64(p + i, &bs, &bt);
+		t += bt + (uint32_t)i * bs;
+		s += bs;
 	}
+	for (; i < len; i++) {
+		s += p[i];
+		t += (uint32_t)i * p[i];
+	}
+	a = s + n * ROLLSUM_OFFSET;
+	b = n * s - t + ROLLSUM_OFFSET * (uint32_t)((uint64_t)n * (n + 1) / 2);
 	return (b << 16) | (a & 0xffff);
 }
 
@@ -149,9 +175,26 @@ long long rollmatch_scan(const struct rollmatch *m, const unsigned char *data, s
 	uint32_t a = 0, b = 0;
 	bool fresh = true; /* a and b must be computed over data[pos, pos + w) */
 
+	long long hint = -1; /* blocks[hint] is tried first at a fresh window */
+
 	while (pos + w <= len) {
 		long long k;
 
+		if (fresh && hint >= 0 && (size_t)hint < m->n) {
+			/* Data that moved as a run: after blocks[k], blocks[k + 1]. */
+			struct hash128 h = hash_block(data + pos, w, m->seed);
+
+			if (hash128_equal(&h, &m->blocks[hint].strong)) {
+				int r = fn(arg, pos, m->blocks[hint].id);
+
+				if (r < 0)
+					return r;
+				pos += w;
+				miss = 0;
+				hint++;
+				continue;
+			}
+		}
 		if (fresh) {
 			uint32_t s = rollsum_block(data + pos, w);
 
@@ -168,8 +211,10 @@ long long rollmatch_scan(const struct rollmatch *m, const unsigned char *data, s
 			pos += w;
 			miss = 0;
 			fresh = true;
+			hint = k + 1;
 			continue;
 		}
+		hint = -1;
 		if (max_miss && ++miss >= max_miss)
 			return (long long)(pos + 1);
 		if (pos + w == len)

@@ -51,6 +51,34 @@ static struct rollmatch *blocks_of(const unsigned char *old, size_t n)
 	return m;
 }
 
+/* The definition, one byte at a time: a = sum of (x + 31), b = sum of the
+ * running a's. */
+static uint32_t rollsum_naive(const unsigned char *p, size_t len)
+{
+	uint32_t a = 0, b = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		a += p[i] + 31u;
+		b += a;
+	}
+	return (b << 16) | (a & 0xffff);
+}
+
+static void test_rollsum_block(void **state)
+{
+	static unsigned char buf[(1 << 20) + 100];
+
+	(void)state;
+	fill(buf, sizeof(buf), 9);
+	for (size_t len = 1; len < 300; len++)
+		assert_int_equal(rollsum_block(buf + 3, len), rollsum_naive(buf + 3, len));
+	assert_int_equal(rollsum_block(buf, 4096), rollsum_naive(buf, 4096));
+	assert_int_equal(rollsum_block(buf, 1 << 20), rollsum_naive(buf, 1 << 20));
+	memset(buf, 0xff, sizeof(buf));
+	assert_int_equal(rollsum_block(buf, 1 << 20), rollsum_naive(buf, 1 << 20));
+	assert_int_equal(rollsum_block(buf, 65537), rollsum_naive(buf, 65537));
+}
+
 /* The matcher's slide (exercised by a scan at every shift) agrees with
  * fresh sums: a window found at pos k is the block whose bytes are there. */
 static void test_rollmatch_every_shift(void **state)
@@ -74,6 +102,29 @@ static void test_rollmatch_every_shift(void **state)
 			assert_int_equal(f.id[i], 100 + i);
 		}
 		assert_int_equal(used, (long long)(shift + sizeof(old)));
+	}
+	rollmatch_free(m);
+}
+
+/* Blocks out of order: the hint (the next block) is wrong every time and
+ * the weak sums find them all the same. */
+static void test_rollmatch_reversed(void **state)
+{
+	unsigned char old[NB * W], cur[NB * W + 5];
+	struct rollmatch *m;
+	struct found f = {0};
+
+	(void)state;
+	fill(old, sizeof(old), 10);
+	for (size_t i = 0; i < NB; i++)
+		memcpy(cur + 5 + i * W, old + (NB - 1 - i) * W, W);
+	fill(cur, 5, 11);
+	m = blocks_of(old, NB);
+	rollmatch_scan(m, cur, sizeof(cur), 0, on_match, &f);
+	assert_int_equal(f.n, NB);
+	for (size_t i = 0; i < NB; i++) {
+		assert_int_equal(f.pos[i], 5 + i * W);
+		assert_int_equal(f.id[i], 100 + NB - 1 - i);
 	}
 	rollmatch_free(m);
 }
@@ -157,7 +208,9 @@ static void test_rollmatch_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rollsum_block),
 		cmocka_unit_test(test_rollmatch_every_shift),
+		cmocka_unit_test(test_rollmatch_reversed),
 		cmocka_unit_test(test_rollmatch_nothing),
 		cmocka_unit_test(test_rollmatch_weak_collision),
 		cmocka_unit_test(test_rollmatch_errors),

@@ -38,7 +38,9 @@ typedef int rollmatch_fn(void *arg, size_t pos, uint64_t id);
 
 /* Scan data[0, len): every window start from 0 on is tried in order;
  * after a match the next start is the byte after the window (matches do
- * not overlap). The scan stops early after max_miss consecutive starts
+ * not overlap), where the block after the one found (blocks[k + 1] of
+ * the array given to rollmatch_new()) is tried first by its strong hash
+ * alone: data that moved as a run costs a strong hash a window. The scan stops early after max_miss consecutive starts
  * without a match (0: never). Returns the number of window starts
  * consumed (the first start not tried: a caller scanning a stream in
  * chunks continues there), or fn's negative return. Thread-safe for
