@@ -40,6 +40,10 @@ enum {
 	 * searching costs more than sending what it has not found. */
 	MOVED_MISS_MAX = 4 << 20,
 	MOVED_REGION_MIN = 2, /* leaves: one leaf has no unaligned window */
+	/* auto: a chunk is searched against the secondary's differing leaves
+	 * this close to it (shifts of up to this much are found; rolling
+	 * searches the whole volume). */
+	MOVED_NEAR = 32 << 20,
 };
 
 /* A differing leaf: its index and the secondary's hash of it. */
@@ -66,6 +70,8 @@ struct moved_copy {
 struct moved {
 	struct moved_leaf *rl; /* differing leaves, from the walk */
 	size_t nrl, caprl;
+	uint32_t *weak; /* the secondary's weak sums of rl[0, nweak) (auto) */
+	size_t nweak;
 	struct moved_piece *pc;
 	size_t npc, cappc;
 	struct moved_copy *cp;
@@ -73,6 +79,9 @@ struct moved {
 	struct rangelist rest; /* what pass 1 sends as data */
 	uint64_t size, nleaves;
 	uint32_t leaf;
+	/* The hash of a leaf of zeros: such data goes as data (zstd makes it
+	 * a few bytes, the secondary punches it), never as a copy. */
+	struct hash128 zero;
 	uint64_t last_match; /* the scan's: end of the last window found */
 	uint64_t last_keepalive;
 };
@@ -91,6 +100,7 @@ void moved_free(struct job *j)
 	if (!m)
 		return;
 	free(m->rl);
+	free(m->weak);
 	free(m->pc);
 	free(m->cp);
 	rangelist_release(&m->rest);
@@ -201,12 +211,15 @@ static int moved_aligned(const struct job *j, struct moved *m, uint64_t *src)
 	if (!slot)
 		return -ENOMEM;
 	for (size_t k = 0; k < m->nrl; k++) {
-		size_t s = hashtree_node(j->tree, 0, m->rl[k].idx)->lo & mask;
+		const struct hash128 *ph = hashtree_node(j->tree, 0, m->rl[k].idx);
+		size_t s = ph->lo & mask;
 
+		src[k] = UINT64_MAX;
+		if (hash128_equal(ph, &m->zero))
+			continue;
 		while (slot[s])
 			s = (s + 1) & mask;
 		slot[s] = (uint32_t)(k + 1);
-		src[k] = UINT64_MAX;
 	}
 	for (uint64_t i = 0; i < m->nleaves; i++) {
 		const struct hash128 *sh = sec_hash(j, m, i, &cur);
@@ -260,10 +273,10 @@ static int moved_send(struct job *j, uint16_t type, size_t len)
 	return r;
 }
 
-/* The candidates' weak sums, asked for in batches: leaves cand[0, n)
- * (ascending, full-sized) into blocks[i].weak. */
+/* The weak sums of leaves cand[0, n) (ascending, full-sized), asked
+ * for in one WEAK_REQ, into out. */
 static int moved_weak_batch(struct job *j, struct moved *m, const uint64_t *cand, size_t n,
-			    struct rollmatch_block *blocks)
+			    uint32_t *out)
 {
 	struct hashtree_range rr[RESYNC_WIRE_RANGES_MAX];
 	struct wire_weak_reply rep;
@@ -288,36 +301,21 @@ static int moved_weak_batch(struct job *j, struct moved *m, const uint64_t *cand
 		return -EBADMSG;
 	}
 	for (size_t i = 0; i < n; i++)
-		blocks[i].weak = wire_weak_reply_get(&rep, i);
+		out[i] = wire_weak_reply_get(&rep, i);
 	return 0;
 }
 
-/* The rolling matcher over the candidate leaves: the differing ones
- * (auto) or every one (rolling), full-sized, with their weak sums from
- * the secondary. */
-static int moved_matcher(struct job *j, struct moved *m, struct rollmatch **ret)
+/* The same for any number of leaves: batches of at most
+ * RESYNC_WIRE_HASHES_MAX sums in RESYNC_WIRE_RANGES_MAX runs. */
+static int moved_weak_fetch(struct job *j, struct moved *m, const uint64_t *cand, size_t nc,
+			    uint32_t *out)
 {
-	bool all = j->delta == CONFIG_DELTA_ROLLING;
-	uint64_t n = all ? m->nleaves : m->nrl;
-	_cleanup_free_ uint64_t *cand = malloc((n ? n : 1) * sizeof(*cand));
-	_cleanup_free_ struct rollmatch_block *b = malloc((n ? n : 1) * sizeof(*b));
-	size_t nc = 0, cur = 0, done = 0;
+	size_t done = 0;
 	int r;
 
-	if (!cand || !b)
-		return -ENOMEM;
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t x = all ? i : m->rl[i].idx;
-
-		if (leaf_len(m, x) != m->leaf)
-			continue;
-		cand[nc] = x;
-		b[nc++] = (struct rollmatch_block){0, *sec_hash(j, m, x, &cur), x};
-	}
 	while (done < nc) {
 		size_t k = 0, runs = 0;
 
-		/* At most RESYNC_WIRE_HASHES_MAX sums in RESYNC_WIRE_RANGES_MAX runs. */
 		while (done + k < nc && k < RESYNC_WIRE_HASHES_MAX) {
 			if (!k || cand[done + k] != cand[done + k - 1] + 1) {
 				if (runs == RESYNC_WIRE_RANGES_MAX)
@@ -326,11 +324,91 @@ static int moved_matcher(struct job *j, struct moved *m, struct rollmatch **ret)
 			}
 			k++;
 		}
-		r = moved_weak_batch(j, m, cand + done, k, b + done);
+		r = moved_weak_batch(j, m, cand + done, k, out + done);
 		if (r < 0)
 			return r;
 		done += k;
 	}
+	return 0;
+}
+
+/* delta = rolling: one matcher over every full leaf of the secondary. */
+static int moved_matcher_all(struct job *j, struct moved *m, struct rollmatch **ret)
+{
+	uint64_t n = m->nleaves;
+	_cleanup_free_ uint64_t *cand = calloc(n ? n : 1, sizeof(*cand));
+	_cleanup_free_ uint32_t *weak = malloc((n ? n : 1) * sizeof(*weak));
+	_cleanup_free_ struct rollmatch_block *b = malloc((n ? n : 1) * sizeof(*b));
+	size_t nc = 0, cur = 0;
+	int r;
+
+	if (!cand || !weak || !b)
+		return -ENOMEM;
+	for (uint64_t x = 0; x < n; x++)
+		if (leaf_len(m, x) == m->leaf && !hash128_equal(sec_hash(j, m, x, &cur), &m->zero))
+			cand[nc++] = x;
+	cur = 0;
+	r = moved_weak_fetch(j, m, cand, nc, weak);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < nc; i++)
+		b[i] = (struct rollmatch_block){weak[i], *sec_hash(j, m, cand[i], &cur), cand[i]};
+	return rollmatch_new(b, nc, m->leaf, j->seed, ret);
+}
+
+/* The first entry of m->rl at or past byte off. */
+static size_t rl_at(const struct moved *m, uint64_t off)
+{
+	size_t lo = 0, hi = m->nrl;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (m->rl[mid].idx * m->leaf < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* delta = auto: a matcher over the secondary's differing leaves in
+ * [from, to) (the neighbourhood of a chunk), their weak sums fetched as
+ * the search first needs them (m->weak[0, m->nweak) are known). */
+static int moved_matcher_near(struct job *j, struct moved *m, uint64_t from, uint64_t to,
+			      struct rollmatch **ret)
+{
+	size_t lo = rl_at(m, from), hi = rl_at(m, to), nc = 0;
+	_cleanup_free_ struct rollmatch_block *b = NULL;
+	int r;
+
+	if (hi > m->nweak) {
+		_cleanup_free_ uint64_t *cand = calloc(hi - m->nweak, sizeof(*cand));
+		_cleanup_free_ size_t *at = malloc((hi - m->nweak) * sizeof(*at));
+		_cleanup_free_ uint32_t *w = malloc((hi - m->nweak) * sizeof(*w));
+
+		if (!cand || !at || !w)
+			return -ENOMEM;
+		for (size_t i = m->nweak; i < hi; i++)
+			if (leaf_len(m, m->rl[i].idx) == m->leaf &&
+			    !hash128_equal(&m->rl[i].h, &m->zero)) {
+				at[nc] = i;
+				cand[nc++] = m->rl[i].idx;
+			}
+		r = moved_weak_fetch(j, m, cand, nc, w);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < nc; i++)
+			m->weak[at[i]] = w[i];
+		m->nweak = hi;
+		nc = 0;
+	}
+	b = malloc((hi > lo ? hi - lo : 1) * sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = lo; i < hi; i++)
+		if (leaf_len(m, m->rl[i].idx) == m->leaf && !hash128_equal(&m->rl[i].h, &m->zero))
+			b[nc++] = (struct rollmatch_block){m->weak[i], m->rl[i].h, m->rl[i].idx};
 	return rollmatch_new(b, nc, m->leaf, j->seed, ret);
 }
 
@@ -368,17 +446,21 @@ static int moved_pause_point(struct job *j, struct moved *m)
 }
 
 /* 2. Search the region [off, end) of the primary for the secondary's
- * leaves at any byte offset, chunk by chunk. */
+ * leaves at any byte offset, chunk by chunk: against every leaf (rm,
+ * delta = rolling), or against the differing leaves within MOVED_NEAR of
+ * the chunk (auto), giving up after MOVED_MISS_MAX bytes without a
+ * match. */
 static int moved_region(struct job *j, struct moved *m, const struct rollmatch *rm,
 			unsigned char *buf, uint64_t off, uint64_t end)
 {
-	bool bounded = j->delta != CONFIG_DELTA_ROLLING;
+	bool bounded = !rm;
 	struct moved_scan sc = {m, j, 0};
 	int fd = volume_fd(j->ctx->vol), r;
 
 	m->last_match = off;
 	while (end - off >= m->leaf) {
 		size_t k = (size_t)MIN(end - off, (uint64_t)MOVED_CHUNK), miss = 0;
+		struct rollmatch *near = NULL;
 		long long used;
 
 		if (bounded) {
@@ -387,24 +469,27 @@ static int moved_region(struct job *j, struct moved *m, const struct rollmatch *
 			miss = MOVED_MISS_MAX - (size_t)(off - m->last_match);
 		}
 		r = moved_pause_point(j, m);
+		if (r >= 0 && bounded)
+			r = moved_matcher_near(j, m, off > MOVED_NEAR ? off - MOVED_NEAR : 0,
+					       off + k + MOVED_NEAR, &near);
 		if (r < 0)
 			return r;
 		r = fd_pread_full(fd, buf, k, off);
 		if (r < 0) {
+			rollmatch_free(near);
 			snprintf(j->err, sizeof(j->err), "cannot read this volume at %" PRIu64 ": %s",
 				 off, strerror(-r));
 			return r;
 		}
 		j->bytes_read += k;
 		sc.base = off;
-		used = rollmatch_scan(rm, buf, k, miss, moved_on_match, &sc);
+		used = rollmatch_scan(near ? near : rm, buf, k, miss, moved_on_match, &sc);
+		rollmatch_free(near);
 		if (used < 0)
 			return (int)used;
-		if ((uint64_t)used < k - m->leaf + 1) {
-			off += (uint64_t)used;
-			break; /* gave up inside this chunk */
-		}
 		off += (uint64_t)used;
+		if ((uint64_t)used < k - m->leaf + 1)
+			break; /* gave up inside this chunk */
 	}
 	return 0;
 }
@@ -431,9 +516,10 @@ static int moved_rolling(struct job *j, struct moved *m, const uint64_t *src)
 			return 0; /* no region worth a search */
 	}
 	buf = malloc(MOVED_CHUNK);
-	if (!buf)
+	m->weak = malloc(m->nrl * sizeof(*m->weak));
+	if (!buf || !m->weak)
 		return -ENOMEM;
-	r = moved_matcher(j, m, &rm);
+	r = j->delta == CONFIG_DELTA_ROLLING ? moved_matcher_all(j, m, &rm) : 0;
 	while (r >= 0 && a < m->nrl) {
 		size_t b = a + 1;
 
@@ -714,6 +800,13 @@ int moved_run(struct job *j, const struct rangelist **ret)
 	m->leaf = j->leaf;
 	m->nleaves = hashtree_level_count(j->tree, 0);
 	m->last_keepalive = clock_usec();
+	{
+		_cleanup_free_ unsigned char *z = calloc(1, m->leaf);
+
+		if (!z)
+			return -ENOMEM;
+		m->zero = hash_block(z, m->leaf, j->seed);
+	}
 	qsort(m->rl, m->nrl, sizeof(*m->rl), leaf_cmp);
 	src = malloc(m->nrl * sizeof(*src));
 	if (!src)
