@@ -549,7 +549,8 @@ static int piece_cmp(const void *a, const void *b)
  * but the last, at most RESYNC_WIRE_COPY_LEN_MAX bytes. */
 static int moved_merge(struct moved *m)
 {
-	qsort(m->pc, m->npc, sizeof(*m->pc), piece_cmp);
+	if (m->npc)
+		qsort(m->pc, m->npc, sizeof(*m->pc), piece_cmp);
 	m->cp = calloc(m->npc ? m->npc : 1, sizeof(*m->cp));
 	if (!m->cp)
 		return -ENOMEM;
