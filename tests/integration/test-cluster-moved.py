@@ -16,6 +16,7 @@ session counted) and that the secondary ends byte-identical (cmp).
   then a second resync: identical.
 - shifted by 1 byte (inserted), by 4097 bytes (deleted) and by a 1 MiB
   insert: under 1 % of the volume in auto."""
+import json
 import os
 import random
 import subprocess
@@ -57,12 +58,11 @@ def same(c, a, b):
 
 
 def check_same(c, what, names):
-    for n in c.names:
+    """Stop every daemon and cmp the images (put_images() starts them)."""
+    for n in list(c.procs):
         c.stop(n)
     for n in names:
         check(same(c, "p", n), "%s: %s byte-identical to the primary (cmp)" % (what, n))
-    for n in c.names:
-        c.start(n, env=ENV.get(n))
 
 
 ENV = {}
@@ -104,11 +104,17 @@ print("permuted, aligned: s sent %d bytes (%.3f %%)" % (s["bytes_sent"], 100.0 *
 check(s["delta"] == "aligned" and s["bytes_copied"] == 0,
       "aligned: no copies: %s" % s)
 check(s["bytes_sent"] > SIZE // 20, "aligned: the moved blocks travel as data: %s" % s)
-check_same(c, "permuted, aligned", ["s"])
-
-# A bad --delta is refused before anything is asked.
+# A bad --delta is refused, by resyncctl and by the daemon.
 r = c.ctl("resync", "--yes", "--delta", "fast")
 check(r.returncode == 2 and "--delta" in r.stderr, "--delta fast is a usage error: %s" % r.stderr)
+r = subprocess.run(["socat", "-", "UNIX-CONNECT:" + c.control("p")], capture_output=True,
+                   text=True, timeout=30,
+                   input='{"cmd": "resync", "confirm": "moved", "delta": "fast"}\n')
+res = json.loads(r.stdout.splitlines()[-1]) if r.stdout.strip() else {}
+check(res.get("ok") is False and '"delta" must be' in res.get("error", ""),
+      "the daemon refuses a bad delta: %s %s" % (r.stdout, r.stderr))
+
+check_same(c, "permuted, aligned", ["s"])
 
 # ---- kill -9 of the secondary in the middle of its COPY frame ----
 ENV["s"] = {"RESYNC_TEST_COPY_KILL_AFTER": str(len(moved) // 2)}
@@ -121,7 +127,12 @@ check(proc.returncode == -9, "s died of SIGKILL (%s)" % proc.returncode)
 check(not same(c, "p", "s") and not same(c, "s", "o"),
       "s is half rewritten: neither the old nor the new image")
 del ENV["s"]
-c.start("s")
+for n in list(c.procs):
+    c.stop(n)
+for n in c.names:
+    c.start(n, env=ENV.get(n))
+st = c.status("s")
+check(st["s"]["state"] == "Inconsistent", "s is Inconsistent after kill -9: %s" % st["s"])
 nodes = resync(c, "after kill -9", "--node", "s")
 s = nodes["s"]
 print("after kill -9 mid-copy: sent %d bytes, copied %d, refused %d" %
@@ -133,12 +144,10 @@ check(s["bytes_copied"] > 0 and s["bytes_sent"] < len(moved) * BLOCK * 2 // 3,
       "after kill -9: what still is somewhere goes as copies: %s" % s)
 check_same(c, "after kill -9", ["s"])
 for n in c.names:
-    c.stop(n)
-for n in c.names:
     os.unlink(c.image(n))
 
-# ---- shifted data: a cluster of 256 MiB ----
-SIZE = 256 * MB
+# ---- shifted data: a cluster of 128 MiB ----
+SIZE = 128 * MB
 c = Cluster(sc, "shift", ["p", "s"], "p", size=SIZE)
 ENV = {}
 base = b"".join(rng.randbytes(16 * MB) for _ in range(SIZE // (16 * MB)))
@@ -146,7 +155,7 @@ cases = [
     ("shifted by 1 byte", rng.randbytes(1) + base[:-1]),
     ("shifted by 4097 bytes", base[4097:] + rng.randbytes(4097)),
 ]
-at = 37 * MB + 12345
+at = 37 * MB + 12345  # the insert's bytes are random: 0.8 % of the volume
 cases.append(("a 1 MiB insert", base[:at] + rng.randbytes(MB) + base[at:SIZE - MB]))
 for what, new in cases:
     put_images(c, {"p": new, "s": base})
