@@ -39,11 +39,17 @@ enum {
 	 * at which zstd and TLS send (bench/cluster-bench): past this,
 	 * searching costs more than sending what it has not found. */
 	MOVED_MISS_MAX = 4 << 20,
-	MOVED_REGION_MIN = 2, /* leaves: one leaf has no unaligned window */
+	/* A region shorter than this goes as data without a search: a
+	 * WEAK_REQ's round trip costs more than sending it (and one leaf has
+	 * no unaligned window at all). */
+	MOVED_REGION_MIN = 64 << 10,
 	/* auto: a chunk is searched against the secondary's differing leaves
 	 * this close to it (shifts of up to this much are found; rolling
 	 * searches the whole volume). */
 	MOVED_NEAR = 32 << 20,
+	/* auto: the weak sums asked for at once reach this far past the
+	 * chunk, so that many small regions cost a few round trips. */
+	MOVED_AHEAD = 256 << 20,
 };
 
 /* A differing leaf: its index and the secondary's hash of it. */
@@ -383,13 +389,15 @@ static int moved_matcher_near(struct job *j, struct moved *m, uint64_t from, uin
 	int r;
 
 	if (hi > m->nweak) {
-		_cleanup_free_ uint64_t *cand = calloc(hi - m->nweak, sizeof(*cand));
-		_cleanup_free_ size_t *at = malloc((hi - m->nweak) * sizeof(*at));
-		_cleanup_free_ uint32_t *w = malloc((hi - m->nweak) * sizeof(*w));
+		size_t ahead = rl_at(m, to + MOVED_AHEAD);
+
+		_cleanup_free_ uint64_t *cand = calloc(ahead - m->nweak, sizeof(*cand));
+		_cleanup_free_ size_t *at = malloc((ahead - m->nweak) * sizeof(*at));
+		_cleanup_free_ uint32_t *w = malloc((ahead - m->nweak) * sizeof(*w));
 
 		if (!cand || !at || !w)
 			return -ENOMEM;
-		for (size_t i = m->nweak; i < hi; i++)
+		for (size_t i = m->nweak; i < ahead; i++)
 			if (leaf_len(m, m->rl[i].idx) == m->leaf &&
 			    !hash128_equal(&m->rl[i].h, &m->zero)) {
 				at[nc] = i;
@@ -400,7 +408,7 @@ static int moved_matcher_near(struct job *j, struct moved *m, uint64_t from, uin
 			return r;
 		for (size_t i = 0; i < nc; i++)
 			m->weak[at[i]] = w[i];
-		m->nweak = hi;
+		m->nweak = ahead;
 		nc = 0;
 	}
 	b = malloc((hi > lo ? hi - lo : 1) * sizeof(*b));
@@ -495,7 +503,7 @@ static int moved_region(struct job *j, struct moved *m, const struct rollmatch *
 }
 
 /* The regions left after step 1 (runs of differing leaves without a
- * source, MOVED_REGION_MIN leaves or more), each searched. */
+ * source, MOVED_REGION_MIN bytes or more), each searched. */
 static int moved_rolling(struct job *j, struct moved *m, const uint64_t *src)
 {
 	struct rollmatch *rm = NULL;
@@ -510,7 +518,7 @@ static int moved_rolling(struct job *j, struct moved *m, const uint64_t *src)
 				      m->rl[k].idx == m->rl[k - 1].idx + 1
 			      ? run + 1
 			      : (src[k] == UINT64_MAX);
-		if (run >= MOVED_REGION_MIN)
+		if (run * m->leaf >= MOVED_REGION_MIN)
 			break;
 		if (k + 1 == m->nrl)
 			return 0; /* no region worth a search */
@@ -529,7 +537,7 @@ static int moved_rolling(struct job *j, struct moved *m, const uint64_t *src)
 		}
 		while (b < m->nrl && src[b] == UINT64_MAX && m->rl[b].idx == m->rl[b - 1].idx + 1)
 			b++;
-		if (b - a >= MOVED_REGION_MIN)
+		if ((b - a) * m->leaf >= MOVED_REGION_MIN)
 			r = moved_region(j, m, rm, buf, m->rl[a].idx * m->leaf,
 					 MIN((m->rl[b - 1].idx + 1) * m->leaf, m->size));
 		a = b;
@@ -832,11 +840,10 @@ int moved_run(struct job *j, const struct rangelist **ret)
 	if (r < 0)
 		return r;
 	j->search_usec = clock_usec() - t0;
-	if (m->ncp)
-		log_info("resync of '%s': %" PRIu64 " bytes copied where it holds them (%zu copies, %" PRIu64
-			 " refused), %" PRIu64 " bytes left to send, %.3f s to find and copy",
-			 j->peer->name, j->bytes_copied, m->ncp, j->copies_failed,
-			 rangelist_bytes(&m->rest), (double)j->search_usec / 1e6);
+	log_info("resync of '%s': %" PRIu64 " bytes copied where it holds them (%zu copies, %" PRIu64
+		 " refused), %" PRIu64 " bytes left to send, %.3f s to find and copy",
+		 j->peer->name, j->bytes_copied, m->ncp, j->copies_failed,
+		 rangelist_bytes(&m->rest), (double)j->search_usec / 1e6);
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
 	*ret = &m->rest;
 	return 0;
