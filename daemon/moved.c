@@ -840,6 +840,7 @@ int moved_run(struct job *j, const struct rangelist **ret)
 	if (r < 0)
 		return r;
 	j->search_usec = clock_usec() - t0;
+	/* One line a secondary: what the search found and what it cost. */
 	log_info("resync of '%s': %" PRIu64 " bytes copied where it holds them (%zu copies, %" PRIu64
 		 " refused), %" PRIu64 " bytes left to send, %.3f s to find and copy",
 		 j->peer->name, j->bytes_copied, m->ncp, j->copies_failed,

@@ -116,6 +116,17 @@ check(res.get("ok") is False and '"delta" must be' in res.get("error", ""),
 
 check_same(c, "permuted, aligned", ["s"])
 
+# ---- copies are journaled like data: a rollback puts the old image back ----
+put_images(c, {"s": base})
+nodes = resync(c, "permuted, undo", "--node", "s", "--undo")
+check(nodes["s"]["bytes_copied"] > 0, "undo: the run copied: %s" % nodes["s"])
+r = c.ctl("rollback", "s", "--yes")
+check(r.returncode == 0, "rollback of s exits 0: %s %s" % (r.stdout, r.stderr))
+for n in list(c.procs):
+    c.stop(n)
+with open(c.image("s"), "rb") as f:
+    check(f.read() == base, "undo: the rollback put back the image from before the copies")
+
 # ---- kill -9 of the secondary in the middle of its COPY frame ----
 ENV["s"] = {"RESYNC_TEST_COPY_KILL_AFTER": str(len(moved) // 2)}
 put_images(c, {"s": base})
