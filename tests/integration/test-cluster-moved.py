@@ -168,11 +168,24 @@ cases = [
 ]
 at = 37 * MB + 12345  # the insert's bytes are random: 0.8 % of the volume
 cases.append(("a 1 MiB insert", base[:at] + rng.randbytes(MB) + base[at:SIZE - MB]))
-for what, new in cases:
+# The same shift found by --delta rolling (every leaf a candidate).
+cases.append(("shifted by 4097 bytes, rolling", cases[1][1], "--delta", "rolling"))
+for what, new, *args in cases:
     put_images(c, {"p": new, "s": base})
-    s = resync(c, what)["s"]
+    s = resync(c, what, *args)["s"]
+    check(s["delta"] == ("rolling" if args else "auto"), "%s: the delta asked for: %s" % (what, s))
     print("%s: sent %d bytes (%.3f %%), copied %d, %.2f s" %
           (what, s["bytes_sent"], 100.0 * s["bytes_sent"] / SIZE, s["bytes_copied"], s["seconds"]))
     check(s["bytes_sent"] < SIZE // 100, "%s: sent under 1 %% of the volume: %s" % (what, s))
     check_same(c, what, ["s"])
+
+# A region of 8 MiB that the secondary holds nowhere: the search gives up
+# (4 MiB without a match) and the region goes as data, identical.
+noise = rng.randbytes(8 * MB)
+put_images(c, {"p": base[:64 * MB] + noise + base[72 * MB:], "s": base})
+s = resync(c, "8 MiB new")["s"]
+print("8 MiB of new data: sent %d bytes, copied %d" % (s["bytes_sent"], s["bytes_copied"]))
+check(s["bytes_copied"] == 0 and s["bytes_written"] == 8 * MB,
+      "8 MiB new: sent as data: %s" % s)
+check_same(c, "8 MiB new", ["s"])
 print("ok")
