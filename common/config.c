@@ -73,6 +73,7 @@ enum cluster_key {
 	CK_BEFORE_RESYNC_COMMAND,
 	CK_BEFORE_RESYNC_TIMEOUT,
 	CK_FUSE_RT_PRIORITY,
+	CK_DELTA,
 	CK_COUNT,
 };
 
@@ -111,7 +112,29 @@ static const char *const cluster_keys[CK_COUNT] = {
 	[CK_BEFORE_RESYNC_COMMAND] = "before_resync_command",
 	[CK_BEFORE_RESYNC_TIMEOUT] = "before_resync_timeout",
 	[CK_FUSE_RT_PRIORITY] = "fuse_rt_priority",
+	[CK_DELTA] = "delta",
 };
+
+static const char *const delta_names[CONFIG_DELTA_COUNT] = {
+	[CONFIG_DELTA_AUTO] = "auto",
+	[CONFIG_DELTA_ALIGNED] = "aligned",
+	[CONFIG_DELTA_ROLLING] = "rolling",
+};
+
+const char *config_delta_name(unsigned delta)
+{
+	return delta < CONFIG_DELTA_COUNT ? delta_names[delta] : NULL;
+}
+
+int config_delta_parse(const char *s, unsigned *ret)
+{
+	for (unsigned i = 0; i < CONFIG_DELTA_COUNT; i++)
+		if (!strcmp(s, delta_names[i])) {
+			*ret = i;
+			return 0;
+		}
+	return -EINVAL;
+}
 
 enum node_key {
 	NK_ADDRESS,
@@ -701,6 +724,11 @@ static void cluster_key(struct parse_ctx *c, const char *key, const char *v)
 			cfg->proof_hash = !strcmp(v, "sha256") ? CONFIG_PROOF_SHA256 : CONFIG_PROOF_XXH3;
 		else
 			fail(c, c->line, -EINVAL, "key 'proof_hash': '%s' is not 'xxh3' or 'sha256'", v);
+		return;
+	case CK_DELTA:
+		if (config_delta_parse(v, &cfg->delta) < 0)
+			fail(c, c->line, -EINVAL,
+			     "key 'delta': '%s' is not 'auto', 'aligned' or 'rolling'", v);
 		return;
 	case CK_BEFORE_RESYNC_COMMAND:
 		set_string(c, &cfg->before_resync_command, v);

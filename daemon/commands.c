@@ -428,6 +428,7 @@ static const struct control_field jobs_fields[] = {
 	{"max_rate", CONTROL_FIELD_UINT64, 0},
 	{"fence", CONTROL_FIELD_STRING, 0}, /* "short" or "whole": the primary's fence */
 	{"undo", CONTROL_FIELD_BOOL, 0},    /* true: undo = on for this run */
+	{"delta", CONTROL_FIELD_STRING, 0}, /* "auto", "aligned" or "rolling" */
 	/* Nodes in split brain that may be overwritten all the same. */
 	{"force", CONTROL_FIELD_STRINGS, 0},
 	{NULL, 0, 0},

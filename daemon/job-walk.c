@@ -152,6 +152,15 @@ static int walk_recv(struct walk *w)
 	r = wire_hash_reply_get(&rep, w->h, RESYNC_WIRE_HASHES_MAX);
 	if (r < 0)
 		return r;
+	if (w->level == 0) {
+		/* The secondary's hashes of these leaves: moved blocks (moved.c). */
+		struct hashtree_step st = {.level = 0, .n_ranges = rq.n, .ranges = t + rq.first,
+					   .n_hashes = rq.hashes};
+
+		r = moved_note_leaves(w->j, &st, w->h);
+		if (r < 0)
+			return r;
+	}
 	w->q_head = (w->q_head + 1) % JOB_WALK_PENDING_MAX;
 	w->q_n--;
 	if (w->q_n)

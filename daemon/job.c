@@ -544,7 +544,7 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 
 /* A cancel asked for: said to the peer, the job's error. A job given up
  * on (j->abort) stops too; its connection was shut down. */
-static int job_cancelled(struct job *j, struct peer_conn *c)
+int job_cancelled(struct job *j, struct peer_conn *c)
 {
 	if (atomic_load(&j->abort)) {
 		snprintf(j->err, sizeof(j->err), "node '%s': given up on at the primary's fence",
@@ -792,13 +792,17 @@ void job_xfer_close(struct job *j)
 /* Send the differing ranges, batch by batch, then COMMIT. */
 int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf)
 {
+	const struct rangelist *l = &j->ranges;
 	int r;
 
 	j->c = c;
 	j->buf = buf;
 	r = job_xfer_open(j);
+	if (r >= 0) /* what the secondary holds elsewhere goes as COPY first */
+		r = moved_run(j, &l);
 	if (r >= 0)
-		r = job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS);
+		r = job_send_ranges(j, l, JOB_SEND_CHECKPOINTS);
+	moved_free(j);
 	if (r >= 0)
 		r = job_commit(j);
 	job_xfer_close(j);
@@ -858,6 +862,7 @@ static void job_end(struct job *j, int r)
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, strerror(-r));
 	if (r < 0)
 		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
+	moved_free(j);
 	j->r = r;
 	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
 	if (j->c) {
@@ -889,13 +894,17 @@ static int job_ranges(struct job *j)
 void *job_pass1_thread(void *arg)
 {
 	struct job *j = arg;
+	const struct rangelist *l = &j->ranges;
 	int r;
 
 	r = job_ranges(j);
 	if (r >= 0)
 		r = job_xfer_open(j);
+	if (r >= 0) /* what the secondary holds elsewhere goes as COPY first */
+		r = moved_run(j, &l);
 	if (r >= 0)
-		r = job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE);
+		r = job_send_ranges(j, l, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE);
+	moved_free(j);
 	if (r < 0) {
 		job_write_state(j, r);
 		job_end(j, r);

@@ -533,6 +533,14 @@ struct job {
 	uint64_t round_trips, exchanges;
 	double seconds;
 
+	/* Moved and shifted data (moved.c): this run's delta (enum
+	 * config_delta), the search's state between the compare and pass 1,
+	 * what went as copies, what the secondary refused to copy (sent as
+	 * data instead), the time spent finding and copying. */
+	unsigned delta;
+	struct moved *moved;
+	uint64_t bytes_copied, copies_failed, search_usec;
+
 	/* The proof (issue 11): the primary's root to compare with (NULL:
 	 * no proof asked), the secondary's answer. */
 	const struct wire_proof *proof_primary;
@@ -578,6 +586,31 @@ void job_xfer_close(struct job *j);
  * the job is over: failed, or committed by job_pass_thread()). */
 void *job_pass1_thread(void *arg);
 void *job_pass_thread(void *arg);
+
+/* A cancel or a give-up (j->abort) asked for: said to the peer, the
+ * job's error (-ECANCELED, -ETIMEDOUT); 0 otherwise. */
+int job_cancelled(struct job *j, struct peer_conn *c);
+
+/* ---- moved.c, moved-session.c ---- */
+/* Moved blocks and shifted data travel as COPY (WIRE_FEATURE_COPY,
+ * WIRE_FEATURE_ROLLING). job_compare() hands every level-0 reply of its
+ * walk to moved_note_leaves() (the secondary's hashes of the differing
+ * leaves); pass 1 calls moved_run() after job_xfer_open() and before
+ * its first data frame: it finds what the secondary holds elsewhere,
+ * sends it as COPY frames and sets *ret to the ranges left to send as
+ * data (j->ranges itself when nothing was found or the job does not
+ * search: an aligned delta, a quick resync, a peer without the feature).
+ * moved_free() releases the search (NULL-safe; after pass 1's send, and
+ * at the job's end). Each returns 0 or -errno with j->err set. */
+int moved_note_leaves(struct job *j, const struct hashtree_step *st, const struct hash128 *h);
+int moved_run(struct job *j, const struct rangelist **ret);
+void moved_free(struct job *j);
+/* The secondary's handlers: COPY (primary only: applied under the fence,
+ * each source checked first) and WEAK_REQ. */
+int session_copy(struct session *s, size_t len);
+int session_weak_req(struct session *s, size_t len);
+/* Start writing (fence, Inconsistent on disk) at the first data frame. */
+int session_write_ensure(struct session *s);
 
 /* ---- resync.c ---- */
 int node_run_jobs(struct node *n, struct control_client *cli, struct json_object *req,

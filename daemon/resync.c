@@ -83,6 +83,7 @@ struct resync_run {
 
 	/* The primary's fence and the passes (short fence). */
 	bool whole;    /* fenced from the start to the commit */
+	unsigned delta; /* enum config_delta: the cluster's, or the request's */
 	bool tracking; /* the mount records writes for the passes */
 	unsigned passes;
 	uint64_t *bytes_per_pass; /* [passes] */
@@ -248,6 +249,11 @@ static int resync_check(struct resync_run *run)
 						    f), 1;
 		run->whole = !strcmp(f, "whole");
 	}
+	run->delta = cfg->delta;
+	if (json_object_object_get_ex(run->req, "delta", &v) &&
+	    config_delta_parse(json_object_get_string(v), &run->delta) < 0)
+		return control_client_error(run->cli, "refused: \"delta\" must be \"auto\", \"aligned\" or \"rolling\", not '%s'",
+					    json_object_get_string(v)), 1;
 	/* The named nodes must exist and be secondaries. */
 	if (json_object_object_get_ex(run->req, "nodes", &v) && json_object_is_type(v, json_type_array)) {
 		for (size_t i = 0; i < json_object_array_length(v); i++) {
@@ -346,6 +352,7 @@ static int resync_open(struct resync_run *run)
 		j->write = run->write;
 		j->max_rate = run->max_rate;
 		j->undo_mode = req_bool(run->req, "undo") ? UNDO_MODE_ON : cfg->undo;
+		j->delta = run->delta;
 		j->gen = run->mi.generation;
 		j->bitmap_size = run->bitmap_size;
 		j->state = META_STATE_UNKNOWN;
@@ -1023,6 +1030,10 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 			       json_object_new_uint64(j->bytes_read + (j->bytes_compared ? run->size : 0)));
 	json_object_object_add(x, "bytes_sent", json_object_new_uint64(j->bytes_sent));
 	json_object_object_add(x, "bytes_written", json_object_new_uint64(j->bytes_written));
+	/* Moved and shifted data: copied where the secondary held it. */
+	json_object_object_add(x, "delta", json_object_new_string(config_delta_name(j->delta)));
+	json_object_object_add(x, "bytes_copied", json_object_new_uint64(j->bytes_copied));
+	json_object_object_add(x, "copies_refused", json_object_new_uint64(j->copies_failed));
 	json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
 	json_object_object_add(x, "round_trips", json_object_new_uint64(j->round_trips));
 	json_object_object_add(x, "exchanges", json_object_new_uint64(j->exchanges));
@@ -1160,6 +1171,7 @@ static void resync_release(struct resync_run *run)
 		peer_conn_free(run->jobs[i].c);
 		free(run->jobs[i].buf);
 		rangelist_release(&run->jobs[i].ranges);
+		moved_free(&run->jobs[i]);
 	}
 	free(run->jobs);
 	if (run->tree && run->tc.built) {

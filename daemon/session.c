@@ -312,7 +312,7 @@ static void session_write_end(struct session *s)
 }
 
 /* Start writing (fence, Inconsistent on disk) at the first data frame. */
-static int session_write_ensure(struct session *s)
+int session_write_ensure(struct session *s)
 {
 	return s->writing ? 0 : session_write_begin(s);
 }
@@ -739,6 +739,8 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_ROLLBACK] = {session_rollback, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_PROOF_REQ] = {session_proof_req, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_PROOF_COMMIT] = {session_proof_commit, SESSION_OP_PRIMARY_ONLY},
+	[WIRE_COPY] = {session_copy, SESSION_OP_PRIMARY_ONLY},	/* moved-session.c */
+	[WIRE_WEAK_REQ] = {session_weak_req, 0},		/* moved-session.c */
 };
 
 /* The session no longer counts against NODE_UNAUTH_MAX. */

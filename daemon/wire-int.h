@@ -10,7 +10,8 @@
  *                wire_payload_check()
  *   wire-hash.c  ranges, HASH_REQ, PAGE_REQ, HASH_REPLY/PAGE_REPLY
  *   wire-data.c  zstd contexts, BLOCKS, EXTENTS, BITMAP
- *   wire-drift.c DRIFT */
+ *   wire-drift.c DRIFT
+ *   wire-copy.c  COPY, COPY_ACK, WEAK_REPLY (moved and shifted data) */
 #pragma once
 
 #include <errno.h>
@@ -194,6 +195,29 @@ struct wire_proof_le {
 };
 _Static_assert(sizeof(struct wire_proof_le) == 56, "proof layout");
 
+/* COPY: this, then n entries. */
+struct wire_copy_le {
+	uint64_t seed;
+	uint32_t piece;
+	uint32_t n;
+};
+_Static_assert(sizeof(struct wire_copy_le) == WIRE_COPY_HEADER, "copy layout");
+
+struct wire_copy_entry_le {
+	uint64_t dst, src;
+	uint32_t len, reserved;
+	uint64_t check_lo, check_hi;
+};
+_Static_assert(sizeof(struct wire_copy_entry_le) == WIRE_COPY_ENTRY_SIZE, "copy entry layout");
+_Static_assert(offsetof(struct wire_copy_entry_le, check_lo) == 24, "copy entry layout");
+
+/* COPY_ACK and WEAK_REPLY: this, then the bits or the sums. */
+struct wire_count_le {
+	uint32_t n;
+	uint32_t n_failed; /* WEAK_REPLY: reserved, 0 */
+};
+_Static_assert(sizeof(struct wire_count_le) == 8, "count layout");
+
 /* BITMAP: this, then len bytes. */
 struct wire_bitmap_le {
 	uint64_t offset;
@@ -215,6 +239,10 @@ _Static_assert(8 + 16 * (uint64_t)RESYNC_WIRE_HASHES_MAX <= RESYNC_WIRE_FRAME_MA
 _Static_assert(16 + 16 * (uint64_t)RESYNC_WIRE_RANGES_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(56 + 2 * RESYNC_NAME_MAX + 16 * RESYNC_WIRE_HISTORY_MAX <= RESYNC_WIRE_FRAME_MAX,
 	       "limits");
+_Static_assert(WIRE_COPY_HEADER + WIRE_COPY_ENTRY_SIZE * (uint64_t)RESYNC_WIRE_COPIES_MAX <=
+		       RESYNC_WIRE_FRAME_MAX,
+	       "limits");
+_Static_assert(8 + 4 * (uint64_t)RESYNC_WIRE_HASHES_MAX <= RESYNC_WIRE_FRAME_MAX, "limits");
 _Static_assert(RESYNC_NAME_MAX <= UINT16_MAX && RESYNC_WIRE_TEXT_MAX <= UINT16_MAX, "limits");
 
 /* Volume offsets and sizes must fit an off_t. */

@@ -29,6 +29,8 @@ static const char *const type_names[] = {
 	[WIRE_UNDO_INFO] = "UNDO_INFO",	  [WIRE_ROLLBACK] = "ROLLBACK",
 	[WIRE_PROOF_REQ] = "PROOF_REQ",	  [WIRE_PROOF] = "PROOF",
 	[WIRE_PROOF_COMMIT] = "PROOF_COMMIT",
+	[WIRE_COPY] = "COPY",		  [WIRE_COPY_ACK] = "COPY_ACK",
+	[WIRE_WEAK_REQ] = "WEAK_REQ",	  [WIRE_WEAK_REPLY] = "WEAK_REPLY",
 };
 
 const char *wire_type_name(unsigned type)
@@ -128,7 +130,9 @@ int wire_header_decode(const unsigned char in[WIRE_HEADER_SIZE], struct wire_hea
 	v.flags = le32toh(h.flags);
 	if (v.version != WIRE_FRAME_VERSION || v.flags != 0)
 		return -EBADMSG;
-	if (v.type < WIRE_HELLO || v.type > WIRE_TYPE_MAX)
+	/* A number this build has no message for (past the end, or
+	 * reserved for others' work) is refused like one past the end. */
+	if (v.type < WIRE_HELLO || v.type > WIRE_TYPE_MAX || !strcmp(wire_type_name(v.type), "?"))
 		return -EBADMSG;
 	if (v.length > RESYNC_WIRE_FRAME_MAX)
 		return -EBADMSG;
@@ -399,8 +403,12 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_undo_info undo_info;
 		uint32_t mode;
 		struct wire_proof proof;
+		struct wire_copy copy;
+		struct wire_copy_ack copy_ack;
+		struct wire_weak_reply weak;
 		uint64_t offset;
 	} u;
+	int r;
 
 	switch (type) {
 	case WIRE_HELLO:
@@ -448,6 +456,15 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return wire_proof_decode(buf, len, &u.proof);
 	case WIRE_PROOF_COMMIT:
 		return wire_proof_commit_decode(buf, len, &u.proof, &u.uuid);
+	case WIRE_COPY:
+		return wire_copy_decode(buf, len, &u.copy);
+	case WIRE_COPY_ACK:
+		return wire_copy_ack_decode(buf, len, &u.copy_ack);
+	case WIRE_WEAK_REQ:
+		r = wire_page_req_decode(buf, len, &u.page_req);
+		return r < 0 ? r : u.page_req.seed ? -EBADMSG : 0;
+	case WIRE_WEAK_REPLY:
+		return wire_weak_reply_decode(buf, len, &u.weak);
 	case WIRE_CONTROL:
 		/* Bytes of JSON lines, parsed (and bounded) by the session. */
 		return len > 0 ? 0 : -EBADMSG;

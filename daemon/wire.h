@@ -59,7 +59,12 @@ enum wire_type {
 	WIRE_PROOF = 26,     /* WIRE_FEATURE_PROOF: that root */
 	/* WIRE_FEATURE_PROOF_COMMIT: PROOF_REQ and COMMIT in one exchange. */
 	WIRE_PROOF_COMMIT = 27,
-	WIRE_TYPE_MAX = WIRE_PROOF_COMMIT,
+	/* 28-29: reserved. */
+	WIRE_COPY = 30,	       /* WIRE_FEATURE_COPY: copy ranges the secondary holds */
+	WIRE_COPY_ACK = 31,    /* WIRE_FEATURE_COPY: which of them were not applied */
+	WIRE_WEAK_REQ = 32,    /* WIRE_FEATURE_ROLLING: "weak sums of these pieces" */
+	WIRE_WEAK_REPLY = 33,  /* WIRE_FEATURE_ROLLING: those sums, in order */
+	WIRE_TYPE_MAX = WIRE_WEAK_REPLY,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -160,6 +165,22 @@ enum wire_features {
 	 * answers ACK too, else it stays Inconsistent and the primary fails
 	 * the job. Sent only to a peer that offered both PROOF and this. */
 	WIRE_FEATURE_PROOF_COMMIT = 1 << 10,
+	/* COPY: data that the secondary already holds at another offset
+	 * (moved blocks, shifted data) travels as COPY frames of {dst, src,
+	 * len, check} instead of bytes, before the pass's data frames. The
+	 * secondary reads every source of a frame, checks each against its
+	 * check hash (the source's bytes may have changed since the compare:
+	 * a crash, an earlier copy), then writes the destinations that
+	 * passed, under the fence and with the undo journal like data. It
+	 * answers each COPY with a COPY_ACK naming the entries it did not
+	 * apply; the primary sends those as data. Sent only to a peer that
+	 * offered the bit. */
+	WIRE_FEATURE_COPY = 1 << 14,
+	/* ROLLING: WEAK_REQ asks for the weak rolling checksums
+	 * (resync/rollsum.h) of pieces of byte ranges (PAGE_REQ's layout, seed
+	 * 0); the primary searches its differing data for windows equal to
+	 * the secondary's pieces (shifted data) and sends them as COPY. */
+	WIRE_FEATURE_ROLLING = 1 << 15,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -465,6 +486,72 @@ struct wire_bitmap {
 int wire_bitmap_encode(uint64_t offset, uint64_t total, const void *data, size_t len, void *buf,
 		       size_t cap, size_t *ret_len);
 int wire_bitmap_decode(const void *buf, size_t len, struct wire_bitmap *ret);
+
+/* COPY (WIRE_FEATURE_COPY): a header {seed u64, piece u32, n u32}, then n
+ * entries {dst u64, src u64, len u32, reserved u32, check 16 bytes}. Each
+ * entry copies the secondary's bytes [src, src + len) to [dst, dst + len)
+ * (1 to RESYNC_WIRE_COPY_LEN_MAX bytes, dst != src, neither range past
+ * WIRE's offset limit); entries are sorted by dst and their destinations
+ * do not overlap; their lengths sum to at most RESYNC_WIRE_COPY_STAGE_MAX;
+ * 1 to RESYNC_WIRE_COPIES_MAX entries; piece is a valid block size. check
+ * is wire_copy_check() of the hashes (hash_block() with seed) of the
+ * source's pieces: piece bytes each from src, the last one shorter when
+ * len is not a multiple. The receiver checks the ranges against its
+ * volume. */
+enum { WIRE_COPY_HEADER = 16, WIRE_COPY_ENTRY_SIZE = 40 };
+struct wire_copy_entry {
+	uint64_t dst, src;
+	uint32_t len;
+	struct hash128 check;
+};
+struct wire_copy {
+	uint64_t seed;
+	uint32_t piece;
+	uint32_t n;	      /* entries */
+	uint64_t total;	      /* sum of their lengths */
+	const void *entries; /* decoded: points into the payload */
+};
+/* Payload bytes of a COPY of n entries. */
+static inline size_t wire_copy_bound(size_t n)
+{
+	return WIRE_COPY_HEADER + n * WIRE_COPY_ENTRY_SIZE;
+}
+int wire_copy_encode(uint64_t seed, uint32_t piece, const struct wire_copy_entry *e, size_t n,
+		     void *buf, size_t cap, size_t *ret_len);
+int wire_copy_decode(const void *buf, size_t len, struct wire_copy *ret);
+struct wire_copy_entry wire_copy_get(const struct wire_copy *m, size_t i);
+/* The check of a copy whose source pieces hash to pieces[0, n): the seeded
+ * hash of their little-endian bytes. */
+struct hash128 wire_copy_check(const struct hash128 *pieces, size_t n, uint64_t seed);
+
+/* COPY_ACK: {n u32, n_failed u32}, then ceil(n / 8) bytes: bit i (of byte
+ * i / 8, LSB first) set when entry i of the COPY was not applied (its
+ * source did not match its check); n_failed bits are set, the bits past n
+ * are 0. */
+struct wire_copy_ack {
+	uint32_t n, n_failed;
+	const void *bits; /* decoded: points into the payload */
+};
+int wire_copy_ack_encode(uint32_t n, const unsigned char *bits, void *buf, size_t cap,
+			 size_t *ret_len);
+int wire_copy_ack_decode(const void *buf, size_t len, struct wire_copy_ack *ret);
+static inline bool wire_copy_ack_failed(const struct wire_copy_ack *m, size_t i)
+{
+	return ((const unsigned char *)m->bits)[i / 8] & (1u << (i % 8));
+}
+
+/* WEAK_REQ: a PAGE_REQ payload (wire_page_req_encode/_decode) with seed
+ * 0, page_size the piece. WEAK_REPLY: {n u32, reserved u32}, then n weak
+ * sums u32 (rollsum_block() of each piece, a short last piece of a range
+ * at the volume's end too), n <= RESYNC_WIRE_HASHES_MAX. */
+struct wire_weak_reply {
+	uint32_t n;
+	const void *sums; /* decoded: points into the payload */
+};
+int wire_weak_reply_encode(const uint32_t *sums, size_t n, void *buf, size_t cap,
+			   size_t *ret_len);
+int wire_weak_reply_decode(const void *buf, size_t len, struct wire_weak_reply *ret);
+uint32_t wire_weak_reply_get(const struct wire_weak_reply *m, size_t i);
 
 /* Validate any payload of a known type (the fuzz target's and a strict
  * receiver's entry point): 0 or -EBADMSG. */

@@ -242,7 +242,7 @@ int resyncctl_verify(int argc, char **argv)
 static const char resync_usage[] =
 	"usage: resyncctl [--config FILE] [--node NAME] resync [--yes] [--dry-run] [--undo] [--json]\n"
 	"                 [--node SECONDARY]... [--max-rate RATE] [--fence short|whole]\n"
-	"                 [--force NODE]...\n"
+	"                 [--force NODE]... [--delta auto|aligned|rolling]\n"
 	"Make every secondary (or the ones named) byte-identical to the primary.\n"
 	"The data on those secondaries is erased and replaced with the primary's.\n"
 	"The primary stays in service: its writes wait only during the last pass\n"
@@ -253,7 +253,12 @@ static const char resync_usage[] =
 	"chosen secondary ends UpToDate; 3 when a node could not be reached.\n"
 	"A node in split brain (it wrote as primary under a generation the primary\n"
 	"never had) is refused unless --force NODE names it; its old data then goes\n"
-	"to its undo journal (undo = diverged, the default, or on).\n";
+	"to its undo journal (undo = diverged, the default, or on).\n"
+	"--delta: how a full compare finds what to send: auto (the default, or the\n"
+	"cluster's 'delta') copies data a secondary holds at another offset (moved\n"
+	"blocks, and data shifted by any number of bytes where the search costs\n"
+	"less than sending); rolling searches every differing region whatever it\n"
+	"costs; aligned sends what differs at its own offset only.\n";
 
 #define PROGRESS_NODES_MAX 64
 
@@ -365,6 +370,7 @@ int resyncctl_resync(int argc, char **argv)
 		{"fence", required_argument, NULL, 'f'},
 		{"undo", no_argument, NULL, 'u'},
 		{"force", required_argument, NULL, 'F'},
+		{"delta", required_argument, NULL, 'D'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -377,6 +383,8 @@ int resyncctl_resync(int argc, char **argv)
 	bool unreachable = false;
 	uint64_t rate = 0;
 	const char *fence = NULL; /* NULL: the cluster's */
+	const char *delta = NULL; /* NULL: the cluster's */
+	unsigned dv;
 	bool whole;
 	char b[32], c2[32], w[32];
 	int c, rc = 1;
@@ -389,6 +397,15 @@ int resyncctl_resync(int argc, char **argv)
 			break;
 		case 'u':
 			undo = true;
+			break;
+		case 'D':
+			if (config_delta_parse(optarg, &dv) < 0) {
+				resyncctl_errorf("invalid --delta '%s': auto, aligned or rolling", optarg);
+				json_object_put(names);
+				json_object_put(force);
+				return EXIT_USAGE;
+			}
+			delta = optarg;
 			break;
 		case 'f':
 			if (strcmp(optarg, "short") && strcmp(optarg, "whole")) {
@@ -548,6 +565,8 @@ int resyncctl_resync(int argc, char **argv)
 	json_object_object_add(req, "fence", json_object_new_string(whole ? "whole" : "short"));
 	if (undo)
 		json_object_object_add(req, "undo", json_object_new_boolean(true));
+	if (delta)
+		json_object_object_add(req, "delta", json_object_new_string(delta));
 	if (json_object_array_length(force))
 		json_object_object_add(req, "force", json_object_get(force));
 	res = resyncctl_request(&s, req, resync_progress, &pc);
@@ -584,6 +603,13 @@ int resyncctl_resync(int argc, char **argv)
 					json_object_object_add(x, "mode", json_object_get(v));
 				if (json_object_object_get_ex(n, "proof", &v))
 					json_object_object_add(x, "proof", json_object_get(v));
+				/* Moved and shifted data (issue 12). */
+				if (json_object_object_get_ex(n, "delta", &v))
+					json_object_object_add(x, "delta", json_object_get(v));
+				if (json_object_object_get_ex(n, "bytes_copied", &v))
+					json_object_object_add(x, "bytes_copied", json_object_get(v));
+				if (json_object_object_get_ex(n, "copies_refused", &v))
+					json_object_object_add(x, "copies_refused", json_object_get(v));
 			}
 			json_object_array_add(arr, x);
 			if (!json) {
@@ -594,6 +620,9 @@ int resyncctl_resync(int argc, char **argv)
 				       format_bytes(resyncctl_ju64(n, "bytes_written"), w, sizeof(w)),
 				       resyncctl_jdbl(n, "seconds"), resyncctl_jstr(n, "error") ? ": " : "",
 				       resyncctl_jstr(n, "error") ? resyncctl_jstr(n, "error") : "");
+				if (resyncctl_ju64(n, "bytes_copied"))
+					printf("  copied %s where it already held the data (moved or shifted)\n",
+					       format_bytes(resyncctl_ju64(n, "bytes_copied"), w, sizeof(w)));
 				json_object *pr = json_object_object_get(n, "proof");
 
 				if (pr && resyncctl_jstr(pr, "root"))

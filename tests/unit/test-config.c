@@ -36,6 +36,7 @@ static const char good[] = "; a full cluster file\n"
 			   "notify_command = /usr/local/bin/on-resync --quiet\n"
 			   "undo = yes\n"
 			   "undo_keep = 2d\n"
+			   "delta = rolling\n"
 			   "undo_max_bytes = 25%\n"
 			   "session_timeout = 2m\n"
 			   "verify_interval = 7d\n"
@@ -79,6 +80,7 @@ static void test_good(void **state)
 	assert_string_equal(cfg->notify_command, "/usr/local/bin/on-resync --quiet");
 	assert_int_equal(cfg->undo, CONFIG_UNDO_ON);
 	assert_int_equal(cfg->undo_keep_s, 2 * 86400);
+	assert_int_equal(cfg->delta, CONFIG_DELTA_ROLLING);
 	assert_int_equal(cfg->undo_max_percent, 25);
 	assert_int_equal(cfg->undo_max_bytes, 0);
 	assert_int_equal(cfg->session_timeout_ms, 120000);
@@ -98,7 +100,7 @@ static void test_good(void **state)
 	assert_string_equal(n->control, "/run/resync/node1.sock");
 	assert_string_equal(n->metrics, "127.0.0.1:9471");
 	assert_string_equal(n->web, "127.0.0.1:9481");
-	assert_int_equal(n->line, 27);
+	assert_int_equal(n->line, 28);
 
 	n = cluster_config_node(cfg, "node-2.b");
 	assert_non_null(n);
@@ -127,6 +129,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->fuse_rt_priority, CONFIG_FUSE_RT_PRIORITY_DEFAULT);
 	assert_true(cfg->insecure);
 	assert_int_equal(cfg->undo, CONFIG_UNDO_DIVERGED); /* the default */
+	assert_int_equal(cfg->delta, CONFIG_DELTA_AUTO);    /* the default */
 	assert_int_equal(cfg->undo_keep_s, 7 * 86400);
 	assert_int_equal(cfg->undo_max_percent, 10);
 	assert_int_equal(cfg->session_timeout_ms, CONFIG_SESSION_TIMEOUT_DEFAULT_MS);
@@ -160,6 +163,8 @@ static const struct {
 	 "unlimited)"},
 	{"[cluster]\ninsecure = maybe\n",
 	 "cluster.conf:2: key 'insecure': 'maybe' is not a boolean (true or false)"},
+	{"[cluster]\ndelta = fast\n",
+	 "cluster.conf:2: key 'delta': 'fast' is not 'auto', 'aligned' or 'rolling'"},
 	{"[cluster]\nundo = 2\n", "cluster.conf:2: key 'undo': '2' is not off, diverged or on"},
 	{"[cluster]\nundo_max_bytes = 0%\n", "cluster.conf:2: key 'undo_max_bytes': '0%' is not a percentage from 1% to 100%"},
 	{"[cluster]\nundo_keep = soon\n", "cluster.conf:2: key 'undo_keep': 'soon' is not a duration from 1s to 365d (e.g. 7d)"},

@@ -76,6 +76,7 @@ static void job_end(struct fx *f)
 	f->sess = NULL;
 	free(j->buf);
 	rangelist_release(&j->ranges);
+	moved_free(j); /* as resync.c does: a compare noted the secondary's leaves */
 	memset(j, 0, sizeof(*j));
 	hashtree_free(f->tree);
 	free(f->hashes);

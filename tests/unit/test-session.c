@@ -23,6 +23,7 @@
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
 #include "resync/macro.h"
+#include "resync/rollsum.h"
 #include "testlib.h"
 
 /* A short last page and a short last block. */
@@ -518,6 +519,82 @@ static void test_primary_rewrite(void **state)
 	free(want);
 }
 
+/* The check of a copy whose source bytes are src[0, len): pieces of 4 KiB. */
+static struct hash128 copy_check(const unsigned char *src, uint32_t len, uint64_t seed)
+{
+	struct hash128 ph[RESYNC_WIRE_COPY_LEN_MAX / RESYNC_PAGE];
+	size_t n = 0;
+
+	for (uint32_t p = 0; p < len; p += RESYNC_PAGE)
+		ph[n++] = hash_block(src + p, MIN((uint32_t)RESYNC_PAGE, len - p), seed);
+	return wire_copy_check(ph, n, seed);
+}
+
+/* (i) COPY from the primary: two copies that swap places (one frame:
+ * every source read before any destination is written), a copy into the
+ * volume's short end, and one whose source does not hold what its check
+ * says (refused, named in the COPY_ACK, nothing written there). A COPY
+ * past the volume's end is an ERROR; WEAK_REQ answers the pieces' weak
+ * sums, and refuses a seed. */
+static void test_copy(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *want = malloc(SIZE);
+	struct wire_copy_entry e[4];
+	struct wire_copy_ack ack;
+	struct wire_weak_reply wr;
+	struct hashtree_range rr[2] = {{0, 2 * RESYNC_PAGE}, {SIZE - 1000 - RESYNC_PAGE, 1000 + RESYNC_PAGE}};
+	size_t len;
+
+	assert_non_null(want);
+	memcpy(want, f->data, SIZE);
+	e[0] = (struct wire_copy_entry){0, 65536, 8192, copy_check(f->data + 65536, 8192, 5)};
+	e[1] = (struct wire_copy_entry){65536, 0, 8192, copy_check(f->data, 8192, 5)};
+	e[2] = (struct wire_copy_entry){200000, 300000, 5000, copy_check(f->data + 300001, 5000, 5)};
+	e[3] = (struct wire_copy_entry){SIZE - 1000, 4096, 1000, copy_check(f->data + 4096, 1000, 5)};
+	memcpy(want, f->data + 65536, 8192);
+	memcpy(want + 65536, f->data, 8192);
+	memcpy(want + SIZE - 1000, f->data + 4096, 1000);
+
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
+	assert_int_equal(wire_copy_encode(5, RESYNC_PAGE, e, 4, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_COPY, f->buf, len), 0);
+	len = recv_type(f, WIRE_COPY_ACK);
+	assert_int_equal(wire_copy_ack_decode(f->buf, len, &ack), 0);
+	assert_int_equal(ack.n, 4);
+	assert_int_equal(ack.n_failed, 1);
+	assert_true(wire_copy_ack_failed(&ack, 2));
+	assert_int_equal(state_of(f->n), META_STATE_INCONSISTENT); /* a write started */
+
+	/* Weak sums of pieces, the short one at the volume's end included. */
+	assert_int_equal(wire_page_req_encode(0, RESYNC_PAGE, rr, 2, f->buf, RESYNC_WIRE_FRAME_MAX,
+					      &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_WEAK_REQ, f->buf, len), 0);
+	len = recv_type(f, WIRE_WEAK_REPLY);
+	assert_int_equal(wire_weak_reply_decode(f->buf, len, &wr), 0);
+	assert_int_equal(wr.n, 4);
+	assert_int_equal(wire_weak_reply_get(&wr, 0), rollsum_block(want, RESYNC_PAGE));
+	assert_int_equal(wire_weak_reply_get(&wr, 1), rollsum_block(want + RESYNC_PAGE, RESYNC_PAGE));
+	assert_int_equal(wire_weak_reply_get(&wr, 3), rollsum_block(want + SIZE - 1000, 1000));
+	assert_int_equal(wire_page_req_encode(3, RESYNC_PAGE, rr, 1, f->buf, RESYNC_WIRE_FRAME_MAX,
+					      &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_WEAK_REQ, f->buf, len), 0);
+	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "'s' failed");
+	fx_end(f);
+	assert_int_equal(testlib_file_equals(f->n->self->volume, want, SIZE), 1);
+
+	/* A source past the end: an ERROR, nothing of the frame written. */
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
+	e[0] = (struct wire_copy_entry){0, 65536, 8192, copy_check(want + 65536, 8192, 5)};
+	e[1] = (struct wire_copy_entry){65536, SIZE - 100, 200, {1, 2}};
+	assert_int_equal(wire_copy_encode(5, RESYNC_PAGE, e, 2, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_COPY, f->buf, len), 0);
+	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "past the volume's end");
+	fx_end(f);
+	assert_int_equal(testlib_file_equals(f->n->self->volume, want, SIZE), 1);
+	free(want);
+}
+
 /* (h) Payloads that do not decode: ERROR, reason MESSAGE; nothing
  * written. */
 static void test_malformed(void **state)
@@ -574,6 +651,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hash_req, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_primary_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

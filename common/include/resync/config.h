@@ -99,6 +99,21 @@ struct etcd_config {
 	unsigned line;	       /* of the [etcd] header */
 	unsigned key_line[8];  /* of each key given (config-etcd.c's order) */
 };
+/* How a full resync finds what it sends (delta =): data at its own offset
+ * only (aligned: today's path); also blocks that moved, and data shifted
+ * by any number of bytes inside differing regions, searched while the
+ * search costs less than sending (auto, the default); or the rolling
+ * search over every differing region, whatever it costs (rolling). */
+enum config_delta {
+	CONFIG_DELTA_AUTO = 0,
+	CONFIG_DELTA_ALIGNED,
+	CONFIG_DELTA_ROLLING,
+	CONFIG_DELTA_COUNT,
+};
+/* "auto", "aligned", "rolling"; NULL for another value. */
+const char *config_delta_name(unsigned delta);
+/* The value named s: 0 and *ret, or -EINVAL. */
+int config_delta_parse(const char *s, unsigned *ret);
 
 struct cluster_config {
 	char *path; /* the file loaded */
@@ -155,6 +170,7 @@ struct cluster_config {
 	char *web_token_file;
 	bool web_allow_remote;
 	bool web_public_status;
+	unsigned delta; /* enum config_delta */
 	/* The proof of convergence after a resync's commit (issue 11):
 	 * on or off, and its hash (resync/proof.h). */
 	bool proof;

@@ -37,6 +37,13 @@ enum resync_wire_limits {
 	/* Largest frame payload: a BLOCKS header plus its raw bytes, or a
 	 * HASH_REPLY of RESYNC_WIRE_HASHES_MAX hashes. */
 	RESYNC_WIRE_FRAME_MAX = (4 << 20) + 4096,
+	/* COPY (moved data): entries in one frame, bytes of one entry, and
+	 * bytes of all entries of a frame (what the secondary stages in
+	 * memory: every source of a frame is read before any destination
+	 * of it is written). */
+	RESYNC_WIRE_COPIES_MAX = 4096,
+	RESYNC_WIRE_COPY_LEN_MAX = 1 << 20,
+	RESYNC_WIRE_COPY_STAGE_MAX = 16 << 20,
 	RESYNC_SECRET_MIN = 16, /* bytes of the cluster key file */
 	RESYNC_SECRET_MAX = 4096,
 	RESYNC_HASHTREE_FANOUT_MIN = 2,
