@@ -41,6 +41,8 @@ enum rdelta_impl_limits {
 	RDELTA_LITERAL_MAX = 1 << 20,
 	/* In-place patch: most bytes staged in the temporary file. */
 	RDELTA_STAGE_MAX = 1 << 30,
+	/* Most commands of a delta patched in place (32 bytes each). */
+	RDELTA_CMDS_MAX = 1 << 25,
 };
 
 /* BLAKE2b-256 (RFC 7693, unkeyed, 32-byte digest) of n <= RDELTA_B2_LANES
@@ -197,6 +199,11 @@ int rdelta_fast_signature(int fd, uint64_t size, const struct rdelta_sig_params 
  * fills st's command counters. */
 int rdelta_fast_delta(const struct rdelta_sigidx *s, int fd, uint64_t size, int delta_fd,
 		      struct rdelta_stats *st);
+
+/* The in-place patch of the open regular file basis_fd with the delta at
+ * delta (see rdelta_patch_inplace()); journal is the journal's path. */
+int rdelta_patch_inplace_buf(int basis_fd, const char *journal, const uint8_t *delta,
+			     size_t delta_len, struct rdelta_stats *st);
 
 /* Threads to use for n units of work (at least one, at most the CPUs). */
 unsigned rdelta_threads(uint64_t units);

@@ -6,6 +6,11 @@
  * (rdelta_job_step), so the same code serves files, pipes and network
  * streams. The *_fd functions drive a job between file descriptors.
  *
+ * Signatures and deltas written by the *_fd drivers are computed by the
+ * engine's own code (rdelta-sig.c, rdelta-search.c: a thread per CPU,
+ * reads through resync/io.h), byte-identical to rdiff's signatures and
+ * accepted by rdiff; the job layer and rdelta_patch_fd() run librsync.
+ *
  * Errors are -errno. librsync's results map as follows (this is the only
  * place they are translated; tools map back to rdiff's exit codes):
  *   -EIO       I/O error inside librsync          (RS_IO_ERROR)
@@ -20,6 +25,8 @@
  *   -ENXIO     a delta copies from past the end of the basis (wrong basis?)
  *   -ESPIPE    the basis of a patch is not seekable
  *   -EFBIG     a signature holds more than RDELTA_SIG_BLOCKS_MAX blocks
+ *              (in place: the delta needs more staging than the bound)
+ *   -EUCLEAN   an earlier in-place patch of this basis was interrupted
  * Errors of read(2)/write(2) on the descriptors pass through unchanged.
  *
  * The engine does not log: on first use this module turns librsync's own
@@ -150,3 +157,20 @@ int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
 /* Apply the delta read from delta_fd to basis_fd (seekable: a regular file
  * or block device; -ESPIPE otherwise) and write the result to new_fd. */
 int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats);
+
+/* Patch the regular file basis_path in place with the delta read from
+ * delta_fd (a regular file is mapped, anything else read whole): when it
+ * returns 0, basis_path holds NEW. Copies are ordered so that no source is
+ * overwritten before it is read; what cannot be ordered is staged in an
+ * unnamed temporary file beside it (at most 1 GiB). Refused before the
+ * first write: a delta that copies from past the end of the basis
+ * (-ENXIO), one that needs more staging (-EFBIG), a corrupt one (the
+ * reader's errors), and a basis whose journal (rdelta_inplace_journal())
+ * exists (-EUCLEAN): an earlier run was interrupted and the file is
+ * neither the old one nor the new one. The journal exists from before the
+ * first write until NEW is on disk (fdatasync). RESYNC_FAILPOINT=
+ * rdelta-inplace-kill kills the process after the first write (tests). */
+int rdelta_patch_inplace(const char *basis_path, int delta_fd, struct rdelta_stats *ret_stats);
+/* The journal's path for basis_path ("BASIS.resync-inplace"; the caller
+ * frees it), or NULL when out of memory. */
+char *rdelta_inplace_journal(const char *basis_path);
