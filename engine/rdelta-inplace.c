@@ -231,6 +231,9 @@ static int move_range(struct inplace *ip, int from, uint64_t src, int to, uint64
 {
 	bool back = from == to && dst > src && dst < src + len;
 
+	if (from == to && src == dst)
+		return 0; /* data that stays where it is: nothing to do */
+
 	for (uint64_t done = 0; done < len;) {
 		size_t n = (size_t)MIN((uint64_t)ip->cap, len - done);
 		uint64_t off = back ? len - done - n : done;
