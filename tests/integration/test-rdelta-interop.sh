@@ -5,7 +5,8 @@
 #    form cycles); every combination of {rdiff, resync-diff} for the
 #    signature, the delta and the patch, plus resync-diff patch --inplace,
 #    reproduces NEW byte for byte; signatures are byte-identical to rdiff's;
-#    resync-diff's delta is never larger than rdiff's;
+#    resync-diff's delta is never larger than rdiff's, and the same when its
+#    search is split into 13 ranges joined at their boundaries;
 #  - --inplace refuses, before any write, a delta that copies past the end
 #    of its basis, a corrupt or truncated delta, and a basis whose earlier
 #    in-place patch was interrupted (killed by a failpoint after its first
@@ -42,6 +43,9 @@ one_case() { # SEED SIZE [SIG OPTS] -- [KINDS]
 		done
 		[ "$(stat -c %s D.$s.resync)" -le "$(stat -c %s D.$s.rdiff)" ] ||
 			fail "delta of $size bytes (${kinds[*]}) larger than rdiff's"
+		# the search split in many ranges joins into the same delta
+		RESYNC_RDELTA_RANGES=13 "$R" delta -f S.$s N D.ranges
+		cmp -s D.ranges D.$s.resync || fail "delta of $size bytes in 13 ranges differs"
 		for d in rdiff resync; do
 			rdiff patch B D.$s.$d O.r
 			cmp -s O.r N || fail "rdiff patch of a $d delta ($size bytes, ${kinds[*]}) is not NEW"

@@ -116,7 +116,9 @@ int rdelta_job_new_signature(const struct rdelta_sig_params *p, struct rdelta_jo
  * result with rdelta_job_take_signature() once the job is done. */
 int rdelta_job_new_loadsig(struct rdelta_job **ret);
 /* Start a delta against sig (borrowed: it must outlive the job, and is
- * used, not changed, by it). Input: the new file; output: the delta. */
+ * used, not changed, by it), which must come from a loadsig job (one from
+ * rdelta_signature_load_fd() gives -ENOTSUP: use rdelta_delta_fd()).
+ * Input: the new file; output: the delta. */
 int rdelta_job_new_delta(struct rdelta_signature *sig, struct rdelta_job **ret);
 /* Start a patch. Input: the delta; output: the new file; the basis is read
  * through read(arg, ...) at the offsets the delta names. */
@@ -151,7 +153,10 @@ int rdelta_signature_fd(int basis_fd, int sig_fd, const struct rdelta_sig_params
 /* Read and index a signature from sig_fd. */
 int rdelta_signature_load_fd(int sig_fd, struct rdelta_signature **ret,
 			     struct rdelta_stats *ret_stats);
-/* Write the delta of new_fd against sig to delta_fd. */
+/* Write the delta of new_fd against sig to delta_fd: by the engine's
+ * search for a signature from rdelta_signature_load_fd() (one range of the
+ * file per CPU; RESYNC_RDELTA_RANGES=N forces N ranges, for tests), by
+ * librsync for one from a loadsig job. */
 int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
 		    struct rdelta_stats *ret_stats);
 /* Apply the delta read from delta_fd to basis_fd (seekable: a regular file
