@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -444,11 +445,14 @@ int rdelta_patch_inplace(const char *basis_path, int delta_fd, struct rdelta_sta
 
 	if (!journal)
 		return -ENOMEM;
-	if (access(journal, F_OK) == 0)
-		return -EUCLEAN; /* an earlier run was interrupted */
 	fd = open(basis_path, O_RDWR | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return -errno;
+	/* One writer per file, as resyncfs, resyncd and resync-diff sync. */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	if (access(journal, F_OK) == 0)
+		return -EUCLEAN; /* an earlier run was interrupted */
 	r = delta_load(delta_fd, &delta, &len, &mapped);
 	if (r < 0)
 		return r;

@@ -699,6 +699,11 @@ static int cmd_patch_inplace(const struct opts *o, int argc, char **argv, int i)
 				   "from a copy of the old basis), then remove '%s'",
 				   f[0], journal ? journal : "?", f[0], journal ? journal : "?");
 		return RDIFF_IO_ERROR;
+	case -EBUSY:
+		resync_diff_errorf("'%s' is in use by another writer (resyncfs, resyncd or "
+				   "resync-diff); nothing was written",
+				   f[0]);
+		return RDIFF_IO_ERROR;
 	case -EFBIG:
 		resync_diff_errorf("in-place patch of '%s' refused before any write: its copies "
 				   "would need more than 1 GiB of staging; use a plain patch",

@@ -96,6 +96,12 @@ rc=0
 "$R" patch --inplace B D.bad 2>err || rc=$?
 [ $rc = 106 ] || fail "--inplace of a corrupt delta: exit $rc, not 106"
 cmp -s B B.orig || fail "--inplace changed the basis for a corrupt delta"
+# a basis another writer holds (its flock, as resyncfs takes it)
+rc=0
+flock -x B -c "\"$R\" patch --inplace B D" 2>err || rc=$?
+[ $rc = 100 ] || fail "--inplace of a locked basis: exit $rc, not 100"
+grep -q "in use" err || fail "--inplace of a locked basis: no clear message: $(cat err)"
+cmp -s B B.orig || fail "--inplace changed a locked basis"
 # the delta from a pipe works too
 "$R" patch --inplace B - <D
 cmp -s B N || fail "--inplace with the delta on standard input is not NEW"

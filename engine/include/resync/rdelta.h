@@ -172,7 +172,9 @@ int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats 
  * (-ENXIO), one that needs more staging (-EFBIG), a corrupt one (the
  * reader's errors), and a basis whose journal (rdelta_inplace_journal())
  * exists (-EUCLEAN): an earlier run was interrupted and the file is
- * neither the old one nor the new one. The journal exists from before the
+ * neither the old one nor the new one; -EBUSY when another writer holds
+ * the file's lock (flock, as resyncfs and resyncd take it). The journal
+ * exists from before the
  * first write until NEW is on disk (fdatasync). RESYNC_FAILPOINT=
  * rdelta-inplace-kill kills the process after the first write (tests). */
 int rdelta_patch_inplace(const char *basis_path, int delta_fd, struct rdelta_stats *ret_stats);
