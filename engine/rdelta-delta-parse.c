@@ -81,7 +81,7 @@ static int parse_cmd(const uint8_t *buf, size_t len, size_t *off, uint8_t op,
 		*off += (size_t)cmd.len;
 	}
 	if (cmd.len == 0)
-		return 0; /* harmless, and nothing to do */
+		return -EILSEQ; /* librsync refuses it as corrupt too */
 	c->new_len += cmd.len;
 	if (cmd.copy && cmd.src + cmd.len > c->basis_needed)
 		c->basis_needed = cmd.src + cmd.len;

@@ -170,7 +170,7 @@ struct rdelta_cmds {
 void rdelta_cmds_release(struct rdelta_cmds *c);
 /* Parse the whole delta at buf. Returns 0, -EBADMSG (bad magic), -ENODATA
  * (ends before END or inside a command), -EILSEQ (reserved opcode, zero
- * length, offsets that overflow, bytes after END), -EFBIG (more commands
+ * length (as librsync), offsets that overflow, bytes after END), -EFBIG (more commands
  * than RDELTA_CMDS_MAX), -ENOMEM. */
 int rdelta_cmds_parse(const uint8_t *buf, size_t len, struct rdelta_cmds *ret);
 
