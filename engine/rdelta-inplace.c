@@ -315,7 +315,14 @@ static int inplace_apply(struct inplace *ip, const struct plan *p, struct rdelta
 	if (!dir)
 		return -ENOMEM;
 	if (p->staged) {
+		/* Beside BASIS (same file system, where there is room for it),
+		 * else in TMPDIR where that file system has no O_TMPFILE. */
+		const char *tmp = getenv("TMPDIR");
+
 		ip->stage_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (ip->stage_fd < 0 && errno == EOPNOTSUPP)
+			ip->stage_fd = open(tmp && *tmp ? tmp : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC,
+					    0600);
 		if (ip->stage_fd < 0)
 			return -errno;
 	}
