@@ -106,11 +106,8 @@ int rdelta_cmds_parse(const uint8_t *buf, size_t len, struct rdelta_cmds *ret)
 			break;
 		}
 		op = buf[off++];
-		if (op == RDELTA_OP_END) {
-			if (off != len)
-				r = -EILSEQ; /* bytes after the end */
-			break;
-		}
+		if (op == RDELTA_OP_END)
+			break; /* what follows is ignored, as librsync does */
 		r = parse_cmd(buf, len, &off, op, &c);
 		if (r < 0)
 			break;

@@ -358,8 +358,7 @@ static int inplace_apply(struct inplace *ip, const struct plan *p, struct rdelta
 	return r;
 }
 
-/* The whole delta: mapped when it is a regular file, read otherwise. */
-static int delta_load(int fd, const uint8_t **ret, size_t *ret_len, bool *ret_mapped)
+int rdelta_delta_load(int fd, const uint8_t **ret, size_t *ret_len, bool *ret_mapped)
 {
 	struct stat st;
 	uint8_t *buf = NULL;
@@ -401,6 +400,14 @@ static int delta_load(int fd, const uint8_t **ret, size_t *ret_len, bool *ret_ma
 	*ret_len = len;
 	*ret_mapped = false;
 	return 0;
+}
+
+void rdelta_delta_unload(const uint8_t *delta, size_t len, bool mapped)
+{
+	if (mapped)
+		munmap((void *)(uintptr_t)delta, len);
+	else
+		free((void *)(uintptr_t)delta);
 }
 
 int rdelta_patch_inplace_buf(int basis_fd, const char *journal, const uint8_t *delta,
@@ -460,14 +467,11 @@ int rdelta_patch_inplace(const char *basis_path, int delta_fd, struct rdelta_sta
 		return errno == EWOULDBLOCK ? -EBUSY : -errno;
 	if (access(journal, F_OK) == 0)
 		return -EUCLEAN; /* an earlier run was interrupted */
-	r = delta_load(delta_fd, &delta, &len, &mapped);
+	r = rdelta_delta_load(delta_fd, &delta, &len, &mapped);
 	if (r < 0)
 		return r;
 	r = rdelta_patch_inplace_buf(fd, journal, delta, len, &st);
-	if (mapped)
-		munmap((void *)(uintptr_t)delta, len);
-	else
-		free((void *)(uintptr_t)delta);
+	rdelta_delta_unload(delta, len, mapped);
 	st.seconds = (double)(clock_usec() - t0) / 1e6;
 	if (ret_stats)
 		*ret_stats = st;

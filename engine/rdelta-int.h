@@ -168,10 +168,11 @@ struct rdelta_cmds {
 };
 
 void rdelta_cmds_release(struct rdelta_cmds *c);
-/* Parse the whole delta at buf. Returns 0, -EBADMSG (bad magic), -ENODATA
- * (ends before END or inside a command), -EILSEQ (reserved opcode, zero
- * length (as librsync), offsets that overflow, bytes after END), -EFBIG (more commands
- * than RDELTA_CMDS_MAX), -ENOMEM. */
+/* Parse the whole delta at buf (bytes after END are ignored, as librsync
+ * does). Returns 0, -EBADMSG (bad magic), -ENODATA (ends before END or
+ * inside a command), -EILSEQ (reserved opcode, zero length (as librsync),
+ * offsets that overflow), -EFBIG (more commands than RDELTA_CMDS_MAX),
+ * -ENOMEM. */
 int rdelta_cmds_parse(const uint8_t *buf, size_t len, struct rdelta_cmds *ret);
 
 /* Unaligned big-endian accessors. */
@@ -204,6 +205,16 @@ int rdelta_fast_delta(const struct rdelta_sigidx *s, int fd, uint64_t size, int 
  * delta (see rdelta_patch_inplace()); journal is the journal's path. */
 int rdelta_patch_inplace_buf(int basis_fd, const char *journal, const uint8_t *delta,
 			     size_t delta_len, struct rdelta_stats *st);
+
+/* Patch: NEW from the basis (seekable) and the parsed delta at delta,
+ * written in order to out_fd. -ENXIO when the delta copies past the
+ * basis' end (found before anything is written). */
+int rdelta_fast_patch(int basis_fd, const uint8_t *delta, size_t delta_len, int out_fd,
+		      struct rdelta_stats *st);
+/* The whole delta of fd: mapped when it is a regular file read from its
+ * start (*ret_mapped), read into memory otherwise. */
+int rdelta_delta_load(int fd, const uint8_t **ret, size_t *ret_len, bool *ret_mapped);
+void rdelta_delta_unload(const uint8_t *delta, size_t len, bool mapped);
 
 /* Threads to use for n units of work (at least one, at most the CPUs). */
 unsigned rdelta_threads(uint64_t units);

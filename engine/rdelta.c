@@ -1,4 +1,7 @@
-/* Rolling deltas over librsync: signature, delta, patch. See rdelta.h. */
+/* Rolling deltas in librsync's formats: the job layer over librsync, and
+ * the descriptor drivers, which hand signatures and deltas to the engine's
+ * own code (rdelta-sig.c, rdelta-search.c, rdelta-patch.c; a delta read
+ * from a pipe is patched by librsync). See rdelta.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -682,13 +685,11 @@ static long long basis_pread(void *arg, uint64_t off, void *buf, size_t len)
 	return fd_pread_all(*(int *)arg, buf, len, off);
 }
 
-int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats)
+static int patch_librsync(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats)
 {
 	_cleanup_rdelta_job_ struct rdelta_job *job = NULL;
 	int r;
 
-	if (lseek(basis_fd, 0, SEEK_CUR) < 0)
-		return errno == ESPIPE ? -ESPIPE : -errno;
 	r = rdelta_job_new_patch(basis_pread, &basis_fd, &job);
 	if (r < 0)
 		return r;
@@ -697,5 +698,32 @@ int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats 
 		job_fail(job, r);
 	if (ret_stats)
 		rdelta_job_stats(job, ret_stats);
+	return r;
+}
+
+int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats)
+{
+	struct rdelta_stats st = {.op = "patch"};
+	uint64_t t0 = clock_usec();
+	const uint8_t *delta;
+	struct stat sb;
+	bool mapped;
+	size_t len;
+	int r;
+
+	if (lseek(basis_fd, 0, SEEK_CUR) < 0)
+		return errno == ESPIPE ? -ESPIPE : -errno;
+	/* A delta streamed through a pipe is patched by librsync as it
+	 * comes; a delta file is mapped and patched by the engine. */
+	if (fstat(delta_fd, &sb) < 0 || !S_ISREG(sb.st_mode) || lseek(delta_fd, 0, SEEK_CUR) != 0)
+		return patch_librsync(basis_fd, delta_fd, new_fd, ret_stats);
+	r = rdelta_delta_load(delta_fd, &delta, &len, &mapped);
+	if (r < 0)
+		return r;
+	r = rdelta_fast_patch(basis_fd, delta, len, new_fd, &st);
+	rdelta_delta_unload(delta, len, mapped);
+	st.seconds = (double)(clock_usec() - t0) / 1e6;
+	if (ret_stats)
+		*ret_stats = st;
 	return r;
 }

@@ -9,7 +9,8 @@
  * Signatures and deltas written by the *_fd drivers are computed by the
  * engine's own code (rdelta-sig.c, rdelta-search.c: a thread per CPU,
  * reads through resync/io.h), byte-identical to rdiff's signatures and
- * accepted by rdiff; the job layer and rdelta_patch_fd() run librsync.
+ * accepted by rdiff; so are patches from a delta file (mapped); the job
+ * layer, and rdelta_patch_fd() of a delta read from a pipe, run librsync.
  *
  * Errors are -errno. librsync's results map as follows (this is the only
  * place they are translated; tools map back to rdiff's exit codes):
@@ -160,7 +161,9 @@ int rdelta_signature_load_fd(int sig_fd, struct rdelta_signature **ret,
 int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
 		    struct rdelta_stats *ret_stats);
 /* Apply the delta read from delta_fd to basis_fd (seekable: a regular file
- * or block device; -ESPIPE otherwise) and write the result to new_fd. */
+ * or block device; -ESPIPE otherwise) and write the result to new_fd. A
+ * delta file is checked whole (it must fit the basis: -ENXIO) before the
+ * first byte is written. */
 int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats);
 
 /* Patch the regular file basis_path in place with the delta read from
