@@ -1,6 +1,7 @@
 /* Strong sums of the rdelta formats: BLAKE2b-256 through the widest lane
  * implementation the CPU has, and MD4 for librsync's old signatures. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
@@ -118,7 +119,9 @@ void rdelta_md4(const void *msg, size_t len, uint8_t out[16])
 
 unsigned rdelta_threads(uint64_t units)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	long cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+								   : sysconf(_SC_NPROCESSORS_ONLN);
 	uint64_t n = cpus > 0 ? (uint64_t)cpus : 1;
 
 	if (n > 64)
