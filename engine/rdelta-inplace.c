@@ -431,7 +431,7 @@ int rdelta_patch_inplace_buf(int basis_fd, const char *journal, const uint8_t *d
 	if (r >= 0)
 		r = plan_build(&c, &p);
 	if (r >= 0) {
-		ip.cap = RDELTA_IO_BUF * 4;
+		ip.cap = RDELTA_IO_BUF / 4;
 		ip.buf = malloc(ip.cap);
 		r = ip.buf ? io_ctx_new(IO_KIND_AUTO, 1, &ip.io) : -ENOMEM;
 	}
