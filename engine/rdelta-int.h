@@ -78,6 +78,11 @@ enum {
 	RDELTA_RS_OFFSET = 31,
 };
 
+/* RabinKarp of one window, compiled per instruction set (rdelta-rkx.c). */
+uint32_t rdelta_rk_base(const uint8_t *p, size_t n);
+uint32_t rdelta_rk_avx2(const uint8_t *p, size_t n);
+uint32_t rdelta_rk_avx512(const uint8_t *p, size_t n);
+
 /* The weak sum of one window, from scratch (vectorised). */
 void rdelta_weak_init(struct rdelta_weak *w, bool rabinkarp, const uint8_t *p, size_t len);
 

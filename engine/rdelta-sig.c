@@ -24,23 +24,26 @@ static uint32_t pow32(uint32_t b, uint64_t e)
 	return r;
 }
 
-/* RabinKarp of a window: SEED * M^n + sum p[i] * M^(n-1-i), computed as
- * 16 interleaved sums (stride M^16) so that the multiplies vectorise. */
+/* RabinKarp of a window, by the widest vector unit the CPU has. */
+static uint32_t (*rk_impl)(const uint8_t *p, size_t n);
+static pthread_once_t rk_once = PTHREAD_ONCE_INIT;
+
+static void rk_pick(void)
+{
+	rk_impl = rdelta_rk_base;
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		rk_impl = rdelta_rk_avx512;
+	else if (__builtin_cpu_supports("avx2"))
+		rk_impl = rdelta_rk_avx2;
+#endif
+}
+
 static uint32_t rk_sum(const uint8_t *p, size_t n)
 {
-	const uint32_t m16 = pow32(RDELTA_RK_MULT, 16);
-	uint32_t h = RDELTA_RK_SEED, acc[16] = {0}, tail = 0;
-	size_t head = n % 16, k;
-
-	for (k = 0; k < head; k++)
-		h = h * RDELTA_RK_MULT + p[k];
-	for (; k < n; k += 16)
-		for (int j = 0; j < 16; j++)
-			acc[j] = acc[j] * m16 + p[k + (size_t)j];
-	for (int j = 0; j < 16; j++)
-		tail = tail * RDELTA_RK_MULT + acc[j];
-	/* tail = sum acc[j] * M^(15-j), by Horner over the lanes. */
-	return h * pow32(RDELTA_RK_MULT, n - head) + tail;
+	pthread_once(&rk_once, rk_pick);
+	return rk_impl(p, n);
 }
 
 void rdelta_weak_init(struct rdelta_weak *w, bool rabinkarp, const uint8_t *p, size_t len)
