@@ -191,28 +191,48 @@ static uint64_t scan_find(struct scanner *sc, uint64_t p, size_t w, uint32_t d)
 }
 
 /* Roll over bytes that cannot match (the filter says no) while the window
- * is whole and in the buffer; stops before stop. */
+ * is whole and in the buffer; stops before stop. The state lives in locals
+ * here: kept in *sc, each step waited on a store and a reload. */
 static uint64_t scan_roll(struct scanner *sc, uint64_t p, uint64_t stop)
 {
 	const struct rdelta_sigidx *s = sc->s;
 	const uint64_t bl = s->block_len;
-	uint64_t lim = MIN(stop, MIN(sc->size, sc->base + sc->len) - bl);
+	const uint64_t *bloom = s->bloom;
+	const unsigned shift = 64 - s->bits - 3;
 	const uint8_t *b = sc->buf - sc->base;
+	uint32_t a = sc->weak.a, m = sc->weak.b;
+	uint64_t lim;
 
 	if (sc->size < bl || sc->base + sc->len < bl)
 		return p;
+	lim = MIN(stop, MIN(sc->size, sc->base + sc->len) - bl);
 	if (s->rabinkarp) {
-		while (p + 1 < lim && !rdelta_sigidx_maybe(s, sc->weak.a)) {
-			rdelta_weak_rotate(&sc->weak, true, b[p], b[p + bl]);
+		const uint32_t adj = (RDELTA_RK_MULT - 1) * RDELTA_RK_SEED;
+
+		while (p + 1 < lim) {
+			uint64_t bit = (a * 0xC2B2AE3D27D4EB4FULL) >> shift;
+
+			if (bloom[bit >> 6] >> (bit & 63) & 1)
+				break;
+			a = a * RDELTA_RK_MULT + b[p + bl] - m * (b[p] + adj);
 			p++;
 		}
 	} else {
-		while (p + 1 < lim &&
-		       !rdelta_sigidx_maybe(s, rdelta_weak_digest(&sc->weak, false))) {
-			rdelta_weak_rotate(&sc->weak, false, b[p], b[p + bl]);
+		const uint32_t count = sc->weak.count;
+
+		while (p + 1 < lim) {
+			uint64_t bit = ((uint64_t)((m << 16) | (a & 0xffff)) * 0xC2B2AE3D27D4EB4FULL) >>
+				       shift;
+
+			if (bloom[bit >> 6] >> (bit & 63) & 1)
+				break;
+			a += (uint32_t)b[p + bl] - b[p];
+			m += a - count * (b[p] + RDELTA_RS_OFFSET);
 			p++;
 		}
 	}
+	sc->weak.a = a;
+	sc->weak.b = m;
 	return p;
 }
 
