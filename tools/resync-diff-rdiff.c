@@ -544,6 +544,8 @@ int cmd_signature(int argc, char **argv)
 	i = parse_opts(argc, argv, &o);
 	if (i < 0)
 		return -1 - i;
+	if (o.inplace)
+		return usage_error("--inplace is an option of patch");
 	r = operands(argc, argv, i, 0, 2, f, "signature [BASIS [SIGNATURE]]");
 	if (r)
 		return r;
@@ -604,6 +606,8 @@ int cmd_delta(int argc, char **argv)
 	i = parse_opts(argc, argv, &o);
 	if (i < 0)
 		return -1 - i;
+	if (o.inplace)
+		return usage_error("--inplace is an option of patch");
 	r = operands(argc, argv, i, 1, 3, f, "delta SIGNATURE [NEWFILE [DELTA]]");
 	if (r)
 		return r;

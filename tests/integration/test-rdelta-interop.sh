@@ -102,6 +102,14 @@ flock -x B -c "\"$R\" patch --inplace B D" 2>err || rc=$?
 [ $rc = 100 ] || fail "--inplace of a locked basis: exit $rc, not 100"
 grep -q "in use" err || fail "--inplace of a locked basis: no clear message: $(cat err)"
 cmp -s B B.orig || fail "--inplace changed a locked basis"
+# --inplace belongs to patch; patch --inplace takes no NEWFILE
+rc=0
+"$R" delta --inplace S N D.x 2>err || rc=$?
+[ $rc = 101 ] || fail "delta --inplace: exit $rc, not 101"
+rc=0
+"$R" patch --inplace B D N.x 2>err || rc=$?
+[ $rc = 101 ] || fail "patch --inplace with a NEWFILE: exit $rc, not 101"
+cmp -s B B.orig || fail "a refused patch --inplace changed the basis"
 # the delta from a pipe works too
 "$R" patch --inplace B - <D
 cmp -s B N || fail "--inplace with the delta on standard input is not NEW"
