@@ -190,6 +190,40 @@ static uint64_t scan_find(struct scanner *sc, uint64_t p, size_t w, uint32_t d)
 	return NO_BLOCK;
 }
 
+/* A whole window at p whose weak sum d is some block's: when the blocks
+ * after that one follow in NEW too, confirm them all in one batch instead
+ * of hashing this window alone. The candidate is the one scan_find() would
+ * try first (the hinted block, else the table's first with this weak
+ * sum); when the batch does not confirm it, scan_find() decides as
+ * always. Returns how many blocks matched (0: none, nothing changed). */
+static int scan_lookahead(struct scanner *sc, uint64_t p, uint32_t d, uint64_t *ret_n)
+{
+	const struct rdelta_sigidx *s = sc->s;
+	uint64_t cand = NO_BLOCK, hint = sc->hint;
+	int r;
+
+	*ret_n = 0;
+	if (hint < s->blocks && s->weak[hint] == d) {
+		cand = hint;
+	} else if (rdelta_sigidx_maybe(s, d)) {
+		for (uint32_t h = rdelta_sigidx_hash(s, d); s->slot[h]; h = (h + 1) & s->mask)
+			if (s->weak[s->slot[h] - 1] == d) {
+				cand = s->slot[h] - 1;
+				break;
+			}
+	}
+	if (cand == NO_BLOCK)
+		return 0;
+	r = scanner_fill(sc, p, MIN((size_t)RDELTA_B2_LANES * s->block_len + 1, sc->cap));
+	if (r < 0)
+		return r;
+	sc->hint = cand;
+	r = scan_batch(sc, p, ret_n);
+	if (r >= 0 && *ret_n == 0)
+		sc->hint = hint;
+	return r;
+}
+
 /* Roll over bytes that cannot match (the filter says no) while the window
  * is whole and in the buffer; stops before stop. The state lives in locals
  * here: kept in *sc, each step waited on a store and a reload. */
@@ -247,6 +281,7 @@ static int scan_range(struct scanner *sc, uint64_t p, uint64_t stop, uint64_t *r
 	while (p < stop) {
 		size_t w = (size_t)MIN(bl, sc->size - p);
 		uint64_t idx, n;
+		uint32_t d;
 
 		if (!sc->valid) {
 			r = scanner_fill(sc, p, MIN((size_t)RDELTA_B2_LANES * bl + 1, sc->cap));
@@ -270,7 +305,18 @@ static int scan_range(struct scanner *sc, uint64_t p, uint64_t stop, uint64_t *r
 			p = scan_roll(sc, p, stop);
 			w = (size_t)MIN(bl, sc->size - p);
 		}
-		idx = scan_find(sc, p, w, rdelta_weak_digest(&sc->weak, sc->s->rabinkarp));
+		d = rdelta_weak_digest(&sc->weak, sc->s->rabinkarp);
+		if (w == bl && !sc->s->md4) {
+			r = scan_lookahead(sc, p, d, &n);
+			if (r < 0)
+				return r;
+			if (n) {
+				p += n * bl;
+				sc->valid = false;
+				continue;
+			}
+		}
+		idx = scan_find(sc, p, w, d);
 		if (idx != NO_BLOCK) {
 			r = mvec_push(sc->out, p, idx * bl, w);
 			if (r < 0)
