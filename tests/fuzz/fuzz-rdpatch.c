@@ -19,17 +19,23 @@
 #include "rdelta-int.h"
 
 static char journal[4096];
+static char dir[4000];
+
+static void remove_dir(void)
+{
+	rmdir(dir);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	const char *tmp = getenv("TMPDIR");
-	static char dir[4000];
 
 	(void)argc;
 	(void)argv;
 	setenv("RESYNC_IO", "sync", 1); /* ASan cannot see io_uring's writes */
 	snprintf(dir, sizeof(dir), "%s/fuzz-rdpatch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	FUZZ_CHECK(mkdtemp(dir));
+	atexit(remove_dir);
 	snprintf(journal, sizeof(journal), "%s/basis.resync-inplace", dir);
 	return 0;
 }
