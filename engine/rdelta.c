@@ -1,5 +1,9 @@
-/* Rolling deltas over librsync: signature, delta, patch. See rdelta.h. */
+/* Rolling deltas in librsync's formats: the job layer over librsync, and
+ * the descriptor drivers, which hand signatures and deltas to the engine's
+ * own code (rdelta-sig.c, rdelta-search.c, rdelta-patch.c; a delta read
+ * from a pipe is patched by librsync). See rdelta.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,6 +18,8 @@
 #include "resync/macro.h"
 #include "resync/rdelta.h"
 
+#include "rdelta-int.h"
+
 enum rdelta_kind {
 	RDELTA_SIG = 1,
 	RDELTA_LOADSIG,
@@ -21,8 +27,11 @@ enum rdelta_kind {
 	RDELTA_PATCH,
 };
 
+/* Loaded by a loadsig job (librsync's sumset, rs) or by
+ * rdelta_signature_load_fd() (the engine's index, idx). */
 struct rdelta_signature {
 	rs_signature_t *rs;
+	struct rdelta_sigidx *idx;
 	uint32_t block_len;
 	uint64_t blocks;
 };
@@ -153,6 +162,7 @@ void rdelta_signature_free(struct rdelta_signature *sig)
 		return;
 	if (sig->rs)
 		rs_free_sumset(sig->rs);
+	rdelta_sigidx_free(sig->idx);
 	free(sig);
 }
 
@@ -232,8 +242,10 @@ int rdelta_job_new_delta(struct rdelta_signature *sig, struct rdelta_job **ret)
 	_cleanup_rdelta_job_ struct rdelta_job *job = NULL;
 	int r;
 
-	if (!sig || !sig->rs)
+	if (!sig)
 		return -EINVAL;
+	if (!sig->rs)
+		return -ENOTSUP; /* an engine index: rdelta_delta_fd() takes it */
 	r = job_alloc(RDELTA_DELTA, &job);
 	if (r < 0)
 		return r;
@@ -494,48 +506,142 @@ static int64_t fd_size(int fd)
 	return st.st_size;
 }
 
+/* A regular file read from its start is used as it is; anything else (a
+ * pipe, a file read from elsewhere) is first copied into an unnamed
+ * temporary file, since the engine reads its input at offsets, from
+ * several threads. *ret_fd is fd itself or the copy (*ret_own). */
+static int input_file(int fd, int *ret_fd, bool *ret_own, uint64_t *ret_size)
+{
+	_cleanup_close_ int tmp = -1;
+	_cleanup_free_ uint8_t *buf = NULL;
+	const char *dir = getenv("TMPDIR");
+	uint64_t size = 0;
+	struct stat st;
+
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) == 0) {
+		*ret_fd = fd;
+		*ret_own = false;
+		*ret_size = (uint64_t)st.st_size;
+		return 0;
+	}
+	tmp = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (tmp < 0)
+		return -errno;
+	buf = malloc(RDELTA_IO_BUF);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = fd_read_all(fd, buf, RDELTA_IO_BUF);
+		int r;
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			break;
+		r = fd_write_all(tmp, buf, (size_t)n);
+		if (r < 0)
+			return r;
+		size += (uint64_t)n;
+	}
+	*ret_fd = TAKE_FD(tmp);
+	*ret_own = true;
+	*ret_size = size;
+	return 0;
+}
+
 int rdelta_signature_fd(int basis_fd, int sig_fd, const struct rdelta_sig_params *p,
 			struct rdelta_stats *ret_stats)
 {
-	_cleanup_rdelta_job_ struct rdelta_job *job = NULL;
+	struct rdelta_stats st = {.op = "signature"};
 	struct rdelta_sig_params rp = *p;
-	int r;
+	uint64_t t0 = clock_usec(), size;
+	bool own = false;
+	int fd = -1, r;
 
 	r = rdelta_sig_params_resolve(&rp, fd_size(basis_fd));
-	if (r < 0)
-		return r;
-	r = rdelta_job_new_signature(&rp, &job);
-	if (r < 0)
-		return r;
-	r = job_run_fd(job, basis_fd, sig_fd, in_size_for(rp.block_len));
-	if (r < 0)
-		job_fail(job, r);
+	if (r >= 0)
+		r = input_file(basis_fd, &fd, &own, &size);
+	if (r >= 0)
+		r = rdelta_fast_signature(fd, size, &rp, sig_fd, &st);
+	if (own)
+		close(fd);
+	st.seconds = (double)(clock_usec() - t0) / 1e6;
 	if (ret_stats)
-		rdelta_job_stats(job, ret_stats);
+		*ret_stats = st;
 	return r;
+}
+
+/* Read all of fd, at most max bytes (-EFBIG beyond). */
+static int read_whole(int fd, uint64_t max, uint8_t **ret, size_t *ret_len)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len = 0, cap = 0;
+
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			uint8_t *b;
+
+			cap = cap ? cap * 2 : RDELTA_IO_BUF;
+			b = realloc(buf, cap);
+			if (!b)
+				return -ENOMEM;
+			buf = b;
+		}
+		n = fd_read_all(fd, buf + len, cap - len);
+		if (n < 0)
+			return (int)n;
+		len += (size_t)n;
+		if (len > max)
+			return -EFBIG;
+		if (len < cap)
+			break;
+	}
+	*ret = TAKE_PTR(buf);
+	*ret_len = len;
+	return 0;
 }
 
 int rdelta_signature_load_fd(int sig_fd, struct rdelta_signature **ret,
 			     struct rdelta_stats *ret_stats)
 {
-	_cleanup_rdelta_job_ struct rdelta_job *job = NULL;
+	struct rdelta_stats st = {.op = "loadsig"};
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct rdelta_signature *sig = NULL;
+	struct rdelta_sigidx *idx = NULL;
+	uint64_t t0 = clock_usec();
+	size_t len = 0;
 	int r;
 
-	r = rdelta_job_new_loadsig(&job);
-	if (r < 0)
-		return r;
-	r = job_run_fd(job, sig_fd, -1, RDELTA_IO_BUF);
+	r = read_whole(sig_fd, RDELTA_HEADER_LEN + (uint64_t)(4 + RDELTA_STRONG_LEN_MAX) *
+						       RDELTA_SIG_BLOCKS_MAX, &buf, &len);
 	if (r >= 0)
-		r = rdelta_job_take_signature(job, ret);
-	if (r < 0)
-		job_fail(job, r);
+		r = rdelta_sigidx_parse(buf, len, &idx);
+	if (r >= 0) {
+		sig = calloc(1, sizeof(*sig));
+		if (!sig) {
+			rdelta_sigidx_free(idx);
+			r = -ENOMEM;
+		}
+	}
+	if (r >= 0) {
+		sig->idx = idx;
+		sig->block_len = idx->block_len;
+		sig->blocks = idx->blocks;
+		st.sig_blocks = idx->blocks;
+		st.block_len = idx->block_len;
+		*ret = sig;
+	}
+	st.in_bytes = len;
+	st.seconds = (double)(clock_usec() - t0) / 1e6;
 	if (ret_stats)
-		rdelta_job_stats(job, ret_stats);
+		*ret_stats = st;
 	return r;
 }
 
-int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
-		    struct rdelta_stats *ret_stats)
+static int delta_librsync(struct rdelta_signature *sig, int new_fd, int delta_fd,
+			  struct rdelta_stats *ret_stats)
 {
 	_cleanup_rdelta_job_ struct rdelta_job *job = NULL;
 	int r;
@@ -551,6 +657,27 @@ int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
 	return r;
 }
 
+int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
+		    struct rdelta_stats *ret_stats)
+{
+	struct rdelta_stats st = {.op = "delta"};
+	uint64_t t0 = clock_usec(), size;
+	bool own = false;
+	int fd = -1, r;
+
+	if (!sig->idx)
+		return delta_librsync(sig, new_fd, delta_fd, ret_stats);
+	r = input_file(new_fd, &fd, &own, &size);
+	if (r >= 0)
+		r = rdelta_fast_delta(sig->idx, fd, size, delta_fd, &st);
+	if (own)
+		close(fd);
+	st.seconds = (double)(clock_usec() - t0) / 1e6;
+	if (ret_stats)
+		*ret_stats = st;
+	return r;
+}
+
 static long long basis_pread(void *arg, uint64_t off, void *buf, size_t len)
 {
 	if (off > (uint64_t)INT64_MAX - len)
@@ -558,13 +685,11 @@ static long long basis_pread(void *arg, uint64_t off, void *buf, size_t len)
 	return fd_pread_all(*(int *)arg, buf, len, off);
 }
 
-int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats)
+static int patch_librsync(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats)
 {
 	_cleanup_rdelta_job_ struct rdelta_job *job = NULL;
 	int r;
 
-	if (lseek(basis_fd, 0, SEEK_CUR) < 0)
-		return errno == ESPIPE ? -ESPIPE : -errno;
 	r = rdelta_job_new_patch(basis_pread, &basis_fd, &job);
 	if (r < 0)
 		return r;
@@ -573,5 +698,32 @@ int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats 
 		job_fail(job, r);
 	if (ret_stats)
 		rdelta_job_stats(job, ret_stats);
+	return r;
+}
+
+int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats)
+{
+	struct rdelta_stats st = {.op = "patch"};
+	uint64_t t0 = clock_usec();
+	const uint8_t *delta;
+	struct stat sb;
+	bool mapped;
+	size_t len;
+	int r;
+
+	if (lseek(basis_fd, 0, SEEK_CUR) < 0)
+		return errno == ESPIPE ? -ESPIPE : -errno;
+	/* A delta streamed through a pipe is patched by librsync as it
+	 * comes; a delta file is mapped and patched by the engine. */
+	if (fstat(delta_fd, &sb) < 0 || !S_ISREG(sb.st_mode) || lseek(delta_fd, 0, SEEK_CUR) != 0)
+		return patch_librsync(basis_fd, delta_fd, new_fd, ret_stats);
+	r = rdelta_delta_load(delta_fd, &delta, &len, &mapped);
+	if (r < 0)
+		return r;
+	r = rdelta_fast_patch(basis_fd, delta, len, new_fd, &st);
+	rdelta_delta_unload(delta, len, mapped);
+	st.seconds = (double)(clock_usec() - t0) / 1e6;
+	if (ret_stats)
+		*ret_stats = st;
 	return r;
 }

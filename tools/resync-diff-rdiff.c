@@ -4,6 +4,7 @@
  *   signature [BASIS [SIGNATURE]]
  *   delta SIGNATURE [NEWFILE [DELTA]]
  *   patch BASIS [DELTA [NEWFILE]]
+ *   patch --inplace BASIS [DELTA]
  *
  * A missing file argument or '-' means standard input or output. Exit codes
  * are rdiff's (librsync's rs_result values): 0 done, 100 I/O error (also a
@@ -108,17 +109,20 @@ struct opts {
 	struct rdelta_sig_params sig;
 	bool force;
 	bool stats;
+	bool inplace;
 };
 
 static const char usage_text[] =
 	"usage: resync-diff signature [OPTIONS] [BASIS [SIGNATURE]]\n"
 	"       resync-diff delta [OPTIONS] SIGNATURE [NEWFILE [DELTA]]\n"
 	"       resync-diff patch [OPTIONS] BASIS [DELTA [NEWFILE]]\n"
+	"       resync-diff patch --inplace [OPTIONS] BASIS [DELTA]\n"
 	"librsync's rdiff: the same arguments, files and exit codes. A missing\n"
 	"file or '-' is standard input or output. An output file appears only\n"
 	"when the command succeeds.\n"
 	"  -f, --force               overwrite an existing output file\n"
 	"  -s, --statistics          print statistics on stderr\n"
+	"      --inplace             patch: rewrite BASIS into NEWFILE in place\n"
 	"  -H, --hash=ALG            signature hash: blake2 (default), md4\n"
 	"  -R, --rollsum=ALG         rolling sum: rabinkarp (default), rollsum\n"
 	"  -b, --block-size=BYTES    signature block size, 0 (default) for recommended\n"
@@ -126,7 +130,10 @@ static const char usage_text[] =
 	"  -V, --version             print the version\n"
 	"  -h, -?, --help            print this help\n"
 	"Exit: 0 done, 100 I/O error or existing output, 101 usage, 103 truncated\n"
-	"input, 104 not a signature/delta, 106 corrupt, 108 bad parameter.\n";
+	"input, 104 not a signature/delta, 106 corrupt, 108 bad parameter.\n"
+	"--inplace needs no second copy of the file; it refuses, before the first\n"
+	"write, a delta that does not fit BASIS (103) and a BASIS whose earlier\n"
+	"in-place patch was interrupted (100: BASIS.resync-inplace exists).\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
@@ -173,6 +180,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{"input-size", required_argument, NULL, 'I'},
 		{"output-size", required_argument, NULL, 'O'},
 		{"gzip", optional_argument, NULL, 'z'},
+		{"inplace", no_argument, NULL, 'P'},
 		{"bzip2", optional_argument, NULL, 'i'},
 		{0},
 	};
@@ -225,6 +233,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'f':
 			o->force = true;
+			break;
+		case 'P':
+			o->inplace = true;
 			break;
 		case 's':
 			o->stats = true;
@@ -533,6 +544,8 @@ int cmd_signature(int argc, char **argv)
 	i = parse_opts(argc, argv, &o);
 	if (i < 0)
 		return -1 - i;
+	if (o.inplace)
+		return usage_error("--inplace is an option of patch");
 	r = operands(argc, argv, i, 0, 2, f, "signature [BASIS [SIGNATURE]]");
 	if (r)
 		return r;
@@ -593,6 +606,8 @@ int cmd_delta(int argc, char **argv)
 	i = parse_opts(argc, argv, &o);
 	if (i < 0)
 		return -1 - i;
+	if (o.inplace)
+		return usage_error("--inplace is an option of patch");
 	r = operands(argc, argv, i, 1, 3, f, "delta SIGNATURE [NEWFILE [DELTA]]");
 	if (r)
 		return r;
@@ -659,6 +674,62 @@ static void patch_error(const char *basis, const char *delta, const char *new, i
 	}
 }
 
+static int cmd_patch_inplace(const struct opts *o, int argc, char **argv, int i)
+{
+	_cleanup_free_ char *journal = NULL;
+	const char *f[2] = {NULL, NULL};
+	struct rdelta_stats st = {0};
+	int delta, r;
+
+	r = operands(argc, argv, i, 1, 2, f, "patch --inplace BASIS [DELTA]");
+	if (r)
+		return r;
+	if (is_std(f[0])) {
+		usage_error("--inplace rewrites a file: BASIS cannot be standard input");
+		return RDIFF_SYNTAX_ERROR;
+	}
+	if (input_open(f[1], &delta) < 0)
+		return RDIFF_IO_ERROR;
+	r = rdelta_patch_inplace(f[0], delta, &st);
+	input_close(delta);
+	journal = rdelta_inplace_journal(f[0]);
+	switch (r) {
+	case 0:
+		break;
+	case -EUCLEAN:
+		resync_diff_errorf("an earlier in-place patch of '%s' was interrupted ('%s' exists): "
+				   "'%s' is partly rewritten, neither the old file nor the new one; "
+				   "restore it from a copy (or rebuild NEWFILE with a plain patch "
+				   "from a copy of the old basis), then remove '%s'",
+				   f[0], journal ? journal : "?", f[0], journal ? journal : "?");
+		return RDIFF_IO_ERROR;
+	case -EBUSY:
+		resync_diff_errorf("'%s' is in use by another writer (resyncfs, resyncd or "
+				   "resync-diff); nothing was written",
+				   f[0]);
+		return RDIFF_IO_ERROR;
+	case -EFBIG:
+		resync_diff_errorf("in-place patch of '%s' refused before any write: its copies "
+				   "would need more than 1 GiB of staging; use a plain patch",
+				   f[0]);
+		return RDIFF_IO_ERROR;
+	case -ENXIO:
+		resync_diff_errorf("delta '%s' copies from past the end of '%s': is it the right "
+				   "basis? (nothing was written)",
+				   in_name(f[1]), f[0]);
+		return RDIFF_INPUT_ENDED;
+	default:
+		patch_error(f[0], in_name(f[1]), f[0], r);
+		if (journal && access(journal, F_OK) == 0)
+			resync_diff_errorf("'%s' is partly rewritten ('%s' records it)", f[0],
+					   journal);
+		return exit_code(r);
+	}
+	if (o->stats)
+		print_stats(&st);
+	return RDIFF_DONE;
+}
+
 int cmd_patch(int argc, char **argv)
 {
 	const char *f[3] = {NULL, NULL, NULL};
@@ -670,6 +741,8 @@ int cmd_patch(int argc, char **argv)
 	i = parse_opts(argc, argv, &o);
 	if (i < 0)
 		return -1 - i;
+	if (o.inplace)
+		return cmd_patch_inplace(&o, argc, argv, i);
 	r = operands(argc, argv, i, 1, 3, f, "patch BASIS [DELTA [NEWFILE]]");
 	if (r)
 		return r;

@@ -6,6 +6,12 @@
  * (rdelta_job_step), so the same code serves files, pipes and network
  * streams. The *_fd functions drive a job between file descriptors.
  *
+ * Signatures and deltas written by the *_fd drivers are computed by the
+ * engine's own code (rdelta-sig.c, rdelta-search.c: a thread per CPU,
+ * reads through resync/io.h), byte-identical to rdiff's signatures and
+ * accepted by rdiff; so are patches from a delta file (mapped); the job
+ * layer, and rdelta_patch_fd() of a delta read from a pipe, run librsync.
+ *
  * Errors are -errno. librsync's results map as follows (this is the only
  * place they are translated; tools map back to rdiff's exit codes):
  *   -EIO       I/O error inside librsync          (RS_IO_ERROR)
@@ -20,6 +26,8 @@
  *   -ENXIO     a delta copies from past the end of the basis (wrong basis?)
  *   -ESPIPE    the basis of a patch is not seekable
  *   -EFBIG     a signature holds more than RDELTA_SIG_BLOCKS_MAX blocks
+ *              (in place: the delta needs more staging than the bound)
+ *   -EUCLEAN   an earlier in-place patch of this basis was interrupted
  * Errors of read(2)/write(2) on the descriptors pass through unchanged.
  *
  * The engine does not log: on first use this module turns librsync's own
@@ -109,7 +117,9 @@ int rdelta_job_new_signature(const struct rdelta_sig_params *p, struct rdelta_jo
  * result with rdelta_job_take_signature() once the job is done. */
 int rdelta_job_new_loadsig(struct rdelta_job **ret);
 /* Start a delta against sig (borrowed: it must outlive the job, and is
- * used, not changed, by it). Input: the new file; output: the delta. */
+ * used, not changed, by it), which must come from a loadsig job (one from
+ * rdelta_signature_load_fd() gives -ENOTSUP: use rdelta_delta_fd()).
+ * Input: the new file; output: the delta. */
 int rdelta_job_new_delta(struct rdelta_signature *sig, struct rdelta_job **ret);
 /* Start a patch. Input: the delta; output: the new file; the basis is read
  * through read(arg, ...) at the offsets the delta names. */
@@ -144,9 +154,33 @@ int rdelta_signature_fd(int basis_fd, int sig_fd, const struct rdelta_sig_params
 /* Read and index a signature from sig_fd. */
 int rdelta_signature_load_fd(int sig_fd, struct rdelta_signature **ret,
 			     struct rdelta_stats *ret_stats);
-/* Write the delta of new_fd against sig to delta_fd. */
+/* Write the delta of new_fd against sig to delta_fd: by the engine's
+ * search for a signature from rdelta_signature_load_fd() (one range of the
+ * file per CPU; RESYNC_RDELTA_RANGES=N forces N ranges, for tests), by
+ * librsync for one from a loadsig job. */
 int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
 		    struct rdelta_stats *ret_stats);
 /* Apply the delta read from delta_fd to basis_fd (seekable: a regular file
- * or block device; -ESPIPE otherwise) and write the result to new_fd. */
+ * or block device; -ESPIPE otherwise) and write the result to new_fd. A
+ * delta file is checked whole (it must fit the basis: -ENXIO) before the
+ * first byte is written. */
 int rdelta_patch_fd(int basis_fd, int delta_fd, int new_fd, struct rdelta_stats *ret_stats);
+
+/* Patch the regular file basis_path in place with the delta read from
+ * delta_fd (a regular file is mapped, anything else read whole): when it
+ * returns 0, basis_path holds NEW. Copies are ordered so that no source is
+ * overwritten before it is read; what cannot be ordered is staged in an
+ * unnamed temporary file beside it (at most 1 GiB). Refused before the
+ * first write: a delta that copies from past the end of the basis
+ * (-ENXIO), one that needs more staging (-EFBIG), a corrupt one (the
+ * reader's errors), and a basis whose journal (rdelta_inplace_journal())
+ * exists (-EUCLEAN): an earlier run was interrupted and the file is
+ * neither the old one nor the new one; -EBUSY when another writer holds
+ * the file's lock (flock, as resyncfs and resyncd take it). The journal
+ * exists from before the
+ * first write until NEW is on disk (fdatasync). RESYNC_FAILPOINT=
+ * rdelta-inplace-kill kills the process after the first write (tests). */
+int rdelta_patch_inplace(const char *basis_path, int delta_fd, struct rdelta_stats *ret_stats);
+/* The journal's path for basis_path ("BASIS.resync-inplace"; the caller
+ * frees it), or NULL when out of memory. */
+char *rdelta_inplace_journal(const char *basis_path);

@@ -1,0 +1,629 @@
+/* Deltas in librsync's format, computed by the engine: the new file is
+ * split into one range per CPU, each searched by its own thread (rolling
+ * weak sum, a filter and a hash table over the signature's weak sums, the
+ * strong sum to confirm), then the ranges' matches are joined at the
+ * boundaries exactly as one sequential search would have found them, and
+ * the commands are encoded.
+ *
+ * The search is greedy and memoryless, as librsync's: at a position it
+ * either finds a block (and jumps past it) or moves one byte. So a range's
+ * result is valid from any position that range's search also visited; at
+ * a boundary where the previous range's last match ends inside one of the
+ * next range's matches, the calling thread searches again from there until
+ * the two agree (a few blocks at most in practice). Blocks that follow the
+ * previous match in the basis are tried first and in batches of eight
+ * (their BLAKE2 sums side by side), so unchanged data runs as one COPY. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "resync/fileio.h"
+#include "resync/io.h"
+#include "resync/macro.h"
+
+#include "rdelta-int.h"
+
+#define NO_BLOCK UINT64_MAX
+
+struct match {
+	uint64_t pos; /* in the new file */
+	uint64_t src; /* in the basis */
+	uint64_t len;
+};
+
+struct mvec {
+	struct match *v;
+	size_t n, cap;
+};
+
+static int mvec_push(struct mvec *m, uint64_t pos, uint64_t src, uint64_t len)
+{
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 1024;
+		struct match *v = realloc(m->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		m->v = v;
+		m->cap = cap;
+	}
+	m->v[m->n++] = (struct match){pos, src, len};
+	return 0;
+}
+
+struct scanner {
+	const struct rdelta_sigidx *s;
+	int fd;
+	uint64_t size;
+	struct io_ctx *io;
+	uint8_t *buf; /* holds [base, base + len) of the new file */
+	size_t cap, len;
+	uint64_t base;
+	struct mvec *out;
+	uint64_t false_matches;
+	/* The window at pos, when valid. */
+	struct rdelta_weak weak;
+	bool valid;
+	uint64_t hint; /* the block after the last match, or NO_BLOCK */
+};
+
+static int scanner_init(struct scanner *sc, const struct rdelta_sigidx *s, int fd, uint64_t size,
+			struct mvec *out)
+{
+	*sc = (struct scanner){.s = s, .fd = fd, .size = size, .out = out, .hint = NO_BLOCK};
+	sc->cap = MAX((size_t)RDELTA_IO_BUF * 4, (size_t)s->block_len * 2 + 1);
+	sc->buf = malloc(sc->cap);
+	if (!sc->buf)
+		return -ENOMEM;
+	/* On failure sc->io stays NULL: scanner_release() is still right. */
+	return io_ctx_new(IO_KIND_AUTO, 1, &sc->io);
+}
+
+static void scanner_release(struct scanner *sc)
+{
+	io_ctx_free(sc->io);
+	free(sc->buf);
+}
+
+/* Make [p, p + need) readable in the buffer (need is cut at end of file). */
+static int scanner_fill(struct scanner *sc, uint64_t p, size_t need)
+{
+	uint64_t want;
+	long long got;
+
+	need = (size_t)MIN((uint64_t)need, sc->size - p);
+	if (p >= sc->base && p + need <= sc->base + sc->len)
+		return 0;
+	if (p >= sc->base && p < sc->base + sc->len) {
+		size_t keep = (size_t)(sc->base + sc->len - p);
+
+		memmove(sc->buf, sc->buf + (p - sc->base), keep);
+		sc->len = keep;
+	} else {
+		sc->len = 0;
+	}
+	sc->base = p;
+	want = MIN((uint64_t)sc->cap, sc->size - p) - sc->len;
+	got = io_pread_full(sc->io, sc->fd, sc->buf + sc->len, (size_t)want, p + sc->len);
+	if (got < 0)
+		return (int)got;
+	if ((uint64_t)got != want)
+		return -ENODATA; /* the new file shrank while it was read */
+	sc->len += (size_t)got;
+	return 0;
+}
+
+static inline const uint8_t *at(const struct scanner *sc, uint64_t p)
+{
+	return sc->buf + (p - sc->base);
+}
+
+/* Blocks following the last match, tried in a batch: returns how many
+ * matched at p, p + B, ... (their matches appended). */
+static int scan_batch(struct scanner *sc, uint64_t p, uint64_t *ret_n)
+{
+	const struct rdelta_sigidx *s = sc->s;
+	const uint64_t bl = s->block_len;
+	uint8_t sums[RDELTA_B2_LANES][RDELTA_B2_LEN];
+	const uint8_t *msg[RDELTA_B2_LANES];
+	unsigned n = 0, ok = 0;
+
+	*ret_n = 0;
+	if (s->md4)
+		return 0;
+	while (n < RDELTA_B2_LANES && sc->hint + n < s->blocks && p + (n + 1) * bl <= sc->size &&
+	       p + (n + 1) * bl <= sc->base + sc->len) {
+		struct rdelta_weak w;
+
+		rdelta_weak_init(&w, s->rabinkarp, at(sc, p + n * bl), bl);
+		if (rdelta_weak_digest(&w, s->rabinkarp) != s->weak[sc->hint + n])
+			break;
+		msg[n] = at(sc, p + n * bl);
+		n++;
+	}
+	if (n < 2)
+		return 0;
+	rdelta_b2_lanes(msg, bl, n, sums);
+	while (ok < n && !memcmp(sums[ok], s->strong + (sc->hint + ok) * s->strong_len,
+				 s->strong_len)) {
+		int r = mvec_push(sc->out, p + ok * bl, (sc->hint + ok) * bl, bl);
+
+		if (r < 0)
+			return r;
+		ok++;
+	}
+	sc->hint += ok;
+	*ret_n = ok;
+	return 0;
+}
+
+/* The block matching the window [p, p + w) with weak sum d, or NO_BLOCK. */
+static uint64_t scan_find(struct scanner *sc, uint64_t p, size_t w, uint32_t d)
+{
+	const struct rdelta_sigidx *s = sc->s;
+	uint8_t sum[RDELTA_STRONG_LEN_MAX];
+	bool have = false;
+	uint32_t h;
+
+	if (sc->hint < s->blocks && s->weak[sc->hint] == d) {
+		rdelta_strong(s, at(sc, p), w, sum);
+		have = true;
+		if (!memcmp(sum, s->strong + sc->hint * s->strong_len, s->strong_len))
+			return sc->hint;
+	}
+	if (!rdelta_sigidx_maybe(s, d))
+		return NO_BLOCK;
+	for (h = rdelta_sigidx_hash(s, d); s->slot[h]; h = (h + 1) & s->mask) {
+		uint64_t i = s->slot[h] - 1;
+
+		if (s->weak[i] != d)
+			continue;
+		if (!have) {
+			rdelta_strong(s, at(sc, p), w, sum);
+			have = true;
+		}
+		if (!memcmp(sum, s->strong + i * s->strong_len, s->strong_len))
+			return i;
+		sc->false_matches++;
+	}
+	return NO_BLOCK;
+}
+
+/* A whole window at p whose weak sum d is some block's: when the blocks
+ * after that one follow in NEW too, confirm them all in one batch instead
+ * of hashing this window alone. The candidate is the one scan_find() would
+ * try first (the hinted block, else the table's first with this weak
+ * sum); when the batch does not confirm it, scan_find() decides as
+ * always. Returns how many blocks matched (0: none, nothing changed). */
+static int scan_lookahead(struct scanner *sc, uint64_t p, uint32_t d, uint64_t *ret_n)
+{
+	const struct rdelta_sigidx *s = sc->s;
+	uint64_t cand = NO_BLOCK, hint = sc->hint;
+	int r;
+
+	*ret_n = 0;
+	if (hint < s->blocks && s->weak[hint] == d) {
+		cand = hint;
+	} else if (rdelta_sigidx_maybe(s, d)) {
+		for (uint32_t h = rdelta_sigidx_hash(s, d); s->slot[h]; h = (h + 1) & s->mask)
+			if (s->weak[s->slot[h] - 1] == d) {
+				cand = s->slot[h] - 1;
+				break;
+			}
+	}
+	if (cand == NO_BLOCK)
+		return 0;
+	r = scanner_fill(sc, p, MIN((size_t)RDELTA_B2_LANES * s->block_len + 1, sc->cap));
+	if (r < 0)
+		return r;
+	sc->hint = cand;
+	r = scan_batch(sc, p, ret_n);
+	if (r >= 0 && *ret_n == 0)
+		sc->hint = hint;
+	return r;
+}
+
+/* Roll over bytes that cannot match (the filter says no) while the window
+ * is whole and in the buffer; stops before stop. The state lives in locals
+ * here: kept in *sc, each step waited on a store and a reload. */
+static uint64_t scan_roll(struct scanner *sc, uint64_t p, uint64_t stop)
+{
+	const struct rdelta_sigidx *s = sc->s;
+	const uint64_t bl = s->block_len;
+	const uint64_t *bloom = s->bloom;
+	const unsigned shift = 64 - s->bits - 3;
+	const uint8_t *b = sc->buf - sc->base;
+	uint32_t a = sc->weak.a, m = sc->weak.b;
+	uint64_t lim;
+
+	if (sc->size < bl || sc->base + sc->len < bl)
+		return p;
+	lim = MIN(stop, MIN(sc->size, sc->base + sc->len) - bl);
+	if (s->rabinkarp) {
+		const uint32_t adj = (RDELTA_RK_MULT - 1) * RDELTA_RK_SEED;
+
+		while (p + 1 < lim) {
+			uint64_t bit = (a * 0xC2B2AE3D27D4EB4FULL) >> shift;
+
+			if (bloom[bit >> 6] >> (bit & 63) & 1)
+				break;
+			a = a * RDELTA_RK_MULT + b[p + bl] - m * (b[p] + adj);
+			p++;
+		}
+	} else {
+		const uint32_t count = sc->weak.count;
+
+		while (p + 1 < lim) {
+			uint64_t bit = ((uint64_t)((m << 16) | (a & 0xffff)) * 0xC2B2AE3D27D4EB4FULL) >>
+				       shift;
+
+			if (bloom[bit >> 6] >> (bit & 63) & 1)
+				break;
+			a += (uint32_t)b[p + bl] - b[p];
+			m += a - count * (b[p] + RDELTA_RS_OFFSET);
+			p++;
+		}
+	}
+	sc->weak.a = a;
+	sc->weak.b = m;
+	return p;
+}
+
+/* Search the windows starting in [p, stop); returns where the search
+ * ended (>= stop: the end of the last match, or stop) in *ret_q. */
+static int scan_range(struct scanner *sc, uint64_t p, uint64_t stop, uint64_t *ret_q)
+{
+	const uint64_t bl = sc->s->block_len;
+	int r;
+
+	sc->valid = false;
+	while (p < stop) {
+		size_t w = (size_t)MIN(bl, sc->size - p);
+		uint64_t idx, n;
+		uint32_t d;
+
+		if (!sc->valid) {
+			r = scanner_fill(sc, p, MIN((size_t)RDELTA_B2_LANES * bl + 1, sc->cap));
+			if (r < 0)
+				return r;
+			if (sc->hint != NO_BLOCK) {
+				r = scan_batch(sc, p, &n);
+				if (r < 0)
+					return r;
+				if (n) {
+					p += n * bl;
+					continue;
+				}
+			}
+			rdelta_weak_init(&sc->weak, sc->s->rabinkarp, at(sc, p), w);
+			sc->valid = true;
+		} else {
+			r = scanner_fill(sc, p, w + 1);
+			if (r < 0)
+				return r;
+			p = scan_roll(sc, p, stop);
+			w = (size_t)MIN(bl, sc->size - p);
+		}
+		d = rdelta_weak_digest(&sc->weak, sc->s->rabinkarp);
+		if (w == bl && !sc->s->md4) {
+			r = scan_lookahead(sc, p, d, &n);
+			if (r < 0)
+				return r;
+			if (n) {
+				p += n * bl;
+				sc->valid = false;
+				continue;
+			}
+		}
+		idx = scan_find(sc, p, w, d);
+		if (idx != NO_BLOCK) {
+			r = mvec_push(sc->out, p, idx * bl, w);
+			if (r < 0)
+				return r;
+			p += w;
+			sc->valid = false;
+			sc->hint = idx + 1;
+			continue;
+		}
+		sc->hint = NO_BLOCK;
+		if (p + bl < sc->size) {
+			r = scanner_fill(sc, p, w + 1);
+			if (r < 0)
+				return r;
+			rdelta_weak_rotate(&sc->weak, sc->s->rabinkarp, *at(sc, p), *at(sc, p + bl));
+		} else {
+			rdelta_weak_rollout(&sc->weak, sc->s->rabinkarp, *at(sc, p));
+			if (sc->weak.count == 0)
+				sc->valid = false;
+		}
+		p++;
+	}
+	*ret_q = p;
+	return 0;
+}
+
+/* One thread's range of the new file. */
+struct range_work {
+	const struct rdelta_sigidx *s;
+	int fd;
+	uint64_t size, start, stop, q;
+	struct mvec m;
+	uint64_t false_matches;
+	int err;
+	pthread_t tid;
+};
+
+static void *range_worker(void *arg)
+{
+	struct range_work *w = arg;
+	struct scanner sc;
+	int r;
+
+	r = scanner_init(&sc, w->s, w->fd, w->size, &w->m);
+	if (r >= 0)
+		r = scan_range(&sc, w->start, w->stop, &w->q);
+	w->false_matches = sc.false_matches;
+	scanner_release(&sc);
+	w->err = r < 0 ? r : 0;
+	return NULL;
+}
+
+/* The first match of m that ends after q. */
+static size_t first_after(const struct mvec *m, uint64_t q)
+{
+	size_t lo = 0, hi = m->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (m->v[mid].pos + m->v[mid].len <= q)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Append range w's matches to all, which ends at *q (>= w's start), as a
+ * sequential search would have continued from *q. */
+static int join_range(struct scanner *sc, struct mvec *all, uint64_t *q, const struct range_work *w)
+{
+	while (*q < w->q) {
+		size_t k = first_after(&w->m, *q);
+		const struct match *m;
+		int r;
+
+		if (k == w->m.n) {
+			/* *q lies in w's trailing misses: w saw the same. */
+			*q = w->q;
+			return 0;
+		}
+		m = &w->m.v[k];
+		if (m->pos >= *q) {
+			/* *q is a position w's search visited too. */
+			for (; k < w->m.n; k++) {
+				r = mvec_push(all, w->m.v[k].pos, w->m.v[k].src, w->m.v[k].len);
+				if (r < 0)
+					return r;
+			}
+			*q = w->q;
+			return 0;
+		}
+		/* *q is inside one of w's matches: search on from *q past it. */
+		sc->hint = NO_BLOCK;
+		r = scan_range(sc, *q, m->pos + m->len, q);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int search_all(const struct rdelta_sigidx *s, int fd, uint64_t size, struct mvec *all,
+		      uint64_t *ret_false)
+{
+	unsigned n = rdelta_threads(size / ((uint64_t)RDELTA_IO_BUF * 4 + s->block_len * 8ULL));
+	const char *force = getenv("RESYNC_RDELTA_RANGES");
+	struct range_work w[64];
+	struct scanner sc;
+	uint64_t q = 0;
+	int r = 0;
+
+	/* Tests: as many ranges as asked, to exercise the joins on small files
+	 * (the delta must come out the same). */
+	if (force && atoi(force) > 0)
+		n = (unsigned)MIN(atoi(force), 64);
+	for (unsigned t = 0; t < n; t++)
+		w[t] = (struct range_work){
+			.s = s,
+			.fd = fd,
+			.size = size,
+			.start = size * t / n,
+			.stop = size * (t + 1) / n,
+		};
+	for (unsigned t = 1; t < n; t++)
+		if (pthread_create(&w[t].tid, NULL, range_worker, &w[t])) {
+			w[t].tid = 0;
+			range_worker(&w[t]);
+		}
+	range_worker(&w[0]);
+	for (unsigned t = 1; t < n; t++)
+		if (w[t].tid)
+			pthread_join(w[t].tid, NULL);
+	for (unsigned t = 0; t < n && !r; t++)
+		r = w[t].err;
+	if (r >= 0) {
+		r = scanner_init(&sc, s, fd, size, all);
+		if (r < 0)
+			scanner_release(&sc);
+	}
+	if (r >= 0) {
+		*all = w[0].m;
+		w[0].m = (struct mvec){0};
+		q = w[0].q;
+		for (unsigned t = 1; t < n && r >= 0; t++)
+			r = join_range(&sc, all, &q, &w[t]);
+		*ret_false = sc.false_matches;
+		for (unsigned t = 0; t < n; t++)
+			*ret_false += w[t].false_matches;
+		scanner_release(&sc);
+	}
+	for (unsigned t = 0; t < n; t++)
+		free(w[t].m.v);
+	if (r >= 0 && q != size)
+		r = -ENOTRECOVERABLE; /* the joined search must cover the file */
+	return r;
+}
+
+/* The encoder: commands into a buffer written out when full. */
+struct enc {
+	int fd;
+	uint8_t *buf;
+	size_t len, cap;
+	struct rdelta_stats *st;
+	struct io_ctx *io;
+	int src_fd;
+};
+
+static unsigned int_len(uint64_t v)
+{
+	return v <= 0xff ? 1 : v <= 0xffff ? 2 : v <= 0xffffffffULL ? 4 : 8;
+}
+
+static uint8_t *put_int(uint8_t *p, uint64_t v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+	return p + n;
+}
+
+static int enc_flush(struct enc *e, size_t room)
+{
+	int r;
+
+	if (e->len + room <= e->cap)
+		return 0;
+	r = fd_write_all(e->fd, e->buf, e->len);
+	e->st->out_bytes += e->len;
+	e->len = 0;
+	return r;
+}
+
+static int enc_copy(struct enc *e, uint64_t src, uint64_t len)
+{
+	unsigned ps = int_len(src), ls = int_len(len);
+	uint8_t *p;
+	int r = enc_flush(e, 17);
+
+	if (r < 0)
+		return r;
+	p = e->buf + e->len;
+	*p++ = (uint8_t)(RDELTA_OP_COPY_N1_N1 + 4 * (__builtin_ctz(ps)) + __builtin_ctz(ls));
+	p = put_int(p, src, ps);
+	p = put_int(p, len, ls);
+	e->st->copy_cmds++;
+	e->st->copy_bytes += len;
+	e->st->copy_cmdbytes += (uint64_t)(p - (e->buf + e->len));
+	e->len = (size_t)(p - e->buf);
+	return 0;
+}
+
+/* Literal bytes [off, off + len) of the new file. */
+static int enc_literal(struct enc *e, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = (size_t)MIN(len, (uint64_t)RDELTA_LITERAL_MAX), hl;
+		uint8_t *p;
+		long long got;
+		int r = enc_flush(e, n + 9);
+
+		if (r < 0)
+			return r;
+		p = e->buf + e->len;
+		if (n <= 64) {
+			*p++ = (uint8_t)n;
+		} else {
+			unsigned ls = int_len(n);
+
+			*p++ = (uint8_t)(RDELTA_OP_LITERAL_N1 + __builtin_ctz(ls));
+			p = put_int(p, n, ls);
+		}
+		hl = (size_t)(p - (e->buf + e->len));
+		got = io_pread_full(e->io, e->src_fd, p, n, off);
+		if (got < 0)
+			return (int)got;
+		if ((size_t)got != n)
+			return -ENODATA;
+		e->len += hl + n;
+		e->st->lit_cmds++;
+		e->st->lit_bytes += n;
+		e->st->lit_cmdbytes += hl;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int encode(struct enc *e, const struct mvec *m, uint64_t size)
+{
+	uint64_t pos = 0;
+	int r;
+
+	for (size_t i = 0; i < m->n;) {
+		uint64_t src = m->v[i].src, len = m->v[i].len;
+
+		if (m->v[i].pos > pos) {
+			r = enc_literal(e, pos, m->v[i].pos - pos);
+			if (r < 0)
+				return r;
+		}
+		/* One COPY for matches that continue each other. */
+		for (i++; i < m->n && m->v[i].pos == m->v[i - 1].pos + m->v[i - 1].len &&
+			  m->v[i].src == src + len;
+		     i++)
+			len += m->v[i].len;
+		r = enc_copy(e, src, len);
+		if (r < 0)
+			return r;
+		pos = m->v[i - 1].pos + m->v[i - 1].len;
+	}
+	if (size > pos) {
+		r = enc_literal(e, pos, size - pos);
+		if (r < 0)
+			return r;
+	}
+	r = enc_flush(e, e->cap);
+	if (r < 0)
+		return r;
+	e->buf[0] = RDELTA_OP_END;
+	r = fd_write_all(e->fd, e->buf, 1);
+	e->st->out_bytes++;
+	return r;
+}
+
+int rdelta_fast_delta(const struct rdelta_sigidx *s, int fd, uint64_t size, int delta_fd,
+		      struct rdelta_stats *st)
+{
+	struct mvec all = {0};
+	struct enc e = {.fd = delta_fd, .st = st, .src_fd = fd};
+	uint64_t false_matches = 0;
+	int r;
+
+	r = search_all(s, fd, size, &all, &false_matches);
+	if (r >= 0) {
+		e.cap = (size_t)RDELTA_LITERAL_MAX * 2;
+		e.buf = malloc(e.cap);
+		r = e.buf ? io_ctx_new(IO_KIND_AUTO, 1, &e.io) : -ENOMEM;
+	}
+	if (r >= 0) {
+		rdelta_put_be32(e.buf, RDELTA_DELTA_MAGIC);
+		e.len = 4;
+		r = encode(&e, &all, size);
+	}
+	st->false_matches = false_matches;
+	st->in_bytes = size;
+	io_ctx_free(e.io);
+	free(e.buf);
+	free(all.v);
+	return r;
+}
