@@ -174,6 +174,7 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 			r = -EBADMSG;
 			break;
 		}
+		FAILPOINT("primary-tree-level");
 		r = wire_hash_reply_get(&rep, h, RESYNC_WIRE_HASHES_MAX);
 		if (r >= 0)
 			r = hashtree_diff_feed(d, h, st.n_hashes);
@@ -193,6 +194,7 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	j->differing_blocks = ranges_blocks(&j->ranges, bs);
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	j->bytes_compared = size;
+	FAILPOINT("primary-compared");
 	hashtree_diff_free(d);
 	return r < 0 ? r : 0;
 }
@@ -533,9 +535,11 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 		r = job_wait_ack(j, x->c, x->buf);
 	if (r >= 0)
 		r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
+	FAILPOINT("primary-checkpoint-before");
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
 	j->ack_pending = r >= 0;
+	FAILPOINT("primary-checkpoint-sent");
 	return r;
 }
 
@@ -582,6 +586,7 @@ static int job_xfer_batch(struct job_xfer *x)
 			r = job_xfer_send_piece(x, off, k);
 			if (r < 0)
 				return r;
+			FAILPOINT("primary-batch-sent");
 			off += k;
 			x->done += k;
 			x->since_ckpt += j->bytes_written - before;
@@ -636,6 +641,7 @@ static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf)
 	}
 	j->proof = a;
 	j->proof_done = true;
+	FAILPOINT("primary-proof-received");
 	j->proof_match = a.volume_size == j->proof_primary->volume_size &&
 			 !memcmp(a.root, j->proof_primary->root, sizeof(a.root));
 	if (j->proof_match)
@@ -684,6 +690,7 @@ static int job_xfer_commit(struct job_xfer *x)
 			return r;
 	}
 	memcpy(g.b, j->gen.b, 16);
+	FAILPOINT("primary-commit-before");
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);
@@ -691,6 +698,7 @@ static int job_xfer_commit(struct job_xfer *x)
 		r = job_wait_ack(j, x->c, x->buf); /* the last checkpoint's */
 	if (r >= 0)
 		r = job_wait_ack(j, x->c, x->buf);
+	FAILPOINT("primary-commit-acked");
 	return r;
 }
 
@@ -712,6 +720,7 @@ int job_xfer_open(struct job *j)
 		r = wire_undo_encode(j->undo_mode, b, sizeof(b), &len);
 		if (r >= 0)
 			r = peer_conn_send_frame(j->c, WIRE_UNDO, b, len);
+		FAILPOINT("primary-undo-sent");
 	}
 	return r < 0 ? r : 0;
 }
@@ -822,6 +831,7 @@ int job_quick(struct job *j)
 			j->differing_blocks++;
 		}
 	}
+	FAILPOINT("primary-quick-ranges");
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	return 0;
 }
@@ -878,6 +888,7 @@ void *job_pass1_thread(void *arg)
 		r = job_xfer_open(j);
 	if (r >= 0)
 		r = job_send_ranges(j, &j->ranges, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE);
+	FAILPOINT("primary-pass1-done");
 	if (r < 0) {
 		job_write_state(j, r);
 		job_end(j, r);
