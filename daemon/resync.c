@@ -276,6 +276,7 @@ static void *job_open_thread(void *arg)
 		j->r = -ENOMEM;
 		return NULL;
 	}
+	FAILPOINT("primary-connect");
 	r = node_peer_open(o->n, j->peer, j->write, j->err, sizeof(j->err), &j->c, &j->hello);
 	event_publish_peer(o->n->bus, j->peer->name, r >= 0);
 	if (r >= 0) {
@@ -985,6 +986,7 @@ static int resync_passes(struct resync_run *run)
 	if (run->frozen)
 		resync_commit_primary(run);
 	resync_fence_end(run);
+	FAILPOINT("primary-fence-ended");
 	return 0;
 }
 

@@ -793,6 +793,7 @@ static int session_hello(struct session *s)
 		meta_info_get(node_meta(n), &mi);
 		s->diverged = mi.state == META_STATE_DIVERGED;
 		s->undo_mode = n->cfg->undo;
+		FAILPOINT("secondary-hello");
 	} else if ((h.flags & WIRE_HELLO_PRIMARY) && n->is_primary) {
 		char sb[RESYNC_WIRE_TEXT_MAX];
 
