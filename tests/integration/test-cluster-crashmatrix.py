@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""The crash matrix (issue 13, item 1): for every named failpoint of a
+resync (resync/failpoint.h) and every role it applies to, a three-node
+cluster (p primary; s1, s2 secondaries; 4 MiB volumes) runs a resync
+with the failpoint set to kill on one daemon: the primary's (role
+primary), a secondary's (role secondary), or that one and then the
+other side too (role both: p and s1). The killed daemons restart; then:
+
+  - no node is reported UpToDate while its data differs from the
+    primary's (status after the restart, read through every mount);
+  - the primary's data is what it was before the resync;
+  - a second resync completes and every secondary is byte-identical.
+
+Prints 'crash matrix: N/N' per role. RESYNC_CRASHMATRIX=sample runs a
+third of the cases (every third, a fixed choice: the ASan run);
+RESYNC_CRASHMATRIX=NAME[,NAME] only those failpoints."""
+import hashlib
+import os
+import random
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_lib import MB, Cluster, check, fail, resync_json, wait_for  # noqa: E402
+from resyncfs_lib import Scratch  # noqa: E402
+
+SIZE = 4 * MB
+BLOCK = 64 << 10
+
+# (failpoint, roles, how the first resync runs it)
+#   quick: the cluster was in sync, then written through the mounts;
+#   full: an image edited while its daemon was stopped (a full compare);
+#   rollback: a resync --undo, then a rollback of s1 (the failpoint's).
+PRIMARY = [
+    ("primary-connect", "quick"),
+    ("primary-hello-status", "quick"),
+    ("primary-planned", "quick"),
+    ("primary-hashed", "full"),
+    ("primary-bitmap-read", "quick"),
+    ("primary-quick-ranges", "quick"),
+    ("primary-tree-level", "full"),
+    ("primary-compared", "full"),
+    ("primary-undo-sent", "quick"),
+    ("primary-batch-sent", "full"),
+    ("primary-checkpoint-before", "full"),
+    ("primary-checkpoint-sent", "quick"),
+    ("primary-pass1-done", "full"),
+    ("primary-fence-started", "quick"),
+    ("primary-proof-computed", "full"),
+    ("primary-proof-received", "quick"),
+    ("primary-commit-before", "full"),
+    ("primary-commit-acked", "quick"),
+    ("primary-generation-before", "full"),
+    ("primary-generation-after", "quick"),
+    ("primary-fence-ended", "full"),
+    ("primary-report", "quick"),
+    ("primary-rollback-sent", "rollback"),
+]
+SECONDARY = [
+    ("secondary-hello", "quick"),
+    ("secondary-status", "quick"),
+    ("secondary-bitmap", "quick"),
+    ("secondary-tree-built", "full"),
+    ("secondary-hash-reply", "full"),
+    ("secondary-undo-mode", "quick"),
+    ("secondary-fenced", "full"),
+    ("secondary-undo-created", "quick"),
+    ("secondary-inconsistent", "full"),
+    ("secondary-undo-saved", "quick"),
+    ("secondary-undo-synced", "full"),
+    ("secondary-batch-before-write", "quick"),
+    ("secondary-batch-extent-written", "full"),
+    ("secondary-batch-written", "quick"),
+    ("secondary-writeback", "full"),
+    ("secondary-checkpoint-synced", "quick"),
+    ("secondary-checkpoint-saved", "full"),
+    ("secondary-proof-synced", "quick"),
+    ("secondary-proof-sent", "full"),
+    ("secondary-commit-received", "quick"),
+    ("secondary-commit-synced", "full"),
+    ("secondary-commit-saved", "quick"),
+    ("secondary-commit-before-ack", "full"),
+    ("secondary-rollback-inconsistent", "rollback"),
+    ("secondary-rollback-record", "rollback"),
+    ("secondary-rollback-applied", "rollback"),
+]
+
+
+def cases():
+    out = []
+    for fp, mode in PRIMARY:
+        out += [("primary", fp, mode), ("both", fp, mode)]
+    for fp, mode in SECONDARY:
+        out += [("secondary", fp, mode), ("both", fp, mode)]
+    sel = os.environ.get("RESYNC_CRASHMATRIX", "")
+    if sel == "sample":
+        out = out[::3]
+    elif sel:
+        names = set(sel.split(","))
+        out = [c for c in out if c[1] in names]
+    return out
+
+
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+class Matrix:
+    def __init__(self):
+        self.sc = Scratch()
+        self.c = Cluster(self.sc, "cm", ["p", "s1", "s2"], "p", size=SIZE)
+        with open(self.c.conf) as f:
+            conf = f.read()
+        with open(self.c.conf, "w") as f:
+            # A journal of a whole volume: every resync here may keep one.
+            f.write(conf.replace("[cluster]\n", "[cluster]\nundo_max_bytes = 8M\nproof = true\n", 1))
+        self.rng = random.Random(13)
+        for n in self.c.names:
+            self.c.start(n)
+        for i in range(0, SIZE, MB):
+            self.c.write("p", i, self.rng.randbytes(MB))
+        self.resync_clean("setup")
+
+    def resync_clean(self, what, *args):
+        rc, plan, summary, err = resync_json(self.c, *args)
+        check(rc == 0, "%s: the resync exits 0 (%d): %s %s" % (what, rc, summary, err))
+        self.identical(what, summary)
+
+    def identical(self, what, summary=None):
+        want = digest(self.c.file("p"))
+        for s in ("s1", "s2"):
+            check(digest(self.c.file(s)) == want, "%s: %s byte-identical to p" % (what, s))
+        st = self.c.status()
+        for s in ("s1", "s2"):
+            check(st[s]["state"] == "UpToDate", "%s: %s UpToDate: %s (after %s)" % (what, s, st[s], summary))
+
+    def scatter(self, n, count):
+        """count random blocks of n written through its mount."""
+        for _ in range(count):
+            off = self.rng.randrange(SIZE // BLOCK) * BLOCK + self.rng.randrange(BLOCK - 4096)
+            self.c.write(n, off, self.rng.randbytes(4096))
+
+    def offline_edit(self, n, count):
+        """count random blocks of n's image changed while n is stopped."""
+        with open(self.c.image(n), "r+b") as f:
+            for _ in range(count):
+                f.seek(self.rng.randrange(SIZE // BLOCK) * BLOCK)
+                f.write(self.rng.randbytes(BLOCK))
+
+    def diverge(self, target, env, mode):
+        """Restart target with env; make the secondaries differ. A full
+        compare comes from an image edited while its daemon was stopped
+        (s1 for the secondary's failpoints, s2 for the primary's): its
+        bitmap is not trusted. The primary's own image is never edited
+        offline (its bitmap would stay untrusted: see the report)."""
+        c = self.c
+        edited = "s1" if target == "s1" else "s2"
+        c.stop(target)
+        if mode == "full":
+            if edited != target:
+                c.stop(edited)
+            self.offline_edit(edited, 24)
+            if edited != target:
+                c.start(edited)
+        c.start(target, env=env)
+        # After a full compare's offline edit, the primary is written
+        # only half the time: with its bitmap clean, nothing but the
+        # secondary's own state tells that it lacks data.
+        if mode == "quick" or self.rng.random() < 0.5:
+            self.scatter("p", 4)
+        # Half the time a secondary holds writes of its own (Diverged),
+        # half the time only lacks the primary's (Outdated).
+        for s in ("s1", "s2"):
+            if self.rng.random() < 0.5:
+                self.scatter(s, 3)
+        if mode == "quick":
+            # More than one transfer batch for every secondary.
+            for i in range(0, SIZE, 2 * BLOCK):
+                if self.rng.random() < 0.25:
+                    c.write("p", i, self.rng.randbytes(BLOCK))
+
+    def wait_dead(self, n, what):
+        p = self.c.procs[n]
+        try:
+            p.wait(timeout=30)
+        except Exception:
+            fail("%s: the failpoint never killed %s: %s" % (what, n, self.c.log(n)[-2000:]))
+        check(p.returncode == -signal.SIGKILL,
+              "%s: %s died of SIGKILL (%s)" % (what, n, p.returncode))
+        self.c.procs.pop(n)
+
+    def run(self, role, fp, mode):
+        c = self.c
+        what = "%s@%s" % (fp, role)
+        target = "p" if fp.startswith("primary") else "s1"
+        other = "s1" if target == "p" else "p"
+        env = {"RESYNC_FAILPOINT": fp + ":kill"}
+        if mode == "rollback":
+            self.scatter("s1", 3)
+            c.stop(target)
+            c.start(target, env=env)
+            self.resync_clean(what + " (resync --undo)", "--undo")
+            before = digest(c.file("p"))
+            r = c.ctl("rollback", "s1", "--yes")
+            check(r.returncode != 0, "%s: the rollback reports the kill: %s" % (what, r.stdout))
+        else:
+            self.diverge(target, env, mode)
+            before = digest(c.file("p"))
+            rc, plan, summary, err = resync_json(c, "--undo")
+            if rc == 0 and summary:
+                # A kill after the commit (acked, or reported): the
+                # resync may have completed; it must say the truth.
+                pass
+        self.wait_dead(target, what)
+        killed = [target]
+        if role == "both":
+            c.kill9(other)
+            killed.append(other)
+        for n in killed:
+            c.start(n)
+        check(digest(c.file("p")) == before, "%s: the primary's data unchanged" % what)
+        st = c.status()
+        if os.environ.get("CM_DEBUG"):
+            print(what, {s: (st[s]["state"], digest(c.file(s)) == before) for s in ("s1", "s2")})
+        for s in ("s1", "s2"):
+            if st[s]["state"] == "UpToDate":
+                check(digest(c.file(s)) == before,
+                      "%s: %s reported UpToDate with data that differs" % (what, s))
+        self.resync_clean(what + " (second resync)")
+        check(digest(c.file("p")) == before, "%s: the primary's data unchanged" % what)
+
+
+def main():
+    t0 = time.monotonic()
+    m = Matrix()
+    passed, total = {}, {}
+    for role, fp, mode in cases():
+        total[role] = total.get(role, 0) + 1
+        t = time.monotonic()
+        m.run(role, fp, mode)
+        passed[role] = passed.get(role, 0) + 1
+        print("ok %-32s %-9s %-8s %.1f s" % (fp, role, mode, time.monotonic() - t), flush=True)
+    for role in ("primary", "secondary", "both"):
+        if role in total:
+            print("crash matrix: %d/%d (%s)" % (passed[role], total[role], role))
+    print("%.1f s" % (time.monotonic() - t0))
+    m.c.kill_and_unmount()
+
+
+main()
