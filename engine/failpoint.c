@@ -88,7 +88,11 @@ int failpoint_parse(const char *value)
 		if (r < 0)
 			return r;
 		n++;
-		value = *end ? end + 1 : end;
+		if (!*end)
+			break;
+		value = end + 1;
+		if (!*value)
+			return -EINVAL; /* a trailing comma */
 	}
 	for (size_t i = 0; i < n; i++) {
 		memcpy(fps[i].name, tmp[i].name, sizeof(fps[i].name));
