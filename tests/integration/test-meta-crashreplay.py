@@ -129,8 +129,11 @@ class Recorded:
                     self.start[k] = f.read()
         check(self.base + ".resync-meta" in self.start, "%s: the metadata exists" % tag)
         log = sc.path(tag + ".log")
+        # (A sanitizer build's runtime would refuse to come second.)
+        asan = os.environ.get("ASAN_OPTIONS", "")
         c.start("s", env={"LD_PRELOAD": RECORDER, "RESYNC_CRASHREC_LOG": log,
-                          "RESYNC_CRASHREC_PREFIX": img, "RESYNC_IO": "sync"})
+                          "RESYNC_CRASHREC_PREFIX": img, "RESYNC_IO": "sync",
+                          "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"})
         rc, plan, summary, err = resync_json(c, *args)
         check(rc == 0, "%s: the recorded resync: %s %s" % (tag, summary, err))
         self.mode = summary["nodes"][0]["mode"]
