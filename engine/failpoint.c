@@ -15,9 +15,11 @@ enum failpoint_action { FP_KILL, FP_EXIT, FP_ERROR };
 
 struct failpoint {
 	char name[FAILPOINT_NAME_MAX];
+	char gate[FAILPOINT_NAME_MAX]; /* hits count once this one was hit ("": at once) */
 	enum failpoint_action action;
 	unsigned long at; /* fires at this hit (1: the first) */
 	atomic_ulong hits;
+	atomic_bool open; /* the gate was passed */
 };
 
 bool failpoint_armed;
@@ -36,17 +38,29 @@ static int parse_action(const char *s, size_t len, enum failpoint_action *ret)
 	return -EINVAL;
 }
 
-/* One entry, [s, end): name[:action[:N]]. */
+/* One entry, [s, end): name[:action[:N]][@gate]. */
 static int parse_one(const char *s, const char *end, struct failpoint *ret)
 {
-	const char *c1 = memchr(s, ':', (size_t)(end - s)), *c2 = NULL;
-	size_t nlen = (size_t)((c1 ? c1 : end) - s);
+	const char *at = memchr(s, '@', (size_t)(end - s));
+	const char *c1, *c2 = NULL;
+	size_t nlen;
 	char num[24];
 	char *e;
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
 	ret->at = 1;
+	if (at) {
+		size_t glen = (size_t)(end - at - 1);
+
+		if (glen == 0 || glen >= FAILPOINT_NAME_MAX || memchr(at + 1, ':', glen) ||
+		    memchr(at + 1, '@', glen))
+			return -EINVAL;
+		memcpy(ret->gate, at + 1, glen);
+		end = at;
+	}
+	c1 = memchr(s, ':', (size_t)(end - s));
+	nlen = (size_t)((c1 ? c1 : end) - s);
 	if (nlen == 0 || nlen >= FAILPOINT_NAME_MAX)
 		return -EINVAL;
 	memcpy(ret->name, s, nlen);
@@ -96,9 +110,11 @@ int failpoint_parse(const char *value)
 	}
 	for (size_t i = 0; i < n; i++) {
 		memcpy(fps[i].name, tmp[i].name, sizeof(fps[i].name));
+		memcpy(fps[i].gate, tmp[i].gate, sizeof(fps[i].gate));
 		fps[i].action = tmp[i].action;
 		fps[i].at = tmp[i].at;
 		atomic_store(&fps[i].hits, 0);
+		atomic_store(&fps[i].open, !tmp[i].gate[0]);
 	}
 	n_fps = n;
 	failpoint_armed = n > 0;
@@ -132,7 +148,11 @@ int failpoint_hit(const char *name)
 	char msg[FAILPOINT_NAME_MAX + 48];
 	int len;
 
-	if (!f || atomic_fetch_add(&f->hits, 1) + 1 != f->at)
+	/* This place may be the gate of others: they count from now on. */
+	for (size_t i = 0; i < n_fps; i++)
+		if (fps[i].gate[0] && !strcmp(fps[i].gate, name))
+			atomic_store(&fps[i].open, true);
+	if (!f || !atomic_load(&f->open) || atomic_fetch_add(&f->hits, 1) + 1 != f->at)
 		return 0;
 	/* A test's trace, straight to stderr (the library does not log). */
 	len = snprintf(msg, sizeof(msg), "failpoint %s: %s\n", name,

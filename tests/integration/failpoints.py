@@ -2,7 +2,8 @@
 the daemon that reaches them, each with the way a first resync reaches
 it; shared by the crash matrix and tools/soak."""
 
-# (failpoint, how the first resync reaches it)
+# (failpoint, how the first resync reaches it); "name@gate": name's
+# hits count from the gate's first hit on (resync/failpoint.h)
 #   quick: the cluster was in sync, then written through the mounts;
 #   full: an image edited while its daemon was stopped (a full compare);
 #   rollback: a resync --undo, then a rollback of s1 (the failpoint's).
@@ -30,6 +31,9 @@ PRIMARY = [
     ("primary-fence-ended", "full"),
     ("primary-report", "quick"),
     ("primary-rollback-sent", "rollback"),
+    # Inside the metadata's update (engine/meta.c), from a gate on:
+    ("meta-header-written@primary-generation-before", "quick"),
+    ("meta-bitmap-written@primary-generation-before", "full"),
 ]
 SECONDARY = [
     ("secondary-hello", "quick"),
@@ -58,4 +62,20 @@ SECONDARY = [
     ("secondary-rollback-inconsistent", "rollback"),
     ("secondary-rollback-record", "rollback"),
     ("secondary-rollback-applied", "rollback"),
+    ("meta-bitmap-written@secondary-fenced", "full"),
+    ("meta-header-written@secondary-checkpoint-synced", "quick"),
+    ("meta-synced@secondary-commit-synced", "full"),
+    ("meta-header-written@secondary-commit-synced", "quick"),
 ]
+
+
+def spec(fp, action="kill", n=1):
+    """The RESYNC_FAILPOINT value of entry fp ("name" or "name@gate")."""
+    name, _, gate = fp.partition("@")
+    return "%s:%s:%d%s" % (name, action, n, "@" + gate if gate else "")
+
+
+def role(fp):
+    """The daemon that reaches fp: 'p' (primary) or a secondary."""
+    name, _, gate = fp.partition("@")
+    return "p" if (gate or name).startswith("primary") else "s"

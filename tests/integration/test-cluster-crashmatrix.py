@@ -23,7 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, Cluster, check, fail, resync_json  # noqa: E402
-from failpoints import PRIMARY, SECONDARY  # noqa: E402
+from failpoints import PRIMARY, SECONDARY, spec  # noqa: E402
+from failpoints import role as role_of  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
 SIZE = 4 * MB
@@ -141,9 +142,9 @@ class Matrix:
     def run(self, role, fp, mode):
         c = self.c
         what = "%s@%s" % (fp, role)
-        target = "p" if fp.startswith("primary") else "s1"
+        target = "p" if role_of(fp) == "p" else "s1"
         other = "s1" if target == "p" else "p"
-        env = {"RESYNC_FAILPOINT": fp + ":kill"}
+        env = {"RESYNC_FAILPOINT": spec(fp)}
         if mode == "rollback":
             self.scatter("s1", 3)
             c.stop(target)
@@ -188,7 +189,7 @@ def main():
         t = time.monotonic()
         m.run(role, fp, mode)
         passed[role] = passed.get(role, 0) + 1
-        print("ok %-32s %-9s %-8s %.1f s" % (fp, role, mode, time.monotonic() - t), flush=True)
+        print("ok %-48s %-9s %-8s %.1f s" % (fp, role, mode, time.monotonic() - t), flush=True)
     for role in ("primary", "secondary", "both"):
         if role in total:
             print("crash matrix: %d/%d (%s)" % (passed[role], total[role], role))

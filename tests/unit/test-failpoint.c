@@ -46,6 +46,20 @@ static void test_failpoint_error_nth(void **state)
 	assert_int_equal(failpoint_parse(NULL), 0);
 }
 
+static void test_failpoint_gate(void **state)
+{
+	(void)state;
+	assert_int_equal(failpoint_parse("m:error:2@g,n:error@g"), 0);
+	assert_int_equal(FAILPOINT("m"), 0); /* before the gate: not counted */
+	assert_int_equal(FAILPOINT("m"), 0);
+	assert_int_equal(FAILPOINT("m"), 0);
+	assert_int_equal(FAILPOINT("g"), 0); /* a gate alone does nothing */
+	assert_int_equal(FAILPOINT("m"), 0);
+	assert_int_equal(FAILPOINT("m"), -EIO); /* the second hit past g */
+	assert_int_equal(FAILPOINT("n"), -EIO);
+	assert_int_equal(failpoint_parse(NULL), 0);
+}
+
 static int failpoint_return(void)
 {
 	FAILPOINT_RETURN("r");
@@ -68,7 +82,7 @@ static void test_failpoint_malformed(void **state)
 		",", "a,", ":kill", "a:", "a:crash", "a:kill:", "a:kill:0", "a:kill:-1",
 		"a:kill:x", "a:kill:1:2", "a:error:99999999999999999999999",
 		"0123456789012345678901234567890123456789012345678901234567890123456789",
-		"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q",
+		"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", "a@", "a@g:kill", "a@g@h", "@g",
 	};
 
 	(void)state;
@@ -120,6 +134,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_failpoint_off),
 		cmocka_unit_test(test_failpoint_error_nth),
+		cmocka_unit_test(test_failpoint_gate),
 		cmocka_unit_test(test_failpoint_return),
 		cmocka_unit_test(test_failpoint_malformed),
 		cmocka_unit_test(test_failpoint_kill_exit),

@@ -1,11 +1,13 @@
 /* Test failpoints: named places in a resync where a test makes this
  * process crash, exit or fail, to prove that every step is crash-safe.
  *
- * RESYNC_FAILPOINT=name[:action[:N]][,name...] is read once, at start;
- * action is kill (SIGKILL to itself: the test's crash; the default),
- * exit (_exit(FAILPOINT_EXIT_CODE), no cleanup) or error (the place
- * fails with -EIO); N fires it at its Nth hit (default the first). With
- * the variable unset a failpoint costs one predictable branch on a
+ * RESYNC_FAILPOINT=name[:action[:N]][@gate][,name...] is read once, at
+ * start; action is kill (SIGKILL to itself: the test's crash; the
+ * default), exit (_exit(FAILPOINT_EXIT_CODE), no cleanup) or error (the
+ * place fails with -EIO); N fires it at its Nth hit (default the first);
+ * with a gate, hits count only once the place gate was reached (a place
+ * reached at every metadata update, say, from the one of a commit on).
+ * With the variable unset a failpoint costs one predictable branch on a
  * global that never changes.
  *
  * A place is a single line: FAILPOINT("name"); (its result ignored:
