@@ -156,9 +156,12 @@ int failpoint_hit(const char *name)
 		return 0;
 	/* A test's trace, straight to stderr (the library does not log). */
 	len = snprintf(msg, sizeof(msg), "failpoint %s: %s\n", name,
-		       f->action == FP_KILL ? "kill" : f->action == FP_EXIT ? "exit" : "error");
+		       f->action == FP_KILL   ? "kill"
+		       : f->action == FP_EXIT ? "exit"
+					      : "error");
 	if (len > 0)
-		(void)!write(STDERR_FILENO, msg, (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1);
+		(void)!write(STDERR_FILENO, msg,
+			     (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1);
 	switch (f->action) {
 	case FP_KILL:
 		raise(SIGKILL);

@@ -55,8 +55,10 @@ int main(int argc, char **argv)
 	int r, nv = 0;
 	bool is_target, is_start;
 
-	if (argc != 7 || meta_uuid_parse(argv[5], &target) < 0 || meta_uuid_parse(argv[6], &start) < 0) {
-		fprintf(stderr, "usage: resync-test-crashcheck IMAGE META PRIMARY START TARGET_GEN START_GEN\n");
+	if (argc != 7 || meta_uuid_parse(argv[5], &target) < 0 ||
+	    meta_uuid_parse(argv[6], &start) < 0) {
+		fprintf(stderr, "usage: resync-test-crashcheck IMAGE META PRIMARY START TARGET_GEN "
+				"START_GEN\n");
 		return 2;
 	}
 	r = volume_open(argv[1], 0, &v);
@@ -83,7 +85,10 @@ int main(int argc, char **argv)
 	is_target = !memcmp(&mi.generation, &target, sizeof(target));
 	is_start = !memcmp(&mi.generation, &start, sizeof(start));
 	printf("{\"state\": \"%s\", \"generation\": \"%s\", \"trusted\": %s, \"checkpoint\": ",
-	       meta_state_name(mi.state), is_target ? "target" : is_start ? "start" : "other",
+	       meta_state_name(mi.state),
+	       is_target  ? "target"
+	       : is_start ? "start"
+			  : "other",
 	       mi.bitmap_trusted ? "true" : "false");
 	if (mi.checkpoint_set)
 		printf("%" PRIu64, mi.checkpoint_off);
@@ -91,19 +96,25 @@ int main(int argc, char **argv)
 		printf("null");
 	printf(", \"violations\": [");
 	if (mi.state == META_STATE_UPTODATE && is_target && memcmp(img, pri, size))
-		nv = violation(nv, "UpToDate under the primary's generation over different data: size, 0:", size, 0);
+		nv = violation(
+		    nv,
+		    "UpToDate under the primary's generation over different data: size, 0:", size,
+		    0);
 	ref = is_target ? pri : is_start ? st : NULL;
 	if (ref && mi.bitmap_trusted && mi.state != META_STATE_INCONSISTENT) {
 		for (uint64_t b = 0; b < nb; b++) {
 			uint64_t off = b * bs, len = MIN(bs, size - off);
 
 			if (!meta_dirty_test(m, b) && memcmp(img + off, ref + off, len))
-				nv = violation(nv, "a clean bit over a differing block: block, offset:", b, off);
+				nv = violation(
+				    nv, "a clean bit over a differing block: block, offset:", b,
+				    off);
 		}
 	}
 	if (mi.checkpoint_set && !memcmp(&mi.checkpoint_id, &target, sizeof(target)) &&
 	    memcmp(img, pri, MIN(mi.checkpoint_off, size)))
-		nv = violation(nv, "a checkpoint over data that differs below it: offset, 0:", mi.checkpoint_off, 0);
+		nv = violation(nv, "a checkpoint over data that differs below it: offset, 0:",
+			       mi.checkpoint_off, 0);
 	printf("]}\n");
 	meta_free(m);
 	volume_free(v);

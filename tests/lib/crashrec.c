@@ -9,8 +9,8 @@
  * here): u8 op, u32 file, u64 off, u64 len, then len bytes (op WRITE: the
  * data; OPEN, RENAME's target: the path). Ops: 1 OPEN (file's path), 2
  * WRITE, 3 FLUSH, 4 TRUNC (len: the size), 5 RENAME (file renamed to the
- * index: off), 6 UNLINK, 7 ZERO (a punched hole: len zeros at off). Writes through io_uring bypass it: the recorded daemon
- * runs with RESYNC_IO=sync. Not for anything but tests. */
+ * index: off), 6 UNLINK, 7 ZERO (a punched hole: len zeros at off). Writes through io_uring bypass
+ * it: the recorded daemon runs with RESYNC_IO=sync. Not for anything but tests. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +66,8 @@ __attribute__((constructor)) static void rec_init(void)
 	real_fallocate = dlsym(RTLD_NEXT, "fallocate64");
 	rec_prefix = getenv("RESYNC_CRASHREC_PREFIX");
 	if (log && rec_prefix)
-		rec_fd = real_openat(AT_FDCWD, log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		rec_fd =
+		    real_openat(AT_FDCWD, log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
 static void rec_put(const void *p, size_t len)
@@ -98,7 +99,6 @@ static void rec_emit(uint8_t op, uint32_t file, uint64_t off, const void *data, 
 	if (data && len)
 		rec_put(data, (size_t)len);
 }
-
 
 /* The index of path (recorded as OPEN the first time), or -1 when path is
  * not under the prefix. Called with rec_lock held. */
@@ -148,7 +148,7 @@ static int rec_openat(int dirfd, const char *path, int flags, mode_t mode)
 
 #define MODE_ARG(flags)                                                                            \
 	mode_t mode = 0;                                                                           \
-	if ((flags) & (O_CREAT | __O_TMPFILE)) {                                                    \
+	if ((flags) & (O_CREAT | __O_TMPFILE)) {                                                   \
 		va_list ap;                                                                        \
 		va_start(ap, flags);                                                               \
 		mode = va_arg(ap, mode_t);                                                         \

@@ -79,10 +79,23 @@ static void test_failpoint_return(void **state)
 static void test_failpoint_malformed(void **state)
 {
 	static const char *bad[] = {
-		",", "a,", ":kill", "a:", "a:crash", "a:kill:", "a:kill:0", "a:kill:-1",
-		"a:kill:x", "a:kill:1:2", "a:error:99999999999999999999999",
-		"0123456789012345678901234567890123456789012345678901234567890123456789",
-		"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", "a@", "a@g:kill", "a@g@h", "@g",
+	    ",",
+	    "a,",
+	    ":kill",
+	    "a:",
+	    "a:crash",
+	    "a:kill:",
+	    "a:kill:0",
+	    "a:kill:-1",
+	    "a:kill:x",
+	    "a:kill:1:2",
+	    "a:error:99999999999999999999999",
+	    "0123456789012345678901234567890123456789012345678901234567890123456789",
+	    "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q",
+	    "a@",
+	    "a@g:kill",
+	    "a@g@h",
+	    "@g",
 	};
 
 	(void)state;
@@ -132,12 +145,9 @@ static void test_failpoint_kill_exit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_failpoint_off),
-		cmocka_unit_test(test_failpoint_error_nth),
-		cmocka_unit_test(test_failpoint_gate),
-		cmocka_unit_test(test_failpoint_return),
-		cmocka_unit_test(test_failpoint_malformed),
-		cmocka_unit_test(test_failpoint_kill_exit),
+	    cmocka_unit_test(test_failpoint_off),	cmocka_unit_test(test_failpoint_error_nth),
+	    cmocka_unit_test(test_failpoint_gate),	cmocka_unit_test(test_failpoint_return),
+	    cmocka_unit_test(test_failpoint_malformed), cmocka_unit_test(test_failpoint_kill_exit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

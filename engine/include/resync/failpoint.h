@@ -39,7 +39,7 @@ bool failpoint_named(const char *name);
 int failpoint_parse(const char *value);
 
 #define FAILPOINT(name) (__builtin_expect(failpoint_armed, 0) ? failpoint_hit(name) : 0)
-#define FAILPOINT_RETURN(name)                                                                    \
+#define FAILPOINT_RETURN(name)                                                                     \
 	do {                                                                                       \
 		int fp_r_ = FAILPOINT(name);                                                       \
 		if (fp_r_ < 0)                                                                     \
