@@ -4,10 +4,14 @@ do it: a secondary's daemon runs a resync (--undo: the journal too) under
 an LD_PRELOAD recorder (tests/lib/crashrec.c) of every write, flush,
 truncation, rename and unlink that reaches its image, its metadata, its
 tree cache, its proof leaves, its undo journal and their temporary files,
-from its start to its clean stop. Then every crash state is rebuilt onto
+from its start to its clean stop; three runs: a quick resync --undo of a
+Diverged secondary, a full one after an offline edit, and a verify then a
+clean stop (the tree cache). Then every crash state is rebuilt onto
 copies of the starting files:
 
   - every prefix of the recorded operations that ends at a flush;
+  - every prefix ending at a flush with the writes not yet flushed to
+    their own file lost (the page cache gone, renames kept);
   - every prefix ending just before a write, plus that write torn (its
     first half, cut at a 512-byte boundary);
 
@@ -134,13 +138,19 @@ class Recorded:
         c.start("s", env={"LD_PRELOAD": RECORDER, "RESYNC_CRASHREC_LOG": log,
                           "RESYNC_CRASHREC_PREFIX": img, "RESYNC_IO": "sync",
                           "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"})
-        rc, plan, summary, err = resync_json(c, *args)
-        check(rc == 0, "%s: the recorded resync: %s %s" % (tag, summary, err))
-        self.mode = summary["nodes"][0]["mode"]
+        if args == ["verify"]:
+            r = c.ctl("verify", "--json")
+            check(r.returncode == 0, "%s: the recorded verify: %s %s" % (tag, r.stdout, r.stderr))
+            self.mode = "verify, no"
+        else:
+            rc, plan, summary, err = resync_json(c, *args)
+            check(rc == 0, "%s: the recorded resync: %s %s" % (tag, summary, err))
+            self.mode = summary["nodes"][0]["mode"]
         self.target_gen = c.status()["s"]["generation"]
         c.stop("s")
         c.start("s")
-        check(self.target_gen != self.start_gen, "%s: s took the primary's generation" % tag)
+        check((self.target_gen == self.start_gen) == (args == ["verify"]),
+              "%s: s took the primary's generation (a resync), or kept its own (a verify)" % tag)
         with open(c.image("p"), "rb") as f:
             self.primary = f.read()
         with open(img, "rb") as f:
@@ -242,6 +252,10 @@ def main():
                 f.seek((7 + 17 * i) * BLOCK)
                 f.write(rnd.read(BLOCK))
     recs.append(Recorded(sc, c, "full", [], edit))
+
+    # C: a verify of the identical s, then its clean stop: its tree
+    # cache (the hashes of the unchanged image) written and renamed.
+    recs.append(Recorded(sc, c, "verify", ["verify"], lambda: None))
     c.kill_and_unmount()
 
     total, bad = 0, 0
