@@ -597,6 +597,12 @@ static void resync_next_generation(struct resync_run *run)
 	if (r >= 0)
 		r = meta_resync_commit(node_meta(n), &next, false);
 	FAILPOINT("primary-generation-after");
+	/* Every secondary holds this image as of the fence, and every write
+	 * from here on is marked: a bitmap untrusted since this image changed
+	 * offline (or its metadata was rebuilt) is trusted again, else every
+	 * later resync compares in full and shows its secondaries Outdated. */
+	if (r >= 0 && !run->mi.bitmap_trusted)
+		r = meta_trusted_set(node_meta(n), true);
 	if (r < 0)
 		log_error("cannot start a new generation for '%s': %s", n->self->volume,
 			  strerror(-r));

@@ -70,6 +70,18 @@ class Matrix:
         for i in range(0, SIZE, MB):
             self.c.write("p", i, self.rng.randbytes(MB))
         self.resync_clean("setup")
+        # The primary's image changed offline: its bitmap untrusted, one
+        # full resync, after which the secondaries are UpToDate (status)
+        # and the next resync is quick again.
+        self.c.stop("p")
+        self.offline_edit("p", 3)
+        self.c.start("p")
+        self.resync_clean("after an offline edit of the primary")
+        self.scatter("p", 2)
+        rc, plan, summary, err = resync_json(self.c)
+        check(rc == 0 and all(n["mode"] == "quick" for n in summary["nodes"]),
+              "the resync after that is quick: %s %s" % (summary, err))
+        self.identical("quick after the offline edit", summary)
 
     def resync_clean(self, what, *args):
         rc, plan, summary, err = resync_json(self.c, *args)
