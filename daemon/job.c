@@ -535,7 +535,7 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 		r = job_wait_ack(j, x->c, x->buf);
 	if (r >= 0)
 		r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
-	FAILPOINT("primary-checkpoint-before");
+	FAILPOINT_RETURN("primary-checkpoint-before");
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
 	j->ack_pending = r >= 0;
@@ -586,7 +586,7 @@ static int job_xfer_batch(struct job_xfer *x)
 			r = job_xfer_send_piece(x, off, k);
 			if (r < 0)
 				return r;
-			FAILPOINT("primary-batch-sent");
+			FAILPOINT_RETURN("primary-batch-sent");
 			off += k;
 			x->done += k;
 			x->since_ckpt += j->bytes_written - before;
@@ -641,7 +641,7 @@ static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf)
 	}
 	j->proof = a;
 	j->proof_done = true;
-	FAILPOINT("primary-proof-received");
+	FAILPOINT_RETURN("primary-proof-received");
 	j->proof_match = a.volume_size == j->proof_primary->volume_size &&
 			 !memcmp(a.root, j->proof_primary->root, sizeof(a.root));
 	if (j->proof_match)
@@ -690,7 +690,7 @@ static int job_xfer_commit(struct job_xfer *x)
 			return r;
 	}
 	memcpy(g.b, j->gen.b, 16);
-	FAILPOINT("primary-commit-before");
+	FAILPOINT_RETURN("primary-commit-before");
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);

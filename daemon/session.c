@@ -137,7 +137,7 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 	r = hashtree_new(s->hashes, nb, fanout, seed, &s->tree);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-tree-built");
+	FAILPOINT_RETURN("secondary-tree-built");
 	s->seed = seed;
 	s->fanout = fanout;
 	s->leaf = leaf;
@@ -177,7 +177,7 @@ static int session_hash_req(struct session *s, size_t len)
 	r = wire_hash_reply_encode(q.level, h, nh, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-hash-reply");
+	FAILPOINT_RETURN("secondary-hash-reply");
 	return peer_conn_send_frame(s->c, WIRE_HASH_REPLY, s->out, olen);
 }
 
@@ -231,7 +231,7 @@ static int session_page_req(struct session *s, size_t len)
 	r = wire_hash_reply_encode(0, h, k, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-page-reply");
+	FAILPOINT_RETURN("secondary-page-reply");
 	return peer_conn_send_frame(s->c, WIRE_PAGE_REPLY, s->out, olen);
 }
 
@@ -379,14 +379,14 @@ static int session_extents(struct session *s, size_t len)
 		r = node_undo_save(s->n, e.offset, e.len, s->why, sizeof(s->why));
 		if (r < 0)
 			return r;
-		FAILPOINT("secondary-undo-saved");
+		FAILPOINT_RETURN("secondary-undo-saved");
 	}
 	if (s->undo && m.n_extents) {
 		r = node_undo_sync(s->n, s->why, sizeof(s->why));
 		if (r < 0)
 			return r;
 	}
-	FAILPOINT("secondary-batch-before-write");
+	FAILPOINT_RETURN("secondary-batch-before-write");
 	for (uint32_t i = 0; i < m.n_extents; i++) {
 		struct wire_extent e = wire_extents_get(&m, i);
 
@@ -395,7 +395,7 @@ static int session_extents(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 		pos += e.len;
-		FAILPOINT("secondary-batch-extent-written");
+		FAILPOINT_RETURN("secondary-batch-extent-written");
 	}
 	if (m.n_extents) {
 		struct wire_extent a = wire_extents_get(&m, 0), b = wire_extents_get(&m, m.n_extents - 1);
@@ -404,7 +404,7 @@ static int session_extents(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 		writeback_push(&s->wb, a.offset, b.offset + b.len - a.offset);
-		FAILPOINT("secondary-batch-written");
+		FAILPOINT_RETURN("secondary-batch-written");
 	}
 	return 0;
 }
@@ -436,11 +436,11 @@ static int session_checkpoint(struct session *s, size_t len)
 			return r;
 	}
 	id = s->target;
-	FAILPOINT("secondary-checkpoint-synced");
+	FAILPOINT_RETURN("secondary-checkpoint-synced");
 	r = meta_checkpoint_set(node_meta(s->n), MIN(off, node_size(s->n)), &id);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-checkpoint-saved");
+	FAILPOINT_RETURN("secondary-checkpoint-saved");
 	return send_offset(s->c, WIRE_ACK, off);
 }
 
@@ -455,7 +455,7 @@ static int session_commit(struct session *s, size_t len)
 	r = wire_commit_decode(s->in, len, &g);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-commit-received");
+	FAILPOINT_RETURN("secondary-commit-received");
 	memcpy(gen.b, g.b, 16);
 	/* etcd (issue 14): no commit from a primary the leader key left. */
 	r = node_etcd_commit_check(n, s->peer, s->why, sizeof(s->why));
@@ -469,13 +469,13 @@ static int session_commit(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 	}
-	FAILPOINT("secondary-commit-synced");
+	FAILPOINT_RETURN("secondary-commit-synced");
 	/* Generation, bitmap, trust, checkpoint and state in one update. */
 	r = meta_resync_commit(m, &gen, true);
 	if (r < 0)
 		return r;
 	s->committed = true;
-	FAILPOINT("secondary-commit-saved");
+	FAILPOINT_RETURN("secondary-commit-saved");
 	/* The proof's leaves (PROOF_REQ, a moment ago, under the same
 	 * fence) are this volume now: kept under the new generation. */
 	if (s->proof_done)
@@ -495,7 +495,7 @@ static int session_commit(struct session *s, size_t len)
 	      " EXTENTS frames written)",
 	      s->peer, s->n_blocks, s->n_extents);
 	event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_UPTODATE, true, "resync committed");
-	FAILPOINT("secondary-commit-before-ack");
+	FAILPOINT_RETURN("secondary-commit-before-ack");
 	return send_offset(s->c, WIRE_ACK, node_size(n));
 }
 
@@ -523,7 +523,7 @@ static int session_status(struct session *s, size_t len)
 	r = wire_status_encode(&st, buf, sizeof(buf), &olen);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-status");
+	FAILPOINT_RETURN("secondary-status");
 	return peer_conn_send_frame(s->c, WIRE_STATUS, buf, olen);
 }
 
@@ -559,7 +559,7 @@ static int session_bitmap(struct session *s, size_t len)
 			       RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-bitmap");
+	FAILPOINT_RETURN("secondary-bitmap");
 	return peer_conn_send_frame(s->c, WIRE_BITMAP, s->out, olen);
 }
 
@@ -603,7 +603,7 @@ static int session_proof_req(struct session *s, size_t len)
 		return r;
 	if (node_failpoint("corrupt-before-commit"))
 		session_corrupt(s);
-	FAILPOINT("secondary-proof-synced");
+	FAILPOINT_RETURN("secondary-proof-synced");
 	r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written, &a, NULL);
 	if (r < 0) {
 		snprintf(s->why, sizeof(s->why), "'%s' cannot make its proof: %s", n->self->name,
@@ -614,7 +614,7 @@ static int session_proof_req(struct session *s, size_t len)
 	r = wire_proof_encode(&a, buf, sizeof(buf), &olen);
 	if (r < 0)
 		return r;
-	FAILPOINT("secondary-proof-sent");
+	FAILPOINT_RETURN("secondary-proof-sent");
 	return peer_conn_send_frame(s->c, WIRE_PROOF, buf, olen);
 }
 
@@ -650,7 +650,7 @@ static int session_undo(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	s->undo_mode = mode;
-	FAILPOINT("secondary-undo-mode");
+	FAILPOINT_RETURN("secondary-undo-mode");
 	return 0;
 }
 

@@ -79,3 +79,17 @@ def role(fp):
     """The daemon that reaches fp: 'p' (primary) or a secondary."""
     name, _, gate = fp.partition("@")
     return "p" if (gate or name).startswith("primary") else "s"
+
+
+# Places that fail their step with EIO under the action error
+# (FAILPOINT_RETURN): the resync fails with the reason, the daemon lives.
+ERRORS = [
+    ("secondary-batch-extent-written", "full"),
+    ("secondary-batch-written", "quick"),
+    ("secondary-checkpoint-synced", "quick"),
+    ("secondary-commit-synced", "full"),
+    ("secondary-commit-saved", "quick"),
+    ("primary-batch-sent", "full"),
+    ("primary-proof-received", "quick"),
+    ("primary-commit-before", "quick"),
+]

@@ -13,8 +13,13 @@ other side too (role both: p and s1). The killed daemons restart; then:
 
 Prints 'crash matrix: N/N' per role. RESYNC_CRASHMATRIX=sample runs a
 third of the cases (every third, a fixed choice: the ASan run);
-RESYNC_CRASHMATRIX=NAME[,NAME] only those failpoints."""
+RESYNC_CRASHMATRIX=NAME[,NAME] only those failpoints (errors: only the
+error cases). Then a few places
+set to the action error (failpoints.ERRORS): the resync fails with the
+reason, the daemon lives, and the next resync completes: prints
+'error failpoints: N/N'."""
 import hashlib
+import json
 import os
 import random
 import signal
@@ -23,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, Cluster, check, fail, resync_json  # noqa: E402
-from failpoints import PRIMARY, SECONDARY, spec  # noqa: E402
+from failpoints import ERRORS, PRIMARY, SECONDARY, spec  # noqa: E402
 from failpoints import role as role_of  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
@@ -39,6 +44,8 @@ def cases():
     sel = os.environ.get("RESYNC_CRASHMATRIX", "")
     if sel == "sample":
         out = out[::3]
+    elif sel == "errors":
+        out = []
     elif sel:
         names = set(sel.split(","))
         out = [c for c in out if c[1] in names]
@@ -192,6 +199,31 @@ class Matrix:
         check(digest(c.file("p")) == before, "%s: the primary's data unchanged" % what)
 
 
+def run_error(m, fp, mode):
+    """fp set to error on its daemon: the resync fails with the reason,
+    the daemon lives, nothing claims more than its data; without it the
+    next resync completes."""
+    c = m.c
+    what = "%s:error" % fp
+    target = "p" if role_of(fp) == "p" else "s1"
+    m.diverge(target, {"RESYNC_FAILPOINT": spec(fp, "error")}, mode)
+    before = digest(c.file("p"))
+    rc, plan, summary, err = resync_json(c, "--undo")
+    check(rc != 0, "%s: the resync fails (%d): %s" % (what, rc, summary))
+    check("Input/output error" in json.dumps(summary) + err,
+          "%s: the failure says why: %s %s" % (what, summary, err))
+    check(c.procs[target].poll() is None, "%s: %s still runs" % (what, target))
+    check("failpoint %s: error" % fp in c.log(target), "%s: the failpoint struck" % what)
+    check(digest(c.file("p")) == before, "%s: the primary's data unchanged" % what)
+    st = c.status()
+    for s in ("s1", "s2"):
+        if st[s]["state"] == "UpToDate":
+            check(digest(c.file(s)) == before, "%s: %s UpToDate with data that differs" % (what, s))
+    c.stop(target)
+    c.start(target)
+    m.resync_clean(what + " (second resync)")
+
+
 def main():
     t0 = time.monotonic()
     m = Matrix()
@@ -202,9 +234,19 @@ def main():
         m.run(role, fp, mode)
         passed[role] = passed.get(role, 0) + 1
         print("ok %-48s %-9s %-8s %.1f s" % (fp, role, mode, time.monotonic() - t), flush=True)
+    errors = 0
+    sel = os.environ.get("RESYNC_CRASHMATRIX", "")
+    todo = ERRORS[::3] if sel == "sample" else ERRORS if sel in ("", "errors") else []
+    for fp, mode in todo:
+        t = time.monotonic()
+        run_error(m, fp, mode)
+        errors += 1
+        print("ok %-48s %-9s %-8s %.1f s" % (fp, "error", mode, time.monotonic() - t), flush=True)
     for role in ("primary", "secondary", "both"):
         if role in total:
             print("crash matrix: %d/%d (%s)" % (passed[role], total[role], role))
+    if todo:
+        print("error failpoints: %d/%d" % (errors, len(todo)))
     print("%.1f s" % (time.monotonic() - t0))
     m.c.kill_and_unmount()
 
