@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "node-int.h"
+#include "resync/failpoint.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 
@@ -149,6 +150,7 @@ static int walk_recv(struct walk *w)
 	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(w->buf, len, &rep) < 0 ||
 	    rep.n_hashes != rq.hashes || rep.level != w->level)
 		return -EBADMSG;
+	FAILPOINT("primary-tree-level");
 	r = wire_hash_reply_get(&rep, w->h, RESYNC_WIRE_HASHES_MAX);
 	if (r < 0)
 		return r;

@@ -147,6 +147,7 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	j->differing_blocks = ranges_blocks(&j->ranges, bs);
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	j->bytes_compared = size;
+	FAILPOINT("primary-compared");
 	return r < 0 ? r : 0;
 }
 
@@ -535,10 +536,12 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 		r = job_acks_until(j, x->c, x->buf, NODE_ACK_WINDOW - 1);
 	if (r >= 0)
 		r = wire_offset_encode(off, cbuf, sizeof(cbuf), &len);
+	FAILPOINT_RETURN("primary-checkpoint-before");
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
 	if (r >= 0)
 		j->ack_pending++;
+	FAILPOINT("primary-checkpoint-sent");
 	return r;
 }
 
@@ -585,6 +588,7 @@ static int job_xfer_batch(struct job_xfer *x)
 			r = job_xfer_send_piece(x, off, k);
 			if (r < 0)
 				return r;
+			FAILPOINT_RETURN("primary-batch-sent");
 			off += k;
 			x->done += k;
 			x->since_ckpt += j->bytes_written - before;
@@ -655,6 +659,7 @@ static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf, boo
 	}
 	j->proof = a;
 	j->proof_done = true;
+	FAILPOINT_RETURN("primary-proof-received");
 	j->proof_match = a.volume_size == j->proof_primary->volume_size &&
 			 !memcmp(a.root, j->proof_primary->root, sizeof(a.root));
 	if (j->proof_match)
@@ -700,6 +705,7 @@ static int job_xfer_commit(struct job_xfer *x)
 			return r;
 	}
 	memcpy(g.b, j->gen.b, 16);
+	FAILPOINT_RETURN("primary-commit-before");
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);
@@ -707,6 +713,7 @@ static int job_xfer_commit(struct job_xfer *x)
 		r = job_acks_until(j, x->c, x->buf, 0); /* the checkpoints' */
 	if (r >= 0)
 		r = job_wait_ack(j, x->c, x->buf);
+	FAILPOINT("primary-commit-acked");
 	return r;
 }
 
@@ -728,6 +735,7 @@ int job_xfer_open(struct job *j)
 		r = wire_undo_encode(j->undo_mode, b, sizeof(b), &len);
 		if (r >= 0)
 			r = peer_conn_send_frame(j->c, WIRE_UNDO, b, len);
+		FAILPOINT("primary-undo-sent");
 	}
 	return r < 0 ? r : 0;
 }
@@ -840,6 +848,7 @@ int job_quick(struct job *j)
 			j->differing_blocks++;
 		}
 	}
+	FAILPOINT("primary-quick-ranges");
 	j->differing_bytes = rangelist_bytes(&j->ranges);
 	return 0;
 }
@@ -905,6 +914,7 @@ void *job_pass1_thread(void *arg)
 	if (r >= 0)
 		r = job_send_ranges(j, l, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE);
 	moved_free(j);
+	FAILPOINT("primary-pass1-done");
 	if (r < 0) {
 		job_write_state(j, r);
 		job_end(j, r);

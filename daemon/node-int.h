@@ -46,6 +46,7 @@
 #include "ratectl.h"
 #include "resync/blockcmp.h"
 #include "resync/clock.h"
+#include "resync/failpoint.h"
 #include "resync/fusefs.h"
 #include "resync/hash.h"
 #include "resync/hashtree.h"
@@ -295,8 +296,8 @@ bool node_proof_want(struct node *n, uint32_t leaf, struct blockcmp_opts *o,
 void node_proof_offer(struct node *n, const struct proof_offer *w, const struct blockcmp_opts *o);
 /* "xxh3:..." of p's root into buf (PROOF_TEXT_MAX). */
 const char *node_proof_format(const struct wire_proof *p, char *buf, size_t size);
-/* Test failpoints: RESYNC_FAILPOINT names one (a getenv, nothing more,
- * where it is asked). */
+/* Test failpoints that change behaviour (resync/failpoint.h: named in
+ * RESYNC_FAILPOINT, read once at start). */
 bool node_failpoint(const char *name);
 
 /* ---- treecache.c ---- */

@@ -306,7 +306,5 @@ const char *node_proof_format(const struct wire_proof *p, char *buf, size_t size
 
 bool node_failpoint(const char *name)
 {
-	const char *v = getenv("RESYNC_FAILPOINT");
-
-	return v && !strcmp(v, name);
+	return failpoint_named(name);
 }

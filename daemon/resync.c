@@ -283,6 +283,7 @@ static void *job_open_thread(void *arg)
 		j->r = -ENOMEM;
 		return NULL;
 	}
+	FAILPOINT("primary-connect");
 	r = node_peer_open_status(o->n, j->peer, j->write, j->buf, j->err, sizeof(j->err), &j->c,
 				  &j->hello, &j->status, &reached);
 	event_publish_peer(o->n->bus, j->peer->name, reached);
@@ -296,6 +297,7 @@ static void *job_open_thread(void *arg)
 	}
 	j->state = meta_state_from_wire(j->hello.state);
 	j->features = j->hello.features & node_features();
+	FAILPOINT("primary-hello-status");
 	j->opened = true;
 	return NULL;
 }
@@ -594,8 +596,16 @@ static void resync_next_generation(struct resync_run *run)
 	if (r >= 0)
 		r = node_state_save_locked(n);
 	pthread_mutex_unlock(&n->lock);
+	FAILPOINT("primary-generation-before");
 	if (r >= 0)
 		r = meta_resync_commit(node_meta(n), &next, false);
+	FAILPOINT("primary-generation-after");
+	/* Every secondary holds this image as of the fence, and every write
+	 * from here on is marked: a bitmap untrusted since this image changed
+	 * offline (or its metadata was rebuilt) is trusted again, else every
+	 * later resync compares in full and shows its secondaries Outdated. */
+	if (r >= 0 && !run->mi.bitmap_trusted)
+		r = meta_trusted_set(node_meta(n), true);
 	if (r < 0)
 		log_error("cannot start a new generation for '%s': %s", n->self->volume,
 			  strerror(-r));
@@ -627,6 +637,7 @@ static void resync_proof(struct resync_run *run)
 		return;
 	}
 	run->proof_done = true;
+	FAILPOINT("primary-proof-computed");
 	for (size_t i = 0; i < run->nj; i++)
 		run->jobs[i].proof_primary = &run->proof;
 }
@@ -946,6 +957,7 @@ static int resync_passes(struct resync_run *run)
 		log_info("resync of cluster '%s': pass %u, %" PRIu64 " bytes of blocks written during the last",
 			 cfg->name, run->passes, rangelist_bytes(&run->set));
 		resync_pass(run, job_pass_thread, 0);
+		FAILPOINT("primary-live-pass");
 		run->set.n = 0;
 	}
 	/* The last pass. A cancel fences nothing: the jobs stop at once. */
@@ -957,6 +969,7 @@ static int resync_passes(struct resync_run *run)
 		r = node_fence_freeze(run->n);
 		if (r < 0)
 			return r;
+		FAILPOINT("primary-fence-started");
 		run->frozen = true;
 		r = resync_swap(run);
 		if (r < 0) {
@@ -982,6 +995,7 @@ static int resync_passes(struct resync_run *run)
 	if (run->frozen)
 		resync_commit_primary(run);
 	resync_fence_end(run);
+	FAILPOINT("primary-fence-ended");
 	return 0;
 }
 
@@ -1294,6 +1308,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	if (r < 0)
 		goto out;
 	resync_choose(&run);
+	FAILPOINT("primary-planned");
 	if (resync_split_refuse(&run)) {
 		r = 0;
 		goto out;
@@ -1303,9 +1318,11 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	r = resync_hash(&run);
 	if (r != 0)
 		goto out;
+	FAILPOINT("primary-hashed");
 	r = resync_bitmap(&run);
 	if (r < 0)
 		goto out;
+	FAILPOINT("primary-bitmap-read");
 	if (run.write && !run.whole) {
 		resync_run_jobs(&run, job_pass1_thread);
 		r = resync_passes(&run);
@@ -1329,6 +1346,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	/* The leaves of the root made under the fence, under the generation
 	 * now current (the next one when the primary committed: its bitmap
 	 * counts from there; else the same, whose bitmap still counts). */
+	FAILPOINT("primary-report");
 	if (run.proof_done)
 		node_proof_save(n);
 	/* Sent last, once this run let go of everything: a client may

@@ -137,6 +137,7 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 	r = hashtree_new(s->hashes, nb, fanout, seed, &s->tree);
 	if (r < 0)
 		return r;
+	FAILPOINT_RETURN("secondary-tree-built");
 	s->seed = seed;
 	s->fanout = fanout;
 	s->leaf = leaf;
@@ -176,6 +177,7 @@ static int session_hash_req(struct session *s, size_t len)
 	r = wire_hash_reply_encode(q.level, h, nh, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
+	FAILPOINT_RETURN("secondary-hash-reply");
 	return peer_conn_send_frame(s->c, WIRE_HASH_REPLY, s->out, olen);
 }
 
@@ -229,6 +231,7 @@ static int session_page_req(struct session *s, size_t len)
 	r = wire_hash_reply_encode(0, h, k, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
+	FAILPOINT_RETURN("secondary-page-reply");
 	return peer_conn_send_frame(s->c, WIRE_PAGE_REPLY, s->out, olen);
 }
 
@@ -262,6 +265,7 @@ static int session_write_begin(struct session *s)
 	r = node_fence_freeze(n);
 	if (r < 0)
 		return r;
+	FAILPOINT("secondary-fenced");
 	/* The journal records the state from before the resync. */
 	meta_info_get(node_meta(n), &mi);
 	r = node_undo_begin(n, &mi, &s->target,
@@ -274,6 +278,7 @@ static int session_write_begin(struct session *s)
 	r = meta_state_set(node_meta(n), META_STATE_INCONSISTENT);
 	if (r < 0)
 		return r;
+	FAILPOINT("secondary-inconsistent");
 	event_publish_state(n->bus, n->self->name, EVENT_STATE_NONE, META_STATE_INCONSISTENT, true, "resync in progress");
 	r = patch_writer_new(n->vol, &po, &s->pw);
 	if (r < 0)
@@ -374,12 +379,14 @@ static int session_extents(struct session *s, size_t len)
 		r = node_undo_save(s->n, e.offset, e.len, s->why, sizeof(s->why));
 		if (r < 0)
 			return r;
+		FAILPOINT_RETURN("secondary-undo-saved");
 	}
 	if (s->undo && m.n_extents) {
 		r = node_undo_sync(s->n, s->why, sizeof(s->why));
 		if (r < 0)
 			return r;
 	}
+	FAILPOINT_RETURN("secondary-batch-before-write");
 	for (uint32_t i = 0; i < m.n_extents; i++) {
 		struct wire_extent e = wire_extents_get(&m, i);
 
@@ -388,6 +395,7 @@ static int session_extents(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 		pos += e.len;
+		FAILPOINT_RETURN("secondary-batch-extent-written");
 	}
 	if (m.n_extents) {
 		struct wire_extent a = wire_extents_get(&m, 0), b = wire_extents_get(&m, m.n_extents - 1);
@@ -396,6 +404,7 @@ static int session_extents(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 		writeback_push(&s->wb, a.offset, b.offset + b.len - a.offset);
+		FAILPOINT_RETURN("secondary-batch-written");
 	}
 	return 0;
 }
@@ -427,9 +436,11 @@ static int session_checkpoint(struct session *s, size_t len)
 			return r;
 	}
 	id = s->target;
+	FAILPOINT_RETURN("secondary-checkpoint-synced");
 	r = meta_checkpoint_set(node_meta(s->n), MIN(off, node_size(s->n)), &id);
 	if (r < 0)
 		return r;
+	FAILPOINT_RETURN("secondary-checkpoint-saved");
 	return send_offset(s->c, WIRE_ACK, off);
 }
 
@@ -442,6 +453,7 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 	int r;
 
 	memcpy(gen.b, g->b, 16);
+	FAILPOINT_RETURN("secondary-commit-received");
 	/* etcd (issue 14): no commit from a primary the leader key left. */
 	r = node_etcd_commit_check(n, s->peer, s->why, sizeof(s->why));
 	if (r < 0)
@@ -454,11 +466,13 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 		if (r < 0)
 			return r;
 	}
+	FAILPOINT_RETURN("secondary-commit-synced");
 	/* Generation, bitmap, trust, checkpoint and state in one update. */
 	r = meta_resync_commit(m, &gen, true);
 	if (r < 0)
 		return r;
 	s->committed = true;
+	FAILPOINT_RETURN("secondary-commit-saved");
 	/* The proof's leaves (PROOF_REQ, a moment ago, under the same
 	 * fence) are this volume now: kept under the new generation. */
 	if (s->proof_done)
@@ -478,6 +492,7 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 	      " EXTENTS frames written)",
 	      s->peer, s->n_blocks, s->n_extents);
 	event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_UPTODATE, true, "resync committed");
+	FAILPOINT_RETURN("secondary-commit-before-ack");
 	return send_offset(s->c, WIRE_ACK, node_size(n));
 }
 
@@ -516,6 +531,7 @@ static int session_status(struct session *s, size_t len)
 	r = wire_status_encode(&st, buf, sizeof(buf), &olen);
 	if (r < 0)
 		return r;
+	FAILPOINT_RETURN("secondary-status");
 	return peer_conn_send_frame(s->c, WIRE_STATUS, buf, olen);
 }
 
@@ -551,6 +567,7 @@ static int session_bitmap(struct session *s, size_t len)
 			       RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
+	FAILPOINT_RETURN("secondary-bitmap");
 	return peer_conn_send_frame(s->c, WIRE_BITMAP, s->out, olen);
 }
 
@@ -592,6 +609,7 @@ static int session_proof_make(struct session *s, const struct wire_proof *qp,
 		return r;
 	if (node_failpoint("corrupt-before-commit"))
 		session_corrupt(s);
+	FAILPOINT_RETURN("secondary-proof-synced");
 	r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written, &a, NULL);
 	if (r < 0) {
 		snprintf(s->why, sizeof(s->why), "'%s' cannot make its proof: %s", n->self->name,
@@ -603,6 +621,7 @@ static int session_proof_make(struct session *s, const struct wire_proof *qp,
 	if (r < 0)
 		return r;
 	*ret = a;
+	FAILPOINT_RETURN("secondary-proof-sent");
 	return peer_conn_send_frame(s->c, WIRE_PROOF, buf, olen);
 }
 
@@ -671,6 +690,7 @@ static int session_undo(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	s->undo_mode = mode;
+	FAILPOINT_RETURN("secondary-undo-mode");
 	return 0;
 }
 
@@ -816,6 +836,7 @@ static int session_hello(struct session *s)
 		meta_info_get(node_meta(n), &mi);
 		s->diverged = mi.state == META_STATE_DIVERGED;
 		s->undo_mode = n->cfg->undo;
+		FAILPOINT("secondary-hello");
 	} else if ((h.flags & WIRE_HELLO_PRIMARY) && n->is_primary) {
 		char sb[RESYNC_WIRE_TEXT_MAX];
 

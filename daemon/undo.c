@@ -107,6 +107,7 @@ static void rollback_written(void *arg, uint64_t off, uint64_t len)
 	if (r < 0 && c->r >= 0)
 		c->r = r;
 	/* Test failpoint: a kill -9 part-way through a rollback. */
+	FAILPOINT("secondary-rollback-record");
 	if (c->kill_after && ++c->records == c->kill_after)
 		raise(SIGKILL);
 }
@@ -125,6 +126,7 @@ static int undo_apply(struct node *n, bool serving, char *why, size_t whylen)
 	/* The proof's leaves describe what the rollback overwrites. */
 	node_proof_drop(n);
 	r = meta_state_set(m, META_STATE_INCONSISTENT);
+	FAILPOINT("secondary-rollback-inconsistent");
 	if (r >= 0)
 		r = undo_rollback_mark(n->undo);
 	if (r < 0) {
@@ -185,6 +187,7 @@ int node_undo_rollback(struct node *n, bool serving, uint64_t *ret_bytes, char *
 		snprintf(why, whylen, "'%s': cannot fence its writers: %s", n->self->name, strerror(-r));
 	else
 		r = undo_apply(n, serving, why, whylen);
+	FAILPOINT("secondary-rollback-applied");
 	if (r >= 0) {
 		undo_drop(n, NULL);
 		meta_info_get(node_meta(n), &mi);
@@ -235,6 +238,7 @@ int node_undo_load(struct node *n)
 	if (undo_rollback_started(j)) {
 		log_warning("a rollback of '%s' was interrupted: finishing it before serving",
 			    n->self->volume);
+		FAILPOINT("secondary-rollback-resume");
 		r = node_undo_rollback(n, false, NULL, why, sizeof(why));
 		if (r < 0)
 			log_error("the interrupted rollback cannot finish (%s): '%s' stays Inconsistent",
@@ -306,6 +310,7 @@ int node_undo_begin(struct node *n, const struct meta_info *mi, const struct met
 		return r;
 	}
 	undo_set(n, j);
+	FAILPOINT("secondary-undo-created");
 	log_info("undo journal '%s' started (state %s before the resync, at most %" PRIu64 " bytes)",
 		 n->undo_path, meta_state_name(mi->state), undo_max_for(n));
 	return 1;
@@ -331,6 +336,7 @@ int node_undo_sync(struct node *n, char *why, size_t whylen)
 {
 	int r = undo_sync(n->undo);
 
+	FAILPOINT("secondary-undo-synced");
 	if (r < 0)
 		snprintf(why, whylen, "'%s': cannot flush the undo journal '%s': %s", n->self->name,
 			 n->undo_path, strerror(-r));
@@ -356,6 +362,7 @@ int node_peer_rollback(struct peer_conn *c, unsigned char *buf, uint64_t *ret_by
 	int r;
 
 	r = peer_conn_send_frame(c, WIRE_ROLLBACK, buf, 0);
+	FAILPOINT("primary-rollback-sent");
 	if (r >= 0)
 		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0) {

@@ -30,6 +30,7 @@ static void *writeback_thread(void *arg)
 		pthread_mutex_unlock(&w->lock);
 		/* Advice only: an error shows at the fdatasync that follows. */
 		(void)sync_file_range(w->fd, (off64_t)off, (off64_t)len, SYNC_FILE_RANGE_WRITE);
+		FAILPOINT("secondary-writeback");
 		pthread_mutex_lock(&w->lock);
 	}
 	pthread_mutex_unlock(&w->lock);

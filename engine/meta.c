@@ -14,6 +14,7 @@
 #include <uuid/uuid.h>
 #include <xxhash.h>
 
+#include "resync/failpoint.h"
 #include "resync/fileio.h"
 #include "resync/io.h"
 #include "resync/macro.h"
@@ -461,11 +462,14 @@ static int meta_commit_locked(struct meta *m, enum commit_kind kind)
 	if (full && m->bitmap_bytes)
 		r = fd_pwrite_full(m->fd, m->snapshot, m->bitmap_bytes,
 				   meta_bitmap_slot_off(m->bitmap_bytes, target));
+	FAILPOINT("meta-bitmap-written");
 	if (r >= 0)
 		r = fd_pwrite_full(m->fd, m->hdr, META_HEADER_SIZE,
 				   (uint64_t)target * META_HEADER_SIZE);
+	FAILPOINT("meta-header-written");
 	if (r >= 0 && fdatasync(m->fd) < 0)
 		r = -errno;
+	FAILPOINT("meta-synced");
 	pthread_mutex_lock(&m->lock);
 
 	if (r < 0) {
