@@ -696,16 +696,19 @@ static int job_xfer_commit(struct job_xfer *x)
 			return r;
 		}
 	}
+	FAILPOINT_RETURN("primary-commit-before");
 	if (j->proof_primary && (j->features & WIRE_FEATURE_PROOF)) {
 		/* One exchange with a peer that commits on its own proof. */
-		if (j->features & WIRE_FEATURE_PROOF_COMMIT)
-			return job_proof(j, x->c, x->buf, true);
+		if (j->features & WIRE_FEATURE_PROOF_COMMIT) {
+			r = job_proof(j, x->c, x->buf, true);
+			FAILPOINT("primary-commit-acked");
+			return r;
+		}
 		r = job_proof(j, x->c, x->buf, false);
 		if (r < 0)
 			return r;
 	}
 	memcpy(g.b, j->gen.b, 16);
-	FAILPOINT_RETURN("primary-commit-before");
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);
