@@ -140,14 +140,18 @@ int session_copy(struct session *s, size_t len)
 	return peer_conn_send_frame(s->c, WIRE_COPY_ACK, s->out, olen);
 }
 
+static void weak_sum_one(void *arg, size_t k, const unsigned char *p, size_t len)
+{
+	uint32_t *sums = arg;
+
+	sums[k] = rollsum_block(p, len);
+}
+
 int session_weak_req(struct session *s, size_t len)
 {
 	struct wire_page_req q;
-	uint64_t size = node_size(s->n);
-	int fd = volume_fd(s->n->vol);
 	_cleanup_free_ uint32_t *sums = NULL;
-	_cleanup_free_ unsigned char *buf = NULL;
-	size_t k = 0, olen;
+	size_t olen;
 	int r;
 
 	r = wire_page_req_decode(s->in, len, &q);
@@ -156,35 +160,12 @@ int session_weak_req(struct session *s, size_t len)
 	if (q.seed)
 		return -EBADMSG;
 	sums = malloc((q.n_pages ? q.n_pages : 1) * sizeof(*sums));
-	buf = malloc(RESYNC_CHUNK); /* a multiple of every piece size */
-	if (!sums || !buf)
+	if (!sums)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < q.n_ranges; i++) {
-		struct hashtree_range rr = wire_page_req_range(&q, i);
-		uint64_t off = rr.first, end;
-
-		if (rr.first >= size || rr.count > size - rr.first)
-			return -EBADMSG;
-		end = rr.first + rr.count;
-		if (rr.count % q.page_size && end != size)
-			return -EBADMSG;
-		while (off < end) {
-			size_t n = (size_t)MIN(end - off, (uint64_t)RESYNC_CHUNK);
-
-			r = fd_pread_full(fd, buf, n, off);
-			if (r < 0)
-				return r;
-			for (size_t p = 0; p < n; p += q.page_size) {
-				if (k >= q.n_pages)
-					return -EBADMSG; /* our bug: decode counted them */
-				sums[k++] = rollsum_block(buf + p, MIN((size_t)q.page_size, n - p));
-			}
-			off += n;
-		}
-	}
-	if (k != q.n_pages)
-		return -EBADMSG;
-	r = wire_weak_reply_encode(sums, k, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
+	r = session_pages_each(s, &q, weak_sum_one, sums);
+	if (r < 0)
+		return r;
+	r = wire_weak_reply_encode(sums, q.n_pages, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
 	return peer_conn_send_frame(s->c, WIRE_WEAK_REPLY, s->out, olen);

@@ -609,6 +609,11 @@ void moved_free(struct job *j);
 /* The secondary's handlers: COPY (primary only: applied under the fence,
  * each source checked first) and WEAK_REQ. */
 int session_copy(struct session *s, size_t len);
+/* Every page that q names, read from this volume in order, to fn with
+ * its index (session.c; PAGE_REQ and WEAK_REQ). Returns 0, -EBADMSG
+ * when q names what is not in the volume, or -errno of a read. */
+int session_pages_each(struct session *s, const struct wire_page_req *q,
+		       void (*fn)(void *arg, size_t k, const unsigned char *p, size_t len), void *arg);
 int session_weak_req(struct session *s, size_t len);
 /* Start writing (fence, Inconsistent on disk) at the first data frame. */
 int session_write_ensure(struct session *s);

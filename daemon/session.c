@@ -184,33 +184,26 @@ static int session_hash_req(struct session *s, size_t len)
 /* PAGE_REQ: the hashes of the pages of byte ranges of this volume, read
  * now (the primary asks for the pages of the blocks it found differing,
  * and sends only the pages whose hashes differ). */
-static int session_page_req(struct session *s, size_t len)
+int session_pages_each(struct session *s, const struct wire_page_req *q,
+		       void (*fn)(void *arg, size_t k, const unsigned char *p, size_t len), void *arg)
 {
-	struct node *n = s->n;
-	struct wire_page_req q;
-	uint64_t size = node_size(n);
-	int fd = volume_fd(n->vol);
-	_cleanup_free_ struct hash128 *h = NULL;
-	_cleanup_free_ unsigned char *buf = NULL;
-	size_t k = 0, olen;
+	uint64_t size = node_size(s->n);
+	int fd = volume_fd(s->n->vol);
+	_cleanup_free_ unsigned char *buf = malloc(RESYNC_CHUNK);
+	size_t k = 0;
 	int r;
 
-	r = wire_page_req_decode(s->in, len, &q);
-	if (r < 0)
-		return r;
-	h = calloc(q.n_pages ? q.n_pages : 1, sizeof(*h));
 	/* RESYNC_CHUNK is a multiple of every valid page size. */
-	buf = malloc(RESYNC_CHUNK);
-	if (!h || !buf)
+	if (!buf)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < q.n_ranges; i++) {
-		struct hashtree_range rr = wire_page_req_range(&q, i);
+	for (uint32_t i = 0; i < q->n_ranges; i++) {
+		struct hashtree_range rr = wire_page_req_range(q, i);
 		uint64_t off = rr.first, end;
 
 		if (rr.first >= size || rr.count > size - rr.first)
 			return -EBADMSG;
 		end = rr.first + rr.count;
-		if (rr.count % q.page_size && end != size)
+		if (rr.count % q->page_size && end != size)
 			return -EBADMSG;
 		while (off < end) {
 			size_t m = (size_t)MIN(end - off, (uint64_t)RESYNC_CHUNK);
@@ -218,17 +211,48 @@ static int session_page_req(struct session *s, size_t len)
 			r = fd_pread_full(fd, buf, m, off);
 			if (r < 0)
 				return r;
-			for (size_t p = 0; p < m; p += q.page_size) {
-				if (k >= q.n_pages)
+			for (size_t p = 0; p < m; p += q->page_size) {
+				if (k >= q->n_pages)
 					return -EBADMSG; /* our bug: decode counted them */
-				h[k++] = hash_block(buf + p, MIN((size_t)q.page_size, m - p), q.seed);
+				fn(arg, k++, buf + p, MIN((size_t)q->page_size, m - p));
 			}
 			off += m;
 		}
 	}
-	if (k != q.n_pages)
-		return -EBADMSG;
-	r = wire_hash_reply_encode(0, h, k, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
+	return k == q->n_pages ? 0 : -EBADMSG;
+}
+
+struct page_hashes {
+	struct hash128 *h;
+	uint64_t seed;
+};
+
+static void page_hash_one(void *arg, size_t k, const unsigned char *p, size_t len)
+{
+	struct page_hashes *ph = arg;
+
+	ph->h[k] = hash_block(p, len, ph->seed);
+}
+
+static int session_page_req(struct session *s, size_t len)
+{
+	struct wire_page_req q;
+	_cleanup_free_ struct hash128 *h = NULL;
+	struct page_hashes ph;
+	size_t olen;
+	int r;
+
+	r = wire_page_req_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	h = calloc(q.n_pages ? q.n_pages : 1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	ph = (struct page_hashes){h, q.seed};
+	r = session_pages_each(s, &q, page_hash_one, &ph);
+	if (r < 0)
+		return r;
+	r = wire_hash_reply_encode(0, h, q.n_pages, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
 	FAILPOINT_RETURN("secondary-page-reply");
