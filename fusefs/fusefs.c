@@ -880,10 +880,21 @@ static void *fusefs_thread(void *arg)
 
 int fusefs_start(struct fusefs *fs)
 {
-	int r = pthread_create(&fs->thread, NULL, fusefs_thread, fs);
+	int r;
 
-	if (r)
+	/* Running from here: a stop that comes before the thread reaches
+	 * its loop must unmount too, or the loop, once it starts, waits for
+	 * requests forever and the stop's join with it. */
+	pthread_mutex_lock(&fs->lock);
+	fs->running = true;
+	pthread_mutex_unlock(&fs->lock);
+	r = pthread_create(&fs->thread, NULL, fusefs_thread, fs);
+	if (r) {
+		pthread_mutex_lock(&fs->lock);
+		fs->running = false;
+		pthread_mutex_unlock(&fs->lock);
 		return -r;
+	}
 	fs->thread_started = true;
 	return 0;
 }
