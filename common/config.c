@@ -1044,5 +1044,7 @@ const struct node_config *cluster_config_node(const struct cluster_config *cfg, 
 
 const struct node_config *cluster_config_primary(const struct cluster_config *cfg)
 {
-	return cfg->primary ? cluster_config_node(cfg, cfg->primary) : NULL;
+	const char *p = cluster_config_primary_name(cfg);
+
+	return p ? cluster_config_node(cfg, p) : NULL;
 }

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "json-util.h"
 #include "drift.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
@@ -112,7 +113,7 @@ static json_object *alert_payload(struct node *n, const char *alert, const char 
 	json_object_object_add(p, "cluster", json_object_new_string(n->cfg->name));
 	json_object_object_add(p, "node", json_object_new_string(n->self->name));
 	json_object_object_add(p, "primary",
-			       n->cfg->primary ? json_object_new_string(n->cfg->primary) : NULL);
+			       json_string_or_null(cluster_config_primary_name(n->cfg)));
 	json_object_object_add(p, "result", json_object_new_string(result));
 	json_object_object_add(p, "summary", json_object_new_string(summary));
 	json_object_array_add(arr, x);

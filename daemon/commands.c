@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json-util.h"
 #include "node-int.h"
 #include <stdatomic.h>
 #include "resync/limits.h"
@@ -88,7 +89,7 @@ static void status_judge(const struct status_view *v, const struct wire_hello *h
 enum meta_state node_status_judge(struct node *n, const struct wire_hello *h,
 				  const struct wire_status *ws)
 {
-	struct status_view v = {.primary = n->is_primary, .own = !n->cfg->primary};
+	struct status_view v = {.primary = n->is_primary, .own = !cluster_config_primary_name(n->cfg)};
 	struct status_node sn = {0};
 
 	meta_info_get(node_meta(n), &v.mi);
@@ -193,7 +194,7 @@ static json_object *status_node_json(struct node *n, const struct status_node *s
 {
 	const struct cluster_config *cfg = n->cfg;
 	json_object *o = json_object_new_object();
-	bool primary = cfg->primary && !strcmp(sn->nc->name, cfg->primary);
+	bool primary = cluster_config_primary_is(cfg, sn->nc->name);
 	char u[40];
 
 	json_object_object_add(o, "name", json_object_new_string(sn->nc->name));
@@ -245,7 +246,7 @@ static json_object *status_result(struct node *n, const char *view, const char *
 
 	json_object_object_add(res, "cluster", json_object_new_string(n->cfg->name));
 	json_object_object_add(res, "primary",
-			       n->cfg->primary ? json_object_new_string(n->cfg->primary) : NULL);
+			       json_string_or_null(cluster_config_primary_name(n->cfg)));
 	json_object_object_add(res, "node", json_object_new_string(n->self->name));
 	json_object_object_add(res, "view", json_object_new_string(view));
 	if (primary_error)
@@ -270,7 +271,7 @@ static int status_local(struct node *n, struct control_client *cli, const char *
 	const struct cluster_config *cfg = n->cfg;
 	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
 	_cleanup_free_ struct status_node *sn = calloc(cfg->n_nodes, sizeof(*sn));
-	struct status_view v = {.primary = n->is_primary, .own = !cfg->primary};
+	struct status_view v = {.primary = n->is_primary, .own = !cluster_config_primary_name(cfg)};
 	json_object *res, *nodes;
 
 	if (!buf || !sn)
@@ -284,7 +285,7 @@ static int status_local(struct node *n, struct control_client *cli, const char *
 		sn[i].nc = &cfg->nodes[i];
 		if (sn[i].nc == n->self) {
 			status_self(n, &v, &sn[i]);
-		} else if (primary_error && cfg->primary && !strcmp(sn[i].nc->name, cfg->primary)) {
+		} else if (primary_error && cluster_config_primary_is(cfg, sn[i].nc->name)) {
 			sn[i].state = META_STATE_UNKNOWN;
 			snprintf(sn[i].error, sizeof(sn[i].error), "%s", primary_error);
 		} else {
@@ -305,7 +306,7 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 	char err[1024];
 	int r;
 
-	if (n->is_primary || !n->cfg->primary)
+	if (n->is_primary || !cluster_config_primary_name(n->cfg))
 		return status_local(n, cli, NULL);
 	r = node_forward_try(n, cli, req, status_forward_edit, err, sizeof(err));
 	if (r != 1)
@@ -339,7 +340,7 @@ static int cmd_cancel(void *userdata, struct control_client *cli, json_object *r
 	struct node *n = userdata;
 	bool running;
 
-	if (!n->is_primary && n->cfg->primary)
+	if (!n->is_primary && cluster_config_primary_name(n->cfg))
 		return node_forward(n, cli, req);
 	running = node_resync_running(n);
 	if (running)
@@ -411,7 +412,7 @@ static int cmd_pace(void *userdata, struct control_client *cli, json_object *req
 {
 	struct node *n = userdata;
 
-	if (!n->is_primary && n->cfg->primary)
+	if (!n->is_primary && cluster_config_primary_name(n->cfg))
 		return node_forward(n, cli, req);
 	return ratectl_cmd(&n->rate, node_resync_running(n), cli, req);
 }

@@ -115,8 +115,8 @@ bool node_grow_to_primary(struct node *n, const struct wire_hello *h)
 	uint64_t was = node_size(n);
 	int r;
 
-	if (n->is_primary || !n->cfg->primary || !(h->flags & WIRE_HELLO_PRIMARY) ||
-	    !(h->features & WIRE_FEATURE_GROW) || strcmp(h->node, n->cfg->primary) ||
+	if (n->is_primary || !(h->flags & WIRE_HELLO_PRIMARY) ||
+	    !(h->features & WIRE_FEATURE_GROW) || !cluster_config_primary_is(n->cfg, h->node) ||
 	    h->volume_size <= was || volume_is_blockdev(n->vol))
 		return false;
 	pthread_mutex_lock(&n->lock);
@@ -275,7 +275,7 @@ bool node_peer_split_brain(struct node *n, const struct wire_hello *h, int peer_
 		split_brain_note(n, h->node, &pg, why);
 		return true;
 	}
-	if (!peer_primary || !n->cfg->primary || strcmp(h->node, n->cfg->primary))
+	if (!peer_primary || !cluster_config_primary_is(n->cfg, h->node))
 		return false;
 	/* This node is the secondary; the peer its primary. */
 	known[nk++] = pg;

@@ -426,7 +426,7 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		r = -EINVAL;
 		goto fail;
 	}
-	n->is_primary = cfg->primary && !strcmp(cfg->primary, name);
+	n->is_primary = cluster_config_primary_is(cfg, name);
 	/* etcd (issue 14): the primary from its leader key. */
 	r = node_etcd_new(n);
 	if (r < 0)

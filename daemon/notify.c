@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json-util.h"
 #include "events.h"
 #include "log.h"
 #include "notify-int.h"
@@ -163,7 +164,7 @@ static json_object *payload_base(struct notify *n, const char *type, const char 
 	json_object_object_add(p, "cluster", json_object_new_string(n->cfg->name));
 	json_object_object_add(p, "node", json_object_new_string(n->o.node));
 	json_object_object_add(p, "primary",
-			       n->cfg->primary ? json_object_new_string(n->cfg->primary) : NULL);
+			       json_string_or_null(cluster_config_primary_name(n->cfg)));
 	json_object_object_add(p, "result", json_object_new_string(result));
 	json_object_object_add(p, "time", json_object_new_string(t));
 	json_object_object_add(p, "details", json_object_new_string(details));

@@ -224,10 +224,10 @@ static int resync_check(struct resync_run *run)
 	if (cfg->n_nodes < 2)
 		return control_client_error(run->cli, "refused: cluster '%s' has one node; a resync needs two or more",
 					    cfg->name), 1;
-	if (!cfg->primary && cfg->etcd) /* issue 14 */
+	if (!cluster_config_primary_name(cfg) && cfg->etcd) /* issue 14 */
 		return control_client_error(run->cli, "refused: cluster '%s' has no primary: etcd's leader key '%s' names no node of it, or etcd has not answered yet",
 					    cfg->name, cfg->etcd->leader_key), 1;
-	if (!cfg->primary)
+	if (!cluster_config_primary_name(cfg))
 		return control_client_error(run->cli, "refused: cluster '%s' has no primary (set 'primary' in [cluster])",
 					    cfg->name), 1;
 	if (!n->is_primary) {

@@ -85,7 +85,7 @@ int main(int argc, char **argv)
 	/* Under systemd (Type=notify): ready once the mount, the peer port
 	 * and the control socket are up. A no-op elsewhere. */
 	sd_notifyf(0, "READY=1\nSTATUS=serving node '%s' of cluster '%s' (%s)", name, cfg->name,
-		   cfg->primary && !strcmp(cfg->primary, name) ? "primary" : "secondary");
+		   cluster_config_primary_is(cfg, name) ? "primary" : "secondary");
 	do {
 		if (sigwait(&set, &sig) != 0)
 			sig = 0;

@@ -843,8 +843,7 @@ static int session_hello(struct session *s)
 		send_text(s->c, WIRE_REFUSE, why.code, why.text);
 		return r;
 	}
-	s->from_primary = (h.flags & WIRE_HELLO_PRIMARY) && n->cfg->primary &&
-			  !strcmp(h.node, n->cfg->primary) && !n->is_primary;
+	s->from_primary = (h.flags & WIRE_HELLO_PRIMARY) && cluster_config_primary_is(n->cfg, h.node) && !n->is_primary;
 	if (s->from_primary) {
 		struct meta_info mi;
 

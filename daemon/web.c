@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json-util.h"
 #include "log.h"
 #include "resync/clock.h"
 #include "resync/control.h"
@@ -708,7 +709,7 @@ static bool resync_offered(const struct cluster_config *cfg, char *why, size_t l
 			 cfg->name);
 		return false;
 	}
-	if (!cfg->primary) {
+	if (!cluster_config_primary_name(cfg)) {
 		snprintf(why, len,
 			 "Cluster '%s' has no primary defined (set 'primary' in [cluster]): "
 			 "nothing says whose data is right.",
@@ -733,7 +734,7 @@ static json_object *dashboard_json(struct web *w, int session)
 		json_object_array_add(names, json_object_new_string(cfg->nodes[i].name));
 	json_object_object_add(o, "cluster", json_object_new_string(cfg->name));
 	json_object_object_add(o, "node", json_object_new_string(w->o.self->name));
-	json_object_object_add(o, "primary", cfg->primary ? json_object_new_string(cfg->primary) : NULL);
+	json_object_object_add(o, "primary", json_string_or_null(cluster_config_primary_name(cfg)));
 	json_object_object_add(o, "nodes", names);
 	json_object_object_add(o, "undo", json_object_new_boolean(cfg->undo == CONFIG_UNDO_ON));
 	json_object_object_add(o, "undo_mode",

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* session_timeout: its default and its bounds. */
 enum {
@@ -118,7 +119,10 @@ int config_delta_parse(const char *s, unsigned *ret);
 struct cluster_config {
 	char *path; /* the file loaded */
 	char *name;
-	char *primary;	   /* NULL if not set */
+	/* NULL if not set. With [etcd] the leader key's watch changes it
+	 * at run time (to another node's name, or NULL): read it with
+	 * cluster_config_primary_name(), once per decision. */
+	char *primary;
 	char *secret_file; /* NULL only when insecure */
 	uint32_t block_size;
 	uint64_t max_rate; /* bytes per second, 0 = unlimited */
@@ -222,3 +226,17 @@ bool config_name_valid(const char *s, size_t len);
 /* Split "HOST:PORT" ("[v6]:PORT" for IPv6 literals). Returns 0 and a
  * malloc'ed host, or -EINVAL. */
 int config_address_parse(const char *s, char **ret_host, uint16_t *ret_port);
+
+/* cfg->primary now (an atomic load: see struct cluster_config). */
+static inline const char *cluster_config_primary_name(const struct cluster_config *cfg)
+{
+	return __atomic_load_n(&cfg->primary, __ATOMIC_ACQUIRE);
+}
+
+/* Whether cfg names name as the primary now (one load). */
+static inline bool cluster_config_primary_is(const struct cluster_config *cfg, const char *name)
+{
+	const char *p = cluster_config_primary_name(cfg);
+
+	return p && !strcmp(p, name);
+}
