@@ -13,7 +13,9 @@
  *   session.c     the accepting side: frames dispatched by type
  *   writeback.c   writeback started early while frames arrive
  *   job.c         the primary's work toward one secondary
- *   resync.c      verify and resync: plan, hash, run jobs, report, commit
+ *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
+ *                 in resync-int.h; resync-pass.c the passes and the short
+ *                 fence, resync-report.c the result)
  *   forward.c     cluster-wide requests sent to the primary, both ends
  *   commands.c    the control commands and their table
  *   proof.c       the proof of convergence: this volume's root hash, its
