@@ -12,7 +12,8 @@ other side too (role both: p and s1). The killed daemons restart; then:
   - a second resync completes and every secondary is byte-identical.
 
 Prints 'crash matrix: N/N' per role. RESYNC_CRASHMATRIX=sample runs a
-third of the cases (every third, a fixed choice: the ASan run);
+third of the cases (every third, a fixed choice: the suite's run, whole
+with RESYNC_LONG=1);
 RESYNC_CRASHMATRIX=NAME[,NAME] only those failpoints (errors: only the
 error cases). Then a few places
 set to the action error (failpoints.ERRORS): the resync fails with the
@@ -35,13 +36,19 @@ from resyncfs_lib import Scratch  # noqa: E402
 SIZE = 4 * MB
 BLOCK = 64 << 10
 
+
+def crashmatrix_selection():
+    """RESYNC_CRASHMATRIX, but the whole matrix with RESYNC_LONG=1."""
+    sel = os.environ.get("RESYNC_CRASHMATRIX", "")
+    return "" if sel == "sample" and os.environ.get("RESYNC_LONG") == "1" else sel
+
 def cases():
     out = []
     for fp, mode in PRIMARY:
         out += [("primary", fp, mode), ("both", fp, mode)]
     for fp, mode in SECONDARY:
         out += [("secondary", fp, mode), ("both", fp, mode)]
-    sel = os.environ.get("RESYNC_CRASHMATRIX", "")
+    sel = crashmatrix_selection()
     if sel == "sample":
         out = out[::3]
     elif sel == "errors":
@@ -235,7 +242,7 @@ def main():
         passed[role] = passed.get(role, 0) + 1
         print("ok %-48s %-9s %-8s %.1f s" % (fp, role, mode, time.monotonic() - t), flush=True)
     errors = 0
-    sel = os.environ.get("RESYNC_CRASHMATRIX", "")
+    sel = crashmatrix_selection()
     todo = ERRORS[::3] if sel == "sample" else ERRORS if sel in ("", "errors") else []
     for fp, mode in todo:
         t = time.monotonic()
