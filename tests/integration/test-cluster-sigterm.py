@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""SIGTERM in the middle of a resync, at 10 random points, to the primary
+"""SIGTERM in the middle of a resync, at 10 random points (RESYNC_SIGTERM_ROUNDS:
+the sanitizer build's suite takes 5), to the primary
 or a secondary chosen at random (the seed is printed; RESYNC_SEED sets
 it): the daemon exits cleanly within 5 s (every thread woken and joined,
 nothing freed under one), its log has no sanitizer report, it restarts,
@@ -16,7 +17,7 @@ from cluster_lib import (MB, RESYNCCTL, Cluster, check, fail,  # noqa: E402
                          resync_ok)
 from resyncfs_lib import Scratch  # noqa: E402
 
-ROUNDS = 10
+ROUNDS = int(os.environ.get("RESYNC_SIGTERM_ROUNDS") or 10)
 SIZE = 64 * MB
 DATA = 24 * MB       # new data on the primary each round
 RATE = "8M"          # so that the interrupted resync lasts a while (about 3 s)
