@@ -63,7 +63,14 @@ class Cluster:
                              stdout=log, stderr=log,
                              env=dict(os.environ, **env) if env else None)
         self.procs[n] = p
+        self.wait_up(n, p, "resyncd %s up" % n)
 
+    def mounted(self, n):
+        return is_mounted(self.mount(n))
+
+    def wait_up(self, n, p, what):
+        """Until n's daemon (process p) answers on its control socket and
+        its mount serves; fails at once if p exits."""
         def up():
             if p.poll() is not None:
                 fail("resyncd %s exited with %d: %s" % (n, p.returncode, self.log(n)))
@@ -78,8 +85,8 @@ class Cluster:
                     s.close()
             except OSError:
                 return False
-            return is_mounted(self.mount(n))
-        wait_for(up, what="resyncd %s up" % n)
+            return self.mounted(n)
+        wait_for(up, what=what)
 
     def log(self, n):
         with open(self.sc.path("%s-%s.log" % (self.tag, n)), errors="replace") as f:

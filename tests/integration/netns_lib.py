@@ -119,7 +119,6 @@ class NetnsCluster(Cluster):
             return False
 
     def start(self, n, env=None):
-        import socket
         log = open(self.sc.path("%s-%s.log" % (self.tag, n)), "ab")
         p = subprocess.Popen(["ip", "netns", "exec", self.net.ns[n],
                               "unshare", "--mount", "--propagation", "private",
@@ -130,20 +129,7 @@ class NetnsCluster(Cluster):
         self.procs[n] = p
         self.pids[n] = p.pid  # ip and unshare exec, without a fork
 
-        def up():
-            if p.poll() is not None:
-                fail("resyncd %s exited with %d: %s" % (n, p.returncode, self.log(n)))
-            try:
-                os.stat(self.file(n))
-                s = socket.socket(socket.AF_UNIX)
-                try:
-                    s.connect(self.control(n))
-                finally:
-                    s.close()
-            except OSError:
-                return False
-            return self.mounted(n)
-        wait_for(up, what="resyncd %s up in %s" % (n, self.net.ns[n]))
+        self.wait_up(n, p, "resyncd %s up in %s" % (n, self.net.ns[n]))
         with open("/proc/%d/comm" % p.pid) as f:
             check(f.read().strip() == "resyncd", "the pid of %s is resyncd's" % n)
 
