@@ -120,7 +120,8 @@ void node_proof_forget(struct node *n)
 	pthread_mutex_unlock(&n->proof_lock);
 }
 
-/* The root of n->proof into ret, and the log line (proof_lock held). */
+/* The root of n->proof into ret (proof_lock held); on failure the leaves
+ * are dropped. */
 static int proof_finish_locked(struct node *n, const struct proof_key *key, uint64_t hashed,
 			       struct wire_proof *ret)
 {
