@@ -354,6 +354,37 @@ static bool cluster_key_choice(struct parse_ctx *c, enum cluster_key k, const ch
 	}
 }
 
+/* undo_max_bytes: a size, or a percentage of the volume ("10%"). */
+static void undo_max_bytes(struct parse_ctx *c, const char *v)
+{
+	struct cluster_config *cfg = c->cfg;
+	size_t l = strlen(v);
+	char *end;
+	unsigned long pc;
+	uint64_t u;
+
+	if (l > 1 && v[l - 1] == '%') {
+		errno = 0;
+		pc = strtoul(v, &end, 10);
+		if (errno || end != v + l - 1 || pc < 1 || pc > 100) {
+			config_fail(c, c->line, -EINVAL,
+				    "key 'undo_max_bytes': '%s' is not a percentage from 1%% to 100%%", v);
+			return;
+		}
+		cfg->undo_max_percent = (unsigned)pc;
+		cfg->undo_max_bytes = 0;
+		return;
+	}
+	if (parse_size(v, &u) < 0 || u == 0) {
+		config_fail(c, c->line, -EINVAL,
+			    "key 'undo_max_bytes': '%s' is not a size (e.g. 1G) or a percentage of "
+			    "the volume (e.g. 10%%)",
+			    v);
+		return;
+	}
+	cfg->undo_max_bytes = u;
+}
+
 /* Sizes and rates. Returns whether k is one of them (handled). */
 static bool cluster_key_size(struct parse_ctx *c, enum cluster_key k, const char *key,
 			     const char *v)
@@ -404,35 +435,9 @@ static bool cluster_key_size(struct parse_ctx *c, enum cluster_key k, const char
 		}
 		cfg->final_pass_bytes = u;
 		return true;
-	case CK_UNDO_MAX_BYTES: {
-		/* A size, or a percentage of the volume ("10%"). */
-		size_t l = strlen(v);
-		char *end;
-		unsigned long pc;
-
-		if (l > 1 && v[l - 1] == '%') {
-			errno = 0;
-			pc = strtoul(v, &end, 10);
-			if (errno || end != v + l - 1 || pc < 1 || pc > 100) {
-				config_fail(c, c->line, -EINVAL,
-					    "key 'undo_max_bytes': '%s' is not a percentage from 1%% to 100%%",
-					    v);
-				return true;
-			}
-			cfg->undo_max_percent = (unsigned)pc;
-			cfg->undo_max_bytes = 0;
-			return true;
-		}
-		if (parse_size(v, &u) < 0 || u == 0) {
-			config_fail(c, c->line, -EINVAL,
-				    "key 'undo_max_bytes': '%s' is not a size (e.g. 1G) or a percentage of "
-				    "the volume (e.g. 10%%)",
-				    v);
-			return true;
-		}
-		cfg->undo_max_bytes = u;
+	case CK_UNDO_MAX_BYTES:
+		undo_max_bytes(c, v);
 		return true;
-	}
 	default:
 		return false;
 	}
