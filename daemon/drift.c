@@ -303,9 +303,15 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 	struct drift *d = n->drift;
 	int64_t now = time(NULL);
 	bool verified = false;
+	uint64_t *unmarked;
 
 	if (!d || plan)
 		return;
+	/* Measured before the lock: a volume that differs all over has many
+	 * blocks to look up. Without memory, all of it counts as unmarked. */
+	unmarked = write ? NULL : calloc(nj ? nj : 1, sizeof(*unmarked));
+	for (size_t i = 0; unmarked && i < nj; i++)
+		unmarked[i] = jobs[i].r < 0 ? 0 : job_unmarked_bytes(n, &jobs[i]);
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < nj; i++) {
 		const struct job *j = &jobs[i];
@@ -328,7 +334,7 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 		snprintf(dn->error, sizeof(dn->error), "%s", j->r < 0 ? j->err : "");
 		dn->diff_bytes = j->r < 0 ? 0 : j->differing_bytes;
 		dn->diff_blocks = j->r < 0 ? 0 : j->differing_blocks;
-		dn->diff_unmarked = j->r < 0 ? 0 : job_unmarked_bytes(n, j);
+		dn->diff_unmarked = j->r < 0 ? 0 : unmarked ? unmarked[i] : j->differing_bytes;
 		dn->compared = j->bytes_compared;
 		dn->resumed_from = 0;
 		verified = true;
@@ -339,6 +345,7 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 		pthread_cond_broadcast(&d->cond);
 	}
 	pthread_mutex_unlock(&d->lock);
+	free(unmarked);
 	for (size_t i = 0; i < nj; i++) {
 		char key[RESYNC_NAME_MAX + 16];
 
