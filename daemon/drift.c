@@ -22,6 +22,35 @@ unsigned drift_probe_ms(const struct cluster_config *cfg)
 	return (unsigned)MIN(MAX(ms, (uint64_t)DRIFT_PROBE_MIN_MS), (uint64_t)DRIFT_PROBE_MAX_MS);
 }
 
+uint64_t drift_unmarked_bytes(struct node *n, uint64_t off, uint64_t len)
+{
+	struct meta *m = node_meta(n);
+	struct meta_info mi;
+	uint64_t bs, end = off + len, out = 0;
+
+	meta_info_get(m, &mi);
+	bs = mi.block_size;
+	for (uint64_t b = off / bs; len && b * bs < end; b++)
+		if (!meta_dirty_test(m, b)) /* false past the volume's end too */
+			out += MIN(end, (b + 1) * bs) - MAX(off, b * bs);
+	return out;
+}
+
+/* Of a verify job's differing bytes, those unmarked (drift_unmarked_bytes());
+ * any not in its ranges count as unmarked. */
+static uint64_t job_unmarked_bytes(struct node *n, const struct job *j)
+{
+	uint64_t in_ranges = 0, out = 0;
+
+	for (size_t i = 0; i < j->ranges.n; i++) {
+		in_ranges += j->ranges.v[i].len;
+		out += drift_unmarked_bytes(n, j->ranges.v[i].off, j->ranges.v[i].len);
+	}
+	if (j->differing_bytes > in_ranges)
+		out += j->differing_bytes - in_ranges;
+	return MIN(out, j->differing_bytes);
+}
+
 bool drift_sleep(struct node *n, unsigned ms)
 {
 	for (unsigned slept = 0; slept < ms && !atomic_load(&n->stopping); slept += DRIFT_TICK_MS)
@@ -153,6 +182,10 @@ void drift_state_load(struct node *n, json_object *state)
 			dn->verify_time = jint(x, "time");
 			dn->diff_bytes = juint(x, "differing_bytes");
 			dn->diff_blocks = juint(x, "differing_blocks");
+			/* Absent (an older state file): all of it, as then. */
+			dn->diff_unmarked = json_object_object_get_ex(x, "unmarked_bytes", NULL)
+						    ? juint(x, "unmarked_bytes")
+						    : dn->diff_bytes;
 			dn->compared = juint(x, "bytes_compared");
 			dn->resumed_from = juint(x, "resumed_from");
 			if (json_object_object_get_ex(x, "error", &v) && json_object_get_string(v)) {
@@ -166,6 +199,9 @@ void drift_state_load(struct node *n, json_object *state)
 			dn->off = juint(x, "offset");
 			dn->p_bytes = juint(x, "differing_bytes");
 			dn->p_blocks = juint(x, "differing_blocks");
+			dn->p_unmarked = json_object_object_get_ex(x, "unmarked_bytes", NULL)
+						 ? juint(x, "unmarked_bytes")
+						 : dn->p_bytes;
 			dn->done = json_object_object_get_ex(x, "done", &v) && json_object_get_boolean(v);
 		}
 	}
@@ -211,6 +247,7 @@ void drift_state_save_locked(struct node *n, json_object *state)
 			json_object_object_add(x, "time", json_object_new_int64(dn->verify_time));
 			json_object_object_add(x, "differing_bytes", json_object_new_uint64(dn->diff_bytes));
 			json_object_object_add(x, "differing_blocks", json_object_new_uint64(dn->diff_blocks));
+			json_object_object_add(x, "unmarked_bytes", json_object_new_uint64(dn->diff_unmarked));
 			json_object_object_add(x, "bytes_compared", json_object_new_uint64(dn->compared));
 			json_object_object_add(x, "resumed_from", json_object_new_uint64(dn->resumed_from));
 			if (dn->failed)
@@ -223,6 +260,7 @@ void drift_state_save_locked(struct node *n, json_object *state)
 			json_object_object_add(x, "offset", json_object_new_uint64(dn->off));
 			json_object_object_add(x, "differing_bytes", json_object_new_uint64(dn->p_bytes));
 			json_object_object_add(x, "differing_blocks", json_object_new_uint64(dn->p_blocks));
+			json_object_object_add(x, "unmarked_bytes", json_object_new_uint64(dn->p_unmarked));
 			json_object_object_add(x, "done", json_object_new_boolean(dn->done));
 			json_object_object_add(prog, name, x);
 		}
@@ -265,9 +303,15 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 	struct drift *d = n->drift;
 	int64_t now = time(NULL);
 	bool verified = false;
+	uint64_t *unmarked;
 
 	if (!d || plan)
 		return;
+	/* Measured before the lock: a volume that differs all over has many
+	 * blocks to look up. Without memory, all of it counts as unmarked. */
+	unmarked = write ? NULL : calloc(nj ? nj : 1, sizeof(*unmarked));
+	for (size_t i = 0; unmarked && i < nj; i++)
+		unmarked[i] = jobs[i].r < 0 ? 0 : job_unmarked_bytes(n, &jobs[i]);
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < nj; i++) {
 		const struct job *j = &jobs[i];
@@ -279,8 +323,8 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 			/* Rewritten: what a verify found there is gone, and so
 			 * is what the scheduled verify found so far. */
 			if (dn->verified)
-				dn->diff_bytes = dn->diff_blocks = 0;
-			dn->p_bytes = dn->p_blocks = 0;
+				dn->diff_bytes = dn->diff_blocks = dn->diff_unmarked = 0;
+			dn->p_bytes = dn->p_blocks = dn->p_unmarked = 0;
 			continue;
 		}
 		/* A compare of the whole volume through the hash tree. */
@@ -290,6 +334,7 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 		snprintf(dn->error, sizeof(dn->error), "%s", j->r < 0 ? j->err : "");
 		dn->diff_bytes = j->r < 0 ? 0 : j->differing_bytes;
 		dn->diff_blocks = j->r < 0 ? 0 : j->differing_blocks;
+		dn->diff_unmarked = j->r < 0 ? 0 : unmarked ? unmarked[i] : j->differing_bytes;
 		dn->compared = j->bytes_compared;
 		dn->resumed_from = 0;
 		verified = true;
@@ -300,6 +345,7 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
 		pthread_cond_broadcast(&d->cond);
 	}
 	pthread_mutex_unlock(&d->lock);
+	free(unmarked);
 	for (size_t i = 0; i < nj; i++) {
 		char key[RESYNC_NAME_MAX + 16];
 
@@ -322,9 +368,9 @@ bool drift_verify_differs(struct node *n, const struct node_config *nc)
 	if (!d)
 		return false;
 	pthread_mutex_lock(&d->lock);
-	differs = drift_node_of(d, nc)->verified && drift_node_of(d, nc)->diff_bytes;
+	differs = drift_node_of(d, nc)->verified && drift_node_of(d, nc)->diff_unmarked;
 	/* What the scheduled verify in progress found so far counts too. */
-	differs |= d->in_progress && drift_node_of(d, nc)->p_bytes;
+	differs |= d->in_progress && drift_node_of(d, nc)->p_unmarked;
 	pthread_mutex_unlock(&d->lock);
 	return differs;
 }

@@ -59,6 +59,11 @@ struct drift_node {
 	bool verified;
 	int64_t verify_time; /* unix seconds it ended */
 	uint64_t diff_bytes, diff_blocks;
+	/* Of diff_bytes, those in blocks the primary's dirty bitmap did not
+	 * mark when the verify saw them: only a compare mends these, while
+	 * a quick resync sends every marked block (an Outdated secondary
+	 * differs only there). */
+	uint64_t diff_unmarked;
 	uint64_t compared;     /* bytes the run that ended it compared */
 	uint64_t resumed_from; /* offset that run started at (0: whole) */
 	bool failed;
@@ -66,6 +71,7 @@ struct drift_node {
 	/* The scheduled verify in progress: every byte below off is
 	 * compared; what differed there. */
 	uint64_t off, p_bytes, p_blocks;
+	uint64_t p_unmarked; /* of p_bytes, as diff_unmarked */
 	bool done;
 	/* The watch: the last probe's judgement. */
 	bool probed, connected;
@@ -113,6 +119,9 @@ static inline struct drift_node *drift_node_of(struct drift *d, const struct nod
 
 /* The watch's probe interval for cfg. */
 unsigned drift_probe_ms(const struct cluster_config *cfg);
+/* Bytes of [off, off + len) in blocks that this (primary) node's dirty
+ * bitmap does not mark now: a quick resync would not send them. */
+uint64_t drift_unmarked_bytes(struct node *n, uint64_t off, uint64_t len);
 /* Write the state file now (takes n->lock; d->lock must not be held). */
 void drift_save(struct node *n);
 /* Sleep up to ms, less when the node stops; false once it stops. */

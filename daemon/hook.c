@@ -4,22 +4,22 @@
  * RESYNC_ variables plus the ones below, under before_resync_timeout. A
  * failure or a timeout leaves that secondary out of the resync. */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/pidfd.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "node-int.h"
 #include "resync/macro.h"
 
-
 enum { HOOK_ENV_MAX = 12, HOOK_TICK_MS = 100 };
+
+/* The wait ends early when the node stops or the resync is cancelled. */
+static bool hook_cancelled(void *arg)
+{
+	struct node *n = arg;
+
+	return atomic_load(&n->stopping) || atomic_load(&n->cancel);
+}
 
 int node_hook_before_resync(struct node *n, const struct job *j, const char *mode, char *err,
 			    size_t errlen)
@@ -28,8 +28,8 @@ int node_hook_before_resync(struct node *n, const struct job *j, const char *mod
 	char gen[40];
 	char *mine[HOOK_ENV_MAX] = {0}; /* NULL-terminated */
 	size_t nm = 0;
-	uint64_t deadline;
-	int r, status = 0, pfd;
+	char how[64];
+	int r, status = 0;
 	pid_t pid;
 
 	if (!cmd)
@@ -52,54 +52,19 @@ int node_hook_before_resync(struct node *n, const struct job *j, const char *mod
 		snprintf(err, errlen, "cannot run before_resync_command '%s': %s", cmd, strerror(-r));
 		goto out_env;
 	}
-	pfd = (int)pidfd_open(pid, 0);
-	deadline = clock_usec() + n->cfg->before_resync_timeout_ms * 1000ull;
-	for (;;) {
-		pid_t w = waitpid(pid, &status, WNOHANG);
-		uint64_t now = clock_usec();
-
-		if (w == pid)
-			break;
-		if (w < 0 && errno != EINTR) {
-			r = -errno;
-			snprintf(err, errlen, "waiting for before_resync_command: %s", strerror(errno));
-			goto out_pfd;
-		}
-		if (now >= deadline || atomic_load(&n->stopping) || atomic_load(&n->cancel)) {
-			kill(-pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			if (now >= deadline)
-				snprintf(err, errlen, "before_resync_command '%s' ran longer than %.1f s: killed",
-					 cmd, n->cfg->before_resync_timeout_ms / 1000.0);
-			else
-				snprintf(err, errlen, "before_resync_command '%s' killed: cancelled", cmd);
-			r = now >= deadline ? -ETIMEDOUT : -ECANCELED;
-			goto out_pfd;
-		}
-		if (pfd >= 0) {
-			struct pollfd pp = {.fd = pfd, .events = POLLIN};
-
-			poll(&pp, 1, (int)MIN((deadline - now) / 1000 + 1, (uint64_t)HOOK_TICK_MS));
-		} else {
-			usleep(10000);
-		}
-	}
-	/* Whatever the shell left running in its group goes with it. */
-	kill(-pid, SIGKILL);
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		r = 0;
-	} else {
-		if (WIFEXITED(status))
-			snprintf(err, errlen, "before_resync_command '%s' exited with %d", cmd,
-				 WEXITSTATUS(status));
-		else
-			snprintf(err, errlen, "before_resync_command '%s' was killed by signal %d", cmd,
-				 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	r = notify_shell_wait(pid, n->cfg->before_resync_timeout_ms, HOOK_TICK_MS, hook_cancelled, n,
+			      &status);
+	if (r == -ETIMEDOUT)
+		snprintf(err, errlen, "before_resync_command '%s' ran longer than %.1f s: killed",
+			 cmd, n->cfg->before_resync_timeout_ms / 1000.0);
+	else if (r == -ECANCELED)
+		snprintf(err, errlen, "before_resync_command '%s' killed: cancelled", cmd);
+	else if (r < 0)
+		snprintf(err, errlen, "waiting for before_resync_command: %s", strerror(-r));
+	else if (notify_shell_status(status, how, sizeof(how)) < 0) {
+		snprintf(err, errlen, "before_resync_command '%s' %s", cmd, how);
 		r = -EIO;
 	}
-out_pfd:
-	if (pfd >= 0)
-		close(pfd);
 out_env:
 	for (size_t i = 0; i < nm; i++)
 		free(mine[i]);

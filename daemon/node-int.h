@@ -658,8 +658,10 @@ void drift_yield(struct node *n);
  * last verify of its secondaries; a resync's success ends their verify
  * incidents. */
 void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool write, bool plan);
-/* resync.c's plan: the last verify found secondary nc differing (a
- * quick resync from the bitmaps would not mend it). */
+/* resync.c's plan: the last verify found secondary nc differing in
+ * blocks the primary's dirty bitmap did not mark (a quick resync from
+ * the bitmaps would not mend it; an Outdated secondary that only lacks
+ * the primary's writes differs in marked blocks alone). */
 bool drift_verify_differs(struct node *n, const struct node_config *nc);
 /* session.c, at a commit (n->lock held): the primary's word on this
  * node is UpToDate, and no verify difference stands. */

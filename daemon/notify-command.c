@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "notify-int.h"
+#include "resync/clock.h"
 #include "resync/macro.h"
 
 extern char **environ;
@@ -162,71 +165,86 @@ static int command_spawn(struct notify *n, const json_object *p, char *err, size
 	return r;
 }
 
-/* Wait for the command pid: 0 when it exits with status 0; -ETIMEDOUT
- * past timeout ms and -ECANCELED when the notifier stops (its process
- * group killed), -EIO for any other end, -errno when waiting fails, with
- * words in err. */
-static int command_wait(struct notify *n, pid_t pid, unsigned timeout, char *err, size_t errlen)
+int notify_shell_wait(pid_t pid, uint64_t timeout_ms, unsigned tick_ms, bool (*stop)(void *arg),
+		      void *arg, int *ret_status)
 {
-	int64_t deadline;
-	int r, status = 0, pfd;
+	uint64_t deadline = clock_usec() + timeout_ms * 1000;
+	int r = 0, status = 0, pfd = (int)pidfd_open(pid, 0);
 
-	pfd = (int)pidfd_open(pid, 0);
-	deadline = mono_ms() + timeout;
 	for (;;) {
 		pid_t w = waitpid(pid, &status, WNOHANG);
-		int64_t left = deadline - mono_ms();
+		uint64_t now = clock_usec();
 
 		if (w == pid)
 			break;
 		if (w < 0 && errno != EINTR) {
 			r = -errno;
-			snprintf(err, errlen, "waiting for '%s': %s", n->cfg->notify_command,
-				 strerror(errno));
-			goto out;
+			break;
 		}
-		if (left <= 0) {
+		if (now >= deadline || (stop && stop(arg))) {
 			kill(-pid, SIGKILL);
 			waitpid(pid, &status, 0);
-			snprintf(err, errlen, "'%s' ran longer than %u ms: killed",
-				 n->cfg->notify_command, timeout);
-			r = -ETIMEDOUT;
-			goto out;
-		}
-		if (atomic_load(&n->stopping)) {
-			/* notify_free() waits for this thread: not for the
-			 * command's timeout. The item stays spooled. */
-			kill(-pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			snprintf(err, errlen, "'%s' killed: the daemon is stopping",
-				 n->cfg->notify_command);
-			r = -ECANCELED;
-			goto out;
+			r = now >= deadline ? -ETIMEDOUT : -ECANCELED;
+			break;
 		}
 		if (pfd >= 0) {
 			struct pollfd pp = {.fd = pfd, .events = POLLIN};
 
-			poll(&pp, 1, (int)MIN(left, (int64_t)NOTIFY_TICK_MS));
+			poll(&pp, 1, (int)MIN((deadline - now) / 1000 + 1, (uint64_t)tick_ms));
 		} else {
 			usleep(10000);
 		}
 	}
-	/* Whatever the shell left running in its group goes with it. */
-	kill(-pid, SIGKILL);
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		r = 0;
-	} else {
-		if (WIFEXITED(status))
-			snprintf(err, errlen, "'%s' exited with %d", n->cfg->notify_command,
-				 WEXITSTATUS(status));
-		else
-			snprintf(err, errlen, "'%s' was killed by signal %d", n->cfg->notify_command,
-				 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-		r = -EIO;
-	}
-out:
 	if (pfd >= 0)
 		close(pfd);
+	if (r < 0)
+		return r;
+	/* Whatever the shell left running in its group goes with it. */
+	kill(-pid, SIGKILL);
+	*ret_status = status;
+	return 0;
+}
+
+int notify_shell_status(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with %d", WEXITSTATUS(status));
+	else
+		snprintf(buf, len, "was killed by signal %d", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	return -EIO;
+}
+
+static bool notify_stopping(void *arg)
+{
+	struct notify *n = arg;
+
+	return atomic_load(&n->stopping);
+}
+
+/* Wait for the command pid: 0 when it exits with status 0; -ETIMEDOUT
+ * past timeout ms and -ECANCELED when the notifier stops (its process
+ * group killed), -EIO for any other end, -errno when waiting fails, with
+ * words in err. notify_free() waits for this thread, not for the
+ * command's timeout: at its stop the item stays spooled. */
+static int command_wait(struct notify *n, pid_t pid, unsigned timeout, char *err, size_t errlen)
+{
+	const char *cmd = n->cfg->notify_command;
+	char how[64];
+	int r, status = 0;
+
+	r = notify_shell_wait(pid, timeout, NOTIFY_TICK_MS, notify_stopping, n, &status);
+	if (r == -ETIMEDOUT)
+		snprintf(err, errlen, "'%s' ran longer than %u ms: killed", cmd, timeout);
+	else if (r == -ECANCELED)
+		snprintf(err, errlen, "'%s' killed: the daemon is stopping", cmd);
+	else if (r < 0)
+		snprintf(err, errlen, "waiting for '%s': %s", cmd, strerror(-r));
+	else if (notify_shell_status(status, how, sizeof(how)) < 0) {
+		snprintf(err, errlen, "'%s' %s", cmd, how);
+		r = -EIO;
+	}
 	return r;
 }
 

@@ -75,6 +75,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -137,3 +138,15 @@ void notify_env_free(char **env);
  * Returns 0 and *ret_pid (the caller waits for it), or -errno. */
 #include <sys/types.h>
 int notify_shell_spawn(const char *cmd, char *const *extra, pid_t *ret_pid);
+/* Wait for pid (from notify_shell_spawn()) until it exits, timeout_ms
+ * pass or stop(arg) returns true (asked at least every tick_ms; stop may
+ * be NULL). Past the timeout or at a stop its process group is killed
+ * and reaped; when it exits by itself, whatever it left running in its
+ * group is killed too. Returns 0 and *ret_status (waitpid()'s) when it
+ * exited by itself, -ETIMEDOUT, -ECANCELED (stopped), or -errno when
+ * waiting failed. The callers word each outcome themselves. */
+int notify_shell_wait(pid_t pid, uint64_t timeout_ms, unsigned tick_ms, bool (*stop)(void *arg),
+		      void *arg, int *ret_status);
+/* How a shell that exited by itself ended: 0 for status 0, else -EIO
+ * and words in buf ("exited with 3", "was killed by signal 9"). */
+int notify_shell_status(int status, char *buf, size_t len);

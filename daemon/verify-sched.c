@@ -126,7 +126,7 @@ static int vnode_step(struct vnode *v, uint64_t off, uint64_t len)
 	const struct cluster_config *cfg = v->n->cfg;
 	struct blockcmp_opts o = {.block_size = cfg->block_size, .threads = 1, .seed = v->seed};
 	struct hashtree_range range = {off, len};
-	uint64_t nb = DIV_ROUND_UP(len, cfg->block_size), bytes = 0, blocks = 0;
+	uint64_t nb = DIV_ROUND_UP(len, cfg->block_size), bytes = 0, blocks = 0, unmarked = 0;
 	struct wire_hash_reply rep;
 	uint16_t type;
 	size_t plen;
@@ -163,8 +163,12 @@ static int vnode_step(struct vnode *v, uint64_t off, uint64_t len)
 	for (uint64_t i = 0; i < nb; i++) {
 		if (hash128_equal(&v->mine[i], &v->theirs[i]))
 			continue;
+		uint64_t b_off = off + i * cfg->block_size;
+		uint64_t b_len = MIN((uint64_t)cfg->block_size, off + len - b_off);
+
 		blocks++;
-		bytes += MIN((uint64_t)cfg->block_size, off + len - (off + i * cfg->block_size));
+		bytes += b_len;
+		unmarked += drift_unmarked_bytes(v->n, b_off, b_len);
 		/* Named in the log, the first few of a run. */
 		if (v->named++ < DRIFT_BLOCKS_LOGGED)
 			log_warning("scheduled verify: node '%s' differs at offset %" PRIu64
@@ -174,6 +178,7 @@ static int vnode_step(struct vnode *v, uint64_t off, uint64_t len)
 	pthread_mutex_lock(&v->n->drift->lock);
 	v->dn->off = off + len;
 	v->dn->p_bytes += bytes;
+	v->dn->p_unmarked += unmarked;
 	v->dn->p_blocks += blocks;
 	pthread_mutex_unlock(&v->n->drift->lock);
 	v->compared += len;
@@ -278,6 +283,7 @@ static void vnode_result(struct vnode *v, int r)
 	/* Bytes of this volume past a smaller secondary's end differ. */
 	if (r >= 0 && v->h.volume_size < mine) {
 		dn->p_bytes += mine - v->h.volume_size;
+		dn->p_unmarked += mine - v->h.volume_size;
 		dn->p_blocks += DIV_ROUND_UP(mine, bs) - v->h.volume_size / bs;
 	}
 	dn->done = true;
@@ -287,6 +293,7 @@ static void vnode_result(struct vnode *v, int r)
 	snprintf(dn->error, sizeof(dn->error), "%s", r < 0 ? v->err : "");
 	dn->diff_bytes = r < 0 ? 0 : dn->p_bytes;
 	dn->diff_blocks = r < 0 ? 0 : dn->p_blocks;
+	dn->diff_unmarked = r < 0 ? 0 : dn->p_unmarked;
 	dn->compared = v->compared;
 	dn->resumed_from = v->start;
 	pthread_mutex_unlock(&d->lock);
@@ -313,6 +320,7 @@ static bool verify_run(struct node *n)
 		d->last_verify_start = time(NULL);
 		for (size_t i = 0; i < cfg->n_nodes; i++) {
 			d->nodes[i].off = d->nodes[i].p_bytes = d->nodes[i].p_blocks = 0;
+			d->nodes[i].p_unmarked = 0;
 			d->nodes[i].done = &cfg->nodes[i] == n->self;
 		}
 	}

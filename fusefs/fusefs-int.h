@@ -1,4 +1,15 @@
-/* Private to fusefs/: the state behind struct fusefs. */
+/* Private to fusefs/: the state behind struct fusefs, and what its rooms
+ * offer each other.
+ *
+ * Rooms:
+ *   fusefs.c        the lifecycle, and what the daemon asks of a running
+ *                   mount (fence, tracking, invalidation, growth)
+ *   fusefs-ops.c    the FUSE operations (fusefs_ops)
+ *   fusefs-mount.c  the mount point: checked before, unmounted after
+ *   control.c       the control socket of resyncfs
+ *   fence.c, flush.c, track.c
+ *                   the write fence, shared image flushes, the blocks
+ *                   written during a resync's pass */
 #pragma once
 
 #include <pthread.h>
@@ -7,6 +18,7 @@
 #include <stdint.h>
 
 #include "resync/fusefs.h"
+#include "resync/volume.h"
 #include "fence.h"
 #include "flush.h"
 #include "track.h"
@@ -71,3 +83,25 @@ struct fusefs {
 	bool control_started;
 	char *control_path;
 };
+
+#define FUSEFS_VOLUME_INO 2
+#define FUSEFS_MAX_IO (1u << 20)
+
+/* The volume's size: fixed, except that a file volume may be grown to
+ * its primary's (fusefs_grow()) while requests run; read atomically. */
+static inline uint64_t fusefs_size(const struct fusefs *fs)
+{
+	return volume_size(fs->vol);
+}
+
+/* fusefs-ops.c: the operations, and the destructor of a worker thread's
+ * state (the key's; NULL is fine). */
+struct fuse_lowlevel_ops;
+extern const struct fuse_lowlevel_ops fusefs_ops;
+void fusefs_worker_free(void *p);
+/* Every write from a buffer goes through here (the FUSE writes and
+ * fusefs_rewrite()): fence (when fenced), durable marks, then the bytes
+ * through io, then the resync's record. Returns bytes written or -errno. */
+struct io_ctx;
+long long fusefs_write_image(struct fusefs *fs, struct io_ctx *io, const void *buf, size_t size,
+			     uint64_t off, bool fenced);

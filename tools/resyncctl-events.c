@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "resync/clock.h"
 #include "resync/config.h"
 #include "resync/control.h"
 #include "resync/macro.h"
@@ -25,8 +26,9 @@ static const char events_usage[] =
 	"Print the daemon's events as they happen, one line each, until\n"
 	"interrupted: resync_started, progress (at most once a second per node),\n"
 	"state_changed, resync_finished|resync_failed|resync_cancelled,\n"
-	"resync_done, peer, notify_delivered|notify_failed. With --json, one\n"
-	"JSON object a line (the fields are in resyncctl(8)).\n";
+	"resync_done, peer, notify_delivered|notify_failed. The first line,\n"
+	"subscribed, says the stream is open: every later event is printed.\n"
+	"With --json, one JSON object a line (the fields are in resyncctl(8)).\n";
 
 static void event_line(json_object *o)
 {
@@ -46,6 +48,26 @@ static void event_line(json_object *o)
 	}
 	printf("%s %s%s%s%s\n", t ? t : "-", ev ? ev : "?", node ? " " : "", node ? node : "",
 	       extra);
+}
+
+/* The daemon's first line ({"type":"stream"}) says this client is
+ * subscribed: every event published after it reaches the client. It is
+ * shown as the event "subscribed", so that a script can wait for it
+ * before it starts what it wants to watch. Returns a new object. */
+static json_object *subscribed_event(json_object *stream)
+{
+	json_object *o = json_object_new_object();
+	const char *cluster = resyncctl_jstr(stream, "cluster");
+	int64_t now = clock_real_usec();
+	char t[64];
+
+	clock_format_utc(now, true, t, sizeof(t));
+	json_object_object_add(o, "type", json_object_new_string("event"));
+	json_object_object_add(o, "event", json_object_new_string("subscribed"));
+	json_object_object_add(o, "cluster", json_object_new_string(cluster ? cluster : ""));
+	json_object_object_add(o, "time", json_object_new_string(t));
+	json_object_object_add(o, "ts", json_object_new_double((double)now / 1e6));
+	return o;
 }
 
 /* Cleanup for a session on the stack (open or not). */
@@ -89,6 +111,13 @@ int resyncctl_events(int argc, char **argv)
 			return 1;
 		}
 		type = resyncctl_jstr(o, "type");
+		if (type && !strcmp(type, "stream")) {
+			json_object *e = subscribed_event(o);
+
+			json_object_put(o);
+			o = e;
+			type = "event";
+		}
 		if (type && !strcmp(type, "result")) {
 			resyncctl_errorf("%s", resyncctl_jstr(o, "error") ? resyncctl_jstr(o, "error") : "the stream ended");
 			json_object_put(o);

@@ -91,7 +91,8 @@ try:
 
     # ---- a full resync: the proof in the summary, status, events ----
     ev = Events()
-    time.sleep(0.2)  # the stream subscribed (it prints nothing until an event)
+    wait_for(lambda: any(e.get("event") == "subscribed" for e in ev.all), timeout=10,
+             what="the event stream subscribed")
     nodes = resync_ok(c, "first resync")
     rc, summary, _ = None, None, None
     r = c.ctl("status", "--json")
