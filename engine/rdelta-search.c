@@ -1,7 +1,8 @@
 /* Deltas in librsync's format, computed by the engine: the new file is
- * split into one range per CPU, each searched by its own thread (rolling
- * weak sum, a filter and a hash table over the signature's weak sums, the
- * strong sum to confirm), then the ranges' matches are joined at the
+ * split into ranges (up to eight per CPU) that one thread per CPU takes in
+ * turn and searches (rolling weak sum, sixteen positions at a time where
+ * the CPU has AVX-512, a filter and a hash table over the signature's weak
+ * sums, the strong sum to confirm), then the ranges' matches are joined at the
  * boundaries exactly as one sequential search would have found them, and
  * the commands are encoded.
  *
@@ -15,6 +16,7 @@
  * (their BLAKE2 sums side by side), so unchanged data runs as one COPY. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,12 +68,18 @@ struct scanner {
 	struct rdelta_weak weak;
 	bool valid;
 	uint64_t hint; /* the block after the last match, or NO_BLOCK */
+	rdelta_rk_roll_fn roll;
 };
 
 static int scanner_init(struct scanner *sc, const struct rdelta_sigidx *s, int fd, uint64_t size,
 			struct mvec *out)
 {
-	*sc = (struct scanner){.s = s, .fd = fd, .size = size, .out = out, .hint = NO_BLOCK};
+	*sc = (struct scanner){.s = s,
+			       .fd = fd,
+			       .size = size,
+			       .out = out,
+			       .hint = NO_BLOCK,
+			       .roll = rdelta_rk_roll_pick()};
 	sc->cap = MAX((size_t)RDELTA_IO_BUF * 4, (size_t)s->block_len * 2 + 1);
 	sc->buf = malloc(sc->cap);
 	if (!sc->buf)
@@ -224,6 +232,40 @@ static int scan_lookahead(struct scanner *sc, uint64_t p, uint32_t d, uint64_t *
 	return r;
 }
 
+size_t rdelta_rk_roll_base(const uint8_t *w, size_t n, size_t bl, uint32_t *h, uint32_t mbl,
+			   const uint32_t *filter, unsigned fbits)
+{
+	const uint32_t adj = (RDELTA_RK_MULT - 1) * RDELTA_RK_SEED;
+	uint32_t a = *h;
+	size_t j = 0;
+
+	while (j + 1 < n && !rdelta_filter_maybe(filter, fbits, a)) {
+		a = a * RDELTA_RK_MULT + w[j + bl] - mbl * (w[j] + adj);
+		j++;
+	}
+	*h = a;
+	return j;
+}
+
+static rdelta_rk_roll_fn rk_roll;
+static pthread_once_t rk_roll_once = PTHREAD_ONCE_INIT;
+
+static void rk_roll_init(void)
+{
+	rk_roll = rdelta_rk_roll_base;
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		rk_roll = rdelta_rk_roll_avx512;
+#endif
+}
+
+rdelta_rk_roll_fn rdelta_rk_roll_pick(void)
+{
+	pthread_once(&rk_roll_once, rk_roll_init);
+	return rk_roll;
+}
+
 /* Roll over bytes that cannot match (the filter says no) while the window
  * is whole and in the buffer; stops before stop. The state lives in locals
  * here: kept in *sc, each step waited on a store and a reload. */
@@ -231,42 +273,34 @@ static uint64_t scan_roll(struct scanner *sc, uint64_t p, uint64_t stop)
 {
 	const struct rdelta_sigidx *s = sc->s;
 	const uint64_t bl = s->block_len;
-	const uint64_t *bloom = s->bloom;
-	const unsigned shift = 64 - s->bits - 3;
-	const uint8_t *b = sc->buf - sc->base;
-	uint32_t a = sc->weak.a, m = sc->weak.b;
 	uint64_t lim;
 
 	if (sc->size < bl || sc->base + sc->len < bl)
 		return p;
 	lim = MIN(stop, MIN(sc->size, sc->base + sc->len) - bl);
+	if (p + 1 >= lim)
+		return p;
 	if (s->rabinkarp) {
-		const uint32_t adj = (RDELTA_RK_MULT - 1) * RDELTA_RK_SEED;
+		uint32_t h = sc->weak.a;
 
-		while (p + 1 < lim) {
-			uint64_t bit = (a * 0xC2B2AE3D27D4EB4FULL) >> shift;
-
-			if (bloom[bit >> 6] >> (bit & 63) & 1)
-				break;
-			a = a * RDELTA_RK_MULT + b[p + bl] - m * (b[p] + adj);
-			p++;
-		}
+		p += sc->roll(at(sc, p), (size_t)(lim - p), (size_t)bl, &h, sc->weak.b, s->filter,
+			      s->fbits);
+		sc->weak.a = h;
 	} else {
+		const uint8_t *b = at(sc, p);
 		const uint32_t count = sc->weak.count;
+		uint32_t a = sc->weak.a, m = sc->weak.b;
+		size_t j = 0, n = (size_t)(lim - p);
 
-		while (p + 1 < lim) {
-			uint64_t bit = ((uint64_t)((m << 16) | (a & 0xffff)) * 0xC2B2AE3D27D4EB4FULL) >>
-				       shift;
-
-			if (bloom[bit >> 6] >> (bit & 63) & 1)
-				break;
-			a += (uint32_t)b[p + bl] - b[p];
-			m += a - count * (b[p] + RDELTA_RS_OFFSET);
-			p++;
+		while (j + 1 < n && !rdelta_filter_maybe(s->filter, s->fbits, (m << 16) | (a & 0xffff))) {
+			a += (uint32_t)b[j + bl] - b[j];
+			m += a - count * (b[j] + RDELTA_RS_OFFSET);
+			j++;
 		}
+		sc->weak.a = a;
+		sc->weak.b = m;
+		p += j;
 	}
-	sc->weak.a = a;
-	sc->weak.b = m;
 	return p;
 }
 
@@ -343,29 +377,45 @@ static int scan_range(struct scanner *sc, uint64_t p, uint64_t stop, uint64_t *r
 	return 0;
 }
 
-/* One thread's range of the new file. */
+/* A range of the new file, searched by whichever thread takes it. */
 struct range_work {
+	uint64_t start, stop, q;
+	struct mvec m;
+};
+
+/* The ranges, taken in turn by the threads: more ranges than threads, so
+ * that a thread that gets less of the CPUs (a loaded machine) or ranges
+ * with more changed data (slower to search) do not leave the others
+ * waiting at the join. */
+struct range_pool {
 	const struct rdelta_sigidx *s;
 	int fd;
-	uint64_t size, start, stop, q;
-	struct mvec m;
-	uint64_t false_matches;
-	int err;
-	pthread_t tid;
+	uint64_t size;
+	struct range_work *w;
+	unsigned n;
+	atomic_uint next;
+	atomic_int err;
+	atomic_uint_fast64_t false_matches;
 };
 
 static void *range_worker(void *arg)
 {
-	struct range_work *w = arg;
+	struct range_pool *pool = arg;
 	struct scanner sc;
-	int r;
+	unsigned t;
+	int r, none = 0;
 
-	r = scanner_init(&sc, w->s, w->fd, w->size, &w->m);
-	if (r >= 0)
-		r = scan_range(&sc, w->start, w->stop, &w->q);
-	w->false_matches = sc.false_matches;
+	r = scanner_init(&sc, pool->s, pool->fd, pool->size, NULL);
+	while (r >= 0 && !atomic_load(&pool->err) && (t = atomic_fetch_add(&pool->next, 1)) < pool->n) {
+		/* Each range from a fresh start, as the join assumes. */
+		sc.out = &pool->w[t].m;
+		sc.hint = NO_BLOCK;
+		r = scan_range(&sc, pool->w[t].start, pool->w[t].stop, &pool->w[t].q);
+	}
+	atomic_fetch_add(&pool->false_matches, sc.false_matches);
 	scanner_release(&sc);
-	w->err = r < 0 ? r : 0;
+	if (r < 0)
+		atomic_compare_exchange_strong(&pool->err, &none, r);
 	return NULL;
 }
 
@@ -422,36 +472,34 @@ static int join_range(struct scanner *sc, struct mvec *all, uint64_t *q, const s
 static int search_all(const struct rdelta_sigidx *s, int fd, uint64_t size, struct mvec *all,
 		      uint64_t *ret_false)
 {
-	unsigned n = rdelta_threads(size / ((uint64_t)RDELTA_IO_BUF * 4 + s->block_len * 8ULL));
+	uint64_t units = size / ((uint64_t)RDELTA_IO_BUF * 4 + s->block_len * 8ULL);
+	unsigned nt = rdelta_threads(units), n = nt == 1 ? 1 : (unsigned)MIN(units, nt * 8ULL);
 	const char *force = getenv("RESYNC_RDELTA_RANGES");
 	struct range_work w[64];
+	struct range_pool pool = {.s = s, .fd = fd, .size = size, .w = w};
+	pthread_t tid[64];
+	bool started[64] = {false};
 	struct scanner sc;
 	uint64_t q = 0;
-	int r = 0;
+	int r;
 
 	/* Tests: as many ranges as asked, to exercise the joins on small files
 	 * (the delta must come out the same). */
 	if (force && atoi(force) > 0)
 		n = (unsigned)MIN(atoi(force), 64);
+	n = MIN(MAX(n, 1U), 64U);
+	nt = MIN(nt, n);
+	pool.n = n;
 	for (unsigned t = 0; t < n; t++)
-		w[t] = (struct range_work){
-			.s = s,
-			.fd = fd,
-			.size = size,
-			.start = size * t / n,
-			.stop = size * (t + 1) / n,
-		};
-	for (unsigned t = 1; t < n; t++)
-		if (pthread_create(&w[t].tid, NULL, range_worker, &w[t])) {
-			w[t].tid = 0;
-			range_worker(&w[t]);
-		}
-	range_worker(&w[0]);
-	for (unsigned t = 1; t < n; t++)
-		if (w[t].tid)
-			pthread_join(w[t].tid, NULL);
-	for (unsigned t = 0; t < n && !r; t++)
-		r = w[t].err;
+		w[t] = (struct range_work){.start = size * t / n, .stop = size * (t + 1) / n};
+	/* A thread that cannot be started leaves its share to the others. */
+	for (unsigned t = 1; t < nt; t++)
+		started[t] = !pthread_create(&tid[t], NULL, range_worker, &pool);
+	range_worker(&pool);
+	for (unsigned t = 1; t < nt; t++)
+		if (started[t])
+			pthread_join(tid[t], NULL);
+	r = atomic_load(&pool.err);
 	if (r >= 0) {
 		r = scanner_init(&sc, s, fd, size, all);
 		if (r < 0)
@@ -463,9 +511,7 @@ static int search_all(const struct rdelta_sigidx *s, int fd, uint64_t size, stru
 		q = w[0].q;
 		for (unsigned t = 1; t < n && r >= 0; t++)
 			r = join_range(&sc, all, &q, &w[t]);
-		*ret_false = sc.false_matches;
-		for (unsigned t = 0; t < n; t++)
-			*ret_false += w[t].false_matches;
+		*ret_false = sc.false_matches + atomic_load(&pool.false_matches);
 		scanner_release(&sc);
 	}
 	for (unsigned t = 0; t < n; t++)
