@@ -1,9 +1,7 @@
-/* Patch by the engine: the delta (mapped) parsed into its commands, NEW
- * written in order: long copies by the kernel (copy_file_range), the rest
- * read from the basis through the engine's I/O and written in large
- * writes. */
+/* Patch by the engine: the delta (mapped) parsed into its commands, the
+ * basis read through the engine's I/O in large pieces, NEW written in
+ * order in large writes. */
 #include <errno.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -33,95 +31,37 @@ static int basis_size(int fd, uint64_t *ret)
 	return 0;
 }
 
-/* Basis bytes [src, src + len) to the end of NEW by copy_file_range(2):
- * the kernel moves them from the basis' page cache into NEW's without a
- * pass through our memory (and shares the extents where the file system
- * can). Returns 0; 1 when the kernel cannot do it for these files (nothing
- * written: *kcopy is cleared, read and write instead); -ENXIO when the
- * basis ends early; or -errno. */
-static int patch_kcopy(int basis_fd, uint64_t src, uint64_t len, int out_fd, bool *kcopy)
-{
-	loff_t in = (loff_t)src;
-	bool first = true;
-
-	while (len) {
-		ssize_t n = copy_file_range(basis_fd, &in, out_fd, NULL,
-					    (size_t)MIN(len, (uint64_t)1 << 30), 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && first &&
-		    (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS ||
-		     errno == EBADF || errno == ESPIPE)) {
-			*kcopy = false;
-			return 1;
-		}
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ENXIO; /* the basis shrank */
-		len -= (uint64_t)n;
-		first = false;
-	}
-	return 0;
-}
-
-/* One command into the buffer, written out whenever it fills. */
-static int patch_buffered(int basis_fd, const uint8_t *delta, const struct rdelta_cmd *cmd,
-			  int out_fd, struct io_ctx *io, uint8_t *buf, size_t cap, size_t *used)
-{
-	for (uint64_t off = 0; off < cmd->len;) {
-		size_t n = (size_t)MIN((uint64_t)(cap - *used), cmd->len - off);
-
-		if (cmd->copy) {
-			long long got = io_pread_full(io, basis_fd, buf + *used, n, cmd->src + off);
-
-			if (got < 0)
-				return (int)got;
-			if ((size_t)got != n)
-				return -ENXIO; /* the basis shrank */
-		} else {
-			memcpy(buf + *used, delta + cmd->src + off, n);
-		}
-		*used += n;
-		off += n;
-		if (*used == cap) {
-			int r = fd_write_all(out_fd, buf, *used);
-
-			if (r < 0)
-				return r;
-			*used = 0;
-		}
-	}
-	return 0;
-}
-
 static int patch_run(int basis_fd, const uint8_t *delta, const struct rdelta_cmds *c,
 		     int out_fd, struct io_ctx *io, uint8_t *buf, size_t cap)
 {
-	/* Not past the fault backend: its faults must reach every read. */
-	bool kcopy = io_kind_resolve(IO_KIND_AUTO) != IO_KIND_FAULT;
 	size_t used = 0;
 	int r;
 
 	for (size_t k = 0; k < c->n; k++) {
 		const struct rdelta_cmd *cmd = &c->v[k];
 
-		/* Long copies by the kernel, once what is buffered is out. */
-		if (cmd->copy && kcopy && cmd->len >= cap / 4) {
-			r = used ? fd_write_all(out_fd, buf, used) : 0;
-			if (r < 0)
-				return r;
-			used = 0;
-			r = patch_kcopy(basis_fd, cmd->src, cmd->len, out_fd, &kcopy);
-			if (r < 0)
-				return r;
-			if (r == 0)
-				continue;
+		for (uint64_t off = 0; off < cmd->len;) {
+			size_t n = (size_t)MIN((uint64_t)(cap - used), cmd->len - off);
+
+			if (cmd->copy) {
+				long long got = io_pread_full(io, basis_fd, buf + used, n, cmd->src + off);
+
+				if (got < 0)
+					return (int)got;
+				if ((size_t)got != n)
+					return -ENXIO; /* the basis shrank */
+			} else {
+				memcpy(buf + used, delta + cmd->src + off, n);
+			}
+			used += n;
+			off += n;
+			if (used == cap) {
+				r = fd_write_all(out_fd, buf, used);
+				if (r < 0)
+					return r;
+				used = 0;
+			}
 		}
-		r = patch_buffered(basis_fd, delta, cmd, out_fd, io, buf, cap, &used);
-		if (r < 0)
-			return r;
 	}
 	return used ? fd_write_all(out_fd, buf, used) : 0;
 }

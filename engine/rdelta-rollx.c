@@ -39,8 +39,10 @@ static inline __mmask16 filter_hits(__m512i h, const uint32_t *filter, __m128i s
 	__m512i m = _mm512_sllv_epi32(one, _mm512_srli_epi32(g, 27));
 	__m512i word = _mm512_i32gather_epi32(idx, (const void *)filter, 4);
 
-	m = _mm512_or_si512(m, _mm512_sllv_epi32(one, _mm512_and_si512(_mm512_srli_epi32(g, 22), low5)));
-	m = _mm512_or_si512(m, _mm512_sllv_epi32(one, _mm512_and_si512(_mm512_srli_epi32(g, 17), low5)));
+	m = _mm512_or_si512(
+	    m, _mm512_sllv_epi32(one, _mm512_and_si512(_mm512_srli_epi32(g, 22), low5)));
+	m = _mm512_or_si512(
+	    m, _mm512_sllv_epi32(one, _mm512_and_si512(_mm512_srli_epi32(g, 17), low5)));
 	return _mm512_cmpeq_epi32_mask(_mm512_and_si512(word, m), m);
 }
 

@@ -322,7 +322,8 @@ static uint64_t scan_roll(struct scanner *sc, uint64_t p, uint64_t stop)
 		uint32_t a = sc->weak.a, m = sc->weak.b;
 		size_t j = 0, n = (size_t)(lim - p);
 
-		while (j + 1 < n && !rdelta_filter_maybe(s->filter, s->fbits, (m << 16) | (a & 0xffff))) {
+		while (j + 1 < n &&
+		       !rdelta_filter_maybe(s->filter, s->fbits, (m << 16) | (a & 0xffff))) {
 			a += (uint32_t)b[j + bl] - b[j];
 			m += a - count * (b[j] + RDELTA_RS_OFFSET);
 			j++;
@@ -437,7 +438,8 @@ static void *range_worker(void *arg)
 	int r, none = 0;
 
 	r = scanner_init(&sc, pool->s, pool->fd, pool->size, pool->map, NULL);
-	while (r >= 0 && !atomic_load(&pool->err) && (t = atomic_fetch_add(&pool->next, 1)) < pool->n) {
+	while (r >= 0 && !atomic_load(&pool->err) &&
+	       (t = atomic_fetch_add(&pool->next, 1)) < pool->n) {
 		/* Each range from a fresh start, as the join assumes. */
 		sc.out = &pool->w[t].m;
 		sc.hint = NO_BLOCK;
