@@ -128,9 +128,10 @@ struct rdelta_sigidx {
 	uint32_t *weak;	  /* [blocks] */
 	uint8_t *strong;  /* [blocks * strong_len] */
 	uint32_t *slot;	  /* [mask + 1]: block index + 1, 0 = empty; one per distinct sum */
-	uint64_t *bloom;  /* [(mask + 1) / 8]: 8 bits per slot, from other bits of the hash */
 	uint32_t mask;
-	unsigned bits; /* log2(mask + 1) */
+	unsigned bits;	  /* log2(mask + 1) */
+	uint32_t *filter; /* [1 << fbits]: see rdelta_sigidx_maybe() */
+	unsigned fbits;
 };
 
 void rdelta_sigidx_free(struct rdelta_sigidx *s);
@@ -144,13 +145,58 @@ static inline uint32_t rdelta_sigidx_hash(const struct rdelta_sigidx *s, uint32_
 	return (uint32_t)((weak * 0x9E3779B97F4A7C15ULL) >> (64 - s->bits));
 }
 
-/* A filter in front of the table: false means no block has this weak sum. */
+/* A filter in front of the table (a blocked Bloom filter): each weak sum
+ * sets three bits of one 32-bit word, the word and the bits picked by two
+ * multiplicative hashes; false means no block has this weak sum. With 64
+ * filter bits per block about 0.1 % of the sums that match nothing pass,
+ * so the rolling search tests sixteen positions at once and rarely stops
+ * (rdelta-rollx.c computes the same in vector lanes). */
+enum {
+	RDELTA_FILTER_MUL1 = 0x9E3779B1U,
+	RDELTA_FILTER_MUL2 = 0x85EBCA77U,
+	RDELTA_FILTER_BITS_PER_BLOCK = 64,
+	RDELTA_FILTER_FBITS_MIN = 8,  /* 1 KiB */
+	RDELTA_FILTER_FBITS_MAX = 22, /* 16 MiB */
+};
+
+static inline uint32_t rdelta_filter_word(uint32_t weak, unsigned fbits)
+{
+	return ((weak ^ (weak >> 16)) * RDELTA_FILTER_MUL1) >> (32 - fbits);
+}
+
+static inline uint32_t rdelta_filter_bits(uint32_t weak)
+{
+	uint32_t g = (weak ^ (weak >> 16)) * RDELTA_FILTER_MUL2;
+
+	return 1U << (g >> 27) | 1U << (g >> 22 & 31) | 1U << (g >> 17 & 31);
+}
+
+static inline bool rdelta_filter_maybe(const uint32_t *filter, unsigned fbits, uint32_t weak)
+{
+	uint32_t m = rdelta_filter_bits(weak);
+
+	return (filter[rdelta_filter_word(weak, fbits)] & m) == m;
+}
+
 static inline bool rdelta_sigidx_maybe(const struct rdelta_sigidx *s, uint32_t weak)
 {
-	uint64_t bit = (weak * 0xC2B2AE3D27D4EB4FULL) >> (64 - s->bits - 3);
-
-	return s->bloom[bit >> 6] >> (bit & 63) & 1;
+	return rdelta_filter_maybe(s->filter, s->fbits, weak);
 }
+
+/* The RabinKarp rolling search over n >= 1 window positions: the window
+ * at position j is w[j, j + bl) (w[n - 1 + bl] is the last byte read),
+ * *h holds the weak sum of position 0 and mbl is RDELTA_RK_MULT^bl.
+ * Returns the first position j < n - 1 whose sum passes the filter, else
+ * n - 1; *h is then that position's sum. The base version rolls one byte
+ * at a time; the AVX-512 one sixteen positions at a time (same results). */
+typedef size_t (*rdelta_rk_roll_fn)(const uint8_t *w, size_t n, size_t bl, uint32_t *h,
+				    uint32_t mbl, const uint32_t *filter, unsigned fbits);
+size_t rdelta_rk_roll_base(const uint8_t *w, size_t n, size_t bl, uint32_t *h, uint32_t mbl,
+			   const uint32_t *filter, unsigned fbits);
+size_t rdelta_rk_roll_avx512(const uint8_t *w, size_t n, size_t bl, uint32_t *h, uint32_t mbl,
+			     const uint32_t *filter, unsigned fbits);
+/* The widest one this CPU runs. */
+rdelta_rk_roll_fn rdelta_rk_roll_pick(void);
 
 /* The strong sum of a window under s's hash, truncated to strong_len. */
 void rdelta_strong(const struct rdelta_sigidx *s, const uint8_t *p, size_t len,

@@ -20,21 +20,22 @@ static uint32_t pow32(uint32_t b, uint64_t e)
 	return r;
 }
 
-/* SEED * M^n + sum p[i] * M^(n-1-i), as 16 interleaved sums (stride M^16)
- * so that the multiplies vectorise. */
+/* SEED * M^n + sum p[i] * M^(n-1-i), as 64 interleaved sums (stride M^64)
+ * so that the multiplies vectorise into several independent chains (one
+ * vector of 16 sums waits on its multiply's latency every 16 bytes). */
 uint32_t RDELTA_RK_NAME(const uint8_t *p, size_t n)
 {
-	const uint32_t m16 = pow32(RDELTA_RK_MULT, 16);
-	uint32_t h = RDELTA_RK_SEED, acc[16] = {0}, tail = 0;
-	size_t head = n % 16, k;
+	const uint32_t m64 = pow32(RDELTA_RK_MULT, 64);
+	uint32_t h = RDELTA_RK_SEED, acc[64] = {0}, tail = 0;
+	size_t head = n % 64, k;
 
 	for (k = 0; k < head; k++)
 		h = h * RDELTA_RK_MULT + p[k];
-	for (; k < n; k += 16)
-		for (int j = 0; j < 16; j++)
-			acc[j] = acc[j] * m16 + p[k + (size_t)j];
-	/* tail = sum acc[j] * M^(15-j), by Horner over the lanes. */
-	for (int j = 0; j < 16; j++)
+	for (; k < n; k += 64)
+		for (int j = 0; j < 64; j++)
+			acc[j] = acc[j] * m64 + p[k + (size_t)j];
+	/* tail = sum acc[j] * M^(63-j), by Horner over the lanes. */
+	for (int j = 0; j < 64; j++)
 		tail = tail * RDELTA_RK_MULT + acc[j];
 	return h * pow32(RDELTA_RK_MULT, n - head) + tail;
 }

@@ -242,7 +242,7 @@ void rdelta_sigidx_free(struct rdelta_sigidx *s)
 	free(s->weak);
 	free(s->strong);
 	free(s->slot);
-	free(s->bloom);
+	free(s->filter);
 	free(s);
 }
 
@@ -302,17 +302,20 @@ static int sig_index(struct rdelta_sigidx *s)
 		slots *= 2;
 	s->bits = (unsigned)__builtin_ctzll(slots);
 	s->mask = (uint32_t)(slots - 1);
+	s->fbits = RDELTA_FILTER_FBITS_MIN;
+	while (s->fbits < RDELTA_FILTER_FBITS_MAX &&
+	       (32ULL << s->fbits) < s->blocks * RDELTA_FILTER_BITS_PER_BLOCK)
+		s->fbits++;
 	s->slot = calloc(slots, sizeof(*s->slot));
-	s->bloom = calloc(slots / 8, sizeof(*s->bloom));
+	s->filter = calloc((size_t)1 << s->fbits, sizeof(*s->filter));
 	order = malloc(s->blocks * sizeof(*order) + 1);
-	if (!s->slot || !s->bloom || !order)
+	if (!s->slot || !s->filter || !order)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < s->blocks; i++)
 		order[i] = (uint32_t)i;
 	qsort_r(order, s->blocks, sizeof(*order), by_sums, s);
 	for (uint64_t k = 0; k < s->blocks; k++) {
 		uint32_t i = order[k], h;
-		uint64_t bit;
 
 		if (k && s->weak[order[k - 1]] == s->weak[i] &&
 		    !memcmp(s->strong + (size_t)order[k - 1] * s->strong_len,
@@ -322,8 +325,7 @@ static int sig_index(struct rdelta_sigidx *s)
 		while (s->slot[h])
 			h = (h + 1) & s->mask;
 		s->slot[h] = i + 1;
-		bit = (s->weak[i] * 0xC2B2AE3D27D4EB4FULL) >> (64 - s->bits - 3);
-		s->bloom[bit >> 6] |= 1ULL << (bit & 63);
+		s->filter[rdelta_filter_word(s->weak[i], s->fbits)] |= rdelta_filter_bits(s->weak[i]);
 	}
 	return 0;
 }

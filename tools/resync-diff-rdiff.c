@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -594,6 +595,33 @@ static void sig_error(const char *name, int r)
 	}
 }
 
+/* The delta maps NEW: a NEW that shrinks meanwhile (another writer
+ * truncating it) raises SIGBUS on the next page read. Say so and leave,
+ * as for a failed read: the delta, still an unnamed file, is not kept. */
+static char sigbus_msg[512];
+static size_t sigbus_len;
+
+static void delta_sigbus(int sig)
+{
+	(void)sig;
+	if (write(STDERR_FILENO, sigbus_msg, sigbus_len) < 0) {
+		/* nothing else to say it with */
+	}
+	_exit(RDIFF_IO_ERROR);
+}
+
+static void delta_catch_sigbus(const char *new_name)
+{
+	struct sigaction sa = {.sa_handler = delta_sigbus};
+	int n = snprintf(sigbus_msg, sizeof(sigbus_msg),
+			 "resync-diff: '%s' shrank while the delta read it; no delta written\n",
+			 new_name);
+
+	sigbus_len = n < 0 ? 0 : MIN((size_t)n, sizeof(sigbus_msg) - 1);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
 int cmd_delta(int argc, char **argv)
 {
 	_cleanup_rdelta_signature_ struct rdelta_signature *sig = NULL;
@@ -637,6 +665,7 @@ int cmd_delta(int argc, char **argv)
 	if (r < 0) {
 		sig_error(in_name(f[0]), r);
 	} else {
+		delta_catch_sigbus(in_name(f[1]));
 		r = rdelta_delta_fd(sig, in, out.fd, &st);
 		if (r < 0)
 			resync_diff_errorf("delta of '%s' against '%s' into '%s' failed: %s", in_name(f[1]),

@@ -7,6 +7,8 @@
 #    reproduces NEW byte for byte; signatures are byte-identical to rdiff's;
 #    resync-diff's delta is never larger than rdiff's, and the same when its
 #    search is split into 13 ranges joined at their boundaries;
+#  - a NEW that shrinks while the delta reads it fails with a clear
+#    message and leaves no delta;
 #  - --inplace refuses, before any write, a delta that copies past the end
 #    of its basis, a corrupt or truncated delta, and a basis whose earlier
 #    in-place patch was interrupted (killed by a failpoint after its first
@@ -132,4 +134,12 @@ cp B.orig B
 rm B.resync-inplace
 "$R" patch --inplace B D
 cmp -s B N || fail "--inplace after recovery is not NEW"
+# --- NEW shrinking while the delta reads it ----------------------------------
+# (the search maps NEW; a failpoint truncates it to half right after)
+cp N N.shrink
+rc=0
+RESYNC_FAILPOINT=rdelta-delta-shrink "$R" delta S N.shrink D.shrink 2>err || rc=$?
+[ $rc = 100 ] || fail "delta of a NEW that shrank: exit $rc, not 100"
+grep -q "'N.shrink' shrank while the delta read it" err || fail "shrunk NEW: no clear message: $(cat err)"
+[ ! -e D.shrink ] || fail "delta of a NEW that shrank left a delta behind"
 echo "rdelta-interop: ok"

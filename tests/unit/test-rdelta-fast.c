@@ -117,6 +117,84 @@ static void test_rolling(void **state)
 	}
 }
 
+/* The rolling search over windows that match nothing: the AVX-512 lanes
+ * stop where the one-byte loop stops, with the same sum, and that sum is
+ * the window's from scratch; planted windows whose sums are in the filter
+ * are never passed. */
+static void test_roll_lanes_agree(void **state)
+{
+	static const size_t bls[] = {64, 1000, 4096};
+	static const size_t planted[] = {5000, 5017, 20000, 20001, 100000, 200003};
+	static const size_t starts[] = {0, 3, 4990, 5001, 19950, 99937, 150000};
+	const size_t len = 256 * 1024, others = 300;
+	uint8_t *buf = malloc(len),
+		*sig = malloc(RDELTA_HEADER_LEN + 8 * (ARRAY_SIZE(planted) + others));
+	rdelta_rk_roll_fn impls[2] = {rdelta_rk_roll_base, NULL};
+
+	(void)state;
+	assert_non_null(buf);
+	assert_non_null(sig);
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		impls[1] = rdelta_rk_roll_avx512;
+	print_message("roll: %s\n", impls[1] ? "avx512 against base" : "base only (no AVX-512)");
+	assert_true(rdelta_rk_roll_pick() == (impls[1] ? impls[1] : impls[0]));
+	fill(buf, len, 9);
+	for (size_t b = 0; b < ARRAY_SIZE(bls); b++) {
+		const size_t bl = bls[b];
+		struct rdelta_sigidx *idx;
+		struct rdelta_weak w;
+		uint8_t *rec = sig + RDELTA_HEADER_LEN;
+		uint32_t rnd = 77;
+
+		rdelta_put_be32(sig, RDELTA_RK_BLAKE2_SIG_MAGIC);
+		rdelta_put_be32(sig + 4, (uint32_t)bl);
+		rdelta_put_be32(sig + 8, 4);
+		for (size_t k = 0; k < ARRAY_SIZE(planted) + others; k++, rec += 8) {
+			rnd = rnd * 1103515245u + 12345u;
+			if (k < ARRAY_SIZE(planted))
+				rdelta_weak_init(&w, true, buf + planted[k], bl);
+			rdelta_put_be32(rec, k < ARRAY_SIZE(planted) ? w.a : rnd);
+			memset(rec + 4, 0, 4);
+		}
+		assert_int_equal(rdelta_sigidx_parse(sig, (size_t)(rec - sig), &idx), 0);
+		for (size_t k = 0; k < ARRAY_SIZE(starts); k++)
+			for (size_t n = 1; n < len - bl - starts[k]; n = n * 3 + 7) {
+				const size_t st = starts[k];
+				size_t want = 0;
+				uint32_t h0, hw = 0;
+
+				rdelta_weak_init(&w, true, buf + st, bl);
+				h0 = w.a;
+				for (int i = 0; i < 2; i++) {
+					uint32_t h = h0;
+					size_t j;
+
+					if (!impls[i])
+						continue;
+					j = impls[i](buf + st, n, bl, &h, w.b, idx->filter,
+						     idx->fbits);
+					if (i == 0) {
+						want = j;
+						hw = h;
+					}
+					assert_int_equal(j, want);
+					assert_int_equal(h, hw);
+				}
+				assert_true(want < n);
+				assert_true(want == n - 1 || rdelta_sigidx_maybe(idx, hw));
+				rdelta_weak_init(&w, true, buf + st + want, bl);
+				assert_int_equal(hw, w.a);
+				for (size_t q = 0; q < ARRAY_SIZE(planted); q++)
+					if (planted[q] >= st && planted[q] < st + n)
+						assert_true(st + want <= planted[q]);
+			}
+		rdelta_sigidx_free(idx);
+	}
+	free(sig);
+	free(buf);
+}
+
 static int memfd_with(const uint8_t *p, size_t n)
 {
 	int fd = memfd_create("rdelta-fast", MFD_CLOEXEC);
@@ -287,6 +365,7 @@ int main(void)
 		cmocka_unit_test(test_known_answers),
 		cmocka_unit_test(test_lanes_agree),
 		cmocka_unit_test(test_rolling),
+		cmocka_unit_test(test_roll_lanes_agree),
 		cmocka_unit_test(test_signatures_as_librsync),
 		cmocka_unit_test(test_delta_patches_back),
 	};

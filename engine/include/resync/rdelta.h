@@ -155,9 +155,13 @@ int rdelta_signature_fd(int basis_fd, int sig_fd, const struct rdelta_sig_params
 int rdelta_signature_load_fd(int sig_fd, struct rdelta_signature **ret,
 			     struct rdelta_stats *ret_stats);
 /* Write the delta of new_fd against sig to delta_fd: by the engine's
- * search for a signature from rdelta_signature_load_fd() (one range of the
- * file per CPU; RESYNC_RDELTA_RANGES=N forces N ranges, for tests), by
- * librsync for one from a loadsig job. */
+ * search for a signature from rdelta_signature_load_fd() (ranges of the
+ * file taken in turn by one thread per CPU; RESYNC_RDELTA_RANGES=N forces
+ * N ranges, for tests), by librsync for one from a loadsig job. The
+ * engine maps a regular new_fd (unless RESYNC_IO=fault): if the file
+ * shrinks meanwhile, the process gets SIGBUS, which a caller that takes
+ * files from users catches (RESYNC_FAILPOINT=rdelta-delta-shrink cuts the
+ * file to half right after it is mapped, for tests). */
 int rdelta_delta_fd(struct rdelta_signature *sig, int new_fd, int delta_fd,
 		    struct rdelta_stats *ret_stats);
 /* Apply the delta read from delta_fd to basis_fd (seekable: a regular file
