@@ -59,6 +59,7 @@ struct dir {
 	bool shut;        /* dst shut down for writing */
 	bool blocked;     /* dst said EAGAIN: wait for EPOLLOUT */
 	uint64_t *count;
+	uint64_t *stalls;
 };
 
 /* What an epoll event is about. */
@@ -84,6 +85,9 @@ struct relay {
 	struct sockaddr_in target;
 	uint64_t delay_ns, rate, burst, inflight;
 	uint64_t conns, bytes[2];
+	uint64_t late_wakes;   /* woken more than 5 ms after a due time: starved */
+	uint64_t max_late_us;
+	uint64_t stalls[2]; /* writes refused (EAGAIN): the receiver was slow */
 	struct conn *live;
 	struct chunk *free_chunks;
 	struct tag tags[3]; /* listen, signal, stdin */
@@ -239,8 +243,14 @@ static void dir_refill(const struct relay *r, struct dir *d, uint64_t now)
 {
 	if (!r->rate)
 		return;
+	const struct chunk *h = d->head;
+
 	d->tokens += (double)(now - d->fill_ns) * (double)r->rate / 1e9;
-	if (d->tokens > (double)r->burst)
+	/* The bucket overflows only while the link idles. When bytes were
+	 * already due at the last refill, the link was busy all along and
+	 * the relay merely ran late (a shared CPU): what the link would
+	 * have carried meanwhile is owed, as a real link would have sent it. */
+	if (d->tokens > (double)r->burst && !(h && h->len > h->off && h->due_ns <= d->fill_ns))
 		d->tokens = (double)r->burst;
 	d->fill_ns = now;
 }
@@ -285,6 +295,7 @@ static int dir_write(struct relay *r, struct dir *d, uint64_t *ret_wake)
 				continue;
 			if (errno == EAGAIN) {
 				d->blocked = true;
+				(*d->stalls)++;
 				break;
 			}
 			return -1;
@@ -392,6 +403,7 @@ static void relay_accept(struct relay *r)
 			c->d[i].src = c->fd[i];
 			c->d[i].dst = c->fd[1 - i];
 			c->d[i].count = &r->bytes[i];
+			c->d[i].stalls = &r->stalls[i];
 			c->d[i].tokens = (double)r->burst;
 			c->d[i].fill_ns = now_ns();
 			c->events[i] = EPOLLIN;
@@ -406,8 +418,11 @@ static void relay_accept(struct relay *r)
 
 static void relay_print(const struct relay *r)
 {
-	printf("{\"conns\":%" PRIu64 ",\"up\":%" PRIu64 ",\"down\":%" PRIu64 "}\n", r->conns,
-	       r->bytes[UP], r->bytes[DOWN]);
+	printf("{\"conns\":%" PRIu64 ",\"up\":%" PRIu64 ",\"down\":%" PRIu64
+	       ",\"late_wakes\":%" PRIu64 ",\"max_late_us\":%" PRIu64 ",\"stalls_up\":%" PRIu64
+	       ",\"stalls_down\":%" PRIu64 "}\n",
+	       r->conns, r->bytes[UP], r->bytes[DOWN], r->late_wakes, r->max_late_us, r->stalls[UP],
+	       r->stalls[DOWN]);
 	fflush(stdout);
 }
 
@@ -458,6 +473,15 @@ static int relay_loop(struct relay *r)
 		if (n < 0 && errno != EINTR) {
 			perror("resync-relay: epoll_pwait2");
 			return 1;
+		}
+		if (wake) {
+			uint64_t now = now_ns();
+
+			if (now > wake + 5000000ull) {
+				r->late_wakes++;
+				if ((now - wake) / 1000 > r->max_late_us)
+					r->max_late_us = (now - wake) / 1000;
+			}
 		}
 		for (int i = 0; i < n; i++) {
 			struct tag *t = ev[i].data.ptr;
