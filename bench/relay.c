@@ -516,6 +516,26 @@ static int relay_loop(struct relay *r)
 	}
 }
 
+/* Everything held, at exit. */
+static void relay_release(struct relay *r)
+{
+	struct chunk *k;
+
+	while (r->live) {
+		struct conn *c = r->live;
+
+		conn_close(r, c);
+		conn_free(r, c);
+	}
+	while ((k = r->free_chunks)) {
+		r->free_chunks = k->next;
+		free(k);
+	}
+	close(r->lfd);
+	close(r->sfd);
+	close(r->ep);
+}
+
 static void usage(FILE *f)
 {
 	fputs("usage: resync-relay --target HOST:PORT [--listen HOST:PORT] [--delay-ms MS]\n"
@@ -622,5 +642,10 @@ int main(int argc, char **argv)
 		printf("listening %s:%u\n", host, ntohs(listen_at.sin_port));
 		fflush(stdout);
 	}
-	return relay_loop(&r);
+	{
+		int rc = relay_loop(&r);
+
+		relay_release(&r);
+		return rc;
+	}
 }
