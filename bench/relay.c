@@ -542,16 +542,13 @@ static void usage(FILE *f)
 	      "                    [--rate BYTES] [--burst BYTES] [--inflight BYTES]\n", f);
 }
 
-int main(int argc, char **argv)
+/* The options into r and *ret_listen. Returns -1 to exit 0 (--help),
+ * -2 on a usage error (said), 0 to run. */
+static int relay_args(struct relay *r, struct sockaddr_in *ret_listen, int argc, char **argv)
 {
-	struct relay r = { .inflight = 32u << 20, .stdin_open = true };
-	struct sockaddr_in listen_at;
 	const char *listen_s = "127.0.0.1:0", *target_s = NULL;
 	double delay_ms = 0;
 	bool burst_set = false;
-	sigset_t mask;
-	socklen_t len = sizeof(listen_at);
-	int one = 1;
 
 	for (int i = 1; i < argc; i++) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -559,11 +556,11 @@ int main(int argc, char **argv)
 
 		if (!strcmp(argv[i], "--help")) {
 			usage(stdout);
-			return 0;
+			return -1;
 		}
 		if (!v) {
 			usage(stderr);
-			return 2;
+			return -2;
 		}
 		if (!strcmp(argv[i], "--target"))
 			target_s = v;
@@ -575,37 +572,51 @@ int main(int argc, char **argv)
 			delay_ms = strtod(v, &end);
 			bad = *end || end == v || !(delay_ms >= 0 && delay_ms <= 60000);
 		} else if (!strcmp(argv[i], "--rate"))
-			bad = parse_size(v, &r.rate);
+			bad = parse_size(v, &r->rate);
 		else if (!strcmp(argv[i], "--burst")) {
-			bad = parse_size(v, &r.burst) || !r.burst;
+			bad = parse_size(v, &r->burst) || !r->burst;
 			burst_set = true;
 		} else if (!strcmp(argv[i], "--inflight"))
-			bad = parse_size(v, &r.inflight) || r.inflight < CHUNK_BYTES;
+			bad = parse_size(v, &r->inflight) || r->inflight < CHUNK_BYTES;
 		else {
 			usage(stderr);
-			return 2;
+			return -2;
 		}
 		if (bad) {
 			fprintf(stderr, "resync-relay: bad value for %s: '%s'\n", argv[i], v);
-			return 2;
+			return -2;
 		}
 		i++;
 	}
-	if (!target_s || parse_addr(target_s, &r.target) < 0 ||
-	    parse_addr(listen_s, &listen_at) < 0) {
+	if (!target_s || parse_addr(target_s, &r->target) < 0 ||
+	    parse_addr(listen_s, ret_listen) < 0) {
 		fprintf(stderr, "resync-relay: --target and --listen take IPV4:PORT\n");
 		usage(stderr);
-		return 2;
+		return -2;
 	}
-	r.delay_ns = (uint64_t)(delay_ms * 1e6);
-	for (int i = 0; i < 3; i++)
-		r.tags[i].kind = i;
+	r->delay_ns = (uint64_t)(delay_ms * 1e6);
 	if (!burst_set) {
 		/* About one delay's worth, at least one write's. */
-		r.burst = (uint64_t)((double)r.rate * delay_ms / 1000.0);
-		if (r.burst < (256u << 10))
-			r.burst = 256u << 10;
+		r->burst = (uint64_t)((double)r->rate * delay_ms / 1000.0);
+		if (r->burst < (256u << 10))
+			r->burst = 256u << 10;
 	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct relay r = { .inflight = 32u << 20, .stdin_open = true };
+	struct sockaddr_in listen_at;
+	sigset_t mask;
+	socklen_t len = sizeof(listen_at);
+	int one = 1, a;
+
+	a = relay_args(&r, &listen_at, argc, argv);
+	if (a < 0)
+		return a == -1 ? 0 : 2;
+	for (int i = 0; i < 3; i++)
+		r.tags[i].kind = i;
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
@@ -619,8 +630,7 @@ int main(int argc, char **argv)
 	    setsockopt(r.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    bind(r.lfd, (struct sockaddr *)&listen_at, sizeof(listen_at)) < 0 ||
 	    listen(r.lfd, 64) < 0 || getsockname(r.lfd, (struct sockaddr *)&listen_at, &len) < 0) {
-		fprintf(stderr, "resync-relay: cannot listen on '%s': %s\n", listen_s,
-			strerror(errno));
+		fprintf(stderr, "resync-relay: cannot listen: %s\n", strerror(errno));
 		return 1;
 	}
 	{
