@@ -23,6 +23,10 @@ struct resync_run {
 	pthread_mutex_t cli_lock;
 	struct job *jobs;
 	size_t nj, n_quick;
+	/* The plan kept for this resync (plan-keep.c): its connections are
+	 * taken by the jobs, the rest closed at the release. */
+	struct plan_kept *kept;
+	size_t nkept;
 	bool any_full, frozen;
 	struct meta_info mi;
 	struct meta_uuid base;

@@ -206,12 +206,14 @@ static int resync_check(struct resync_run *run)
 	return 0;
 }
 
-/* Phase one, all secondaries in parallel: connect, hellos, status. */
+/* Phase one, all secondaries in parallel: connect, hellos, status (on
+ * the plan's connection when the run took one: the hellos again, no
+ * connect; a kept connection that fails is replaced by a new one). */
 static void *job_open_thread(void *arg)
 {
 	struct job_open *o = arg;
 	struct job *j = o->j;
-	bool reached;
+	bool reached = false;
 	int r;
 
 	j->t0 = clock_usec();
@@ -222,8 +224,22 @@ static void *job_open_thread(void *arg)
 		return NULL;
 	}
 	FAILPOINT("primary-connect");
-	r = node_peer_open_status(o->n, j->peer, j->write, j->buf, j->err, sizeof(j->err), &j->c,
-				  &j->hello, &j->status, &reached);
+	if (j->kept) {
+		j->rt_base = peer_conn_round_trips(j->kept);
+		j->ex_base = peer_conn_exchanges(j->kept);
+		r = node_peer_open_status(o->n, j->peer, j->write, TAKE_PTR(j->kept), j->buf, j->err,
+					  sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
+		j->reused = r >= 0;
+		if (r < 0) {
+			log_info("resync of '%s': the plan's connection failed (%s): connecting again",
+				 j->peer->name, j->err);
+			j->err[0] = 0;
+			j->rt_base = j->ex_base = 0;
+		}
+	}
+	r = j->reused ? 0
+		      : node_peer_open_status(o->n, j->peer, j->write, NULL, j->buf, j->err,
+					      sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
 	event_publish_peer(o->n->bus, j->peer->name, reached);
 	if (r < 0) {
 		if (!j->err[0])
@@ -296,6 +312,13 @@ static int resync_open(struct resync_run *run)
 		j->gen = run->mi.generation;
 		j->bitmap_size = run->bitmap_size;
 		j->state = META_STATE_UNKNOWN;
+		/* The plan's connection and walk, when the run took them. */
+		for (size_t k = 0; k < run->nkept; k++) {
+			if (run->kept[k].peer != nc)
+				continue;
+			j->kept = TAKE_PTR(run->kept[k].c);
+			j->memo_in = run->kept[k].memo.set ? &run->kept[k].memo : NULL;
+		}
 	}
 	resync_jobs_parallel(run, job_open_thread, opens, sizeof(*opens), false);
 	return 0;
@@ -315,6 +338,9 @@ static void resync_choose(struct resync_run *run)
 
 		if (!j->opened)
 			continue;
+		/* A plan keeps its connections for the resync that follows
+		 * it, with peers that can say their hellos again. */
+		j->keep_conn = run->plan && !run->write && (j->features & WIRE_FEATURE_REHELLO);
 		memcpy(g.b, j->hello.generation.b, 16);
 		trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
 		j->diverged = trusted && j->status.dirty_bytes > 0 &&
@@ -355,6 +381,7 @@ static void resync_choose(struct resync_run *run)
 			j->mode = JOB_QUICK, run->n_quick++;
 		else
 			run->any_full = true;
+		j->memo_make = j->keep_conn && j->mode == JOB_FULL;
 	}
 }
 
@@ -620,8 +647,11 @@ static void resync_release(struct resync_run *run)
 		free(run->jobs[i].buf);
 		rangelist_release(&run->jobs[i].ranges);
 		moved_free(&run->jobs[i]);
+		walk_memo_release(&run->jobs[i].memo);
+		peer_conn_free(run->jobs[i].kept);
 	}
 	free(run->jobs);
+	plan_kept_free(run->kept, run->nkept);
 	if (run->tree && run->tc.built) {
 		run->tc.hashes = TAKE_PTR(run->hashes);
 		run->tc.tree = TAKE_PTR(run->tree);
@@ -647,6 +677,38 @@ static void resync_release(struct resync_run *run)
 	if (run->write)
 		node_etcd_resync_end(n); /* issue 14: the lock, released last */
 	pthread_mutex_destroy(&run->cli_lock);
+}
+
+/* A plan's connections and walks kept for the resync that presents the
+ * token (plan-keep.c): each job's that ended well, to a peer that can
+ * say its hellos again. The token goes into the result (none kept: no
+ * token). */
+static void resync_keep_plan(struct resync_run *run, json_object *res)
+{
+	_cleanup_free_ struct plan_kept *v = calloc(run->nj ? run->nj : 1, sizeof(*v));
+	char token[NODE_PLAN_TOKEN_MAX];
+	size_t nv = 0;
+	int r;
+
+	if (!v || !res)
+		return;
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (!j->keep_conn || j->r < 0 || !j->c)
+			continue;
+		v[nv].peer = j->peer;
+		v[nv].c = TAKE_PTR(j->c);
+		v[nv].memo = j->memo;
+		memset(&j->memo, 0, sizeof(j->memo));
+		nv++;
+	}
+	if (!nv)
+		return;
+	r = node_plan_keep_put(run->n, TAKE_PTR(v), nv, token);
+	if (r < 0 || !token[0])
+		return;
+	json_object_object_add(res, "plan_token", json_object_new_string(token));
 }
 
 /* verify (write = false) and resync (write = true, unless dry_run). */
@@ -687,6 +749,15 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	}
 	n->resync_running = true;
 	pthread_mutex_unlock(&n->lock);
+	/* The plan kept for this resync (its token), or let go: any other
+	 * run leaves the plan's connections and walks stale. */
+	{
+		json_object *tv;
+		const char *token = run.write && json_object_object_get_ex(req, "plan_token", &tv)
+					    ? json_object_get_string(tv) : NULL;
+
+		node_plan_keep_take(n, token, &run.kept, &run.nkept);
+	}
 	/* A scheduled verify yields: its step in flight ends first. */
 	drift_yield(n);
 	pthread_mutex_init(&run.cli_lock, NULL);
@@ -787,6 +858,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	 * start the next run the moment it reads the result. */
 	resync_etcd_note(&run); /* issue 14 */
 	final = resync_report(&run);
+	if (run.plan && !run.write)
+		resync_keep_plan(&run, final);
 	if (final && node_etcd_stopped(n, verr, sizeof(verr)))
 		json_object_object_add(final, "etcd_stopped", json_object_new_string(verr));
 out:

@@ -785,6 +785,7 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_PROOF_COMMIT] = {session_proof_commit, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_COPY] = {session_copy, SESSION_OP_PRIMARY_ONLY},	/* moved-session.c */
 	[WIRE_WEAK_REQ] = {session_weak_req, 0},		/* moved-session.c */
+	[WIRE_HELLO] = {session_rehello, 0},
 };
 
 /* The session no longer counts against NODE_UNAUTH_MAX. */
@@ -800,35 +801,17 @@ static void session_authed(struct session *s)
 	pthread_mutex_unlock(&n->sessions_lock);
 }
 
-/* The hellos: the peer's first, checked (a smaller file grows to its
- * primary's size here), then this node's. Returns 0 when the session
- * may go on; anything else was refused and said. */
-static int session_hello(struct session *s)
+/* A peer's hello h, checked (a smaller file grows to its primary's size
+ * here), then this node's. Returns 0 when the session may go on;
+ * anything else was refused and said. */
+static int session_hello_answer(struct session *s, const struct wire_hello *hp)
 {
 	struct node *n = s->n;
-	struct wire_hello h, mine;
+	struct wire_hello h = *hp, mine;
 	struct wire_text why;
-	uint16_t type;
 	size_t len;
 	int r;
 
-	/* The hello comes right after the handshake: the connect deadline
-	 * covers it too, so that a silent peer leaves the count of the
-	 * unauthenticated early (plaintext clusters have no handshake). */
-	peer_conn_set_timeout(s->c, PEER_TIMEOUT_CONNECT_MS);
-	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
-	session_authed(s);
-	peer_conn_set_timeout(s->c, PEER_TIMEOUT_IO_MS);
-	if (r < 0) {
-		log_warning("session with %s ended before its hello: %s", peer_conn_remote(s->c),
-			    peer_conn_error(s->c));
-		return r;
-	}
-	if (type != WIRE_HELLO || wire_hello_decode(s->in, len, &h) < 0) {
-		log_warning("refused %s: its first message is not a valid hello", peer_conn_remote(s->c));
-		send_text(s->c, WIRE_REFUSE, WIRE_REASON_MESSAGE, "the first message must be HELLO");
-		return -EBADMSG;
-	}
 	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
 	s->features = h.features & node_features();
 	if (session_volume_check(s) < 0) {
@@ -872,6 +855,91 @@ static int session_hello(struct session *s)
 	if (r >= 0)
 		r = peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len);
 	return r;
+}
+
+/* The hellos: the peer's first, then this node's (session_hello_answer()).
+ * Returns 0 when the session may go on; anything else was refused and
+ * said. */
+static int session_hello(struct session *s)
+{
+	struct wire_hello h;
+	uint16_t type;
+	size_t len;
+	int r;
+
+	/* The hello comes right after the handshake: the connect deadline
+	 * covers it too, so that a silent peer leaves the count of the
+	 * unauthenticated early (plaintext clusters have no handshake). */
+	peer_conn_set_timeout(s->c, PEER_TIMEOUT_CONNECT_MS);
+	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+	session_authed(s);
+	peer_conn_set_timeout(s->c, PEER_TIMEOUT_IO_MS);
+	if (r < 0) {
+		log_warning("session with %s ended before its hello: %s", peer_conn_remote(s->c),
+			    peer_conn_error(s->c));
+		return r;
+	}
+	if (type != WIRE_HELLO || wire_hello_decode(s->in, len, &h) < 0) {
+		log_warning("refused %s: its first message is not a valid hello", peer_conn_remote(s->c));
+		send_text(s->c, WIRE_REFUSE, WIRE_REASON_MESSAGE, "the first message must be HELLO");
+		return -EBADMSG;
+	}
+	return session_hello_answer(s, &h);
+}
+
+/* What a request learnt, let go before the next one on this session: the
+ * tree back to the node's cache (whence session_tree() takes it again
+ * only while the image is unchanged), the bitmap's snapshot, the write
+ * state of a session that never wrote. */
+static void session_reset(struct session *s)
+{
+	if (s->tree && s->built && !s->wrote) {
+		struct tree_cache c = {s->hashes, s->tree, s->seed, s->fanout, s->leaf, s->id,
+				       s->built};
+
+		tree_cache_put(s->n, &c);
+		s->hashes = NULL;
+		s->tree = NULL;
+	}
+	hashtree_free(s->tree);
+	s->tree = NULL;
+	free(s->hashes);
+	s->hashes = NULL;
+	s->seed = 0;
+	s->built = 0;
+	free(s->bitmap);
+	s->bitmap = NULL;
+	s->bitmap_size = 0;
+	s->diverged = false;
+	s->undo = false;
+	s->committed = false;
+	s->proof_done = false;
+	s->n_blocks = s->n_extents = 0;
+	rangelist_release(&s->proof_written);
+}
+
+/* HELLO again (WIRE_FEATURE_REHELLO): a plan's connection, kept by the
+ * primary for the resync that follows it. The session starts over as
+ * after its first hello. Refused on a session that wrote (a resync's:
+ * one resync a session). Returns 0 to go on, SESSION_END after a refusal
+ * (said), -errno. */
+static int session_rehello(struct session *s, size_t len)
+{
+	struct wire_hello h;
+	int r;
+
+	if (!(s->features & WIRE_FEATURE_REHELLO) || s->wrote || s->writing) {
+		snprintf(s->why, sizeof(s->why), "'%s': a second HELLO on this session is refused",
+			 s->n->self->name);
+		return -EBADMSG;
+	}
+	r = wire_hello_decode(s->in, len, &h);
+	if (r < 0)
+		return r;
+	session_reset(s);
+	FAILPOINT_RETURN("secondary-rehello");
+	r = session_hello_answer(s, &h);
+	return r < 0 ? SESSION_END : 0;
 }
 
 /* A handler failed with r on a frame of type: say why in an ERROR, then
