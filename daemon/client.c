@@ -21,8 +21,8 @@
  * (taken, freed on failure), no connect: the hellos are exchanged again
  * on a connection a plan kept (WIRE_FEATURE_REHELLO). */
 static int peer_open(struct node *n, const struct node_config *peer, bool write, bool status,
-		     struct peer_conn *kept, char *err, size_t errlen, struct peer_conn **ret,
-		     struct wire_hello *ret_hello)
+		     struct peer_conn *kept, const struct peer_early *early, char *err,
+		     size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
 {
 	struct peer_conn *c = kept;
 	struct wire_hello mine;
@@ -52,6 +52,8 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 		r = peer_conn_send_frame(c, WIRE_HELLO, buf, len);
 	if (r >= 0 && status)
 		r = peer_conn_send_frame(c, WIRE_STATUS_REQ, NULL, 0);
+	if (r >= 0 && status && early)
+		r = peer_conn_send_frame(c, early->type, early->payload, early->len);
 	if (r >= 0)
 		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0) {
@@ -100,13 +102,14 @@ fail:
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
 		   size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
 {
-	return peer_open(n, peer, write, false, NULL, err, errlen, ret, ret_hello);
+	return peer_open(n, peer, write, false, NULL, NULL, err, errlen, ret, ret_hello);
 }
 
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
-			  struct peer_conn *kept, unsigned char *buf, char *err, size_t errlen,
-			  struct peer_conn **ret, struct wire_hello *ret_hello,
-			  struct wire_status *ret_status, bool *ret_reached)
+			  struct peer_conn *kept, const struct peer_early *early, unsigned char *buf,
+			  char *err, size_t errlen, struct peer_conn **ret,
+			  struct wire_hello *ret_hello, struct wire_status *ret_status,
+			  bool *ret_reached)
 {
 	struct peer_conn *c = NULL;
 	uint16_t type;
@@ -114,7 +117,7 @@ int node_peer_open_status(struct node *n, const struct node_config *peer, bool w
 	int r;
 
 	*ret_reached = false;
-	r = peer_open(n, peer, write, true, kept, err, errlen, &c, ret_hello);
+	r = peer_open(n, peer, write, true, kept, early, err, errlen, &c, ret_hello);
 	if (r < 0)
 		return r;
 	*ret_reached = true;

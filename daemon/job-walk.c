@@ -106,6 +106,16 @@ void job_walk_first(uint64_t nleaves, unsigned fanout, unsigned *ret_level, uint
 	*ret_count = c;
 }
 
+int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *ret_len)
+{
+	struct hashtree_range first = {0, 0};
+	unsigned level;
+
+	job_walk_first(m->nleaves, m->fanout, &level, &first.count);
+	return wire_hash_req_encode(m->seed, level, m->fanout, m->leaf_wire, &first, 1, buf,
+				    RESYNC_WIRE_FRAME_MAX, ret_len);
+}
+
 void walk_memo_release(struct walk_memo *m)
 {
 	free(m->first);
@@ -341,6 +351,7 @@ static int walk_memo_make(struct walk *w)
 	m->seed = hashtree_seed(j->tree);
 	m->fanout = hashtree_fanout(j->tree);
 	m->leaf = j->leaf;
+	m->leaf_wire = job_leaf_wire(j);
 	m->nleaves = hashtree_level_count(j->tree, 0);
 	m->nfirst = w->first.n;
 	m->first = malloc((w->first.n ? w->first.n : 1) * sizeof(struct hash128));

@@ -61,7 +61,7 @@ void job_prefetch(struct job *j, uint64_t seed)
 	unsigned level;
 	size_t len;
 
-	if (!j->opened || j->mode != JOB_FULL || !nl)
+	if (!j->opened || j->mode != JOB_FULL || !nl || j->prefetched)
 		return;
 	job_walk_first(nl, j->fanout, &level, &first.count);
 	if (wire_hash_req_encode(seed, level, j->fanout, job_leaf_wire(j), &first, 1, j->buf,

@@ -496,7 +496,7 @@ struct walk_memo {
 	bool set;
 	uint64_t seed, nleaves;
 	unsigned fanout;
-	uint32_t leaf;
+	uint32_t leaf, leaf_wire; /* leaf_wire: as the HASH_REQ named it */
 	struct hash128 *first; /* [nfirst] */
 	uint64_t nfirst;
 	uint64_t *leaves;	/* [nleaves_diff], ascending */
@@ -563,6 +563,10 @@ struct job {
 	 * job_open_thread() to take; NULL: connect. reused: it served. */
 	struct peer_conn *kept;
 	bool reused;
+	/* The memo's first level asked for in the flight of the hellos
+	 * again (resync_early_settle() decides: the prefetch, or read and
+	 * dropped). */
+	bool early_first;
 	bool keep_conn; /* a plan's job: its connection is kept at the end */
 	/* The walk's memo: made by a plan's job (memo_make), taken from the
 	 * plan by the resync (memo_in, owned by the run; memo_used: it
@@ -589,6 +593,9 @@ struct job {
 };
 
 void job_prefetch(struct job *j, uint64_t seed);
+/* The HASH_REQ of memo's first level (the prefetch of a resync that took
+ * its plan's walk) into buf: 0 and *ret_len, or -errno. */
+int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *ret_len);
 /* Receive a secondary's reply (an ERROR it sent: -EIO, j->err says it),
  * and the leaf size a HASH_REQ names for it. */
 int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,

@@ -225,11 +225,18 @@ static void *job_open_thread(void *arg)
 	}
 	FAILPOINT("primary-connect");
 	if (j->kept) {
+		struct peer_early e = {.type = WIRE_HASH_REQ, .payload = j->buf};
+		bool early = j->memo_in && job_memo_first_req(j->memo_in, j->buf, &e.len) >= 0;
+
 		j->rt_base = peer_conn_round_trips(j->kept);
 		j->ex_base = peer_conn_exchanges(j->kept);
-		r = node_peer_open_status(o->n, j->peer, j->write, TAKE_PTR(j->kept), j->buf, j->err,
-					  sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
+		/* With the plan's walk: its first level asked for again in
+		 * the same flight (the prefetch, most likely). */
+		r = node_peer_open_status(o->n, j->peer, j->write, TAKE_PTR(j->kept),
+					  early ? &e : NULL, j->buf, j->err, sizeof(j->err), &j->c,
+					  &j->hello, &j->status, &reached);
 		j->reused = r >= 0;
+		j->early_first = r >= 0 && early;
 		if (r < 0) {
 			log_info("resync of '%s': the plan's connection failed (%s): connecting again",
 				 j->peer->name, j->err);
@@ -238,7 +245,7 @@ static void *job_open_thread(void *arg)
 		}
 	}
 	r = j->reused ? 0
-		      : node_peer_open_status(o->n, j->peer, j->write, NULL, j->buf, j->err,
+		      : node_peer_open_status(o->n, j->peer, j->write, NULL, NULL, j->buf, j->err,
 					      sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
 	event_publish_peer(o->n->bus, j->peer->name, reached);
 	if (r < 0) {
@@ -458,6 +465,34 @@ static int resync_hash_progress(void *arg, uint64_t done, uint64_t total)
 	return 0;
 }
 
+/* The first levels asked for early (job_open_thread(), a resync with its
+ * plan's walk), once this run's seed and tree are known: a job whose
+ * tree is the memo's (same seed and shape) has its prefetch in flight;
+ * any other reads the reply and drops it (a round trip, when this
+ * volume changed since the plan, or the job is no longer full). */
+static void resync_early_settle(struct resync_run *run, uint64_t nl)
+{
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+		const struct walk_memo *m = j->memo_in;
+		uint16_t type;
+		size_t len;
+
+		if (!j->early_first)
+			continue;
+		j->early_first = false;
+		if (j->opened && j->mode == JOB_FULL && m->seed == run->o.seed &&
+		    m->fanout == run->fanout && m->leaf == run->o.block_size && m->nleaves == nl &&
+		    m->leaf_wire == job_leaf_wire(j)) {
+			j->prefetched = true;
+			continue;
+		}
+		/* A failure shows again at the job's next request. */
+		if (j->opened)
+			(void)job_recv(j, j->c, j->buf, &type, &len);
+	}
+}
+
 /* This volume's tree, one seed for it and for the page hashes of every
  * job: the plan's tree of this unchanged image when there is one (each
  * secondary finds its own tree of that seed in its cache), else hashed
@@ -471,16 +506,22 @@ static int resync_hash(struct resync_run *run)
 	int r;
 
 	r = hash_seed_random(&run->o.seed);
-	if (r < 0 || !run->any_full)
+	if (r < 0)
 		return r;
+	if (!run->any_full) {
+		resync_early_settle(run, nl);
+		return 0;
+	}
 	if (tree_cache_take(n, 0, run->fanout, run->o.block_size, &run->tc)) {
 		run->hashes = TAKE_PTR(run->tc.hashes);
 		run->tree = TAKE_PTR(run->tc.tree);
 		run->o.seed = run->tc.seed;
+		resync_early_settle(run, nl);
 		for (size_t i = 0; nl && i < run->nj; i++)
 			job_prefetch(&run->jobs[i], run->o.seed);
 		return 0;
 	}
+	resync_early_settle(run, nl);
 	run->tc.built = node_image_still(n, &run->tc.id) ? clock_usec() : 0;
 	run->hashes = calloc(nl ? nl : 1, sizeof(*run->hashes));
 	if (!run->hashes)
