@@ -921,17 +921,19 @@ static void session_reset(struct session *s)
 /* HELLO again (WIRE_FEATURE_REHELLO): a plan's connection, kept by the
  * primary for the resync that follows it. The session starts over as
  * after its first hello. Refused on a session that wrote (a resync's:
- * one resync a session). Returns 0 to go on, SESSION_END after a refusal
- * (said), -errno. */
+ * one resync a session) and from a peer that did not offer the feature,
+ * as an unexpected message. Returns 0 to go on, SESSION_END after a
+ * refusal (said), -errno. */
 static int session_rehello(struct session *s, size_t len)
 {
 	struct wire_hello h;
 	int r;
 
 	if (!(s->features & WIRE_FEATURE_REHELLO) || s->wrote || s->writing) {
-		snprintf(s->why, sizeof(s->why), "'%s': a second HELLO on this session is refused",
-			 s->n->self->name);
-		return -EBADMSG;
+		/* As for any type without a handler (session_step()). */
+		log_warning("unexpected %s from '%s'", wire_type_name(WIRE_HELLO), s->peer);
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
+		return SESSION_END;
 	}
 	r = wire_hello_decode(s->in, len, &h);
 	if (r < 0)
