@@ -17,7 +17,7 @@
  * below is the same too (the walk's own inference: equal hashes, equal
  * subtrees), so the plan's leaves are the answer and the levels below
  * cost no round trip. A secondary written since answers with other
- * hashes, and the walk goes on from them as usual.
+ * hashes, and the walk goes on from them as usual. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

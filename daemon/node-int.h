@@ -460,8 +460,20 @@ int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status
 /* node_peer_open() and node_peer_status() in one round trip (the
  * STATUS_REQ follows the HELLO unanswered); err says what failed,
  * *ret_reached whether the hellos were exchanged. */
+/* kept (NULL: connect) is a connection a plan kept, to a peer that
+ * offered WIRE_FEATURE_REHELLO: taken (freed on failure), the hellos
+ * exchanged again on it without a connect. early (NULL: none): a request
+ * sent right after the STATUS_REQ, in the same flight; its answer, after
+ * the STATUS, is the caller's to read. Its payload may be buf (sent
+ * before buf is used). */
+struct peer_early {
+	uint16_t type;
+	const void *payload;
+	size_t len;
+};
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
-			  unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret,
+			  struct peer_conn *kept, const struct peer_early *early, unsigned char *buf,
+			  char *err, size_t errlen, struct peer_conn **ret,
 			  struct wire_hello *ret_hello, struct wire_status *ret_status,
 			  bool *ret_reached);
 int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm, size_t size);

@@ -762,6 +762,8 @@ static int session_error(struct session *s, size_t len)
 	return SESSION_END;
 }
 
+static int session_rehello(struct session *s, size_t len);
+
 /* Every frame the asking side may send after the hellos, by type (as
  * libfuse's fuse_ll_ops[]): a type without a handler ends the session
  * with "unexpected message"; a PRIMARY_ONLY one is refused from anyone
