@@ -106,8 +106,8 @@ int node_peer_open(struct node *n, const struct node_config *peer, bool write, c
 }
 
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
-			  struct peer_conn *kept, const struct peer_early *early, unsigned char *buf,
-			  char *err, size_t errlen, struct peer_conn **ret,
+			  struct peer_conn *kept, const struct peer_early *early,
+			  unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret,
 			  struct wire_hello *ret_hello, struct wire_status *ret_status,
 			  bool *ret_reached)
 {

@@ -472,8 +472,8 @@ struct peer_early {
 	size_t len;
 };
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
-			  struct peer_conn *kept, const struct peer_early *early, unsigned char *buf,
-			  char *err, size_t errlen, struct peer_conn **ret,
+			  struct peer_conn *kept, const struct peer_early *early,
+			  unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret,
 			  struct wire_hello *ret_hello, struct wire_status *ret_status,
 			  bool *ret_reached);
 int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm, size_t size);

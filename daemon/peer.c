@@ -606,7 +606,8 @@ static void peer_conn_trace(const struct peer_conn *c)
 	}
 	if (atomic_load(&on))
 		fprintf(stderr, "resyncd: round trip %llu with %s after %s\n",
-			(unsigned long long)c->round_trips, c->remote, wire_type_name(c->last_type));
+			(unsigned long long)c->round_trips, c->remote,
+			wire_type_name(c->last_type));
 }
 
 int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,

@@ -214,7 +214,7 @@ static void *job_open_thread(void *arg)
 	struct job_open *o = arg;
 	struct job *j = o->j;
 	bool reached = false;
-	int r;
+	int r = 0;
 
 	j->t0 = clock_usec();
 	j->state = META_STATE_UNKNOWN;
@@ -238,15 +238,15 @@ static void *job_open_thread(void *arg)
 		j->reused = r >= 0;
 		j->early_first = r >= 0 && early;
 		if (r < 0) {
-			log_info("resync of '%s': the plan's connection failed (%s): connecting again",
+			log_info("resync of '%s': the plan's connection failed (%s): connecting anew",
 				 j->peer->name, j->err);
 			j->err[0] = 0;
 			j->rt_base = j->ex_base = 0;
 		}
 	}
-	r = j->reused ? 0
-		      : node_peer_open_status(o->n, j->peer, j->write, NULL, NULL, j->buf, j->err,
-					      sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
+	if (!j->reused)
+		r = node_peer_open_status(o->n, j->peer, j->write, NULL, NULL, j->buf, j->err,
+					  sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
 	event_publish_peer(o->n->bus, j->peer->name, reached);
 	if (r < 0) {
 		if (!j->err[0])
@@ -794,8 +794,10 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	 * run leaves the plan's connections and walks stale. */
 	{
 		json_object *tv;
-		const char *token = run.write && json_object_object_get_ex(req, "plan_token", &tv)
-					    ? json_object_get_string(tv) : NULL;
+		const char *token = NULL;
+
+		if (run.write && json_object_object_get_ex(req, "plan_token", &tv))
+			token = json_object_get_string(tv);
 
 		node_plan_keep_take(n, token, &run.kept, &run.nkept);
 	}
