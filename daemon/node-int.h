@@ -11,6 +11,7 @@
  *   hello.c       what this node offers and accepts in a hello; growing
  *   client.c      the asking side: connect, hellos, status, bitmap
  *   session.c     the accepting side: frames dispatched by type
+ *   session-hello.c  its hellos, and a HELLO again on a kept connection
  *   writeback.c   writeback started early while frames arrive
  *   job.c         the primary's work toward one secondary
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
@@ -447,6 +448,20 @@ struct session_op {
 };
 
 void *session_thread(void *arg);
+/* Before this volume is hashed, written or committed: still the image
+ * this daemon opened, at its size (node_volume_check()); the reason in
+ * s->why, for the request's ERROR. */
+int session_volume_check(struct session *s);
+/* ---- session-hello.c ---- */
+/* The session no longer counts against NODE_UNAUTH_MAX. */
+void session_authed(struct session *s);
+/* The hellos: the peer's first (under the connect deadline), checked,
+ * then this node's. Returns 0 when the session may go on; anything else
+ * was refused and said. */
+int session_hello(struct session *s);
+/* The handler of WIRE_HELLO after the first: the session starts over
+ * (WIRE_FEATURE_REHELLO), or an unexpected message. */
+int session_rehello(struct session *s, size_t len);
 
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,

@@ -18,7 +18,8 @@
  * (NODE_PLAN_KEEP_MS, or half the session_timeout when shorter, so that
  * the secondaries' sessions never time out first), on a thread of its
  * own that closes the connections: the secondaries' sessions end and
- * put their trees back into their caches. */
+ * put their trees back into their caches. The run's side (what a plan
+ * keeps, and the first level asked for early) is at the end. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,7 +27,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "node-int.h"
+#include "resync-int.h"
+#include "resync/limits.h"
 #include "resync/macro.h"
 
 struct plan_keep {
@@ -239,4 +241,66 @@ bool node_plan_keep_take(struct node *n, const char *token, struct plan_kept **r
 	*ret_v = v;
 	*ret_n = nv;
 	return true;
+}
+
+/* ---- the run's side (resync-int.h) ---- */
+
+/* The first levels asked for early (job_open_thread(), a resync with its
+ * plan's walk), once this run's seed and tree are known: a job whose
+ * tree is the memo's (same seed and shape) has its prefetch in flight;
+ * any other reads the reply and drops it (a round trip, when this
+ * volume changed since the plan, or the job is no longer full). */
+void resync_early_settle(struct resync_run *run, uint64_t nl)
+{
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+		const struct walk_memo *m = j->memo_in;
+		uint16_t type;
+		size_t len;
+
+		if (!j->early_first)
+			continue;
+		j->early_first = false;
+		if (j->opened && j->mode == JOB_FULL && m->seed == run->o.seed &&
+		    m->fanout == run->fanout && m->leaf == run->o.block_size && m->nleaves == nl &&
+		    m->leaf_wire == job_leaf_wire(j)) {
+			j->prefetched = true;
+			continue;
+		}
+		/* A failure shows again at the job's next request. */
+		if (j->opened)
+			(void)job_recv(j, j->c, j->buf, &type, &len);
+	}
+}
+
+/* A plan's connections and walks kept for the resync that presents the
+ * token (plan-keep.c): each job's that ended well, to a peer that can
+ * say its hellos again. The token goes into the result (none kept: no
+ * token). */
+void resync_keep_plan(struct resync_run *run, json_object *res)
+{
+	_cleanup_free_ struct plan_kept *v = calloc(run->nj ? run->nj : 1, sizeof(*v));
+	char token[NODE_PLAN_TOKEN_MAX];
+	size_t nv = 0;
+	int r;
+
+	if (!v || !res)
+		return;
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (!j->keep_conn || j->r < 0 || !j->c)
+			continue;
+		v[nv].peer = j->peer;
+		v[nv].c = TAKE_PTR(j->c);
+		v[nv].memo = j->memo;
+		memset(&j->memo, 0, sizeof(j->memo));
+		nv++;
+	}
+	if (!nv)
+		return;
+	r = node_plan_keep_put(run->n, TAKE_PTR(v), nv, token);
+	if (r < 0 || !token[0])
+		return;
+	json_object_object_add(res, "plan_token", json_object_new_string(token));
 }

@@ -465,34 +465,6 @@ static int resync_hash_progress(void *arg, uint64_t done, uint64_t total)
 	return 0;
 }
 
-/* The first levels asked for early (job_open_thread(), a resync with its
- * plan's walk), once this run's seed and tree are known: a job whose
- * tree is the memo's (same seed and shape) has its prefetch in flight;
- * any other reads the reply and drops it (a round trip, when this
- * volume changed since the plan, or the job is no longer full). */
-static void resync_early_settle(struct resync_run *run, uint64_t nl)
-{
-	for (size_t i = 0; i < run->nj; i++) {
-		struct job *j = &run->jobs[i];
-		const struct walk_memo *m = j->memo_in;
-		uint16_t type;
-		size_t len;
-
-		if (!j->early_first)
-			continue;
-		j->early_first = false;
-		if (j->opened && j->mode == JOB_FULL && m->seed == run->o.seed &&
-		    m->fanout == run->fanout && m->leaf == run->o.block_size && m->nleaves == nl &&
-		    m->leaf_wire == job_leaf_wire(j)) {
-			j->prefetched = true;
-			continue;
-		}
-		/* A failure shows again at the job's next request. */
-		if (j->opened)
-			(void)job_recv(j, j->c, j->buf, &type, &len);
-	}
-}
-
 /* This volume's tree, one seed for it and for the page hashes of every
  * job: the plan's tree of this unchanged image when there is one (each
  * secondary finds its own tree of that seed in its cache), else hashed
@@ -718,38 +690,6 @@ static void resync_release(struct resync_run *run)
 	if (run->write)
 		node_etcd_resync_end(n); /* issue 14: the lock, released last */
 	pthread_mutex_destroy(&run->cli_lock);
-}
-
-/* A plan's connections and walks kept for the resync that presents the
- * token (plan-keep.c): each job's that ended well, to a peer that can
- * say its hellos again. The token goes into the result (none kept: no
- * token). */
-static void resync_keep_plan(struct resync_run *run, json_object *res)
-{
-	_cleanup_free_ struct plan_kept *v = calloc(run->nj ? run->nj : 1, sizeof(*v));
-	char token[NODE_PLAN_TOKEN_MAX];
-	size_t nv = 0;
-	int r;
-
-	if (!v || !res)
-		return;
-	for (size_t i = 0; i < run->nj; i++) {
-		struct job *j = &run->jobs[i];
-
-		if (!j->keep_conn || j->r < 0 || !j->c)
-			continue;
-		v[nv].peer = j->peer;
-		v[nv].c = TAKE_PTR(j->c);
-		v[nv].memo = j->memo;
-		memset(&j->memo, 0, sizeof(j->memo));
-		nv++;
-	}
-	if (!nv)
-		return;
-	r = node_plan_keep_put(run->n, TAKE_PTR(v), nv, token);
-	if (r < 0 || !token[0])
-		return;
-	json_object_object_add(res, "plan_token", json_object_new_string(token));
 }
 
 /* verify (write = false) and resync (write = true, unless dry_run). */
