@@ -728,7 +728,7 @@ int job_xfer_open(struct job *j)
 int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 {
 	struct job_xfer *x = j->x;
-	uint64_t t0 = clock_usec(), done0 = j->bytes_read, written0 = j->bytes_written;
+	uint64_t t0 = clock_usec(), done0 = j->bytes_read;
 	int r = 0;
 
 	job_xfer_rewind(x, l, flags & JOB_SEND_CHECKPOINTS);
@@ -759,13 +759,9 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 		 * wrote durable now (a CHECKPOINT, its ACK waited for), so
 		 * that the commit under the primary's fence flushes only the
 		 * last pass. The offset claims what the first pass did (every
-		 * byte below the end was sent), never more. A pass that sent
-		 * less than a checkpoint's worth does not wait for the ACK (read
-		 * with the next request's answer, in order): its flush, of
-		 * pages written back as they came, adds little to the fence,
-		 * and across a WAN the wait is a round trip in sequence. */
+		 * byte below the end was sent), never more. */
 		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
-		if (r >= 0 && j->bytes_written - written0 >= NODE_CHECKPOINT_BYTES)
+		if (r >= 0)
 			r = job_acks_until(j, x->c, x->buf, 0);
 	}
 	j->bytes_sent = peer_conn_bytes_sent(x->c);

@@ -652,9 +652,7 @@ void *job_thread(void *arg);
 enum {
 	JOB_SEND_CHECKPOINTS = 1 << 0,
 	JOB_SEND_FINAL = 1 << 1, /* under the primary's fence: a pause does not hold it */
-	/* End with a CHECKPOINT, waited for when the pass sent a
-	 * checkpoint's worth or more: durable before the fence. */
-	JOB_SEND_SETTLE = 1 << 2,
+	JOB_SEND_SETTLE = 1 << 2, /* end with a CHECKPOINT waited for: durable before the fence */
 };
 int job_xfer_open(struct job *j);
 int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags);

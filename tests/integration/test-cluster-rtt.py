@@ -39,13 +39,12 @@ PAGE = 4096
 PROOF_COMMIT = 1 << 10
 # With the plan's connection and walk (resyncctl's plan, then its
 # resync): the hellos and status again, with the tree's first level (the
-# prefetch, equal to the plan's) in the same flight (1), the proof and
-# the commit (1: the end of the first pass, a few MiB, is not waited
-# for), and room for 2 waits the timing may add (a reply read just
-# before it came). Without them (a stale token, below): the TCP and TLS
-# handshakes (2), the first level's own wait (1) and the leaves' level
-# below it (1) more.
-MAX_ROUND_TRIPS = 4
+# prefetch, equal to the plan's) in the same flight (1), the end of the
+# first pass made durable (1), the proof and the commit (1), and room
+# for 2 waits the timing may add (a reply read just before it came).
+# Without them (a stale token, below): the TCP and TLS handshakes (2), the
+# first level's own wait (1) and the leaves' level below it (1) more.
+MAX_ROUND_TRIPS = 5
 CHANGED = 300  # pages changed on each secondary
 QUICK_MAX_ROUND_TRIPS = 7
 rng = random.Random(18)
