@@ -17,12 +17,14 @@
 
 /* Connect to peer and exchange hellos; *ret_hello is the peer's. With
  * status, a STATUS_REQ follows the HELLO at once (its answer, after the
- * HELLO_ACK, is read by the caller): one round trip for both. */
+ * HELLO_ACK, is read by the caller): one round trip for both. With kept
+ * (taken, freed on failure), no connect: the hellos are exchanged again
+ * on a connection a plan kept (WIRE_FEATURE_REHELLO). */
 static int peer_open(struct node *n, const struct node_config *peer, bool write, bool status,
-		     char *err, size_t errlen, struct peer_conn **ret,
-		     struct wire_hello *ret_hello)
+		     struct peer_conn *kept, const struct peer_early *early, char *err,
+		     size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
 {
-	struct peer_conn *c = NULL;
+	struct peer_conn *c = kept;
 	struct wire_hello mine;
 	struct wire_text why;
 	unsigned char *buf;
@@ -32,9 +34,11 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 
 	/* An authentication failure is -EKEYREJECTED, and err already says
 	 * so, naming the node. */
-	r = peer_conn_connect(n->ctx, peer, err, errlen, &c);
-	if (r < 0)
-		return r;
+	if (!c) {
+		r = peer_conn_connect(n->ctx, peer, err, errlen, &c);
+		if (r < 0)
+			return r;
+	}
 	buf = malloc(RESYNC_WIRE_FRAME_MAX);
 	if (!buf) {
 		peer_conn_free(c);
@@ -48,6 +52,8 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 		r = peer_conn_send_frame(c, WIRE_HELLO, buf, len);
 	if (r >= 0 && status)
 		r = peer_conn_send_frame(c, WIRE_STATUS_REQ, NULL, 0);
+	if (r >= 0 && status && early)
+		r = peer_conn_send_frame(c, early->type, early->payload, early->len);
 	if (r >= 0)
 		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0) {
@@ -96,10 +102,11 @@ fail:
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
 		   size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
 {
-	return peer_open(n, peer, write, false, err, errlen, ret, ret_hello);
+	return peer_open(n, peer, write, false, NULL, NULL, err, errlen, ret, ret_hello);
 }
 
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
+			  struct peer_conn *kept, const struct peer_early *early,
 			  unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret,
 			  struct wire_hello *ret_hello, struct wire_status *ret_status,
 			  bool *ret_reached)
@@ -110,7 +117,7 @@ int node_peer_open_status(struct node *n, const struct node_config *peer, bool w
 	int r;
 
 	*ret_reached = false;
-	r = peer_open(n, peer, write, true, err, errlen, &c, ret_hello);
+	r = peer_open(n, peer, write, true, kept, early, err, errlen, &c, ret_hello);
 	if (r < 0)
 		return r;
 	*ret_reached = true;

@@ -432,6 +432,9 @@ static const struct control_field jobs_fields[] = {
 	{"delta", CONTROL_FIELD_STRING, 0}, /* "auto", "aligned" or "rolling" */
 	/* Nodes in split brain that may be overwritten all the same. */
 	{"force", CONTROL_FIELD_STRINGS, 0},
+	/* A resync's: the token of the plan it follows, whose connections
+	 * and walks it takes while they are still right (plan-keep.c). */
+	{"plan_token", CONTROL_FIELD_STRING, 0},
 	{NULL, 0, 0},
 };
 static const struct control_field rollback_fields[] = {

@@ -4,7 +4,20 @@
  * level small enough to fetch whole (JOB_WALK_FIRST_NODES): the levels
  * above it would differ anyway wherever a page does, and each would cost
  * a round trip. Plain HASH_REQ/HASH_REPLY, in order: every peer answers
- * them, so no feature bit is needed. */
+ * them, so no feature bit is needed.
+ *
+ * The first level's request is the job's prefetch (job_prefetch()): sent
+ * before this volume is hashed, it makes the secondary build its tree
+ * at once, and its reply starts the walk, so it costs no round trip of
+ * its own. A plan's walk leaves a memo (struct walk_memo): that first
+ * level and the differing leaves with the secondary's hashes of them.
+ * The resync that follows the plan asks for the first level again; when
+ * its tree is the plan's (same seed and shape: this volume unchanged)
+ * and the secondary's first level is the one the plan saw, every node
+ * below is the same too (the walk's own inference: equal hashes, equal
+ * subtrees), so the plan's leaves are the answer and the levels below
+ * cost no round trip. A secondary written since answers with other
+ * hashes, and the walk goes on from them as usual. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,13 +76,53 @@ struct walk {
 	struct peer_conn *c;
 	unsigned char *buf;
 	struct hash128 *h; /* RESYNC_WIRE_HASHES_MAX */
-	unsigned level;
+	unsigned level, first_level;
 	struct walk_vec todo;  /* struct hashtree_range, ascending, each <= HASHES_MAX */
+	size_t next;	       /* todo's first range not asked for yet */
 	struct walk_vec found; /* uint64_t: differing nodes at level, ascending */
+	/* With a memo to make or to use: the peer's hashes of the first
+	 * level, and (to make one) of the differing leaves, as found. */
+	struct walk_vec first, found_h;
+	bool keep_first;
 	struct walk_req q[JOB_WALK_PENDING_MAX];
 	size_t q_head, q_n; /* the FIFO of requests sent, unanswered */
 	size_t inflight;    /* bytes of q's requests but the oldest */
 };
+
+/* The level a walk starts at, for a tree of nleaves leaves and fanout
+ * (hashtree.c's shape): the deepest with at most JOB_WALK_FIRST_NODES
+ * nodes, and its count. Known before the tree is built (the prefetch
+ * asks for it). */
+void job_walk_first(uint64_t nleaves, unsigned fanout, unsigned *ret_level, uint64_t *ret_count)
+{
+	unsigned level = 0;
+	uint64_t c = nleaves;
+
+	while (c > JOB_WALK_FIRST_NODES) {
+		c = DIV_ROUND_UP(c, fanout);
+		level++;
+	}
+	*ret_level = level;
+	*ret_count = c;
+}
+
+int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *ret_len)
+{
+	struct hashtree_range first = {0, 0};
+	unsigned level;
+
+	job_walk_first(m->nleaves, m->fanout, &level, &first.count);
+	return wire_hash_req_encode(m->seed, level, m->fanout, m->leaf_wire, &first, 1, buf,
+				    RESYNC_WIRE_FRAME_MAX, ret_len);
+}
+
+void walk_memo_release(struct walk_memo *m)
+{
+	free(m->first);
+	free(m->leaves);
+	free(m->leaf_h);
+	memset(m, 0, sizeof(*m));
+}
 
 /* Add [first, first + count) to the level's todo, merged with the last
  * range when adjacent, never longer than a request may ask. */
@@ -101,8 +154,9 @@ static int walk_todo_add(struct walk *w, uint64_t first, uint64_t count)
 
 /* Encode and send the request of todo's ranges from *next (as many as
  * fit one request); *next moves past them. */
-static int walk_send(struct walk *w, size_t *next)
+static int walk_send(struct walk *w)
 {
+	size_t *next = &w->next;
 	const struct hashtree_range *t = w->todo.v;
 	struct job *j = w->j;
 	struct walk_req rq = {.first = *next};
@@ -154,6 +208,11 @@ static int walk_recv(struct walk *w)
 	r = wire_hash_reply_get(&rep, w->h, RESYNC_WIRE_HASHES_MAX);
 	if (r < 0)
 		return r;
+	for (uint64_t i = 0; w->keep_first && w->level == w->first_level && i < rq.hashes && r >= 0;
+	     i++)
+		r = walk_vec_push(&w->first, &w->h[i]);
+	if (r < 0)
+		return r;
 	if (w->level == 0) {
 		/* The secondary's hashes of these leaves: moved blocks (moved.c). */
 		struct hashtree_step st = {.level = 0, .n_ranges = rq.n, .ranges = t + rq.first,
@@ -171,6 +230,8 @@ static int walk_recv(struct walk *w)
 		for (uint64_t x = t[i].first; x < t[i].first + t[i].count; x++, k++)
 			if (!hash128_equal(hashtree_node(tree, w->level, x), &w->h[k])) {
 				r = walk_vec_push(&w->found, &x);
+				if (r >= 0 && w->level == 0 && w->j->memo_make)
+					r = walk_vec_push(&w->found_h, &w->h[k]);
 				if (r < 0)
 					return r;
 			}
@@ -181,17 +242,17 @@ static int walk_recv(struct walk *w)
  * lets, and every reply read. */
 static int walk_level(struct walk *w)
 {
-	size_t next = 0;
 	int r;
 
 	w->found.n = 0;
-	while (next < w->todo.n || w->q_n) {
+	w->found_h.n = 0;
+	while (w->next < w->todo.n || w->q_n) {
 		/* The next request's size, at most (16 bytes a range). */
-		size_t est = 64 + 16 * MIN(w->todo.n - next, (size_t)JOB_WALK_REQ_RANGES);
+		size_t est = 64 + 16 * MIN(w->todo.n - w->next, (size_t)JOB_WALK_REQ_RANGES);
 
-		if (next < w->todo.n && w->q_n < JOB_WALK_PENDING_MAX &&
+		if (w->next < w->todo.n && w->q_n < JOB_WALK_PENDING_MAX &&
 		    (w->q_n == 0 || w->inflight + est <= JOB_WALK_INFLIGHT_BYTES)) {
-			r = walk_send(w, &next);
+			r = walk_send(w);
 		} else {
 			r = walk_recv(w);
 		}
@@ -212,6 +273,7 @@ static int walk_descend(struct walk *w)
 	w->level--;
 	below = hashtree_level_count(tree, w->level);
 	w->todo.n = 0;
+	w->next = 0;
 	for (size_t i = 0; i < w->found.n; i++) {
 		uint64_t first = f[i] * fanout;
 
@@ -222,6 +284,119 @@ static int walk_descend(struct walk *w)
 	return 0;
 }
 
+/* The prefetch (job_prefetch()) asked for the first level already: it
+ * is the walk's first request in flight. */
+static void walk_prefetched(struct walk *w)
+{
+	struct job *j = w->j;
+	const struct hashtree_range *t = w->todo.v;
+
+	if (!j->prefetched || w->todo.n != 1)
+		return;
+	j->prefetched = false;
+	w->q[0] = (struct walk_req){.first = 0, .n = 1, .hashes = t[0].count};
+	w->q_head = 0;
+	w->q_n = 1;
+	w->inflight = 0;
+	w->next = 1;
+}
+
+/* Whether memo m was made against this job's tree (same seed and shape)
+ * and the secondary's first level is still the one it saw. */
+static bool walk_memo_holds(const struct walk *w, const struct walk_memo *m)
+{
+	const struct hashtree *t = w->j->tree;
+
+	return m && m->set && m->seed == hashtree_seed(t) && m->fanout == hashtree_fanout(t) &&
+	       m->leaf == w->j->leaf && m->nleaves == hashtree_level_count(t, 0) &&
+	       m->nfirst == w->first.n &&
+	       !memcmp(m->first, w->first.v, m->nfirst * sizeof(struct hash128));
+}
+
+/* The plan's answer taken: its leaves, and the secondary's hashes of
+ * them for the moved-data search (as a level-0 reply would give). */
+static int walk_memo_use(struct walk *w, const struct walk_memo *m)
+{
+	_cleanup_free_ struct hashtree_range *one = NULL;
+	struct hashtree_step st = {.level = 0};
+	int r;
+
+	w->found.n = 0;
+	for (size_t i = 0; i < m->nleaves_diff; i++) {
+		r = walk_vec_push(&w->found, &m->leaves[i]);
+		if (r < 0)
+			return r;
+	}
+	w->level = 0;
+	if (!m->nleaves_diff)
+		return 0;
+	one = calloc(m->nleaves_diff, sizeof(*one));
+	if (!one)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->nleaves_diff; i++)
+		one[i] = (struct hashtree_range){m->leaves[i], 1};
+	st.n_ranges = m->nleaves_diff;
+	st.ranges = one;
+	st.n_hashes = m->nleaves_diff;
+	return moved_note_leaves(w->j, &st, m->leaf_h);
+}
+
+/* The walk's result kept as the job's memo (a plan's). */
+static int walk_memo_make(struct walk *w)
+{
+	struct job *j = w->j;
+	struct walk_memo *m = &j->memo;
+
+	walk_memo_release(m);
+	m->seed = hashtree_seed(j->tree);
+	m->fanout = hashtree_fanout(j->tree);
+	m->leaf = j->leaf;
+	m->leaf_wire = job_leaf_wire(j);
+	m->nleaves = hashtree_level_count(j->tree, 0);
+	m->nfirst = w->first.n;
+	m->first = malloc((w->first.n ? w->first.n : 1) * sizeof(struct hash128));
+	m->nleaves_diff = w->level == 0 ? w->found.n : 0;
+	m->leaves = malloc((m->nleaves_diff ? m->nleaves_diff : 1) * sizeof(uint64_t));
+	m->leaf_h = malloc((m->nleaves_diff ? m->nleaves_diff : 1) * sizeof(struct hash128));
+	if (!m->first || !m->leaves || !m->leaf_h) {
+		walk_memo_release(m);
+		return -ENOMEM;
+	}
+	if (w->first.n)
+		memcpy(m->first, w->first.v, w->first.n * sizeof(struct hash128));
+	if (m->nleaves_diff) {
+		memcpy(m->leaves, w->found.v, m->nleaves_diff * sizeof(uint64_t));
+		memcpy(m->leaf_h, w->found_h.v, m->nleaves_diff * sizeof(struct hash128));
+	}
+	m->set = true;
+	return 0;
+}
+
+/* The levels from the first down, each in one round trip; the first's
+ * reply checked against the plan's memo, which may end the walk there. */
+static int walk_levels(struct walk *w)
+{
+	struct job *j = w->j;
+	int r;
+
+	r = walk_todo_add(w, 0, hashtree_level_count(j->tree, w->level));
+	if (r >= 0)
+		walk_prefetched(w);
+	while (r >= 0) {
+		r = walk_level(w);
+		if (r < 0)
+			break;
+		if (w->level == w->first_level && walk_memo_holds(w, j->memo_in)) {
+			j->memo_used = true;
+			return walk_memo_use(w, j->memo_in);
+		}
+		if (w->level == 0 || w->found.n == 0)
+			break;
+		r = walk_descend(w);
+	}
+	return r;
+}
+
 int job_walk(struct job *j, struct peer_conn *c, unsigned char *buf, uint64_t **ret_leaves,
 	     size_t *ret_n)
 {
@@ -229,8 +404,12 @@ int job_walk(struct job *j, struct peer_conn *c, unsigned char *buf, uint64_t **
 		.j = j, .c = c, .buf = buf,
 		.todo = {.size = sizeof(struct hashtree_range)},
 		.found = {.size = sizeof(uint64_t)},
+		.first = {.size = sizeof(struct hash128)},
+		.found_h = {.size = sizeof(struct hash128)},
+		.keep_first = j->memo_make || j->memo_in,
 	};
 	unsigned levels = hashtree_levels(j->tree);
+	uint64_t count;
 	int r = 0;
 
 	*ret_leaves = NULL;
@@ -240,18 +419,16 @@ int job_walk(struct job *j, struct peer_conn *c, unsigned char *buf, uint64_t **
 	w.h = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*w.h));
 	if (!w.h)
 		return -ENOMEM;
-	w.level = levels - 1;
-	while (w.level > 0 && hashtree_level_count(j->tree, w.level - 1) <= JOB_WALK_FIRST_NODES)
-		w.level--;
-	r = walk_todo_add(&w, 0, hashtree_level_count(j->tree, w.level));
-	while (r >= 0) {
-		r = walk_level(&w);
-		if (r < 0 || w.level == 0 || w.found.n == 0)
-			break;
-		r = walk_descend(&w);
-	}
+	job_walk_first(hashtree_level_count(j->tree, 0), hashtree_fanout(j->tree), &w.first_level,
+		       &count);
+	w.level = w.first_level;
+	r = walk_levels(&w);
+	if (r >= 0 && j->memo_make && !j->memo_used)
+		r = walk_memo_make(&w);
 	free(w.h);
 	free(w.todo.v);
+	free(w.first.v);
+	free(w.found_h.v);
 	if (r < 0 || w.level != 0) {
 		free(w.found.v); /* failed, or equal above the leaves */
 		return r < 0 ? r : 0;

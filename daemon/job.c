@@ -50,19 +50,24 @@ uint32_t job_leaf_wire(const struct job *j)
 	return j->features & WIRE_FEATURE_FINE_LEAVES ? j->leaf : 0;
 }
 
-/* Make a full job's peer build its hash tree for seed now: a HASH_REQ of
- * one leaf, answered once the tree is built, read by job_compare(). */
+/* Make a full job's peer build its hash tree for seed now: the walk's
+ * first request (the first level whole, job_walk_first()), answered once
+ * the tree is built, read by job_walk() as the reply to its first
+ * request. */
 void job_prefetch(struct job *j, uint64_t seed)
 {
-	struct hashtree_range one = {0, 1};
+	uint64_t nl = DIV_ROUND_UP(volume_size(j->ctx->vol), j->leaf);
+	struct hashtree_range first = {0, 0};
+	unsigned level;
 	size_t len;
 
-	if (!j->opened || j->mode != JOB_FULL)
+	if (!j->opened || j->mode != JOB_FULL || !nl || j->prefetched)
 		return;
-	if (wire_hash_req_encode(seed, 0, j->fanout, job_leaf_wire(j), &one, 1, j->buf,
+	job_walk_first(nl, j->fanout, &level, &first.count);
+	if (wire_hash_req_encode(seed, level, j->fanout, job_leaf_wire(j), &first, 1, j->buf,
 				 RESYNC_WIRE_FRAME_MAX, &len) < 0)
 		return;
-	/* A failure shows again at the walk's first request. */
+	/* A failure shows again at the walk's first reply. */
 	j->prefetched = peer_conn_send_frame(j->c, WIRE_HASH_REQ, j->buf, len) >= 0;
 }
 
@@ -86,24 +91,6 @@ int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *r
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
 		return -EIO;
 	}
-	return 0;
-}
-
-/* The prefetch's answer: a HASH_REPLY of one hash (or an ERROR, said). */
-static int job_prefetch_wait(struct job *j, struct peer_conn *c, unsigned char *buf)
-{
-	struct wire_hash_reply rep;
-	uint16_t type;
-	size_t len;
-	int r;
-
-	j->prefetched = false;
-	r = job_recv(j, c, buf, &type, &len);
-	if (r < 0)
-		return r;
-	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(buf, len, &rep) < 0 ||
-	    rep.n_hashes != 1)
-		return -EBADMSG;
 	return 0;
 }
 
@@ -131,11 +118,6 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf)
 	size_t nl;
 	int r;
 
-	if (j->prefetched) {
-		r = job_prefetch_wait(j, c, buf);
-		if (r < 0)
-			return r;
-	}
 	r = job_walk(j, c, buf, &leaves, &nl);
 	if (r < 0)
 		return r;
@@ -878,8 +860,8 @@ static void job_end(struct job *j, int r)
 	j->r = r;
 	j->seconds = (double)(clock_usec() - j->t0) / 1e6;
 	if (j->c) {
-		j->round_trips = peer_conn_round_trips(j->c);
-		j->exchanges = peer_conn_exchanges(j->c);
+		j->round_trips = peer_conn_round_trips(j->c) - j->rt_base;
+		j->exchanges = peer_conn_exchanges(j->c) - j->ex_base;
 	}
 }
 
@@ -967,7 +949,10 @@ out:
 	job_end(j, r);
 	/* Nothing more is said on this connection: closed now, so that the
 	 * secondary's session ends here rather than wait out its timeout,
-	 * silent, while the other jobs of the run go on. */
-	peer_conn_free(TAKE_PTR(j->c));
+	 * silent, while the other jobs of the run go on; a plan's is kept
+	 * for the resync that follows it (plan-keep.c), which says its
+	 * hellos again on it. */
+	if (!j->keep_conn || r < 0)
+		peer_conn_free(TAKE_PTR(j->c));
 	return NULL;
 }

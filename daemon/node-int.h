@@ -11,11 +11,14 @@
  *   hello.c       what this node offers and accepts in a hello; growing
  *   client.c      the asking side: connect, hellos, status, bitmap
  *   session.c     the accepting side: frames dispatched by type
+ *   session-hello.c  its hellos, and a HELLO again on a kept connection
  *   writeback.c   writeback started early while frames arrive
  *   job.c         the primary's work toward one secondary
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
  *                 in resync-int.h; resync-pass.c the passes and the short
  *                 fence, resync-report.c the result)
+ *   plan-keep.c   a plan's connections and walks, kept a short while for
+ *                 the resync that presents its token
  *   forward.c     cluster-wide requests sent to the primary, both ends
  *   commands.c    the control commands and their table
  *   proof.c       the proof of convergence: this volume's root hash, its
@@ -62,6 +65,7 @@
 
 struct json_object;
 struct job_xfer;
+struct plan_keep;
 struct patch_writer;
 
 enum {
@@ -200,6 +204,8 @@ struct node {
 	struct node_proof_last *proof_last;
 	/* etcd (issue 14; etcd-node.c): NULL without an [etcd] section. */
 	struct node_etcd *etcd;
+	/* A plan's connections, kept for its resync (plan-keep.c). */
+	struct plan_keep *keep;
 };
 
 static inline uint64_t node_size(struct node *n)
@@ -442,6 +448,20 @@ struct session_op {
 };
 
 void *session_thread(void *arg);
+/* Before this volume is hashed, written or committed: still the image
+ * this daemon opened, at its size (node_volume_check()); the reason in
+ * s->why, for the request's ERROR. */
+int session_volume_check(struct session *s);
+/* ---- session-hello.c ---- */
+/* The session no longer counts against NODE_UNAUTH_MAX. */
+void session_authed(struct session *s);
+/* The hellos: the peer's first (under the connect deadline), checked,
+ * then this node's. Returns 0 when the session may go on; anything else
+ * was refused and said. */
+int session_hello(struct session *s);
+/* The handler of WIRE_HELLO after the first: the session starts over
+ * (WIRE_FEATURE_REHELLO), or an unexpected message. */
+int session_rehello(struct session *s, size_t len);
 
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
@@ -455,7 +475,19 @@ int node_peer_status(struct peer_conn *c, unsigned char *buf, struct wire_status
 /* node_peer_open() and node_peer_status() in one round trip (the
  * STATUS_REQ follows the HELLO unanswered); err says what failed,
  * *ret_reached whether the hellos were exchanged. */
+/* kept (NULL: connect) is a connection a plan kept, to a peer that
+ * offered WIRE_FEATURE_REHELLO: taken (freed on failure), the hellos
+ * exchanged again on it without a connect. early (NULL: none): a request
+ * sent right after the STATUS_REQ, in the same flight; its answer, after
+ * the STATUS, is the caller's to read. Its payload may be buf (sent
+ * before buf is used). */
+struct peer_early {
+	uint16_t type;
+	const void *payload;
+	size_t len;
+};
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
+			  struct peer_conn *kept, const struct peer_early *early,
 			  unsigned char *buf, char *err, size_t errlen, struct peer_conn **ret,
 			  struct wire_hello *ret_hello, struct wire_status *ret_status,
 			  bool *ret_reached);
@@ -481,6 +513,24 @@ enum job_mode {
 	JOB_FULL = 0, /* compare through the hash tree */
 	JOB_QUICK,    /* the union of both dirty bitmaps */
 };
+
+/* What a walk learnt of a secondary's tree (job-walk.c): the tree's
+ * seed and shape, the secondary's hashes of the walk's first level, and
+ * the differing leaves with the secondary's hashes of them. A plan makes
+ * one per full job; the resync that follows it takes it (plan-keep.c)
+ * and ends its walk at the first level when that level is unchanged. */
+struct walk_memo {
+	bool set;
+	uint64_t seed, nleaves;
+	unsigned fanout;
+	uint32_t leaf, leaf_wire; /* leaf_wire: as the HASH_REQ named it */
+	struct hash128 *first; /* [nfirst] */
+	uint64_t nfirst;
+	uint64_t *leaves;	/* [nleaves_diff], ascending */
+	struct hash128 *leaf_h; /* [nleaves_diff] */
+	size_t nleaves_diff;
+};
+void walk_memo_release(struct walk_memo *m);
 
 struct job {
 	const struct job_ctx *ctx;
@@ -532,8 +582,25 @@ struct job {
 	uint64_t differing_blocks, differing_bytes;
 	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;
 	/* On its connection (peer_conn_round_trips()): waits paid in
-	 * sequence, and replies received in all. */
+	 * sequence, and replies received in all, this run's (a connection
+	 * kept from the plan counted those of the plan: rt_base, ex_base). */
 	uint64_t round_trips, exchanges;
+	uint64_t rt_base, ex_base;
+	/* The plan's connection to this secondary (plan-keep.c), for
+	 * job_open_thread() to take; NULL: connect. reused: it served. */
+	struct peer_conn *kept;
+	bool reused;
+	/* The memo's first level asked for in the flight of the hellos
+	 * again (resync_early_settle() decides: the prefetch, or read and
+	 * dropped). */
+	bool early_first;
+	bool keep_conn; /* a plan's job: its connection is kept at the end */
+	/* The walk's memo: made by a plan's job (memo_make), taken from the
+	 * plan by the resync (memo_in, owned by the run; memo_used: it
+	 * ended the walk). */
+	bool memo_make, memo_used;
+	struct walk_memo memo;
+	const struct walk_memo *memo_in;
 	double seconds;
 
 	/* Moved and shifted data (moved.c): this run's delta (enum
@@ -553,12 +620,18 @@ struct job {
 };
 
 void job_prefetch(struct job *j, uint64_t seed);
+/* The HASH_REQ of memo's first level (the prefetch of a resync that took
+ * its plan's walk) into buf: 0 and *ret_len, or -errno. */
+int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *ret_len);
 /* Receive a secondary's reply (an ERROR it sent: -EIO, j->err says it),
  * and the leaf size a HASH_REQ names for it. */
 int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
 	     size_t *ret_len);
 uint32_t job_leaf_wire(const struct job *j);
 /* ---- job-walk.c ---- */
+/* The level the walk starts at, for a tree of nleaves leaves of fanout,
+ * and its count of nodes (the prefetch's request). */
+void job_walk_first(uint64_t nleaves, unsigned fanout, unsigned *ret_level, uint64_t *ret_count);
 /* The walk of the peer's tree (j->tree's shape and seed), every request of
  * a level in flight at once: the indices of the differing leaves,
  * ascending, in *ret_leaves (the caller frees it; NULL when none). */
@@ -619,6 +692,38 @@ int session_pages_each(struct session *s, const struct wire_page_req *q,
 int session_weak_req(struct session *s, size_t len);
 /* Start writing (fence, Inconsistent on disk) at the first data frame. */
 int session_write_ensure(struct session *s);
+
+/* ---- plan-keep.c ---- */
+/* A plan's connections and walks, kept a short while for the resync
+ * that presents the plan's token (issue 18): one plan at a time; any
+ * other run lets it go. A secondary's entry: its connection (to a peer
+ * that offered WIRE_FEATURE_REHELLO) and its walk's memo. */
+struct plan_kept {
+	const struct node_config *peer;
+	struct peer_conn *c;
+	struct walk_memo memo;
+};
+enum {
+	NODE_PLAN_KEEP_MS = 30000, /* at most; half the session_timeout when shorter */
+	NODE_PLAN_TOKEN_MAX = 40,
+};
+/* At node_new() (n->keep; unit fixtures without it keep nothing), at
+ * node_stop() (every kept connection closed, the expiry's thread
+ * joined), at node_free(). */
+int node_plan_keep_new(struct node *n);
+void node_plan_keep_stop(struct node *n);
+void node_plan_keep_free(struct node *n);
+/* Keep v[0, nv) (taken whole, also on failure: then closed) until the
+ * expiry; any plan kept before is let go. Returns 0 and the token in
+ * ret_token (NODE_PLAN_TOKEN_MAX bytes), or -errno. Thread-safe. */
+int node_plan_keep_put(struct node *n, struct plan_kept *v, size_t nv, char *ret_token);
+/* The kept plan whose token is token, not expired: given to the caller
+ * (*ret_v, *ret_n; free it with plan_kept_free()). Anything else kept
+ * (another token, none asked: token NULL, expired) is let go, its
+ * connections closed. Returns true when given. Thread-safe. */
+bool node_plan_keep_take(struct node *n, const char *token, struct plan_kept **ret_v,
+			 size_t *ret_n);
+void plan_kept_free(struct plan_kept *v, size_t n);
 
 /* ---- resync.c ---- */
 int node_run_jobs(struct node *n, struct control_client *cli, struct json_object *req,

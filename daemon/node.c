@@ -445,6 +445,8 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 		goto fail;
 	}
 	r = drift_new(n);
+	if (r >= 0)
+		r = node_plan_keep_new(n);
 	if (r < 0)
 		goto fail;
 	node_state_load(n);
@@ -492,6 +494,8 @@ int node_stop(struct node *n)
 	 * they run (its jobs are joined by the resync). */
 	control_server_free(n->ctl);
 	n->ctl = NULL;
+	/* A plan's kept connections, once no run can take them. */
+	node_plan_keep_stop(n);
 	/* etcd's threads, once no resync holds its lock. */
 	node_etcd_stop(n);
 	metrics_free(n->metrics);
@@ -530,6 +534,7 @@ void node_free(struct node *n)
 	undo_free(n->undo);
 	free(n->undo_path);
 	drift_free(n);
+	node_plan_keep_free(n);
 	node_etcd_free(n);
 	tree_cache_release(&n->tcache);
 	pthread_cond_destroy(&n->sessions_cond);

@@ -49,6 +49,7 @@ struct peer_conn {
 	 * TLS handshakes count one each. */
 	uint64_t exchanges, round_trips;
 	bool asked; /* a frame sent since the last counted wait */
+	uint16_t last_type; /* of the last frame sent (the trace of round trips) */
 	bool ready; /* handshake done (or plaintext): frames may pass */
 	bool broken;
 	char remote[300];

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -536,8 +537,10 @@ int peer_conn_send_frame(struct peer_conn *c, uint16_t type, const void *payload
 		return conn_fail(c, r, "sending to");
 	c->sent += sizeof(hdr) + len;
 	c->last_sent_ms = now_ms();
-	if (type != WIRE_KEEPALIVE)
+	if (type != WIRE_KEEPALIVE) {
 		c->asked = true;
+		c->last_type = type;
+	}
 	return 0;
 }
 
@@ -589,6 +592,24 @@ static int conn_recv_header(struct peer_conn *c, uint64_t deadline, struct wire_
 	return 0;
 }
 
+/* RESYNC_TRACE_ROUND_TRIPS=1 in the environment: each wait paid in
+ * sequence is said on stderr, with the last frame sent before it, so
+ * that the round trips of a resync can be listed in order (issue 18). */
+static void peer_conn_trace(const struct peer_conn *c)
+{
+	static atomic_int on = -1;
+
+	if (atomic_load(&on) < 0) {
+		const char *e = getenv("RESYNC_TRACE_ROUND_TRIPS");
+
+		atomic_store(&on, e && *e && strcmp(e, "0"));
+	}
+	if (atomic_load(&on))
+		fprintf(stderr, "resyncd: round trip %llu with %s after %s\n",
+			(unsigned long long)c->round_trips, c->remote,
+			wire_type_name(c->last_type));
+}
+
 int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
 			 size_t *ret_len)
 {
@@ -603,6 +624,7 @@ int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, siz
 	if (c->asked && !peer_conn_readable(c)) {
 		c->round_trips++;
 		c->asked = false;
+		peer_conn_trace(c);
 	}
 	/* KEEPALIVEs are skipped, and each starts the deadline over: the
 	 * timeout measures a silent peer, not the gap between two frames

@@ -23,6 +23,10 @@ struct resync_run {
 	pthread_mutex_t cli_lock;
 	struct job *jobs;
 	size_t nj, n_quick;
+	/* The plan kept for this resync (plan-keep.c): its connections are
+	 * taken by the jobs, the rest closed at the release. */
+	struct plan_kept *kept;
+	size_t nkept;
 	bool any_full, frozen;
 	struct meta_info mi;
 	struct meta_uuid base;
@@ -84,6 +88,16 @@ void resync_commit_primary(struct resync_run *run);
 /* Passes 2 and later, the fence, the last pass, the commits and the
  * thaw (the short fence); pass 1 ran. */
 int resync_passes(struct resync_run *run);
+
+/* ---- plan-keep.c ---- */
+/* A plan's connections and walks kept for the resync that presents its
+ * token, which goes into the plan's result res (nothing kept: none). */
+void resync_keep_plan(struct resync_run *run, json_object *res);
+/* Once the run's seed and tree are known (nl leaves): the first levels
+ * asked for in the flight of the hellos again are the prefetch of the
+ * jobs whose tree is their memo's; any other job reads the reply and
+ * drops it. */
+void resync_early_settle(struct resync_run *run, uint64_t nl);
 
 /* ---- resync-report.c ---- */
 /* The result of the run, per secondary and for the whole. */

@@ -66,6 +66,10 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 	json_object_object_add(x, "seconds", json_object_new_double(j->seconds));
 	json_object_object_add(x, "round_trips", json_object_new_uint64(j->round_trips));
 	json_object_object_add(x, "exchanges", json_object_new_uint64(j->exchanges));
+	/* What the plan kept served this run (plan-keep.c): its connection
+	 * (no connect, no handshake), its walk (unchanged since). */
+	json_object_object_add(x, "plan_connection", json_object_new_boolean(j->reused));
+	json_object_object_add(x, "plan_walk", json_object_new_boolean(j->memo_used));
 	if (j->proof_done) {
 		json_object *p = json_object_new_object();
 		char t[PROOF_TEXT_MAX];

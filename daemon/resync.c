@@ -206,13 +206,15 @@ static int resync_check(struct resync_run *run)
 	return 0;
 }
 
-/* Phase one, all secondaries in parallel: connect, hellos, status. */
+/* Phase one, all secondaries in parallel: connect, hellos, status (on
+ * the plan's connection when the run took one: the hellos again, no
+ * connect; a kept connection that fails is replaced by a new one). */
 static void *job_open_thread(void *arg)
 {
 	struct job_open *o = arg;
 	struct job *j = o->j;
-	bool reached;
-	int r;
+	bool reached = false;
+	int r = 0;
 
 	j->t0 = clock_usec();
 	j->state = META_STATE_UNKNOWN;
@@ -222,8 +224,29 @@ static void *job_open_thread(void *arg)
 		return NULL;
 	}
 	FAILPOINT("primary-connect");
-	r = node_peer_open_status(o->n, j->peer, j->write, j->buf, j->err, sizeof(j->err), &j->c,
-				  &j->hello, &j->status, &reached);
+	if (j->kept) {
+		struct peer_early e = {.type = WIRE_HASH_REQ, .payload = j->buf};
+		bool early = j->memo_in && job_memo_first_req(j->memo_in, j->buf, &e.len) >= 0;
+
+		j->rt_base = peer_conn_round_trips(j->kept);
+		j->ex_base = peer_conn_exchanges(j->kept);
+		/* With the plan's walk: its first level asked for again in
+		 * the same flight (the prefetch, most likely). */
+		r = node_peer_open_status(o->n, j->peer, j->write, TAKE_PTR(j->kept),
+					  early ? &e : NULL, j->buf, j->err, sizeof(j->err), &j->c,
+					  &j->hello, &j->status, &reached);
+		j->reused = r >= 0;
+		j->early_first = r >= 0 && early;
+		if (r < 0) {
+			log_info("resync of '%s': the plan's connection failed (%s): connecting anew",
+				 j->peer->name, j->err);
+			j->err[0] = 0;
+			j->rt_base = j->ex_base = 0;
+		}
+	}
+	if (!j->reused)
+		r = node_peer_open_status(o->n, j->peer, j->write, NULL, NULL, j->buf, j->err,
+					  sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
 	event_publish_peer(o->n->bus, j->peer->name, reached);
 	if (r < 0) {
 		if (!j->err[0])
@@ -296,6 +319,13 @@ static int resync_open(struct resync_run *run)
 		j->gen = run->mi.generation;
 		j->bitmap_size = run->bitmap_size;
 		j->state = META_STATE_UNKNOWN;
+		/* The plan's connection and walk, when the run took them. */
+		for (size_t k = 0; k < run->nkept; k++) {
+			if (run->kept[k].peer != nc)
+				continue;
+			j->kept = TAKE_PTR(run->kept[k].c);
+			j->memo_in = run->kept[k].memo.set ? &run->kept[k].memo : NULL;
+		}
 	}
 	resync_jobs_parallel(run, job_open_thread, opens, sizeof(*opens), false);
 	return 0;
@@ -315,6 +345,9 @@ static void resync_choose(struct resync_run *run)
 
 		if (!j->opened)
 			continue;
+		/* A plan keeps its connections for the resync that follows
+		 * it, with peers that can say their hellos again. */
+		j->keep_conn = run->plan && !run->write && (j->features & WIRE_FEATURE_REHELLO);
 		memcpy(g.b, j->hello.generation.b, 16);
 		trusted = j->hello.flags & WIRE_HELLO_BITMAP_TRUSTED;
 		j->diverged = trusted && j->status.dirty_bytes > 0 &&
@@ -355,6 +388,7 @@ static void resync_choose(struct resync_run *run)
 			j->mode = JOB_QUICK, run->n_quick++;
 		else
 			run->any_full = true;
+		j->memo_make = j->keep_conn && j->mode == JOB_FULL;
 	}
 }
 
@@ -444,16 +478,22 @@ static int resync_hash(struct resync_run *run)
 	int r;
 
 	r = hash_seed_random(&run->o.seed);
-	if (r < 0 || !run->any_full)
+	if (r < 0)
 		return r;
+	if (!run->any_full) {
+		resync_early_settle(run, nl);
+		return 0;
+	}
 	if (tree_cache_take(n, 0, run->fanout, run->o.block_size, &run->tc)) {
 		run->hashes = TAKE_PTR(run->tc.hashes);
 		run->tree = TAKE_PTR(run->tc.tree);
 		run->o.seed = run->tc.seed;
+		resync_early_settle(run, nl);
 		for (size_t i = 0; nl && i < run->nj; i++)
 			job_prefetch(&run->jobs[i], run->o.seed);
 		return 0;
 	}
+	resync_early_settle(run, nl);
 	run->tc.built = node_image_still(n, &run->tc.id) ? clock_usec() : 0;
 	run->hashes = calloc(nl ? nl : 1, sizeof(*run->hashes));
 	if (!run->hashes)
@@ -620,8 +660,11 @@ static void resync_release(struct resync_run *run)
 		free(run->jobs[i].buf);
 		rangelist_release(&run->jobs[i].ranges);
 		moved_free(&run->jobs[i]);
+		walk_memo_release(&run->jobs[i].memo);
+		peer_conn_free(run->jobs[i].kept);
 	}
 	free(run->jobs);
+	plan_kept_free(run->kept, run->nkept);
 	if (run->tree && run->tc.built) {
 		run->tc.hashes = TAKE_PTR(run->hashes);
 		run->tc.tree = TAKE_PTR(run->tree);
@@ -687,6 +730,17 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	}
 	n->resync_running = true;
 	pthread_mutex_unlock(&n->lock);
+	/* The plan kept for this resync (its token), or let go: any other
+	 * run leaves the plan's connections and walks stale. */
+	{
+		json_object *tv;
+		const char *token = NULL;
+
+		if (run.write && json_object_object_get_ex(req, "plan_token", &tv))
+			token = json_object_get_string(tv);
+
+		node_plan_keep_take(n, token, &run.kept, &run.nkept);
+	}
 	/* A scheduled verify yields: its step in flight ends first. */
 	drift_yield(n);
 	pthread_mutex_init(&run.cli_lock, NULL);
@@ -787,6 +841,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	 * start the next run the moment it reads the result. */
 	resync_etcd_note(&run); /* issue 14 */
 	final = resync_report(&run);
+	if (run.plan && !run.write)
+		resync_keep_plan(&run, final);
 	if (final && node_etcd_stopped(n, verr, sizeof(verr)))
 		json_object_object_add(final, "etcd_stopped", json_object_new_string(verr));
 out:

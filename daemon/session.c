@@ -58,7 +58,7 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 /* Before this volume is hashed, written or committed: still the image
  * this daemon opened, at its size (node_volume_check()); the reason goes
  * to the primary in the request's ERROR. */
-static int session_volume_check(struct session *s)
+int session_volume_check(struct session *s)
 {
 	int r = node_volume_check(s->n, s->why, sizeof(s->why));
 
@@ -682,28 +682,6 @@ static int session_proof_commit(struct session *s, size_t len)
 	return session_commit_gen(s, &g);
 }
 
-/* A secondary that took writes of its own since its last commit holds
- * data the primary lacks: Diverged, durably. */
-static void session_state_note(struct session *s)
-{
-	struct meta *m = node_meta(s->n);
-	struct meta_info mi;
-
-	meta_info_get(m, &mi);
-	if ((mi.state == META_STATE_UPTODATE || mi.state == META_STATE_OUTDATED) &&
-	    mi.bitmap_trusted && meta_dirty_bytes(m) > 0) {
-		if (meta_state_set(m, META_STATE_DIVERGED) == 0) {
-			log_warning("this volume has writes the primary '%s' lacks: state Diverged",
-			      s->peer);
-			/* The transition is announced once, here, by the node
-			 * that turned Diverged. */
-			event_publish_state(s->n->bus, s->n->self->name, mi.state,
-					    META_STATE_DIVERGED, false,
-					    "it holds writes that the primary lacks");
-		}
-	}
-}
-
 /* UNDO: the primary's undo mode for this resync (before its writes). */
 static int session_undo(struct session *s, size_t len)
 {
@@ -785,94 +763,8 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_PROOF_COMMIT] = {session_proof_commit, SESSION_OP_PRIMARY_ONLY},
 	[WIRE_COPY] = {session_copy, SESSION_OP_PRIMARY_ONLY},	/* moved-session.c */
 	[WIRE_WEAK_REQ] = {session_weak_req, 0},		/* moved-session.c */
+	[WIRE_HELLO] = {session_rehello, 0},
 };
-
-/* The session no longer counts against NODE_UNAUTH_MAX. */
-static void session_authed(struct session *s)
-{
-	struct node *n = s->n;
-
-	pthread_mutex_lock(&n->sessions_lock);
-	if (s->unauth) {
-		s->unauth = false;
-		n->sessions_unauth--;
-	}
-	pthread_mutex_unlock(&n->sessions_lock);
-}
-
-/* The hellos: the peer's first, checked (a smaller file grows to its
- * primary's size here), then this node's. Returns 0 when the session
- * may go on; anything else was refused and said. */
-static int session_hello(struct session *s)
-{
-	struct node *n = s->n;
-	struct wire_hello h, mine;
-	struct wire_text why;
-	uint16_t type;
-	size_t len;
-	int r;
-
-	/* The hello comes right after the handshake: the connect deadline
-	 * covers it too, so that a silent peer leaves the count of the
-	 * unauthenticated early (plaintext clusters have no handshake). */
-	peer_conn_set_timeout(s->c, PEER_TIMEOUT_CONNECT_MS);
-	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
-	session_authed(s);
-	peer_conn_set_timeout(s->c, PEER_TIMEOUT_IO_MS);
-	if (r < 0) {
-		log_warning("session with %s ended before its hello: %s", peer_conn_remote(s->c),
-			    peer_conn_error(s->c));
-		return r;
-	}
-	if (type != WIRE_HELLO || wire_hello_decode(s->in, len, &h) < 0) {
-		log_warning("refused %s: its first message is not a valid hello", peer_conn_remote(s->c));
-		send_text(s->c, WIRE_REFUSE, WIRE_REASON_MESSAGE, "the first message must be HELLO");
-		return -EBADMSG;
-	}
-	snprintf(s->peer, sizeof(s->peer), "%s", h.node);
-	s->features = h.features & node_features();
-	if (session_volume_check(s) < 0) {
-		send_text(s->c, WIRE_REFUSE, WIRE_REASON_IO, s->why);
-		return -ESTALE;
-	}
-	r = node_hello_check(n, &h, &why);
-	if (r < 0 && why.code == WIRE_REASON_VOLUME_SIZE && node_grow_to_primary(n, &h))
-		r = node_hello_check(n, &h, &why);
-	if (r < 0) {
-		log_warning("refused '%s': %s", h.node, why.text);
-		send_text(s->c, WIRE_REFUSE, why.code, why.text);
-		return r;
-	}
-	s->from_primary = (h.flags & WIRE_HELLO_PRIMARY) && cluster_config_primary_is(n->cfg, h.node) && !n->is_primary;
-	if (s->from_primary) {
-		struct meta_info mi;
-
-		char sb[RESYNC_WIRE_TEXT_MAX];
-
-		memcpy(s->target.b, h.generation.b, 16);
-		session_state_note(s);
-		/* Split brain, seen from this side: announced once per
-		 * generation of the primary (the primary refuses to resync
-		 * this node unless forced). */
-		node_peer_split_brain(n, &h, -1, sb, sizeof(sb));
-		/* undo = diverged: decided here, from this node's own state. */
-		meta_info_get(node_meta(n), &mi);
-		s->diverged = mi.state == META_STATE_DIVERGED;
-		s->undo_mode = n->cfg->undo;
-		FAILPOINT("secondary-hello");
-	} else if ((h.flags & WIRE_HELLO_PRIMARY) && n->is_primary) {
-		char sb[RESYNC_WIRE_TEXT_MAX];
-
-		/* Two primaries (a configuration changed on one node only):
-		 * said here, and on the other side from this node's hello. */
-		node_peer_split_brain(n, &h, -1, sb, sizeof(sb));
-	}
-	node_hello_make(n, &mine);
-	r = wire_hello_encode(&mine, s->out, RESYNC_WIRE_FRAME_MAX, &len);
-	if (r >= 0)
-		r = peer_conn_send_frame(s->c, WIRE_HELLO_ACK, s->out, len);
-	return r;
-}
 
 /* A handler failed with r on a frame of type: say why in an ERROR, then
  * take what the primary may still be streaming until it read the ERROR

@@ -181,6 +181,14 @@ enum wire_features {
 	 * 0); the primary searches its differing data for windows equal to
 	 * the secondary's pieces (shifted data) and sends them as COPY. */
 	WIRE_FEATURE_ROLLING = 1 << 15,
+	/* REHELLO (issue 18): a HELLO again on a session whose first hello
+	 * was answered: the session starts over as after its first hello
+	 * (what the last request learnt is let go, the hash tree back to the
+	 * node's cache, whence it is taken again only while the image is
+	 * unchanged) and answers HELLO_ACK. The primary keeps a plan's
+	 * connections for the resync that follows it, which pays no connect
+	 * and no TLS handshake. Sent only to a peer that offered the bit. */
+	WIRE_FEATURE_REHELLO = 1 << 16,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of

@@ -569,6 +569,11 @@ int resyncctl_resync(int argc, char **argv)
 		json_object_object_add(req, "delta", json_object_new_string(delta));
 	if (json_object_array_length(force))
 		json_object_object_add(req, "force", json_object_get(force));
+	/* The plan's connections and walks, kept by the primary a short
+	 * while for this resync (it checks them again). */
+	if (resyncctl_jstr(plan, "plan_token"))
+		json_object_object_add(req, "plan_token",
+				       json_object_new_string(resyncctl_jstr(plan, "plan_token")));
 	res = resyncctl_request(&s, req, resync_progress, &pc);
 	json_object_put(req);
 	if (!res || !resyncctl_result_ok(res))
@@ -610,6 +615,11 @@ int resyncctl_resync(int argc, char **argv)
 					json_object_object_add(x, "bytes_copied", json_object_get(v));
 				if (json_object_object_get_ex(n, "copies_refused", &v))
 					json_object_object_add(x, "copies_refused", json_object_get(v));
+				/* What the plan's kept connection and walk served. */
+				if (json_object_object_get_ex(n, "plan_connection", &v))
+					json_object_object_add(x, "plan_connection", json_object_get(v));
+				if (json_object_object_get_ex(n, "plan_walk", &v))
+					json_object_object_add(x, "plan_walk", json_object_get(v));
 			}
 			json_object_array_add(arr, x);
 			if (!json) {

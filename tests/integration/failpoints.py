@@ -38,6 +38,8 @@ PRIMARY = [
 SECONDARY = [
     ("secondary-hello", "quick"),
     ("secondary-status", "quick"),
+    # the resync's HELLO again on its plan's connection (plan-keep.c)
+    ("secondary-rehello", "quick"),
     ("secondary-bitmap", "quick"),
     ("secondary-tree-built", "full"),
     ("secondary-hash-reply", "full"),

@@ -3,10 +3,12 @@
 with RESYNC_FEATURES_OFF, a mask of the protocol's feature bits) still
 resyncs to a byte-identical image, over the older frames.
 
-- Mixed cluster: n2 speaks neither PAGE_REQ, EXTENTS nor hash trees over
-  page leaves, n3 speaks everything. The primary compares both over
-  block leaves (what n2 can name); n2 receives whole differing blocks as
-  BLOCKS frames, n3 only the differing pages as EXTENTS frames.
+- Mixed cluster: n2 speaks neither PAGE_REQ, EXTENTS, hash trees over
+  page leaves nor a HELLO again, n3 speaks everything. The primary
+  compares both over block leaves (what n2 can name); n2 receives whole
+  differing blocks as BLOCKS frames, n3 only the differing pages as
+  EXTENTS frames; the resync takes the plan's connection to n3, and
+  connects to n2 again.
 - n2 without EXTENTS and page leaves but with PAGE_REQ: the differing
   pages of the differing blocks, as BLOCKS frames.
 - Every node up to date: the compare runs over page leaves and finds the
@@ -21,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, Cluster, check, resync_json, resync_ok, verify  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
-PAGES, EXTENTS, FINE, CONTROL = 1 << 2, 1 << 3, 1 << 4, 1 << 6
+PAGES, EXTENTS, FINE, CONTROL, REHELLO = 1 << 2, 1 << 3, 1 << 4, 1 << 6, 1 << 16
 BLOCK, PAGE = 64 * 1024, 4096
 VOLUME = 64 * MB
 sc = Scratch()
@@ -83,7 +85,9 @@ for i in range(8):
 resync_ok(c, "blank secondaries")
 
 # ---- n2 of an older build: no PAGE_REQ, no EXTENTS, no page leaves ----
-nodes, changed, blocks = round_(PAGES | EXTENTS | FINE, "mixed")
+nodes, changed, blocks = round_(PAGES | EXTENTS | FINE | REHELLO, "mixed")
+check(nodes["n2"].get("plan_connection") is False and nodes["n3"].get("plan_connection") is True,
+      "mixed: the plan's connection kept for n3 only: %s" % nodes)
 for n in ("n2", "n3"):
     check(nodes[n]["differing_bytes"] == blocks[n] * BLOCK,
           "mixed: %s compared over block leaves (%d bytes differ, %d blocks)" %
@@ -139,6 +143,8 @@ check(r.returncode == 0 and lines and lines[-1].get("type") == "summary",
       "resync through n2 runs on the primary (%d): %s %s" % (r.returncode, r.stdout, r.stderr))
 check(any(x.get("type") == "progress" for x in lines),
       "the forwarded resync relays the primary's lines: %s" % lines)
+check(all(x.get("plan_connection") is True for x in lines[-1]["nodes"]),
+      "the forwarded resync took its forwarded plan's connections: %s" % lines[-1])
 check("'n2' forwarded a 'resync' request" in c.log("n1"), "the primary ran it for n2")
 r = c.ctl("--node", "n2", "verify", "--json")
 check(r.returncode == 0, "verify through n2 exits 0 after: %s %s" % (r.stdout, r.stderr))

@@ -8,9 +8,22 @@ them (round_trips in the summary), whatever the volume's size: a later
 change that adds one per block, per tree level or per checkpoint shows
 here. n3 is an older peer without PROOF_COMMIT (RESYNC_FEATURES_OFF): it
 still resyncs byte-identical, over PROOF_REQ and COMMIT, one round trip
-more than n2. Then a resync with nothing to do (both up to date, quick)."""
+more than n2. Then a resync with nothing to do (both up to date, quick).
+
+`resyncctl resync` runs its plan first: the primary keeps the plan's
+connections and walks for the resync that presents the plan's token
+(plan-keep.c), so the resync pays no connect, no TLS handshake and no
+walk below the first level (plan_connection, plan_walk in the summary).
+Then, driven on the control socket: a plan, a write through n2's mount,
+the resync with the plan's token: n2's changed tree is walked again
+(plan_walk false) and its write is caught (byte-identical at the end),
+n3's is taken from the plan. Last, a resync whose token is not the kept
+plan's: the plan is let go, the connections are made again, and the
+round trips are more than with the plan kept."""
+import json
 import os
 import random
+import socket
 import sys
 import time
 
@@ -24,11 +37,14 @@ ONE_WAY = 0.025
 VOLUME = 48 * MB
 PAGE = 4096
 PROOF_COMMIT = 1 << 10
-# TCP and TLS handshakes (2), hello with status (1), the tree's walk
-# (3 levels below the first fetched whole, at this size: 3), the end of
-# the first pass made durable (1), the proof and the commit (1), and
-# room for 2 waits the timing may add (a reply read just before it came).
-MAX_ROUND_TRIPS = 10
+# With the plan's connection and walk (resyncctl's plan, then its
+# resync): the hellos and status again, with the tree's first level (the
+# prefetch, equal to the plan's) in the same flight (1), the end of the
+# first pass made durable (1), the proof and the commit (1), and room
+# for 2 waits the timing may add (a reply read just before it came).
+# Without them (a stale token, below): the TCP and TLS handshakes (2), the
+# first level's own wait (1) and the leaves' level below it (1) more.
+MAX_ROUND_TRIPS = 5
 CHANGED = 300  # pages changed on each secondary
 QUICK_MAX_ROUND_TRIPS = 7
 rng = random.Random(18)
@@ -68,6 +84,57 @@ def stop_all():
         c.stop(n)
 
 
+def ask(line, timeout=120):
+    """One request on n1's control socket: its result (JSON)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(c.control("n1"))
+    s.sendall(json.dumps(line).encode() + b"\n")
+    buf = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            check(chunk, "n1 answered %s" % line)
+            buf += chunk
+            while b"\n" in buf:
+                one, buf = buf.split(b"\n", 1)
+                o = json.loads(one)
+                if o.get("type") == "result":
+                    return o
+    finally:
+        s.close()
+
+
+def diverge():
+    """Scattered pages changed on each secondary, its daemon stopped (a
+    full compare at the next resync)."""
+    for n in ("n2", "n3"):
+        with open(c.image(n), "r+b") as f:
+            for p in rng.sample(range(VOLUME // PAGE), CHANGED):
+                f.seek(p * PAGE)
+                f.write(os.urandom(PAGE))
+
+
+def plan_then_resync(token_of, between=None):
+    """A plan, then (after between()) a resync presenting token_of(the
+    plan's token): each secondary's part of the resync's result."""
+    plan = ask({"cmd": "verify", "plan": True, "no_ranges": True})
+    check(plan.get("ok") is True, "the plan: %s" % plan)
+    check(isinstance(plan.get("plan_token"), str) and plan["plan_token"],
+          "the plan's result carries a token: %s" % plan)
+    check(all(x["mode"] == "full" for x in plan["nodes"]), "a full compare: %s" % plan)
+    if between:
+        between()
+    res = ask({"cmd": "resync", "confirm": "rtt", "plan_token": token_of(plan["plan_token"])})
+    check(res.get("ok") is True, "the resync: %s" % res)
+    nodes = {x["name"]: x for x in res["nodes"]}
+    for n in ("n2", "n3"):
+        check(nodes[n]["result"] == "resynced" and nodes[n]["state"] == "UpToDate",
+              "%s resynced: %s" % (n, nodes[n]))
+        check(nodes[n].get("proof", {}).get("match") is True, "%s: proof matched" % n)
+    return nodes
+
+
 def same(n):
     with open(c.image("n1"), "rb") as a, open(c.image(n), "rb") as b:
         return a.read() == b.read()
@@ -102,6 +169,9 @@ try:
               "%s: the proof matched: %s" % (n, nodes[n].get("proof")))
     check(rt["n3"] > rt["n2"] or rt["n3"] == MAX_ROUND_TRIPS,
           "the older peer n3 paid the separate commit (%s)" % rt)
+    for n in ("n2", "n3"):
+        check(nodes[n].get("plan_connection") is True and nodes[n].get("plan_walk") is True,
+              "%s: the resync took the plan's connection and walk: %s" % (n, nodes[n]))
     # Every byte the relays carried: the secondaries were reached there.
     check(all(r.conns > 0 for r in relays.values()), "both went through the relays")
     check(verify(c)[0] == 0, "verify exits 0 after the full resync")
@@ -117,11 +187,49 @@ try:
               "%s: %s round trips when up to date, at most %d" %
               (n, nodes[n].get("round_trips"), QUICK_MAX_ROUND_TRIPS))
     stop_all()
+
+    # A write on n2 between the plan and the resync: its tree is walked
+    # again, the write is caught; n3's walk is the plan's.
+    diverge()
+    start_all()
+    written = rng.sample(range(VOLUME // PAGE), 3)
+
+    def write_n2():
+        for p in written:
+            c.write("n2", p * PAGE, os.urandom(PAGE))
+    kept = plan_then_resync(lambda t: t, write_n2)
+    check(kept["n2"]["plan_connection"] is True and kept["n2"]["plan_walk"] is False,
+          "n2, written since the plan, was compared again: %s" % kept["n2"])
+    check(kept["n3"]["plan_connection"] is True and kept["n3"]["plan_walk"] is True,
+          "n3 took the plan's walk: %s" % kept["n3"])
+    for p in written:
+        check(any(o <= p * PAGE < o + ln for o, ln in kept["n2"]["ranges"]),
+              "n2's page %d, written after the plan, was found differing" % p)
+    stop_all()
+    for n in ("n2", "n3"):
+        check(same(n), "%s byte-identical to the primary after a write between plan and "
+              "resync" % n)
+
+    # A token that is not the kept plan's: let go, connected again.
+    diverge()
+    start_all()
+    stale = plan_then_resync(lambda t: "0" + t[1:] if t[0] != "0" else "1" + t[1:])
+    for n in ("n2", "n3"):
+        check(stale[n]["plan_connection"] is False and stale[n]["plan_walk"] is False,
+              "%s: nothing of a plan taken with a stale token: %s" % (n, stale[n]))
+    check(stale["n2"]["round_trips"] > rt["n2"],
+          "a resync without the plan kept pays more round trips (%d) than with it (%d)" %
+          (stale["n2"]["round_trips"], rt["n2"]))
+    stop_all()
+    for n in ("n2", "n3"):
+        check(same(n), "%s byte-identical after the stale token's resync" % n)
 finally:
     c.kill_and_unmount()
     for r in relays.values():
         r.stop()
-print("rtt (50 ms): full resync %.2f s, round trips n2 %d n3 %d (limit %d), exchanges %s" %
-      (full_s, rt["n2"], rt["n3"], MAX_ROUND_TRIPS, ex))
+print("rtt (50 ms): full resync %.2f s, round trips n2 %d n3 %d (limit %d), exchanges %s; "
+      "without the plan kept n2 %d n3 %d" %
+      (full_s, rt["n2"], rt["n3"], MAX_ROUND_TRIPS, ex, stale["n2"]["round_trips"],
+       stale["n3"]["round_trips"]))
 print("ok: round trips in sequence bounded over a 50 ms relay in %.1f s" %
       (time.monotonic() - T0))

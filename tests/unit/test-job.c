@@ -20,6 +20,7 @@
 
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
+#include "resync/io.h"
 #include "resync/macro.h"
 #include "testlib.h"
 
@@ -428,6 +429,80 @@ static void test_pass_paced(void **state)
 	job_end(f);
 }
 
+/* HELLO again on the session (WIRE_FEATURE_REHELLO), as a resync does
+ * on the connection its plan kept: answered with a HELLO_ACK. */
+static void job_rehello(struct fx *f)
+{
+	struct job *j = &f->j;
+	struct wire_hello mine;
+	uint16_t type;
+	size_t len;
+
+	assert_true(j->features & WIRE_FEATURE_REHELLO);
+	node_hello_make(f->p, &mine);
+	assert_int_equal(wire_hello_encode(&mine, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(j->c, WIRE_HELLO, j->buf, len), 0);
+	assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(type, WIRE_HELLO_ACK);
+	rangelist_release(&j->ranges);
+	j->differing_bytes = 0;
+}
+
+/* A plan's walk memo (job-walk.c): the resync's walk on the same session
+ * after a HELLO again ends at the first level with the plan's leaves
+ * while the secondary is unchanged; once the secondary's image is
+ * written, the memo does not serve and the walk finds the write. */
+static void test_walk_memo(void **state)
+{
+	struct fx *f = *state;
+	struct walk_memo m;
+	struct job *j;
+	unsigned char page[RESYNC_PAGE];
+
+	change_primary(f);
+	fx_nodes(f);
+	j = job_open(f, false);
+	job_tree(f, 0x5eed);
+	j->memo_make = true;
+	job_prefetch(j, j->seed);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_true(j->memo.set);
+	assert_false(j->memo_used);
+	assert_int_equal(j->memo.nleaves_diff, 5); /* pages 3, 100, 101, 122 and the last */
+	assert_int_equal(j->ranges.n, ARRAY_SIZE(changed));
+	m = j->memo;
+	memset(&j->memo, 0, sizeof(j->memo));
+	j->memo_make = false;
+
+	/* Unchanged: the plan's answer. */
+	job_rehello(f);
+	j->memo_in = &m;
+	job_prefetch(j, j->seed);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_true(j->memo_used);
+	assert_int_equal(j->ranges.n, ARRAY_SIZE(changed));
+	for (size_t i = 0; i < ARRAY_SIZE(changed); i++) {
+		assert_int_equal(j->ranges.v[i].off, changed[i].off);
+		assert_int_equal(j->ranges.v[i].len, changed[i].len);
+	}
+	assert_int_equal(j->differing_bytes, CHANGED_BYTES);
+
+	/* The secondary written since: walked again, the write found. */
+	memset(page, 0xa5, sizeof(page));
+	assert_int_equal(fd_pwrite_full(volume_fd(f->s->vol), page, sizeof(page), 200 * RESYNC_PAGE), 0);
+	job_rehello(f);
+	j->memo_used = false;
+	job_prefetch(j, j->seed);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_false(j->memo_used);
+	assert_int_equal(j->ranges.n, ARRAY_SIZE(changed) + 1);
+	assert_int_equal(j->ranges.v[3].off, 200 * RESYNC_PAGE); /* after page 122 */
+	assert_int_equal(j->differing_bytes, CHANGED_BYTES + RESYNC_PAGE);
+	j->memo_in = NULL;
+	walk_memo_release(&m);
+	job_end(f);
+}
+
 /* A peer that answers the first frame it receives with one made by the
  * test (job-walk.c's checks of what a secondary sends). */
 struct fake_peer {
@@ -529,6 +604,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_quick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pass_paced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_walk_bad_replies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_walk_memo, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

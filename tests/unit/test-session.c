@@ -309,10 +309,21 @@ static void test_unexpected(void **state)
 	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HELLO_ACK, f->buf, len), 0);
 	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
 
-	/* A second HELLO, and a reply type. */
-	fx_open(f, "t", 0, NULL);
+	/* A second HELLO from a peer that did not offer REHELLO (an older
+	 * build), and a reply type. */
+	fx_start(f);
+	h.features &= ~(uint64_t)WIRE_FEATURE_REHELLO;
+	send_hello(f, &h);
+	recv_type(f, WIRE_HELLO_ACK);
 	send_hello(f, &h);
 	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
+	/* With it: the session starts over, answered as the first. */
+	h.features = node_features();
+	fx_open(f, "t", 0, NULL);
+	send_hello(f, &h);
+	recv_type(f, WIRE_HELLO_ACK);
+	send_hello(f, &h);
+	recv_type(f, WIRE_HELLO_ACK);
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
 	send_offset(f, WIRE_ACK, 0);
 	expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
