@@ -298,7 +298,10 @@ void node_proof_save_since(struct node *n, uint64_t begins);
  * proofs (xxh3) and leaf divides the proof's block, ret gets the extra
  * hashes to ask blockcmp for (the caller frees ->extra_hashes) and the
  * state to hand back to node_proof_offer() once the whole volume is
- * hashed. Returns false when there is nothing to ask. */
+ * hashed. Returns false when there is nothing to ask, also when the
+ * leaves held (in memory or in their file, valid for the volume now)
+ * make the next root with the dirty blocks: no second hash of every
+ * block then. */
 struct proof_offer {
 	struct proof_key key;
 	uint64_t begins;

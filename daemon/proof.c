@@ -279,6 +279,24 @@ void node_proof_save_since(struct node *n, uint64_t begins)
 	proof_save(n, &begins);
 }
 
+/* Whether the next root can be made from leaves held now (in memory or
+ * their file) and the dirty blocks, as node_proof_compute() would: then
+ * a compare's pass need not hash every block a second time for them. */
+static bool proof_held(struct node *n, uint64_t size)
+{
+	struct proof_key key;
+	struct meta_info mi;
+	bool held;
+
+	meta_info_get(node_meta(n), &mi);
+	pthread_mutex_lock(&n->proof_lock);
+	proof_key_now(n, &key);
+	held = proof_take_locked(n, &key, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, size) &&
+	       (mi.bitmap_trusted || n->proof_own);
+	pthread_mutex_unlock(&n->proof_lock);
+	return held;
+}
+
 bool node_proof_want(struct node *n, uint32_t leaf, struct blockcmp_opts *o,
 		     struct proof_offer *ret)
 {
@@ -292,7 +310,7 @@ bool node_proof_want(struct node *n, uint32_t leaf, struct blockcmp_opts *o,
 	busy = n->writing;
 	pthread_mutex_unlock(&n->lock);
 	if (busy || !n->cfg->proof || (enum proof_hash)n->cfg->proof_hash != PROOF_HASH_XXH3 || !leaf ||
-	    leaf > PROOF_BLOCK_DEFAULT || PROOF_BLOCK_DEFAULT % leaf || !size)
+	    leaf > PROOF_BLOCK_DEFAULT || PROOF_BLOCK_DEFAULT % leaf || !size || proof_held(n, size))
 		return false;
 	o->extra_hashes = calloc(DIV_ROUND_UP(size, PROOF_BLOCK_DEFAULT), sizeof(*o->extra_hashes));
 	if (!o->extra_hashes)

@@ -620,6 +620,46 @@ static void test_proof_fold(void **state)
 	wire_zstd_free(z);
 }
 
+static void hash_req_root(struct fx *f, uint64_t seed)
+{
+	struct hashtree_range top = {0, 1};
+	size_t len;
+
+	assert_int_equal(wire_hash_req_encode(seed, 0, NODE_FINE_FANOUT, wire_tree_leaf(SIZE, TN_BLOCK),
+					      &top, 1, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+	recv_type(f, WIRE_HASH_REPLY);
+}
+
+/* (k) A compare hashes the proof's leaves beside its own hashes only when
+ * the node holds none that make its next root: the second compare (another
+ * seed, so the volume is read again) leaves the leaves as they were, and
+ * the proof made from them is the image's, with no block hashed again. */
+static void test_proof_held(void **state)
+{
+	struct fx *f = *state;
+	struct meta_uuid gen;
+	struct proof_digest d;
+	struct wire_proof a;
+	uint64_t seq;
+
+	fx_open(f, "t", 0, NULL);
+	hash_req_root(f, 1);
+	seq = f->n->proof_seq;
+	assert_non_null(f->n->proof.leaves);
+	fx_open(f, "t", 0, NULL);
+	hash_req_root(f, 2);
+	assert_int_equal(f->n->proof_seq, seq);
+
+	assert_int_equal(meta_uuid_random(&gen), 0);
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
+	a = ask_proof(f);
+	d = file_root(f);
+	assert_int_equal(a.hashed, 0);
+	assert_memory_equal(a.root, d.b, 16);
+	fx_end(f);
+}
+
 /* The check of a copy whose source bytes are src[0, len): pieces of 4 KiB. */
 static struct hash128 copy_check(const unsigned char *src, uint32_t len, uint64_t seed)
 {
@@ -754,6 +794,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_proof_fold, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_proof_held, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
