@@ -6,7 +6,10 @@
  * Now each CHECKPOINT, once its data reached the volume, hashes the
  * leaves of the blocks written since the last one (outside the fence,
  * while the disk writes them back) and keeps, for each range written, a
- * hash of its bytes as read back then. The proof (session_proof_stale())
+ * hash of its bytes as read back then. Only ranges that cover less than
+ * half of the blocks they touch (scattered pages) are folded: reading a
+ * denser range again costs as much as hashing its blocks, which the
+ * proof does for it as before. The proof (session_proof_stale())
  * reads again only those written bytes: a range whose bytes changed since
  * (corrupt-before-commit's case: a written byte changed behind the
  * daemon) has its blocks hashed again, so the root shows it; so does
@@ -62,31 +65,51 @@ static int proof_check_hash(struct session *s, unsigned char *buf, uint64_t off,
 	return 0;
 }
 
+/* Whether reading again the bytes of a range at the proof saves reads:
+ * it covers less than half of the blocks it touches (scattered pages).
+ * A denser one is left to the proof, which hashes its blocks again (as
+ * many bytes, on every core), and is not folded. */
+static bool proof_range_sparse(const struct range *x)
+{
+	uint64_t bs = PROOF_BLOCK_DEFAULT, first = x->off / bs, last = (x->off + x->len - 1) / bs;
+
+	return x->len && x->len * 2 < (last - first + 1) * bs;
+}
+
 int session_proof_fold(struct session *s)
 {
 	struct node *n = s->n;
-	const struct rangelist *l = &s->proof_unfolded;
+	_cleanup_(rangelist_release) struct rangelist l = {0}, dense = {0};
 	_cleanup_free_ unsigned char *buf = NULL;
 	size_t n0 = s->n_checks, pieces = 0;
 	uint64_t hashed = 0;
-	int r;
+	int r = 0;
 
-	if (!n->cfg->proof || !l->n)
+	if (!n->cfg->proof || !s->proof_unfolded.n)
 		return 0;
-	for (size_t i = 0; i < l->n; i++)
-		pieces += (size_t)DIV_ROUND_UP(l->v[i].len, (uint64_t)PROOF_CHECK_MAX);
+	for (size_t i = 0; i < s->proof_unfolded.n && r >= 0; i++) {
+		const struct range *x = &s->proof_unfolded.v[i];
+
+		r = proof_range_sparse(x) ? rangelist_add(&l, x->off, x->len)
+					  : rangelist_add(&dense, x->off, x->len);
+		pieces += (size_t)DIV_ROUND_UP(x->len, (uint64_t)PROOF_CHECK_MAX);
+	}
+	if (r < 0)
+		return r;
+	if (!l.n)
+		return 0;
 	buf = malloc(PROOF_CHECK_MAX);
 	if (!buf)
 		return -ENOMEM;
 	r = proof_check_reserve(s, pieces);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < l->n; i++) {
-		for (uint64_t o = 0; o < l->v[i].len; o += PROOF_CHECK_MAX) {
+	for (size_t i = 0; i < l.n; i++) {
+		for (uint64_t o = 0; o < l.v[i].len; o += PROOF_CHECK_MAX) {
 			struct proof_check *c = &s->proof_checks[s->n_checks];
 
-			c->off = l->v[i].off + o;
-			c->len = MIN(l->v[i].len - o, (uint64_t)PROOF_CHECK_MAX);
+			c->off = l.v[i].off + o;
+			c->len = MIN(l.v[i].len - o, (uint64_t)PROOF_CHECK_MAX);
 			r = proof_check_hash(s, buf, c->off, (size_t)c->len, &c->h);
 			if (r < 0) {
 				s->n_checks = n0;
@@ -95,7 +118,7 @@ int session_proof_fold(struct session *s)
 			s->n_checks++;
 		}
 	}
-	r = node_proof_fold(n, l, &hashed);
+	r = node_proof_fold(n, &l, &hashed);
 	if (r < 0) {
 		/* No leaves held (the proof hashes every block), or they
 		 * were dropped: these ranges stay for the proof. */
@@ -103,8 +126,12 @@ int session_proof_fold(struct session *s)
 		return r == -ESTALE ? 0 : r;
 	}
 	s->proof_folded_blocks += hashed;
+	/* The dense ranges stay for the proof; without them, no leaves. */
 	s->proof_unfolded.n = 0;
-	return 0;
+	r = rangelist_extend(&s->proof_unfolded, &dense);
+	if (r < 0)
+		node_proof_forget(n);
+	return r;
 }
 
 int session_proof_stale(struct session *s, struct rangelist *ret)

@@ -446,6 +446,40 @@ static int send_offset(struct peer_conn *c, uint16_t type, uint64_t off)
 	return peer_conn_send_frame(c, type, buf, len);
 }
 
+static void *session_fold_thread(void *arg)
+{
+	struct session *s = arg;
+	int r = session_proof_fold(s);
+
+	if (r < 0)
+		log_warning("cannot fold the blocks written into the proof's leaves (%s): the proof hashes them",
+			    strerror(-r));
+	return NULL;
+}
+
+/* A checkpoint's data durable: the leaves of what was written since the
+ * last one hashed (proof-fold.c) on a thread of their own while this one
+ * waits for the flush, so that the disk and the CPU work together. The
+ * fold reads the volume and its own fields only, and is joined here. */
+static int session_checkpoint_sync(struct session *s)
+{
+	pthread_t t;
+	bool fold;
+	int r;
+
+	r = patch_writer_flush(s->pw);
+	if (r < 0)
+		return r;
+	fold = s->n->cfg->proof && s->proof_unfolded.n &&
+	       !pthread_create(&t, NULL, session_fold_thread, s);
+	r = patch_writer_sync(s->pw);
+	if (fold)
+		pthread_join(t, NULL);
+	else
+		session_fold_thread(s);
+	return r;
+}
+
 static int session_checkpoint(struct session *s, size_t len)
 {
 	struct meta_uuid id;
@@ -456,16 +490,7 @@ static int session_checkpoint(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	if (s->pw) {
-		/* The leaves of what was written since the last checkpoint
-		 * hashed while the disk writes it back, before the flush. */
-		r = patch_writer_flush(s->pw);
-		if (r < 0)
-			return r;
-		r = session_proof_fold(s);
-		if (r < 0)
-			log_warning("cannot fold the blocks written into the proof's leaves (%s): the proof hashes them",
-				    strerror(-r));
-		r = patch_writer_sync(s->pw);
+		r = session_checkpoint_sync(s);
 		if (r < 0)
 			return r;
 	}
