@@ -284,14 +284,30 @@ int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const str
  * -errno. */
 int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelist *written,
 			     struct wire_proof *ret);
+/* The leaves of the blocks that overlap l hashed again now, into the
+ * leaves held for this volume's current key (a resync's writes, folded
+ * in before the proof: proof-fold.c). Returns 0 and *ret_hashed (may be
+ * NULL), -ESTALE when no such leaves are held (the proof then hashes
+ * what it must), or -errno of the reads (the leaves are dropped). */
+int node_proof_fold(struct node *n, const struct rangelist *l, uint64_t *ret_hashed);
 /* After a commit: the leaves of the last compute go to the file, keyed
  * with the generation now current. */
 void node_proof_save(struct node *n);
+/* The same after the commit was acknowledged (the file only saves the
+ * next proof its reads; it is no part of the commit): begins is
+ * node_proof_begins() read before the commit's end, and nothing is saved
+ * once a resync began rewriting this volume since (its leaves are not
+ * the volume's, and its file was removed). */
+uint64_t node_proof_begins(struct node *n);
+void node_proof_save_since(struct node *n, uint64_t begins);
 /* The proof's leaves from a compare's hashing pass: when this node makes
  * proofs (xxh3) and leaf divides the proof's block, ret gets the extra
  * hashes to ask blockcmp for (the caller frees ->extra_hashes) and the
  * state to hand back to node_proof_offer() once the whole volume is
- * hashed. Returns false when there is nothing to ask. */
+ * hashed. Returns false when there is nothing to ask, also when the
+ * leaves held (in memory or in their file, valid for the volume now)
+ * make the next root with the dirty blocks: no second hash of every
+ * block then. */
 struct proof_offer {
 	struct proof_key key;
 	uint64_t begins;
@@ -433,9 +449,37 @@ struct session {
 	char peer[RESYNC_NAME_MAX + 1];
 	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
 	struct rangelist proof_written; /* byte ranges this session wrote (proof.c) */
+	/* The proof's leaves of what this session wrote are folded in at
+	 * each CHECKPOINT (proof-fold.c): the ranges written since the last
+	 * fold, and the ranges folded, each with a hash of its bytes then. */
+	struct rangelist proof_unfolded;
+	struct proof_check *proof_checks;
+	size_t n_checks, cap_checks;
+	uint64_t proof_folded_blocks; /* leaves hashed by the folds */
 	bool committed;
 	bool proof_done; /* a PROOF was made of what this session wrote */
 };
+
+/* ---- proof-fold.c ---- */
+/* A range this session wrote and folded into the proof's leaves, and the
+ * seed-0 hash of its bytes as they were read back then. */
+struct proof_check {
+	uint64_t off, len;
+	struct hash128 h;
+};
+/* At a CHECKPOINT, its data written to the volume: the leaves of the
+ * blocks written since the last fold hashed now, outside any fence, and
+ * each written range's bytes hashed, so that the proof reads again only
+ * the written bytes (session_proof_stale()). Nothing to do without a
+ * proof or without leaves held (the proof then hashes what it must).
+ * Returns 0 or -errno of the reads. */
+int session_proof_fold(struct session *s);
+/* What the proof must hash again, into *ret (empty on entry): the ranges
+ * written since the last fold, and every folded range whose bytes are
+ * no longer those it was folded with (a stray write, a failing disk).
+ * Returns 0 or -errno. */
+int session_proof_stale(struct session *s, struct rangelist *ret);
+void session_proof_fold_release(struct session *s);
 
 /* A frame handler of the session: 0 to go on, SESSION_END to end the
  * session quietly (what had to be said was said), -errno to end it with

@@ -168,6 +168,24 @@ int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelis
 	return r;
 }
 
+int node_proof_fold(struct node *n, const struct rangelist *l, uint64_t *ret_hashed)
+{
+	struct proof_key key;
+	int r = -ESTALE;
+
+	pthread_mutex_lock(&n->proof_lock);
+	proof_key_now(n, &key);
+	if (n->proof.leaves && !memcmp(&key, &n->proof_key, sizeof(key)) &&
+	    n->proof.volume_size == node_size(n)) {
+		r = proof_tree_update(&n->proof, n->vol, l, ret_hashed);
+		if (r < 0)
+			proof_tree_release(&n->proof);
+		n->proof_seq++;
+	}
+	pthread_mutex_unlock(&n->proof_lock);
+	return r;
+}
+
 int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const struct rangelist *extra,
 		       struct wire_proof *ret, uint64_t *ret_seq)
 {
@@ -214,7 +232,10 @@ int node_proof_compute(struct node *n, enum proof_hash h, uint32_t bs, const str
 	return r;
 }
 
-void node_proof_save(struct node *n)
+/* node_proof_save() and node_proof_save_since(): begins NULL, or the
+ * node_proof_begin()s counted before (then nothing is saved after
+ * another). */
+static void proof_save(struct node *n, const uint64_t *begins)
 {
 	_cleanup_free_ char *path = proof_path(n);
 	struct proof_key key;
@@ -223,7 +244,7 @@ void node_proof_save(struct node *n)
 	if (!path)
 		return;
 	pthread_mutex_lock(&n->proof_lock);
-	if (!n->proof.leaves) {
+	if (!n->proof.leaves || (begins && *begins != n->proof_begins)) {
 		pthread_mutex_unlock(&n->proof_lock);
 		return;
 	}
@@ -236,6 +257,44 @@ void node_proof_save(struct node *n)
 	if (r < 0)
 		log_warning("cannot save '%s': %s (the next proof hashes every block)", path,
 			    strerror(-r));
+}
+
+void node_proof_save(struct node *n)
+{
+	proof_save(n, NULL);
+}
+
+uint64_t node_proof_begins(struct node *n)
+{
+	uint64_t b;
+
+	pthread_mutex_lock(&n->proof_lock);
+	b = n->proof_begins;
+	pthread_mutex_unlock(&n->proof_lock);
+	return b;
+}
+
+void node_proof_save_since(struct node *n, uint64_t begins)
+{
+	proof_save(n, &begins);
+}
+
+/* Whether the next root can be made from leaves held now (in memory or
+ * their file) and the dirty blocks, as node_proof_compute() would: then
+ * a compare's pass need not hash every block a second time for them. */
+static bool proof_held(struct node *n, uint64_t size)
+{
+	struct proof_key key;
+	struct meta_info mi;
+	bool held;
+
+	meta_info_get(node_meta(n), &mi);
+	pthread_mutex_lock(&n->proof_lock);
+	proof_key_now(n, &key);
+	held = proof_take_locked(n, &key, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, size) &&
+	       (mi.bitmap_trusted || n->proof_own);
+	pthread_mutex_unlock(&n->proof_lock);
+	return held;
 }
 
 bool node_proof_want(struct node *n, uint32_t leaf, struct blockcmp_opts *o,
@@ -251,7 +310,7 @@ bool node_proof_want(struct node *n, uint32_t leaf, struct blockcmp_opts *o,
 	busy = n->writing;
 	pthread_mutex_unlock(&n->lock);
 	if (busy || !n->cfg->proof || (enum proof_hash)n->cfg->proof_hash != PROOF_HASH_XXH3 || !leaf ||
-	    leaf > PROOF_BLOCK_DEFAULT || PROOF_BLOCK_DEFAULT % leaf || !size)
+	    leaf > PROOF_BLOCK_DEFAULT || PROOF_BLOCK_DEFAULT % leaf || !size || proof_held(n, size))
 		return false;
 	o->extra_hashes = calloc(DIV_ROUND_UP(size, PROOF_BLOCK_DEFAULT), sizeof(*o->extra_hashes));
 	if (!o->extra_hashes)

@@ -831,12 +831,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 			resync_fence_end(&run);
 		}
 	}
-	/* The leaves of the root made under the fence, under the generation
-	 * now current (the next one when the primary committed: its bitmap
-	 * counts from there; else the same, whose bitmap still counts). */
 	FAILPOINT("primary-report");
-	if (run.proof_done)
-		node_proof_save(n);
 	/* Sent last, once this run let go of everything: a client may
 	 * start the next run the moment it reads the result. */
 	resync_etcd_note(&run); /* issue 14 */
@@ -848,6 +843,16 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 out:
 	resync_release(&run);
 	if (final)
-		return control_client_result(cli, final);
-	return r < 0 ? r : 0;
+		r = control_client_result(cli, final);
+	else if (r > 0)
+		r = 0;
+	/* The leaves of the root made under the fence, under the generation
+	 * now current (the next one when the primary committed: its bitmap
+	 * counts from there; else the same, whose bitmap still counts). The
+	 * file only saves the next proof its reads: written once the client
+	 * has the result. A run that starts meanwhile takes proof_lock for
+	 * its own root, from the same leaves in memory. */
+	if (run.proof_done)
+		node_proof_save(n);
+	return r;
 }

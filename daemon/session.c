@@ -51,7 +51,8 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 	s->proof_done = false;
 	/* No bitmap counts a resync's writes: the proof hashes them again.
 	 * Without the list, no leaves are trusted (every block is). */
-	if (rangelist_add(&s->proof_written, off, len) < 0)
+	if (rangelist_add(&s->proof_written, off, len) < 0 ||
+	    rangelist_add(&s->proof_unfolded, off, len) < 0)
 		node_proof_forget(s->n);
 }
 
@@ -445,6 +446,40 @@ static int send_offset(struct peer_conn *c, uint16_t type, uint64_t off)
 	return peer_conn_send_frame(c, type, buf, len);
 }
 
+static void *session_fold_thread(void *arg)
+{
+	struct session *s = arg;
+	int r = session_proof_fold(s);
+
+	if (r < 0)
+		log_warning("cannot fold the blocks written into the proof's leaves (%s): the proof hashes them",
+			    strerror(-r));
+	return NULL;
+}
+
+/* A checkpoint's data durable: the leaves of what was written since the
+ * last one hashed (proof-fold.c) on a thread of their own while this one
+ * waits for the flush, so that the disk and the CPU work together. The
+ * fold reads the volume and its own fields only, and is joined here. */
+static int session_checkpoint_sync(struct session *s)
+{
+	pthread_t t;
+	bool fold;
+	int r;
+
+	r = patch_writer_flush(s->pw);
+	if (r < 0)
+		return r;
+	fold = s->n->cfg->proof && s->proof_unfolded.n &&
+	       !pthread_create(&t, NULL, session_fold_thread, s);
+	r = patch_writer_sync(s->pw);
+	if (fold)
+		pthread_join(t, NULL);
+	else
+		session_fold_thread(s);
+	return r;
+}
+
 static int session_checkpoint(struct session *s, size_t len)
 {
 	struct meta_uuid id;
@@ -455,7 +490,7 @@ static int session_checkpoint(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	if (s->pw) {
-		r = patch_writer_sync(s->pw);
+		r = session_checkpoint_sync(s);
 		if (r < 0)
 			return r;
 	}
@@ -474,6 +509,8 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 	struct node *n = s->n;
 	struct meta *m = node_meta(n);
 	struct meta_uuid gen;
+	bool save = false;
+	uint64_t begins = 0;
 	int r;
 
 	memcpy(gen.b, g->b, 16);
@@ -498,11 +535,15 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 	s->committed = true;
 	FAILPOINT_RETURN("secondary-commit-saved");
 	/* The proof's leaves (PROOF_REQ, a moment ago, under the same
-	 * fence) are this volume now: kept under the new generation. */
-	if (s->proof_done)
-		node_proof_save(n);
-	else if (s->writing)
+	 * fence) are this volume now: kept under the new generation, in
+	 * their file once the ACK is out (later writes are this
+	 * generation's dirty blocks). */
+	if (s->proof_done) {
+		save = true;
+		begins = node_proof_begins(n);
+	} else if (s->writing) {
 		node_proof_forget(n);
+	}
 	session_write_end(s);
 	pthread_mutex_lock(&n->lock);
 	/* The bitmap now counts from gen: no older base applies. */
@@ -517,7 +558,10 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 	      s->peer, s->n_blocks, s->n_extents);
 	event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_UPTODATE, true, "resync committed");
 	FAILPOINT_RETURN("secondary-commit-before-ack");
-	return send_offset(s->c, WIRE_ACK, node_size(n));
+	r = send_offset(s->c, WIRE_ACK, node_size(n));
+	if (save)
+		node_proof_save_since(n, begins);
+	return r;
 }
 
 static int session_commit(struct session *s, size_t len)
@@ -619,6 +663,7 @@ static int session_proof_make(struct session *s, const struct wire_proof *qp,
 {
 	struct node *n = s->n;
 	struct wire_proof q = *qp, a;
+	struct rangelist stale = {0};
 	unsigned char buf[128];
 	size_t olen;
 	int r;
@@ -634,13 +679,19 @@ static int session_proof_make(struct session *s, const struct wire_proof *qp,
 	if (node_failpoint("corrupt-before-commit"))
 		session_corrupt(s);
 	FAILPOINT_RETURN("secondary-proof-synced");
-	r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &s->proof_written, &a, NULL);
+	r = session_proof_stale(s, &stale);
+	if (r >= 0)
+		r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &stale, &a, NULL);
+	rangelist_release(&stale);
 	if (r < 0) {
 		snprintf(s->why, sizeof(s->why), "'%s' cannot make its proof: %s", n->self->name,
 			 strerror(-r));
 		return r;
 	}
 	s->proof_done = true;
+	if (s->proof_folded_blocks)
+		log_info("proof of '%s': %" PRIu64 " blocks this resync wrote were hashed at its checkpoints, %zu written ranges read again",
+			 n->self->volume, s->proof_folded_blocks, s->n_checks);
 	r = wire_proof_encode(&a, buf, sizeof(buf), &olen);
 	if (r < 0)
 		return r;
@@ -881,6 +932,7 @@ void *session_thread(void *arg)
 	free(s->hashes);
 	free(s->bitmap);
 	rangelist_release(&s->proof_written);
+	session_proof_fold_release(s);
 	free(s->in);
 	free(s->out);
 	pthread_mutex_lock(&n->sessions_lock);

@@ -5,8 +5,10 @@
  * size), the dispatch table (unexpected types, writes from anyone but the
  * primary, malformed payloads), the requests (STATUS, BITMAP, HASH_REQ,
  * PAGE_REQ) and a primary's rewrite (BLOCKS, EXTENTS, CHECKPOINT, COMMIT)
- * as they land in the image and the metadata. */
+ * as they land in the image and the metadata; the proof's leaves of the
+ * writes folded in at a CHECKPOINT. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -17,12 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
+#include "resync/io.h"
 #include "resync/macro.h"
+#include "resync/proof.h"
 #include "resync/rollsum.h"
 #include "testlib.h"
 
@@ -530,6 +535,148 @@ static void test_primary_rewrite(void **state)
 	free(want);
 }
 
+/* The proof's root of the image as it is now (every block read). */
+static struct proof_digest file_root(struct fx *f)
+{
+	struct proof_tree t;
+	struct proof_digest d;
+
+	assert_int_equal(proof_tree_init(&t, PROOF_HASH_XXH3, PROOF_BLOCK_DEFAULT, SIZE), 0);
+	assert_int_equal(proof_tree_update(&t, f->n->vol, NULL, NULL), 0);
+	assert_int_equal(proof_tree_root(&t, &d), 0);
+	proof_tree_release(&t);
+	return d;
+}
+
+/* PROOF_REQ: the secondary's root, and the blocks it hashed for it. */
+static struct wire_proof ask_proof(struct fx *f)
+{
+	struct wire_proof q = {.hash = PROOF_HASH_XXH3, .block_size = PROOF_BLOCK_DEFAULT,
+			       .volume_size = SIZE}, a;
+	size_t len;
+
+	assert_int_equal(wire_proof_encode(&q, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_PROOF_REQ, f->buf, len), 0);
+	len = recv_type(f, WIRE_PROOF);
+	assert_int_equal(wire_proof_decode(f->buf, len, &a), 0);
+	return a;
+}
+
+/* (j) The proof's leaves of a resync's writes are folded in at its
+ * CHECKPOINT: the proof then hashes no block again, and its root is the
+ * image's. A byte of a written page changed behind the daemon after that
+ * checkpoint (corrupt-before-commit's case) is found by the proof's read
+ * of the written bytes: that block is hashed again and the root is the
+ * image's as it is, not the one the resync meant. Data after the last
+ * checkpoint is hashed at the proof. */
+static void test_proof_fold(void **state)
+{
+	struct fx *f = *state;
+	struct wire_zstd *z = NULL;
+	struct meta_uuid gen;
+	struct hashtree_range top = {0, 1};
+	uint32_t leaf = wire_tree_leaf(SIZE, TN_BLOCK);
+	struct proof_digest meant, now;
+	struct wire_proof a;
+	unsigned char b = 0;
+	size_t len;
+	int fd;
+
+	assert_int_equal(wire_zstd_new(0, &z), 0);
+	assert_int_equal(meta_uuid_random(&gen), 0);
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
+	/* A compare's hashing: the proof's leaves from the same reads. */
+	assert_int_equal(wire_hash_req_encode(0x5eed, 0, NODE_FINE_FANOUT, leaf, &top, 1, f->buf,
+					      RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+	recv_type(f, WIRE_HASH_REPLY);
+
+	/* Two pages in blocks 0 and 3, a checkpoint, then a page in block 5. */
+	testlib_fill(f->data + RESYNC_PAGE, RESYNC_PAGE, 31);
+	testlib_fill(f->data + 200000, 2000, 32);
+	testlib_fill(f->data + 5 * TN_BLOCK + 8192, RESYNC_PAGE, 33);
+	assert_int_equal(wire_blocks_encode(z, RESYNC_PAGE, f->data + RESYNC_PAGE, RESYNC_PAGE,
+					    f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	assert_int_equal(wire_blocks_encode(z, 200000, f->data + 200000, 2000, f->buf,
+					    RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	/* Most of block 8: left to the proof (reading it again saves nothing). */
+	testlib_fill(f->data + 8 * TN_BLOCK, 40000, 34);
+	assert_int_equal(wire_blocks_encode(z, 8 * TN_BLOCK, f->data + 8 * TN_BLOCK, 40000, f->buf,
+					    RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	send_offset(f, WIRE_CHECKPOINT, 0);
+	assert_int_equal(recv_ack(f), 0);
+	assert_int_equal(f->s->proof_folded_blocks, 2);
+	assert_int_equal(f->s->n_checks, 2);
+	assert_int_equal(wire_blocks_encode(z, 5 * TN_BLOCK + 8192, f->data + 5 * TN_BLOCK + 8192,
+					    RESYNC_PAGE, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+
+	/* Nothing changed: the dense block and the one written after the
+	 * checkpoint. */
+	a = ask_proof(f);
+	meant = file_root(f);
+	assert_int_equal(a.hashed, 2);
+	assert_memory_equal(a.root, meant.b, 16);
+
+	/* A written byte changed behind the daemon. */
+	fd = open(f->n->self->volume, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(fd_pread_full(fd, &b, 1, 200500), 0);
+	b ^= 0xff;
+	assert_int_equal(fd_pwrite_full(fd, &b, 1, 200500), 0);
+	close(fd);
+	a = ask_proof(f);
+	now = file_root(f);
+	assert_memory_not_equal(now.b, meant.b, 16);
+	assert_memory_equal(a.root, now.b, 16);
+	assert_int_equal(a.hashed, 3); /* block 3, and blocks 5 and 8 again */
+	fx_end(f);
+	wire_zstd_free(z);
+}
+
+static void hash_req_root(struct fx *f, uint64_t seed)
+{
+	struct hashtree_range top = {0, 1};
+	size_t len;
+
+	assert_int_equal(wire_hash_req_encode(seed, 0, NODE_FINE_FANOUT, wire_tree_leaf(SIZE, TN_BLOCK),
+					      &top, 1, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+	recv_type(f, WIRE_HASH_REPLY);
+}
+
+/* (k) A compare hashes the proof's leaves beside its own hashes only when
+ * the node holds none that make its next root: the second compare (another
+ * seed, so the volume is read again) leaves the leaves as they were, and
+ * the proof made from them is the image's, with no block hashed again. */
+static void test_proof_held(void **state)
+{
+	struct fx *f = *state;
+	struct meta_uuid gen;
+	struct proof_digest d;
+	struct wire_proof a;
+	uint64_t seq;
+
+	fx_open(f, "t", 0, NULL);
+	hash_req_root(f, 1);
+	seq = f->n->proof_seq;
+	assert_non_null(f->n->proof.leaves);
+	fx_open(f, "t", 0, NULL);
+	hash_req_root(f, 2);
+	assert_int_equal(f->n->proof_seq, seq);
+
+	assert_int_equal(meta_uuid_random(&gen), 0);
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
+	a = ask_proof(f);
+	d = file_root(f);
+	assert_int_equal(a.hashed, 0);
+	assert_memory_equal(a.root, d.b, 16);
+	fx_end(f);
+}
+
 /* The check of a copy whose source bytes are src[0, len): pieces of 4 KiB. */
 static struct hash128 copy_check(const unsigned char *src, uint32_t len, uint64_t seed)
 {
@@ -663,6 +810,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_primary_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_proof_fold, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_proof_held, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
