@@ -1,5 +1,5 @@
 /* fuse-floor IMAGE MOUNTPOINT [--null] [--threads N] [--rtprio N]
- *             [--no-splice-read]
+ *             [--no-splice-read] [--direct-read]
  *
  * The floor under resyncfs, for bench/volume-bench: the least a FUSE
  * server can do to serve IMAGE as MOUNTPOINT/volume, set up exactly as
@@ -16,8 +16,11 @@
  * returns at once): what one FUSE round trip costs on this machine and
  * little else. The memory is a private copy-on-write map of IMAGE, so that
  * a file system on the volume still reads what it wrote (a server that
- * replied zeros could not hold ext4); nothing reaches IMAGE. --no-splice-read: requests are read(), never spliced (an
+ * replied zeros could not hold ext4), populated at the start (so that no
+ * request faults the image in); nothing reaches IMAGE. --no-splice-read: requests are read(), never spliced (an
  * experiment: resyncfs lets libfuse splice every request into a pipe).
+ * --direct-read: page-aligned READs pread an O_DIRECT descriptor of IMAGE
+ * (an experiment: cold reads as the plain loop device's, no page cache).
  *
  * Serves in the foreground until unmounted (umount, fusermount3 -u) or
  * until SIGTERM/SIGINT/SIGHUP. Exit 0, 1 on failure, 2 on usage errors. */
@@ -58,17 +61,20 @@ struct floor {
 	bool splice_read; /* let libfuse splice requests (write_buf) */
 	int rtprio;	 /* 0: normal scheduling */
 	char *map;	 /* --null: IMAGE mapped MAP_PRIVATE */
+	int dfd;	 /* --direct-read: IMAGE opened O_DIRECT, else -1 */
 };
 
 static const char usage[] =
 	"usage: fuse-floor IMAGE MOUNTPOINT [--null] [--threads N] [--rtprio N] [--no-splice-read]\n"
+	"                  [--direct-read]\n"
 	"Serve IMAGE as MOUNTPOINT/volume with nothing but pread, pwrite and fdatasync,\n"
 	"set up as resyncfs is (a floor for bench/volume-bench).\n"
 	"  --null            no I/O: reads and writes copy from and to a private map of\n"
 	"                    IMAGE (never written back), fsync returns at once\n"
 	"  --threads N       FUSE worker threads (default 8, as resyncfs)\n"
 	"  --rtprio N        their SCHED_FIFO priority (default 10, as resyncfs; 0: normal)\n"
-	"  --no-splice-read  read() every request instead of splicing it into a pipe\n";
+	"  --no-splice-read  read() every request instead of splicing it into a pipe\n"
+	"  --direct-read     page-aligned reads with O_DIRECT (no page cache of IMAGE)\n";
 
 static struct floor *req_floor(fuse_req_t req)
 {
@@ -171,6 +177,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct floor *f = req_floor(req);
 	size_t done = 0;
+	int fd = f->fd;
 	ssize_t n;
 
 	(void)ino;
@@ -188,13 +195,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, f->map + off, size);
 		return;
 	}
+	/* --direct-read: page-aligned reads bypass the image's page cache,
+	 * as the plain loop device's do (writes stay buffered: an O_DIRECT
+	 * read writes back what the page cache holds dirty in its range). */
+	if (f->dfd >= 0 && !(off % FLOOR_PAGE) && !(size % FLOOR_PAGE))
+		fd = f->dfd;
 	if (!floor_buf && posix_memalign(&floor_buf, FLOOR_PAGE, FLOOR_MAX_IO)) {
 		floor_buf = NULL;
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	while (done < size) {
-		n = pread(f->fd, (char *)floor_buf + done, size - done, off + (off_t)done);
+		n = pread(fd, (char *)floor_buf + done, size - done, off + (off_t)done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -388,6 +400,7 @@ static int floor_parse(int argc, char **argv, struct floor *f, unsigned *ret_thr
 		{"threads", required_argument, NULL, 't'},
 		{"rtprio", required_argument, NULL, 'r'},
 		{"no-splice-read", no_argument, NULL, 's'},
+		{"direct-read", no_argument, NULL, 'd'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -402,6 +415,9 @@ static int floor_parse(int argc, char **argv, struct floor *f, unsigned *ret_thr
 			break;
 		case 's':
 			f->splice_read = false;
+			break;
+		case 'd':
+			f->dfd = 0; /* opened in main() */
 			break;
 		case 't':
 		case 'r':
@@ -476,7 +492,7 @@ out:
 
 int main(int argc, char **argv)
 {
-	struct floor f = {.fd = -1, .splice_read = true, .rtprio = FLOOR_RTPRIO};
+	struct floor f = {.fd = -1, .dfd = -1, .splice_read = true, .rtprio = FLOOR_RTPRIO};
 	unsigned threads = FLOOR_THREADS;
 	const char *image, *mnt;
 	struct stat st;
@@ -496,8 +512,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	f.size = (uint64_t)st.st_size;
+	if (f.dfd == 0) {
+		f.dfd = open(image, O_RDONLY | O_DIRECT | O_CLOEXEC);
+		if (f.dfd < 0) {
+			fprintf(stderr, "fuse-floor: cannot open '%s' O_DIRECT: %s\n", image,
+				strerror(errno));
+			return 1;
+		}
+	}
 	if (f.null) {
-		void *m = mmap(NULL, f.size, PROT_READ | PROT_WRITE, MAP_PRIVATE, f.fd, 0);
+		/* Populated now: a cold read must not fault the image in. */
+		void *m = mmap(NULL, f.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_POPULATE,
+			       f.fd, 0);
 
 		if (m == MAP_FAILED) {
 			fprintf(stderr, "fuse-floor: cannot map '%s': %s\n", image, strerror(errno));
@@ -514,6 +540,8 @@ int main(int argc, char **argv)
 	}
 	if (f.map)
 		munmap(f.map, f.size);
+	if (f.dfd >= 0)
+		close(f.dfd);
 	close(f.fd);
 	return r;
 }
