@@ -169,8 +169,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-/* A worker's read buffer, allocated at its first read. */
-static __thread void *floor_buf;
+/* A worker's read buffer, allocated at its first read and freed when the
+ * worker ends (libfuse's loop ends its threads; the key's destructor runs
+ * for each). */
+static pthread_key_t floor_buf_key;
+
+static void *floor_buf_get(void)
+{
+	void *buf = pthread_getspecific(floor_buf_key);
+
+	if (buf)
+		return buf;
+	if (posix_memalign(&buf, FLOOR_PAGE, FLOOR_MAX_IO))
+		return NULL;
+	if (pthread_setspecific(floor_buf_key, buf)) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
@@ -178,6 +195,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct floor *f = req_floor(req);
 	size_t done = 0;
 	int fd = f->fd;
+	char *buf;
 	ssize_t n;
 
 	(void)ino;
@@ -200,13 +218,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * read writes back what the page cache holds dirty in its range). */
 	if (f->dfd >= 0 && !(off % FLOOR_PAGE) && !(size % FLOOR_PAGE))
 		fd = f->dfd;
-	if (!floor_buf && posix_memalign(&floor_buf, FLOOR_PAGE, FLOOR_MAX_IO)) {
-		floor_buf = NULL;
+	buf = floor_buf_get();
+	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	while (done < size) {
-		n = pread(fd, (char *)floor_buf + done, size - done, off + (off_t)done);
+		n = pread(fd, buf + done, size - done, off + (off_t)done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -217,7 +235,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		done += (size_t)n;
 	}
-	fuse_reply_buf(req, floor_buf, done);
+	fuse_reply_buf(req, buf, done);
 }
 
 /* Bytes from a buffer into the image: the count written, or -errno. */
@@ -531,7 +549,14 @@ int main(int argc, char **argv)
 		}
 		f.map = m;
 	}
+	if (pthread_key_create(&floor_buf_key, free)) {
+		fprintf(stderr, "fuse-floor: out of memory\n");
+		return 1;
+	}
 	r = floor_serve(&f, image, mnt, threads);
+	/* This thread served too (libfuse's loop runs in it). */
+	free(pthread_getspecific(floor_buf_key));
+	pthread_key_delete(floor_buf_key);
 	/* What the page cache holds of the image is written before the exit
 	 * (resyncfs flushes at its stop, too). */
 	if (!f.null && fdatasync(f.fd) < 0) {
