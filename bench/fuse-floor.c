@@ -6,7 +6,7 @@
  * resyncfs sets up its session (fusefs/fusefs.c: the mount options, the
  * init callback's max_read/max_write/max_readahead/max_background and
  * capabilities, the entry and attribute timeouts, keep_cache, the
- * multi-threaded loop with clone_fd and 8 workers, the workers' SCHED_FIFO
+ * multi-threaded loop with clone_fd and 16 workers, the workers' SCHED_FIFO
  * priority at their first request), but with nothing of the volume's own
  * work: READ is a pread of the image, WRITE a pwrite (or a splice from the
  * request's pipe, as resyncfs), FSYNC one fdatasync, FLUSH nothing; no
@@ -49,7 +49,7 @@
 #define FLOOR_MAX_WRITE (FLOOR_MAX_IO - FLOOR_PAGE)
 #define FLOOR_MAX_BACKGROUND 64
 #define FLOOR_TIMEOUT 86400.0
-#define FLOOR_THREADS 8
+#define FLOOR_THREADS 16
 #define FLOOR_RTPRIO 10
 
 #define EXIT_USAGE 2
@@ -71,7 +71,7 @@ static const char usage[] =
 	"set up as resyncfs is (a floor for bench/volume-bench).\n"
 	"  --null            no I/O: reads and writes copy from and to a private map of\n"
 	"                    IMAGE (never written back), fsync returns at once\n"
-	"  --threads N       FUSE worker threads (default 8, as resyncfs)\n"
+	"  --threads N       FUSE worker threads (default 16, as resyncfs)\n"
 	"  --rtprio N        their SCHED_FIFO priority (default 10, as resyncfs; 0: normal)\n"
 	"  --no-splice-read  read() every request instead of splicing it into a pipe\n"
 	"  --direct-read     page-aligned reads with O_DIRECT (no page cache of IMAGE)\n";
