@@ -39,12 +39,6 @@
 #define FUSEFS_MAX_WRITE (FUSEFS_MAX_IO - RESYNC_PAGE)
 #define FUSEFS_MAX_BACKGROUND 64
 #define FUSEFS_TIMEOUT 86400.0 /* the tree never changes; a grown size is invalidated */
-/* Worker threads: a loop device at iodepth 16 has 16 requests in flight,
- * and an FSYNC holds its worker for up to two flushes of the image (the
- * running one, then its own): with 8 workers the writes queued behind
- * blocked FSYNCs (bench/README.md, "volume-bench": randwrite-qd16 at
- * 45-64 % of the plain image with 8, 120-126 % with 16, same runs). */
-#define FUSEFS_THREADS_DEFAULT 16
 
 extern char **environ;
 
@@ -853,6 +847,14 @@ fail:
 	fusefs_free(fs);
 	return r;
 }
+
+/* Worker threads: a loop device at iodepth 16 has 16 requests in flight,
+ * and an FSYNC holds its worker for up to two flushes of the image (the
+ * running one, then its own): with 8 workers the writes queued behind
+ * blocked FSYNCs (bench/README.md, "volume-bench": randwrite-qd16 at
+ * 45-64 % of the plain image with 8, 120-126 % with 16, same runs;
+ * one run of three said otherwise: see there). */
+#define FUSEFS_THREADS_DEFAULT 16
 
 int fusefs_run(struct fusefs *fs)
 {
