@@ -135,6 +135,14 @@ fail:
 	return r;
 }
 
+/* Worker threads: a loop device at iodepth 16 has 16 requests in flight,
+ * and an FSYNC holds its worker for up to two flushes of the image (the
+ * running one, then its own): with 8 workers the writes queued behind
+ * blocked FSYNCs (bench/README.md, "volume-bench": randwrite-qd16 at
+ * 45-64 % of the plain image with 8, 120-126 % with 16, same runs;
+ * one run of three said otherwise: see there). */
+#define FUSEFS_THREADS_DEFAULT 16
+
 int fusefs_run(struct fusefs *fs)
 {
 	struct fuse_loop_config *cfg;
@@ -147,7 +155,8 @@ int fusefs_run(struct fusefs *fs)
 	fs->running = true;
 	pthread_mutex_unlock(&fs->lock);
 	fuse_loop_cfg_set_clone_fd(cfg, 1);
-	fuse_loop_cfg_set_max_threads(cfg, fs->opts.max_threads ? fs->opts.max_threads : 8);
+	fuse_loop_cfg_set_max_threads(cfg, fs->opts.max_threads ? fs->opts.max_threads
+							 : FUSEFS_THREADS_DEFAULT);
 	r = fuse_session_loop_mt(fs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 

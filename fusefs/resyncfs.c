@@ -31,7 +31,7 @@ static const char usage[] =
 	"                      invalidate OFF LEN, rewrite OFF LEN FILE, status, stats\n"
 	"  -o al_extents=N     activity-log extents of fresh metadata (default 256, max 768)\n"
 	"  -o al_extent_size=SIZE  bytes per extent (default 4M)\n"
-	"  -o threads=N        FUSE worker threads (default 8)\n"
+	"  -o threads=N        FUSE worker threads (default 16)\n"
 	"  -o rtprio=N         their real-time priority, SCHED_FIFO 1-99 (default 10;\n"
 	"                      0: normal scheduling; kept normal without CAP_SYS_NICE)\n"
 	"  -o io=sync|uring    image I/O backend (default sync)\n"

@@ -43,7 +43,7 @@ struct fusefs_opts {
 	const char *meta_path;	/* NULL = IMAGE.resync-meta */
 	struct meta_opts meta;	/* geometry of fresh metadata */
 	enum io_kind io;	/* image I/O backend; IO_KIND_AUTO = RESYNC_IO or sync */
-	unsigned max_threads;	/* FUSE worker threads; 0 = default (8) */
+	unsigned max_threads;	/* FUSE worker threads; 0 = default (16) */
 	/* Kernel writeback cache: writes are acknowledged from the page
 	 * cache and reach resyncfs later; marks are still durable before the
 	 * image is written, but a fence in fail mode cannot refuse a write
