@@ -84,14 +84,22 @@ try:
     for n in c.names:
         c.start(n)
     t0 = time.monotonic()
+    ev = Events()
+
+    # The stream is open once an event published after it started shows
+    # up (it prints nothing until then): a verify of the blank, identical
+    # volumes reaches the secondaries (their "peer" events).
+    def stream_open():
+        check(ev.p.poll() is None, "resyncctl events is running")
+        c.ctl("verify", "--json")
+        return any(e.get("event") == "peer" for e in ev.all)
+    wait_for(stream_open, timeout=30, what="the event stream to open")
     rnd = os.urandom(8 * MB)
     c.write("p", 0, rnd[:4 * MB])
     c.write("p", 40 * MB, rnd[4 * MB:])
     c.write("s2", 20 * MB, b"stray" * 1000)
 
     # ---- a full resync: the proof in the summary, status, events ----
-    ev = Events()
-    time.sleep(0.2)  # the stream subscribed (it prints nothing until an event)
     nodes = resync_ok(c, "first resync")
     rc, summary, _ = None, None, None
     r = c.ctl("status", "--json")
