@@ -15,9 +15,9 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_lib import (MB, RESYNCCTL, Cluster, check, fail,  # noqa: E402
+from cluster_lib import (MB, RESYNCCTL, Cluster, check, checkpoint, fail,  # noqa: E402
                          resync_json, verify, wait_for)
-from resyncfs_lib import Scratch, info  # noqa: E402
+from resyncfs_lib import Scratch  # noqa: E402
 
 CHECKPOINT = 16 * MB
 DATA = 48 * MB
@@ -32,10 +32,8 @@ for i in range(DATA // (4 * MB)):
 
 
 
-def checkpoint():
-    """The checkpoint offset in s's metadata on disk (0: none)."""
-    cp = info(c.image("s")).get("checkpoint")
-    return cp["offset"] if cp else 0
+def s_checkpoint():
+    return checkpoint(c, "s")
 
 
 # First run, slowed to 16 MiB/s: killed once s has saved its first
@@ -47,7 +45,7 @@ lines = []
 reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in run.stdout),
                           daemon=True)
 reader.start()
-wait_for(lambda: run.poll() is not None or checkpoint() >= CHECKPOINT, timeout=60,
+wait_for(lambda: run.poll() is not None or s_checkpoint() >= CHECKPOINT, timeout=60,
          what="s's first checkpoint on its disk")
 check(run.poll() is None, "the first run still ran when s had saved its first checkpoint")
 c.kill9("s")
@@ -63,7 +61,7 @@ check(first["result"] == "failed" and "s" in first.get("error", ""),
       "the first run names the lost secondary: %s" % first)
 sent_first = first["bytes_written"]
 check(sent_first < DATA, "the first run stopped before the end (%d bytes)" % sent_first)
-at = checkpoint()
+at = s_checkpoint()
 check(at >= CHECKPOINT, "s's checkpoint survived the kill (%d)" % at)
 left = DATA - at
 
