@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 
-from resyncfs_lib import BUILD, RESYNCCTL, check, fail, is_mounted, wait_for  # noqa: F401
+from resyncfs_lib import BUILD, RESYNCCTL, check, fail, info, is_mounted, wait_for  # noqa: F401
 
 RESYNCD = os.path.join(BUILD, "daemon", "resyncd")
 MB = 1 << 20
@@ -173,3 +173,9 @@ def verify(c):
     return r.returncode, out, r.stderr
 
 
+def checkpoint(c, n):
+    """The checkpoint offset in node n's metadata on disk (0: none):
+    resyncctl info reads it beside the running daemon. A primary's
+    progress runs ahead of what a secondary has made durable."""
+    cp = info(c.image(n)).get("checkpoint")
+    return cp["offset"] if cp else 0

@@ -13,7 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_lib import MB, RESYNCCTL, check, resync_json, resync_ok, verify  # noqa: E402
+from cluster_lib import (MB, RESYNCCTL, check, checkpoint, resync_json, resync_ok,  # noqa: E402
+                         verify, wait_for)
 from netns_lib import BRIDGE_ADDR, PORT, Net, NetnsCluster, in_ns_main_table, ip  # noqa: E402
 from relay_lib import UP, Fault, Relay  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
@@ -91,7 +92,7 @@ try:
     for i in range(10):
         c.write("p", i * 4 * MB + 4 * MB // 2, os.urandom(4 * MB // 2 + 4 * MB // 4))
     run = subprocess.Popen([RESYNCCTL, "--config", c.conf, "resync", "--yes", "--json",
-                            "--node", "s", "--max-rate", "16M"],
+                            "--node", "s", "--max-rate", "8M"],
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     done = 0
     for line in run.stdout:
@@ -101,6 +102,12 @@ try:
             if done >= CHECKPOINT + 2 * MB:
                 break
     check(done >= CHECKPOINT + 2 * MB, "the run reached 18 MiB (at %d)" % done)
+    # The primary's progress runs ahead of what s has made durable (the
+    # more so on a loaded machine): the kill waits for s's checkpoint on
+    # its disk (resyncctl info reads it beside the running daemon).
+    wait_for(lambda: run.poll() is not None or checkpoint(c, "s") >= CHECKPOINT, timeout=60,
+             what="s's first checkpoint on its disk")
+    check(run.poll() is None, "the run still ran when s had saved its first checkpoint")
     c.kill9("s")
     run.stdout.read()
     check(run.wait(timeout=60) != 0, "the interrupted resync exits non-zero")
