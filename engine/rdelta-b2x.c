@@ -81,12 +81,11 @@ static void b2_compress(b2vec h[8], const b2vec m[16], uint64_t t, bool last)
 }
 
 #if RDELTA_B2X_LANES == 8 && defined(__AVX512F__)
-typedef int64_t b2idx __attribute__((vector_size(64)));
 
 /* Words off/8 .. off/8 + 7 of the eight lanes' blocks, word i of every lane
  * in c[i]: eight row loads and an 8 x 8 transpose in three steps of
  * two-vector shuffles (word-by-word gathers cost as much as a sixth of
- * the compression). */
+ * the compression); __builtin_shufflevector: GCC 12 and clang alike. */
 static void b2_transpose8(b2vec c[8], const uint8_t *const blk[8], size_t off)
 {
 	b2vec r[8], t[8], u[8];
@@ -95,20 +94,18 @@ static void b2_transpose8(b2vec c[8], const uint8_t *const blk[8], size_t off)
 		memcpy(&r[l], blk[l] + off, sizeof(r[l]));
 	/* t[k], t[k + 1]: even and odd words of rows k and k + 1, interleaved */
 	for (int k = 0; k < 8; k += 2) {
-		t[k] = __builtin_shuffle(r[k], r[k + 1], (b2idx){0, 8, 2, 10, 4, 12, 6, 14});
-		t[k + 1] = __builtin_shuffle(r[k], r[k + 1], (b2idx){1, 9, 3, 11, 5, 13, 7, 15});
+		t[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+		t[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 1, 9, 3, 11, 5, 13, 7, 15);
 	}
 	/* u[g + i]: words i and i + 4 of rows g .. g + 3 */
 	for (int g = 0; g < 8; g += 4)
 		for (int k = 0; k < 2; k++) {
-			u[g + k] = __builtin_shuffle(t[g + k], t[g + k + 2],
-						     (b2idx){0, 1, 8, 9, 4, 5, 12, 13});
-			u[g + k + 2] = __builtin_shuffle(t[g + k], t[g + k + 2],
-							 (b2idx){2, 3, 10, 11, 6, 7, 14, 15});
+			u[g + k] = __builtin_shufflevector(t[g + k], t[g + k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+			u[g + k + 2] = __builtin_shufflevector(t[g + k], t[g + k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
 		}
 	for (int k = 0; k < 4; k++) {
-		c[k] = __builtin_shuffle(u[k], u[k + 4], (b2idx){0, 1, 2, 3, 8, 9, 10, 11});
-		c[k + 4] = __builtin_shuffle(u[k], u[k + 4], (b2idx){4, 5, 6, 7, 12, 13, 14, 15});
+		c[k] = __builtin_shufflevector(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+		c[k + 4] = __builtin_shufflevector(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
 	}
 }
 
