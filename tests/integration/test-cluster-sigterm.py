@@ -35,6 +35,34 @@ for n in c.names:
     c.start(n)
 
 
+def threads_where(pid):
+    """Each thread of a process that did not stop: its name, state, the
+    kernel function it sleeps in and its kernel stack (root reads it), so
+    that a hang seen once says where it was."""
+    out = []
+    try:
+        tids = sorted(os.listdir("/proc/%d/task" % pid), key=int)
+    except OSError as e:
+        return "  (cannot list the threads: %s)" % e
+    for tid in tids:
+        base = "/proc/%d/task/%s/" % (pid, tid)
+        info = []
+        for f in ("comm", "wchan", "stack"):
+            try:
+                with open(base + f) as fh:
+                    info.append(fh.read().strip())
+            except OSError as e:
+                info.append("(%s: %s)" % (f, e.strerror))
+        try:
+            with open(base + "stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            state = "?"
+        out.append("  %s %s %s in %s\n    %s" % (tid, info[0], state, info[1],
+                                               info[2].replace("\n", "\n    ")))
+    return "\n".join(out)
+
+
 def drift():
     """DATA bytes of new data on the primary, in 1 MiB pieces scattered
     over the volume."""
@@ -85,10 +113,12 @@ for rnd_i in range(ROUNDS):
     try:
         rc = p.wait(timeout=STOP_BOUND)
     except subprocess.TimeoutExpired:
+        where = threads_where(p.pid)
         p.kill()
         p.wait()
         fail("round %d: resyncd %s did not exit within %.0f s of SIGTERM (%.2f s into "
-             "the resync):\n%s" % (rnd_i, victim, STOP_BOUND, delay, c.log(victim)[since:]))
+             "the resync):\n%s\nwhere its threads waited:\n%s" %
+             (rnd_i, victim, STOP_BOUND, delay, c.log(victim)[since:], where))
     took = time.monotonic() - t0
     stops.append(took)
     print("round %d: SIGTERM to %s %.2f s into the resync (%s): exit %d in %.3f s" %
