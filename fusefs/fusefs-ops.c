@@ -403,35 +403,47 @@ static long long fusefs_write_image_bufvec(struct fusefs *fs, struct fuse_bufvec
 	return (long long)done;
 }
 
+/* Clips a write of *size bytes at off to the volume like a block device
+ * (nothing past the end, short at the end). Returns false when it has
+ * already replied: an empty write, or one past the end. */
+static bool write_clip(fuse_req_t req, struct fusefs *fs, off_t off, size_t *size)
+{
+	if (*size == 0) {
+		fuse_reply_write(req, 0);
+		return false;
+	}
+	if ((uint64_t)off >= fusefs_size(fs)) {
+		fuse_reply_err(req, ENOSPC);
+		return false;
+	}
+	*size = (size_t)MIN((uint64_t)*size, fusefs_size(fs) - (uint64_t)off);
+	return true;
+}
+
+/* The write's reply: its byte count, or its error. */
+static void write_reply(fuse_req_t req, long long n)
+{
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
 	struct fusefs *fs = req_fs(req);
 	struct fusefs_worker *w;
-	long long n;
 
 	fusefs_enter(req, FUSEFS_STAT_WRITES);
-	if (size == 0) {
-		fuse_reply_write(req, 0);
+	if (!write_clip(req, fs, off, &size))
 		return;
-	}
-	/* Like a block device: nothing past the end, short at the end. */
-	if ((uint64_t)off >= fusefs_size(fs)) {
-		fuse_reply_err(req, ENOSPC);
-		return;
-	}
-	size = (size_t)MIN((uint64_t)size, fusefs_size(fs) - (uint64_t)off);
 	w = fusefs_worker_get(fs);
 	if (!w) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = fusefs_write_image(fs, w->io, buf, size, (uint64_t)off, true);
-	if (n < 0) {
-		fuse_reply_err(req, (int)-n);
-		return;
-	}
-	fuse_reply_write(req, (size_t)n);
+	write_reply(req, fusefs_write_image(fs, w->io, buf, size, (uint64_t)off, true));
 }
 
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
@@ -440,18 +452,10 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	struct fusefs *fs = req_fs(req);
 	struct fusefs_worker *w;
 	size_t size = fuse_buf_size(in);
-	long long n;
 
 	fusefs_enter(req, FUSEFS_STAT_WRITES);
-	if (size == 0) {
-		fuse_reply_write(req, 0);
+	if (!write_clip(req, fs, off, &size))
 		return;
-	}
-	if ((uint64_t)off >= fusefs_size(fs)) {
-		fuse_reply_err(req, ENOSPC);
-		return;
-	}
-	size = (size_t)MIN((uint64_t)size, fusefs_size(fs) - (uint64_t)off);
 	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
 		/* A small request libfuse already read into memory: the
 		 * engine's I/O context, as op_write(). */
@@ -460,18 +464,13 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		n = fusefs_write_image(fs, w->io, (const char *)in->buf[0].mem + in->off, size,
-				       (uint64_t)off, true);
-	} else {
-		/* What is left in the pipe (past the end of the volume, or
-		 * after an error) is dropped by libfuse with the pipe. */
-		n = fusefs_write_image_bufvec(fs, in, size, (uint64_t)off);
-	}
-	if (n < 0) {
-		fuse_reply_err(req, (int)-n);
+		write_reply(req, fusefs_write_image(fs, w->io, (const char *)in->buf[0].mem + in->off,
+						    size, (uint64_t)off, true));
 		return;
 	}
-	fuse_reply_write(req, (size_t)n);
+	/* What is left in the pipe (past the end of the volume, or after an
+	 * error) is dropped by libfuse with the pipe. */
+	write_reply(req, fusefs_write_image_bufvec(fs, in, size, (uint64_t)off));
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
