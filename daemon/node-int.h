@@ -12,6 +12,8 @@
  *   client.c      the asking side: connect, hellos, status, bitmap
  *   session.c     the accepting side: frames dispatched by type
  *   session-hello.c  its hellos, and a HELLO again on a kept connection
+ *   session-write.c  the primary's writes: data frames, CHECKPOINT, the
+ *                 proof, COMMIT (session-int.h: what the two share)
  *   writeback.c   writeback started early while frames arrive
  *   job.c         the primary's work toward one secondary
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
@@ -812,7 +814,7 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
  * the bitmaps would not mend it; an Outdated secondary that only lacks
  * the primary's writes differs in marked blocks alone). */
 bool drift_verify_differs(struct node *n, const struct node_config *nc);
-/* session.c, at a commit (n->lock held): the primary's word on this
+/* session-write.c, at a commit (n->lock held): the primary's word on this
  * node is UpToDate, and no verify difference stands. */
 void drift_commit_note_locked(struct node *n);
 /* session.c's handler of DRIFT frames (primary only). */
