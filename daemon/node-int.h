@@ -12,8 +12,10 @@
  *   client.c      the asking side: connect, hellos, status, bitmap
  *   session.c     the accepting side: frames dispatched by type
  *   session-hello.c  its hellos, and a HELLO again on a kept connection
+ *   session-write.c  the primary's writes, CHECKPOINT, COMMIT (session-int.h)
  *   writeback.c   writeback started early while frames arrive
  *   job.c         the primary's work toward one secondary
+ *   job-xfer.c    its transfer: batches, page hashes, CHECKPOINTs, COMMIT
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
  *                 in resync-int.h; resync-pass.c the passes and the short
  *                 fence, resync-report.c the result)
@@ -672,6 +674,9 @@ int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *re
 int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
 	     size_t *ret_len);
 uint32_t job_leaf_wire(const struct job *j);
+/* A progress line to the job's client (if any), an event when it writes. */
+void job_progress(struct job *j, enum event_phase phase, uint64_t done, uint64_t total,
+		  uint64_t t0);
 /* ---- job-walk.c ---- */
 /* The level the walk starts at, for a tree of nleaves leaves of fanout,
  * and its count of nodes (the prefetch's request). */
@@ -689,6 +694,7 @@ int job_quick(struct job *j);
 int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf);
 void *job_thread(void *arg);
 
+/* ---- job-xfer.c ---- */
 /* A transfer in passes, on j->c: open, send ranges once a pass (the
  * first pass in ascending order with CHECKPOINTs; later ones without,
  * since "everything below" would not be true), commit, close (always,
@@ -812,7 +818,7 @@ void drift_note_run(struct node *n, const struct job *jobs, size_t nj, bool writ
  * the bitmaps would not mend it; an Outdated secondary that only lacks
  * the primary's writes differs in marked blocks alone). */
 bool drift_verify_differs(struct node *n, const struct node_config *nc);
-/* session.c, at a commit (n->lock held): the primary's word on this
+/* session-write.c, at a commit (n->lock held): the primary's word on this
  * node is UpToDate, and no verify difference stands. */
 void drift_commit_note_locked(struct node *n);
 /* session.c's handler of DRIFT frames (primary only). */
