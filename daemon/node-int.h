@@ -15,7 +15,10 @@
  *   session-write.c  the primary's writes, CHECKPOINT, COMMIT (session-int.h)
  *   writeback.c   writeback started early while frames arrive
  *   job.c         the primary's work toward one secondary
+ *   job-walk.c    its walk of the secondary's hash tree, a level a round trip
  *   job-xfer.c    its transfer: batches, page hashes, CHECKPOINTs, COMMIT
+ *   moved.c, moved-session.c
+ *                 moved and shifted data as COPY frames, both sides
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
  *                 in resync-int.h; resync-pass.c the passes and the short
  *                 fence, resync-report.c the result)
@@ -24,7 +27,10 @@
  *   forward.c     cluster-wide requests sent to the primary, both ends
  *   commands.c    the control commands and their table
  *   proof.c       the proof of convergence: this volume's root hash, its
- *                 leaves kept in IMAGE.resync-proof
+ *                 leaves kept in IMAGE.resync-proof (proof-fold.c: the
+ *                 leaves of a resync's writes folded in at its checkpoints)
+ *   undo.c        the undo journal, its window and the rollback
+ *   hook.c        before_resync_command
  *   drift.c, verify-sched.c, alerts.c, health.c
  *                 drift detection: the scheduled verify, the primary's
  *                 watch and alerts, /health (drift.h)
