@@ -17,20 +17,17 @@
  *   job.c         the primary's work toward one secondary
  *   job-walk.c    its walk of the secondary's hash tree, a level a round trip
  *   job-xfer.c    its transfer: batches, page hashes, CHECKPOINTs, COMMIT
- *   moved.c, moved-session.c
- *                 moved and shifted data as COPY frames, both sides
+ *   moved.c, moved-session.c  moved and shifted data as COPYs, both sides
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
  *                 in resync-int.h; resync-pass.c the passes and the short
  *                 fence, resync-report.c the result)
- *   plan-keep.c   a plan's connections and walks, kept a short while for
- *                 the resync that presents its token
+ *   plan-keep.c   a plan's connections and walks, kept for its resync
  *   forward.c     cluster-wide requests sent to the primary, both ends
  *   commands.c    the control commands and their table
  *   proof.c       the proof of convergence: this volume's root hash, its
  *                 leaves kept in IMAGE.resync-proof (proof-fold.c: the
  *                 leaves of a resync's writes folded in at its checkpoints)
- *   undo.c        the undo journal, its window and the rollback
- *   hook.c        before_resync_command
+ *   undo.c, hook.c  the undo journal and rollback; before_resync_command
  *   drift.c, verify-sched.c, alerts.c, health.c
  *                 drift detection: the scheduled verify, the primary's
  *                 watch and alerts, /health (drift.h)
