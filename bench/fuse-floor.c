@@ -41,15 +41,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* As fusefs/fusefs.c. */
-#define FLOOR_VOLUME_INO 2
-#define FLOOR_NAME "volume"
-#define FLOOR_MAX_IO (1u << 20)
+#include "resync/fusefs-session.h"
+
+/* resyncfs's session, from its own header. */
+#define FLOOR_VOLUME_INO RESYNC_FUSEFS_VOLUME_INO
 #define FLOOR_PAGE 4096u
-#define FLOOR_MAX_WRITE (FLOOR_MAX_IO - FLOOR_PAGE)
-#define FLOOR_MAX_BACKGROUND 64
-#define FLOOR_TIMEOUT 86400.0
-#define FLOOR_THREADS 16
+#define FLOOR_NAME RESYNC_FUSEFS_NAME
+#define FLOOR_MAX_IO RESYNC_FUSEFS_MAX_IO
+#define FLOOR_MAX_WRITE RESYNC_FUSEFS_MAX_WRITE
+#define FLOOR_MAX_BACKGROUND RESYNC_FUSEFS_MAX_BACKGROUND
+#define FLOOR_TIMEOUT RESYNC_FUSEFS_TIMEOUT
+#define FLOOR_THREADS RESYNC_FUSEFS_THREADS_DEFAULT
 #define FLOOR_RTPRIO 10
 
 #define EXIT_USAGE 2

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "resync/fusefs-session.h"
 #include "resync/fusefs.h"
 #include "resync/volume.h"
 #include "fence.h"
@@ -84,8 +85,8 @@ struct fusefs {
 	char *control_path;
 };
 
-#define FUSEFS_VOLUME_INO 2
-#define FUSEFS_MAX_IO (1u << 20)
+#define FUSEFS_VOLUME_INO RESYNC_FUSEFS_VOLUME_INO
+#define FUSEFS_MAX_IO RESYNC_FUSEFS_MAX_IO
 
 /* The volume's size: fixed, except that a file volume may be grown to
  * its primary's (fusefs_grow()) while requests run; read atomically. */

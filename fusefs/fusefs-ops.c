@@ -35,11 +35,11 @@
 #include "fusefs-int.h"
 
 #define FUSEFS_ROOT_INO FUSE_ROOT_ID
-#define FUSEFS_NAME "volume"
+#define FUSEFS_NAME RESYNC_FUSEFS_NAME
 /* A write request and its header page fill a 1 MiB pipe (see op_init). */
-#define FUSEFS_MAX_WRITE (FUSEFS_MAX_IO - RESYNC_PAGE)
-#define FUSEFS_MAX_BACKGROUND 64
-#define FUSEFS_TIMEOUT 86400.0 /* the tree never changes; a grown size is invalidated */
+#define FUSEFS_MAX_WRITE RESYNC_FUSEFS_MAX_WRITE
+#define FUSEFS_MAX_BACKGROUND RESYNC_FUSEFS_MAX_BACKGROUND
+#define FUSEFS_TIMEOUT RESYNC_FUSEFS_TIMEOUT
 
 /* Per worker thread: an I/O context and a bounce buffer for reads. */
 struct fusefs_worker {

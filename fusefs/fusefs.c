@@ -141,7 +141,7 @@ fail:
  * blocked FSYNCs (bench/README.md, "volume-bench": randwrite-qd16 at
  * 45-64 % of the plain image with 8, 120-126 % with 16, same runs;
  * one run of three said otherwise: see there). */
-#define FUSEFS_THREADS_DEFAULT 16
+#define FUSEFS_THREADS_DEFAULT RESYNC_FUSEFS_THREADS_DEFAULT
 
 int fusefs_run(struct fusefs *fs)
 {
