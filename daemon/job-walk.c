@@ -41,8 +41,11 @@ enum {
 	JOB_WALK_FIRST_NODES_MAX = RESYNC_WIRE_HASHES_MAX,
 	/* The link's rate that the budget assumes, bytes a second. */
 	JOB_WALK_LINK_RATE = 100 << 20,
-	/* Round trips below this (loopback, a LAN) keep the floor. */
-	JOB_WALK_RTT_MIN_USEC = 1000,
+	/* Round trips below this keep the floor: loopback, a LAN, a metro
+	 * link, where a round trip saved is worth little; and a loaded
+	 * machine's scheduling makes a loopback's measured round trip
+	 * (TLS handshake, hellos) 1.4-3.8 ms at a load average of 8 here. */
+	JOB_WALK_RTT_MIN_USEC = 5000,
 	/* Ranges in one HASH_REQ of the walk (16 bytes each on the wire). */
 	JOB_WALK_REQ_RANGES = 2048,
 	/* Request bytes sent past the oldest unanswered one: while the
@@ -111,8 +114,9 @@ struct walk {
  * scattered changes most of it would be asked anyway: at 1 % of 4 KiB
  * pages, 15 % of the 16-page nodes of level 1 differ, and nearly all of
  * level 2's). Between the floor (today's 64 KiB: what loopback and a LAN
- * keep) and the cap (one request); 50 ms makes 5 MiB, capped: level 1
- * whole at 512 MiB (8,192 hashes) and at 2 GiB (32,768). */
+ * keep, below JOB_WALK_RTT_MIN_USEC) and the cap (one request); 50 ms
+ * makes 5 MiB, capped: level 1 whole at 512 MiB (8,192 hashes) and at
+ * 2 GiB (32,768). */
 uint64_t job_walk_first_nodes(uint64_t rtt_usec)
 {
 	uint64_t bytes;

@@ -8,7 +8,7 @@
 struct job;
 
 /* The nodes the walk's first level may have over a link of round trip
- * rtt_usec (0: unknown): the floor of 4,096 below 1 ms, up to one
+ * rtt_usec (0: unknown): the floor of 4,096 below 5 ms, up to one
  * request's RESYNC_WIRE_HASHES_MAX (the rule is in job-walk.c). */
 uint64_t job_walk_first_nodes(uint64_t rtt_usec);
 /* The deepest level of a tree of nleaves leaves and fanout with at most

@@ -596,7 +596,7 @@ static void test_walk_bad_replies(void **state)
 	free(p);
 }
 
-/* The walk's first level (job-walk.c): the floor's on a link under 1 ms
+/* The walk's first level (job-walk.c): the floor's on a link under 5 ms
  * or unmeasured; over 50 ms, level 1 whole at 512 MiB and 2 GiB of page
  * leaves (fanout 16), never more than one request; the plan's memo's
  * level when the memo has the tree's shape; chosen once. */
@@ -612,8 +612,8 @@ static void test_walk_first_level(void **state)
 	int sv[2];
 
 	assert_int_equal(job_walk_first_nodes(0), 4096);
-	assert_int_equal(job_walk_first_nodes(999), 4096); /* loopback, a LAN */
-	assert_int_equal(job_walk_first_nodes(1000), 6553); /* 1 ms at 100 MiB/s: 100 KiB */
+	assert_int_equal(job_walk_first_nodes(4999), 4096); /* loopback, a LAN */
+	assert_int_equal(job_walk_first_nodes(5000), 32768); /* 5 ms at 100 MiB/s: 512 KiB */
 	assert_int_equal(job_walk_first_nodes(50000), RESYNC_WIRE_HASHES_MAX);
 	assert_int_equal(job_walk_first_nodes(UINT64_MAX), RESYNC_WIRE_HASHES_MAX);
 	job_walk_first(l512, 16, 4096, &level, &count);
