@@ -41,6 +41,8 @@ enum {
 	JOB_WALK_FIRST_NODES_MAX = RESYNC_WIRE_HASHES_MAX,
 	/* The link's rate that the budget assumes, bytes a second. */
 	JOB_WALK_LINK_RATE = 100 << 20,
+	/* A slow disk's hashing rate, bytes a second (job_walk_link_rtt()). */
+	JOB_WALK_HASH_RATE = 100 << 20,
 	/* Round trips below this keep the floor: loopback, a LAN, a metro
 	 * link, where a round trip saved is worth little; and a loaded
 	 * machine's scheduling makes a loopback's measured round trip
@@ -155,6 +157,24 @@ static uint64_t walk_level_count(uint64_t nleaves, unsigned fanout, unsigned lev
 	return c;
 }
 
+/* The round trip that sizes j's first level: 0 (the floor) when this
+ * volume is large. The first level's request goes before this side has
+ * hashed its volume (the prefetch), and its reply waits in the socket
+ * buffers until then; a reply larger than they hold (some 100 KiB) keeps
+ * the secondary's send waiting, which gives up after session_timeout.
+ * So a deeper level only for a volume hashed in half of that at a slow
+ * disk's 100 MiB/s (6 GiB at the default 120 s). */
+static uint64_t job_walk_link_rtt(const struct job *j)
+{
+	uint64_t rtt = j->c ? peer_conn_rtt_usec(j->c) : 0;
+
+	/* In ms of hashing against ms of timeout. */
+	if (j->ctx && j->ctx->vol &&
+	    volume_size(j->ctx->vol) / (JOB_WALK_HASH_RATE / 1000) > j->ctx->cfg->session_timeout_ms / 2)
+		return 0;
+	return rtt;
+}
+
 void job_walk_first_level(struct job *j, uint64_t nleaves, unsigned fanout, unsigned *ret_level,
 			  uint64_t *ret_count)
 {
@@ -165,7 +185,7 @@ void job_walk_first_level(struct job *j, uint64_t nleaves, unsigned fanout, unsi
 			/* The plan's: the level its memo holds. */
 			j->first_level = m->first_level;
 		} else {
-			uint64_t rtt = j->c ? peer_conn_rtt_usec(j->c) : 0, count;
+			uint64_t rtt = job_walk_link_rtt(j), count;
 			unsigned base;
 
 			job_walk_first(nleaves, fanout, job_walk_first_nodes(rtt), &j->first_level,

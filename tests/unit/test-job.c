@@ -660,6 +660,30 @@ static void test_walk_first_level(void **state)
 	assert_int_equal(level, 1);
 	assert_int_equal(count, 4096);
 	j->memo_in = NULL;
+	/* A volume hashed in half the session timeout or less (4 MiB: 40 ms
+	 * at 100 MiB/s): the link's level; one that takes longer, the floor
+	 * (its reply would wait for the hashing past the socket buffers). */
+	fx_nodes(f);
+	j->ctx = &f->ctx;
+	peer_conn_note_rtt(j->c, 0); /* 0 is noted as 1 us: still the least */
+	assert_int_equal(peer_conn_rtt_usec(j->c), 1);
+	j->first_set = false;
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 2); /* 1 us: the floor */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	peer_conn_free(j->c);
+	peer_conn_free(c);
+	assert_int_equal(peer_conn_new_plain(sv[0], "a far secondary", &j->c), 0);
+	assert_int_equal(peer_conn_new_plain(sv[1], "the primary", &c), 0);
+	peer_conn_note_rtt(j->c, 50000);
+	j->first_set = false;
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 1); /* 40 ms of hashing, 120 s of timeout */
+	f->tc.cfg->session_timeout_ms = 60; /* 40 ms > 30 ms */
+	j->first_set = false;
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 2);
+	f->tc.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
 	peer_conn_free(c);
 }
 
