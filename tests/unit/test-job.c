@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "job-early.h"
 #include "job-walk.h"
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
@@ -764,6 +765,37 @@ static void test_hash_req_if(void **state)
 	job_end(f);
 }
 
+/* What the primary remembers of its peers' features (job-early.c): kept
+ * in its state file, read back at a start; a malformed entry is ignored. */
+static void test_peer_features(void **state)
+{
+	struct fx *f = *state;
+	const struct node_config *s;
+	const char *bad[] = {
+		"{\"peer_features\": \"x\"}",
+		"{\"peer_features\": {\"s\": \"x\", \"nobody\": 5}}",
+		"{\"peer_features\": [1, 2]}",
+	};
+
+	fx_nodes(f);
+	s = cluster_config_node(f->tc.cfg, "s");
+	assert_int_equal(node_peer_features(f->p, s), 0); /* never seen */
+	node_peer_features_note(f->p, s, WIRE_FEATURE_HASH_IF | WIRE_FEATURE_FINE_LEAVES);
+	assert_int_equal(node_peer_features(f->p, s), WIRE_FEATURE_HASH_IF | WIRE_FEATURE_FINE_LEAVES);
+	free(f->p->peer_features);
+	f->p->peer_features = NULL;
+	assert_int_equal(node_peer_features(f->p, s), 0);
+	node_state_load(f->p);
+	assert_int_equal(node_peer_features(f->p, s), WIRE_FEATURE_HASH_IF | WIRE_FEATURE_FINE_LEAVES);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		assert_int_equal(testlib_file_write(f->p->state_path, bad[i], strlen(bad[i])), 0);
+		free(f->p->peer_features);
+		f->p->peer_features = NULL;
+		node_state_load(f->p);
+		assert_int_equal(node_peer_features(f->p, s), 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -776,6 +808,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_memo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_walk_first_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hash_req_if, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
