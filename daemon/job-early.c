@@ -216,7 +216,8 @@ int job_open_early(struct node *n, struct job *j, const struct early_geom *e, bo
 	if (!(j->hello.features & WIRE_FEATURE_FINE_LEAVES) ||
 	    (!full && !(j->hello.features & WIRE_FEATURE_HASH_IF))) {
 		/* It no longer reads what was sent, and ends the session. */
-		log_info("node '%s' no longer offers what it did: connecting again without the early hash request",
+		log_info("node '%s' no longer offers what it did: connecting again without the "
+			 "early hash request",
 			 j->peer->name);
 		node_peer_features_note(n, j->peer, j->hello.features);
 		peer_conn_free(TAKE_PTR(j->c));

@@ -180,7 +180,8 @@ void job_walk_first_level(struct job *j, uint64_t nleaves, unsigned fanout, unsi
 {
 	const struct walk_memo *m = j->memo_in;
 
-	if (!j->first_set || j->first_nleaves != nleaves || j->first_fanout != fanout) {
+	/* first_fanout 0: not chosen yet (a tree's fanout is 2 or more). */
+	if (j->first_nleaves != nleaves || j->first_fanout != fanout) {
 		if (m && m->set && m->nleaves == nleaves && m->fanout == fanout) {
 			/* The plan's: the level its memo holds. */
 			j->first_level = m->first_level;
@@ -198,7 +199,6 @@ void job_walk_first_level(struct job *j, uint64_t nleaves, unsigned fanout, unsi
 					 walk_level_count(nleaves, fanout, j->first_level),
 					 (double)rtt / 1000);
 		}
-		j->first_set = true;
 		j->first_nleaves = nleaves;
 		j->first_fanout = fanout;
 	}

@@ -618,8 +618,7 @@ struct job {
 	bool resume; /* Inconsistent with a checkpoint of this generation */
 	unsigned ack_pending; /* CHECKPOINTs whose ACK is not read yet (<= NODE_ACK_WINDOW) */
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
-	bool first_set; /* the walk's first level, chosen once (job-walk.h) */
-	unsigned first_level, first_fanout;
+	unsigned first_level, first_fanout; /* the walk's, chosen once (job-walk.h); 0: not yet */
 	uint64_t first_nleaves;
 
 	/* A transfer in passes (job_xfer_open() to job_xfer_close()). */

@@ -651,7 +651,7 @@ static void test_walk_first_level(void **state)
 	assert_int_equal(level, 2);
 	assert_int_equal(count, 2048);
 	/* The plan's memo of this shape: its level, whatever the link. */
-	j->first_set = false;
+	j->first_fanout = 0;
 	j->memo_in = &m;
 	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 0);
@@ -668,7 +668,7 @@ static void test_walk_first_level(void **state)
 	j->ctx = &f->ctx;
 	peer_conn_note_rtt(j->c, 0); /* 0 is noted as 1 us: still the least */
 	assert_int_equal(peer_conn_rtt_usec(j->c), 1);
-	j->first_set = false;
+	j->first_fanout = 0;
 	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 2); /* 1 us: the floor */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -677,11 +677,11 @@ static void test_walk_first_level(void **state)
 	assert_int_equal(peer_conn_new_plain(sv[0], "a far secondary", &j->c), 0);
 	assert_int_equal(peer_conn_new_plain(sv[1], "the primary", &c), 0);
 	peer_conn_note_rtt(j->c, 50000);
-	j->first_set = false;
+	j->first_fanout = 0;
 	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 1); /* 40 ms of hashing, 120 s of timeout */
 	f->tc.cfg->session_timeout_ms = 60; /* 40 ms > 30 ms */
-	j->first_set = false;
+	j->first_fanout = 0;
 	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 2);
 	f->tc.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
