@@ -19,7 +19,8 @@
  * status, a STATUS_REQ follows the HELLO at once (its answer, after the
  * HELLO_ACK, is read by the caller): one round trip for both. With kept
  * (taken, freed on failure), no connect: the hellos are exchanged again
- * on a connection a plan kept (WIRE_FEATURE_REHELLO). */
+ * on a connection a plan kept (WIRE_FEATURE_REHELLO), or first on one
+ * the caller just connected (job-early.c). */
 static int peer_open(struct node *n, const struct node_config *peer, bool write, bool status,
 		     struct peer_conn *kept, const struct peer_early *early, char *err,
 		     size_t errlen, struct peer_conn **ret, struct wire_hello *ret_hello)
@@ -29,6 +30,7 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 	struct wire_text why;
 	unsigned char *buf;
 	uint16_t type;
+	uint64_t t0;
 	size_t len;
 	int r;
 
@@ -48,6 +50,7 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 	if (write)
 		mine.features |= WIRE_FEATURE_GROW;
 	r = wire_hello_encode(&mine, buf, RESYNC_WIRE_FRAME_MAX, &len);
+	t0 = clock_usec();
 	if (r >= 0)
 		r = peer_conn_send_frame(c, WIRE_HELLO, buf, len);
 	if (r >= 0 && status)
@@ -75,6 +78,9 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 		r = -EBADMSG;
 		goto fail;
 	}
+	/* A sample of the round trip (the walk's first level is sized by
+	 * it, job-walk.c): the peer answers a hello at once. */
+	peer_conn_note_rtt(c, clock_usec() - t0);
 	if (node_hello_check(n, ret_hello, &why) < 0) {
 		snprintf(err, errlen, "node '%s': %s", peer->name, why.text);
 		send_text(c, WIRE_ERROR, why.code, why.text);

@@ -1,36 +1,53 @@
 /* The primary's walk of a secondary's hash tree, level by level with
  * every request of a level in flight at once (issue 18): a round trip a
  * level, not one a request. It starts below the root, at the deepest
- * level small enough to fetch whole (JOB_WALK_FIRST_NODES): the levels
- * above it would differ anyway wherever a page does, and each would cost
- * a round trip. Plain HASH_REQ/HASH_REPLY, in order: every peer answers
- * them, so no feature bit is needed.
+ * level whose whole reply fits a budget sized by the link's round trip
+ * (job_walk_first_level()): the levels above it would differ anyway
+ * wherever a page does, and each would cost a round trip. Plain
+ * HASH_REQ/HASH_REPLY, in order: every peer answers them, so no feature
+ * bit is needed.
  *
  * The first level's request is the job's prefetch (job_prefetch()): sent
  * before this volume is hashed, it makes the secondary build its tree
  * at once, and its reply starts the walk, so it costs no round trip of
  * its own. A plan's walk leaves a memo (struct walk_memo): that first
  * level and the differing leaves with the secondary's hashes of them.
- * The resync that follows the plan asks for the first level again; when
- * its tree is the plan's (same seed and shape: this volume unchanged)
- * and the secondary's first level is the one the plan saw, every node
- * below is the same too (the walk's own inference: equal hashes, equal
- * subtrees), so the plan's leaves are the answer and the levels below
- * cost no round trip. A secondary written since answers with other
- * hashes, and the walk goes on from them as usual. */
+ * The resync that follows the plan asks for the memo's first level
+ * again; when its tree is the plan's (same seed and shape: this volume
+ * unchanged) and the secondary's first level is the one the plan saw,
+ * every node below is the same too (the walk's own inference: equal
+ * hashes, equal subtrees), so the plan's leaves are the answer and the
+ * levels below cost no round trip. A secondary written since answers
+ * with other hashes, and the walk goes on from them as usual. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "job-walk.h"
 #include "node-int.h"
 #include "resync/failpoint.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 
 enum {
-	/* The first level asked for: the deepest with at most this many
-	 * nodes (64 KiB of hashes), whole. */
+	/* The first level asked for: the deepest whose nodes fit the
+	 * budget (job_walk_first_nodes()), whole. The floor: 4096 nodes
+	 * (64 KiB of hashes), what any link gets. */
 	JOB_WALK_FIRST_NODES = 4096,
+	/* The cap: one request and one reply (1 MiB of hashes), so that the
+	 * first level stays the one HASH_REQ that the prefetch and a
+	 * resync's flight of hellos send (job_prefetch(), job_memo_first_req()). */
+	JOB_WALK_FIRST_NODES_MAX = RESYNC_WIRE_HASHES_MAX,
+	/* The link's rate that the budget assumes, bytes a second. */
+	JOB_WALK_LINK_RATE = 100 << 20,
+	/* A slow disk's hashing rate, bytes a second (job_walk_link_rtt()). */
+	JOB_WALK_HASH_RATE = 100 << 20,
+	/* Round trips below this keep the floor: loopback, a LAN, a metro
+	 * link, where a round trip saved is worth little; and a loaded
+	 * machine's scheduling makes a loopback's measured round trip
+	 * (TLS handshake, hellos) 1.4-3.8 ms at a load average of 8 here. */
+	JOB_WALK_RTT_MIN_USEC = 5000,
 	/* Ranges in one HASH_REQ of the walk (16 bytes each on the wire). */
 	JOB_WALK_REQ_RANGES = 2048,
 	/* Request bytes sent past the oldest unanswered one: while the
@@ -89,16 +106,40 @@ struct walk {
 	size_t inflight;    /* bytes of q's requests but the oldest */
 };
 
+/* The nodes the walk's first level may have, for a link whose round trip
+ * is rtt_usec (0: not measured). Starting a level deeper saves that
+ * level's round trip and costs the reply's extra hashes, those of nodes
+ * under parents that would have compared equal: at most the whole
+ * level's reply. At the assumed JOB_WALK_LINK_RATE, a reply of rtt x
+ * rate bytes takes as long as the round trip it saves, so a level whose
+ * whole reply fits that budget never costs more than it saves (and with
+ * scattered changes most of it would be asked anyway: at 1 % of 4 KiB
+ * pages, 15 % of the 16-page nodes of level 1 differ, and nearly all of
+ * level 2's). Between the floor (today's 64 KiB: what loopback and a LAN
+ * keep, below JOB_WALK_RTT_MIN_USEC) and the cap (one request); 50 ms
+ * makes 5 MiB, capped: level 1 whole at 512 MiB (8,192 hashes) and at
+ * 2 GiB (32,768). */
+uint64_t job_walk_first_nodes(uint64_t rtt_usec)
+{
+	uint64_t bytes;
+
+	if (rtt_usec < JOB_WALK_RTT_MIN_USEC)
+		return JOB_WALK_FIRST_NODES;
+	bytes = MIN(rtt_usec, (uint64_t)3600 * 1000000) * JOB_WALK_LINK_RATE / 1000000;
+	return MAX(MIN(bytes / sizeof(struct hash128), (uint64_t)JOB_WALK_FIRST_NODES_MAX),
+		   (uint64_t)JOB_WALK_FIRST_NODES);
+}
+
 /* The level a walk starts at, for a tree of nleaves leaves and fanout
- * (hashtree.c's shape): the deepest with at most JOB_WALK_FIRST_NODES
- * nodes, and its count. Known before the tree is built (the prefetch
- * asks for it). */
-void job_walk_first(uint64_t nleaves, unsigned fanout, unsigned *ret_level, uint64_t *ret_count)
+ * (hashtree.c's shape): the deepest with at most max_nodes nodes, and
+ * its count. Known before the tree is built (the prefetch asks for it). */
+void job_walk_first(uint64_t nleaves, unsigned fanout, uint64_t max_nodes, unsigned *ret_level,
+		    uint64_t *ret_count)
 {
 	unsigned level = 0;
 	uint64_t c = nleaves;
 
-	while (c > JOB_WALK_FIRST_NODES) {
+	while (c > max_nodes) {
 		c = DIV_ROUND_UP(c, fanout);
 		level++;
 	}
@@ -106,14 +147,71 @@ void job_walk_first(uint64_t nleaves, unsigned fanout, unsigned *ret_level, uint
 	*ret_count = c;
 }
 
+/* The count of nodes at level of a tree of nleaves leaves and fanout. */
+static uint64_t walk_level_count(uint64_t nleaves, unsigned fanout, unsigned level)
+{
+	uint64_t c = nleaves;
+
+	for (unsigned i = 0; i < level && c > 1; i++)
+		c = DIV_ROUND_UP(c, fanout);
+	return c;
+}
+
+/* The round trip that sizes j's first level: 0 (the floor) when this
+ * volume is large. The first level's request goes before this side has
+ * hashed its volume (the prefetch), and its reply waits in the socket
+ * buffers until then; a reply larger than they hold (some 100 KiB) keeps
+ * the secondary's send waiting, which gives up after session_timeout.
+ * So a deeper level only for a volume hashed in half of that at a slow
+ * disk's 100 MiB/s (6 GiB at the default 120 s). */
+static uint64_t job_walk_link_rtt(const struct job *j)
+{
+	uint64_t rtt = j->c ? peer_conn_rtt_usec(j->c) : 0;
+
+	/* In ms of hashing against ms of timeout. */
+	if (j->ctx && j->ctx->vol &&
+	    volume_size(j->ctx->vol) / (JOB_WALK_HASH_RATE / 1000) > j->ctx->cfg->session_timeout_ms / 2)
+		return 0;
+	return rtt;
+}
+
+void job_walk_first_level(struct job *j, uint64_t nleaves, unsigned fanout, unsigned *ret_level,
+			  uint64_t *ret_count)
+{
+	const struct walk_memo *m = j->memo_in;
+
+	/* first_fanout 0: not chosen yet (a tree's fanout is 2 or more). */
+	if (j->first_nleaves != nleaves || j->first_fanout != fanout) {
+		if (m && m->set && m->nleaves == nleaves && m->fanout == fanout) {
+			/* The plan's: the level its memo holds. */
+			j->first_level = m->first_level;
+		} else {
+			uint64_t rtt = job_walk_link_rtt(j), count;
+			unsigned base;
+
+			job_walk_first(nleaves, fanout, job_walk_first_nodes(rtt), &j->first_level,
+				       &count);
+			job_walk_first(nleaves, fanout, JOB_WALK_FIRST_NODES, &base, &count);
+			if (j->first_level < base)
+				log_info("the walk of '%s' starts at level %u (%" PRIu64
+					 " hashes) for a round trip of %.1f ms",
+					 j->peer ? j->peer->name : "?", j->first_level,
+					 walk_level_count(nleaves, fanout, j->first_level),
+					 (double)rtt / 1000);
+		}
+		j->first_nleaves = nleaves;
+		j->first_fanout = fanout;
+	}
+	*ret_level = j->first_level;
+	*ret_count = walk_level_count(nleaves, fanout, j->first_level);
+}
+
 int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *ret_len)
 {
-	struct hashtree_range first = {0, 0};
-	unsigned level;
+	struct hashtree_range first = {0, walk_level_count(m->nleaves, m->fanout, m->first_level)};
 
-	job_walk_first(m->nleaves, m->fanout, &level, &first.count);
-	return wire_hash_req_encode(m->seed, level, m->fanout, m->leaf_wire, &first, 1, buf,
-				    RESYNC_WIRE_FRAME_MAX, ret_len);
+	return wire_hash_req_encode(m->seed, m->first_level, m->fanout, m->leaf_wire, &first, 1,
+				    buf, RESYNC_WIRE_FRAME_MAX, ret_len);
 }
 
 void walk_memo_release(struct walk_memo *m)
@@ -353,6 +451,7 @@ static int walk_memo_make(struct walk *w)
 	m->leaf = j->leaf;
 	m->leaf_wire = job_leaf_wire(j);
 	m->nleaves = hashtree_level_count(j->tree, 0);
+	m->first_level = w->first_level;
 	m->nfirst = w->first.n;
 	m->first = malloc((w->first.n ? w->first.n : 1) * sizeof(struct hash128));
 	m->nleaves_diff = w->level == 0 ? w->found.n : 0;
@@ -416,11 +515,13 @@ int job_walk(struct job *j, struct peer_conn *c, unsigned char *buf, uint64_t **
 	*ret_n = 0;
 	if (!levels)
 		return 0;
+	job_walk_first_level(j, hashtree_level_count(j->tree, 0), hashtree_fanout(j->tree),
+			     &w.first_level, &count);
+	if (w.first_level >= levels)
+		return -EINVAL; /* our bug: the level is the tree's shape's */
 	w.h = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*w.h));
 	if (!w.h)
 		return -ENOMEM;
-	job_walk_first(hashtree_level_count(j->tree, 0), hashtree_fanout(j->tree), &w.first_level,
-		       &count);
 	w.level = w.first_level;
 	r = walk_levels(&w);
 	if (r >= 0 && j->memo_make && !j->memo_used)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "job-walk.h"
 #include "node-int.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
@@ -51,7 +52,7 @@ uint32_t job_leaf_wire(const struct job *j)
 }
 
 /* Make a full job's peer build its hash tree for seed now: the walk's
- * first request (the first level whole, job_walk_first()), answered once
+ * first request (the first level whole, job_walk_first_level()), answered once
  * the tree is built, read by job_walk() as the reply to its first
  * request. */
 void job_prefetch(struct job *j, uint64_t seed)
@@ -63,7 +64,7 @@ void job_prefetch(struct job *j, uint64_t seed)
 
 	if (!j->opened || j->mode != JOB_FULL || !nl || j->prefetched)
 		return;
-	job_walk_first(nl, j->fanout, &level, &first.count);
+	job_walk_first_level(j, nl, j->fanout, &level, &first.count);
 	if (wire_hash_req_encode(seed, level, j->fanout, job_leaf_wire(j), &first, 1, j->buf,
 				 RESYNC_WIRE_FRAME_MAX, &len) < 0)
 		return;

@@ -170,6 +170,7 @@ struct node {
 	char split_brain[RESYNC_WIRE_TEXT_MAX];
 	struct meta_uuid split_brain_gen; /* the peer's generation it was seen with */
 	char *state_path; /* IMAGE.resync-node: last_resync, base, primary_generation */
+	uint64_t *peer_features; /* [cfg->n_nodes] last hellos' (job-early.h); protected by lock */
 	/* Events, notifications, metrics, live pace (events.h, notify.h,
 	 * metrics.h, ratectl.h). */
 	struct event_bus *bus;
@@ -573,6 +574,7 @@ struct walk_memo {
 	uint64_t seed, nleaves;
 	unsigned fanout;
 	uint32_t leaf, leaf_wire; /* leaf_wire: as the HASH_REQ named it */
+	unsigned first_level;  /* the level first holds (the walk's first) */
 	struct hash128 *first; /* [nfirst] */
 	uint64_t nfirst;
 	uint64_t *leaves;	/* [nleaves_diff], ascending */
@@ -616,6 +618,8 @@ struct job {
 	bool resume; /* Inconsistent with a checkpoint of this generation */
 	unsigned ack_pending; /* CHECKPOINTs whose ACK is not read yet (<= NODE_ACK_WINDOW) */
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
+	unsigned first_level, first_fanout; /* the walk's, chosen once (job-walk.h); 0: not yet */
+	uint64_t first_nleaves;
 
 	/* A transfer in passes (job_xfer_open() to job_xfer_close()). */
 	struct job_xfer *x;
@@ -639,10 +643,10 @@ struct job {
 	 * job_open_thread() to take; NULL: connect. reused: it served. */
 	struct peer_conn *kept;
 	bool reused;
-	/* The memo's first level asked for in the flight of the hellos
-	 * again (resync_early_settle() decides: the prefetch, or read and
-	 * dropped). */
-	bool early_first;
+	/* The first level asked for in the flight of the hellos: the memo's
+	 * again, or (early_run) the run's (job-early.c); resync_early_settle()
+	 * decides: the prefetch, or read and dropped. */
+	bool early_first, early_run;
 	bool keep_conn; /* a plan's job: its connection is kept at the end */
 	/* The walk's memo: made by a plan's job (memo_make), taken from the
 	 * plan by the resync (memo_in, owned by the run; memo_used: it
@@ -680,10 +684,7 @@ uint32_t job_leaf_wire(const struct job *j);
 /* A progress line to the job's client (if any), an event when it writes. */
 void job_progress(struct job *j, enum event_phase phase, uint64_t done, uint64_t total,
 		  uint64_t t0);
-/* ---- job-walk.c ---- */
-/* The level the walk starts at, for a tree of nleaves leaves of fanout,
- * and its count of nodes (the prefetch's request). */
-void job_walk_first(uint64_t nleaves, unsigned fanout, unsigned *ret_level, uint64_t *ret_count);
+/* ---- job-walk.c (the first level's choice: job-walk.h) ---- */
 /* The walk of the peer's tree (j->tree's shape and seed), every request of
  * a level in flight at once: the indices of the differing leaves,
  * ascending, in *ret_leaves (the caller frees it; NULL when none). */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "job-early.h"
 #include "node-int.h"
 #include "resync/fileio.h"
 #include "resync/macro.h"
@@ -16,7 +17,9 @@
 /* ---- the node's state file (IMAGE.resync-node, JSON) ----
  * What the metadata does not hold: the last completed resync, the
  * primary's bitmap base, the last generation this node started as
- * primary (primary_generation), and drift detection's "drift" (drift.c). Replaced atomically (new file, fsync, rename). */
+ * primary (primary_generation), drift detection's "drift" (drift.c), and
+ * the features each peer's last hello offered ("peer_features",
+ * job-early.c). Replaced atomically (new file, fsync, rename). */
 
 void node_state_load(struct node *n)
 {
@@ -34,6 +37,7 @@ void node_state_load(struct node *n)
 		 !meta_uuid_is_null(&n->base))
 		n->primary_gen_legacy = true; /* a primary of an older build */
 	drift_state_load(n, o);
+	early_state_load(n, o);
 	json_object_put(o);
 }
 
@@ -51,6 +55,7 @@ int node_state_save_locked(struct node *n)
 	json_object_object_add(o, "primary_generation", meta_uuid_is_null(&n->primary_gen) ? NULL :
 				   json_object_new_string(meta_uuid_format(&n->primary_gen, u, sizeof(u))));
 	drift_state_save_locked(n, o);
+	early_state_save_locked(n, o);
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	r = file_write_atomic(n->state_path, text, strlen(text), 0600);
 	if (r < 0)

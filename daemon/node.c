@@ -531,6 +531,7 @@ void node_free(struct node *n)
 	peer_ctx_free(n->ctx);
 	secret_free(n->secret);
 	free(n->state_path);
+	free(n->peer_features);
 	undo_free(n->undo);
 	free(n->undo_path);
 	drift_free(n);

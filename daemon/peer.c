@@ -215,6 +215,7 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 		      size_t errlen, struct peer_conn **ret)
 {
 	struct peer_conn *c;
+	uint64_t t0;
 	int fd = -1, r;
 
 	if (errlen)
@@ -234,12 +235,15 @@ int peer_conn_connect(struct peer_ctx *ctx, const struct node_config *node, char
 	}
 	snprintf(c->remote, sizeof(c->remote), "node '%s' (%s)", node->name, node->address);
 	c->round_trips = ctx->tls ? 2 : 1; /* TCP's handshake, TLS's */
+	t0 = clock_usec();
 	r = peer_tls_handshake(c, false, ctx->connect_ms);
 	if (r < 0) {
 		set_error(err, errlen, "%s", c->error);
 		peer_conn_free(c);
 		return r;
 	}
+	if (ctx->tls)
+		peer_conn_note_rtt(c, clock_usec() - t0);
 	*ret = c;
 	return 0;
 }
@@ -353,6 +357,18 @@ uint64_t peer_conn_exchanges(const struct peer_conn *c)
 uint64_t peer_conn_round_trips(const struct peer_conn *c)
 {
 	return c->round_trips;
+}
+
+uint64_t peer_conn_rtt_usec(const struct peer_conn *c)
+{
+	return c->rtt_usec;
+}
+
+void peer_conn_note_rtt(struct peer_conn *c, uint64_t usec)
+{
+	usec = MAX(usec, (uint64_t)1); /* 0 is "none" */
+	if (!c->rtt_usec || usec < c->rtt_usec)
+		c->rtt_usec = usec;
 }
 
 static int conn_fail(struct peer_conn *c, int r, const char *what)

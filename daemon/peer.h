@@ -122,6 +122,14 @@ uint64_t peer_conn_bytes_received(const struct peer_conn *c);
  * handshakes of peer_conn_connect(). */
 uint64_t peer_conn_exchanges(const struct peer_conn *c);
 uint64_t peer_conn_round_trips(const struct peer_conn *c);
+/* The round trip to the peer as measured on c, in microseconds: the
+ * least of the samples noted (peer_conn_connect() notes its TLS
+ * handshake's time, one round trip with TLS 1.3 and a PSK; the asking
+ * side notes its hello exchange's), 0 when none was. The TCP connect is
+ * not a sample: a proxy or relay in front of the peer answers it at
+ * once. */
+uint64_t peer_conn_rtt_usec(const struct peer_conn *c);
+void peer_conn_note_rtt(struct peer_conn *c, uint64_t usec);
 
 /* Listen on host:port (port 0 picks a free one; see peer_listener_port).
  * The socket is non-blocking and close-on-exec. */

@@ -255,15 +255,32 @@ void resync_early_settle(struct resync_run *run, uint64_t nl)
 	for (size_t i = 0; i < run->nj; i++) {
 		struct job *j = &run->jobs[i];
 		const struct walk_memo *m = j->memo_in;
+		const struct early_geom *e = &run->early;
+		uint64_t seed, nleaves;
+		uint32_t leaf, leaf_wire;
+		unsigned fanout;
 		uint16_t type;
 		size_t len;
 
 		if (!j->early_first)
 			continue;
 		j->early_first = false;
-		if (j->opened && j->mode == JOB_FULL && m->seed == run->o.seed &&
-		    m->fanout == run->fanout && m->leaf == run->o.block_size && m->nleaves == nl &&
-		    m->leaf_wire == job_leaf_wire(j)) {
+		if (j->early_run) { /* job-early.c: the run's, page leaves named */
+			seed = e->seed;
+			fanout = e->fanout;
+			leaf = leaf_wire = e->leaf;
+			nleaves = e->nleaves;
+		} else {
+			seed = m->seed;
+			fanout = m->fanout;
+			leaf = m->leaf;
+			leaf_wire = m->leaf_wire;
+			nleaves = m->nleaves;
+		}
+		j->early_run = false;
+		if (j->opened && j->mode == JOB_FULL && seed == run->o.seed &&
+		    fanout == run->fanout && leaf == run->o.block_size && nleaves == nl &&
+		    leaf_wire == job_leaf_wire(j)) {
 			j->prefetched = true;
 			continue;
 		}

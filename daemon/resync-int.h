@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "job-early.h"
 #include "node-int.h"
 
 /* One verify or resync: what was asked, the jobs, and what they share. */
@@ -28,6 +29,7 @@ struct resync_run {
 	struct plan_kept *kept;
 	size_t nkept;
 	bool any_full, frozen;
+	struct early_geom early; /* asked in the hellos' flight (job-early.c) */
 	struct meta_info mi;
 	struct meta_uuid base;
 	uint64_t size;
@@ -94,9 +96,9 @@ int resync_passes(struct resync_run *run);
  * token, which goes into the plan's result res (nothing kept: none). */
 void resync_keep_plan(struct resync_run *run, json_object *res);
 /* Once the run's seed and tree are known (nl leaves): the first levels
- * asked for in the flight of the hellos again are the prefetch of the
- * jobs whose tree is their memo's; any other job reads the reply and
- * drops it. */
+ * asked for in the flight of the hellos (the memo's again, or the run's
+ * early request) are the prefetch of the full jobs whose tree is the one
+ * asked for; any other job reads the reply and drops it. */
 void resync_early_settle(struct resync_run *run, uint64_t nl);
 
 /* ---- resync-report.c ---- */

@@ -58,6 +58,7 @@
 struct job_open {
 	struct node *n;
 	struct job *j;
+	const struct early_geom *early; /* the run's early request (job-early.c) */
 };
 
 json_object *ranges_json(const struct rangelist *l)
@@ -245,8 +246,7 @@ static void *job_open_thread(void *arg)
 		}
 	}
 	if (!j->reused)
-		r = node_peer_open_status(o->n, j->peer, j->write, NULL, NULL, j->buf, j->err,
-					  sizeof(j->err), &j->c, &j->hello, &j->status, &reached);
+		r = job_open_early(o->n, j, o->early, &reached);
 	event_publish_peer(o->n->bus, j->peer->name, reached);
 	if (r < 0) {
 		if (!j->err[0])
@@ -256,6 +256,7 @@ static void *job_open_thread(void *arg)
 		j->r = r;
 		return NULL;
 	}
+	node_peer_features_note(o->n, j->peer, j->hello.features);
 	j->state = meta_state_from_wire(j->hello.state);
 	j->features = j->hello.features & node_features();
 	FAILPOINT("primary-hello-status");
@@ -306,7 +307,7 @@ static int resync_open(struct resync_run *run)
 			run->all = false;
 			continue;
 		}
-		opens[run->nj] = (struct job_open){n, &run->jobs[run->nj]};
+		opens[run->nj] = (struct job_open){n, &run->jobs[run->nj], &run->early};
 		j = &run->jobs[run->nj++];
 		j->ctx = &run->ctx;
 		j->peer = nc;
@@ -327,6 +328,7 @@ static int resync_open(struct resync_run *run)
 			j->memo_in = run->kept[k].memo.set ? &run->kept[k].memo : NULL;
 		}
 	}
+	resync_early_plan(run);
 	resync_jobs_parallel(run, job_open_thread, opens, sizeof(*opens), false);
 	return 0;
 }
@@ -477,9 +479,12 @@ static int resync_hash(struct resync_run *run)
 	uint64_t nl = DIV_ROUND_UP(run->size, run->o.block_size);
 	int r;
 
-	r = hash_seed_random(&run->o.seed);
+	/* The seed the hellos' flight asked with, if they did (job-early.c). */
+	r = run->early.set ? 0 : hash_seed_random(&run->o.seed);
 	if (r < 0)
 		return r;
+	if (run->early.set)
+		run->o.seed = run->early.seed;
 	if (!run->any_full) {
 		resync_early_settle(run, nl);
 		return 0;
@@ -492,6 +497,13 @@ static int resync_hash(struct resync_run *run)
 		for (size_t i = 0; nl && i < run->nj; i++)
 			job_prefetch(&run->jobs[i], run->o.seed);
 		return 0;
+	}
+	/* The image changed since its cached tree's seed was said: a new
+	 * one (the early replies of that seed are dropped). */
+	if (run->early.cached) {
+		r = hash_seed_random(&run->o.seed);
+		if (r < 0)
+			return r;
 	}
 	resync_early_settle(run, nl);
 	run->tc.built = node_image_still(n, &run->tc.id) ? clock_usec() : 0;

@@ -6,6 +6,9 @@
  * one asking; the accepting side serves its own volume):
  *   -> HELLO            <- HELLO_ACK | REFUSE (reason; both sides log it)
  *   -> HASH_REQ ...     <- HASH_REPLY ...   (hash-tree walk, seed per resync)
+ *   -> HASH_REQ_IF      <- HASH_IF_ACK [HASH_REPLY] (the first level, in the
+ *                                            hello's flight: answered only when
+ *                                            the primary is bound to compare)
  *   -> BLOCKS ...                           (primary only: fence, Inconsistent,
  *                                            write, invalidate the FUSE cache)
  *   -> EXTENTS ...                          (the same, several page runs a frame,
@@ -136,41 +139,98 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 	return 0;
 }
 
-static int session_hash_req(struct session *s, size_t len)
+/* The answer to the HASH_REQ q (its ranges in s->in): the tree of its
+ * seed and shape, built unless it is the last one, and the hashes. */
+static int session_hash_answer(struct session *s, const struct wire_hash_req *q)
 {
 	struct node *n = s->n;
-	struct wire_hash_req q;
 	_cleanup_free_ struct hashtree_range *ranges = NULL;
 	_cleanup_free_ struct hash128 *h = NULL;
 	size_t nh, olen;
 	uint32_t leaf;
 	int r;
 
-	r = wire_hash_req_decode(s->in, len, &q);
-	if (r < 0)
-		return r;
 	/* Leaves finer than the primary would pick are refused: their
 	 * number (and the tree's memory) is bounded. */
-	leaf = q.leaf_size ? q.leaf_size : n->cfg->block_size;
+	leaf = q->leaf_size ? q->leaf_size : n->cfg->block_size;
 	if (leaf < wire_tree_leaf(node_size(n), n->cfg->block_size))
 		return -EBADMSG;
-	r = session_tree(s, q.seed, q.fanout, leaf);
-	if (r < 0)
-		return r;
-	ranges = calloc(q.n_ranges, sizeof(*ranges));
-	h = calloc(q.n_hashes ? q.n_hashes : 1, sizeof(*h));
+	ranges = calloc(q->n_ranges, sizeof(*ranges));
+	h = calloc(q->n_hashes ? q->n_hashes : 1, sizeof(*h));
 	if (!ranges || !h)
 		return -ENOMEM;
-	for (size_t i = 0; i < q.n_ranges; i++)
-		ranges[i] = wire_hash_req_range(&q, i);
-	r = hashtree_get(s->tree, q.level, ranges, q.n_ranges, h, q.n_hashes, &nh);
+	for (size_t i = 0; i < q->n_ranges; i++)
+		ranges[i] = wire_hash_req_range(q, i);
+	r = session_tree(s, q->seed, q->fanout, leaf);
 	if (r < 0)
 		return r;
-	r = wire_hash_reply_encode(q.level, h, nh, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
+	r = hashtree_get(s->tree, q->level, ranges, q->n_ranges, h, q->n_hashes, &nh);
+	if (r < 0)
+		return r;
+	r = wire_hash_reply_encode(q->level, h, nh, s->out, RESYNC_WIRE_FRAME_MAX, &olen);
 	if (r < 0)
 		return r;
 	FAILPOINT_RETURN("secondary-hash-reply");
 	return peer_conn_send_frame(s->c, WIRE_HASH_REPLY, s->out, olen);
+}
+
+static int session_hash_req(struct session *s, size_t len)
+{
+	struct wire_hash_req q;
+	int r;
+
+	r = wire_hash_req_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	return session_hash_answer(s, &q);
+}
+
+/* Whether the primary, at generation gen with its bitmap's base base
+ * (null: none), is bound to compare this volume in full: the secondary's
+ * half of resync_choose()'s conditions for the quick way, from what this
+ * node's hello says now. */
+static bool session_full_bound(struct session *s, const struct wire_uuid *gen,
+			       const struct wire_uuid *base)
+{
+	static const struct wire_uuid null;
+	struct wire_hello h;
+
+	node_hello_make(s->n, &h);
+	if (!(h.flags & WIRE_HELLO_BITMAP_TRUSTED) || h.state == WIRE_STATE_INCONSISTENT ||
+	    !memcmp(h.generation.b, null.b, 16))
+		return true;
+	if (!memcmp(h.generation.b, gen->b, 16))
+		return false;
+	return !memcmp(base->b, null.b, 16) || memcmp(h.generation.b, base->b, 16);
+}
+
+/* HASH_REQ_IF (WIRE_FEATURE_HASH_IF): said at once whether it is
+ * answered; the HASH_REPLY follows only when the primary is bound to
+ * compare, so that a secondary that ends up quick builds no tree. */
+static int session_hash_req_if(struct session *s, size_t len)
+{
+	struct wire_hash_req_if q;
+	unsigned char buf[16];
+	bool full;
+	size_t olen;
+	int r;
+
+	if (!(node_features() & WIRE_FEATURE_HASH_IF)) {
+		/* Masked (RESYNC_FEATURES_OFF): as a build without it would. */
+		log_warning("unexpected %s from '%s'", wire_type_name(WIRE_HASH_REQ_IF), s->peer);
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
+		return SESSION_END;
+	}
+	r = wire_hash_req_if_decode(s->in, len, &q);
+	if (r < 0)
+		return r;
+	full = session_full_bound(s, &q.gen, &q.base);
+	r = wire_hash_if_ack_encode(full, buf, sizeof(buf), &olen);
+	if (r >= 0)
+		r = peer_conn_send_frame(s->c, WIRE_HASH_IF_ACK, buf, olen);
+	if (r < 0 || !full)
+		return r;
+	return session_hash_answer(s, &q.req);
 }
 
 /* PAGE_REQ: the hashes of the pages of byte ranges of this volume, read
@@ -379,6 +439,7 @@ static int session_error(struct session *s, size_t len)
  * but the cluster's primary. */
 static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_HASH_REQ] = {session_hash_req, 0},
+	[WIRE_HASH_REQ_IF] = {session_hash_req_if, 0},
 	[WIRE_PAGE_REQ] = {session_page_req, 0},
 	[WIRE_STATUS_REQ] = {session_status, 0},
 	[WIRE_BITMAP_REQ] = {session_bitmap, 0},

@@ -264,3 +264,66 @@ int wire_hash_reply_get(const struct wire_hash_reply *m, struct hash128 *out, si
 	}
 	return 0;
 }
+
+/* HASH_REQ_IF and HASH_IF_ACK (WIRE_FEATURE_HASH_IF) */
+
+int wire_hash_req_if_encode(const struct wire_uuid *gen, const struct wire_uuid *base,
+			    uint64_t seed, unsigned level, unsigned fanout, uint32_t leaf_size,
+			    const struct hashtree_range *ranges, size_t n, void *buf, size_t cap,
+			    size_t *ret_len)
+{
+	struct wire_hash_req_if_le h;
+	size_t len;
+	int r;
+
+	if (cap < sizeof(h))
+		return -ENOBUFS;
+	memcpy(h.gen, gen->b, 16);
+	memcpy(h.base, base->b, 16);
+	r = wire_hash_req_encode(seed, level, fanout, leaf_size, ranges, n,
+				 (unsigned char *)buf + sizeof(h), cap - sizeof(h), &len);
+	if (r < 0)
+		return r;
+	memcpy(buf, &h, sizeof(h));
+	*ret_len = sizeof(h) + len;
+	return 0;
+}
+
+int wire_hash_req_if_decode(const void *buf, size_t len, struct wire_hash_req_if *ret)
+{
+	struct wire_hash_req_if_le h;
+	struct wire_hash_req_if m;
+
+	if (head_get(buf, len, &h, sizeof(h)) < 0)
+		return -EBADMSG;
+	if (wire_hash_req_decode((const unsigned char *)buf + sizeof(h), len - sizeof(h), &m.req) < 0)
+		return -EBADMSG;
+	memcpy(m.gen.b, h.gen, 16);
+	memcpy(m.base.b, h.base, 16);
+	*ret = m;
+	return 0;
+}
+
+int wire_hash_if_ack_encode(bool answered, void *buf, size_t cap, size_t *ret_len)
+{
+	struct wire_hash_if_ack_le a = {htole32(answered ? 1 : 0), 0};
+
+	if (cap < sizeof(a))
+		return -ENOBUFS;
+	memcpy(buf, &a, sizeof(a));
+	*ret_len = sizeof(a);
+	return 0;
+}
+
+int wire_hash_if_ack_decode(const void *buf, size_t len, bool *ret_answered)
+{
+	struct wire_hash_if_ack_le a;
+
+	if (len != sizeof(a))
+		return -EBADMSG;
+	memcpy(&a, buf, sizeof(a));
+	if (le32toh(a.answered) > 1 || a.reserved)
+		return -EBADMSG;
+	*ret_answered = le32toh(a.answered) == 1;
+	return 0;
+}

@@ -80,6 +80,20 @@ struct wire_hash_req_leaf_le {
 };
 _Static_assert(sizeof(struct wire_hash_req_leaf_le) == 8, "hash_req leaf layout");
 
+/* HASH_REQ_IF: this, then a HASH_REQ's payload. */
+struct wire_hash_req_if_le {
+	uint8_t gen[16];
+	uint8_t base[16];
+};
+_Static_assert(sizeof(struct wire_hash_req_if_le) == 32, "hash_req_if layout");
+
+/* HASH_IF_ACK. */
+struct wire_hash_if_ack_le {
+	uint32_t answered; /* 0 or 1 */
+	uint32_t reserved; /* 0 */
+};
+_Static_assert(sizeof(struct wire_hash_if_ack_le) == 8, "hash_if_ack layout");
+
 struct wire_range_le {
 	uint64_t first;
 	uint64_t count;

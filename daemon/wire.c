@@ -31,6 +31,7 @@ static const char *const type_names[] = {
 	[WIRE_PROOF_COMMIT] = "PROOF_COMMIT",
 	[WIRE_COPY] = "COPY",		  [WIRE_COPY_ACK] = "COPY_ACK",
 	[WIRE_WEAK_REQ] = "WEAK_REQ",	  [WIRE_WEAK_REPLY] = "WEAK_REPLY",
+	[WIRE_HASH_REQ_IF] = "HASH_REQ_IF", [WIRE_HASH_IF_ACK] = "HASH_IF_ACK",
 };
 
 const char *wire_type_name(unsigned type)
@@ -392,6 +393,8 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		struct wire_hello hello;
 		struct wire_text text;
 		struct wire_hash_req req;
+		struct wire_hash_req_if req_if;
+		bool answered;
 		struct wire_page_req page_req;
 		struct wire_hash_reply reply;
 		struct wire_blocks blocks;
@@ -419,6 +422,10 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 		return wire_text_decode(buf, len, &u.text);
 	case WIRE_HASH_REQ:
 		return wire_hash_req_decode(buf, len, &u.req);
+	case WIRE_HASH_REQ_IF:
+		return wire_hash_req_if_decode(buf, len, &u.req_if);
+	case WIRE_HASH_IF_ACK:
+		return wire_hash_if_ack_decode(buf, len, &u.answered);
 	case WIRE_HASH_REPLY:
 	case WIRE_PAGE_REPLY:
 		return wire_hash_reply_decode(buf, len, &u.reply);

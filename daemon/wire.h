@@ -64,7 +64,9 @@ enum wire_type {
 	WIRE_COPY_ACK = 31,    /* WIRE_FEATURE_COPY: which of them were not applied */
 	WIRE_WEAK_REQ = 32,    /* WIRE_FEATURE_ROLLING: "weak sums of these pieces" */
 	WIRE_WEAK_REPLY = 33,  /* WIRE_FEATURE_ROLLING: those sums, in order */
-	WIRE_TYPE_MAX = WIRE_WEAK_REPLY,
+	WIRE_HASH_REQ_IF = 34, /* WIRE_FEATURE_HASH_IF: a HASH_REQ, if bound to compare */
+	WIRE_HASH_IF_ACK = 35, /* WIRE_FEATURE_HASH_IF: whether its HASH_REPLY follows */
+	WIRE_TYPE_MAX = WIRE_HASH_IF_ACK,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -189,6 +191,17 @@ enum wire_features {
 	 * connections for the resync that follows it, which pays no connect
 	 * and no TLS handshake. Sent only to a peer that offered the bit. */
 	WIRE_FEATURE_REHELLO = 1 << 16,
+	/* HASH_IF (issue 18): the primary asks for the first level of the
+	 * hash tree in the flight of its hello, before the hellos tell it
+	 * whether it compares this secondary in full or takes the quick way:
+	 * a HASH_REQ_IF names the generations a quick resync starts from
+	 * (the primary's current one and its bitmap's base), and the
+	 * secondary answers it with the tree's level only when the primary is
+	 * bound to compare (its own bitmap not trusted, Inconsistent, or at
+	 * neither generation), else declines at once, building no tree.
+	 * Sent only to a peer whose hello offered the bit, as the primary
+	 * remembers it from an earlier connection (job-early.c). */
+	WIRE_FEATURE_HASH_IF = 1 << 17,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -280,6 +293,25 @@ int wire_hash_req_encode(uint64_t seed, unsigned level, unsigned fanout, uint32_
 			 size_t *ret_len);
 int wire_hash_req_decode(const void *buf, size_t len, struct wire_hash_req *ret);
 struct hashtree_range wire_hash_req_range(const struct wire_hash_req *m, size_t i);
+
+/* HASH_REQ_IF (WIRE_FEATURE_HASH_IF): two generations, then a HASH_REQ's
+ * payload. The secondary answers HASH_IF_ACK at once: answered 1, and
+ * then the HASH_REPLY of req, when the primary is bound to compare it in
+ * full (its bitmap not trusted, Inconsistent, its generation null or
+ * neither gen nor base; a null base names none); answered 0, and nothing
+ * else, when the quick way may be taken. */
+struct wire_hash_req_if {
+	struct wire_uuid gen, base;
+	struct wire_hash_req req; /* decoded: its ranges point into the payload */
+};
+int wire_hash_req_if_encode(const struct wire_uuid *gen, const struct wire_uuid *base,
+			    uint64_t seed, unsigned level, unsigned fanout, uint32_t leaf_size,
+			    const struct hashtree_range *ranges, size_t n, void *buf, size_t cap,
+			    size_t *ret_len);
+int wire_hash_req_if_decode(const void *buf, size_t len, struct wire_hash_req_if *ret);
+/* HASH_IF_ACK: whether the HASH_REPLY follows (1) or not (0). */
+int wire_hash_if_ack_encode(bool answered, void *buf, size_t cap, size_t *ret_len);
+int wire_hash_if_ack_decode(const void *buf, size_t len, bool *ret_answered);
 
 /* HASH_REPLY: n hashes (<= RESYNC_WIRE_HASHES_MAX) of one level. */
 struct wire_hash_reply {

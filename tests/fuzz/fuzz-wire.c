@@ -68,6 +68,32 @@ static void hash_req_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len
 	    &n, p, len);
 }
 
+static void hash_req_if_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	static struct hashtree_range rr[RESYNC_WIRE_RANGES_MAX];
+	struct wire_hash_req_if q;
+	size_t n = 0;
+
+	(void)z;
+	CHECK(wire_hash_req_if_decode(p, len, &q) == 0);
+	for (uint32_t i = 0; i < q.req.n_ranges; i++)
+		rr[i] = wire_hash_req_range(&q.req, i);
+	same_bytes(wire_hash_req_if_encode(&q.gen, &q.base, q.req.seed, q.req.level, q.req.fanout,
+					   q.req.leaf_size, rr, q.req.n_ranges, out, sizeof(out),
+					   &n),
+		   &n, p, len);
+}
+
+static void hash_if_ack_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
+{
+	bool answered;
+	size_t n = 0;
+
+	(void)z;
+	CHECK(wire_hash_if_ack_decode(p, len, &answered) == 0);
+	same_bytes(wire_hash_if_ack_encode(answered, out, sizeof(out), &n), &n, p, len);
+}
+
 /* HASH_REPLY and PAGE_REPLY share a layout. */
 static void hash_reply_roundtrip(struct wire_zstd *z, const uint8_t *p, size_t len)
 {
@@ -348,6 +374,8 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_COPY_ACK] = copy_ack_roundtrip,
     [WIRE_WEAK_REQ] = page_req_roundtrip,
     [WIRE_WEAK_REPLY] = weak_reply_roundtrip,
+    [WIRE_HASH_REQ_IF] = hash_req_if_roundtrip,
+    [WIRE_HASH_IF_ACK] = hash_if_ack_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX that a frame header may

@@ -24,6 +24,7 @@ from cluster_lib import MB, Cluster, check, resync_json, resync_ok, verify  # no
 from resyncfs_lib import Scratch  # noqa: E402
 
 PAGES, EXTENTS, FINE, CONTROL, REHELLO = 1 << 2, 1 << 3, 1 << 4, 1 << 6, 1 << 16
+HASH_IF = 1 << 17
 BLOCK, PAGE = 64 * 1024, 4096
 VOLUME = 64 * MB
 sc = Scratch()
@@ -120,6 +121,22 @@ for n in ("n2", "n3"):
     check(nodes[n]["bytes_written"] == len(changed[n]) * PAGE, "page leaves: %s wrote its pages" % n)
     b, e = frames(n)
     check(e > 0 and b == 0, "page leaves: %s got EXTENTS frames (%d, %d)" % (n, b, e))
+
+# ---- n2 without the early hash request, which the primary remembers ----
+def early_refusals():
+    return (c.log("n1").count("'n2' no longer offers what it did"),
+            c.log("n2").count("unexpected HASH_REQ_IF"))
+
+
+before = early_refusals()
+nodes, changed, blocks = round_(HASH_IF, "no HASH_REQ_IF")
+after = early_refusals()
+check(after[0] == before[0] + 1 and after[1] == before[1] + 1,
+      "n2 refused the early request once and the primary connected again: %s -> %s" %
+      (before, after))
+check("unexpected HASH_REQ_IF" not in c.log("n3"), "n3 reads it")
+nodes, changed, blocks = round_(HASH_IF, "no HASH_REQ_IF, remembered")
+check(early_refusals() == after, "the primary remembers n2's features: none sent again")
 
 # ---- forwarded requests travel over the peer protocol ----
 # n2's daemon reads a config in which the primary's control socket is a

@@ -9,6 +9,11 @@ change that adds one per block, per tree level or per checkpoint shows
 here. n3 is an older peer without PROOF_COMMIT (RESYNC_FEATURES_OFF): it
 still resyncs byte-identical, over PROOF_REQ and COMMIT, one round trip
 more than n2. Then a resync with nothing to do (both up to date, quick).
+The plan that `resyncctl resync` runs first is bounded too
+(MAX_PLAN_ROUND_TRIPS): its walk starts at the level the 50 ms round trip
+makes worth fetching whole, and once the primary knows the peers'
+features it asks for that level in the flight of its hello
+(MAX_PLAN_EARLY_ROUND_TRIPS, the plans driven on the control socket).
 
 `resyncctl resync` runs its plan first: the primary keeps the plan's
 connections and walks for the resync that presents the plan's token
@@ -28,7 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_lib import MB, Cluster, check, resync_ok, verify  # noqa: E402
+from cluster_lib import MB, Cluster, check, resync_json, resync_ok, verify  # noqa: E402
 from relay_lib import Relay, Shape  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
@@ -45,6 +50,14 @@ PROOF_COMMIT = 1 << 10
 # Without them (a stale token, below): the TCP and TLS handshakes (2), the
 # first level's own wait (1) and the leaves' level below it (1) more.
 MAX_ROUND_TRIPS = 5
+# The plan's own, as measured (plus 1 for the timing): the first contact
+# of a started primary pays TCP, TLS, the hellos with the status, and
+# the tree's level sized by the round trip (at 48 MiB and 50 ms: the
+# leaves whole, no level above them): 4. Once the primary knows each
+# peer's features (a run before, remembered in its state file), the
+# level is asked for in the hellos' flight (HASH_REQ_IF): 3.
+MAX_PLAN_ROUND_TRIPS = 5
+MAX_PLAN_EARLY_ROUND_TRIPS = 4
 CHANGED = 300  # pages changed on each secondary
 QUICK_MAX_ROUND_TRIPS = 7
 rng = random.Random(18)
@@ -120,6 +133,13 @@ def plan_then_resync(token_of, between=None):
     plan's token): each secondary's part of the resync's result."""
     plan = ask({"cmd": "verify", "plan": True, "no_ranges": True})
     check(plan.get("ok") is True, "the plan: %s" % plan)
+    for x in plan["nodes"]:
+        # The primary knows the peers' features now: the first level
+        # goes with the hellos.
+        check(x.get("round_trips", 99) <= MAX_PLAN_EARLY_ROUND_TRIPS,
+              "%s: the plan paid %s round trips in sequence, at most %d" %
+              (x["name"], x.get("round_trips"), MAX_PLAN_EARLY_ROUND_TRIPS))
+        early_plans.append(x.get("round_trips"))
     check(isinstance(plan.get("plan_token"), str) and plan["plan_token"],
           "the plan's result carries a token: %s" % plan)
     check(all(x["mode"] == "full" for x in plan["nodes"]), "a full compare: %s" % plan)
@@ -133,6 +153,9 @@ def plan_then_resync(token_of, between=None):
               "%s resynced: %s" % (n, nodes[n]))
         check(nodes[n].get("proof", {}).get("match") is True, "%s: proof matched" % n)
     return nodes
+
+
+early_plans = []
 
 
 def same(n):
@@ -154,8 +177,16 @@ try:
                 f.write(os.urandom(PAGE))
     start_all()
     t = time.monotonic()
-    nodes = resync_ok(c, "full resync over 50 ms")
+    rc, plan, summary, err = resync_json(c)
     full_s = time.monotonic() - t
+    check(rc == 0 and plan and summary, "full resync over 50 ms (%d): %s" % (rc, err))
+    nodes = {x["name"]: x for x in summary["nodes"]}
+    prt = {x["name"]: x.get("round_trips") for x in plan["nodes"]}
+    for n in ("n2", "n3"):
+        check(nodes[n]["result"] == "resynced", "%s resynced: %s" % (n, nodes[n]))
+        check(isinstance(prt[n], int) and 0 < prt[n] <= MAX_PLAN_ROUND_TRIPS,
+              "%s: the plan paid %s round trips in sequence, at most %d" %
+              (n, prt[n], MAX_PLAN_ROUND_TRIPS))
     rt = {n: nodes[n].get("round_trips") for n in ("n2", "n3")}
     ex = {n: nodes[n].get("exchanges") for n in ("n2", "n3")}
     check(all(isinstance(v, int) and v > 0 for v in rt.values()),
@@ -228,8 +259,9 @@ finally:
     for r in relays.values():
         r.stop()
 print("rtt (50 ms): full resync %.2f s, round trips n2 %d n3 %d (limit %d), exchanges %s; "
-      "without the plan kept n2 %d n3 %d" %
+      "without the plan kept n2 %d n3 %d; plans: first %s (limit %d), later %s (limit %d)" %
       (full_s, rt["n2"], rt["n3"], MAX_ROUND_TRIPS, ex, stale["n2"]["round_trips"],
-       stale["n3"]["round_trips"]))
+       stale["n3"]["round_trips"], prt, MAX_PLAN_ROUND_TRIPS, early_plans,
+       MAX_PLAN_EARLY_ROUND_TRIPS))
 print("ok: round trips in sequence bounded over a 50 ms relay in %.1f s" %
       (time.monotonic() - T0))

@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "job-early.h"
+#include "job-walk.h"
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
 #include "resync/io.h"
@@ -595,6 +597,205 @@ static void test_walk_bad_replies(void **state)
 	free(p);
 }
 
+/* The walk's first level (job-walk.c): the floor's on a link under 5 ms
+ * or unmeasured; over 50 ms, level 1 whole at 512 MiB and 2 GiB of page
+ * leaves (fanout 16), never more than one request; the plan's memo's
+ * level when the memo has the tree's shape; chosen once. */
+static void test_walk_first_level(void **state)
+{
+	struct fx *f = *state;
+	struct job *j = &f->j;
+	struct walk_memo m = {.set = true, .nleaves = 131072, .fanout = 16, .first_level = 0};
+	const uint64_t l512 = (512ull << 20) / RESYNC_PAGE, l2g = (2048ull << 20) / RESYNC_PAGE;
+	struct peer_conn *c;
+	unsigned level;
+	uint64_t count;
+	int sv[2];
+
+	assert_int_equal(job_walk_first_nodes(0), 4096);
+	assert_int_equal(job_walk_first_nodes(4999), 4096); /* loopback, a LAN */
+	assert_int_equal(job_walk_first_nodes(5000), 32768); /* 5 ms at 100 MiB/s: 512 KiB */
+	assert_int_equal(job_walk_first_nodes(50000), RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(UINT64_MAX), RESYNC_WIRE_HASHES_MAX);
+	job_walk_first(l512, 16, 4096, &level, &count);
+	assert_int_equal(level, 2);
+	assert_int_equal(count, 512);
+	job_walk_first(l512, 16, job_walk_first_nodes(50000), &level, &count);
+	assert_int_equal(level, 1);
+	assert_int_equal(count, 8192);
+	job_walk_first(l2g, 16, job_walk_first_nodes(50000), &level, &count);
+	assert_int_equal(level, 1);
+	assert_int_equal(count, 32768);
+	job_walk_first(1, 16, 4096, &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(count, 1);
+
+	/* A job over a connection whose round trip was measured. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(peer_conn_new_plain(sv[0], "a far secondary", &j->c), 0);
+	assert_int_equal(peer_conn_new_plain(sv[1], "the primary", &c), 0);
+	assert_int_equal(peer_conn_rtt_usec(j->c), 0);
+	peer_conn_note_rtt(j->c, 80000);
+	peer_conn_note_rtt(j->c, 50000);
+	peer_conn_note_rtt(j->c, 70000);
+	assert_int_equal(peer_conn_rtt_usec(j->c), 50000); /* the least */
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 1);
+	assert_int_equal(count, 8192);
+	/* Chosen once: a later sample changes nothing for this tree. */
+	peer_conn_note_rtt(j->c, 10);
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 1);
+	/* Another tree's shape: chosen again, now at the floor. */
+	job_walk_first_level(j, l2g, 16, &level, &count);
+	assert_int_equal(level, 2);
+	assert_int_equal(count, 2048);
+	/* The plan's memo of this shape: its level, whatever the link. */
+	j->first_fanout = 0;
+	j->memo_in = &m;
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(count, l512);
+	/* ... and not for another shape (the link's 10 us now: the floor). */
+	job_walk_first_level(j, l512, 32, &level, &count);
+	assert_int_equal(level, 1);
+	assert_int_equal(count, 4096);
+	j->memo_in = NULL;
+	/* A volume hashed in half the session timeout or less (4 MiB: 40 ms
+	 * at 100 MiB/s): the link's level; one that takes longer, the floor
+	 * (its reply would wait for the hashing past the socket buffers). */
+	fx_nodes(f);
+	j->ctx = &f->ctx;
+	peer_conn_note_rtt(j->c, 0); /* 0 is noted as 1 us: still the least */
+	assert_int_equal(peer_conn_rtt_usec(j->c), 1);
+	j->first_fanout = 0;
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 2); /* 1 us: the floor */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	peer_conn_free(j->c);
+	peer_conn_free(c);
+	assert_int_equal(peer_conn_new_plain(sv[0], "a far secondary", &j->c), 0);
+	assert_int_equal(peer_conn_new_plain(sv[1], "the primary", &c), 0);
+	peer_conn_note_rtt(j->c, 50000);
+	j->first_fanout = 0;
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 1); /* 40 ms of hashing, 120 s of timeout */
+	f->tc.cfg->session_timeout_ms = 60; /* 40 ms > 30 ms */
+	j->first_fanout = 0;
+	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 2);
+	f->tc.cfg->session_timeout_ms = CONFIG_SESSION_TIMEOUT_DEFAULT_MS;
+	peer_conn_free(c);
+}
+
+/* HASH_REQ_IF to a real session: (gen, base) into j->buf, sent. */
+static void send_hash_req_if(struct job *j, const struct meta_uuid *gen, const struct meta_uuid *base)
+{
+	struct hashtree_range first = {0, DIV_ROUND_UP(SIZE, RESYNC_PAGE)};
+	struct wire_uuid g, b;
+	size_t len;
+
+	memcpy(g.b, gen->b, 16);
+	memcpy(b.b, base->b, 16);
+	assert_int_equal(wire_hash_req_if_encode(&g, &b, 0x5eed, 0, NODE_FINE_FANOUT, RESYNC_PAGE,
+						 &first, 1, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(j->c, WIRE_HASH_REQ_IF, j->buf, len), 0);
+}
+
+/* Its answer: HASH_IF_ACK, then the HASH_REPLY when answered; a
+ * STATUS_REQ's reply right after shows that nothing else came. */
+static bool recv_hash_if(struct job *j)
+{
+	uint16_t type;
+	size_t len;
+	bool answered = false;
+	struct wire_hash_reply rep;
+
+	assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(type, WIRE_HASH_IF_ACK);
+	assert_int_equal(wire_hash_if_ack_decode(j->buf, len, &answered), 0);
+	if (answered) {
+		assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len),
+				 0);
+		assert_int_equal(type, WIRE_HASH_REPLY);
+		assert_int_equal(wire_hash_reply_decode(j->buf, len, &rep), 0);
+		assert_int_equal(rep.n_hashes, DIV_ROUND_UP(SIZE, RESYNC_PAGE));
+	}
+	assert_int_equal(peer_conn_send_frame(j->c, WIRE_STATUS_REQ, NULL, 0), 0);
+	assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(type, WIRE_STATUS);
+	return answered;
+}
+
+/* The secondary's side of HASH_REQ_IF (session.c): declined while the
+ * quick way is open to the primary (its bitmap trusted, at the primary's
+ * generation or its bitmap's base), answered with the level when the
+ * primary is bound to compare (another generation, the bitmap not
+ * trusted, Inconsistent). */
+static void test_hash_req_if(void **state)
+{
+	struct fx *f = *state;
+	struct meta_uuid g, other, none = {{0}};
+	struct job *j;
+
+	fx_nodes(f);
+	assert_int_equal(meta_uuid_random(&g), 0);
+	assert_int_equal(meta_uuid_random(&other), 0);
+	assert_int_equal(meta_generation_set(f->s->meta, &g), 0);
+	assert_int_equal(meta_trusted_set(f->s->meta, true), 0);
+	j = job_open(f, false);
+	send_hash_req_if(j, &g, &none);
+	assert_false(recv_hash_if(j));
+	send_hash_req_if(j, &other, &g); /* at the base */
+	assert_false(recv_hash_if(j));
+	send_hash_req_if(j, &other, &none);
+	assert_true(recv_hash_if(j));
+	send_hash_req_if(j, &other, &other);
+	assert_true(recv_hash_if(j));
+	assert_int_equal(meta_trusted_set(f->s->meta, false), 0);
+	send_hash_req_if(j, &g, &none);
+	assert_true(recv_hash_if(j));
+	assert_int_equal(meta_trusted_set(f->s->meta, true), 0);
+	assert_int_equal(meta_state_set(f->s->meta, META_STATE_INCONSISTENT), 0);
+	send_hash_req_if(j, &g, &none);
+	assert_true(recv_hash_if(j));
+	assert_int_equal(meta_state_set(f->s->meta, META_STATE_OUTDATED), 0);
+	send_hash_req_if(j, &g, &none);
+	assert_false(recv_hash_if(j));
+	job_end(f);
+}
+
+/* What the primary remembers of its peers' features (job-early.c): kept
+ * in its state file, read back at a start; a malformed entry is ignored. */
+static void test_peer_features(void **state)
+{
+	struct fx *f = *state;
+	const struct node_config *s;
+	const char *bad[] = {
+		"{\"peer_features\": \"x\"}",
+		"{\"peer_features\": {\"s\": \"x\", \"nobody\": 5}}",
+		"{\"peer_features\": [1, 2]}",
+	};
+
+	fx_nodes(f);
+	s = cluster_config_node(f->tc.cfg, "s");
+	assert_int_equal(node_peer_features(f->p, s), 0); /* never seen */
+	node_peer_features_note(f->p, s, WIRE_FEATURE_HASH_IF | WIRE_FEATURE_FINE_LEAVES);
+	assert_int_equal(node_peer_features(f->p, s), WIRE_FEATURE_HASH_IF | WIRE_FEATURE_FINE_LEAVES);
+	free(f->p->peer_features);
+	f->p->peer_features = NULL;
+	assert_int_equal(node_peer_features(f->p, s), 0);
+	node_state_load(f->p);
+	assert_int_equal(node_peer_features(f->p, s), WIRE_FEATURE_HASH_IF | WIRE_FEATURE_FINE_LEAVES);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		assert_int_equal(testlib_file_write(f->p->state_path, bad[i], strlen(bad[i])), 0);
+		free(f->p->peer_features);
+		f->p->peer_features = NULL;
+		node_state_load(f->p);
+		assert_int_equal(node_peer_features(f->p, s), 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -605,6 +806,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pass_paced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_walk_bad_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_walk_memo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_walk_first_level, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hash_req_if, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

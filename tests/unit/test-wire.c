@@ -1202,6 +1202,95 @@ static void test_copy(void **state)
 	assert_int_equal(wire_weak_reply_decode(p, len + 1, &w), -EBADMSG);
 }
 
+/* HASH_REQ_IF: two generations, then a HASH_REQ's payload, with or
+ * without a leaf size; hostile and truncated ones refused. HASH_IF_ACK:
+ * 0 or 1, its reserved word zero, exactly 8 bytes. */
+static void test_hash_req_if(void **state)
+{
+	struct hashtree_range r[2] = {{0, 8192}, {9000, 16}}, g;
+	struct wire_uuid gen, base, none = {{0}};
+	struct wire_hash_req_if q;
+	bool answered = false;
+	size_t len = 0;
+
+	(void)state;
+	memset(gen.b, 0xa1, 16);
+	memset(base.b, 0xb2, 16);
+	assert_int_equal(wire_hash_req_if_encode(&gen, &base, 0x5eed, 1, 16, 0, r, 2, buf,
+						 sizeof(buf), &len), 0);
+	assert_int_equal(len, 32 + 16 + 2 * 16);
+	check_truncations(WIRE_HASH_REQ_IF, buf, len);
+	assert_int_equal(wire_hash_req_if_decode(buf, len, &q), 0);
+	assert_memory_equal(q.gen.b, gen.b, 16);
+	assert_memory_equal(q.base.b, base.b, 16);
+	assert_int_equal(q.req.seed, 0x5eed);
+	assert_int_equal(q.req.level, 1);
+	assert_int_equal(q.req.fanout, 16);
+	assert_int_equal(q.req.leaf_size, 0);
+	assert_int_equal(q.req.n_ranges, 2);
+	assert_int_equal(q.req.n_hashes, 8192 + 16);
+	g = wire_hash_req_range(&q.req, 1);
+	assert_int_equal(g.first, 9000);
+	assert_int_equal(g.count, 16);
+	/* The request inside is checked as a HASH_REQ is. */
+	put16(buf + 32 + 10, 1); /* fanout */
+	assert_int_equal(wire_hash_req_if_decode(buf, len, &q), -EBADMSG);
+	assert_int_equal(wire_payload_check(WIRE_HASH_REQ_IF, buf, len), -EBADMSG);
+	put16(buf + 32 + 10, 16);
+	put64(buf + 32 + 16 + 8, 0); /* a range of no nodes */
+	assert_int_equal(wire_hash_req_if_decode(buf, len, &q), -EBADMSG);
+	put64(buf + 32 + 16 + 8, 8192);
+	put32(buf + 32 + 12, 3); /* more ranges than the payload holds */
+	assert_int_equal(wire_hash_req_if_decode(buf, len, &q), -EBADMSG);
+	/* Generations alone, or less. */
+	assert_int_equal(wire_hash_req_if_decode(buf, 32, &q), -EBADMSG);
+	assert_int_equal(wire_hash_req_if_decode(buf, 31, &q), -EBADMSG);
+	assert_int_equal(wire_hash_req_if_decode(buf, 0, &q), -EBADMSG);
+
+	/* With a leaf size and no base. */
+	assert_int_equal(wire_hash_req_if_encode(&gen, &none, 9, 2, 16, 4096, r, 1, buf,
+						 sizeof(buf), &len), 0);
+	assert_int_equal(len, 32 + 16 + 16 + 8);
+	assert_int_equal(wire_payload_check(WIRE_HASH_REQ_IF, buf, len), 0);
+	assert_int_equal(wire_hash_req_if_decode(buf, len, &q), 0);
+	assert_int_equal(q.req.leaf_size, 4096);
+	assert_memory_equal(q.base.b, none.b, 16);
+	put32(buf + len - 4, 1); /* the leaf's reserved word */
+	assert_int_equal(wire_hash_req_if_decode(buf, len, &q), -EBADMSG);
+	put32(buf + len - 4, 0);
+	put32(buf + len - 8, 3000); /* not a block size */
+	assert_int_equal(wire_hash_req_if_decode(buf, len, &q), -EBADMSG);
+	for (size_t l = 33; l < len - 8; l++)
+		assert_int_equal(wire_hash_req_if_decode(buf, l, &q), -EBADMSG);
+	/* Encoding: too small a buffer, no ranges, a bad fanout. */
+	assert_int_equal(wire_hash_req_if_encode(&gen, &base, 9, 2, 16, 0, r, 1, buf, 31, &len),
+			 -ENOBUFS);
+	assert_int_equal(wire_hash_req_if_encode(&gen, &base, 9, 2, 16, 0, r, 1, buf, 40, &len),
+			 -ENOBUFS);
+	assert_int_equal(wire_hash_req_if_encode(&gen, &base, 9, 2, 16, 0, r, 0, buf,
+						 sizeof(buf), &len), -EINVAL);
+	assert_int_equal(wire_hash_req_if_encode(&gen, &base, 9, 2, 1, 0, r, 1, buf,
+						 sizeof(buf), &len), -EINVAL);
+
+	assert_int_equal(wire_hash_if_ack_encode(true, buf, sizeof(buf), &len), 0);
+	assert_int_equal(len, 8);
+	check_truncations(WIRE_HASH_IF_ACK, buf, len);
+	assert_int_equal(wire_hash_if_ack_decode(buf, len, &answered), 0);
+	assert_true(answered);
+	assert_int_equal(wire_hash_if_ack_encode(false, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_hash_if_ack_decode(buf, len, &answered), 0);
+	assert_false(answered);
+	put32(buf, 2);
+	assert_int_equal(wire_hash_if_ack_decode(buf, len, &answered), -EBADMSG);
+	put32(buf, 1);
+	put32(buf + 4, 1);
+	assert_int_equal(wire_hash_if_ack_decode(buf, len, &answered), -EBADMSG);
+	assert_int_equal(wire_hash_if_ack_encode(true, buf, 7, &len), -ENOBUFS);
+	assert_string_equal(wire_type_name(WIRE_HASH_REQ_IF), "HASH_REQ_IF");
+	assert_string_equal(wire_type_name(WIRE_HASH_IF_ACK), "HASH_IF_ACK");
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_HASH_IF_ACK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1211,6 +1300,7 @@ int main(void)
 		cmocka_unit_test(test_hello),
 		cmocka_unit_test(test_text),
 		cmocka_unit_test(test_hash_messages),
+		cmocka_unit_test(test_hash_req_if),
 		cmocka_unit_test(test_page_messages),
 		cmocka_unit_test(test_hashtree_over_wire),
 		cmocka_unit_test(test_blocks),
