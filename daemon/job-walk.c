@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job-early.h"
 #include "node-int.h"
 #include "resync/failpoint.h"
 #include "resync/limits.h"
@@ -198,7 +199,8 @@ static int walk_recv(struct walk *w)
 	size_t len;
 	int r;
 
-	r = job_recv(w->j, w->c, w->buf, &type, &len);
+	/* A checkpoint's ACK may come first: data behind the hellos. */
+	r = job_recv_reply(w->j, w->c, w->buf, &type, &len);
 	if (r < 0)
 		return r;
 	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(w->buf, len, &rep) < 0 ||
@@ -368,6 +370,10 @@ static int walk_memo_make(struct walk *w)
 		memcpy(m->leaves, w->found.v, m->nleaves_diff * sizeof(uint64_t));
 		memcpy(m->leaf_h, w->found_h.v, m->nleaves_diff * sizeof(struct hash128));
 	}
+	m->features = j->features;
+	m->proto_min = j->hello.proto_min;
+	m->proto_max = j->hello.proto_max;
+	m->quiet = moved_memo_quiet(j, m->leaves, m->leaf_h, m->nleaves_diff);
 	m->set = true;
 	return 0;
 }

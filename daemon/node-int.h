@@ -86,6 +86,9 @@ enum {
 	/* CHECKPOINTs in flight, unacknowledged, before the transfer waits
 	 * for the oldest: the bytes keep going across a long round trip. */
 	NODE_ACK_WINDOW = 4,
+	NODE_SETTLE_FENCE_SHARE = 10, /* job_settle_wait(): fence_max / this */
+	/* At most this much of a plan's differing bytes behind the hellos. */
+	NODE_EARLY_BYTES_MAX = 64 << 20,
 	NODE_PROGRESS_USEC = 500000,
 };
 
@@ -511,6 +514,9 @@ int session_hello(struct session *s);
 /* The handler of WIRE_HELLO after the first: the session starts over
  * (WIRE_FEATURE_REHELLO), or an unexpected message. */
 int session_rehello(struct session *s, size_t len);
+/* What the peer still sends, read and dropped (never applied) for
+ * NODE_ERROR_LINGER_MS, so that a close does not reset it unread. */
+void session_linger(struct session *s);
 
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
@@ -534,6 +540,11 @@ struct peer_early {
 	uint16_t type;
 	const void *payload;
 	size_t len;
+	/* after (NULL: none): hello_flags in the HELLO; called once the
+	 * request is sent, before a reply is read; its failure fails the open. */
+	uint32_t hello_flags;
+	int (*after)(void *arg, struct peer_conn *c);
+	void *arg;
 };
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
 			  struct peer_conn *kept, const struct peer_early *early,
@@ -578,6 +589,10 @@ struct walk_memo {
 	uint64_t *leaves;	/* [nleaves_diff], ascending */
 	struct hash128 *leaf_h; /* [nleaves_diff] */
 	size_t nleaves_diff;
+	/* For job-early.c: the plan's peer, and nothing for moved.c in it. */
+	uint64_t features;
+	uint16_t proto_min, proto_max;
+	bool quiet;
 };
 void walk_memo_release(struct walk_memo *m);
 
@@ -615,6 +630,13 @@ struct job {
 	bool undo;	    /* the secondary journals what this resync overwrites */
 	bool resume; /* Inconsistent with a checkpoint of this generation */
 	unsigned ack_pending; /* CHECKPOINTs whose ACK is not read yet (<= NODE_ACK_WINDOW) */
+	/* The ACKs' pace (job-xfer.c): bytes_written at each CHECKPOINT (a
+	 * ring), those the last ACK covered, first data and that ACK's time. */
+	uint64_t ck_bytes[NODE_ACK_WINDOW + 1], acked_bytes, data_t0, acked_t;
+	unsigned ck_sent;
+	bool early_ok; /* job-early.c: allowed; early: sent, with these features */
+	struct rangelist early;
+	uint64_t early_features;
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
 
 	/* A transfer in passes (job_xfer_open() to job_xfer_close()). */
@@ -705,7 +727,8 @@ void *job_thread(void *arg);
 enum {
 	JOB_SEND_CHECKPOINTS = 1 << 0,
 	JOB_SEND_FINAL = 1 << 1, /* under the primary's fence: a pause does not hold it */
-	JOB_SEND_SETTLE = 1 << 2, /* end with a CHECKPOINT waited for: durable before the fence */
+	JOB_SEND_SETTLE = 1 << 2, /* end with a CHECKPOINT (job_settle_wait()) */
+	JOB_SEND_EARLY = 1 << 3,  /* behind the hellos: no page hashes, no checkpoints */
 };
 int job_xfer_open(struct job *j);
 int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags);

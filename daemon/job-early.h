@@ -1,0 +1,34 @@
+/* A resync's data behind its hellos (job-early.c; issue 18). */
+#pragma once
+#include <stdbool.h>
+
+#include "node-int.h"
+
+/* Whether job j (its memo_in taken from the plan) may send the plan's
+ * differing pages behind its hellos; forced: the request's "force"
+ * names its secondary. */
+bool job_early_wanted(const struct job *j, const struct cluster_config *cfg, bool forced);
+/* peer_early's after(): the UNDO, the pages (j->early: what went) and a
+ * CHECKPOINT at 0, on c, with the features of the plan's hello. Returns
+ * 0 or -errno (j->err may say why). */
+int job_early_send(void *arg, struct peer_conn *c);
+/* After the hellos: the features the early data assumed are this
+ * hello's (-EPROTO, j->err says so, otherwise). */
+int job_early_opened(struct job *j);
+/* The open failed after job_early_send(): the job as before it (its
+ * connection was freed by the open), to connect anew. */
+void job_early_drop(struct job *j);
+/* l less sent (both sorted, without overlaps) into ret (empty). */
+int job_early_rest(const struct rangelist *l, const struct rangelist *sent, struct rangelist *ret);
+
+/* job-xfer.c's, for this path: read ACKs until at most left CHECKPOINTs
+ * are in flight; a reply read where an ACK may come first (job_recv()
+ * else); a CHECKPOINT at off sent now (the batched runs first). */
+int job_acks_until(struct job *j, struct peer_conn *c, unsigned char *buf, unsigned left);
+int job_recv_reply(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+		   size_t *ret_len);
+int job_checkpoint(struct job *j, uint64_t off);
+/* moved.c's: whether leaves[0, n) (ascending, the secondary's hashes
+ * leaf_h) give moved_run() nothing to copy or search, on j->tree. */
+bool moved_memo_quiet(const struct job *j, const uint64_t *leaves, const struct hash128 *leaf_h,
+		      size_t n);
