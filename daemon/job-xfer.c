@@ -162,10 +162,13 @@ static int job_poll_peer(struct job *j, struct peer_conn *c)
 	return 0;
 }
 
+static bool job_xfer_early(const struct job *j);
+
 static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 			  const unsigned char *buf, size_t elen, size_t len)
 {
-	int r = job_poll_peer(j, c);
+	/* Behind the hellos, their answers are the open's to read. */
+	int r = job_xfer_early(j) ? 0 : job_poll_peer(j, c);
 
 	if (r < 0)
 		return r;
@@ -277,7 +280,13 @@ struct job_xfer {
 	uint64_t cur; /* and the offset in it */
 	uint64_t t0, last, done, since_ckpt;
 	struct pacer pace;
+	bool early; /* JOB_SEND_EARLY: nothing read meanwhile */
 };
+
+static bool job_xfer_early(const struct job *j)
+{
+	return j->x && j->x->early;
+}
 
 /* A data frame's costs to the transfer's level (zadapt.h): t0 before
  * its encoding, t1 after it, now after its send. */
@@ -682,6 +691,7 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 		l = &rest;
 	}
 	job_xfer_rewind(x, l, flags & JOB_SEND_CHECKPOINTS);
+	x->early = flags & JOB_SEND_EARLY;
 	/* After pass 1, every range is a block written meanwhile: its pages
 	 * that the peer already holds stay here. Behind the hellos, the
 	 * plan's leaves are pages. */
