@@ -47,12 +47,15 @@ PAGE = 4096
 PROOF_COMMIT = 1 << 10
 # With the plan's connection and walk (resyncctl's plan, then its
 # resync): the hellos and status again, with the tree's first level (the
-# prefetch, equal to the plan's) in the same flight (1), the end of the
-# first pass made durable (1), the proof and the commit (1), and room
-# for 2 waits the timing may add (a reply read just before it came).
+# prefetch, equal to the plan's) and the plan's differing pages behind
+# them in the same flight (1: job-early.c), the ACK of the CHECKPOINT
+# that ends those pages, read at the end of the first pass (1; the pass's
+# own closing CHECKPOINT is not waited for, job_settle_wait()), the proof
+# and the commit (1): 3 measured, and room for 1 wait the timing may add.
+# n3, without PROOF_COMMIT, pays its COMMIT apart: one more.
 # Without them (a stale token, below): the TCP and TLS handshakes (2), the
 # first level's own wait (1) and the leaves' level below it (1) more.
-MAX_ROUND_TRIPS = 5
+MAX_ROUND_TRIPS = 4
 CHANGED = 300  # pages changed on each secondary
 QUICK_MAX_ROUND_TRIPS = 7
 rng = random.Random(18)
@@ -209,11 +212,13 @@ try:
     check(all(isinstance(v, int) and v >= rt[n] - 2 for n, v in ex.items()),
           "the summary counts exchanges (%s) at least as the waits (%s)" % (ex, rt))
     for n in ("n2", "n3"):
-        check(rt[n] <= MAX_ROUND_TRIPS, "%s: %d round trips in sequence, at most %d" %
-              (n, rt[n], MAX_ROUND_TRIPS))
+        most = MAX_ROUND_TRIPS + (n == "n3")
+        check(rt[n] <= most, "%s: %d round trips in sequence, at most %d" % (n, rt[n], most))
         check(nodes[n].get("proof", {}).get("match") is True,
               "%s: the proof matched: %s" % (n, nodes[n].get("proof")))
-    check(rt["n3"] > rt["n2"] or rt["n3"] == MAX_ROUND_TRIPS,
+    # Its hellos, PROOF_REQ and COMMIT cannot overlap (whether the ACK
+    # read at the end of the first pass had come decides n2's 2 or 3).
+    check(rt["n3"] >= 3,
           "the older peer n3 paid the separate commit (%s)" % rt)
     for n in ("n2", "n3"):
         check(nodes[n].get("plan_connection") is True and nodes[n].get("plan_walk") is True,
