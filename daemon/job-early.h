@@ -4,6 +4,12 @@
 
 #include "node-int.h"
 
+enum {
+	NODE_SETTLE_FENCE_SHARE = 10, /* job_settle_wait(): fence_max / this */
+	/* At most this much of a plan's differing bytes behind the hellos. */
+	NODE_EARLY_BYTES_MAX = 64 << 20,
+};
+
 /* Whether job j (its memo_in taken from the plan) may send the plan's
  * differing pages behind its hellos; forced: the request's "force"
  * names its secondary. */

@@ -86,9 +86,6 @@ enum {
 	/* CHECKPOINTs in flight, unacknowledged, before the transfer waits
 	 * for the oldest: the bytes keep going across a long round trip. */
 	NODE_ACK_WINDOW = 4,
-	NODE_SETTLE_FENCE_SHARE = 10, /* job_settle_wait(): fence_max / this */
-	/* At most this much of a plan's differing bytes behind the hellos. */
-	NODE_EARLY_BYTES_MAX = 64 << 20,
 	NODE_PROGRESS_USEC = 500000,
 };
 
