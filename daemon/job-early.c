@@ -112,7 +112,8 @@ int job_early_send(void *arg, struct peer_conn *c)
 		r = job_checkpoint(j, 0);
 	if (r >= 0)
 		log_info("resync of '%s': %" PRIu64 " bytes of the plan's differing pages sent "
-			 "behind its hellos", j->peer->name, j->bytes_written);
+			 "behind its hellos",
+			 j->peer->name, j->bytes_written);
 	return r;
 }
 

@@ -78,7 +78,8 @@ static int session_hello_answer(struct session *s, const struct wire_hello *hp)
 		/* Its data frames would be refused one by one: refused here. */
 		log_warning("refused '%s': data follows its hello, and it is not this node's primary",
 			    h.node);
-		send_text(s->c, WIRE_REFUSE, WIRE_REASON_NODE, "data follows a hello from a node that is not this node's primary");
+		send_text(s->c, WIRE_REFUSE, WIRE_REASON_NODE,
+			  "data follows a hello from a node that is not this node's primary");
 		return -EPERM;
 	}
 	if (s->from_primary) {
