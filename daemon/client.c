@@ -49,6 +49,8 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 	node_hello_make(n, &mine);
 	if (write)
 		mine.features |= WIRE_FEATURE_GROW;
+	if (status && early && early->after)
+		mine.flags |= early->hello_flags;
 	r = wire_hello_encode(&mine, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	t0 = clock_usec();
 	if (r >= 0)
@@ -57,6 +59,14 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 		r = peer_conn_send_frame(c, WIRE_STATUS_REQ, NULL, 0);
 	if (r >= 0 && status && early)
 		r = peer_conn_send_frame(c, early->type, early->payload, early->len);
+	if (r >= 0 && status && early && early->after) {
+		r = early->after(early->arg, c);
+		if (r < 0) {
+			snprintf(err, errlen, "node '%s': data behind its hello: %s (%s)",
+				 peer->name, strerror(-r), peer_conn_error(c));
+			goto fail;
+		}
+	}
 	if (r >= 0)
 		r = peer_conn_recv_frame(c, &type, buf, RESYNC_WIRE_FRAME_MAX, &len);
 	if (r < 0) {

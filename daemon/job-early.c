@@ -1,238 +1,140 @@
-/* The first level of the hash tree asked for in the flight of the
- * primary's hello (issue 18). A full compare's first request (the
- * prefetch, job_prefetch()) makes the secondary build its tree; it used
- * to go only after the STATUS reply, because the way (quick from the
- * bitmaps, or full) is decided from the hellos, and an unconditional
- * request would make a secondary that ends up quick hash its whole
- * volume for nothing: one round trip paid in sequence, across a WAN.
+/* A resync's data behind its hellos (issue 18): the resync that takes
+ * its plan's connection and walk (plan-keep.c) sends the plan's
+ * differing pages right behind its REHELLO, STATUS_REQ and first-level
+ * HASH_REQ, in the same flight, before it read any answer: across a WAN
+ * it then pays no round trip before its data.
  *
- * Now the request goes with the HELLO and the STATUS_REQ when the
- * primary can tell, before the hellos, what it would ask: the tree's
- * seed (the primary's cached tree's, or one drawn now: resync_hash()
- * takes it), its leaves and fanout (resync_geometry(): page leaves when
- * every secondary of the run reads them, as each said at its last
- * hello), and the first level (job_walk_first_level(), by the round trip
- * the TLS handshake just measured). When the primary is bound to compare
- * in full (a verify, its own bitmap not trusted, a secondary a verify
- * found differing) it is a plain HASH_REQ, which every peer reads; else
- * a HASH_REQ_IF (WIRE_FEATURE_HASH_IF), which the secondary answers with
- * the level only when its side binds the primary to compare too, and
- * otherwise declines at once (HASH_IF_ACK), building nothing.
- *
- * The peer's features are those of its last hello to this node, kept in
- * the node's state file (IMAGE.resync-node, "peer_features"), so that
- * the first run after a restart asks early too: a peer never seen gets
- * no early request. A peer downgraded since (its HELLO_ACK lacks the
- * bit) ends the session at the frame it cannot read; the primary reads
- * its hellos' answers, sees it (or fails to read them, the connection
- * reset), and connects again without the early request (and remembers
- * the new features). When the run's tree turns
- * out other than predicted (another seed, a peer now without page
- * leaves), resync_early_settle() reads the reply and drops it, and the
- * ordinary prefetch goes: today's cost, no more. */
+ * The secondary handles every frame in order, after its hello: a hello
+ * it refuses (no longer a secondary, another generation's history, a
+ * changed role, split brain seen from its side: WIRE_HELLO_DATA_FOLLOWS)
+ * ends the session, and what followed is read and dropped, never
+ * applied; its Diverged and undo decisions come first as always. The
+ * primary's own refusals after the status must not come after data
+ * either: no data goes early when the run may refuse or skip this
+ * secondary then (a before_resync_command, a forced split brain), nor
+ * when the moved-data search (moved.c) would copy or search the plan's
+ * leaves, nor when the leaves are coarser than pages (page hashes are a
+ * round trip). The pages are the primary's now, right to send whatever
+ * the secondary holds: tracking of the primary's writes started before
+ * they were read (later passes send what changes), and when the
+ * first-level reply shows the secondary written since the plan, the walk
+ * goes on from there and pass 1 sends what else differs (job-xfer.c
+ * leaves out what went early). A CHECKPOINT at offset 0 (it claims no
+ * byte below anything) ends the early data: its ACK tells the pace at
+ * which the secondary takes bytes for the end of pass 1
+ * (job_settle_wait()). */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "job-early.h"
-#include "job-walk.h"
-#include "resync-int.h"
+#include "resync/failpoint.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 
-uint64_t node_peer_features(struct node *n, const struct node_config *peer)
+bool job_early_wanted(const struct job *j, const struct cluster_config *cfg, bool forced)
 {
-	size_t i = (size_t)(peer - n->cfg->nodes);
-	uint64_t f = 0;
+	const struct walk_memo *m = j->memo_in;
 
-	pthread_mutex_lock(&n->lock);
-	if (n->peer_features && i < n->cfg->n_nodes)
-		f = n->peer_features[i];
-	pthread_mutex_unlock(&n->lock);
-	return f;
+	if (!j->write || !m || !m->set || !m->nleaves_diff || m->leaf > RESYNC_PAGE ||
+	    !(m->features & WIRE_FEATURE_EARLY_DATA) || cfg->before_resync_command || forced)
+		return false;
+	/* moved.c searches only these; then the memo must hold nothing. */
+	if (j->delta != CONFIG_DELTA_ALIGNED && (m->features & WIRE_FEATURE_COPY) && !m->quiet)
+		return false;
+	/* RESYNC_EARLY_OFF=1: as before (bench/cluster-bench compares). */
+	return !(getenv("RESYNC_EARLY_OFF") && strcmp(getenv("RESYNC_EARLY_OFF"), "0"));
 }
 
-void node_peer_features_note(struct node *n, const struct node_config *peer, uint64_t features)
+int job_early_rest(const struct rangelist *l, const struct rangelist *sent, struct rangelist *ret)
 {
-	size_t i = (size_t)(peer - n->cfg->nodes);
+	size_t k = 0;
+	int r = 0;
 
-	if (i >= n->cfg->n_nodes)
-		return;
-	pthread_mutex_lock(&n->lock);
-	if (!n->peer_features)
-		n->peer_features = calloc(n->cfg->n_nodes, sizeof(*n->peer_features));
-	if (n->peer_features && n->peer_features[i] != features) {
-		n->peer_features[i] = features;
-		(void)node_state_save_locked(n); /* it says a failure */
-	}
-	pthread_mutex_unlock(&n->lock);
-}
+	for (size_t i = 0; i < l->n && r >= 0; i++) {
+		uint64_t off = l->v[i].off, end = off + l->v[i].len;
 
-void early_state_load(struct node *n, json_object *state)
-{
-	json_object *o, *v;
+		while (k < sent->n && sent->v[k].off + sent->v[k].len <= off)
+			k++;
+		for (size_t q = k; off < end && r >= 0; q++) {
+			uint64_t so = q < sent->n ? sent->v[q].off : UINT64_MAX;
+			uint64_t se = q < sent->n ? so + sent->v[q].len : UINT64_MAX;
 
-	if (!json_object_object_get_ex(state, "peer_features", &o) ||
-	    !json_object_is_type(o, json_type_object))
-		return;
-	pthread_mutex_lock(&n->lock);
-	if (!n->peer_features)
-		n->peer_features = calloc(n->cfg->n_nodes, sizeof(*n->peer_features));
-	for (size_t i = 0; n->peer_features && i < n->cfg->n_nodes; i++)
-		if (json_object_object_get_ex(o, n->cfg->nodes[i].name, &v) &&
-		    json_object_is_type(v, json_type_int))
-			n->peer_features[i] = (uint64_t)json_object_get_int64(v);
-	pthread_mutex_unlock(&n->lock);
-}
-
-void early_state_save_locked(struct node *n, json_object *state)
-{
-	json_object *o;
-
-	if (!n->peer_features)
-		return;
-	o = json_object_new_object();
-	for (size_t i = 0; i < n->cfg->n_nodes; i++)
-		if (n->peer_features[i])
-			json_object_object_add(o, n->cfg->nodes[i].name,
-					       json_object_new_int64((int64_t)n->peer_features[i]));
-	json_object_object_add(state, "peer_features", o);
-}
-
-/* The seed of the tree resync_hash() will take back (tree_cache_take()'s
- * conditions), if the cache holds one of this shape and this image: a
- * seed already said to peers is used again only for the image it was
- * drawn for, as before (else a new one is drawn). */
-static bool early_cached_seed(struct node *n, unsigned fanout, uint32_t leaf, uint64_t *ret)
-{
-	struct image_id now;
-	bool ok;
-
-	pthread_mutex_lock(&n->lock);
-	ok = n->tcache.built && n->tcache.fanout == fanout && n->tcache.leaf == leaf &&
-	     node_image_id(n, &now) == 0 && image_id_equal(&now, &n->tcache.id);
-	if (ok)
-		*ret = n->tcache.seed;
-	pthread_mutex_unlock(&n->lock);
-	return ok;
-}
-
-void resync_early_plan(struct resync_run *run)
-{
-	struct node *n = run->n;
-	struct early_geom *e = &run->early;
-	uint32_t bs = n->cfg->block_size;
-
-	memset(e, 0, sizeof(*e));
-	if (!run->size || !run->nj || !(node_features() & WIRE_FEATURE_FINE_LEAVES))
-		return;
-	/* Page leaves only when every secondary reads them, as
-	 * resync_geometry() decides; a peer never seen: not known. */
-	for (size_t i = 0; i < run->nj; i++)
-		if (!(node_peer_features(n, run->jobs[i].peer) & WIRE_FEATURE_FINE_LEAVES))
-			return;
-	e->leaf = wire_tree_leaf(run->size, bs);
-	e->fanout = e->leaf < bs ? NODE_FINE_FANOUT : RESYNC_HASHTREE_FANOUT_DEFAULT;
-	e->nleaves = DIV_ROUND_UP(run->size, e->leaf);
-	/* resync_choose()'s conditions on this side alone. */
-	e->full = !(run->write || run->plan) || !run->mi.bitmap_trusted;
-	memcpy(e->gen.b, run->mi.generation.b, 16);
-	memcpy(e->base.b, run->base.b, 16);
-	e->cached = early_cached_seed(n, e->fanout, e->leaf, &e->seed);
-	if (!e->cached && hash_seed_random(&e->seed) < 0)
-		return;
-	e->set = true;
-}
-
-/* The early request of j into j->buf: *ret_type and *ret_len. */
-static int early_encode(struct job *j, const struct early_geom *e, bool full, uint16_t *ret_type,
-			size_t *ret_len)
-{
-	struct hashtree_range first = {0, 0};
-	unsigned level;
-
-	job_walk_first_level(j, e->nleaves, e->fanout, &level, &first.count);
-	*ret_type = full ? WIRE_HASH_REQ : WIRE_HASH_REQ_IF;
-	if (full)
-		return wire_hash_req_encode(e->seed, level, e->fanout, e->leaf, &first, 1, j->buf,
-					    RESYNC_WIRE_FRAME_MAX, ret_len);
-	return wire_hash_req_if_encode(&e->gen, &e->base, e->seed, level, e->fanout, e->leaf,
-				       &first, 1, j->buf, RESYNC_WIRE_FRAME_MAX, ret_len);
-}
-
-/* The HASH_IF_ACK that follows the STATUS (in the same flight: no wait
- * of its own): whether the level's HASH_REPLY follows. */
-static int early_ack(struct job *j, bool *ret_answered)
-{
-	uint16_t type;
-	size_t len;
-	int r;
-
-	r = job_recv(j, j->c, j->buf, &type, &len);
-	if (r < 0)
-		return r;
-	if (type != WIRE_HASH_IF_ACK || wire_hash_if_ack_decode(j->buf, len, ret_answered) < 0) {
-		snprintf(j->err, sizeof(j->err), "node '%s' answered HASH_REQ_IF with %s",
-			 j->peer->name, wire_type_name(type));
-		return -EBADMSG;
-	}
-	return 0;
-}
-
-int job_open_early(struct node *n, struct job *j, const struct early_geom *e, bool *ret_reached)
-{
-	uint64_t f = node_peer_features(n, j->peer) & node_features();
-	bool full = e->set && (e->full || drift_verify_differs(n, j->peer)), answered = true;
-	struct peer_early pe = {.payload = j->buf};
-	struct peer_conn *c = NULL;
-	int r;
-
-	if (!e->set || (!full && !(f & WIRE_FEATURE_HASH_IF)))
-		goto plain;
-	r = peer_conn_connect(n->ctx, j->peer, j->err, sizeof(j->err), &c);
-	if (r < 0) {
-		*ret_reached = false;
-		return r;
-	}
-	j->c = c; /* its round trip sizes the first level */
-	r = early_encode(j, e, full, &pe.type, &pe.len);
-	j->c = NULL;
-	if (r < 0) {
-		peer_conn_free(c);
-		goto plain;
-	}
-	r = node_peer_open_status(n, j->peer, j->write, c, &pe, j->buf, j->err, sizeof(j->err),
-				  &j->c, &j->hello, &j->status, ret_reached);
-	if (r == -EPERM || r == -ECANCELED || r == -ENOMEM)
-		return r; /* refused, or this node stops */
-	if (r < 0) {
-		/* A peer of an older build drops the connection at a frame
-		 * type it does not know, and may reset it before its answers
-		 * to the hellos are read: asked again, plainly. */
-		log_info("%s: connecting again without the early hash request", j->err);
-		j->err[0] = 0;
-		goto plain;
-	}
-	if (!(j->hello.features & WIRE_FEATURE_FINE_LEAVES) ||
-	    (!full && !(j->hello.features & WIRE_FEATURE_HASH_IF))) {
-		/* It no longer reads what was sent, and ends the session. */
-		log_info("node '%s' no longer offers what it did: connecting again without the "
-			 "early hash request",
-			 j->peer->name);
-		node_peer_features_note(n, j->peer, j->hello.features);
-		peer_conn_free(TAKE_PTR(j->c));
-		goto plain;
-	}
-	if (!full) {
-		r = early_ack(j, &answered);
-		if (r < 0) {
-			peer_conn_free(TAKE_PTR(j->c));
-			return r;
+			if (so >= end) {
+				r = rangelist_add(ret, off, end - off);
+				break;
+			}
+			if (so > off)
+				r = rangelist_add(ret, off, so - off);
+			off = MAX(off, se);
 		}
 	}
-	j->early_first = j->early_run = answered;
-	return 0;
-plain:
-	return node_peer_open_status(n, j->peer, j->write, NULL, NULL, j->buf, j->err,
-				     sizeof(j->err), &j->c, &j->hello, &j->status, ret_reached);
+	return r;
+}
+
+/* The plan's differing leaves as ranges, ascending, at most
+ * NODE_EARLY_BYTES_MAX of them (a prefix). */
+static int early_ranges(struct job *j, const struct walk_memo *m)
+{
+	uint64_t size = volume_size(j->ctx->vol);
+	int r = 0;
+
+	for (size_t i = 0; i < m->nleaves_diff && r >= 0; i++) {
+		uint64_t off = m->leaves[i] * m->leaf;
+
+		if (off >= size || rangelist_bytes(&j->early) >= NODE_EARLY_BYTES_MAX)
+			break;
+		r = rangelist_add(&j->early, off, MIN((uint64_t)m->leaf, size - off));
+	}
+	return r;
+}
+
+int job_early_send(void *arg, struct peer_conn *c)
+{
+	struct job *j = arg;
+	const struct walk_memo *m = j->memo_in;
+	int r;
+
+	/* What the plan's hello said, until this one's answer is read. */
+	j->features = m->features;
+	j->hello.proto_min = m->proto_min;
+	j->hello.proto_max = m->proto_max;
+	j->early_features = m->features;
+	j->c = c;
+	r = early_ranges(j, m);
+	if (r >= 0)
+		r = job_xfer_open(j);
+	if (r >= 0)
+		r = job_send_ranges(j, &j->early, JOB_SEND_EARLY);
+	if (r >= 0)
+		r = job_checkpoint(j, 0);
+	if (r >= 0)
+		log_info("resync of '%s': %" PRIu64 " bytes of the plan's differing pages sent "
+			 "behind its hellos",
+			 j->peer->name, j->bytes_written);
+	return r;
+}
+
+int job_early_opened(struct job *j)
+{
+	if (!j->early.n || j->features == j->early_features)
+		return 0;
+	snprintf(j->err, sizeof(j->err),
+		 "node '%s': its features changed since the plan (%#" PRIx64 ", then %#" PRIx64 ")",
+		 j->peer->name, j->features, j->early_features);
+	return -EPROTO;
+}
+
+void job_early_drop(struct job *j)
+{
+	job_xfer_close(j);
+	rangelist_release(&j->early);
+	j->c = NULL; /* freed by the open that failed */
+	j->features = 0;
+	j->bytes_written = j->bytes_read = j->bytes_sent = 0;
+	j->ack_pending = 0;
+	j->ck_sent = 0;
+	j->acked_bytes = j->data_t0 = j->acked_t = 0;
 }

@@ -1,46 +1,40 @@
-/* The first level of the hash tree asked for in the flight of the
- * primary's hello (job-early.c, issue 18), and what the primary
- * remembers of each peer's features to know it may ask. */
+/* A resync's data behind its hellos (job-early.c; issue 18). */
 #pragma once
-
-#include <json-c/json.h>
 #include <stdbool.h>
-#include <stdint.h>
 
-#include "wire.h"
+#include "node-int.h"
 
-struct node;
-struct node_config;
-struct job;
-struct resync_run;
-
-/* What a run asks for early, decided before its hellos: the tree's
- * seed and shape as resync_geometry() and resync_hash() will make them
- * when every peer still speaks what it last said (set), and whether the
- * primary is bound to compare every secondary in full whatever they say
- * (full: a plain HASH_REQ; else a HASH_REQ_IF naming gen and base). */
-struct early_geom {
-	bool set, full;
-	bool cached; /* seed is the cached tree's: for that image only */
-	uint64_t seed, nleaves;
-	uint32_t leaf;
-	unsigned fanout;
-	struct wire_uuid gen, base;
+enum {
+	NODE_SETTLE_FENCE_SHARE = 10, /* job_settle_wait(): fence_max / this */
+	/* At most this much of a plan's differing bytes behind the hellos. */
+	NODE_EARLY_BYTES_MAX = 64 << 20,
 };
 
-/* The features peer's last hello offered (0: none seen), and a hello's
- * noted (saved in the node's state file when they changed). */
-uint64_t node_peer_features(struct node *n, const struct node_config *peer);
-void node_peer_features_note(struct node *n, const struct node_config *peer, uint64_t features);
-/* The state file's "peer_features" (node-state.c), n->lock held to save. */
-void early_state_load(struct node *n, json_object *state);
-void early_state_save_locked(struct node *n, json_object *state);
+/* Whether job j (its memo_in taken from the plan) may send the plan's
+ * differing pages behind its hellos; forced: the request's "force"
+ * names its secondary. */
+bool job_early_wanted(const struct job *j, const struct cluster_config *cfg, bool forced);
+/* peer_early's after(): the UNDO, the pages (j->early: what went) and a
+ * CHECKPOINT at 0, on c, with the features of the plan's hello. Returns
+ * 0 or -errno (j->err may say why). */
+int job_early_send(void *arg, struct peer_conn *c);
+/* After the hellos: the features the early data assumed are this
+ * hello's (-EPROTO, j->err says so, otherwise). */
+int job_early_opened(struct job *j);
+/* The open failed after job_early_send(): the job as before it (its
+ * connection was freed by the open), to connect anew. */
+void job_early_drop(struct job *j);
+/* l less sent (both sorted, without overlaps) into ret (empty). */
+int job_early_rest(const struct rangelist *l, const struct rangelist *sent, struct rangelist *ret);
 
-/* The run's early request, decided before its jobs open (run->early). */
-void resync_early_plan(struct resync_run *run);
-/* Connect to j's peer and say the hellos and the STATUS_REQ, with the
- * first level asked for in the same flight when e allows it and the peer
- * is remembered to read it (j->early_first then, its reply unread; a
- * peer that no longer reads it is connected to again without it).
- * node_peer_open_status()'s results and returns. */
-int job_open_early(struct node *n, struct job *j, const struct early_geom *e, bool *ret_reached);
+/* job-xfer.c's, for this path: read ACKs until at most left CHECKPOINTs
+ * are in flight; a reply read where an ACK may come first (job_recv()
+ * else); a CHECKPOINT at off sent now (the batched runs first). */
+int job_acks_until(struct job *j, struct peer_conn *c, unsigned char *buf, unsigned left);
+int job_recv_reply(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+		   size_t *ret_len);
+int job_checkpoint(struct job *j, uint64_t off);
+/* moved.c's: whether leaves[0, n) (ascending, the secondary's hashes
+ * leaf_h) give moved_run() nothing to copy or search, on j->tree. */
+bool moved_memo_quiet(const struct job *j, const uint64_t *leaves, const struct hash128 *leaf_h,
+		      size_t n);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job-early.h"
 #include "job-walk.h"
 #include "node-int.h"
 #include "resync/failpoint.h"
@@ -296,7 +297,8 @@ static int walk_recv(struct walk *w)
 	size_t len;
 	int r;
 
-	r = job_recv(w->j, w->c, w->buf, &type, &len);
+	/* A checkpoint's ACK may come first: data behind the hellos. */
+	r = job_recv_reply(w->j, w->c, w->buf, &type, &len);
 	if (r < 0)
 		return r;
 	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(w->buf, len, &rep) < 0 ||
@@ -419,6 +421,11 @@ static int walk_memo_use(struct walk *w, const struct walk_memo *m)
 	struct hashtree_step st = {.level = 0};
 	int r;
 
+	/* A first level that is the leaves: the reply just read told
+	 * moved.c the secondary's hashes of them all (walk_recv()), the
+	 * plan's among them; told twice, a leaf would be copied twice. */
+	bool noted = w->level == 0;
+
 	w->found.n = 0;
 	for (size_t i = 0; i < m->nleaves_diff; i++) {
 		r = walk_vec_push(&w->found, &m->leaves[i]);
@@ -426,6 +433,8 @@ static int walk_memo_use(struct walk *w, const struct walk_memo *m)
 			return r;
 	}
 	w->level = 0;
+	if (noted)
+		return 0;
 	if (!m->nleaves_diff)
 		return 0;
 	one = calloc(m->nleaves_diff, sizeof(*one));
@@ -467,6 +476,10 @@ static int walk_memo_make(struct walk *w)
 		memcpy(m->leaves, w->found.v, m->nleaves_diff * sizeof(uint64_t));
 		memcpy(m->leaf_h, w->found_h.v, m->nleaves_diff * sizeof(struct hash128));
 	}
+	m->features = j->features;
+	m->proto_min = j->hello.proto_min;
+	m->proto_max = j->hello.proto_max;
+	m->quiet = moved_memo_quiet(j, m->leaves, m->leaf_h, m->nleaves_diff);
 	m->set = true;
 	return 0;
 }

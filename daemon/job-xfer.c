@@ -5,12 +5,14 @@
  * its own), CHECKPOINTs with up to NODE_ACK_WINDOW of them in flight,
  * the pace and the zstd level on the way, then the proof and COMMIT. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "job-early.h"
 #include "node-int.h"
 #include "resync/io.h"
 #include "resync/limits.h"
@@ -19,14 +21,23 @@
 
 static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf);
 
-/* Read the ACKs of the CHECKPOINTs in flight until at most left are. */
-static int job_acks_until(struct job *j, struct peer_conn *c, unsigned char *buf, unsigned left)
+/* The oldest CHECKPOINT in flight acknowledged: what it covered and
+ * when, for job_settle_wait(). */
+static void job_ack_taken(struct job *j)
+{
+	j->acked_bytes = j->ck_bytes[(j->ck_sent - j->ack_pending) % ARRAY_SIZE(j->ck_bytes)];
+	j->acked_t = clock_usec();
+	j->ack_pending--;
+}
+
+int job_acks_until(struct job *j, struct peer_conn *c, unsigned char *buf, unsigned left)
 {
 	int r = 0;
 
 	while (r >= 0 && j->ack_pending > left) {
-		j->ack_pending--;
 		r = job_wait_ack(j, c, buf);
+		if (r >= 0)
+			job_ack_taken(j);
 	}
 	return r;
 }
@@ -42,6 +53,40 @@ static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf)
 	if (type != WIRE_ACK)
 		return -EBADMSG;
 	return 0;
+}
+
+int job_recv_reply(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,
+		   size_t *ret_len)
+{
+	int r;
+
+	do {
+		r = job_recv(j, c, buf, ret_type, ret_len);
+		if (r >= 0 && *ret_type == WIRE_ACK && j->ack_pending)
+			job_ack_taken(j);
+		else
+			break;
+	} while (r >= 0);
+	return r;
+}
+
+/* Whether an unfenced pass that ends with bytes unacknowledged waits
+ * for its closing CHECKPOINT's ACK before the primary's fence (bytes
+ * still in flight then drain under it): when no ACK told the pace yet,
+ * or when at the pace the ACKs came back so far (bytes acknowledged
+ * over the time since the first data frame, the round trip included)
+ * they would take more than fence_max / NODE_SETTLE_FENCE_SHARE. */
+static bool job_settle_wait(const struct job *j, uint64_t bytes)
+{
+	uint64_t share = j->ctx->cfg->fence_max_ms * 1000ull / NODE_SETTLE_FENCE_SHARE;
+	double rate;
+
+	if (!bytes)
+		return false;
+	if (!j->acked_bytes || j->acked_t <= j->data_t0)
+		return true;
+	rate = (double)j->acked_bytes / (double)(j->acked_t - j->data_t0); /* bytes/us */
+	return (double)bytes / rate > (double)share;
 }
 
 /* Whether the peer answers PAGE_REQ: protocol 2 and the feature. */
@@ -113,19 +158,23 @@ static int job_poll_peer(struct job *j, struct peer_conn *c)
 		return r;
 	if (type != WIRE_ACK || !j->ack_pending)
 		return -EBADMSG;
-	j->ack_pending--;
+	job_ack_taken(j);
 	return 0;
 }
+
+static bool job_xfer_early(const struct job *j);
 
 static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 			  const unsigned char *buf, size_t elen, size_t len)
 {
-	int r = job_poll_peer(j, c);
+	/* Behind the hellos, their answers are the open's to read. */
+	int r = job_xfer_early(j) ? 0 : job_poll_peer(j, c);
 
 	if (r < 0)
 		return r;
+	if (!j->data_t0)
+		j->data_t0 = clock_usec();
 	r = peer_conn_send_frame(c, type, buf, elen);
-
 	if (r < 0) {
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
 			 peer_conn_error(c));
@@ -231,7 +280,13 @@ struct job_xfer {
 	uint64_t cur; /* and the offset in it */
 	uint64_t t0, last, done, since_ckpt;
 	struct pacer pace;
+	bool early; /* JOB_SEND_EARLY: nothing read meanwhile */
 };
+
+static bool job_xfer_early(const struct job *j)
+{
+	return j->x && j->x->early;
+}
 
 /* A data frame's costs to the transfer's level (zadapt.h): t0 before
  * its encoding, t1 after it, now after its send. */
@@ -405,8 +460,10 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 	FAILPOINT_RETURN("primary-checkpoint-before");
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
-	if (r >= 0)
+	if (r >= 0) {
+		j->ck_bytes[j->ck_sent++ % ARRAY_SIZE(j->ck_bytes)] = j->bytes_written;
 		j->ack_pending++;
+	}
 	FAILPOINT("primary-checkpoint-sent");
 	return r;
 }
@@ -609,17 +666,41 @@ int job_xfer_open(struct job *j)
 	return r < 0 ? r : 0;
 }
 
+/* Page hashes asked for each batch, or not. */
+static int job_xfer_pages(struct job_xfer *x, bool on)
+{
+	x->pages = on;
+	if (on && !x->rh)
+		x->rh = malloc(RESYNC_WIRE_HASHES_MAX * sizeof(*x->rh));
+	return on && !x->rh ? -ENOMEM : 0;
+}
+
 int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 {
 	struct job_xfer *x = j->x;
 	uint64_t t0 = clock_usec(), done0 = j->bytes_read;
+	_cleanup_(rangelist_release) struct rangelist rest = {0};
 	int r = 0;
 
+	if ((flags & JOB_SEND_CHECKPOINTS) && j->early.n) {
+		/* Pass 1 after data behind the hellos: the rest, ascending, so
+		 * that a checkpoint's "every byte below" stays true. */
+		r = job_early_rest(l, &j->early, &rest);
+		if (r < 0)
+			return r;
+		l = &rest;
+	}
 	job_xfer_rewind(x, l, flags & JOB_SEND_CHECKPOINTS);
+	x->early = flags & JOB_SEND_EARLY;
 	/* After pass 1, every range is a block written meanwhile: its pages
-	 * that the peer already holds stay here. */
-	if (!(flags & JOB_SEND_CHECKPOINTS))
-		x->pages = job_pages(j);
+	 * that the peer already holds stay here. Behind the hellos, the
+	 * plan's leaves are pages. */
+	if (flags & JOB_SEND_EARLY)
+		r = job_xfer_pages(x, false);
+	else if (flags & JOB_SEND_CHECKPOINTS)
+		r = job_xfer_pages(x, job_pages(j) && (j->mode == JOB_QUICK || j->leaf > RESYNC_PAGE));
+	else
+		r = job_xfer_pages(x, job_pages(j));
 	x->pace.ignore_pause = flags & JOB_SEND_FINAL;
 	while (r >= 0 && x->i < l->n) {
 		r = job_xfer_ask_pages(x, job_xfer_next_batch(x));
@@ -640,18 +721,39 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 	}
 	if (r >= 0 && (flags & JOB_SEND_SETTLE)) {
 		/* The end of an unfenced pass: the secondary makes what it
-		 * wrote durable now (a CHECKPOINT, its ACK waited for), so
-		 * that the commit under the primary's fence flushes only the
-		 * last pass. The offset claims what the first pass did (every
-		 * byte below the end was sent), never more. */
+		 * wrote durable now (a CHECKPOINT), so that the commit under
+		 * the primary's fence flushes only the last pass. The offset
+		 * claims what the first pass did (every byte below the end
+		 * was sent), never more. Every earlier CHECKPOINT's ACK is
+		 * waited for; this one's only when what it alone covers could
+		 * take a part of fence_max to drain (job_settle_wait()): else
+		 * it is read with the replies of the next pass. */
+		uint64_t tail = 0;
+		bool wait = true;
+
 		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
 		if (r >= 0)
+			r = job_acks_until(j, x->c, x->buf, 1);
+		if (r >= 0) {
+			tail = j->bytes_written - j->acked_bytes;
+			wait = job_settle_wait(j, tail);
+		}
+		if (r >= 0 && wait)
 			r = job_acks_until(j, x->c, x->buf, 0);
+		log_info("resync of '%s': pass ends with %" PRIu64 " bytes behind the last ACK'd "
+			 "checkpoint, acks at %.1f MB/s: %s", j->peer->name, tail,
+			 j->acked_t > j->data_t0 ? (double)j->acked_bytes / (double)(j->acked_t - j->data_t0) : 0.0,
+			 wait ? "its checkpoint waited for" : "not waited for");
 	}
 	j->bytes_sent = peer_conn_bytes_sent(x->c);
 	j->pass_bytes = j->bytes_read - done0;
 	j->pass_usec = clock_usec() - t0;
 	return r;
+}
+
+int job_checkpoint(struct job *j, uint64_t off)
+{
+	return job_xfer_checkpoint(j->x, off);
 }
 
 int job_commit(struct job *j)

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job-early.h"
 #include "node-int.h"
 #include "resync/io.h"
 #include "resync/limits.h"
@@ -247,20 +248,11 @@ static int moved_aligned(const struct job *j, struct moved *m, uint64_t *src)
 static int moved_recv(struct job *j, uint16_t want, size_t *ret_len)
 {
 	uint16_t type;
-	int r = peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, ret_len);
+	/* A checkpoint's ACK may come first (job-early.c's). */
+	int r = job_recv_reply(j, j->c, j->buf, &type, ret_len);
 
-	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
-			 peer_conn_error(j->c));
+	if (r < 0)
 		return r;
-	}
-	if (type == WIRE_ERROR) {
-		struct wire_text t = {0};
-
-		wire_text_decode(j->buf, *ret_len, &t);
-		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
-		return -EIO;
-	}
 	if (type != want) {
 		snprintf(j->err, sizeof(j->err), "node '%s': %s where %s was due", j->peer->name,
 			 wire_type_name(type), wire_type_name(want));
@@ -848,4 +840,53 @@ int moved_run(struct job *j, const struct rangelist **ret)
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
 	*ret = &m->rest;
 	return 0;
+}
+
+bool moved_memo_quiet(const struct job *j, const uint64_t *leaves, const struct hash128 *leaf_h,
+		      size_t n)
+{
+	uint64_t size = volume_size(j->ctx->vol), nl = hashtree_level_count(j->tree, 0);
+	struct moved m = {.size = size, .leaf = j->leaf};
+	size_t mask = pow2_at_least(2 * n + 2) - 1, run = 0, cur = 0;
+	_cleanup_free_ uint32_t *slot = calloc(mask + 1, sizeof(*slot));
+	_cleanup_free_ unsigned char *z = calloc(1, j->leaf ? j->leaf : 1);
+
+	if (!n)
+		return true;
+	if (!slot || !z)
+		return false;
+	m.zero = hash_block(z, j->leaf, hashtree_seed(j->tree));
+	/* 2. a run of differing leaves long enough to be searched */
+	for (size_t k = 0; k < n; k++) {
+		run = k && leaves[k] == leaves[k - 1] + 1 ? run + 1 : 1;
+		if (run * j->leaf >= MOVED_REGION_MIN)
+			return false;
+	}
+	/* 1. a differing leaf's bytes held by the secondary at another leaf
+	 * (moved_aligned()'s probe, its sources never excluded) */
+	for (size_t k = 0; k < n; k++) {
+		const struct hash128 *ph = hashtree_node(j->tree, 0, leaves[k]);
+		size_t s = ph->lo & mask;
+
+		if (hash128_equal(ph, &m.zero))
+			continue;
+		while (slot[s])
+			s = (s + 1) & mask;
+		slot[s] = (uint32_t)(k + 1);
+	}
+	for (uint64_t i = 0; i < nl; i++) {
+		const struct hash128 *sh;
+
+		while (cur < n && leaves[cur] < i)
+			cur++;
+		sh = cur < n && leaves[cur] == i ? &leaf_h[cur] : hashtree_node(j->tree, 0, i);
+		for (size_t s = sh->lo & mask; slot[s]; s = (s + 1) & mask) {
+			uint64_t x = leaves[slot[s] - 1];
+
+			if (x != i && leaf_len(&m, x) == leaf_len(&m, i) &&
+			    hash128_equal(hashtree_node(j->tree, 0, x), sh))
+				return false;
+		}
+	}
+	return true;
 }

@@ -170,7 +170,7 @@ struct node {
 	char split_brain[RESYNC_WIRE_TEXT_MAX];
 	struct meta_uuid split_brain_gen; /* the peer's generation it was seen with */
 	char *state_path; /* IMAGE.resync-node: last_resync, base, primary_generation */
-	uint64_t *peer_features; /* [cfg->n_nodes] last hellos' (job-early.h); protected by lock */
+	uint64_t *peer_features; /* [cfg->n_nodes] last hellos' (job-hashif.h); protected by lock */
 	/* Events, notifications, metrics, live pace (events.h, notify.h,
 	 * metrics.h, ratectl.h). */
 	struct event_bus *bus;
@@ -512,6 +512,9 @@ int session_hello(struct session *s);
 /* The handler of WIRE_HELLO after the first: the session starts over
  * (WIRE_FEATURE_REHELLO), or an unexpected message. */
 int session_rehello(struct session *s, size_t len);
+/* What the peer still sends, read and dropped (never applied) for
+ * NODE_ERROR_LINGER_MS, so that a close does not reset it unread. */
+void session_linger(struct session *s);
 
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
@@ -535,6 +538,11 @@ struct peer_early {
 	uint16_t type;
 	const void *payload;
 	size_t len;
+	/* after (NULL: none): hello_flags in the HELLO; called once the
+	 * request is sent, before a reply is read; its failure fails the open. */
+	uint32_t hello_flags;
+	int (*after)(void *arg, struct peer_conn *c);
+	void *arg;
 };
 int node_peer_open_status(struct node *n, const struct node_config *peer, bool write,
 			  struct peer_conn *kept, const struct peer_early *early,
@@ -580,6 +588,10 @@ struct walk_memo {
 	uint64_t *leaves;	/* [nleaves_diff], ascending */
 	struct hash128 *leaf_h; /* [nleaves_diff] */
 	size_t nleaves_diff;
+	/* For job-early.c: the plan's peer, and nothing for moved.c in it. */
+	uint64_t features;
+	uint16_t proto_min, proto_max;
+	bool quiet;
 };
 void walk_memo_release(struct walk_memo *m);
 
@@ -617,6 +629,13 @@ struct job {
 	bool undo;	    /* the secondary journals what this resync overwrites */
 	bool resume; /* Inconsistent with a checkpoint of this generation */
 	unsigned ack_pending; /* CHECKPOINTs whose ACK is not read yet (<= NODE_ACK_WINDOW) */
+	/* The ACKs' pace (job-xfer.c): bytes_written at each CHECKPOINT (a
+	 * ring), those the last ACK covered, first data and that ACK's time. */
+	uint64_t ck_bytes[NODE_ACK_WINDOW + 1], acked_bytes, data_t0, acked_t;
+	unsigned ck_sent;
+	bool early_ok; /* job-early.c: allowed; early: sent, with these features */
+	struct rangelist early;
+	uint64_t early_features;
 	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
 	unsigned first_level, first_fanout; /* the walk's, chosen once (job-walk.h); 0: not yet */
 	uint64_t first_nleaves;
@@ -644,7 +663,7 @@ struct job {
 	struct peer_conn *kept;
 	bool reused;
 	/* The first level asked for in the flight of the hellos: the memo's
-	 * again, or (early_run) the run's (job-early.c); resync_early_settle()
+	 * again, or (early_run) the run's (job-hashif.c); resync_early_settle()
 	 * decides: the prefetch, or read and dropped. */
 	bool early_first, early_run;
 	bool keep_conn; /* a plan's job: its connection is kept at the end */
@@ -706,7 +725,8 @@ void *job_thread(void *arg);
 enum {
 	JOB_SEND_CHECKPOINTS = 1 << 0,
 	JOB_SEND_FINAL = 1 << 1, /* under the primary's fence: a pause does not hold it */
-	JOB_SEND_SETTLE = 1 << 2, /* end with a CHECKPOINT waited for: durable before the fence */
+	JOB_SEND_SETTLE = 1 << 2, /* end with a CHECKPOINT (job_settle_wait()) */
+	JOB_SEND_EARLY = 1 << 3,  /* behind the hellos: no page hashes, no checkpoints */
 };
 int job_xfer_open(struct job *j);
 int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags);

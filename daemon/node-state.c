@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "job-early.h"
+#include "job-hashif.h"
 #include "node-int.h"
 #include "resync/fileio.h"
 #include "resync/macro.h"
@@ -19,7 +19,7 @@
  * primary's bitmap base, the last generation this node started as
  * primary (primary_generation), drift detection's "drift" (drift.c), and
  * the features each peer's last hello offered ("peer_features",
- * job-early.c). Replaced atomically (new file, fsync, rename). */
+ * job-hashif.c). Replaced atomically (new file, fsync, rename). */
 
 void node_state_load(struct node *n)
 {

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "job-early.h"
+#include "job-hashif.h"
 #include "node-int.h"
 
 /* One verify or resync: what was asked, the jobs, and what they share. */
@@ -29,7 +29,7 @@ struct resync_run {
 	struct plan_kept *kept;
 	size_t nkept;
 	bool any_full, frozen;
-	struct early_geom early; /* asked in the hellos' flight (job-early.c) */
+	struct early_geom early; /* asked in the hellos' flight (job-hashif.c) */
 	struct meta_info mi;
 	struct meta_uuid base;
 	uint64_t size;

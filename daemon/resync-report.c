@@ -70,6 +70,7 @@ static json_object *resync_job_json(const struct resync_run *run, const struct j
 	 * (no connect, no handshake), its walk (unchanged since). */
 	json_object_object_add(x, "plan_connection", json_object_new_boolean(j->reused));
 	json_object_object_add(x, "plan_walk", json_object_new_boolean(j->memo_used));
+	json_object_object_add(x, "bytes_early", json_object_new_uint64(rangelist_bytes(&j->early)));
 	if (j->proof_done) {
 		json_object *p = json_object_new_object();
 		char t[PROOF_TEXT_MAX];

@@ -50,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "job-early.h"
 #include "resync-int.h"
 #include "resync/blockcmp.h"
 #include "resync/limits.h"
@@ -232,12 +233,20 @@ static void *job_open_thread(void *arg)
 		j->rt_base = peer_conn_round_trips(j->kept);
 		j->ex_base = peer_conn_exchanges(j->kept);
 		/* With the plan's walk: its first level asked for again in
-		 * the same flight (the prefetch, most likely). */
+		 * the same flight (the prefetch, most likely), and its
+		 * differing pages behind it when allowed (job-early.c). */
+		if (early && j->early_ok) {
+			e.hello_flags = WIRE_HELLO_DATA_FOLLOWS;
+			e.after = job_early_send;
+			e.arg = j;
+		}
 		r = node_peer_open_status(o->n, j->peer, j->write, TAKE_PTR(j->kept),
 					  early ? &e : NULL, j->buf, j->err, sizeof(j->err), &j->c,
 					  &j->hello, &j->status, &reached);
 		j->reused = r >= 0;
 		j->early_first = r >= 0 && early;
+		if (r < 0 && e.after)
+			job_early_drop(j);
 		if (r < 0) {
 			log_info("resync of '%s': the plan's connection failed (%s): connecting anew",
 				 j->peer->name, j->err);
@@ -259,6 +268,13 @@ static void *job_open_thread(void *arg)
 	node_peer_features_note(o->n, j->peer, j->hello.features);
 	j->state = meta_state_from_wire(j->hello.state);
 	j->features = j->hello.features & node_features();
+	r = job_early_opened(j);
+	if (r < 0) {
+		log_error("resync of '%s' failed: %s", j->peer->name, j->err);
+		j->r = r;
+		j->state = META_STATE_INCONSISTENT;
+		return NULL;
+	}
 	FAILPOINT("primary-hello-status");
 	j->opened = true;
 	return NULL;
@@ -326,6 +342,7 @@ static int resync_open(struct resync_run *run)
 				continue;
 			j->kept = TAKE_PTR(run->kept[k].c);
 			j->memo_in = run->kept[k].memo.set ? &run->kept[k].memo : NULL;
+			j->early_ok = job_early_wanted(j, cfg, req_force_has(run->req, nc->name));
 		}
 	}
 	resync_early_plan(run);
@@ -382,7 +399,9 @@ static void resync_choose(struct resync_run *run)
 			    !memcmp(j->status.checkpoint_id.b, mi->generation.b, 16);
 		/* A secondary a verify found differing has changes that
 		 * no bitmap holds: only a compare finds them. */
-		if ((run->write || run->plan) && mi->bitmap_trusted && trusted &&
+		/* Data sent behind the hellos (job-early.c) has the walk's
+		 * replies to come: a full compare. */
+		if ((run->write || run->plan) && mi->bitmap_trusted && trusted && !j->early.n &&
 		    !drift_verify_differs(run->n, j->peer) &&
 		    j->hello.state != WIRE_STATE_INCONSISTENT && !meta_uuid_is_null(&g) &&
 		    (!memcmp(g.b, mi->generation.b, 16) ||
@@ -671,6 +690,7 @@ static void resync_release(struct resync_run *run)
 		peer_conn_free(run->jobs[i].c);
 		free(run->jobs[i].buf);
 		rangelist_release(&run->jobs[i].ranges);
+		rangelist_release(&run->jobs[i].early);
 		moved_free(&run->jobs[i]);
 		walk_memo_release(&run->jobs[i].memo);
 		peer_conn_free(run->jobs[i].kept);

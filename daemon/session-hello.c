@@ -74,6 +74,14 @@ static int session_hello_answer(struct session *s, const struct wire_hello *hp)
 		return r;
 	}
 	s->from_primary = (h.flags & WIRE_HELLO_PRIMARY) && cluster_config_primary_is(n->cfg, h.node) && !n->is_primary;
+	if ((h.flags & WIRE_HELLO_DATA_FOLLOWS) && !s->from_primary) {
+		/* Its data frames would be refused one by one: refused here. */
+		log_warning("refused '%s': data follows its hello, and it is not this node's primary",
+			    h.node);
+		send_text(s->c, WIRE_REFUSE, WIRE_REASON_NODE,
+			  "data follows a hello from a node that is not this node's primary");
+		return -EPERM;
+	}
 	if (s->from_primary) {
 		struct meta_info mi;
 
@@ -83,8 +91,16 @@ static int session_hello_answer(struct session *s, const struct wire_hello *hp)
 		session_state_note(s);
 		/* Split brain, seen from this side: announced once per
 		 * generation of the primary (the primary refuses to resync
-		 * this node unless forced). */
-		node_peer_split_brain(n, &h, -1, sb, sizeof(sb));
+		 * this node unless forced). With data right behind the hello
+		 * (WIRE_HELLO_DATA_FOLLOWS), refused here: the primary would
+		 * refuse that resync only once it read this node's status,
+		 * after the data. It asks again without data, and decides. */
+		if (node_peer_split_brain(n, &h, -1, sb, sizeof(sb)) &&
+		    (h.flags & WIRE_HELLO_DATA_FOLLOWS)) {
+			log_warning("refused '%s' sending data behind its hello: %s", h.node, sb);
+			send_text(s->c, WIRE_REFUSE, WIRE_REASON_OTHER, sb);
+			return -EPERM;
+		}
 		/* undo = diverged: decided here, from this node's own state. */
 		meta_info_get(node_meta(n), &mi);
 		s->diverged = mi.state == META_STATE_DIVERGED;
@@ -186,7 +202,14 @@ int session_rehello(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	session_reset(s);
+	/* A failure here ends the session with an ERROR, and what follows
+	 * is taken off the wire unapplied (session_fail()). */
 	FAILPOINT_RETURN("secondary-rehello");
 	r = session_hello_answer(s, &h);
+	if (r < 0 && (h.flags & WIRE_HELLO_DATA_FOLLOWS))
+		/* Refused (said): the data behind the hello is read and
+		 * dropped, never applied, so that the close does not reset
+		 * the connection before the primary read why. */
+		session_linger(s);
 	return r < 0 ? SESSION_END : 0;
 }

@@ -467,8 +467,6 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 static void session_fail(struct session *s, uint16_t type, int r)
 {
 	char msg[RESYNC_WIRE_TEXT_MAX + 1];
-	uint64_t until = clock_usec() + NODE_ERROR_LINGER_MS * 1000ull;
-	size_t len;
 
 	if (s->why[0])
 		snprintf(msg, sizeof(msg), "%s", s->why);
@@ -480,6 +478,15 @@ static void session_fail(struct session *s, uint16_t type, int r)
 		  : r == -EBADMSG ? WIRE_REASON_MESSAGE
 				  : WIRE_REASON_IO,
 		  msg);
+	session_linger(s);
+}
+
+void session_linger(struct session *s)
+{
+	uint64_t until = clock_usec() + NODE_ERROR_LINGER_MS * 1000ull;
+	uint16_t type;
+	size_t len;
+
 	peer_conn_set_timeout(s->c, NODE_ERROR_LINGER_MS);
 	while (clock_usec() < until &&
 	       peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len) == 0)

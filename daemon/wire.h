@@ -200,8 +200,15 @@ enum wire_features {
 	 * bound to compare (its own bitmap not trusted, Inconsistent, or at
 	 * neither generation), else declines at once, building no tree.
 	 * Sent only to a peer whose hello offered the bit, as the primary
-	 * remembers it from an earlier connection (job-early.c). */
+	 * remembers it from an earlier connection (job-hashif.c). */
 	WIRE_FEATURE_HASH_IF = 1 << 17,
+	/* EARLY_DATA (issue 18): a REHELLO may say WIRE_HELLO_DATA_FOLLOWS:
+	 * the primary sends data frames right behind it, before it read the
+	 * HELLO_ACK. The secondary then also refuses the hello when it sees
+	 * split brain from its side (a primary would refuse that resync
+	 * after its status), and takes what follows a refused hello off the
+	 * wire without applying it. Sent only to a peer that offered it. */
+	WIRE_FEATURE_EARLY_DATA = 1 << 18,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -230,7 +237,8 @@ static inline uint32_t wire_tree_leaf(uint64_t volume_size, uint32_t block_size)
 enum wire_hello_flags {
 	WIRE_HELLO_BITMAP_TRUSTED = 1 << 0, /* the dirty bitmap covers every write */
 	WIRE_HELLO_PRIMARY = 1 << 1,	    /* the sender is the cluster's primary */
-	WIRE_HELLO_FLAGS_ALL = (1 << 2) - 1,
+	WIRE_HELLO_DATA_FOLLOWS = 1 << 2,   /* data frames follow (WIRE_FEATURE_EARLY_DATA) */
+	WIRE_HELLO_FLAGS_ALL = (1 << 3) - 1,
 };
 
 struct wire_hello {

@@ -46,7 +46,7 @@ def put_images(c, data):
 
 def resync(c, what, *args):
     rc, plan, summary, err = resync_json(c, *args)
-    check(rc == 0 and summary, "%s: resync exits 0 (%d): %s" % (what, rc, err))
+    check(rc == 0 and summary, "%s: resync exits 0 (%d): %s %s" % (what, rc, err, summary))
     nodes = {x["name"]: x for x in summary["nodes"]}
     for n, x in nodes.items():
         check(x["result"] == "resynced", "%s: %s resynced: %s" % (what, n, x))

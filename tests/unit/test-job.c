@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "job-early.h"
+#include "job-hashif.h"
 #include "job-walk.h"
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
@@ -796,6 +797,42 @@ static void test_peer_features(void **state)
 	}
 }
 
+/* job_early_rest(): pass 1's ranges less those sent behind the hellos,
+ * ascending, cut where they overlap. */
+static void test_early_rest(void **state)
+{
+	struct rangelist l = {0}, sent = {0}, rest = {0}, none = {0};
+	const struct {
+		uint64_t off, len;
+	} want[] = {{0, 5}, {25, 5}, {40, 5}, {200, 10}};
+
+	(void)state;
+	assert_int_equal(rangelist_add(&l, 0, 10), 0);
+	assert_int_equal(rangelist_add(&l, 20, 10), 0);
+	assert_int_equal(rangelist_add(&l, 40, 10), 0);
+	assert_int_equal(rangelist_add(&l, 60, 10), 0);
+	assert_int_equal(rangelist_add(&l, 200, 10), 0);
+	assert_int_equal(rangelist_add(&sent, 5, 20), 0);
+	assert_int_equal(rangelist_add(&sent, 45, 30), 0);
+	assert_int_equal(rangelist_add(&sent, 100, 10), 0);
+	assert_int_equal(job_early_rest(&l, &sent, &rest), 0);
+	assert_int_equal(rest.n, ARRAY_SIZE(want));
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		assert_int_equal(rest.v[i].off, want[i].off);
+		assert_int_equal(rest.v[i].len, want[i].len);
+	}
+	/* Nothing sent: all of it; everything sent: nothing. */
+	rangelist_release(&rest);
+	assert_int_equal(job_early_rest(&l, &none, &rest), 0);
+	assert_int_equal(rangelist_bytes(&rest), rangelist_bytes(&l));
+	rangelist_release(&rest);
+	assert_int_equal(job_early_rest(&l, &l, &rest), 0);
+	assert_int_equal(rest.n, 0);
+	rangelist_release(&rest);
+	rangelist_release(&l);
+	rangelist_release(&sent);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -809,6 +846,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_first_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hash_req_if, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
+		cmocka_unit_test(test_early_rest),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -535,6 +535,69 @@ static void test_primary_rewrite(void **state)
 	free(want);
 }
 
+/* A HELLO again with data behind it (WIRE_HELLO_DATA_FOLLOWS): refused
+ * (from a node that is not the primary, or one whose hello does not fit
+ * this node), nothing that followed it is applied, although it was on
+ * the wire before the refusal was read; accepted from the primary, the
+ * data lands. */
+static void send_page(struct fx *f, struct wire_zstd *z, uint64_t off, const unsigned char *p)
+{
+	size_t len;
+
+	assert_int_equal(wire_blocks_encode(z, off, p, RESYNC_PAGE, f->buf, RESYNC_WIRE_FRAME_MAX,
+					    &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+}
+
+static void test_rehello_data(void **state)
+{
+	struct fx *f = *state;
+	struct wire_zstd *z = NULL;
+	unsigned char page[RESYNC_PAGE];
+	struct wire_hello h;
+
+	assert_int_equal(meta_state_set(f->n->meta, META_STATE_OUTDATED), 0);
+	assert_int_equal(wire_zstd_new(0, &z), 0);
+	memset(page, 0xcd, sizeof(page));
+	/* Data behind a hello from a node that is not the primary. */
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
+	h = hello_from(f, "t", WIRE_HELLO_PRIMARY | WIRE_HELLO_DATA_FOLLOWS, NULL);
+	send_hello(f, &h);
+	send_page(f, z, 0, page);
+	send_offset(f, WIRE_CHECKPOINT, 0);
+	expect_text(f, WIRE_REFUSE, WIRE_REASON_NODE, "not this node's primary");
+	fx_end(f);
+	assert_int_equal(testlib_file_equals(f->n->self->volume, f->data, SIZE), 1);
+	assert_int_equal(state_of(f->n), META_STATE_OUTDATED);
+	/* From the primary, with another block size: refused, nothing applied. */
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
+	h = hello_from(f, "p", WIRE_HELLO_PRIMARY | WIRE_HELLO_DATA_FOLLOWS, NULL);
+	h.block_size *= 2;
+	send_hello(f, &h);
+	for (uint64_t off = 0; off < 64 * RESYNC_PAGE; off += RESYNC_PAGE)
+		send_page(f, z, off, page);
+	send_offset(f, WIRE_CHECKPOINT, 0);
+	expect_text(f, WIRE_REFUSE, WIRE_REASON_BLOCK_SIZE, "block sizes differ");
+	fx_end(f);
+	assert_int_equal(testlib_file_equals(f->n->self->volume, f->data, SIZE), 1);
+	assert_int_equal(state_of(f->n), META_STATE_OUTDATED);
+	assert_false(f->n->writing);
+	/* From the primary, fitting: the data lands, the CHECKPOINT at 0 is
+	 * acknowledged. */
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
+	h = hello_from(f, "p", WIRE_HELLO_PRIMARY | WIRE_HELLO_DATA_FOLLOWS, NULL);
+	send_hello(f, &h);
+	send_page(f, z, 0, page);
+	send_offset(f, WIRE_CHECKPOINT, 0);
+	recv_type(f, WIRE_HELLO_ACK);
+	assert_int_equal(recv_ack(f), 0);
+	assert_int_equal(state_of(f->n), META_STATE_INCONSISTENT);
+	fx_end(f);
+	memcpy(f->data, page, sizeof(page));
+	assert_int_equal(testlib_file_equals(f->n->self->volume, f->data, SIZE), 1);
+	wire_zstd_free(z);
+}
+
 /* The proof's root of the image as it is now (every block read). */
 static struct proof_digest file_root(struct fx *f)
 {
@@ -808,6 +871,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_status_bitmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hash_req, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_primary_rewrite, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rehello_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_proof_fold, setup, teardown),
