@@ -405,6 +405,7 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 	FAILPOINT_RETURN("primary-checkpoint-before");
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
+	log_trace("primary job %s: CHECKPOINT sent", j->peer->name);
 	if (r >= 0)
 		j->ack_pending++;
 	FAILPOINT("primary-checkpoint-sent");
