@@ -462,8 +462,13 @@ static int job_xfer_batch(struct job_xfer *x)
 			j->bytes_sent = peer_conn_bytes_sent(x->c);
 			/* A checkpoint says that every byte below it was sent:
 			 * true in a pass over ranges in ascending order from
-			 * the start (the first), not in a later one. */
-			if (x->checkpoints && x->since_ckpt >= NODE_CHECKPOINT_BYTES) {
+			 * the start (the first), not in a later one. None
+			 * within the pass's last NODE_CHECKPOINT_BYTES: its end
+			 * (the CHECKPOINT that settles it, or the COMMIT) makes
+			 * them durable a moment later, and the secondary would
+			 * stop taking frames for a flush of its own meanwhile. */
+			if (x->checkpoints && x->since_ckpt >= NODE_CHECKPOINT_BYTES &&
+			    x->total - x->done >= NODE_CHECKPOINT_BYTES) {
 				x->since_ckpt = 0;
 				r = job_xfer_checkpoint(x, off);
 				if (r < 0)

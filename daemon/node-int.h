@@ -82,7 +82,10 @@ enum {
 	NODE_UNAUTH_WARN_USEC = 10000000, /* one warning of the cap per this */
 	NODE_ACCEPT_BACKOFF_MIN_MS = 100, /* after accept() failed (EMFILE, ...) */
 	NODE_ACCEPT_BACKOFF_MAX_MS = 1000,
-	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
+	/* A checkpoint every this many bytes sent, except within the last
+	 * this many bytes of a pass (job_xfer_batch()): at most twice this
+	 * is sent again after a crash. */
+	NODE_CHECKPOINT_BYTES = 16 << 20,
 	/* CHECKPOINTs in flight, unacknowledged, before the transfer waits
 	 * for the oldest: the bytes keep going across a long round trip. */
 	NODE_ACK_WINDOW = 4,
