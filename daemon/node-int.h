@@ -466,6 +466,10 @@ struct session {
 	uint64_t proof_folded_blocks; /* leaves hashed by the folds */
 	bool committed;
 	bool proof_done; /* a PROOF was made of what this session wrote */
+	/* The span of the bytes written by the frame being handled: the
+	 * mount's cache of it is dropped at the frame's end (inval_end <=
+	 * inval_off: none). */
+	uint64_t inval_off, inval_end;
 };
 
 /* ---- proof-fold.c ---- */
@@ -500,6 +504,12 @@ struct session_op {
 };
 
 void *session_thread(void *arg);
+/* The mount's cache of what the frame being handled wrote, dropped (one
+ * notification over the span from its lowest to its highest byte; the
+ * mount is fenced meanwhile, and dropping unwritten pages of the span
+ * only costs a reader a read). Called after every frame and at the end
+ * of the writing. */
+void session_invalidate_flush(struct session *s);
 /* Before this volume is hashed, written or committed: still the image
  * this daemon opened, at its size (node_volume_check()); the reason in
  * s->why, for the request's ERROR. */

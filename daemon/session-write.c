@@ -24,7 +24,16 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 {
 	struct session *s = arg;
 
-	node_invalidate(s->n, off, len);
+	/* The mount's cache of these bytes is dropped once the frame is
+	 * written (session_invalidate_flush()): one notification a frame
+	 * rather than one a page, whose scattered runs each cost a call. */
+	if (s->inval_end <= s->inval_off) {
+		s->inval_off = off;
+		s->inval_end = off + len;
+	} else {
+		s->inval_off = MIN(s->inval_off, off);
+		s->inval_end = MAX(s->inval_end, off + len);
+	}
 	s->proof_done = false;
 	/* No bitmap counts a resync's writes: the proof hashes them again.
 	 * Without the list, no leaves are trusted (every block is). */
@@ -93,15 +102,26 @@ static int session_write_begin(struct session *s)
 	return 0;
 }
 
+void session_invalidate_flush(struct session *s)
+{
+	if (s->inval_end > s->inval_off)
+		node_invalidate(s->n, s->inval_off, s->inval_end - s->inval_off);
+	s->inval_off = s->inval_end = 0;
+}
+
 void session_write_end(struct session *s)
 {
 	struct node *n = s->n;
 
-	if (!s->writing)
+	if (!s->writing) {
+		session_invalidate_flush(s);
 		return;
+	}
 	writeback_stop(&s->wb);
 	if (s->pw)
 		patch_writer_sync(s->pw);
+	/* Before the thaw: no reader sees the mount's old cache after it. */
+	session_invalidate_flush(s);
 	patch_writer_free(s->pw);
 	s->pw = NULL;
 	wire_zstd_free(s->z);

@@ -460,6 +460,8 @@ static int session_step(struct session *s)
 		return -EPERM;
 	}
 	r = op->fn(s, len);
+	/* What the frame wrote, dropped from the mount's cache. */
+	session_invalidate_flush(s);
 	if (type != WIRE_EXTENTS && type != WIRE_BLOCKS && type != WIRE_KEEPALIVE)
 		log_trace("secondary %s handled (%d)", wire_type_name(type), r);
 	if (r < 0)
