@@ -138,24 +138,29 @@ static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 /* Send the batched runs, if any, as one EXTENTS frame. */
 static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
 		      uint64_t t1);
+static struct wire_zstd *job_pack_ctx(const struct job *j, struct wire_zstd *z);
+static void job_pack_note(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, bool tried);
 
 static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
 		     struct job_batch *bt)
 {
 	uint64_t t0 = clock_usec(), t1;
+	struct wire_zstd *zz = job_pack_ctx(j, z);
 	size_t elen;
 	int r;
 
 	if (!bt || bt->n == 0)
 		return 0;
-	r = wire_extents_encode(z, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+	r = wire_extents_encode(zz, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 	if (r < 0)
 		return r;
 	t1 = clock_usec();
 	r = job_send_frame(j, c, WIRE_EXTENTS, buf, elen, bt->len);
 	if (r < 0)
 		return r;
-	job_adapt(j, z, bt->len, elen, t0, t1);
+	job_pack_note(j, z, bt->len, elen, zz != NULL);
+	if (zz)
+		job_adapt(j, z, bt->len, elen, t0, t1);
 	bt->n = 0;
 	bt->len = 0;
 	return 0;
@@ -172,13 +177,16 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 
 	if (!bt) {
 		uint64_t t0 = clock_usec(), t1;
+		struct wire_zstd *zz = job_pack_ctx(j, z);
 
-		r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+		r = wire_blocks_encode(zz, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 		if (r < 0)
 			return r;
 		t1 = clock_usec();
 		r = job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
 		if (r >= 0)
+			job_pack_note(j, z, len, elen, zz != NULL);
+		if (r >= 0 && zz)
 			job_adapt(j, z, len, elen, t0, t1);
 		return r;
 	}
@@ -233,6 +241,22 @@ struct job_xfer {
 	struct pacer pace;
 };
 
+/* The zstd context for the next data frame: z, or NULL (the frame goes
+ * raw without a try) while the transfer's data does not shrink
+ * (zadapt_try()). */
+static struct wire_zstd *job_pack_ctx(const struct job *j, struct wire_zstd *z)
+{
+	return j->x && j->x->z == z && !zadapt_try(&j->x->za) ? NULL : z;
+}
+
+/* A data frame of raw bytes went as elen (header included): counted
+ * for the next frames' try (tried: it was given to zstd). */
+static void job_pack_note(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, bool tried)
+{
+	if (j->x && j->x->z == z)
+		zadapt_sent(&j->x->za, raw, elen, tried);
+}
+
 /* A data frame's costs to the transfer's level (zadapt.h): t0 before
  * its encoding, t1 after it, now after its send. */
 static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
@@ -254,6 +278,9 @@ static void job_xfer_release(struct job_xfer *x)
 	if (x->za.lowest != x->za.highest)
 		log_info("resync of '%s': zstd level from %d, between %d and %d", x->j->peer->name,
 			 x->za.start, x->za.lowest, x->za.highest);
+	if (x->za.skipped)
+		log_info("resync of '%s': %llu bytes sent raw without a try (they did not shrink)",
+			 x->j->peer->name, (unsigned long long)x->za.skipped);
 	free(x->raw);
 	free(x->batch);
 	free(x->rh);
