@@ -490,12 +490,13 @@ static int job_xfer_batch(struct job_xfer *x)
 			/* A checkpoint says that every byte below it was sent:
 			 * true in a pass over ranges in ascending order from
 			 * the start (the first), not in a later one. None
-			 * within the pass's last NODE_CHECKPOINT_BYTES: its end
-			 * (the CHECKPOINT that settles it, or the COMMIT) makes
-			 * them durable a moment later, and the secondary would
-			 * stop taking frames for a flush of its own meanwhile. */
+			 * within the pass's last half interval: its end (the
+			 * CHECKPOINT that settles it, or the COMMIT) makes
+			 * those bytes durable a moment later, and the secondary
+			 * would stop taking frames for a flush of its own
+			 * meanwhile. */
 			if (x->checkpoints && x->since_ckpt >= NODE_CHECKPOINT_BYTES &&
-			    x->total - x->done >= NODE_CHECKPOINT_BYTES) {
+			    x->total - x->done >= NODE_CHECKPOINT_BYTES / 2) {
 				x->since_ckpt = 0;
 				r = job_xfer_checkpoint(x, off);
 				if (r < 0)

@@ -83,7 +83,7 @@ enum {
 	NODE_ACCEPT_BACKOFF_MIN_MS = 100, /* after accept() failed (EMFILE, ...) */
 	NODE_ACCEPT_BACKOFF_MAX_MS = 1000,
 	/* A checkpoint every this many bytes sent, except within the last
-	 * this many bytes of a pass (job_xfer_batch()): at most twice this
+	 * half of this of a pass (job_xfer_batch()): at most 1.5 times this
 	 * is sent again after a crash. */
 	NODE_CHECKPOINT_BYTES = 16 << 20,
 	/* CHECKPOINTs in flight, unacknowledged, before the transfer waits
