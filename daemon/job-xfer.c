@@ -187,24 +187,29 @@ static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 /* Send the batched runs, if any, as one EXTENTS frame. */
 static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
 		      uint64_t t1);
+static struct wire_zstd *job_pack_ctx(const struct job *j, struct wire_zstd *z);
+static void job_pack_note(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, bool tried);
 
 static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, unsigned char *buf,
 		     struct job_batch *bt)
 {
 	uint64_t t0 = clock_usec(), t1;
+	struct wire_zstd *zz = job_pack_ctx(j, z);
 	size_t elen;
 	int r;
 
 	if (!bt || bt->n == 0)
 		return 0;
-	r = wire_extents_encode(z, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+	r = wire_extents_encode(zz, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 	if (r < 0)
 		return r;
 	t1 = clock_usec();
 	r = job_send_frame(j, c, WIRE_EXTENTS, buf, elen, bt->len);
 	if (r < 0)
 		return r;
-	job_adapt(j, z, bt->len, elen, t0, t1);
+	job_pack_note(j, z, bt->len, elen, zz != NULL);
+	if (zz)
+		job_adapt(j, z, bt->len, elen, t0, t1);
 	bt->n = 0;
 	bt->len = 0;
 	return 0;
@@ -221,13 +226,16 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 
 	if (!bt) {
 		uint64_t t0 = clock_usec(), t1;
+		struct wire_zstd *zz = job_pack_ctx(j, z);
 
-		r = wire_blocks_encode(z, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+		r = wire_blocks_encode(zz, off, data, len, buf, RESYNC_WIRE_FRAME_MAX, &elen);
 		if (r < 0)
 			return r;
 		t1 = clock_usec();
 		r = job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
 		if (r >= 0)
+			job_pack_note(j, z, len, elen, zz != NULL);
+		if (r >= 0 && zz)
 			job_adapt(j, z, len, elen, t0, t1);
 		return r;
 	}
@@ -288,6 +296,22 @@ static bool job_xfer_early(const struct job *j)
 	return j->x && j->x->early;
 }
 
+/* The zstd context for the next data frame: z, or NULL (the frame goes
+ * raw without a try) while the transfer's data does not shrink
+ * (zadapt_try()). */
+static struct wire_zstd *job_pack_ctx(const struct job *j, struct wire_zstd *z)
+{
+	return j->x && j->x->z == z && !zadapt_try(&j->x->za) ? NULL : z;
+}
+
+/* A data frame of raw bytes went as elen (header included): counted
+ * for the next frames' try (tried: it was given to zstd). */
+static void job_pack_note(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, bool tried)
+{
+	if (j->x && j->x->z == z)
+		zadapt_sent(&j->x->za, raw, elen, tried);
+}
+
 /* A data frame's costs to the transfer's level (zadapt.h): t0 before
  * its encoding, t1 after it, now after its send. */
 static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
@@ -309,6 +333,9 @@ static void job_xfer_release(struct job_xfer *x)
 	if (x->za.lowest != x->za.highest)
 		log_info("resync of '%s': zstd level from %d, between %d and %d", x->j->peer->name,
 			 x->za.start, x->za.lowest, x->za.highest);
+	if (x->za.skipped)
+		log_info("resync of '%s': %llu bytes sent raw without a try (they did not shrink)",
+			 x->j->peer->name, (unsigned long long)x->za.skipped);
 	free(x->raw);
 	free(x->batch);
 	free(x->rh);
@@ -460,6 +487,7 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 	FAILPOINT_RETURN("primary-checkpoint-before");
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_CHECKPOINT, cbuf, len);
+	log_trace("primary job %s: CHECKPOINT sent", j->peer->name);
 	if (r >= 0) {
 		j->ck_bytes[j->ck_sent++ % ARRAY_SIZE(j->ck_bytes)] = j->bytes_written;
 		j->ack_pending++;
@@ -518,8 +546,14 @@ static int job_xfer_batch(struct job_xfer *x)
 			j->bytes_sent = peer_conn_bytes_sent(x->c);
 			/* A checkpoint says that every byte below it was sent:
 			 * true in a pass over ranges in ascending order from
-			 * the start (the first), not in a later one. */
-			if (x->checkpoints && x->since_ckpt >= NODE_CHECKPOINT_BYTES) {
+			 * the start (the first), not in a later one. None
+			 * within the pass's last half interval: its end (the
+			 * CHECKPOINT that settles it, or the COMMIT) makes
+			 * those bytes durable a moment later, and the secondary
+			 * would stop taking frames for a flush of its own
+			 * meanwhile. */
+			if (x->checkpoints && x->since_ckpt >= NODE_CHECKPOINT_BYTES &&
+			    x->total - x->done >= NODE_CHECKPOINT_BYTES / 2) {
 				x->since_ckpt = 0;
 				r = job_xfer_checkpoint(x, off);
 				if (r < 0)

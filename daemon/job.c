@@ -224,12 +224,14 @@ void *job_pass1_thread(void *arg)
 	int r;
 
 	r = job_ranges(j);
+	log_trace("primary job %s: ranges known (%d)", j->peer->name, r);
 	if (r >= 0)
 		r = job_xfer_open(j);
 	if (r >= 0) /* what the secondary holds elsewhere goes as COPY first */
 		r = moved_run(j, &l);
 	if (r >= 0)
 		r = job_send_ranges(j, l, JOB_SEND_CHECKPOINTS | JOB_SEND_SETTLE);
+	log_trace("primary job %s: pass 1 sent and settled (%d)", j->peer->name, r);
 	moved_free(j);
 	FAILPOINT("primary-pass1-done");
 	if (r < 0) {
@@ -250,6 +252,7 @@ void *job_pass_thread(void *arg)
 	r = job_send_ranges(j, j->pass_set, j->pass_final ? JOB_SEND_FINAL : JOB_SEND_SETTLE);
 	if (r >= 0 && j->pass_final)
 		r = job_commit(j);
+	log_trace("primary job %s: pass done%s (%d)", j->peer->name, j->pass_final ? ", committed" : "", r);
 	if (r < 0 || j->pass_final) {
 		job_write_state(j, r);
 		job_end(j, r);
@@ -264,6 +267,7 @@ void *job_thread(void *arg)
 	int r;
 
 	r = job_ranges(j);
+	log_trace("primary job %s: ranges known (%d)", j->peer->name, r);
 	if (r < 0)
 		goto out;
 	if (j->write) {

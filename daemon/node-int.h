@@ -82,7 +82,10 @@ enum {
 	NODE_UNAUTH_WARN_USEC = 10000000, /* one warning of the cap per this */
 	NODE_ACCEPT_BACKOFF_MIN_MS = 100, /* after accept() failed (EMFILE, ...) */
 	NODE_ACCEPT_BACKOFF_MAX_MS = 1000,
-	NODE_CHECKPOINT_BYTES = 16 << 20, /* a checkpoint every this many bytes sent */
+	/* A checkpoint every this many bytes sent, except within the last
+	 * half of this of a pass (job_xfer_batch()): at most 1.5 times this
+	 * is sent again after a crash. */
+	NODE_CHECKPOINT_BYTES = 16 << 20,
 	/* CHECKPOINTs in flight, unacknowledged, before the transfer waits
 	 * for the oldest: the bytes keep going across a long round trip. */
 	NODE_ACK_WINDOW = 4,
@@ -464,6 +467,10 @@ struct session {
 	uint64_t proof_folded_blocks; /* leaves hashed by the folds */
 	bool committed;
 	bool proof_done; /* a PROOF was made of what this session wrote */
+	/* The span of the bytes written by the frame being handled: the
+	 * mount's cache of it is dropped at the frame's end (inval_end <=
+	 * inval_off: none). */
+	uint64_t inval_off, inval_end;
 };
 
 /* ---- proof-fold.c ---- */
@@ -498,6 +505,12 @@ struct session_op {
 };
 
 void *session_thread(void *arg);
+/* The mount's cache of what the frame being handled wrote, dropped (one
+ * notification over the span from its lowest to its highest byte; the
+ * mount is fenced meanwhile, and dropping unwritten pages of the span
+ * only costs a reader a read). Called after every frame and at the end
+ * of the writing. */
+void session_invalidate_flush(struct session *s);
 /* Before this volume is hashed, written or committed: still the image
  * this daemon opened, at its size (node_volume_check()); the reason in
  * s->why, for the request's ERROR. */

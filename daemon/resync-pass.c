@@ -321,6 +321,7 @@ int resync_passes(struct resync_run *run)
 	}
 	/* The last pass. A cancel fences nothing: the jobs stop at once. */
 	if (strcmp(run->why, "cancelled") && resync_alive(run)) {
+		log_trace("primary run: passes done (%s)", run->why);
 		resync_proof_before(run);
 		log_info("resync of cluster '%s': pass %u under the primary's fence (%s)", cfg->name,
 			 run->passes + 1, run->why);
@@ -336,6 +337,7 @@ int resync_passes(struct resync_run *run)
 			return r;
 		}
 		resync_proof(run);
+		log_trace("primary run: fenced, proof made");
 	}
 	for (size_t i = 0; i < run->nj; i++) {
 		run->jobs[i].pass_set = &run->set;
@@ -351,9 +353,11 @@ int resync_passes(struct resync_run *run)
 	}
 	resync_pass(run, job_pass_thread,
 		    run->frozen ? run->fence_t0 + cfg->fence_max_ms * 1000ull : 0);
+	log_trace("primary run: last pass done");
 	if (run->frozen)
 		resync_commit_primary(run);
 	resync_fence_end(run);
+	log_trace("primary run: committed and thawed");
 	FAILPOINT("primary-fence-ended");
 	return 0;
 }

@@ -739,6 +739,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	char verr[RESYNC_WIRE_TEXT_MAX];
 	int r;
 
+	log_trace("primary run: %s requested", write ? "resync" : run.plan ? "plan" : "verify");
 	r = resync_check(&run);
 	if (r != 0)
 		return r < 0 ? r : 0;
@@ -827,6 +828,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	r = resync_open(&run);
 	if (r < 0)
 		goto out;
+	log_trace("primary run: secondaries opened");
 	resync_choose(&run);
 	FAILPOINT("primary-planned");
 	if (resync_split_refuse(&run)) {
@@ -838,6 +840,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	r = resync_hash(&run);
 	if (r != 0)
 		goto out;
+	log_trace("primary run: this volume's tree ready");
 	FAILPOINT("primary-hashed");
 	r = resync_bitmap(&run);
 	if (r < 0)
@@ -874,6 +877,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 		json_object_object_add(final, "etcd_stopped", json_object_new_string(verr));
 out:
 	resync_release(&run);
+	log_trace("primary run: released, result sent");
 	if (final)
 		r = control_client_result(cli, final);
 	else if (r > 0)

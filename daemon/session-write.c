@@ -24,7 +24,16 @@ static void session_on_written(void *arg, uint64_t off, uint64_t len)
 {
 	struct session *s = arg;
 
-	node_invalidate(s->n, off, len);
+	/* The mount's cache of these bytes is dropped once the frame is
+	 * written (session_invalidate_flush()): one notification a frame
+	 * rather than one a page, whose scattered runs each cost a call. */
+	if (s->inval_end <= s->inval_off) {
+		s->inval_off = off;
+		s->inval_end = off + len;
+	} else {
+		s->inval_off = MIN(s->inval_off, off);
+		s->inval_end = MAX(s->inval_end, off + len);
+	}
 	s->proof_done = false;
 	/* No bitmap counts a resync's writes: the proof hashes them again.
 	 * Without the list, no leaves are trusted (every block is). */
@@ -89,18 +98,30 @@ static int session_write_begin(struct session *s)
 	if (!s->raw)
 		return -ENOMEM;
 	log_info("'%s' is rewriting this volume: writes fenced, state Inconsistent", s->peer);
+	log_trace("secondary write: began");
 	return 0;
+}
+
+void session_invalidate_flush(struct session *s)
+{
+	if (s->inval_end > s->inval_off)
+		node_invalidate(s->n, s->inval_off, s->inval_end - s->inval_off);
+	s->inval_off = s->inval_end = 0;
 }
 
 void session_write_end(struct session *s)
 {
 	struct node *n = s->n;
 
-	if (!s->writing)
+	if (!s->writing) {
+		session_invalidate_flush(s);
 		return;
+	}
 	writeback_stop(&s->wb);
 	if (s->pw)
 		patch_writer_sync(s->pw);
+	/* Before the thaw: no reader sees the mount's old cache after it. */
+	session_invalidate_flush(s);
 	patch_writer_free(s->pw);
 	s->pw = NULL;
 	wire_zstd_free(s->z);
@@ -245,11 +266,14 @@ static int session_checkpoint_sync(struct session *s)
 		return r;
 	fold = s->n->cfg->proof && s->proof_unfolded.n &&
 	       !pthread_create(&t, NULL, session_fold_thread, s);
+	log_trace("secondary checkpoint: flushed to the page cache, fdatasync");
 	r = patch_writer_sync(s->pw);
+	log_trace("secondary checkpoint: fdatasync done (%d)", r);
 	if (fold)
 		pthread_join(t, NULL);
 	else
 		session_fold_thread(s);
+	log_trace("secondary checkpoint: fold done");
 	return r;
 }
 
@@ -270,6 +294,7 @@ int session_checkpoint(struct session *s, size_t len)
 	id = s->target;
 	FAILPOINT_RETURN("secondary-checkpoint-synced");
 	r = meta_checkpoint_set(node_meta(s->n), MIN(off, node_size(s->n)), &id);
+	log_trace("secondary checkpoint: recorded (%d)", r);
 	if (r < 0)
 		return r;
 	FAILPOINT_RETURN("secondary-checkpoint-saved");
@@ -300,9 +325,11 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 		if (r < 0)
 			return r;
 	}
+	log_trace("secondary commit: data synced");
 	FAILPOINT_RETURN("secondary-commit-synced");
 	/* Generation, bitmap, trust, checkpoint and state in one update. */
 	r = meta_resync_commit(m, &gen, true);
+	log_trace("secondary commit: metadata committed (%d)", r);
 	if (r < 0)
 		return r;
 	s->committed = true;
@@ -330,6 +357,7 @@ static int session_commit_gen(struct session *s, const struct wire_uuid *g)
 	      " EXTENTS frames written)",
 	      s->peer, s->n_blocks, s->n_extents);
 	event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT, META_STATE_UPTODATE, true, "resync committed");
+	log_trace("secondary commit: state saved, ACK");
 	FAILPOINT_RETURN("secondary-commit-before-ack");
 	r = session_send_offset(s->c, WIRE_ACK, node_size(n));
 	if (save)
@@ -382,15 +410,19 @@ static int session_proof_make(struct session *s, const struct wire_proof *qp,
 	r = session_write_ensure(s);
 	if (r < 0)
 		return r;
+	log_trace("secondary proof: fdatasync");
 	r = patch_writer_sync(s->pw);
 	if (r < 0)
 		return r;
+	log_trace("secondary proof: synced");
 	if (node_failpoint("corrupt-before-commit"))
 		session_corrupt(s);
 	FAILPOINT_RETURN("secondary-proof-synced");
 	r = session_proof_stale(s, &stale);
+	log_trace("secondary proof: written ranges checked (%d)", r);
 	if (r >= 0)
 		r = node_proof_compute(n, (enum proof_hash)q.hash, q.block_size, &stale, &a, NULL);
+	log_trace("secondary proof: root made (%d)", r);
 	rangelist_release(&stale);
 	if (r < 0) {
 		snprintf(s->why, sizeof(s->why), "'%s' cannot make its proof: %s", n->self->name,

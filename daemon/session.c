@@ -107,6 +107,7 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 		s->leaf = leaf;
 		s->id = c.id;
 		s->built = c.built;
+		log_trace("secondary tree: taken from the cache (seed %016" PRIx64 ")", seed);
 		return 0;
 	}
 	s->built = node_image_still(n, &s->id) ? clock_usec() : 0;
@@ -122,7 +123,10 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 		struct proof_offer pw;
 		bool offer = node_proof_want(n, leaf, &o, &pw);
 
+		log_trace("secondary tree: hashing %" PRIu64 " bytes, leaf %u%s", size, leaf,
+			  offer ? ", the proof's leaves too" : "");
 		r = blockcmp_hash_volume(n->vol, 0, size, &o, s->hashes);
+		log_trace("secondary tree: hashed (%d)", r);
 		if (r >= 0 && offer)
 			node_proof_offer(n, &pw, &o);
 		free(o.extra_hashes);
@@ -524,6 +528,10 @@ static int session_step(struct session *s)
 		return -EPERM;
 	}
 	r = op->fn(s, len);
+	/* What the frame wrote, dropped from the mount's cache. */
+	session_invalidate_flush(s);
+	if (type != WIRE_EXTENTS && type != WIRE_BLOCKS && type != WIRE_KEEPALIVE)
+		log_trace("secondary %s handled (%d)", wire_type_name(type), r);
 	if (r < 0)
 		session_fail(s, type, r);
 	return r;

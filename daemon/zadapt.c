@@ -33,3 +33,23 @@ int zadapt_note(struct zadapt *a, uint64_t raw, uint64_t packed, uint64_t cpu_us
 	a->raw = a->packed = a->cpu_usec = a->wait_usec = 0;
 	return a->level;
 }
+
+bool zadapt_try(const struct zadapt *a)
+{
+	return a->skip == 0;
+}
+
+void zadapt_sent(struct zadapt *a, uint64_t raw, uint64_t packed, bool tried)
+{
+	if (!tried) {
+		a->skip = raw >= a->skip ? 0 : a->skip - raw;
+		a->skipped += raw;
+		return;
+	}
+	if (packed < raw) {
+		a->raw_streak = 0;
+		return;
+	}
+	if (++a->raw_streak >= ZADAPT_RAW_STREAK)
+		a->skip = ZADAPT_RAW_SKIP_BYTES;
+}

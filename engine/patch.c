@@ -18,6 +18,7 @@ struct patch_writer {
 	uint64_t run_off; /* offset of buf[0] */
 	size_t run_len;	  /* bytes queued in buf */
 	bool punch_ok;
+	bool unsynced; /* written or punched since the last successful sync */
 	struct patch_stats st;
 };
 
@@ -32,6 +33,7 @@ int patch_writer_new(struct volume *dst, const struct patch_opts *opts, struct p
 	w->opts = *opts;
 	w->cap = opts->batch ? opts->batch : PATCH_BATCH_DEFAULT;
 	w->punch_ok = opts->punch_zeros;
+	w->unsynced = true; /* the first sync covers what was dirty before */
 	w->buf = aligned_alloc(4096, DIV_ROUND_UP(w->cap, 4096) * 4096);
 	if (!w->buf) {
 		free(w);
@@ -80,6 +82,7 @@ int patch_writer_flush(struct patch_writer *w)
 	if (n < 0)
 		return (int)n;
 written:
+	w->unsynced = true;
 	w->st.writes++;
 	w->st.bytes_written += w->run_len;
 	if (w->opts.on_written)
@@ -121,9 +124,12 @@ int patch_writer_sync(struct patch_writer *w)
 {
 	int r = patch_writer_flush(w);
 
-	if (r < 0)
+	if (r < 0 || !w->unsynced)
 		return r;
-	return io_fdatasync(w->io, volume_fd(w->dst));
+	r = io_fdatasync(w->io, volume_fd(w->dst));
+	if (r >= 0)
+		w->unsynced = false;
+	return r;
 }
 
 void patch_writer_stats(const struct patch_writer *w, struct patch_stats *ret)

@@ -199,6 +199,48 @@ static void test_write_error(void **state)
 	io_fault_configure(&cfg);
 }
 
+/* A sync issues an fdatasync the first time (it covers what was dirty
+ * before the writer) and after anything was written or punched since the
+ * last successful one, never with nothing new: the calls counted by the
+ * fault backend (every op of the process; nothing else runs). A failed
+ * fdatasync is issued again by the next sync. */
+static void test_sync_only_new(void **state)
+{
+	struct io_fault_config none = {0};
+	struct io_fault_config fail = {.ops = IO_OP_FSYNC, .nth = 1, .count = 1, .err = EIO};
+	struct patch_opts opts = {.io = IO_KIND_FAULT};
+	struct patch_writer *w;
+	struct volume *v;
+	char b[4096] = {1};
+	unsigned long c;
+
+	(void)state;
+	assert_int_equal(io_fault_configure(&none), 0);
+	assert_int_equal(volume_open(path, VOLUME_WRITE, &v), 0);
+	assert_int_equal(patch_writer_new(v, &opts, &w), 0);
+	c = io_fault_calls();
+	assert_int_equal(patch_writer_sync(w), 0); /* the first: issued */
+	assert_int_equal(io_fault_calls(), c + 1);
+	assert_int_equal(patch_writer_sync(w), 0); /* nothing new: none */
+	assert_int_equal(io_fault_calls(), c + 1);
+	assert_int_equal(patch_writer_put(w, 8192, b, sizeof(b)), 0);
+	assert_int_equal(patch_writer_sync(w), 0); /* a write and an fdatasync */
+	assert_int_equal(io_fault_calls(), c + 3);
+	assert_int_equal(patch_writer_sync(w), 0);
+	assert_int_equal(io_fault_calls(), c + 3);
+	/* A failed fdatasync leaves the data unsynced: tried again. */
+	assert_int_equal(patch_writer_put(w, 0, b, sizeof(b)), 0);
+	assert_int_equal(patch_writer_flush(w), 0);
+	assert_int_equal(io_fault_configure(&fail), 0);
+	assert_int_equal(patch_writer_sync(w), -EIO);
+	assert_int_equal(patch_writer_sync(w), 0);
+	assert_int_equal(patch_writer_sync(w), 0);
+	assert_int_equal(io_fault_calls(), 2); /* counted afresh: the failed one and its retry */
+	patch_writer_free(w);
+	volume_free(v);
+	io_fault_configure(&none);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -207,6 +249,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_zero_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_only_new, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

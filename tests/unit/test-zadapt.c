@@ -91,6 +91,40 @@ static void test_balanced(void **state)
 	assert_int_equal(a.level, 4);
 }
 
+/* Frames that do not shrink: after ZADAPT_RAW_STREAK of them in a row,
+ * ZADAPT_RAW_SKIP_BYTES go without a try, then one is tried again; one
+ * that shrinks is tried again and again; off or on alike. */
+static void test_raw_skip(void **state)
+{
+	enum { F = 512 << 10 };
+	struct zadapt a;
+	unsigned tried = 0;
+
+	(void)state;
+	zadapt_init(&a, 1, false);
+	assert_true(zadapt_try(&a));
+	zadapt_sent(&a, F, F + 100, true);
+	assert_true(zadapt_try(&a)); /* one is not a streak */
+	zadapt_sent(&a, F, F + 100, true);
+	for (uint64_t sent = 0; sent < ZADAPT_RAW_SKIP_BYTES; sent += F) {
+		assert_false(zadapt_try(&a));
+		zadapt_sent(&a, F, F, false);
+	}
+	assert_int_equal(a.skipped, ZADAPT_RAW_SKIP_BYTES);
+	assert_true(zadapt_try(&a)); /* tried again */
+	zadapt_sent(&a, F, F / 3, true);
+	for (int i = 0; i < 20; i++) {
+		tried += zadapt_try(&a);
+		zadapt_sent(&a, F, F / 3, true);
+	}
+	assert_int_equal(tried, 20);
+	/* A shrinking frame between two that did not: no streak. */
+	zadapt_sent(&a, F, F + 1, true);
+	zadapt_sent(&a, F, F / 2, true);
+	zadapt_sent(&a, F, F + 1, true);
+	assert_true(zadapt_try(&a));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -98,6 +132,7 @@ int main(void)
 		cmocka_unit_test(test_incompressible),
 		cmocka_unit_test(test_off),
 		cmocka_unit_test(test_balanced),
+		cmocka_unit_test(test_raw_skip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -41,6 +41,13 @@ void patch_writer_free(struct patch_writer *w);
 int patch_writer_put(struct patch_writer *w, uint64_t off, const void *data, size_t len);
 /* Write whatever is queued. */
 int patch_writer_flush(struct patch_writer *w);
-/* Flush and make everything durable (fdatasync). */
+/* Flush and make everything durable (fdatasync). The first sync of a
+ * writer always issues one (it also covers whatever was left dirty in
+ * the destination before the writer existed: a killed process's
+ * writes); after a successful one, a sync with nothing written or
+ * punched through w since issues none: there is nothing more to make
+ * durable (a resync's commit follows the checkpoint that flushed its
+ * last pass, and each flush on a disk shared with other secondaries
+ * waits for their writes too). */
 int patch_writer_sync(struct patch_writer *w);
 void patch_writer_stats(const struct patch_writer *w, struct patch_stats *ret);
