@@ -138,3 +138,25 @@ void job_early_drop(struct job *j)
 	j->ck_sent = 0;
 	j->acked_bytes = j->data_t0 = j->acked_t = 0;
 }
+
+void job_note_reply_rate(struct job *j, double rate)
+{
+	if (rate > j->reply_rate)
+		j->reply_rate = rate;
+}
+
+bool node_settle_wait(uint64_t bytes, uint64_t share_usec, uint64_t acked_bytes,
+		      uint64_t acked_usec, double reply_rate)
+{
+	double rate;
+
+	if (!bytes)
+		return false;
+	if (acked_bytes && acked_usec)
+		rate = (double)acked_bytes / (double)acked_usec; /* bytes/us */
+	else if (reply_rate > 0)
+		rate = reply_rate;
+	else
+		return true; /* nothing measured: no pace to judge by */
+	return (double)bytes / rate > (double)share_usec;
+}

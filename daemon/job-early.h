@@ -27,6 +27,19 @@ void job_early_drop(struct job *j);
 /* l less sent (both sorted, without overlaps) into ret (empty). */
 int job_early_rest(const struct rangelist *l, const struct rangelist *sent, struct rangelist *ret);
 
+/* A lower bound of the link's rate (bytes/us) measured on a hash reply
+ * (job-walk.c): j->reply_rate raised to it when faster. */
+void job_note_reply_rate(struct job *j, double rate);
+/* job_settle_wait()'s rule: whether bytes not acknowledged yet at the
+ * end of an unfenced pass could take more than share_usec to drain, at a
+ * lower bound of the link's rate. The ACKs' pace when one came back
+ * (acked_bytes acknowledged acked_usec after the first data frame, the
+ * round trip included); else the fastest hash reply read on the same
+ * connection (reply_rate, bytes/us, the plan's walk included); with
+ * neither, true: nothing tells the pace. No bytes: false. */
+bool node_settle_wait(uint64_t bytes, uint64_t share_usec, uint64_t acked_bytes,
+		      uint64_t acked_usec, double reply_rate);
+
 /* job-xfer.c's, for this path: read ACKs until at most left CHECKPOINTs
  * are in flight; a reply read where an ACK may come first (job_recv()
  * else); a CHECKPOINT at off sent now (the batched runs first). */

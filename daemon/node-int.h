@@ -605,6 +605,7 @@ struct walk_memo {
 	uint64_t features;
 	uint16_t proto_min, proto_max;
 	bool quiet;
+	double reply_rate; /* the plan's job's (struct job), 0: none measured */
 };
 void walk_memo_release(struct walk_memo *m);
 
@@ -645,6 +646,10 @@ struct job {
 	/* The ACKs' pace (job-xfer.c): bytes_written at each CHECKPOINT (a
 	 * ring), those the last ACK covered, first data and that ACK's time. */
 	uint64_t ck_bytes[NODE_ACK_WINDOW + 1], acked_bytes, data_t0, acked_t;
+	/* The fastest hash reply read on this connection, bytes/us (its
+	 * bytes over the time from its request's send to its last byte: a
+	 * lower bound of the link's rate), the plan's included; 0: none. */
+	double reply_rate;
 	unsigned ck_sent;
 	bool early_ok; /* job-early.c: allowed; early: sent, with these features */
 	struct rangelist early;
