@@ -32,11 +32,12 @@ int job_early_rest(const struct rangelist *l, const struct rangelist *sent, stru
 void job_note_reply_rate(struct job *j, double rate);
 /* job_settle_wait()'s rule: whether bytes not acknowledged yet at the
  * end of an unfenced pass could take more than share_usec to drain, at a
- * lower bound of the link's rate. The ACKs' pace when one came back
- * (acked_bytes acknowledged acked_usec after the first data frame, the
- * round trip included); else the fastest hash reply read on the same
- * connection (reply_rate, bytes/us, the plan's walk included); with
- * neither, true: nothing tells the pace. No bytes: false. */
+ * lower bound of the link's rate: the faster of the ACKs' pace, when
+ * one came back (acked_bytes acknowledged acked_usec after the first
+ * data frame, the round trip included), and of the fastest hash reply
+ * read on the same connection (reply_rate, bytes/us, the plan's walk
+ * included; 0: none); with neither, true: nothing tells the pace. No
+ * bytes: false. */
 bool node_settle_wait(uint64_t bytes, uint64_t share_usec, uint64_t acked_bytes,
 		      uint64_t acked_usec, double reply_rate);
 
