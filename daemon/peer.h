@@ -134,7 +134,7 @@ uint64_t peer_conn_rtt_usec(const struct peer_conn *c);
  * was read, over the time until its last byte was read; a lower bound of
  * what the link delivered meanwhile (a slow reader only lowers it). 0
  * when fewer than PEER_RATE_SAMPLE_MIN bytes came after the header. */
-enum { PEER_RATE_SAMPLE_MIN = 128 << 10 };
+enum { PEER_RATE_SAMPLE_MIN = 32 << 10 };
 double peer_conn_frame_rate(const struct peer_conn *c);
 void peer_conn_note_rtt(struct peer_conn *c, uint64_t usec);
 
