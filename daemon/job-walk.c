@@ -306,13 +306,12 @@ static int walk_recv(struct walk *w)
 	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(w->buf, len, &rep) < 0 ||
 	    rep.n_hashes != rq.hashes || rep.level != w->level)
 		return -EBADMSG;
-	/* Two lower bounds of the link's rate: the reply's bytes over the
-	 * time since its request went (the round trip included; not for the
-	 * prefetch's, sent before this volume was hashed), and the pace at
-	 * which its bytes arrived (peer_conn_frame_rate()). */
+	/* A lower bound of the link's rate: the reply's bytes over the time
+	 * since its request went (the round trip, the secondary's work and
+	 * slow start included; not for the prefetch's, sent before this
+	 * volume was hashed). */
 	if (rq.t_sent)
 		job_note_reply_rate(w->j, (double)len / (double)MAX(clock_usec() - rq.t_sent, (uint64_t)1));
-	job_note_reply_rate(w->j, peer_conn_frame_rate(w->c));
 	FAILPOINT("primary-tree-level");
 	r = wire_hash_reply_get(&rep, w->h, RESYNC_WIRE_HASHES_MAX);
 	if (r < 0)

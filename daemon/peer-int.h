@@ -49,7 +49,6 @@ struct peer_conn {
 	 * TLS handshakes count one each. */
 	uint64_t exchanges, round_trips;
 	uint64_t rtt_usec; /* the least round trip measured (peer_conn_rtt_usec()), 0: none */
-	double frame_rate; /* peer_conn_frame_rate(), bytes/us; 0: none */
 	bool asked; /* a frame sent since the last counted wait */
 	uint16_t last_type; /* of the last frame sent (the trace of round trips) */
 	bool ready; /* handshake done (or plaintext): frames may pass */

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -365,26 +364,6 @@ uint64_t peer_conn_rtt_usec(const struct peer_conn *c)
 	return c->rtt_usec;
 }
 
-double peer_conn_frame_rate(const struct peer_conn *c)
-{
-	return c->frame_rate;
-}
-
-/* Bytes received but not read by the caller yet: decrypted in the TLS
- * buffer, and in the socket (record overhead included: more than the
- * payload's, never less). */
-static size_t conn_avail(struct peer_conn *c)
-{
-	int n = 0;
-	size_t a = 0;
-
-	if (c->ssl)
-		a += (size_t)MAX(SSL_pending(c->ssl), 0);
-	if (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0)
-		a += (size_t)n;
-	return a;
-}
-
 void peer_conn_note_rtt(struct peer_conn *c, uint64_t usec)
 {
 	usec = MAX(usec, (uint64_t)1); /* 0 is "none" */
@@ -650,9 +629,8 @@ static void peer_conn_trace(const struct peer_conn *c)
 int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, size_t cap,
 			 size_t *ret_len)
 {
-	uint64_t deadline, t0;
+	uint64_t deadline;
 	struct wire_header h;
-	size_t avail;
 	int r;
 
 	if (c->broken)
@@ -686,14 +664,9 @@ int peer_conn_recv_frame(struct peer_conn *c, uint16_t *ret_type, void *buf, siz
 			  wire_type_name(h.type), h.length, cap);
 		return -EMSGSIZE;
 	}
-	t0 = clock_usec();
-	avail = conn_avail(c);
 	r = conn_read(c, buf, h.length, deadline);
 	if (r < 0)
 		return conn_fail(c, r, "receiving from");
-	c->frame_rate = 0;
-	if (h.length >= avail + PEER_RATE_SAMPLE_MIN)
-		c->frame_rate = (double)(h.length - avail) / (double)MAX(clock_usec() - t0, (uint64_t)1);
 	c->received += h.length;
 	c->exchanges++;
 	*ret_type = h.type;

@@ -129,13 +129,6 @@ uint64_t peer_conn_round_trips(const struct peer_conn *c);
  * not a sample: a proxy or relay in front of the peer answers it at
  * once. */
 uint64_t peer_conn_rtt_usec(const struct peer_conn *c);
-/* The rate at which the last frame received arrived, bytes/us: its bytes
- * that were not there yet (decrypted or in the socket) when its header
- * was read, over the time until its last byte was read; a lower bound of
- * what the link delivered meanwhile (a slow reader only lowers it). 0
- * when fewer than PEER_RATE_SAMPLE_MIN bytes came after the header. */
-enum { PEER_RATE_SAMPLE_MIN = 32 << 10 };
-double peer_conn_frame_rate(const struct peer_conn *c);
 void peer_conn_note_rtt(struct peer_conn *c, uint64_t usec);
 
 /* Listen on host:port (port 0 picks a free one; see peer_listener_port).

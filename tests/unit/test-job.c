@@ -14,10 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -26,7 +23,6 @@
 #include "job-walk.h"
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
-#include "resync/clock.h"
 #include "resync/io.h"
 #include "resync/macro.h"
 #include "testlib.h"
@@ -868,123 +864,6 @@ static void test_settle_wait(void **state)
 	assert_true(node_settle_wait(tail, share, tail, 0, 0));
 }
 
-/* peer_conn_frame_rate(): a frame whose bytes were all there when its
- * header was read tells nothing (0), nor one too small; one whose bytes
- * came after is measured, never faster than they came. */
-enum { SLOW_CHUNK = 32 << 10 };
-
-struct slow_sender {
-	int fd; /* the sending end: its queue shows what the reader took */
-	size_t len;
-	uint64_t t_second, t_last; /* clock_usec() before the 2nd and last chunk */
-	int r;
-};
-
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Until the reader took everything sent on fd (10 s at most). */
-static int wait_taken(int fd)
-{
-	uint64_t deadline = clock_usec() + 10000000;
-	int queued = 1;
-
-	while (clock_usec() < deadline) {
-		if (ioctl(fd, SIOCOUTQ, &queued) < 0)
-			return -errno;
-		if (!queued)
-			return 0;
-	}
-	return -ETIMEDOUT;
-}
-
-/* The header, then the payload a chunk at a time, each once the reader
- * took what went before: its bytes come after the header was read. */
-static void *slow_sender_run(void *arg)
-{
-	struct slow_sender *s = arg;
-	unsigned char hdr[WIRE_HEADER_SIZE];
-	unsigned char *p = calloc(1, SLOW_CHUNK);
-
-	s->r = -ENOMEM;
-	if (!p)
-		return NULL;
-	wire_header_encode(WIRE_HASH_REPLY, (uint32_t)s->len, hdr);
-	s->r = write_all(s->fd, hdr, sizeof(hdr));
-	for (size_t off = 0; s->r >= 0 && off < s->len; off += SLOW_CHUNK) {
-		s->r = wait_taken(s->fd);
-		if (off == SLOW_CHUNK)
-			s->t_second = clock_usec();
-		if (off + SLOW_CHUNK >= s->len)
-			s->t_last = clock_usec();
-		if (s->r >= 0)
-			s->r = write_all(s->fd, p, MIN((size_t)SLOW_CHUNK, s->len - off));
-	}
-	free(p);
-	return NULL;
-}
-
-static void test_frame_rate(void **state)
-{
-	const size_t big = 256 << 10;
-	struct slow_sender s = {.len = big};
-	struct peer_conn *rx, *tx;
-	unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX), *p = calloc(1, big);
-	int sv[2], sz = 4 << 20;
-	uint16_t type;
-	pthread_t t;
-	size_t len;
-
-	(void)state;
-	assert_non_null(buf);
-	assert_non_null(p);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
-	assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
-	assert_int_equal(peer_conn_new_plain(sv[1], "the secondary", &rx), 0);
-	s.fd = sv[0];
-	/* Small: no sample. */
-	assert_int_equal(peer_conn_new_plain(dup(sv[0]), "the primary", &tx), 0);
-	assert_int_equal(peer_conn_send_frame(tx, WIRE_HASH_REPLY, p, 1000), 0);
-	assert_int_equal(peer_conn_recv_frame(rx, &type, buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(len, 1000);
-	assert_true(peer_conn_frame_rate(rx) == 0);
-	/* All there before its header was read: no sample. */
-	assert_int_equal(peer_conn_send_frame(tx, WIRE_HASH_REPLY, p, big), 0);
-	assert_int_equal(peer_conn_recv_frame(rx, &type, buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(len, big);
-	assert_true(peer_conn_frame_rate(rx) == 0);
-	/* The payload sent a chunk at a time once the header was read:
-	 * measured (at most one chunk was there at the header), and never
-	 * faster than all of it over the time from the second chunk's send
-	 * (after the reader's start) to the last's (before its end). */
-	assert_int_equal(pthread_create(&t, NULL, slow_sender_run, &s), 0);
-	assert_int_equal(peer_conn_recv_frame(rx, &type, buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
-	pthread_join(t, NULL);
-	assert_int_equal(s.r, 0);
-	assert_int_equal(len, big);
-	assert_true(peer_conn_frame_rate(rx) > 0);
-	assert_true(s.t_last > s.t_second);
-	assert_true(peer_conn_frame_rate(rx) <= (double)big / (double)(s.t_last - s.t_second));
-	peer_conn_free(tx);
-	peer_conn_free(rx);
-	close(sv[0]);
-	free(buf);
-	free(p);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1000,7 +879,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 		cmocka_unit_test(test_early_rest),
 		cmocka_unit_test(test_settle_wait),
-		cmocka_unit_test(test_frame_rate),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
