@@ -696,6 +696,47 @@ int job_xfer_open(struct job *j)
 	return r < 0 ? r : 0;
 }
 
+/* The end of an unfenced pass (JOB_SEND_SETTLE): the secondary makes
+ * what it wrote durable now (a CHECKPOINT), so that the commit under the
+ * primary's fence flushes only the last pass. The offset claims what the
+ * first pass did (every byte below the end was sent), never more. The
+ * ACKs of the checkpoints in flight (this one and those before it, such
+ * as the one that ends the data behind the hellos) are waited for only
+ * when the bytes that no ACK covers yet could take a part of fence_max
+ * to drain (job_settle_wait()): else they are read with the replies of
+ * the next pass, at the latest before the commit's answer (which the
+ * secondary sends after handling every CHECKPOINT before it, in order).
+ * When they could, the earlier ones are waited for first: their pace
+ * then judges this one's bytes alone, as before. */
+static int job_xfer_settle(struct job_xfer *x)
+{
+	struct job *j = x->j;
+	uint64_t tail = 0;
+	bool wait = true;
+	int r;
+
+	r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
+	if (r >= 0) {
+		tail = j->bytes_written - j->acked_bytes;
+		wait = job_settle_wait(j, tail);
+	}
+	if (r >= 0 && wait) {
+		r = job_acks_until(j, x->c, x->buf, 1);
+		if (r >= 0) {
+			tail = j->bytes_written - j->acked_bytes;
+			wait = job_settle_wait(j, tail);
+		}
+	}
+	if (r >= 0 && wait)
+		r = job_acks_until(j, x->c, x->buf, 0);
+	log_info("resync of '%s': pass ends with %" PRIu64 " bytes behind the last ACK'd "
+		 "checkpoint, acks at %.1f MB/s, hash replies at %.1f MB/s: %s",
+		 j->peer->name, tail,
+		 j->acked_t > j->data_t0 ? (double)j->acked_bytes / (double)(j->acked_t - j->data_t0) : 0.0,
+		 j->reply_rate, wait ? "its checkpoint waited for" : "not waited for");
+	return r;
+}
+
 /* Page hashes asked for each batch, or not. */
 static int job_xfer_pages(struct job_xfer *x, bool on)
 {
@@ -749,35 +790,8 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 			r = job_cancelled(j, x->c);
 		}
 	}
-	if (r >= 0 && (flags & JOB_SEND_SETTLE)) {
-		/* The end of an unfenced pass: the secondary makes what it
-		 * wrote durable now (a CHECKPOINT), so that the commit under
-		 * the primary's fence flushes only the last pass. The offset
-		 * claims what the first pass did (every byte below the end
-		 * was sent), never more. The ACKs of the checkpoints in
-		 * flight (this one and those before it, such as the one that
-		 * ends the data behind the hellos) are waited for only when
-		 * the bytes that no ACK covers yet could take a part of
-		 * fence_max to drain (job_settle_wait()): else they are read
-		 * with the replies of the next pass, at the latest before the
-		 * commit's answer (which the secondary sends after handling
-		 * every CHECKPOINT before it, in order). */
-		uint64_t tail = 0;
-		bool wait = true;
-
-		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
-		if (r >= 0) {
-			tail = j->bytes_written - j->acked_bytes;
-			wait = job_settle_wait(j, tail);
-		}
-		if (r >= 0 && wait)
-			r = job_acks_until(j, x->c, x->buf, 0);
-		log_info("resync of '%s': pass ends with %" PRIu64 " bytes behind the last ACK'd "
-			 "checkpoint, acks at %.1f MB/s, hash replies at %.1f MB/s: %s",
-			 j->peer->name, tail,
-			 j->acked_t > j->data_t0 ? (double)j->acked_bytes / (double)(j->acked_t - j->data_t0) : 0.0,
-			 j->reply_rate, wait ? "its checkpoint waited for" : "not waited for");
-	}
+	if (r >= 0 && (flags & JOB_SEND_SETTLE))
+		r = job_xfer_settle(x);
 	j->bytes_sent = peer_conn_bytes_sent(x->c);
 	j->pass_bytes = j->bytes_read - done0;
 	j->pass_usec = clock_usec() - t0;
