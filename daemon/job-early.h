@@ -6,6 +6,9 @@
 
 enum {
 	NODE_SETTLE_FENCE_SHARE = 10, /* job_settle_wait(): fence_max / this */
+	/* job_settle_wait(): the hash replies' rate counts across a round
+	 * trip of this much or more (measured on the connection). */
+	NODE_SETTLE_RTT_MIN_USEC = 5000,
 	/* At most this much of a plan's differing bytes behind the hellos. */
 	NODE_EARLY_BYTES_MAX = 64 << 20,
 };

@@ -73,16 +73,21 @@ int job_recv_reply(struct job *j, struct peer_conn *c, unsigned char *buf, uint1
 /* Whether an unfenced pass that ends with bytes unacknowledged waits
  * for its closing CHECKPOINT's ACK before the primary's fence (bytes
  * still in flight then drain under it): when, at a lower bound of the
- * link's rate (node_settle_wait(): the ACKs' pace, else the fastest hash
- * reply on this connection, else none: wait), they would take more than
- * fence_max / NODE_SETTLE_FENCE_SHARE. */
-static bool job_settle_wait(const struct job *j, uint64_t bytes)
+ * link's rate (node_settle_wait(): the ACKs' pace, the fastest hash reply
+ * on c across a round trip of NODE_SETTLE_RTT_MIN_USEC or more, else
+ * none: wait), they would take more than fence_max / NODE_SETTLE_FENCE_SHARE. */
+static bool job_settle_wait(const struct job *j, const struct peer_conn *c, uint64_t bytes)
 {
 	uint64_t share = j->ctx->cfg->fence_max_ms * 1000ull / NODE_SETTLE_FENCE_SHARE;
 	bool acked = j->acked_bytes && j->acked_t > j->data_t0;
+	/* The replies' rate is the link's alone, not the secondary's write
+	 * and sync that an ACK waits for too: where a round trip costs little
+	 * (loopback, a LAN; none measured), waiting keeps those out of the
+	 * fence for less than not waiting would put in it. */
+	bool far = peer_conn_rtt_usec(c) >= NODE_SETTLE_RTT_MIN_USEC;
 
 	return node_settle_wait(bytes, share, acked ? j->acked_bytes : 0,
-				acked ? j->acked_t - j->data_t0 : 0, j->reply_rate);
+				acked ? j->acked_t - j->data_t0 : 0, far ? j->reply_rate : 0);
 }
 
 /* Whether the peer answers PAGE_REQ: protocol 2 and the feature. */
@@ -718,22 +723,23 @@ static int job_xfer_settle(struct job_xfer *x)
 	r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
 	if (r >= 0) {
 		tail = j->bytes_written - j->acked_bytes;
-		wait = job_settle_wait(j, tail);
+		wait = job_settle_wait(j, x->c, tail);
 	}
 	if (r >= 0 && wait) {
 		r = job_acks_until(j, x->c, x->buf, 1);
 		if (r >= 0) {
 			tail = j->bytes_written - j->acked_bytes;
-			wait = job_settle_wait(j, tail);
+			wait = job_settle_wait(j, x->c, tail);
 		}
 	}
 	if (r >= 0 && wait)
 		r = job_acks_until(j, x->c, x->buf, 0);
 	log_info("resync of '%s': pass ends with %" PRIu64 " bytes behind the last ACK'd "
-		 "checkpoint, acks at %.1f MB/s, hash replies at %.1f MB/s: %s",
+		 "checkpoint, acks at %.1f MB/s, hash replies at %.1f MB/s (round trip %.1f ms): %s",
 		 j->peer->name, tail,
 		 j->acked_t > j->data_t0 ? (double)j->acked_bytes / (double)(j->acked_t - j->data_t0) : 0.0,
-		 j->reply_rate, wait ? "its checkpoint waited for" : "not waited for");
+		 j->reply_rate, (double)peer_conn_rtt_usec(x->c) / 1000.0,
+		 wait ? "its checkpoint waited for" : "not waited for");
 	return r;
 }
 
