@@ -137,4 +137,26 @@ void job_early_drop(struct job *j)
 	j->ack_pending = 0;
 	j->ck_sent = 0;
 	j->acked_bytes = j->data_t0 = j->acked_t = 0;
+	j->reply_rate = 0; /* the plan's connection's, gone */
+}
+
+void job_note_reply_rate(struct job *j, double rate)
+{
+	if (rate > j->reply_rate)
+		j->reply_rate = rate;
+}
+
+bool node_settle_wait(uint64_t bytes, uint64_t share_usec, uint64_t acked_bytes,
+		      uint64_t acked_usec, double reply_rate)
+{
+	double rate = reply_rate > 0 ? reply_rate : 0;
+
+	if (!bytes)
+		return false;
+	/* Both are lower bounds: the faster of the two is one too. */
+	if (acked_bytes && acked_usec)
+		rate = MAX(rate, (double)acked_bytes / (double)acked_usec); /* bytes/us */
+	if (rate <= 0)
+		return true; /* nothing measured: no pace to judge by */
+	return (double)bytes / rate > (double)share_usec;
 }

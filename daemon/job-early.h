@@ -6,6 +6,9 @@
 
 enum {
 	NODE_SETTLE_FENCE_SHARE = 10, /* job_settle_wait(): fence_max / this */
+	/* job_settle_wait(): the hash replies' rate counts across a round
+	 * trip of this much or more (measured on the connection). */
+	NODE_SETTLE_RTT_MIN_USEC = 5000,
 	/* At most this much of a plan's differing bytes behind the hellos. */
 	NODE_EARLY_BYTES_MAX = 64 << 20,
 };
@@ -26,6 +29,20 @@ int job_early_opened(struct job *j);
 void job_early_drop(struct job *j);
 /* l less sent (both sorted, without overlaps) into ret (empty). */
 int job_early_rest(const struct rangelist *l, const struct rangelist *sent, struct rangelist *ret);
+
+/* A lower bound of the link's rate (bytes/us) measured on a hash reply
+ * (job-walk.c): j->reply_rate raised to it when faster. */
+void job_note_reply_rate(struct job *j, double rate);
+/* job_settle_wait()'s rule: whether bytes not acknowledged yet at the
+ * end of an unfenced pass could take more than share_usec to drain, at a
+ * lower bound of the link's rate: the faster of the ACKs' pace, when
+ * one came back (acked_bytes acknowledged acked_usec after the first
+ * data frame, the round trip included), and of the fastest hash reply
+ * read on the same connection (reply_rate, bytes/us, the plan's walk
+ * included; 0: none); with neither, true: nothing tells the pace. No
+ * bytes: false. */
+bool node_settle_wait(uint64_t bytes, uint64_t share_usec, uint64_t acked_bytes,
+		      uint64_t acked_usec, double reply_rate);
 
 /* job-xfer.c's, for this path: read ACKs until at most left CHECKPOINTs
  * are in flight; a reply read where an ACK may come first (job_recv()

@@ -87,6 +87,7 @@ struct walk_req {
 	size_t first, n;
 	uint64_t hashes;
 	size_t bytes; /* encoded */
+	uint64_t t_sent; /* clock_usec() when sent; 0: the prefetch's (unknown) */
 };
 
 struct walk {
@@ -284,6 +285,7 @@ static int walk_send(struct walk *w)
 		return r;
 	}
 	rq.bytes = len;
+	rq.t_sent = clock_usec();
 	if (w->q_n)
 		w->inflight += len;
 	w->q[(w->q_head + w->q_n++) % JOB_WALK_PENDING_MAX] = rq;
@@ -309,6 +311,12 @@ static int walk_recv(struct walk *w)
 	if (type != WIRE_HASH_REPLY || wire_hash_reply_decode(w->buf, len, &rep) < 0 ||
 	    rep.n_hashes != rq.hashes || rep.level != w->level)
 		return -EBADMSG;
+	/* A lower bound of the link's rate: the reply's bytes over the time
+	 * since its request went (the round trip, the secondary's work and
+	 * slow start included; not for the prefetch's, sent before this
+	 * volume was hashed). */
+	if (rq.t_sent)
+		job_note_reply_rate(w->j, (double)len / (double)MAX(clock_usec() - rq.t_sent, (uint64_t)1));
 	FAILPOINT("primary-tree-level");
 	r = wire_hash_reply_get(&rep, w->h, RESYNC_WIRE_HASHES_MAX);
 	if (r < 0)
@@ -485,6 +493,7 @@ static int walk_memo_make(struct walk *w)
 	m->proto_min = j->hello.proto_min;
 	m->proto_max = j->hello.proto_max;
 	m->quiet = moved_memo_quiet(j, m->leaves, m->leaf_h, m->nleaves_diff);
+	m->reply_rate = j->reply_rate;
 	m->set = true;
 	return 0;
 }

@@ -72,21 +72,22 @@ int job_recv_reply(struct job *j, struct peer_conn *c, unsigned char *buf, uint1
 
 /* Whether an unfenced pass that ends with bytes unacknowledged waits
  * for its closing CHECKPOINT's ACK before the primary's fence (bytes
- * still in flight then drain under it): when no ACK told the pace yet,
- * or when at the pace the ACKs came back so far (bytes acknowledged
- * over the time since the first data frame, the round trip included)
- * they would take more than fence_max / NODE_SETTLE_FENCE_SHARE. */
-static bool job_settle_wait(const struct job *j, uint64_t bytes)
+ * still in flight then drain under it): when, at a lower bound of the
+ * link's rate (node_settle_wait(): the ACKs' pace, the fastest hash reply
+ * on c across a round trip of NODE_SETTLE_RTT_MIN_USEC or more, else
+ * none: wait), they would take more than fence_max / NODE_SETTLE_FENCE_SHARE. */
+static bool job_settle_wait(const struct job *j, const struct peer_conn *c, uint64_t bytes)
 {
 	uint64_t share = j->ctx->cfg->fence_max_ms * 1000ull / NODE_SETTLE_FENCE_SHARE;
-	double rate;
+	bool acked = j->acked_bytes && j->acked_t > j->data_t0;
+	/* The replies' rate is the link's alone, not the secondary's write
+	 * and sync that an ACK waits for too: where a round trip costs little
+	 * (loopback, a LAN; none measured), waiting keeps those out of the
+	 * fence for less than not waiting would put in it. */
+	bool far = peer_conn_rtt_usec(c) >= NODE_SETTLE_RTT_MIN_USEC;
 
-	if (!bytes)
-		return false;
-	if (!j->acked_bytes || j->acked_t <= j->data_t0)
-		return true;
-	rate = (double)j->acked_bytes / (double)(j->acked_t - j->data_t0); /* bytes/us */
-	return (double)bytes / rate > (double)share;
+	return node_settle_wait(bytes, share, acked ? j->acked_bytes : 0,
+				acked ? j->acked_t - j->data_t0 : 0, far ? j->reply_rate : 0);
 }
 
 /* Whether the peer answers PAGE_REQ: protocol 2 and the feature. */
@@ -700,6 +701,48 @@ int job_xfer_open(struct job *j)
 	return r < 0 ? r : 0;
 }
 
+/* The end of an unfenced pass (JOB_SEND_SETTLE): the secondary makes
+ * what it wrote durable now (a CHECKPOINT), so that the commit under the
+ * primary's fence flushes only the last pass. The offset claims what the
+ * first pass did (every byte below the end was sent), never more. The
+ * ACKs of the checkpoints in flight (this one and those before it, such
+ * as the one that ends the data behind the hellos) are waited for only
+ * when the bytes that no ACK covers yet could take a part of fence_max
+ * to drain (job_settle_wait()): else they are read with the replies of
+ * the next pass, at the latest before the commit's answer (which the
+ * secondary sends after handling every CHECKPOINT before it, in order).
+ * When they could, the earlier ones are waited for first: their pace
+ * then judges this one's bytes alone, as before. */
+static int job_xfer_settle(struct job_xfer *x)
+{
+	struct job *j = x->j;
+	uint64_t tail = 0;
+	bool wait = true;
+	int r;
+
+	r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
+	if (r >= 0) {
+		tail = j->bytes_written - j->acked_bytes;
+		wait = job_settle_wait(j, x->c, tail);
+	}
+	if (r >= 0 && wait) {
+		r = job_acks_until(j, x->c, x->buf, 1);
+		if (r >= 0) {
+			tail = j->bytes_written - j->acked_bytes;
+			wait = job_settle_wait(j, x->c, tail);
+		}
+	}
+	if (r >= 0 && wait)
+		r = job_acks_until(j, x->c, x->buf, 0);
+	log_info("resync of '%s': pass ends with %" PRIu64 " bytes behind the last ACK'd "
+		 "checkpoint, acks at %.1f MB/s, hash replies at %.1f MB/s (round trip %.1f ms): %s",
+		 j->peer->name, tail,
+		 j->acked_t > j->data_t0 ? (double)j->acked_bytes / (double)(j->acked_t - j->data_t0) : 0.0,
+		 j->reply_rate, (double)peer_conn_rtt_usec(x->c) / 1000.0,
+		 wait ? "its checkpoint waited for" : "not waited for");
+	return r;
+}
+
 /* Page hashes asked for each batch, or not. */
 static int job_xfer_pages(struct job_xfer *x, bool on)
 {
@@ -753,32 +796,8 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 			r = job_cancelled(j, x->c);
 		}
 	}
-	if (r >= 0 && (flags & JOB_SEND_SETTLE)) {
-		/* The end of an unfenced pass: the secondary makes what it
-		 * wrote durable now (a CHECKPOINT), so that the commit under
-		 * the primary's fence flushes only the last pass. The offset
-		 * claims what the first pass did (every byte below the end
-		 * was sent), never more. Every earlier CHECKPOINT's ACK is
-		 * waited for; this one's only when what it alone covers could
-		 * take a part of fence_max to drain (job_settle_wait()): else
-		 * it is read with the replies of the next pass. */
-		uint64_t tail = 0;
-		bool wait = true;
-
-		r = job_xfer_checkpoint(x, volume_size(j->ctx->vol));
-		if (r >= 0)
-			r = job_acks_until(j, x->c, x->buf, 1);
-		if (r >= 0) {
-			tail = j->bytes_written - j->acked_bytes;
-			wait = job_settle_wait(j, tail);
-		}
-		if (r >= 0 && wait)
-			r = job_acks_until(j, x->c, x->buf, 0);
-		log_info("resync of '%s': pass ends with %" PRIu64 " bytes behind the last ACK'd "
-			 "checkpoint, acks at %.1f MB/s: %s", j->peer->name, tail,
-			 j->acked_t > j->data_t0 ? (double)j->acked_bytes / (double)(j->acked_t - j->data_t0) : 0.0,
-			 wait ? "its checkpoint waited for" : "not waited for");
-	}
+	if (r >= 0 && (flags & JOB_SEND_SETTLE))
+		r = job_xfer_settle(x);
 	j->bytes_sent = peer_conn_bytes_sent(x->c);
 	j->pass_bytes = j->bytes_read - done0;
 	j->pass_usec = clock_usec() - t0;

@@ -342,6 +342,9 @@ static int resync_open(struct resync_run *run)
 				continue;
 			j->kept = TAKE_PTR(run->kept[k].c);
 			j->memo_in = run->kept[k].memo.set ? &run->kept[k].memo : NULL;
+			/* The plan measured this same connection. */
+			if (j->kept && j->memo_in)
+				j->reply_rate = j->memo_in->reply_rate;
 			j->early_ok = job_early_wanted(j, cfg, req_force_has(run->req, nc->name));
 		}
 	}

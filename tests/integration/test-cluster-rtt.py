@@ -54,9 +54,10 @@ PROOF_COMMIT = 1 << 10
 # resync): the hellos and status again, with the tree's first level (the
 # prefetch, equal to the plan's) and the plan's differing pages behind
 # them in the same flight (1: job-early.c), the ACK of the CHECKPOINT
-# that ends those pages, read at the end of the first pass (1; the pass's
-# own closing CHECKPOINT is not waited for, job_settle_wait()), the proof
-# and the commit (1): 3 measured, and room for 1 wait the timing may add.
+# that ends those pages, read at the end of the first pass (1:
+# job_settle_wait() has no ACK yet, and the plan's first level, the
+# leaves here, was the prefetch, whose time tells no rate), the proof and
+# the commit (1): 3 measured, and room for 1 wait the timing may add.
 # n3, without PROOF_COMMIT, pays its COMMIT apart: one more.
 # Without them (a stale token, below): the TCP and TLS handshakes (2), the
 # first level's own wait (1) and the leaves' level below it (1) more.

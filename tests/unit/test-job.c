@@ -833,6 +833,37 @@ static void test_early_rest(void **state)
 	rangelist_release(&sent);
 }
 
+/* node_settle_wait(): the end of pass 1 waits for its checkpoints' ACKs
+ * unless a measured lower bound of the link's rate drains what no ACK
+ * covers within the share of fence_max; nothing measured: it waits. */
+static void test_settle_wait(void **state)
+{
+	const uint64_t share = 500000;	      /* us: fence_max 5 s / 10 */
+	const uint64_t tail = 5400000;	      /* bytes: 5.4 MB not acknowledged */
+	const double fast = 400.0, slow = 4.0; /* bytes/us: 400 and 4 MB/s */
+
+	(void)state;
+	assert_false(node_settle_wait(0, share, 0, 0, 0));
+	/* Nothing measured: no pace to judge by. */
+	assert_true(node_settle_wait(tail, share, 0, 0, 0));
+	assert_true(node_settle_wait(1, share, 0, 0, 0));
+	/* No ACK yet: the hash replies' rate decides (the plan's). */
+	assert_false(node_settle_wait(tail, share, 0, 0, fast));
+	assert_true(node_settle_wait(tail, share, 0, 0, slow)); /* 1.35 s */
+	/* At the bound: what drains within the share exactly goes on. */
+	assert_false(node_settle_wait((uint64_t)(slow * share), share, 0, 0, slow));
+	assert_true(node_settle_wait((uint64_t)(slow * share) + 1, share, 0, 0, slow));
+	/* The ACKs' pace alone: 5.4 MB acknowledged in 0.1 s, or in 10 s. */
+	assert_false(node_settle_wait(tail, share, tail, 100000, 0));
+	assert_true(node_settle_wait(tail, share, tail, 10000000, 0));
+	/* Both measured: the faster lower bound; both slow: it waits. */
+	assert_false(node_settle_wait(tail, share, tail, 10000000, fast));
+	assert_false(node_settle_wait(tail, share, tail, 100000, slow));
+	assert_true(node_settle_wait(tail, share, tail, 10000000, slow));
+	/* An ACK without its time is no measure. */
+	assert_true(node_settle_wait(tail, share, tail, 0, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -847,6 +878,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hash_req_if, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 		cmocka_unit_test(test_early_rest),
+		cmocka_unit_test(test_settle_wait),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
