@@ -78,6 +78,17 @@ enum {
 	RDELTA_RS_OFFSET = 31,
 };
 
+/* b to the power e, modulo 2^32: RabinKarp's multiplier over n bytes. */
+static inline uint32_t rdelta_pow32(uint32_t b, uint64_t e)
+{
+	uint32_t r = 1;
+
+	for (; e; e >>= 1, b *= b)
+		if (e & 1)
+			r *= b;
+	return r;
+}
+
 /* RabinKarp of one window, compiled per instruction set (rdelta-rkx.c). */
 uint32_t rdelta_rk_base(const uint8_t *p, size_t n);
 uint32_t rdelta_rk_avx2(const uint8_t *p, size_t n);

@@ -10,22 +10,12 @@
 #error "RDELTA_RK_NAME must be defined"
 #endif
 
-static uint32_t pow32(uint32_t b, uint64_t e)
-{
-	uint32_t r = 1;
-
-	for (; e; e >>= 1, b *= b)
-		if (e & 1)
-			r *= b;
-	return r;
-}
-
 /* SEED * M^n + sum p[i] * M^(n-1-i), as 64 interleaved sums (stride M^64)
  * so that the multiplies vectorise into several independent chains (one
  * vector of 16 sums waits on its multiply's latency every 16 bytes). */
 uint32_t RDELTA_RK_NAME(const uint8_t *p, size_t n)
 {
-	const uint32_t m64 = pow32(RDELTA_RK_MULT, 64);
+	const uint32_t m64 = rdelta_pow32(RDELTA_RK_MULT, 64);
 	uint32_t h = RDELTA_RK_SEED, acc[64] = {0}, tail = 0;
 	size_t head = n % 64, k;
 
@@ -37,5 +27,5 @@ uint32_t RDELTA_RK_NAME(const uint8_t *p, size_t n)
 	/* tail = sum acc[j] * M^(63-j), by Horner over the lanes. */
 	for (int j = 0; j < 64; j++)
 		tail = tail * RDELTA_RK_MULT + acc[j];
-	return h * pow32(RDELTA_RK_MULT, n - head) + tail;
+	return h * rdelta_pow32(RDELTA_RK_MULT, n - head) + tail;
 }

@@ -14,16 +14,6 @@
 
 #include "rdelta-int.h"
 
-static uint32_t pow32(uint32_t b, uint64_t e)
-{
-	uint32_t r = 1;
-
-	for (; e; e >>= 1, b *= b)
-		if (e & 1)
-			r *= b;
-	return r;
-}
-
 static inline __m512i set1(uint32_t v)
 {
 	return _mm512_set1_epi32((int)v);
@@ -65,10 +55,11 @@ size_t rdelta_rk_roll_avx512(const uint8_t *w, size_t n, size_t bl, uint32_t *h,
 			     const uint32_t *filter, unsigned fbits)
 {
 	const uint32_t adj = (RDELTA_RK_MULT - 1) * RDELTA_RK_SEED;
-	const __m512i m1 = set1(RDELTA_RK_MULT), m2 = set1(pow32(RDELTA_RK_MULT, 2)),
-		      m4 = set1(pow32(RDELTA_RK_MULT, 4)), m8 = set1(pow32(RDELTA_RK_MULT, 8)),
-		      m16 = set1(pow32(RDELTA_RK_MULT, 16)), vmbl = set1(mbl), vadj = set1(adj),
-		      zero = _mm512_setzero_si512();
+	const __m512i m1 = set1(RDELTA_RK_MULT), m2 = set1(rdelta_pow32(RDELTA_RK_MULT, 2)),
+		      m4 = set1(rdelta_pow32(RDELTA_RK_MULT, 4)),
+		      m8 = set1(rdelta_pow32(RDELTA_RK_MULT, 8)),
+		      m16 = set1(rdelta_pow32(RDELTA_RK_MULT, 16)), vmbl = set1(mbl),
+		      vadj = set1(adj), zero = _mm512_setzero_si512();
 	const __m128i shift = _mm_cvtsi32_si128((int)(32 - fbits));
 	uint32_t lanes[16], a = *h;
 	__m512i hv, d0;

@@ -14,16 +14,6 @@
 
 #include "rdelta-int.h"
 
-static uint32_t pow32(uint32_t b, uint64_t e)
-{
-	uint32_t r = 1;
-
-	for (; e; e >>= 1, b *= b)
-		if (e & 1)
-			r *= b;
-	return r;
-}
-
 /* RabinKarp of a window, by the widest vector unit the CPU has. */
 static uint32_t (*rk_impl)(const uint8_t *p, size_t n);
 static pthread_once_t rk_once = PTHREAD_ONCE_INIT;
@@ -50,7 +40,7 @@ void rdelta_weak_init(struct rdelta_weak *w, bool rabinkarp, const uint8_t *p, s
 {
 	if (rabinkarp) {
 		w->a = rk_sum(p, len);
-		w->b = pow32(RDELTA_RK_MULT, len);
+		w->b = rdelta_pow32(RDELTA_RK_MULT, len);
 	} else {
 		uint32_t s1 = 0, s2 = 0;
 
