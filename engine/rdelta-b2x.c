@@ -45,14 +45,6 @@ static const uint8_t b2_sigma[10][16] = {
 		b = ROTR(b ^ c, 63);                                                               \
 	} while (0)
 
-static inline uint64_t load64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8); /* little-endian hosts only (x86-64, arm64) */
-	return v;
-}
-
 static void b2_compress(b2vec h[8], const b2vec m[16], uint64_t t, bool last)
 {
 	b2vec v[16];
@@ -116,6 +108,14 @@ static void b2_load(b2vec m[16], const uint8_t *const blk[RDELTA_B2X_LANES])
 	b2_transpose8(m + 8, blk, 64);
 }
 #else
+static inline uint64_t load64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8); /* little-endian hosts only (x86-64, arm64) */
+	return v;
+}
+
 /* Gather word i of each lane's 128-byte block. */
 static void b2_load(b2vec m[16], const uint8_t *const blk[RDELTA_B2X_LANES])
 {
