@@ -550,7 +550,8 @@ static int relay_args(struct relay *r, struct sockaddr_in *ret_listen, int argc,
 	double delay_ms = 0;
 	bool burst_set = false;
 
-	for (int i = 1; i < argc; i++) {
+	/* OPTION VALUE pairs (--help alone). */
+	for (int i = 1; i < argc; i += 2) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		int bad = 0;
 
@@ -586,7 +587,6 @@ static int relay_args(struct relay *r, struct sockaddr_in *ret_listen, int argc,
 			fprintf(stderr, "resync-relay: bad value for %s: '%s'\n", argv[i], v);
 			return -2;
 		}
-		i++;
 	}
 	if (!target_s || parse_addr(target_s, &r->target) < 0 ||
 	    parse_addr(listen_s, ret_listen) < 0) {
