@@ -103,8 +103,8 @@ bool control_client_gone(struct control_client *c)
 	return atomic_load(&c->gone);
 }
 
-/* Read one line into a growing buffer; returns its length, 0 at EOF. */
-static ssize_t read_line(int fd, char **buf, size_t *cap, size_t *have, int timeout_ms)
+ssize_t control_read_line(int fd, char **buf, size_t *cap, size_t *have, size_t max,
+			  int timeout_ms)
 {
 	for (;;) {
 		char *nl = *have ? memchr(*buf, '\n', *have) : NULL;
@@ -112,7 +112,7 @@ static ssize_t read_line(int fd, char **buf, size_t *cap, size_t *have, int time
 
 		if (nl)
 			return nl - *buf + 1;
-		if (*have >= RESYNC_CONTROL_LINE_MAX)
+		if (*have >= max)
 			return -EMSGSIZE;
 		if (*have == *cap) {
 			size_t ncap = *cap ? *cap * 2 : 4096;
@@ -227,7 +227,7 @@ static void *client_main(void *arg)
 	size_t cap = 0, have = 0;
 
 	while (!atomic_load(&c->gone) && !atomic_load(&c->server->stopping)) {
-		ssize_t n = read_line(c->fd, &buf, &cap, &have, 500);
+		ssize_t n = control_read_line(c->fd, &buf, &cap, &have, RESYNC_CONTROL_LINE_MAX, 500);
 		struct json_object *req;
 
 		if (n == -ETIMEDOUT)

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "resync/control.h"
 
@@ -75,6 +76,13 @@ int control_client_result(struct control_client *c, struct json_object *extra);
 /* Send {"type":"result","ok":false,"error":msg}. */
 int control_client_error(struct control_client *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Read from fd until buf[0, *have) holds a whole line (the buffer grows;
+ * bytes past the line stay for the next call, and a timeout loses none).
+ * timeout_ms < 0 waits forever, else bounds each wait for more. Returns
+ * the line's length with its newline, 0 at the end of the stream,
+ * -ETIMEDOUT, -EMSGSIZE once max bytes hold no newline, or -errno. */
+ssize_t control_read_line(int fd, char **buf, size_t *cap, size_t *have, size_t max,
+			  int timeout_ms);
 /* Whether the client hung up or the server is stopping: long handlers
  * (events) poll this. */
 bool control_client_gone(struct control_client *c);

@@ -6,7 +6,6 @@
  * lines go to the ring. */
 #include <errno.h>
 #include <json-c/json.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "control.h"
 #include "resync/control.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
@@ -35,50 +35,19 @@ struct line_reader {
  * -EMSGSIZE, -errno. */
 static int line_read(struct line_reader *lr, int timeout_ms, json_object **ret)
 {
-	for (;;) {
-		char *nl = lr->have ? memchr(lr->buf, '\n', lr->have) : NULL;
-		struct pollfd p = {.fd = lr->fd, .events = POLLIN};
-		ssize_t n;
-		int pr;
+	ssize_t n = control_read_line(lr->fd, &lr->buf, &lr->cap, &lr->have,
+				      RESYNC_CONTROL_REPLY_MAX, timeout_ms);
+	json_object *o;
 
-		if (nl) {
-			size_t ll = (size_t)(nl - lr->buf);
-			json_object *o = control_parse(lr->buf, ll);
-
-			memmove(lr->buf, nl + 1, lr->have - ll - 1);
-			lr->have -= ll + 1;
-			if (!o)
-				return -EBADMSG;
-			*ret = o;
-			return 0;
-		}
-		if (lr->have >= RESYNC_CONTROL_REPLY_MAX)
-			return -EMSGSIZE;
-		if (lr->cap - lr->have < 65536) {
-			size_t ncap = MAX(lr->cap * 2, lr->have + 65536);
-			char *nb = realloc(lr->buf, ncap);
-
-			if (!nb)
-				return -ENOMEM;
-			lr->buf = nb;
-			lr->cap = ncap;
-		}
-		pr = poll(&p, 1, timeout_ms);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr < 0)
-			return -errno;
-		if (pr == 0)
-			return -ETIMEDOUT;
-		n = read(lr->fd, lr->buf + lr->have, lr->cap - lr->have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ECONNRESET;
-		lr->have += (size_t)n;
-	}
+	if (n <= 0)
+		return n < 0 ? (int)n : -ECONNRESET;
+	o = control_parse(lr->buf, (size_t)n - 1);
+	memmove(lr->buf, lr->buf + n, lr->have - (size_t)n);
+	lr->have -= (size_t)n;
+	if (!o)
+		return -EBADMSG;
+	*ret = o;
+	return 0;
 }
 
 /* ---- the ring of recent messages ---- */
