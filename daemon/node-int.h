@@ -18,6 +18,10 @@
  *   job-walk.c    its walk of the secondary's hash tree, a level a round trip
  *   job-xfer.c    its transfer: batches, page hashes, CHECKPOINTs, COMMIT
  *                 (the job's types and steps: job-int.h, included below)
+ *   job-hashif.c  the tree's first level asked for in the hellos' flight
+ *                 (HASH_REQ_IF), and the peers' features remembered
+ *   job-early.c   a resync's data behind its hellos on the plan's
+ *                 connection, and when the end of a pass waits its ACK
  *   moved.c, moved-session.c  moved and shifted data as COPYs, both sides
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
  *                 in resync-int.h; resync-pass.c the passes and the short
