@@ -84,7 +84,12 @@ class Run:
         relay.arm(fault)
         rc, plan, summary, err = resync_json(c, "--node", "s")
         relay.disarm()
-        st = c.status()["s"]["state"]
+        # Unknown: the status query of s timed out (session_timeout is
+        # 3 s here, and a loaded machine can miss it); ask until s answers.
+        st = {}
+        wait_for(lambda: st.update(s=c.status()["s"]["state"]) or st["s"] != "Unknown",
+                 timeout=60, what=lambda: "s to answer a status query (%s)" % st)
+        st = st["s"]
         if st == "UpToDate":
             check(image(c, "s") == image(c, "p"),
                   "%s: s UpToDate with data differing from the primary's (%s)" % (label, fault))

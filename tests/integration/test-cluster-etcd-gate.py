@@ -26,7 +26,10 @@ e = Etcd(sc)
 e.put(leader_key(TAG), "p")
 c = Cluster(sc, TAG, ["p", "s"], None, size=SIZE)
 with open(c.conf, "a") as f:
-    f.write(etcd_section(e, TAG))
+    # The lock is released by the primary here, never left to expire: a
+    # longer lease than the default 4 s keeps a loaded machine (a slow
+    # etcd fsync, a late keep-alive) from ending a case by its expiry.
+    f.write(etcd_section(e, TAG, ttl="15s"))
 c.start("s")
 
 
