@@ -23,7 +23,9 @@ was never told of. n2 must refuse at its first write (under the fence)
 and apply nothing: its image is its own plus that write, not a byte of
 the primary's. The same on a new connection without data behind the
 hello (a resync without the plan's token): the write lands between the
-STATUS and the first data frame. A resync --force n2 then runs."""
+STATUS and the first data frame. A resync --force n2 then runs. While
+a resync runs, a rollback of n2 through the primary is refused: it
+would be a second session of the primary that may rewrite n2."""
 import json
 import os
 import random
@@ -212,6 +214,12 @@ def split_window(conn, pages, what, request):
                  what=lambda: "%s: n2's STATUS sent, the resync's UNDO held (%s, %d STATUS "
                  "before, %d now): %s" % (what, hold, status0, relay.frames(DOWN, WIRE["STATUS"]),
                                           c.log("n1")[-2000:]))
+        # A rollback through the primary meanwhile would be a second
+        # session of it that may rewrite n2: refused while the run lasts.
+        r = c.ctl("--node", "n1", "rollback", "n2", "--yes", "--json")
+        check(r.returncode != 0 and "a resync or verify is running" in r.stdout + r.stderr,
+              "%s: a rollback of n2 refused while the resync runs: %s %s" %
+              (what, r.stdout, r.stderr))
         c.write("n2", pages[0] * PAGE, mine)
     finally:
         hold.release()
