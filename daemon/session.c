@@ -481,6 +481,7 @@ static void session_fail(struct session *s, uint16_t type, int r)
 	send_text(s->c, WIRE_ERROR,
 		  r == -EBUSY	  ? WIRE_REASON_BUSY
 		  : r == -EBADMSG ? WIRE_REASON_MESSAGE
+		  : r == -EPERM	  ? WIRE_REASON_OTHER /* refused (session_write_check()) */
 				  : WIRE_REASON_IO,
 		  msg);
 	session_linger(s);
