@@ -730,6 +730,9 @@ int node_peer_rollback(struct peer_conn *c, unsigned char *buf, uint64_t *ret_by
 		       size_t whylen);
 
 /* ---- node.c ---- */
+/* With n->sessions_lock held: until a session ends (sessions_cond) or
+ * 100 ms passed. */
+void node_sessions_wait(struct node *n);
 /* A primary has a generation and is UpToDate by definition: at start,
  * and when etcd's leader key makes this node primary. */
 int node_primary_init(struct node *n);

@@ -83,8 +83,6 @@ static int session_supersede(struct session *s)
 	if (!s->rewrite_since)
 		s->rewrite_since = t0;
 	for (;;) {
-		struct timespec ts;
-
 		older = 0;
 		for (struct session *o = n->sessions; o; o = o->next) {
 			if (!session_older_rewriter(o, s))
@@ -98,14 +96,7 @@ static int session_supersede(struct session *s)
 		}
 		if (!older || clock_usec() >= until || atomic_load(&n->stopping))
 			break;
-		/* Each session's end broadcasts (session_thread()). */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&n->sessions_cond, &n->sessions_lock, &ts);
+		node_sessions_wait(n); /* each session's end broadcasts */
 	}
 	pthread_mutex_unlock(&n->sessions_lock);
 	if (older) {

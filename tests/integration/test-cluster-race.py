@@ -26,11 +26,9 @@ hello (a resync without the plan's token): the write lands between the
 STATUS and the first data frame. A resync --force n2 then runs. While
 a resync runs, a rollback of n2 through the primary is refused: it
 would be a second session of the primary that may rewrite n2."""
-import json
 import os
 import random
 import re
-import socket
 import sys
 import threading
 import time
@@ -86,23 +84,7 @@ def set_primary(name):
 
 def ask(line, timeout=120):
     """One request on n1's control socket: its result (JSON)."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(c.control("n1"))
-    s.sendall(json.dumps(line).encode() + b"\n")
-    buf = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            check(chunk, "n1 answered %s" % line)
-            buf += chunk
-            while b"\n" in buf:
-                one, buf = buf.split(b"\n", 1)
-                o = json.loads(one)
-                if o.get("type") == "result":
-                    return o
-    finally:
-        s.close()
+    return c.ask("n1", line, timeout)
 
 
 def image(n):
