@@ -308,10 +308,13 @@ int session_write_check(struct session *s)
 
 	if (!s->from_primary)
 		return 0;
-	if (atomic_load(&n->is_primary)) {
+	/* The primary may have changed since the hello (etcd's leader key,
+	 * etcd-node.c): a COMMIT would be refused, but not the writes. */
+	if (atomic_load(&n->is_primary) || !cluster_config_primary_is(n->cfg, s->peer)) {
 		snprintf(s->why, sizeof(s->why),
-			 "'%s' acts as primary now: refused the writes of '%s', nothing written",
-			 n->self->name, s->peer);
+			 "%s now: refused the writes of '%s', nothing written",
+			 atomic_load(&n->is_primary) ? "this node acts as primary"
+						     : "it is no longer the primary", s->peer);
 		log_warning("%s", s->why);
 		return -EPERM;
 	}

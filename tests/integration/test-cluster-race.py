@@ -25,7 +25,10 @@ the primary's. The same on a new connection without data behind the
 hello (a resync without the plan's token): the write lands between the
 STATUS and the first data frame. A resync --force n2 then runs. While
 a resync runs, a rollback of n2 through the primary is refused: it
-would be a second session of the primary that may rewrite n2."""
+would be a second session of the primary that may rewrite n2. Last, with
+etcd naming the primary, the leader key moves to n2 while the resync's
+frames are held after n2's STATUS: n2, primary now, refuses n1's writes
+at the first and holds not a byte of n1's."""
 import os
 import random
 import re
@@ -35,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, Cluster, check, resync_json, wait_for  # noqa: E402
+from etcd_lib import Etcd, etcd_section, leader_key  # noqa: E402
 from relay_lib import DOWN, UP, Fault, Relay  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
@@ -45,20 +49,28 @@ CHANGED = 200
 WIRE = {"CHECKPOINT": 8, "STATUS": 12, "UNDO": 21}
 rng = random.Random(23)
 sc = Scratch()
-c = Cluster(sc, "race", ["n1", "n2"], "n1", size=VOLUME)
-with open(c.conf) as f:
-    conf = f.read()
-conf = conf.replace("[cluster]\n", "[cluster]\ninsecure = true\nproof = true\n", 1)
-with open(c.conf, "w") as f:
-    f.write(conf)
-addr = next(x.split("=")[1].strip() for x in conf.split("[node n2]")[1].splitlines()
-            if x.startswith("address"))
-relay = Relay(("127.0.0.1", int(addr.rsplit(":", 1)[1])))
-own = c.conf
-via = sc.path("race-via.conf")
-with open(via, "w") as f:
-    f.write(conf.replace("address = " + addr, "address = " + relay.address))
 
+
+def setup(tag, primary, extra=""):
+    """Cluster tag (n1, n2), n2 reached through the relay by n1: c, relay,
+    own (n2's config), via (n1's)."""
+    global c, relay, own, via
+    c = Cluster(sc, tag, ["n1", "n2"], primary, size=VOLUME)
+    with open(c.conf) as f:
+        conf = f.read()
+    conf = conf.replace("[cluster]\n", "[cluster]\ninsecure = true\nproof = true\n", 1) + extra
+    with open(c.conf, "w") as f:
+        f.write(conf)
+    addr = next(x.split("=")[1].strip() for x in conf.split("[node n2]")[1].splitlines()
+                if x.startswith("address"))
+    relay = Relay(("127.0.0.1", int(addr.rsplit(":", 1)[1])))
+    own = c.conf
+    via = sc.path(tag + "-via.conf")
+    with open(via, "w") as f:
+        f.write(conf.replace("address = " + addr, "address = " + relay.address))
+
+
+setup("race", "n1")
 
 def start_all():
     c.conf = via
@@ -132,7 +144,7 @@ def fallback_race():
     arm_kept(hold, orphan)
     log1, log2 = len(c.log("n1")), len(c.log("n2"))
     t = time.monotonic()
-    res = ask({"cmd": "resync", "confirm": "race", "plan_token": token})
+    res = ask({"cmd": "resync", "confirm": c.tag, "plan_token": token})
     took = time.monotonic() - t
     new1, new2 = c.log("n1")[log1:], c.log("n2")[log2:]
     check(orphan.fired and hold.fired, "the relay orphaned the kept connection: %s %s" %
@@ -171,19 +183,16 @@ def fork_n2():
     return pages
 
 
-def split_window(conn, pages, what, request):
+def held_window(conn, what, request, during):
     """The resync's frames to n2 held from its UNDO on (conn: the kept
-    connection, or None: the next one), n2's STATUS sent; then a write on
-    n2's page pages[0]: n2 must refuse at its first write, nothing
-    applied."""
+    connection, or None: the next one) until n2 sent its STATUS and
+    during() ran: the resync's result, and n2's log meanwhile."""
     hold = Fault("hold", UP, ftype=WIRE["UNDO"])
     if conn:
         conn.add([hold])
     else:
         relay.arm(hold)
     status0 = relay.frames(DOWN, WIRE["STATUS"])
-    before = image("n2")
-    mine = os.urandom(PAGE)
     log2 = len(c.log("n2"))
     out = {}
 
@@ -196,6 +205,24 @@ def split_window(conn, pages, what, request):
                  what=lambda: "%s: n2's STATUS sent, the resync's UNDO held (%s, %d STATUS "
                  "before, %d now): %s" % (what, hold, status0, relay.frames(DOWN, WIRE["STATUS"]),
                                           c.log("n1")[-2000:]))
+        during()
+    finally:
+        hold.release()
+        t.join(120)
+    check(not t.is_alive(), "%s: the resync ended" % what)
+    new2 = c.log("n2")[log2:]
+    check("is rewriting this volume" not in new2,
+          "%s: n2 never began writing: %s" % (what, new2[-3000:]))
+    return out.get("res", {}), new2
+
+
+def split_window(conn, pages, what, request):
+    """A write on n2's page pages[0] in held_window(): n2 must refuse at
+    its first write, nothing applied."""
+    before = image("n2")
+    mine = os.urandom(PAGE)
+
+    def during():
         # A rollback through the primary meanwhile would be a second
         # session of it that may rewrite n2: refused while the run lasts.
         r = c.ctl("--node", "n1", "rollback", "n2", "--yes", "--json")
@@ -203,25 +230,48 @@ def split_window(conn, pages, what, request):
               "%s: a rollback of n2 refused while the resync runs: %s %s" %
               (what, r.stdout, r.stderr))
         c.write("n2", pages[0] * PAGE, mine)
-    finally:
-        hold.release()
-        t.join(120)
-    check(not t.is_alive(), "%s: the resync ended" % what)
-    res = out.get("res", {})
+    res, new2 = held_window(conn, what, request, during)
     x = n2_result(res) if res.get("nodes") else {}
-    new2 = c.log("n2")[log2:]
     check(x.get("result") == "failed" and "nothing written" in x.get("error", ""),
           "%s: n2 not resynced: %s" % (what, res))
     check("split brain" in new2 and "refused the writes of 'n1', nothing written" in new2,
           "%s: n2 refused at its first write, in split brain: %s" % (what, new2[-3000:]))
-    check("is rewriting this volume" not in new2,
-          "%s: n2 never began writing: %s" % (what, new2[-3000:]))
     after = image("n2")
     want = before[:pages[0] * PAGE] + mine + before[(pages[0] + 1) * PAGE:]
     check(after == want, "%s: n2 holds its own data and its write, nothing of n1's" % what)
     st = c.status("n1")
     check(st["n2"].get("split_brain") is True and st["n2"]["state"] == "Diverged",
           "%s: n1 sees n2 in split brain now: %s" % (what, st["n2"]))
+
+
+def promoted_window():
+    """etcd's leader key moves to n2 in held_window(), on the plan's kept
+    connection: n2, primary now, must refuse n1's writes at the first."""
+    e = Etcd(sc)
+    e.put(leader_key("racee"), "n1")
+    setup("racee", None, etcd_section(e, "racee"))
+    data = os.urandom(VOLUME)
+    for n in c.names:
+        with open(c.image(n), "wb") as f:
+            f.write(data)
+    with open(c.image("n2"), "r+b") as f:
+        for p in rng.sample(range(VOLUME // PAGE), CHANGED):
+            f.seek(p * PAGE)
+            f.write(os.urandom(PAGE))
+    start_all()
+    wait_for(lambda: "(this node is secondary)" in c.log("n2"), what="n2 a secondary")
+    token = plan()
+    before = image("n2")
+
+    def during():
+        e.put(leader_key("racee"), "n2")
+        wait_for(lambda: "(this node is primary)" in c.log("n2"), what="n2 promoted")
+    _, new2 = held_window(arm_kept(), "promoted", {"cmd": "resync", "confirm": c.tag,
+                                                   "plan_token": token}, during)
+    check("this node acts as primary now: refused the writes of 'n1', nothing written" in new2,
+          "promoted: n2 refused n1's writes at its first: %s" % new2[-3000:])
+    stop_all()
+    check(image("n2") == before, "promoted: not a byte of n1's written on n2")
 
 
 def forced():
@@ -238,15 +288,18 @@ try:
     pages = fork_n2()
     token = plan()
     split_window(arm_kept(), pages, "behind the hellos",
-                 {"cmd": "resync", "confirm": "race", "plan_token": token})
+                 {"cmd": "resync", "confirm": c.tag, "plan_token": token})
     forced()
     # Without (a resync without the plan's token: new connections), the
     # write landing between n2's STATUS and the first data frame.
     pages = fork_n2()
-    split_window(None, pages, "on a new connection", {"cmd": "resync", "confirm": "race"})
+    split_window(None, pages, "on a new connection", {"cmd": "resync", "confirm": c.tag})
     forced()
+    c.kill_and_unmount()
+    relay.stop()
+    promoted_window()
 finally:
     c.kill_and_unmount()
     relay.stop()
-print("ok: the kept connection's fallback (resync %.2f s) and the split-brain window, "
+print("ok: the kept connection's fallback (resync %.2f s), the split-brain and promotion windows, "
       "in %.1f s" % (took, time.monotonic() - T0))
