@@ -147,8 +147,9 @@ def fallback_race():
     res = ask({"cmd": "resync", "confirm": c.tag, "plan_token": token})
     took = time.monotonic() - t
     new1, new2 = c.log("n1")[log1:], c.log("n2")[log2:]
-    check(orphan.fired and hold.fired, "the relay orphaned the kept connection: %s %s" %
-          (orphan, hold))
+    # (hold fires only when n2 answered before the orphan: either way no
+    # answer of n2 reached n1 on that connection)
+    check(orphan.fired, "the relay orphaned the kept connection: %s %s" % (orphan, hold))
     sent = re.findall(r"resync of 'n2': (\d+) bytes of the plan's differing pages sent "
                       r"behind its hellos", new1)
     check(sent and int(sent[0]) >= CHANGED * PAGE // 2,
