@@ -351,6 +351,47 @@ static int cmd_cancel(void *userdata, struct control_client *cli, json_object *r
 	return control_client_result(cli, o);
 }
 
+/* The primary asks secondary nc to roll back (ROLLBACK) on a session of
+ * its own. Never beside a run of this node: the secondary takes a newer
+ * session of the primary that may rewrite it (as this one) for the
+ * primary's only one, and ends the older (session-hello.c), so the two
+ * are kept apart here. Returns 0 (*ret_bytes put back) or -errno, why
+ * said in why. */
+static int rollback_remote(struct node *n, const struct node_config *nc, uint64_t *ret_bytes,
+			   char *why, size_t whylen)
+{
+	_cleanup_free_ unsigned char *buf = malloc(RESYNC_WIRE_FRAME_MAX);
+	struct peer_conn *c = NULL;
+	struct wire_hello h;
+	char err[RESYNC_WIRE_TEXT_MAX + 128];
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	pthread_mutex_lock(&n->lock);
+	if (n->resync_running) {
+		pthread_mutex_unlock(&n->lock);
+		snprintf(why, whylen, "refused: a resync or verify is running: roll back after it");
+		return -EBUSY;
+	}
+	n->resync_running = true;
+	pthread_mutex_unlock(&n->lock);
+	r = node_peer_open(n, nc, true, why, whylen, &c, &h);
+	if (r >= 0 && !(h.features & node_features() & WIRE_FEATURE_UNDO)) {
+		snprintf(why, whylen, "'%s' cannot roll back (an older build)", nc->name);
+		r = -EOPNOTSUPP;
+	} else if (r >= 0) {
+		r = node_peer_rollback(c, buf, ret_bytes, err, sizeof(err));
+		if (r < 0)
+			snprintf(why, whylen, "rollback of '%s' failed: %s", nc->name, err);
+	}
+	peer_conn_free(c);
+	pthread_mutex_lock(&n->lock);
+	n->resync_running = false;
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
 /* rollback NODE: put back what the last resync overwrote on NODE, from
  * its undo journal. This node's own volume here; another's through the
  * primary (a secondary forwards), which sends it ROLLBACK. */
@@ -360,9 +401,6 @@ static int cmd_rollback(void *userdata, struct control_client *cli, json_object 
 	const char *name = json_object_get_string(json_object_object_get(req, "node"));
 	const struct node_config *nc = cluster_config_node(n->cfg, name ? name : "");
 	char why[RESYNC_WIRE_TEXT_MAX + 256];
-	_cleanup_free_ unsigned char *buf = NULL;
-	struct peer_conn *c = NULL;
-	struct wire_hello h;
 	uint64_t bytes = 0;
 	json_object *o;
 	int r;
@@ -380,20 +418,9 @@ static int cmd_rollback(void *userdata, struct control_client *cli, json_object 
 	} else if (!n->is_primary) {
 		return node_forward(n, cli, req);
 	} else {
-		buf = malloc(RESYNC_WIRE_FRAME_MAX);
-		if (!buf)
-			return -ENOMEM;
-		r = node_peer_open(n, nc, true, why, sizeof(why), &c, &h);
+		r = rollback_remote(n, nc, &bytes, why, sizeof(why));
 		if (r < 0)
 			return control_client_error(cli, "%s", why);
-		if (!(h.features & node_features() & WIRE_FEATURE_UNDO)) {
-			peer_conn_free(c);
-			return control_client_error(cli, "'%s' cannot roll back (an older build)", name);
-		}
-		r = node_peer_rollback(c, buf, &bytes, why, sizeof(why));
-		peer_conn_free(c);
-		if (r < 0)
-			return control_client_error(cli, "rollback of '%s' failed: %s", name, why);
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "node", json_object_new_string(name));

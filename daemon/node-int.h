@@ -81,6 +81,9 @@ struct patch_writer;
 enum {
 	NODE_ERROR_LINGER_MS = 2000,	  /* after a session's ERROR, for the peer to close */
 	NODE_STOP_WAIT_MS = 5000,	  /* sessions given to end at stop (then: said) */
+	/* An earlier session of the primary that may rewrite this volume,
+	 * given to end once a newer one arrived (session-hello.c). */
+	NODE_SUPERSEDE_WAIT_MS = 10000,
 	/* Connections past accept() that have not sent their hello yet
 	 * (handshake included): past this, the newest is closed at once. */
 	NODE_UNAUTH_MAX = 64,
@@ -457,6 +460,17 @@ struct session {
 	struct meta_uuid target; /* the primary's generation (from its hello) */
 	uint64_t features;	 /* both peers' (from its hello) */
 	bool from_primary;	 /* the hello came from the cluster's primary */
+	bool data_follows;	 /* its hello said WIRE_HELLO_DATA_FOLLOWS */
+	/* Split brain as the primary could judge it (session-hello.c): from
+	 * this node's hello, then from its last STATUS (not behind a hello
+	 * with data: the primary reads that STATUS after its data). */
+	bool split_told;
+	struct wire_hello primary_hello; /* from_primary: its last hello */
+	/* A session of the primary that may rewrite this volume (GROW in its
+	 * hello): when it said so (clock_usec(); 0: none); protected by
+	 * n->sessions_lock. A newer one ends it: superseded. */
+	uint64_t rewrite_since;
+	atomic_bool superseded;
 	unsigned undo_mode;	 /* enum undo_mode: the cluster's, or the primary's UNDO */
 	bool diverged;		 /* Diverged at the primary's hello */
 	bool undo;		 /* this resync's overwrites are journaled */
@@ -533,6 +547,13 @@ int session_rehello(struct session *s, size_t len);
 /* What the peer still sends, read and dropped (never applied) for
  * NODE_ERROR_LINGER_MS, so that a close does not reset it unread. */
 void session_linger(struct session *s);
+/* A STATUS went to the primary: what it may judge split brain from. */
+void session_status_told(struct session *s);
+/* At the first write, the mount fenced (nothing more lands on it): 0,
+ * or -EPERM (the reason in s->why) when this node is no longer one the
+ * primary may rewrite: promoted since the hello, or in a split brain the
+ * primary was never told of (a write landed after its hello or status). */
+int session_write_check(struct session *s);
 
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
@@ -709,6 +730,9 @@ int node_peer_rollback(struct peer_conn *c, unsigned char *buf, uint64_t *ret_by
 		       size_t whylen);
 
 /* ---- node.c ---- */
+/* With n->sessions_lock held: until a session ends (sessions_cond) or
+ * 100 ms passed. */
+void node_sessions_wait(struct node *n);
 /* A primary has a generation and is UpToDate by definition: at start,
  * and when etcd's leader key makes this node primary. */
 int node_primary_init(struct node *n);

@@ -152,6 +152,19 @@ static void *accept_thread(void *arg)
 	return NULL;
 }
 
+void node_sessions_wait(struct node *n)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 100 * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&n->sessions_cond, &n->sessions_lock, &ts);
+}
+
 /* At stop, once nothing starts sessions any more: wake every session
  * (its connection shut down: its next wait ends) and join them all. */
 static void node_sessions_stop(struct node *n)
@@ -163,15 +176,7 @@ static void node_sessions_stop(struct node *n)
 		if (s->c)
 			peer_conn_shutdown(s->c);
 	while (n->sessions) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&n->sessions_cond, &n->sessions_lock, &ts);
+		node_sessions_wait(n);
 		if (n->sessions && said && clock_usec() >= said) {
 			/* Still joined: nothing is freed under a session. */
 			log_warning("peer sessions still ending after %u ms; waiting for them",

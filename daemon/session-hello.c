@@ -2,7 +2,10 @@
  * the peer's first hello checked and answered, and a HELLO again on a
  * session (WIRE_FEATURE_REHELLO), which starts it over as after the
  * first: a plan's connection that the primary kept for the resync that
- * follows it (plan-keep.c). */
+ * follows it (plan-keep.c). What the primary was told here (split brain,
+ * a secondary) is checked again at the first write, under the fence
+ * (session_write_check()), and a newer session of the primary that may
+ * rewrite this volume ends the older ones (session_supersede()). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -48,6 +51,68 @@ void session_authed(struct session *s)
 	pthread_mutex_unlock(&n->sessions_lock);
 }
 
+/* Whether o is an older session than s that said it may rewrite this
+ * volume (a total order: two never wait for each other). */
+static bool session_older_rewriter(const struct session *o, const struct session *s)
+{
+	if (o == s || !o->rewrite_since)
+		return false;
+	return o->rewrite_since < s->rewrite_since ||
+	       (o->rewrite_since == s->rewrite_since && (uintptr_t)o < (uintptr_t)s);
+}
+
+/* A session of the primary that may rewrite this volume (GROW in its
+ * hello) supersedes every older one: the primary runs one job a
+ * secondary, so it gave those up. One may still hold the volume,
+ * though: its connection lost in a partition (it waits for frames until
+ * session_timeout), or its frames still buffered to apply after the
+ * primary fell back from a kept connection that broke behind its early
+ * data (job_open_thread()); this session's first write would then meet
+ * EBUSY, and the volume stay Inconsistent until the next resync. Each is
+ * ended (its connection shut down; it applies no frame more) and waited
+ * for, at most NODE_SUPERSEDE_WAIT_MS, before this hello is answered:
+ * the status and the walk then see the volume as it left it. Returns 0,
+ * or -EBUSY when one has not ended in time (s->why says so). */
+static int session_supersede(struct session *s)
+{
+	struct node *n = s->n;
+	uint64_t t0 = clock_usec(), until = t0 + NODE_SUPERSEDE_WAIT_MS * 1000ull;
+	size_t ended = 0, older;
+
+	pthread_mutex_lock(&n->sessions_lock);
+	if (!s->rewrite_since)
+		s->rewrite_since = t0;
+	for (;;) {
+		older = 0;
+		for (struct session *o = n->sessions; o; o = o->next) {
+			if (!session_older_rewriter(o, s))
+				continue;
+			older++;
+			if (!atomic_exchange(&o->superseded, true)) {
+				ended++;
+				if (o->c)
+					peer_conn_shutdown(o->c);
+			}
+		}
+		if (!older || clock_usec() >= until || atomic_load(&n->stopping))
+			break;
+		node_sessions_wait(n); /* each session's end broadcasts */
+	}
+	pthread_mutex_unlock(&n->sessions_lock);
+	if (older) {
+		snprintf(s->why, sizeof(s->why),
+			 "an earlier session of '%s' still holds '%s' after %u ms", s->peer,
+			 n->self->name, (unsigned)NODE_SUPERSEDE_WAIT_MS);
+		log_warning("refused '%s': %s", s->peer, s->why);
+		return -EBUSY;
+	}
+	if (ended)
+		log_info("'%s' connected anew to rewrite this volume: %zu earlier session%s of it "
+			 "ended first (%.3f s)",
+			 s->peer, ended, ended == 1 ? "" : "s", (double)(clock_usec() - t0) / 1e6);
+	return 0;
+}
+
 /* A peer's hello h, checked (a smaller file grows to its primary's size
  * here), then this node's. Returns 0 when the session may go on;
  * anything else was refused and said. */
@@ -87,6 +152,15 @@ static int session_hello_answer(struct session *s, const struct wire_hello *hp)
 
 		char sb[RESYNC_WIRE_TEXT_MAX];
 
+		if (h.features & WIRE_FEATURE_GROW) {
+			r = session_supersede(s);
+			if (r < 0) {
+				send_text(s->c, WIRE_REFUSE, WIRE_REASON_BUSY, s->why);
+				return r;
+			}
+		}
+		s->primary_hello = h;
+		s->data_follows = h.flags & WIRE_HELLO_DATA_FOLLOWS;
 		memcpy(s->target.b, h.generation.b, 16);
 		session_state_note(s);
 		/* Split brain, seen from this side: announced once per
@@ -95,8 +169,8 @@ static int session_hello_answer(struct session *s, const struct wire_hello *hp)
 		 * (WIRE_HELLO_DATA_FOLLOWS), refused here: the primary would
 		 * refuse that resync only once it read this node's status,
 		 * after the data. It asks again without data, and decides. */
-		if (node_peer_split_brain(n, &h, -1, sb, sizeof(sb)) &&
-		    (h.flags & WIRE_HELLO_DATA_FOLLOWS)) {
+		s->split_told = node_peer_split_brain(n, &h, -1, sb, sizeof(sb));
+		if (s->split_told && s->data_follows) {
 			log_warning("refused '%s' sending data behind its hello: %s", h.node, sb);
 			send_text(s->c, WIRE_REFUSE, WIRE_REASON_OTHER, sb);
 			return -EPERM;
@@ -212,4 +286,46 @@ int session_rehello(struct session *s, size_t len)
 		 * the connection before the primary read why. */
 		session_linger(s);
 	return r < 0 ? SESSION_END : 0;
+}
+
+void session_status_told(struct session *s)
+{
+	char sb[RESYNC_WIRE_TEXT_MAX];
+
+	/* Judged before the status reads its facts: a write landing
+	 * meanwhile is then one the primary may not have been told of, and
+	 * session_write_check() refuses rather than erases it. Behind a
+	 * hello with data, the primary reads this STATUS after the data:
+	 * the hello's verdict stands. */
+	if (s->from_primary && !s->data_follows)
+		s->split_told = node_peer_split_brain(s->n, &s->primary_hello, -1, sb, sizeof(sb));
+}
+
+int session_write_check(struct session *s)
+{
+	struct node *n = s->n;
+	char sb[RESYNC_WIRE_TEXT_MAX];
+
+	if (!s->from_primary)
+		return 0;
+	/* The primary may have changed since the hello (etcd's leader key,
+	 * etcd-node.c): a COMMIT would be refused, but not the writes. */
+	if (atomic_load(&n->is_primary) || !cluster_config_primary_is(n->cfg, s->peer)) {
+		snprintf(s->why, sizeof(s->why),
+			 "%s now: refused the writes of '%s', nothing written",
+			 atomic_load(&n->is_primary) ? "this node acts as primary"
+						     : "it is no longer the primary", s->peer);
+		log_warning("%s", s->why);
+		return -EPERM;
+	}
+	/* A split brain the primary judged (told at the hello or the
+	 * status) is its decision: refused there, or forced. One that began
+	 * after (a write landed on this node's mount since) it never saw. */
+	if (s->split_told || !node_peer_split_brain(n, &s->primary_hello, -1, sb, sizeof(sb)))
+		return 0;
+	session_state_note(s);
+	snprintf(s->why, sizeof(s->why), "refused the writes of '%s', nothing written: %.*s",
+		 s->peer, (int)(sizeof(s->why) - 80 - RESYNC_NAME_MAX), sb);
+	log_warning("%s", s->why);
+	return -EPERM;
 }

@@ -72,6 +72,12 @@ static int session_write_begin(struct session *s)
 	r = node_fence_freeze(n);
 	if (r < 0)
 		return r;
+	/* Fenced: what the primary was told can no longer change. */
+	r = session_write_check(s);
+	if (r < 0) {
+		session_write_end(s);
+		return r;
+	}
 	FAILPOINT("secondary-fenced");
 	/* The journal records the state from before the resync. */
 	meta_info_get(node_meta(n), &mi);

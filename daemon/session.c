@@ -326,6 +326,7 @@ static int session_status(struct session *s, size_t len)
 
 	if (len != 0)
 		return -EBADMSG;
+	session_status_told(s);
 	meta_info_get(node_meta(n), &mi);
 	st.dirty_bytes = meta_dirty_bytes(node_meta(n));
 	pthread_mutex_lock(&n->lock);
@@ -480,6 +481,7 @@ static void session_fail(struct session *s, uint16_t type, int r)
 	send_text(s->c, WIRE_ERROR,
 		  r == -EBUSY	  ? WIRE_REASON_BUSY
 		  : r == -EBADMSG ? WIRE_REASON_MESSAGE
+		  : r == -EPERM	  ? WIRE_REASON_OTHER /* refused (session_write_check()) */
 				  : WIRE_REASON_IO,
 		  msg);
 	session_linger(s);
@@ -507,6 +509,12 @@ static int session_step(struct session *s)
 	int r;
 
 	r = peer_conn_recv_frame(s->c, &type, s->in, RESYNC_WIRE_FRAME_MAX, &len);
+	if (atomic_load(&s->superseded)) {
+		/* A newer session of the primary took over (session-hello.c):
+		 * what this one still holds buffered is not applied. */
+		log_info("session with '%s' ended: a newer session of it took over", s->peer);
+		return -ECANCELED;
+	}
 	if (r == -ECONNRESET)
 		return r;
 	if (r < 0) {

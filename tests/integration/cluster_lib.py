@@ -111,6 +111,26 @@ class Cluster:
         check(r.returncode == 0, "status exits 0: " + r.stderr)
         return {x["name"]: x for x in json.loads(r.stdout)["nodes"]}
 
+    def ask(self, n, line, timeout=120):
+        """One request (a dict) on n's control socket: its result."""
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        s.connect(self.control(n))
+        s.sendall(json.dumps(line).encode() + b"\n")
+        buf = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                check(chunk, "%s answered %s" % (n, line))
+                buf += chunk
+                while b"\n" in buf:
+                    one, buf = buf.split(b"\n", 1)
+                    o = json.loads(one)
+                    if o.get("type") == "result":
+                        return o
+        finally:
+            s.close()
+
     def kill_and_unmount(self):
         for n, p in list(self.procs.items()):
             p.kill()

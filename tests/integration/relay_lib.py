@@ -96,7 +96,14 @@ class Fault:
           "reset" (forward `at` bytes, then RST both sides: loss),
           "blackhole" (forward `at` bytes, then nothing more either way,
           nor a close: a partition of this connection),
-          "stall" (forward `at` bytes, hold the rest `seconds`)."""
+          "orphan" (forward `at` bytes, then reset the sending side at
+          once and carry nothing more either way; the receiving side
+          hears nothing, not even a close: a middlebox that dropped the
+          flow and reset one end of it),
+          "stall" (forward `at` bytes, hold the rest `seconds`),
+          "hold" (forward `at` bytes, hold the rest until release()).
+    With ftype set, any kind acts at byte `pos` of the `nth` frame of
+    that type (pos 0: where the frame starts) rather than at `at`."""
 
     def __init__(self, kind, direction=UP, at=0, mask=0xFF, ftype=None, nth=1, pos=0,
                  seconds=0.0):
@@ -105,6 +112,10 @@ class Fault:
         self.fired = False
         self.where = None  # the stream offset it acted at
         self.closed = None  # when its connection ended after it fired
+        self.released = threading.Event()  # "hold": the rest goes on
+
+    def release(self):
+        self.released.set()
 
     def __repr__(self):
         return "Fault(%s %s at=%s type=%s nth=%s pos=%s fired=%s where=%s)" % (
@@ -158,7 +169,7 @@ class _Armed:
         self.f, self.base, self.counts, self.target = fault, base, dict(counts), None
 
     def at(self):
-        if self.f.kind == "flip_frame":
+        if self.f.ftype is not None:
             return self.target
         return self.base + self.f.at
 
@@ -200,6 +211,7 @@ class _Conn:
         self.add(faults)
         self.closed = False
         self.silent = False  # partitioned: nothing more goes through
+        self.lost = {UP: False, DOWN: False}  # orphaned: this direction's bytes dropped
         self.lock = threading.Lock()
         for d, src, dst in ((UP, a, b), (DOWN, b, a)):
             q = _Line()
@@ -242,13 +254,13 @@ class _Conn:
                 data = src.recv(CHUNK)
                 if not data:
                     break
-                if self.silent:
+                if self.silent or self.lost[d]:
                     continue  # a partition: the bytes are lost
                 done = frames.pos
                 for start, ftype, length, count in frames.feed(data):
                     for x in self.armed[d]:
                         f = x.f
-                        if (f.kind == "flip_frame" and x.target is None and f.ftype == ftype
+                        if (f.ftype is not None and x.target is None and f.ftype == ftype
                                 and count - x.counts.get(ftype, 0) == f.nth):
                             p = f.pos
                             if p >= 16 + length:
@@ -282,14 +294,31 @@ class _Conn:
                     if f.kind == "blackhole":
                         self.silent = True
                         break
+                    if f.kind == "orphan":
+                        self._orphan(d, src, q)
+                        return
                     if f.kind == "stall":
                         q.put(("sleep", f.seconds))
+                    if f.kind == "hold":
+                        q.put(("hold", f.released))
                 if self.silent:
                     continue
                 last = self._stamp(d, q, data, last)
         except OSError:
             pass
         q.put(("close", False))
+
+    def _orphan(self, d, src, q):
+        """What came before goes on to the receiving side, then nothing
+        more either way; the sending side is reset now."""
+        self.lost[UP if d == DOWN else DOWN] = True
+        q.put(("orphan", None))
+        try:
+            src.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            src.shutdown(socket.SHUT_RD)
+            src.close()
+        except OSError:
+            pass
 
     def _stamp(self, d, q, data, last):
         shape = self.relay.shape[d]
@@ -315,8 +344,15 @@ class _Conn:
                 if kind == "sleep":
                     time.sleep(x)
                     continue
+                if kind == "hold":
+                    while not x.wait(0.5) and not self.closed and not self.lost[d]:
+                        pass
+                    continue
+                if kind == "orphan":
+                    self.lost[d] = True
+                    return  # the receiving side stays open, hearing nothing
                 t, data = x
-                if self.silent:
+                if self.silent or self.lost[d]:
                     continue
                 now = time.monotonic()
                 if t > now:
@@ -332,7 +368,8 @@ class _Conn:
                 dst.sendall(data)
                 self.relay.bytes[d] += len(data)
         except OSError:
-            self.close()
+            if not self.lost[d]:
+                self.close()
 
 
 class Relay:
@@ -348,6 +385,7 @@ class Relay:
         self.armed = []       # lists of faults, until they fire or disarm()
         self.conns = 0
         self.live = []
+        self.every = []  # every connection accepted (frames())
         self.fired = []
         self.bytes = {UP: 0, DOWN: 0}
         self.partitioned = False
@@ -390,6 +428,11 @@ class Relay:
             for d in (UP, DOWN):
                 c.armed[d] = [x for x in c.armed[d] if x.f.fired]
 
+    def frames(self, direction, ftype):
+        """Frames of that type seen so far in that direction (plaintext
+        clusters), over every connection."""
+        return sum(c.frames[direction].counts.get(ftype, 0) for c in self.every)
+
     def reset_all(self):
         for c in list(self.live):
             c.close(rst=True)
@@ -425,7 +468,9 @@ class Relay:
                 a.close()
                 continue
             faults = [f for fl in self.armed for f in fl if not f.fired]
-            self.live = [c for c in self.live if not c.closed] + [_Conn(self, a, b, faults)]
+            conn = _Conn(self, a, b, faults)
+            self.live = [c for c in self.live if not c.closed] + [conn]
+            self.every.append(conn)
 
     def stop(self):
         if self.stopped:

@@ -32,11 +32,9 @@ hello; and one cut off entirely at the resync (its connection reset,
 new ones dropped): the same. Last, a resync whose token is not the kept
 plan's: the plan is let go, the connections are made again, and the
 round trips are more than with the plan kept."""
-import json
 import os
 import random
 import re
-import socket
 import sys
 import time
 
@@ -111,23 +109,7 @@ def stop_all():
 
 def ask(line, timeout=120):
     """One request on n1's control socket: its result (JSON)."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(c.control("n1"))
-    s.sendall(json.dumps(line).encode() + b"\n")
-    buf = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            check(chunk, "n1 answered %s" % line)
-            buf += chunk
-            while b"\n" in buf:
-                one, buf = buf.split(b"\n", 1)
-                o = json.loads(one)
-                if o.get("type") == "result":
-                    return o
-    finally:
-        s.close()
+    return c.ask("n1", line, timeout)
 
 
 def diverge():
