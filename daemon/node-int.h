@@ -69,7 +69,6 @@
 #include "resync/proof.h"
 #include "resync/range.h"
 #include "resync/undo.h"
-#include "resync/volmap.h"
 #include "resync/volume.h"
 #include "web.h"
 #include "wire.h"
@@ -301,12 +300,10 @@ int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelis
 			     struct wire_proof *ret);
 /* The leaves of the blocks that overlap l hashed again now, into the
  * leaves held for this volume's current key (a resync's writes, folded
- * in before the proof: proof-fold.c), in place from map (may be NULL: by
- * reads) where it can. Returns 0 and *ret_hashed (may be
+ * in before the proof: proof-fold.c). Returns 0 and *ret_hashed (may be
  * NULL), -ESTALE when no such leaves are held (the proof then hashes
  * what it must), or -errno of the reads (the leaves are dropped). */
-int node_proof_fold(struct node *n, const struct rangelist *l, const struct volume_map *map,
-		    uint64_t *ret_hashed);
+int node_proof_fold(struct node *n, const struct rangelist *l, uint64_t *ret_hashed);
 /* After a commit: the leaves of the last compute go to the file, keyed
  * with the generation now current. */
 void node_proof_save(struct node *n);
@@ -473,10 +470,6 @@ struct session {
 	struct proof_check *proof_checks;
 	size_t n_checks, cap_checks;
 	uint64_t proof_folded_blocks; /* leaves hashed by the folds */
-	/* The volume mapped for the folds and the proof's checks (hashed in
-	 * place, not copied out of the page cache), from the first fold to
-	 * session_write_end(); not mapped where it cannot be (reads then). */
-	struct volume_map map;
 	bool committed;
 	bool proof_done; /* a PROOF was made of what this session wrote */
 	/* The span of the bytes written by the frame being handled: the

@@ -53,21 +53,15 @@ static int proof_check_reserve(struct session *s, size_t more)
 	return 0;
 }
 
-/* The seed-0 hash of len bytes at off of this volume, read now: in place
- * from the session's mapping when it has one (no copy), into buf else. */
+/* The seed-0 hash of len bytes at off of this volume, read now. */
 static int proof_check_hash(struct session *s, unsigned char *buf, uint64_t off, size_t len,
 			    struct hash128 *ret)
 {
-	const unsigned char *p = buf;
-	int r = s->map.p ? volume_map_get(&s->map, off, len, &p) : -EFAULT;
+	int r = fd_pread_full(volume_fd(s->n->vol), buf, len, off);
 
-	if (r == -EFAULT) {
-		p = buf;
-		r = fd_pread_full(volume_fd(s->n->vol), buf, len, off);
-	}
 	if (r < 0)
 		return r;
-	*ret = hash_block(p, len, 0);
+	*ret = hash_block(buf, len, 0);
 	return 0;
 }
 
@@ -124,7 +118,7 @@ int session_proof_fold(struct session *s)
 			s->n_checks++;
 		}
 	}
-	r = node_proof_fold(n, &l, &s->map, &hashed);
+	r = node_proof_fold(n, &l, &hashed);
 	if (r < 0) {
 		/* No leaves held (the proof hashes every block), or they
 		 * were dropped: these ranges stay for the proof. */
@@ -170,7 +164,6 @@ int session_proof_stale(struct session *s, struct rangelist *ret)
 
 void session_proof_fold_release(struct session *s)
 {
-	volume_map_release(&s->map);
 	rangelist_release(&s->proof_unfolded);
 	free(s->proof_checks);
 	s->proof_checks = NULL;

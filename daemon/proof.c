@@ -168,8 +168,7 @@ int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelis
 	return r;
 }
 
-int node_proof_fold(struct node *n, const struct rangelist *l, const struct volume_map *map,
-		    uint64_t *ret_hashed)
+int node_proof_fold(struct node *n, const struct rangelist *l, uint64_t *ret_hashed)
 {
 	struct proof_key key;
 	int r = -ESTALE;
@@ -178,7 +177,7 @@ int node_proof_fold(struct node *n, const struct rangelist *l, const struct volu
 	proof_key_now(n, &key);
 	if (n->proof.leaves && !memcmp(&key, &n->proof_key, sizeof(key)) &&
 	    n->proof.volume_size == node_size(n)) {
-		r = proof_tree_update_map(&n->proof, n->vol, map, l, ret_hashed);
+		r = proof_tree_update(&n->proof, n->vol, l, ret_hashed);
 		if (r < 0)
 			proof_tree_release(&n->proof);
 		n->proof_seq++;

@@ -128,7 +128,6 @@ void session_write_end(struct session *s)
 	s->z = NULL;
 	free(s->raw);
 	s->raw = NULL;
-	volume_map_release(&s->map);
 	node_fence_thaw(n);
 	pthread_mutex_lock(&n->lock);
 	n->writing = false;
@@ -268,10 +267,6 @@ static int session_checkpoint_sync(struct session *s)
 	r = patch_writer_flush(s->pw);
 	if (r < 0)
 		return r;
-	/* Mapped once for the session's folds and its proof's checks (the
-	 * pages stay mapped between them); by reads where it cannot be. */
-	if (s->n->cfg->proof && s->proof_unfolded.n && !s->map.p)
-		(void)volume_map_init(&s->map, s->n->vol);
 	fold = s->n->cfg->proof && s->proof_unfolded.n &&
 	       !pthread_create(&t, NULL, session_fold_thread, s);
 	log_trace("secondary checkpoint: flushed to the page cache, fdatasync");

@@ -12,7 +12,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "resync/blockcmp.h"
@@ -651,6 +653,16 @@ out:
 		*ret_stats = st;
 	job_release(&job);
 	return r;
+}
+
+/* A shared mapping of a tmpfs file allocates a page for every hole it
+ * touches: a sparse image would fill memory (or fail, the tmpfs full),
+ * where reads of its holes cost nothing. */
+static bool volume_on_tmpfs(struct volume *v)
+{
+	struct statfs sf;
+
+	return fstatfs(volume_fd(v), &sf) == 0 && sf.f_type == TMPFS_MAGIC;
 }
 
 int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,

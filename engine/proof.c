@@ -22,7 +22,6 @@
 #include "resync/limits.h"
 #include "resync/macro.h"
 #include "resync/proof.h"
-#include "resync/volmap.h"
 #include "resync/volume.h"
 
 /* Runs of at least this many bytes go to blockcmp's threads; shorter ones
@@ -110,28 +109,10 @@ void proof_tree_release(struct proof_tree *t)
 	t->leaves = NULL;
 }
 
-/* The leaves of the blocks of [off, end) hashed in place from map.
- * Returns 0, -EFAULT when its pages cannot be mapped (read them), or
- * -errno (-EIO: a read error). */
-static int proof_hash_mapped(struct proof_tree *t, const struct volume_map *map, uint64_t off,
-			     uint64_t end)
-{
-	uint64_t bs = t->block_size;
-	const unsigned char *p;
-	int r = volume_map_get(map, off, end - off, &p);
-
-	if (r < 0)
-		return r;
-	for (uint64_t o = off; o < end; o += bs)
-		proof_hash_bytes(t->hash, p + (o - off), (size_t)MIN(bs, end - o), &t->leaves[o / bs]);
-	return 0;
-}
-
-/* Leaves [first, first+count) from v: hashed in place from map (when
- * mapped), or read in chunks and hashed here, or by blockcmp's threads
- * (long runs, xxh3 only: blockcmp hashes with hash_block). */
-static int proof_hash_run(struct proof_tree *t, struct volume *v, const struct volume_map *map,
-			  uint64_t first, uint64_t count, unsigned char *buf)
+/* Leaves [first, first+count) from v: read in chunks and hashed here, or
+ * by blockcmp's threads (xxh3 only: blockcmp hashes with hash_block). */
+static int proof_hash_run(struct proof_tree *t, struct volume *v, uint64_t first, uint64_t count,
+			  unsigned char *buf)
 {
 	uint64_t bs = t->block_size, off = first * bs;
 	uint64_t end = MIN((first + count) * bs, t->volume_size);
@@ -149,11 +130,6 @@ static int proof_hash_run(struct proof_tree *t, struct volume *v, const struct v
 		for (uint64_t i = 0; i < count; i++)
 			proof_xxh3_bytes(hs[i], &t->leaves[first + i]);
 		return 0;
-	}
-	if (map && map->p) {
-		r = proof_hash_mapped(t, map, off, end);
-		if (r != -EFAULT)
-			return r;
 	}
 	while (off < end) {
 		/* RESYNC_CHUNK is a multiple of every valid block size. */
@@ -173,12 +149,6 @@ static int proof_hash_run(struct proof_tree *t, struct volume *v, const struct v
 int proof_tree_update(struct proof_tree *t, struct volume *v, const struct rangelist *l,
 		      uint64_t *ret_hashed)
 {
-	return proof_tree_update_map(t, v, NULL, l, ret_hashed);
-}
-
-int proof_tree_update_map(struct proof_tree *t, struct volume *v, const struct volume_map *map,
-			  const struct rangelist *l, uint64_t *ret_hashed)
-{
 	uint64_t bs = t->block_size, hashed = 0;
 	_cleanup_free_ unsigned char *bits = NULL, *buf = NULL;
 	int r = 0;
@@ -189,7 +159,7 @@ int proof_tree_update_map(struct proof_tree *t, struct volume *v, const struct v
 	if (!buf)
 		return -ENOMEM;
 	if (!l) {
-		r = proof_hash_run(t, v, NULL, 0, t->nleaves, buf);
+		r = proof_hash_run(t, v, 0, t->nleaves, buf);
 		if (r >= 0 && ret_hashed)
 			*ret_hashed = t->nleaves;
 		return r;
@@ -219,7 +189,7 @@ int proof_tree_update_map(struct proof_tree *t, struct volume *v, const struct v
 		}
 		for (e = k; e < t->nleaves && (bits[e / 8] & (1u << (e % 8))); e++)
 			;
-		r = proof_hash_run(t, v, map, k, e - k, buf);
+		r = proof_hash_run(t, v, k, e - k, buf);
 		hashed += e - k;
 		k = e;
 	}

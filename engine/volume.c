@@ -2,13 +2,11 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
-#include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "resync/macro.h"
@@ -161,14 +159,4 @@ int volume_flush(struct volume *v)
 	if (fdatasync(v->fd) < 0)
 		return -errno;
 	return 0;
-}
-
-/* A shared mapping of a tmpfs file allocates a page for every hole it
- * touches: a sparse image would fill memory (or fail, the tmpfs full),
- * where reads of its holes cost nothing. */
-bool volume_on_tmpfs(const struct volume *v)
-{
-	struct statfs sf;
-
-	return fstatfs(v->fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
 }

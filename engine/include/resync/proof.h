@@ -30,7 +30,6 @@
 #include "resync/range.h"
 
 struct volume;
-struct volume_map;
 
 enum proof_hash {
 	PROOF_HASH_XXH3 = 0,
@@ -79,13 +78,6 @@ void proof_tree_release(struct proof_tree *t);
  * -errno of the reads. */
 int proof_tree_update(struct proof_tree *t, struct volume *v, const struct rangelist *l,
 		      uint64_t *ret_hashed);
-/* As proof_tree_update(), the blocks of l (not NULL: the whole volume is
- * read as before) hashed in place from map (a mapping of v, or NULL) when
- * their pages can be mapped, read otherwise. Runs long enough for
- * blockcmp's threads still go to them. Returns as proof_tree_update(),
- * -EIO also for a page the mapping could not read. */
-int proof_tree_update_map(struct proof_tree *t, struct volume *v, const struct volume_map *map,
-			  const struct rangelist *l, uint64_t *ret_hashed);
 /* Set every leaf of an xxh3 tree from hs[i], the seed-0 xxh3-128 of
  * block i (blockcmp's extra hashes of the same blocks). Returns 0 or
  * -EINVAL (not an xxh3 tree). */

@@ -24,9 +24,6 @@ int volume_fd(const struct volume *v);
 const char *volume_path(const struct volume *v);
 uint64_t volume_size(const struct volume *v);
 bool volume_is_blockdev(const struct volume *v);
-/* Whether v is a file on tmpfs (where a mapping must not be used to read
- * it: touching a hole allocates a page). */
-bool volume_on_tmpfs(const struct volume *v);
 /* Whether a and b are the same file or device. */
 bool volume_same(const struct volume *a, const struct volume *b);
 
