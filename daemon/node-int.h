@@ -303,10 +303,12 @@ int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelis
 			     struct wire_proof *ret);
 /* The leaves of the blocks that overlap l hashed again now, into the
  * leaves held for this volume's current key (a resync's writes, folded
- * in before the proof: proof-fold.c). Returns 0 and *ret_hashed (may be
+ * in before the proof: proof-fold.c), each piece read shown to fn (may
+ * be NULL; proof_tree_update_each()). Returns 0 and *ret_hashed (may be
  * NULL), -ESTALE when no such leaves are held (the proof then hashes
  * what it must), or -errno of the reads (the leaves are dropped). */
-int node_proof_fold(struct node *n, const struct rangelist *l, uint64_t *ret_hashed);
+int node_proof_fold(struct node *n, const struct rangelist *l, proof_read_fn fn, void *arg,
+		    uint64_t *ret_hashed);
 /* After a commit: the leaves of the last compute go to the file, keyed
  * with the generation now current. */
 void node_proof_save(struct node *n);

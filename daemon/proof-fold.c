@@ -6,7 +6,9 @@
  * Now each CHECKPOINT, once its data reached the volume, hashes the
  * leaves of the blocks written since the last one (outside the fence,
  * while the disk writes them back) and keeps, for each range written, a
- * hash of its bytes as read back then. Only ranges that cover less than
+ * hash of its bytes as read back then: from the same reads as the
+ * leaves (proof_tree_update_each()), or read on its own where a range
+ * straddles two of them. Only ranges that cover less than
  * half of the blocks they touch (scattered pages) are folded: reading a
  * denser range again costs as much as hashing its blocks, which the
  * proof does for it as before. The proof (session_proof_stale())
@@ -76,12 +78,90 @@ static bool proof_range_sparse(const struct range *x)
 	return x->len && x->len * 2 < (last - first + 1) * bs;
 }
 
+/* The fold's new checks, hashed from the pieces the leaves' update reads
+ * (fold_seen()) rather than read again: sorted by offset, the pieces
+ * come in increasing offsets. */
+struct fold_checks {
+	struct proof_check *v;
+	bool *have; /* v[i].h was hashed from a piece */
+	size_t n, next;
+};
+
+static int proof_check_cmp(const void *a, const void *b)
+{
+	const struct proof_check *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* proof_read_fn: the checks that lie inside the piece, hashed from it.
+ * One that straddles two pieces (or lies in a run blockcmp's threads
+ * hashed) is left for a read of its own. */
+static void fold_seen(void *arg, uint64_t off, const unsigned char *p, size_t len)
+{
+	struct fold_checks *fc = arg;
+
+	while (fc->next < fc->n && fc->v[fc->next].off < off)
+		fc->next++;
+	for (; fc->next < fc->n && fc->v[fc->next].off + fc->v[fc->next].len <= off + len; fc->next++) {
+		struct proof_check *c = &fc->v[fc->next];
+
+		c->h = hash_block(p + (c->off - off), (size_t)c->len, 0);
+		fc->have[fc->next] = true;
+	}
+}
+
+/* The checks of the sparse ranges of l, from s->n_checks on (reserved):
+ * offsets and lengths, sorted. Returns their number. */
+static size_t fold_checks_make(struct session *s, const struct rangelist *l)
+{
+	struct proof_check *c = s->proof_checks + s->n_checks;
+	size_t k = 0;
+
+	for (size_t i = 0; i < l->n; i++) {
+		for (uint64_t o = 0; o < l->v[i].len; o += PROOF_CHECK_MAX, k++) {
+			c[k].off = l->v[i].off + o;
+			c[k].len = MIN(l->v[i].len - o, (uint64_t)PROOF_CHECK_MAX);
+		}
+	}
+	qsort(c, k, sizeof(*c), proof_check_cmp);
+	return k;
+}
+
+/* The fold's leaves (the checks hashed from their reads), then the
+ * checks they did not cover read on their own. */
+static int fold_leaves_checks(struct session *s, const struct rangelist *l, size_t pieces,
+			      uint64_t *ret_hashed)
+{
+	_cleanup_free_ unsigned char *buf = NULL;
+	_cleanup_free_ bool *have = calloc(pieces ? pieces : 1, sizeof(*have));
+	struct fold_checks fc = {s->proof_checks + s->n_checks, have, 0, 0};
+	int r;
+
+	if (!have)
+		return -ENOMEM;
+	fc.n = fold_checks_make(s, l);
+	r = node_proof_fold(s->n, l, fold_seen, &fc, ret_hashed);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < fc.n; i++) {
+		if (have[i])
+			continue;
+		if (!buf && !(buf = malloc(PROOF_CHECK_MAX)))
+			return -ENOMEM;
+		r = proof_check_hash(s, buf, fc.v[i].off, (size_t)fc.v[i].len, &fc.v[i].h);
+		if (r < 0)
+			return r;
+	}
+	s->n_checks += fc.n;
+	return 0;
+}
+
 int session_proof_fold(struct session *s)
 {
 	struct node *n = s->n;
 	_cleanup_(rangelist_release) struct rangelist l = {0}, dense = {0};
-	_cleanup_free_ unsigned char *buf = NULL;
-	size_t n0 = s->n_checks, pieces = 0;
+	size_t pieces = 0;
 	uint64_t hashed = 0;
 	int r = 0;
 
@@ -98,31 +178,14 @@ int session_proof_fold(struct session *s)
 		return r;
 	if (!l.n)
 		return 0;
-	buf = malloc(PROOF_CHECK_MAX);
-	if (!buf)
-		return -ENOMEM;
 	r = proof_check_reserve(s, pieces);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < l.n; i++) {
-		for (uint64_t o = 0; o < l.v[i].len; o += PROOF_CHECK_MAX) {
-			struct proof_check *c = &s->proof_checks[s->n_checks];
-
-			c->off = l.v[i].off + o;
-			c->len = MIN(l.v[i].len - o, (uint64_t)PROOF_CHECK_MAX);
-			r = proof_check_hash(s, buf, c->off, (size_t)c->len, &c->h);
-			if (r < 0) {
-				s->n_checks = n0;
-				return r;
-			}
-			s->n_checks++;
-		}
-	}
-	r = node_proof_fold(n, &l, &hashed);
+	r = fold_leaves_checks(s, &l, pieces, &hashed);
 	if (r < 0) {
-		/* No leaves held (the proof hashes every block), or they
-		 * were dropped: these ranges stay for the proof. */
-		s->n_checks = n0;
+		/* No leaves held (the proof hashes every block), they were
+		 * dropped, or a check could not be read: these ranges stay
+		 * for the proof (hashing folded blocks again is harmless). */
 		return r == -ESTALE ? 0 : r;
 	}
 	s->proof_folded_blocks += hashed;

@@ -168,7 +168,8 @@ int node_proof_compute_since(struct node *n, uint64_t seq, const struct rangelis
 	return r;
 }
 
-int node_proof_fold(struct node *n, const struct rangelist *l, uint64_t *ret_hashed)
+int node_proof_fold(struct node *n, const struct rangelist *l, proof_read_fn fn, void *arg,
+		    uint64_t *ret_hashed)
 {
 	struct proof_key key;
 	int r = -ESTALE;
@@ -177,7 +178,7 @@ int node_proof_fold(struct node *n, const struct rangelist *l, uint64_t *ret_has
 	proof_key_now(n, &key);
 	if (n->proof.leaves && !memcmp(&key, &n->proof_key, sizeof(key)) &&
 	    n->proof.volume_size == node_size(n)) {
-		r = proof_tree_update(&n->proof, n->vol, l, ret_hashed);
+		r = proof_tree_update_each(&n->proof, n->vol, l, fn, arg, ret_hashed);
 		if (r < 0)
 			proof_tree_release(&n->proof);
 		n->proof_seq++;

@@ -150,6 +150,7 @@ int session_write_ensure(struct session *s)
 int session_blocks(struct session *s, size_t len)
 {
 	struct wire_blocks b;
+	const void *data;
 	int r;
 
 	/* A frame that does not decode changes nothing, not even the state. */
@@ -159,7 +160,8 @@ int session_blocks(struct session *s, size_t len)
 	r = session_write_ensure(s);
 	if (r < 0)
 		return r;
-	r = wire_blocks_unpack(s->z, &b, s->raw, RESYNC_WIRE_BLOCKS_MAX);
+	/* Raw data is written from the frame itself, not copied first. */
+	r = wire_blocks_bytes(s->z, &b, s->raw, RESYNC_WIRE_BLOCKS_MAX, &data);
 	if (r < 0)
 		return r;
 	s->n_blocks++;
@@ -171,9 +173,7 @@ int session_blocks(struct session *s, size_t len)
 		if (r < 0)
 			return r;
 	}
-	r = patch_writer_put(s->pw, b.offset, s->raw, b.raw_len);
-	if (r >= 0)
-		r = patch_writer_flush(s->pw);
+	r = patch_writer_write(s->pw, b.offset, data, b.raw_len);
 	if (r >= 0)
 		writeback_push(&s->wb, b.offset, b.raw_len);
 	return r;
@@ -184,6 +184,8 @@ int session_blocks(struct session *s, size_t len)
 int session_extents(struct session *s, size_t len)
 {
 	struct wire_extents m;
+	const unsigned char *data;
+	const void *bytes;
 	size_t pos = 0;
 	int r;
 
@@ -193,9 +195,11 @@ int session_extents(struct session *s, size_t len)
 	r = session_write_ensure(s);
 	if (r < 0)
 		return r;
-	r = wire_extents_unpack(s->z, &m, s->raw, RESYNC_WIRE_BLOCKS_MAX);
+	/* Raw data is written from the frame itself, not copied first. */
+	r = wire_extents_bytes(s->z, &m, s->raw, RESYNC_WIRE_BLOCKS_MAX, &bytes);
 	if (r < 0)
 		return r;
+	data = bytes;
 	s->n_extents++;
 	/* The whole frame's old bytes journaled, one flush, then its writes. */
 	for (uint32_t i = 0; s->undo && i < m.n_extents; i++) {
@@ -215,8 +219,10 @@ int session_extents(struct session *s, size_t len)
 	for (uint32_t i = 0; i < m.n_extents; i++) {
 		struct wire_extent e = wire_extents_get(&m, i);
 
-		/* decode checked that the lengths sum to raw_len */
-		r = patch_writer_put(s->pw, e.offset, s->raw + pos, e.len);
+		/* decode checked that the lengths sum to raw_len; the
+		 * primary sends adjacent pages as one extent, so each is a
+		 * write of its own, straight from data */
+		r = patch_writer_write(s->pw, e.offset, data + pos, e.len);
 		if (r < 0)
 			return r;
 		pos += e.len;
@@ -225,9 +231,6 @@ int session_extents(struct session *s, size_t len)
 	if (m.n_extents) {
 		struct wire_extent a = wire_extents_get(&m, 0), b = wire_extents_get(&m, m.n_extents - 1);
 
-		r = patch_writer_flush(s->pw);
-		if (r < 0)
-			return r;
 		writeback_push(&s->wb, a.offset, b.offset + b.len - a.offset);
 		FAILPOINT_RETURN("secondary-batch-written");
 	}

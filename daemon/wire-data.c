@@ -202,6 +202,31 @@ int wire_blocks_unpack(struct wire_zstd *z, const struct wire_blocks *m, void *o
 	return data_unpack(z, m->encoding, m->data, m->enc_len, m->raw_len, out, cap);
 }
 
+/* The raw bytes of a payload: the payload itself when not compressed
+ * (checked as data_unpack() does), else decoded into out. */
+static int data_bytes(struct wire_zstd *z, uint16_t enc, const void *data, size_t enc_len,
+		      size_t raw_len, void *out, size_t cap, const void **ret)
+{
+	int r;
+
+	if (enc == WIRE_ENC_RAW) {
+		if (enc_len != raw_len)
+			return -EBADMSG;
+		*ret = data;
+		return (int)raw_len;
+	}
+	r = data_unpack(z, enc, data, enc_len, raw_len, out, cap);
+	if (r >= 0)
+		*ret = out;
+	return r;
+}
+
+int wire_blocks_bytes(struct wire_zstd *z, const struct wire_blocks *m, void *out, size_t cap,
+		      const void **ret)
+{
+	return data_bytes(z, m->encoding, m->data, m->enc_len, m->raw_len, out, cap, ret);
+}
+
 /* EXTENTS */
 
 /* Whether ext, after one ending at *end (0 for the first), is valid;
@@ -318,6 +343,12 @@ int wire_extents_decode(const void *buf, size_t len, struct wire_extents *ret)
 int wire_extents_unpack(struct wire_zstd *z, const struct wire_extents *m, void *out, size_t cap)
 {
 	return data_unpack(z, m->encoding, m->data, m->enc_len, m->raw_len, out, cap);
+}
+
+int wire_extents_bytes(struct wire_zstd *z, const struct wire_extents *m, void *out, size_t cap,
+		       const void **ret)
+{
+	return data_bytes(z, m->encoding, m->data, m->enc_len, m->raw_len, out, cap, ret);
 }
 
 /* BITMAP */

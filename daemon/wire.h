@@ -399,6 +399,11 @@ int wire_blocks_decode(const void *buf, size_t len, struct wire_blocks *ret);
  * all enc_len bytes, and produce exactly raw_len bytes. Returns raw_len,
  * -ENOBUFS or -EBADMSG. */
 int wire_blocks_unpack(struct wire_zstd *z, const struct wire_blocks *m, void *out, size_t cap);
+/* As wire_blocks_unpack(), but raw data is not copied: *ret is m's own
+ * payload (borrowed from the frame) when it is raw, out when it was
+ * decompressed there. Returns raw_len and *ret, -ENOBUFS or -EBADMSG. */
+int wire_blocks_bytes(struct wire_zstd *z, const struct wire_blocks *m, void *out, size_t cap,
+		      const void **ret);
 
 /* EXTENTS (WIRE_FEATURE_EXTENTS): n_extents runs of bytes of the volume
  * in one frame. A header {n_extents, raw_len, enc_len, encoding}, a table
@@ -437,6 +442,9 @@ struct wire_extent wire_extents_get(const struct wire_extents *m, size_t i);
  * wire_blocks_unpack() does: extent i's bytes follow extent i-1's.
  * Returns raw_len, -ENOBUFS or -EBADMSG. */
 int wire_extents_unpack(struct wire_zstd *z, const struct wire_extents *m, void *out, size_t cap);
+/* As wire_blocks_bytes(), for EXTENTS. */
+int wire_extents_bytes(struct wire_zstd *z, const struct wire_extents *m, void *out, size_t cap,
+		       const void **ret);
 
 /* ACK and CHECKPOINT. */
 int wire_offset_encode(uint64_t offset, void *buf, size_t cap, size_t *ret_len);

@@ -63,33 +63,57 @@ static bool all_zero(const unsigned char *p, size_t len)
 	return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
 
-int patch_writer_flush(struct patch_writer *w)
+/* len bytes of p written (or punched, when zeros) at off. */
+static int patch_write_run(struct patch_writer *w, const unsigned char *p, uint64_t off, size_t len)
 {
 	long long n;
 
-	if (w->run_len == 0)
-		return 0;
-	if (w->punch_ok && w->run_len >= PATCH_PUNCH_MIN && all_zero(w->buf, w->run_len)) {
-		int r = volume_punch(w->dst, w->run_off, w->run_len);
+	if (w->punch_ok && len >= PATCH_PUNCH_MIN && all_zero(p, len)) {
+		int r = volume_punch(w->dst, off, len);
 
 		if (r >= 0) {
-			w->st.bytes_punched += w->run_len;
+			w->st.bytes_punched += len;
 			goto written;
 		}
 		w->punch_ok = false; /* not here: write zeros from now on */
 	}
-	n = io_pwrite_full(w->io, volume_fd(w->dst), w->buf, w->run_len, w->run_off);
+	n = io_pwrite_full(w->io, volume_fd(w->dst), p, len, off);
 	if (n < 0)
 		return (int)n;
 written:
 	w->unsynced = true;
 	w->st.writes++;
-	w->st.bytes_written += w->run_len;
+	w->st.bytes_written += len;
 	if (w->opts.on_written)
-		w->opts.on_written(w->opts.arg, w->run_off, w->run_len);
+		w->opts.on_written(w->opts.arg, off, len);
+	return 0;
+}
+
+int patch_writer_flush(struct patch_writer *w)
+{
+	int r;
+
+	if (w->run_len == 0)
+		return 0;
+	r = patch_write_run(w, w->buf, w->run_off, w->run_len);
+	if (r < 0)
+		return r;
 	w->run_off += w->run_len;
 	w->run_len = 0;
 	return 0;
+}
+
+int patch_writer_write(struct patch_writer *w, uint64_t off, const void *data, size_t len)
+{
+	uint64_t size = volume_size(w->dst);
+	int r;
+
+	if (off > size || len > size - off)
+		return -EFBIG;
+	r = patch_writer_flush(w);
+	if (r < 0 || !len)
+		return r;
+	return patch_write_run(w, data, off, len);
 }
 
 int patch_writer_put(struct patch_writer *w, uint64_t off, const void *data, size_t len)

@@ -109,10 +109,11 @@ void proof_tree_release(struct proof_tree *t)
 	t->leaves = NULL;
 }
 
-/* Leaves [first, first+count) from v: read in chunks and hashed here, or
- * by blockcmp's threads (xxh3 only: blockcmp hashes with hash_block). */
+/* Leaves [first, first+count) from v: read in chunks and hashed here
+ * (each chunk then shown to fn, when given), or by blockcmp's threads
+ * (xxh3 only: blockcmp hashes with hash_block). */
 static int proof_hash_run(struct proof_tree *t, struct volume *v, uint64_t first, uint64_t count,
-			  unsigned char *buf)
+			  unsigned char *buf, proof_read_fn fn, void *arg)
 {
 	uint64_t bs = t->block_size, off = first * bs;
 	uint64_t end = MIN((first + count) * bs, t->volume_size);
@@ -141,6 +142,8 @@ static int proof_hash_run(struct proof_tree *t, struct volume *v, uint64_t first
 		for (size_t p = 0; p < m; p += bs)
 			proof_hash_bytes(t->hash, buf + p, MIN((size_t)bs, m - p),
 					 &t->leaves[(off + p) / bs]);
+		if (fn)
+			fn(arg, off, buf, m);
 		off += m;
 	}
 	return 0;
@@ -148,6 +151,12 @@ static int proof_hash_run(struct proof_tree *t, struct volume *v, uint64_t first
 
 int proof_tree_update(struct proof_tree *t, struct volume *v, const struct rangelist *l,
 		      uint64_t *ret_hashed)
+{
+	return proof_tree_update_each(t, v, l, NULL, NULL, ret_hashed);
+}
+
+int proof_tree_update_each(struct proof_tree *t, struct volume *v, const struct rangelist *l,
+			   proof_read_fn fn, void *arg, uint64_t *ret_hashed)
 {
 	uint64_t bs = t->block_size, hashed = 0;
 	_cleanup_free_ unsigned char *bits = NULL, *buf = NULL;
@@ -159,7 +168,7 @@ int proof_tree_update(struct proof_tree *t, struct volume *v, const struct range
 	if (!buf)
 		return -ENOMEM;
 	if (!l) {
-		r = proof_hash_run(t, v, 0, t->nleaves, buf);
+		r = proof_hash_run(t, v, 0, t->nleaves, buf, fn, arg);
 		if (r >= 0 && ret_hashed)
 			*ret_hashed = t->nleaves;
 		return r;
@@ -189,7 +198,7 @@ int proof_tree_update(struct proof_tree *t, struct volume *v, const struct range
 		}
 		for (e = k; e < t->nleaves && (bits[e / 8] & (1u << (e % 8))); e++)
 			;
-		r = proof_hash_run(t, v, k, e - k, buf);
+		r = proof_hash_run(t, v, k, e - k, buf, fn, arg);
 		hashed += e - k;
 		k = e;
 	}

@@ -22,15 +22,17 @@ static char path[64];
 struct seen {
 	uint64_t bytes;
 	unsigned calls;
+	uint64_t last_off, last_len;
 };
 
 static void on_written(void *arg, uint64_t off, uint64_t len)
 {
 	struct seen *s = arg;
 
-	(void)off;
 	s->bytes += len;
 	s->calls++;
+	s->last_off = off;
+	s->last_len = len;
 }
 
 static int setup(void **state)
@@ -241,6 +243,76 @@ static void test_sync_only_new(void **state)
 	io_fault_configure(&none);
 }
 
+/* patch_writer_write(): what was queued goes first (its own write), the
+ * data is written at once from the caller's buffer (reported through
+ * on_written), zeros are punched as put's runs are, bounds are put's,
+ * and a failed write reports nothing written. */
+static void test_write_direct(void **state)
+{
+	struct io_fault_config none = {0};
+	struct io_fault_config fail = {.ops = IO_OP_WRITE, .nth = 1, .count = 1, .err = ENOSPC};
+	struct patch_opts opts = {.io = IO_KIND_FAULT, .punch_zeros = true, .on_written = on_written};
+	unsigned char *a = malloc(4096), *b = malloc(8192), *z = calloc(1, 1 << 16);
+	unsigned char *back = malloc(8192);
+	struct patch_writer *w;
+	struct patch_stats st;
+	struct volume *v;
+	struct seen seen = {0};
+	int fd;
+
+	(void)state;
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(z);
+	assert_non_null(back);
+	memset(a, 0xa5, 4096);
+	memset(b, 0x5a, 8192);
+	opts.arg = &seen;
+	assert_int_equal(io_fault_configure(&none), 0);
+	assert_int_equal(volume_open(path, VOLUME_WRITE, &v), 0);
+	assert_int_equal(patch_writer_new(v, &opts, &w), 0);
+	assert_int_equal(patch_writer_put(w, 4096, a, 4096), 0);
+	assert_int_equal(seen.calls, 0);
+	assert_int_equal(patch_writer_write(w, 1 << 20, b, 8192), 0);
+	/* The queued run first, then this one: two writes, in order. */
+	assert_int_equal(seen.calls, 2);
+	assert_int_equal(seen.last_off, 1 << 20);
+	assert_int_equal(seen.last_len, 8192);
+	memset(b, 0, 8192); /* the caller's buffer is its own again */
+	assert_int_equal(patch_writer_write(w, SIZE - 8, a, 16), -EFBIG);
+	assert_int_equal(patch_writer_write(w, UINT64_MAX, a, 2), -EFBIG);
+	assert_int_equal(patch_writer_write(w, 0, a, 0), 0);
+	assert_int_equal(seen.calls, 2);
+	/* A failed write: the error, nothing reported written. */
+	assert_int_equal(io_fault_configure(&fail), 0);
+	assert_int_equal(patch_writer_write(w, 2 << 20, a, 4096), -ENOSPC);
+	assert_int_equal(seen.calls, 2);
+	assert_int_equal(io_fault_configure(&none), 0);
+	assert_int_equal(patch_writer_write(w, 3 << 20, z, 1 << 16), 0);
+	assert_int_equal(patch_writer_sync(w), 0);
+	patch_writer_stats(w, &st);
+	assert_int_equal(st.writes, 3);
+	assert_int_equal(st.bytes_written, 4096 + 8192 + (1 << 16));
+	assert_true(st.bytes_punched == 0 || st.bytes_punched == 1 << 16);
+	patch_writer_free(w);
+	volume_free(v);
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, back, 4096, 4096), 4096);
+	assert_memory_equal(back, a, 4096);
+	memset(b, 0x5a, 8192);
+	assert_int_equal(pread(fd, back, 8192, 1 << 20), 8192);
+	assert_memory_equal(back, b, 8192);
+	assert_int_equal(pread(fd, back, 4096, 2 << 20), 4096);
+	assert_memory_equal(back, z, 4096); /* the failed write left it as it was */
+	close(fd);
+	free(a);
+	free(b);
+	free(z);
+	free(back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -250,6 +322,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_zero_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_only_new, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_direct, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

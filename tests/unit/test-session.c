@@ -700,6 +700,77 @@ static void test_proof_fold(void **state)
 	wire_zstd_free(z);
 }
 
+/* Changes a byte of the image behind the daemon. */
+static void flip_byte(struct fx *f, uint64_t off)
+{
+	unsigned char b = 0;
+	int fd = open(f->n->self->volume, O_RDWR | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(fd_pread_full(fd, &b, 1, off), 0);
+	b ^= 0xff;
+	assert_int_equal(fd_pwrite_full(fd, &b, 1, off), 0);
+	close(fd);
+}
+
+/* (j2) The fold's checks are hashed from the pieces its leaves' update
+ * reads, except one that straddles two pieces (the 1 MiB chunks of a run
+ * of blocks), which is read on its own: a page at the start of each of
+ * blocks 0-14 and a range across blocks 15 and 16 (the chunk boundary at
+ * 1 MiB), all folded at one checkpoint. A byte changed behind the daemon
+ * in either kind of range is found by the proof. */
+static void test_proof_fold_pieces(void **state)
+{
+	struct fx *f = *state;
+	struct wire_zstd *z = NULL;
+	struct meta_uuid gen;
+	struct hashtree_range top = {0, 1};
+	uint32_t leaf = wire_tree_leaf(SIZE, TN_BLOCK);
+	uint64_t cross = (1 << 20) - 2048;
+	struct proof_digest meant, now;
+	struct wire_proof a;
+	size_t len;
+
+	assert_int_equal(wire_zstd_new(0, &z), 0);
+	assert_int_equal(meta_uuid_random(&gen), 0);
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
+	assert_int_equal(wire_hash_req_encode(0x5eed, 0, NODE_FINE_FANOUT, leaf, &top, 1, f->buf,
+					      RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+	recv_type(f, WIRE_HASH_REPLY);
+	for (uint64_t k = 0; k < 15; k++) {
+		uint64_t off = k * PROOF_BLOCK_DEFAULT;
+
+		testlib_fill(f->data + off, RESYNC_PAGE, 40 + (unsigned)k);
+		assert_int_equal(wire_blocks_encode(z, off, f->data + off, RESYNC_PAGE, f->buf,
+						    RESYNC_WIRE_FRAME_MAX, &len), 0);
+		assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	}
+	testlib_fill(f->data + cross, SIZE - cross, 60);
+	assert_int_equal(wire_blocks_encode(z, cross, f->data + cross, SIZE - cross, f->buf,
+					    RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	send_offset(f, WIRE_CHECKPOINT, 0);
+	assert_int_equal(recv_ack(f), 0);
+	assert_int_equal(f->s->proof_folded_blocks, 17);
+	assert_int_equal(f->s->n_checks, 16);
+
+	a = ask_proof(f);
+	meant = file_root(f);
+	assert_int_equal(a.hashed, 0);
+	assert_memory_equal(a.root, meant.b, 16);
+	/* One byte in the straddling range, one in block 3's page. */
+	flip_byte(f, SIZE - 10);
+	flip_byte(f, 3 * PROOF_BLOCK_DEFAULT + 100);
+	a = ask_proof(f);
+	now = file_root(f);
+	assert_memory_not_equal(now.b, meant.b, 16);
+	assert_memory_equal(a.root, now.b, 16);
+	assert_int_equal(a.hashed, 3); /* blocks 3, 15 and 16 */
+	fx_end(f);
+	wire_zstd_free(z);
+}
+
 static void hash_req_root(struct fx *f, uint64_t seed)
 {
 	struct hashtree_range top = {0, 1};
@@ -875,6 +946,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_proof_fold, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_proof_fold_pieces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_proof_held, setup, teardown),
 	};
 

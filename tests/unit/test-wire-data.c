@@ -42,6 +42,14 @@ static void test_blocks(void **state)
 	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN - 1), -ENOBUFS);
 	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), LEN);
 	assert_memory_equal(out, data, LEN);
+	{
+		const void *p = NULL;
+
+		memset(out, 0, LEN);
+		assert_int_equal(wire_blocks_bytes(z, &b, out, LEN, &p), LEN);
+		assert_ptr_equal(p, out);
+		assert_memory_equal(out, data, LEN);
+	}
 	check_truncations(WIRE_BLOCKS, buf, len);
 
 	/* The frame carries its content's checksum: without TLS a flipped
@@ -92,6 +100,16 @@ static void test_blocks(void **state)
 	assert_int_equal(b.encoding, WIRE_ENC_RAW);
 	assert_int_equal(wire_blocks_unpack(z, &b, out, LEN), LEN);
 	assert_memory_equal(out, data, LEN);
+	/* wire_blocks_bytes(): raw data is the frame's own (not copied). */
+	{
+		const void *p = NULL;
+		struct wire_blocks c = b;
+
+		assert_int_equal(wire_blocks_bytes(z, &b, out, LEN, &p), LEN);
+		assert_ptr_equal(p, b.data);
+		c.enc_len = LEN + 1;
+		assert_int_equal(wire_blocks_bytes(z, &c, out, LEN, &p), -EBADMSG);
+	}
 	check_truncations(WIRE_BLOCKS, buf, len);
 	/* Without a zstd context: raw. */
 	memset(data, 0, LEN);
@@ -202,6 +220,16 @@ static void test_extents(void **state)
 	assert_int_equal(wire_extents_unpack(z, &x, out, LEN - 1), -ENOBUFS);
 	assert_int_equal(wire_extents_unpack(z, &x, out, LEN), LEN);
 	assert_memory_equal(out, data, LEN);
+	/* wire_extents_bytes(): compressed data decoded into out. */
+	{
+		const void *p = NULL;
+
+		memset(out, 0, LEN);
+		assert_int_equal(wire_extents_bytes(z, &x, out, LEN - 1, &p), -ENOBUFS);
+		assert_int_equal(wire_extents_bytes(z, &x, out, LEN, &p), LEN);
+		assert_ptr_equal(p, out);
+		assert_memory_equal(out, data, LEN);
+	}
 	check_truncations(WIRE_EXTENTS, buf, len);
 
 	/* zstd size lies: a frame declaring other than raw_len (the table
@@ -244,6 +272,24 @@ static void test_extents(void **state)
 	assert_int_equal(x.encoding, WIRE_ENC_RAW);
 	assert_int_equal(wire_extents_unpack(z, &x, out, LEN), LEN);
 	assert_memory_equal(out, data, LEN);
+	/* wire_extents_bytes(): raw data is the frame's own, not copied;
+	 * a raw length other than raw_len is refused as unpack does. */
+	{
+		const void *p = NULL;
+		struct wire_extents y = x;
+
+		memset(out, 0, LEN);
+		assert_int_equal(wire_extents_bytes(z, &x, out, LEN, &p), LEN);
+		assert_ptr_equal(p, x.data);
+		assert_memory_equal(p, data, LEN);
+		y.enc_len = LEN - 1;
+		p = NULL;
+		assert_int_equal(wire_extents_bytes(z, &y, out, LEN, &p), -EBADMSG);
+		assert_null(p);
+		y = x;
+		y.encoding = 7;
+		assert_int_equal(wire_extents_bytes(z, &y, out, LEN, &p), -EBADMSG);
+	}
 	check_truncations(WIRE_EXTENTS, buf, len);
 	memset(data, 0, LEN);
 	assert_int_equal(wire_extents_encode(NULL, ext, 3, data, m, sizeof(buf), &rlen), 0);

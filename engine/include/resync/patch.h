@@ -39,6 +39,11 @@ void patch_writer_free(struct patch_writer *w);
 /* Queue len bytes for offset off; data is copied, the caller keeps it.
  * Writes past the volume's end are refused with -EFBIG. */
 int patch_writer_put(struct patch_writer *w, uint64_t off, const void *data, size_t len);
+/* What is queued written, then len bytes of data at off at once, from
+ * data itself (no copy: for runs that are not adjacent, which put would
+ * not merge anyway). Refused past the volume's end as put. Returns 0 or
+ * -errno of the write. */
+int patch_writer_write(struct patch_writer *w, uint64_t off, const void *data, size_t len);
 /* Write whatever is queued. */
 int patch_writer_flush(struct patch_writer *w);
 /* Flush and make everything durable (fdatasync). The first sync of a

@@ -78,6 +78,16 @@ void proof_tree_release(struct proof_tree *t);
  * -errno of the reads. */
 int proof_tree_update(struct proof_tree *t, struct volume *v, const struct rangelist *l,
 		      uint64_t *ret_hashed);
+/* What proof_tree_update_each() read: len bytes of the volume at off (a
+ * multiple of the block size; len up to RESYNC_CHUNK), borrowed for the
+ * call. Called in increasing offsets. */
+typedef void (*proof_read_fn)(void *arg, uint64_t off, const unsigned char *p, size_t len);
+/* As proof_tree_update(), each piece it reads and hashes itself also
+ * shown to fn (may be NULL), so that a caller needing other hashes of
+ * the same bytes does not read them again. Runs long enough for
+ * blockcmp's threads are not shown. */
+int proof_tree_update_each(struct proof_tree *t, struct volume *v, const struct rangelist *l,
+			   proof_read_fn fn, void *arg, uint64_t *ret_hashed);
 /* Set every leaf of an xxh3 tree from hs[i], the seed-0 xxh3-128 of
  * block i (blockcmp's extra hashes of the same blocks). Returns 0 or
  * -EINVAL (not an xxh3 tree). */
