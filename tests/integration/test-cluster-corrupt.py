@@ -158,7 +158,8 @@ try:
     relay.disarm()
     rc, plan, summary, err = resync_json(c, "--node", "s")
     check(rc == 0 and image(c, "s", "s") == image(c, "p", "p"),
-          "after the corruptions a clean resync makes s identical (%d): %s" % (rc, err))
+          "after the corruptions a clean resync makes s identical (%d): %s %s" %
+          (rc, err, summary))
 finally:
     c.kill_and_unmount()
     relay.stop()
@@ -184,8 +185,8 @@ try:
     relay.disarm()
     rc, plan, summary, err = resync_json(c, "--node", "s")
     check(rc == 0 and image(c, "s", "s") == image(c, "p", "p"),
-          "after the plaintext corruptions a clean resync makes s identical (%d): %s" %
-          (rc, err))
+          "after the plaintext corruptions a clean resync makes s identical (%d): %s %s" %
+          (rc, err, summary))
 finally:
     c.kill_and_unmount()
     relay.stop()
