@@ -77,14 +77,15 @@ def image(c, n, into):
 
 
 def state_of_s(c, label, fault):
-    """s's state as the primary reports it. Unknown (the primary could not
-    ask s) claims nothing either way: asked again until s answers."""
+    """s's state as the primary reports it. Unknown (the status query of s
+    timed out: session_timeout is 3 s here, and a loaded machine can miss
+    it) claims nothing either way: asked again until s answers."""
     last = {}
 
     def known():
         last.update(c.status()["s"])
         return last["state"] != "Unknown"
-    wait_for(known, timeout=20, what=lambda: "%s: s's state known (%s): %s" % (label, fault, last))
+    wait_for(known, timeout=60, what=lambda: "%s: s's state known (%s): %s" % (label, fault, last))
     return last["state"]
 
 
