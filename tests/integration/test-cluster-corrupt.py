@@ -62,9 +62,31 @@ def setup(tag, insecure):
     return c, relay
 
 
-def image(c, n):
-    with open(c.image(n), "rb") as f:
-        return f.read()
+# The images are read into buffers kept for the whole run (three reads of
+# 16 MiB each resync: fresh bytes objects cost more than the resync).
+BUF = {k: bytearray(SIZE) for k in ("before", "s", "p")}
+
+
+def image(c, n, into):
+    """n's image read into BUF[into]; returns that buffer."""
+    buf = BUF[into]
+    with open(c.image(n), "rb", buffering=0) as f:
+        got = f.readinto(buf)
+        check(got == SIZE and f.read(1) == b"", "%s's image is %d bytes (%d)" % (n, SIZE, got))
+    return buf
+
+
+def state_of_s(c, label, fault):
+    """s's state as the primary reports it. Unknown (the status query of s
+    timed out: session_timeout is 3 s here, and a loaded machine can miss
+    it) claims nothing either way: asked again until s answers."""
+    last = {}
+
+    def known():
+        last.update(c.status()["s"])
+        return last["state"] != "Unknown"
+    wait_for(known, timeout=60, what=lambda: "%s: s's state known (%s): %s" % (label, fault, last))
+    return last["state"]
 
 
 class Run:
@@ -73,28 +95,25 @@ class Run:
         self.by_kind = {}
         self.unfired = 0
         self.failed = 0
+        self.state = None  # s's state after the last resync (None: ask)
 
     def one(self, c, relay, fault, label):
         """One resync of s with fault armed: (fired, rejected)."""
-        if c.status()["s"]["state"] == "UpToDate":
+        # s's state as the last resync left it (nothing touches s since).
+        if (self.state or state_of_s(c, label, "before the fault")) == "UpToDate":
             # Something to send: 4 MiB of new data at a random place.
             off = rng.randrange(0, SIZE // MB - 4) * MB
             c.write("p", off, os.urandom(4 * MB))
-        before = image(c, "s")
+        before = image(c, "s", "before")
         relay.arm(fault)
         rc, plan, summary, err = resync_json(c, "--node", "s")
         relay.disarm()
-        # Unknown: the status query of s timed out (session_timeout is
-        # 3 s here, and a loaded machine can miss it); ask until s answers.
-        st = {}
-        wait_for(lambda: st.update(s=c.status()["s"]["state"]) or st["s"] != "Unknown",
-                 timeout=60, what=lambda: "s to answer a status query (%s)" % st)
-        st = st["s"]
+        st = self.state = state_of_s(c, label, fault)
         if st == "UpToDate":
-            check(image(c, "s") == image(c, "p"),
+            check(image(c, "s", "s") == image(c, "p", "p"),
                   "%s: s UpToDate with data differing from the primary's (%s)" % (label, fault))
         elif st not in ("Inconsistent",):
-            check(image(c, "s") == before, "%s: s %s but changed (%s)" % (label, st, fault))
+            check(image(c, "s", "s") == before, "%s: s %s but changed (%s)" % (label, st, fault))
         if not fault.fired:
             self.unfired += 1
             return
@@ -139,14 +158,16 @@ try:
     st = c.status()["s"]["state"]
     relay.disarm()
     rc, plan, summary, err = resync_json(c, "--node", "s")
-    check(rc == 0 and image(c, "s") == image(c, "p"),
-          "after the corruptions a clean resync makes s identical (%d): %s" % (rc, err))
+    check(rc == 0 and image(c, "s", "s") == image(c, "p", "p"),
+          "after the corruptions a clean resync makes s identical (%d): %s %s" %
+          (rc, err, summary))
 finally:
     c.kill_and_unmount()
     relay.stop()
 
 # ---- plaintext: flips in the header of chosen frames ----
 c, relay = setup("plain", insecure=True)
+run.state = None  # another cluster
 try:
     c.write("p", 0, os.urandom(8 * MB))
     targets = [(UP, "HASH_REQ"), (UP, "EXTENTS"), (UP, "COMMIT"), (UP, "STATUS_REQ"),
@@ -164,9 +185,9 @@ try:
                                 mask=0x80 if pos != 28 else 0x04), "plain EXTENTS " + what)
     relay.disarm()
     rc, plan, summary, err = resync_json(c, "--node", "s")
-    check(rc == 0 and image(c, "s") == image(c, "p"),
-          "after the plaintext corruptions a clean resync makes s identical (%d): %s" %
-          (rc, err))
+    check(rc == 0 and image(c, "s", "s") == image(c, "p", "p"),
+          "after the plaintext corruptions a clean resync makes s identical (%d): %s %s" %
+          (rc, err, summary))
 finally:
     c.kill_and_unmount()
     relay.stop()

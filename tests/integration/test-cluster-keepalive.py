@@ -78,9 +78,10 @@ class Resync:
         return rc, {x["name"]: x for x in summary["nodes"]}
 
 
-def paused_resync(what):
+def paused_resync(what, then_full_speed=False):
     """A resync at RATE, paused PAUSE seconds once its transfer shows
-    progress, then resumed: (exit code, summary by node)."""
+    progress, then resumed (and, then_full_speed, its rest sent at full
+    speed: the pause was the test): (exit code, summary by node)."""
     rs = Resync()
     wait_for(rs.transferring, timeout=30,
              what=lambda: "%s: the transfer to start (last lines: %s)" % (what, rs.lines[-3:]))
@@ -95,6 +96,9 @@ def paused_resync(what):
     r = c.ctl("resume", "--json")
     check(r.returncode == 0 and not json.loads(r.stdout)["paused"],
           "%s: resume: %s %s" % (what, r.stdout, r.stderr))
+    if then_full_speed:
+        r = c.ctl("rate", "0", "--json")
+        check(r.returncode == 0, "%s: rate 0 after the resume: %s %s" % (what, r.stdout, r.stderr))
     return rs.finish()
 
 
@@ -113,7 +117,7 @@ c.start("n1")
 c.start("n2")
 c.write("n1", 8 * MB, os.urandom(DATA))
 t0 = time.monotonic()
-rc, nodes = paused_resync("keepalive")
+rc, nodes = paused_resync("keepalive", then_full_speed=True)
 check(rc == 0 and nodes["n2"]["result"] == "resynced",
       "keepalive: resynced after %d s of pause (%d): %s" % (PAUSE, rc, nodes))
 check(time.monotonic() - t0 >= PAUSE, "keepalive: the resync lasted the pause")

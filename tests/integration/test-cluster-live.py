@@ -14,7 +14,8 @@ throughout resyncs of two secondaries; every write's latency is recorded.
   on are given up (Inconsistent, named), the primary thaws and keeps its
   bitmap; the writer never waits longer than fence_max + 1 s; a resync
   after the writer stops ends identical.
-- a secondary SIGSTOPped when the fence starts (for 10 s): the writer
+- a secondary SIGSTOPped when the fence starts (for fence_max + 1 s, and
+  until the resync ended): the writer
   waits less than fence_max + 1 s; if the stop caught the last pass, that
   secondary is named Inconsistent; SIGCONT, the next resync is identical.
 - pause for 10 s during a resync: the writer never stalls while paused,
@@ -53,7 +54,9 @@ BLOCK = 64 * 1024
 FENCE_MAX = 3  # seconds
 MAX_PASSES = 3
 PAUSE = 10
-STOP = 10
+# b stays stopped longer than the fence could wait for it; the resync
+# ends first (the fence gives up on b at fence_max), SIGCONT comes after.
+STOP = FENCE_MAX + 1
 
 sc = Scratch()
 c = Cluster(sc, "live", ["p", "a", "b"], "p", size=VOLUME)
