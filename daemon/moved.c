@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "job-early.h"
+#include "moved-int.h"
 #include "node-int.h"
 #include "resync/io.h"
 #include "resync/limits.h"
@@ -40,10 +41,6 @@ enum {
 	 * at which zstd and TLS send (bench/cluster-bench): past this,
 	 * searching costs more than sending what it has not found. */
 	MOVED_MISS_MAX = 4 << 20,
-	/* A region shorter than this goes as data without a search: a
-	 * WEAK_REQ's round trip costs more than sending it (and one leaf has
-	 * no unaligned window at all). */
-	MOVED_REGION_MIN = 64 << 10,
 	/* auto: a chunk is searched against the secondary's differing leaves
 	 * this close to it (shifts of up to this much are found; rolling
 	 * searches the whole volume). */
@@ -197,81 +194,32 @@ static int piece_add(struct moved *m, uint64_t dst, uint64_t src_leaf, const str
 	return 0;
 }
 
-static size_t pow2_at_least(size_t v)
-{
-	size_t p = 1;
-
-	while (p < v)
-		p <<= 1;
-	return p;
-}
-
-/* An open-addressing table of leaf hashes (the primary's, of the
- * differing leaves), probed with every leaf hash of the secondary. Each
- * slot keeps 32 more bits of its hash beside its index, so that a probe
- * that meets another hash is told so without reading that hash from the
- * tree (a random read into megabytes: most of the scan's time). */
-struct leaf_slot {
-	uint32_t k1; /* index + 1; 0: empty */
-	uint32_t tag;
-};
-
-struct leaf_table {
-	struct leaf_slot *slot;
-	size_t mask;
-};
-
-static int leaf_table_init(struct leaf_table *t, size_t n)
-{
-	t->mask = pow2_at_least(2 * n + 2) - 1;
-	t->slot = calloc(t->mask + 1, sizeof(*t->slot));
-	return t->slot ? 0 : -ENOMEM;
-}
-
-static void leaf_table_put(struct leaf_table *t, const struct hash128 *h, size_t k)
-{
-	size_t s = h->lo & t->mask;
-
-	while (t->slot[s].k1)
-		s = (s + 1) & t->mask;
-	t->slot[s] = (struct leaf_slot){(uint32_t)(k + 1), (uint32_t)h->hi};
-}
-
-/* The slot after s (s == SIZE_MAX: the first) on h's probe path whose
- * tag is h's; SIZE_MAX at the path's end. */
-static size_t leaf_table_next(const struct leaf_table *t, const struct hash128 *h, size_t s)
-{
-	s = s == SIZE_MAX ? h->lo & t->mask : (s + 1) & t->mask;
-	for (; t->slot[s].k1; s = (s + 1) & t->mask)
-		if (t->slot[s].tag == (uint32_t)h->hi)
-			return s;
-	return SIZE_MAX;
-}
-
 /* 1. Moved blocks: a table of the primary's hashes of the differing
  * leaves, probed with every leaf hash of the secondary. src[k] is then
  * the secondary's leaf holding differing leaf k's bytes (UINT64_MAX:
  * none). */
 static int moved_aligned(const struct job *j, struct moved *m, uint64_t *src)
 {
-	struct leaf_table t;
+	struct moved_table t;
 	size_t cur = 0;
-	int r = leaf_table_init(&t, m->nrl);
+	int r = moved_table_init(&t, m->nrl);
 
-	if (r < 0)
+	if (r < 0) {
+		moved_table_release(&t);
 		return r;
+	}
 	for (size_t k = 0; k < m->nrl; k++) {
 		const struct hash128 *ph = hashtree_node(j->tree, 0, m->rl[k].idx);
 
 		src[k] = UINT64_MAX;
 		if (!hash128_equal(ph, &m->zero))
-			leaf_table_put(&t, ph, k);
+			moved_table_put(&t, ph, k);
 	}
 	for (uint64_t i = 0; i < m->nleaves; i++) {
 		const struct hash128 *sh = sec_hash(j, m, i, &cur);
 
-		for (size_t s = leaf_table_next(&t, sh, SIZE_MAX); s != SIZE_MAX;
-		     s = leaf_table_next(&t, sh, s)) {
+		for (size_t s = moved_table_next(&t, sh, SIZE_MAX); s != SIZE_MAX;
+		     s = moved_table_next(&t, sh, s)) {
 			size_t k = t.slot[s].k1 - 1;
 			uint64_t x = m->rl[k].idx;
 
@@ -280,7 +228,7 @@ static int moved_aligned(const struct job *j, struct moved *m, uint64_t *src)
 				src[k] = i;
 		}
 	}
-	free(t.slot);
+	moved_table_release(&t);
 	return 0;
 }
 
@@ -881,53 +829,4 @@ int moved_run(struct job *j, const struct rangelist **ret)
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
 	*ret = &m->rest;
 	return 0;
-}
-
-bool moved_memo_quiet(const struct job *j, const uint64_t *leaves, const struct hash128 *leaf_h,
-		      size_t n)
-{
-	uint64_t size = volume_size(j->ctx->vol), nl = hashtree_level_count(j->tree, 0);
-	struct moved m = {.size = size, .leaf = j->leaf};
-	size_t run = 0, cur = 0;
-	struct leaf_table t = {0};
-	_cleanup_free_ unsigned char *z = NULL;
-	bool quiet = true;
-
-	if (!n)
-		return true;
-	/* 2. a run of differing leaves long enough to be searched */
-	for (size_t k = 0; k < n; k++) {
-		run = k && leaves[k] == leaves[k - 1] + 1 ? run + 1 : 1;
-		if (run * j->leaf >= MOVED_REGION_MIN)
-			return false;
-	}
-	z = calloc(1, j->leaf ? j->leaf : 1);
-	if (!z || leaf_table_init(&t, n) < 0)
-		return false;
-	m.zero = hash_block(z, j->leaf, hashtree_seed(j->tree));
-	/* 1. a differing leaf's bytes held by the secondary at another leaf
-	 * (moved_aligned()'s probe, its sources never excluded) */
-	for (size_t k = 0; k < n; k++) {
-		const struct hash128 *ph = hashtree_node(j->tree, 0, leaves[k]);
-
-		if (!hash128_equal(ph, &m.zero))
-			leaf_table_put(&t, ph, k);
-	}
-	for (uint64_t i = 0; i < nl && quiet; i++) {
-		const struct hash128 *sh;
-
-		while (cur < n && leaves[cur] < i)
-			cur++;
-		sh = cur < n && leaves[cur] == i ? &leaf_h[cur] : hashtree_node(j->tree, 0, i);
-		for (size_t s = leaf_table_next(&t, sh, SIZE_MAX); s != SIZE_MAX && quiet;
-		     s = leaf_table_next(&t, sh, s)) {
-			uint64_t x = leaves[t.slot[s].k1 - 1];
-
-			if (x != i && leaf_len(&m, x) == leaf_len(&m, i) &&
-			    hash128_equal(hashtree_node(j->tree, 0, x), sh))
-				quiet = false;
-		}
-	}
-	free(t.slot);
-	return quiet;
 }
