@@ -78,15 +78,19 @@ int job_early_rest(const struct rangelist *l, const struct rangelist *sent, stru
  * NODE_EARLY_BYTES_MAX of them (a prefix). */
 static int early_ranges(struct job *j, const struct walk_memo *m)
 {
-	uint64_t size = volume_size(j->ctx->vol);
+	uint64_t size = volume_size(j->ctx->vol), bytes = rangelist_bytes(&j->early);
 	int r = 0;
 
+	/* The sum kept here: summing the list at each leaf cost the
+	 * square of its length (a tenth of the primary's CPU at 10 %). */
 	for (size_t i = 0; i < m->nleaves_diff && r >= 0; i++) {
-		uint64_t off = m->leaves[i] * m->leaf;
+		uint64_t off = m->leaves[i] * m->leaf, len;
 
-		if (off >= size || rangelist_bytes(&j->early) >= NODE_EARLY_BYTES_MAX)
+		if (off >= size || bytes >= NODE_EARLY_BYTES_MAX)
 			break;
-		r = rangelist_add(&j->early, off, MIN((uint64_t)m->leaf, size - off));
+		len = MIN((uint64_t)m->leaf, size - off);
+		r = rangelist_add(&j->early, off, len);
+		bytes += len;
 	}
 	return r;
 }

@@ -137,10 +137,26 @@ static int job_page_hashes(struct job *j, struct peer_conn *c, unsigned char *bu
  * Runs are added in ascending order; bytes count as written when the
  * frame is sent. */
 struct job_batch {
-	unsigned char *data; /* RESYNC_WIRE_BLOCKS_MAX bytes */
+	/* JOB_BATCH_HEAD bytes of room for a raw frame's head (its header
+	 * and table, written right before the bytes at flush: no copy of
+	 * them), then data: RESYNC_WIRE_BLOCKS_MAX bytes. */
+	unsigned char *mem;
+	unsigned char *data;
 	struct wire_extent ext[RESYNC_WIRE_EXTENTS_MAX];
 	size_t n, len;
 };
+
+#define JOB_BATCH_HEAD (WIRE_EXTENTS_HEADER + RESYNC_WIRE_EXTENTS_MAX * WIRE_EXTENT_SIZE)
+
+/* Whether len bytes at off join the batch (else it is sent first):
+ * room for them, ascending, and an extent for them. */
+static bool job_batch_joins(const struct job_batch *bt, uint64_t off, size_t len)
+{
+	const struct wire_extent *last = bt->n ? &bt->ext[bt->n - 1] : NULL;
+
+	return bt->len + len <= RESYNC_WIRE_BLOCKS_MAX && (!last || off >= last->offset + last->len) &&
+	       (bt->n < RESYNC_WIRE_EXTENTS_MAX || off == last->offset + last->len);
+}
 
 /* Between two frames of a transfer: what the secondary sent meanwhile.
  * An ERROR (its disk full, say) stops the transfer with its reason at
@@ -196,16 +212,27 @@ static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, un
 {
 	uint64_t t0 = clock_usec(), t1;
 	struct wire_zstd *zz = job_pack_ctx(j, z);
+	const unsigned char *frame = buf;
 	size_t elen;
 	int r;
 
 	if (!bt || bt->n == 0)
 		return 0;
-	r = wire_extents_encode(zz, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX, &elen);
+	if (zz) {
+		r = wire_extents_encode(zz, bt->ext, bt->n, bt->data, buf, RESYNC_WIRE_FRAME_MAX,
+					&elen);
+	} else {
+		/* Raw without a try: the head goes right before the bytes. */
+		size_t head = wire_extents_bound(bt->n, 0);
+
+		frame = bt->data - head;
+		elen = head + bt->len;
+		r = wire_extents_raw_head(bt->ext, bt->n, bt->data - head, head);
+	}
 	if (r < 0)
 		return r;
 	t1 = clock_usec();
-	r = job_send_frame(j, c, WIRE_EXTENTS, buf, elen, bt->len);
+	r = job_send_frame(j, c, WIRE_EXTENTS, frame, elen, bt->len);
 	if (r < 0)
 		return r;
 	job_pack_note(j, z, bt->len, elen, zz != NULL);
@@ -240,20 +267,19 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 			job_adapt(j, z, len, elen, t0, t1);
 		return r;
 	}
-	last = bt->n ? &bt->ext[bt->n - 1] : NULL;
-	if (bt->len + len > RESYNC_WIRE_BLOCKS_MAX ||
-	    (last && off < last->offset + last->len) ||
-	    (bt->n == RESYNC_WIRE_EXTENTS_MAX && off != last->offset + last->len)) {
+	if (!job_batch_joins(bt, off, len)) {
 		r = job_flush(j, c, z, buf, bt);
 		if (r < 0)
 			return r;
-		last = NULL;
 	}
+	last = bt->n ? &bt->ext[bt->n - 1] : NULL;
 	if (last && off == last->offset + last->len)
 		last->len += (uint32_t)len; /* adjacent: one extent */
 	else
 		bt->ext[bt->n++] = (struct wire_extent){off, (uint32_t)len};
-	memcpy(bt->data + bt->len, data, len);
+	/* Read in place already (job_xfer_read_to()): nothing to copy. */
+	if (data != bt->data + bt->len)
+		memmove(bt->data + bt->len, data, len);
 	bt->len += len;
 	return 0;
 }
@@ -341,7 +367,7 @@ static void job_xfer_release(struct job_xfer *x)
 	free(x->batch);
 	free(x->rh);
 	if (x->bt)
-		free(x->bt->data);
+		free(x->bt->mem);
 	free(x->bt);
 	wire_zstd_free(x->z);
 	io_ctx_free(x->io);
@@ -381,8 +407,9 @@ static int job_xfer_init(struct job_xfer *x, struct job *j, struct peer_conn *c,
 		return r;
 	if (j->features & WIRE_FEATURE_EXTENTS) {
 		x->bt = calloc(1, sizeof(*x->bt));
-		if (!x->bt || !(x->bt->data = malloc(RESYNC_WIRE_BLOCKS_MAX)))
+		if (!x->bt || !(x->bt->mem = malloc(JOB_BATCH_HEAD + RESYNC_WIRE_BLOCKS_MAX)))
 			return -ENOMEM;
+		x->bt->data = x->bt->mem + JOB_BATCH_HEAD;
 	}
 	if (j->features & WIRE_FEATURE_KEEPALIVE) {
 		x->pace.on_wait = job_xfer_keepalive;
@@ -439,19 +466,38 @@ static int job_xfer_ask_pages(struct job_xfer *x, uint64_t npages)
 	return job_page_hashes(x->j, x->c, x->buf, x->batch, x->nb, npages, x->rh);
 }
 
-/* Send the piece raw[0, k) at off: whole, or the runs of its pages whose
- * hashes differ from the peer's. */
-static int job_xfer_send_piece(struct job_xfer *x, uint64_t off, size_t k)
+/* Where the piece of k bytes at off is read to: right into the batch
+ * when it goes whole (room made for it first), else x->raw. */
+static int job_xfer_read_to(struct job_xfer *x, uint64_t off, size_t k, unsigned char **ret)
+{
+	int r;
+
+	*ret = x->raw;
+	if (!x->bt || x->pages)
+		return 0;
+	if (!job_batch_joins(x->bt, off, k)) {
+		r = job_flush(x->j, x->c, x->z, x->buf, x->bt);
+		if (r < 0)
+			return r;
+	}
+	*ret = x->bt->data + x->bt->len;
+	return 0;
+}
+
+/* Send the piece raw[0, k) at off (read to x->raw, or in place in the
+ * batch): whole, or the runs of its pages whose hashes differ from the
+ * peer's (x->raw). */
+static int job_xfer_send_piece(struct job_xfer *x, uint64_t off, const unsigned char *raw, size_t k)
 {
 	struct job *j = x->j;
 	size_t run = 0, nrun = 0;
 	int r = 0;
 
 	if (!x->pages)
-		return job_send(j, x->c, x->z, x->buf, x->bt, off, x->raw, k);
+		return job_send(j, x->c, x->z, x->buf, x->bt, off, raw, k);
 	for (size_t p = 0; p < k && r >= 0; p += RESYNC_PAGE) {
 		size_t pl = MIN((size_t)RESYNC_PAGE, k - p);
-		struct hash128 lh = hash_block(x->raw + p, pl, j->seed);
+		struct hash128 lh = hash_block(raw + p, pl, j->seed);
 
 		if (!hash128_equal(&lh, &x->rh[x->idx++])) {
 			if (!nrun)
@@ -460,11 +506,11 @@ static int job_xfer_send_piece(struct job_xfer *x, uint64_t off, size_t k)
 			continue;
 		}
 		if (nrun)
-			r = job_send(j, x->c, x->z, x->buf, x->bt, off + run, x->raw + run, nrun);
+			r = job_send(j, x->c, x->z, x->buf, x->bt, off + run, raw + run, nrun);
 		nrun = 0;
 	}
 	if (r >= 0 && nrun)
-		r = job_send(j, x->c, x->z, x->buf, x->bt, off + run, x->raw + run, nrun);
+		r = job_send(j, x->c, x->z, x->buf, x->bt, off + run, raw + run, nrun);
 	return r;
 }
 
@@ -527,17 +573,20 @@ static int job_xfer_batch(struct job_xfer *x)
 		while (off < end) {
 			size_t k = (size_t)MIN(end - off, (uint64_t)RESYNC_WIRE_BLOCKS_MAX);
 			uint64_t before = j->bytes_written;
+			unsigned char *to;
 
 			r = job_cancelled(j, x->c);
+			if (r >= 0)
+				r = job_xfer_read_to(x, off, k, &to);
 			if (r < 0)
 				return r;
-			n = io_pread_full(x->io, x->fd, x->raw, k, off);
+			n = io_pread_full(x->io, x->fd, to, k, off);
 			if (n >= 0 && (size_t)n != k)
 				n = -EIO; /* the volume ended under the range */
 			if (n < 0)
 				return (int)n;
 			j->bytes_read += k;
-			r = job_xfer_send_piece(x, off, k);
+			r = job_xfer_send_piece(x, off, to, k);
 			if (r < 0)
 				return r;
 			FAILPOINT_RETURN("primary-batch-sent");

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "job-early.h"
+#include "moved-int.h"
 #include "node-int.h"
 #include "resync/io.h"
 #include "resync/limits.h"
@@ -40,10 +41,6 @@ enum {
 	 * at which zstd and TLS send (bench/cluster-bench): past this,
 	 * searching costs more than sending what it has not found. */
 	MOVED_MISS_MAX = 4 << 20,
-	/* A region shorter than this goes as data without a search: a
-	 * WEAK_REQ's round trip costs more than sending it (and one leaf has
-	 * no unaligned window at all). */
-	MOVED_REGION_MIN = 64 << 10,
 	/* auto: a chunk is searched against the secondary's differing leaves
 	 * this close to it (shifts of up to this much are found; rolling
 	 * searches the whole volume). */
@@ -197,42 +194,33 @@ static int piece_add(struct moved *m, uint64_t dst, uint64_t src_leaf, const str
 	return 0;
 }
 
-static size_t pow2_at_least(size_t v)
-{
-	size_t p = 1;
-
-	while (p < v)
-		p <<= 1;
-	return p;
-}
-
 /* 1. Moved blocks: a table of the primary's hashes of the differing
  * leaves, probed with every leaf hash of the secondary. src[k] is then
  * the secondary's leaf holding differing leaf k's bytes (UINT64_MAX:
  * none). */
 static int moved_aligned(const struct job *j, struct moved *m, uint64_t *src)
 {
-	size_t mask = pow2_at_least(2 * m->nrl + 2) - 1, cur = 0;
-	_cleanup_free_ uint32_t *slot = calloc(mask + 1, sizeof(*slot));
+	struct moved_table t;
+	size_t cur = 0;
+	int r = moved_table_init(&t, m->nrl);
 
-	if (!slot)
-		return -ENOMEM;
+	if (r < 0) {
+		moved_table_release(&t);
+		return r;
+	}
 	for (size_t k = 0; k < m->nrl; k++) {
 		const struct hash128 *ph = hashtree_node(j->tree, 0, m->rl[k].idx);
-		size_t s = ph->lo & mask;
 
 		src[k] = UINT64_MAX;
-		if (hash128_equal(ph, &m->zero))
-			continue;
-		while (slot[s])
-			s = (s + 1) & mask;
-		slot[s] = (uint32_t)(k + 1);
+		if (!hash128_equal(ph, &m->zero))
+			moved_table_put(&t, ph, k);
 	}
 	for (uint64_t i = 0; i < m->nleaves; i++) {
 		const struct hash128 *sh = sec_hash(j, m, i, &cur);
 
-		for (size_t s = sh->lo & mask; slot[s]; s = (s + 1) & mask) {
-			size_t k = slot[s] - 1;
+		for (size_t s = moved_table_next(&t, sh, SIZE_MAX); s != SIZE_MAX;
+		     s = moved_table_next(&t, sh, s)) {
+			size_t k = t.slot[s].k1 - 1;
 			uint64_t x = m->rl[k].idx;
 
 			if (src[k] == UINT64_MAX && x != i && leaf_len(m, x) == leaf_len(m, i) &&
@@ -240,6 +228,7 @@ static int moved_aligned(const struct job *j, struct moved *m, uint64_t *src)
 				src[k] = i;
 		}
 	}
+	moved_table_release(&t);
 	return 0;
 }
 
@@ -840,53 +829,4 @@ int moved_run(struct job *j, const struct rangelist **ret)
 	j->bytes_sent = peer_conn_bytes_sent(j->c);
 	*ret = &m->rest;
 	return 0;
-}
-
-bool moved_memo_quiet(const struct job *j, const uint64_t *leaves, const struct hash128 *leaf_h,
-		      size_t n)
-{
-	uint64_t size = volume_size(j->ctx->vol), nl = hashtree_level_count(j->tree, 0);
-	struct moved m = {.size = size, .leaf = j->leaf};
-	size_t mask = pow2_at_least(2 * n + 2) - 1, run = 0, cur = 0;
-	_cleanup_free_ uint32_t *slot = calloc(mask + 1, sizeof(*slot));
-	_cleanup_free_ unsigned char *z = calloc(1, j->leaf ? j->leaf : 1);
-
-	if (!n)
-		return true;
-	if (!slot || !z)
-		return false;
-	m.zero = hash_block(z, j->leaf, hashtree_seed(j->tree));
-	/* 2. a run of differing leaves long enough to be searched */
-	for (size_t k = 0; k < n; k++) {
-		run = k && leaves[k] == leaves[k - 1] + 1 ? run + 1 : 1;
-		if (run * j->leaf >= MOVED_REGION_MIN)
-			return false;
-	}
-	/* 1. a differing leaf's bytes held by the secondary at another leaf
-	 * (moved_aligned()'s probe, its sources never excluded) */
-	for (size_t k = 0; k < n; k++) {
-		const struct hash128 *ph = hashtree_node(j->tree, 0, leaves[k]);
-		size_t s = ph->lo & mask;
-
-		if (hash128_equal(ph, &m.zero))
-			continue;
-		while (slot[s])
-			s = (s + 1) & mask;
-		slot[s] = (uint32_t)(k + 1);
-	}
-	for (uint64_t i = 0; i < nl; i++) {
-		const struct hash128 *sh;
-
-		while (cur < n && leaves[cur] < i)
-			cur++;
-		sh = cur < n && leaves[cur] == i ? &leaf_h[cur] : hashtree_node(j->tree, 0, i);
-		for (size_t s = sh->lo & mask; slot[s]; s = (s + 1) & mask) {
-			uint64_t x = leaves[slot[s] - 1];
-
-			if (x != i && leaf_len(&m, x) == leaf_len(&m, i) &&
-			    hash128_equal(hashtree_node(j->tree, 0, x), sh))
-				return false;
-		}
-	}
-	return true;
 }

@@ -241,28 +241,31 @@ static bool extent_next_valid(uint64_t off, uint64_t len, uint64_t *end, uint64_
 	return *sum <= RESYNC_WIRE_BLOCKS_MAX;
 }
 
-int wire_extents_encode(struct wire_zstd *z, const struct wire_extent *ext, size_t n,
-			const void *data, void *buf, size_t cap, size_t *ret_len)
+/* Check ext[0, n) and sum their lengths into *ret_sum. */
+static int extents_check(const struct wire_extent *ext, size_t n, uint64_t *ret_sum)
 {
-	unsigned char *p = buf;
-	struct wire_extents_le h;
 	uint64_t end = 0, sum = 0;
-	size_t table;
-	uint16_t enc;
-	size_t enc_len;
-	int r;
 
 	if (n == 0 || n > RESYNC_WIRE_EXTENTS_MAX)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (!extent_next_valid(ext[i].offset, ext[i].len, &end, &sum))
 			return -EINVAL;
-	table = sizeof(h) + n * sizeof(struct wire_extent_le);
-	if (cap < table + 1)
-		return -ENOBUFS;
-	r = data_pack(z, data, sum, p + table, cap - table, &enc, &enc_len);
-	if (r < 0)
-		return r;
+	*ret_sum = sum;
+	return 0;
+}
+
+/* The header and the table of ext[0, n) at p. */
+static void extents_head_put(unsigned char *p, const struct wire_extent *ext, size_t n,
+			     uint64_t sum, uint16_t enc, size_t enc_len)
+{
+	struct wire_extents_le h = {
+		.n_extents = htole32((uint32_t)n),
+		.raw_len = htole32((uint32_t)sum),
+		.enc_len = htole32((uint32_t)enc_len),
+		.encoding = htole16(enc),
+	};
+
 	for (size_t i = 0; i < n; i++) {
 		struct wire_extent_le e = {
 			.offset = htole64(ext[i].offset),
@@ -271,14 +274,43 @@ int wire_extents_encode(struct wire_zstd *z, const struct wire_extent *ext, size
 
 		memcpy(p + sizeof(h) + i * sizeof(e), &e, sizeof(e));
 	}
-	h = (struct wire_extents_le){
-		.n_extents = htole32((uint32_t)n),
-		.raw_len = htole32((uint32_t)sum),
-		.enc_len = htole32((uint32_t)enc_len),
-		.encoding = htole16(enc),
-	};
 	memcpy(p, &h, sizeof(h));
+}
+
+int wire_extents_encode(struct wire_zstd *z, const struct wire_extent *ext, size_t n,
+			const void *data, void *buf, size_t cap, size_t *ret_len)
+{
+	unsigned char *p = buf;
+	uint64_t sum;
+	size_t table;
+	uint16_t enc;
+	size_t enc_len;
+	int r;
+
+	r = extents_check(ext, n, &sum);
+	if (r < 0)
+		return r;
+	table = wire_extents_bound(n, 0);
+	if (cap < table + 1)
+		return -ENOBUFS;
+	r = data_pack(z, data, sum, p + table, cap - table, &enc, &enc_len);
+	if (r < 0)
+		return r;
+	extents_head_put(p, ext, n, sum, enc, enc_len);
 	*ret_len = table + enc_len;
+	return 0;
+}
+
+int wire_extents_raw_head(const struct wire_extent *ext, size_t n, void *buf, size_t cap)
+{
+	uint64_t sum;
+	int r = extents_check(ext, n, &sum);
+
+	if (r < 0)
+		return r;
+	if (cap != wire_extents_bound(n, 0))
+		return -ENOBUFS;
+	extents_head_put(buf, ext, n, sum, WIRE_ENC_RAW, sum);
 	return 0;
 }
 

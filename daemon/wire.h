@@ -436,6 +436,11 @@ static inline size_t wire_extents_bound(size_t n, size_t len)
  * for extents that would not decode. */
 int wire_extents_encode(struct wire_zstd *z, const struct wire_extent *ext, size_t n,
 			const void *data, void *buf, size_t cap, size_t *ret_len);
+/* The head (header and table: exactly wire_extents_bound(n, 0) bytes,
+ * cap) of a raw EXTENTS frame of ext[0, n) into buf, for a sender that
+ * keeps the bytes right behind it: the frame is then buf[0, cap + sum of
+ * lengths), with no copy of them. -EINVAL as wire_extents_encode(). */
+int wire_extents_raw_head(const struct wire_extent *ext, size_t n, void *buf, size_t cap);
 int wire_extents_decode(const void *buf, size_t len, struct wire_extents *ret);
 struct wire_extent wire_extents_get(const struct wire_extents *m, size_t i);
 /* Decode the bytes of m into out (room for cap >= m->raw_len), as

@@ -21,6 +21,7 @@
 #include "job-early.h"
 #include "job-hashif.h"
 #include "job-walk.h"
+#include "moved-int.h"
 #include "node-fixture.h"
 #include "resync/blockcmp.h"
 #include "resync/io.h"
@@ -864,6 +865,50 @@ static void test_settle_wait(void **state)
 	assert_true(node_settle_wait(tail, share, tail, 0, 0));
 }
 
+/* moved-int.h's table: every hash put is found (its entry among the
+ * candidates), also when many share the probe's start and the filter's
+ * bit; a hash never put is a candidate only where its 32 tag bits and
+ * filter bit collide, never here. */
+static void test_moved_table(void **state)
+{
+	enum { N = 5000 };
+	struct moved_table t;
+	struct hash128 *h = malloc(N * sizeof(*h));
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+
+	(void)state;
+	assert_non_null(h);
+	for (size_t k = 0; k < N; k++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		h[k] = (struct hash128){x, x * 0x2545f4914f6cdd1dull};
+		if (k % 10 == 0) /* a run that starts at one slot and one bit */
+			h[k].lo = 7, h[k].hi = (h[k].hi & 0xffffffffull) | (5ull << 32);
+	}
+	assert_int_equal(moved_table_init(&t, N), 0);
+	for (size_t k = 0; k < N; k++)
+		moved_table_put(&t, &h[k], k);
+	for (size_t k = 0; k < N; k++) {
+		bool found = false;
+
+		for (size_t s = moved_table_next(&t, &h[k], SIZE_MAX); s != SIZE_MAX;
+		     s = moved_table_next(&t, &h[k], s)) {
+			assert_true(t.slot[s].k1 >= 1 && t.slot[s].k1 <= N);
+			assert_int_equal(t.slot[s].tag, (uint32_t)h[t.slot[s].k1 - 1].hi);
+			found |= t.slot[s].k1 - 1 == k;
+		}
+		assert_true(found);
+	}
+	for (size_t k = 0; k < N; k++) {
+		struct hash128 other = {h[k].lo, h[k].hi ^ 1}; /* its slot, another tag */
+
+		for (size_t s = moved_table_next(&t, &other, SIZE_MAX); s != SIZE_MAX;
+		     s = moved_table_next(&t, &other, s))
+			assert_int_equal(t.slot[s].tag, (uint32_t)other.hi);
+	}
+	moved_table_release(&t);
+	free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -879,6 +924,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 		cmocka_unit_test(test_early_rest),
 		cmocka_unit_test(test_settle_wait),
+		cmocka_unit_test(test_moved_table),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

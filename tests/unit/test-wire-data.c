@@ -189,6 +189,39 @@ static int extents_check(const unsigned char *m, size_t len)
 	return wire_extents_decode(m, len, &x);
 }
 
+/* wire_extents_raw_head(): the head of a raw frame whose bytes already
+ * sit behind it is byte for byte wire_extents_encode()'s raw frame, and
+ * it refuses what that refuses. */
+static void test_extents_raw_head(void **state)
+{
+	enum { LEN = 6 * 4096, HEAD = XH + 3 * XE };
+	const struct wire_extent ext[3] = {{4096, 8192}, {65536, 4096}, {1ull << 40, 12288}};
+	const struct wire_extent bad[2] = {{65536, 4096}, {4096, 4096}}; /* unsorted */
+	unsigned char *frame = malloc(HEAD + LEN), *want = malloc(HEAD + LEN + 16);
+	struct wire_extents x;
+	size_t len = 0;
+
+	(void)state;
+	testlib_fill(frame + HEAD, LEN, 9);
+	assert_int_equal(wire_extents_raw_head(ext, 3, frame, HEAD), 0);
+	assert_int_equal(wire_extents_encode(NULL, ext, 3, frame + HEAD, want, HEAD + LEN + 16, &len),
+			 0);
+	assert_int_equal(len, HEAD + LEN);
+	assert_memory_equal(frame, want, len);
+	assert_int_equal(wire_extents_decode(frame, HEAD + LEN, &x), 0);
+	assert_int_equal(x.encoding, WIRE_ENC_RAW);
+	assert_int_equal(x.raw_len, LEN);
+	/* The head's room must be exactly the head. */
+	assert_int_equal(wire_extents_raw_head(ext, 3, frame, HEAD - 1), -ENOBUFS);
+	assert_int_equal(wire_extents_raw_head(ext, 3, frame, HEAD + 1), -ENOBUFS);
+	assert_int_equal(wire_extents_raw_head(ext, 0, frame, XH), -EINVAL);
+	assert_int_equal(wire_extents_raw_head(bad, 2, frame, XH + 2 * XE), -EINVAL);
+	assert_int_equal(wire_extents_raw_head(ext, RESYNC_WIRE_EXTENTS_MAX + 1, frame, HEAD),
+			 -EINVAL);
+	free(frame);
+	free(want);
+}
+
 static void test_extents(void **state)
 {
 	enum { LEN = 6 * 4096 };
@@ -548,6 +581,7 @@ int main(void)
 		cmocka_unit_test(test_copy),
 		cmocka_unit_test(test_blocks),
 		cmocka_unit_test(test_extents),
+		cmocka_unit_test(test_extents_raw_head),
 		cmocka_unit_test(test_zstd_speed),
 	};
 
