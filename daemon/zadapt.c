@@ -8,20 +8,25 @@ void zadapt_init(struct zadapt *a, int level, bool on)
 }
 
 /* The share a window calls for at the lowest level (zadapt.h). The
- * sends hardly waiting means the link idled while zstd ran: fewer parts.
- * So too when the link carried its bytes faster than zstd makes them:
- * compressing can then only slow this sender (a receiver that is slower
- * than the link holds the sends back too, but fewer bytes do not help
- * it). The sends waiting on a link slower than zstd: more parts. */
-static unsigned zadapt_share(const struct zadapt *a, bool shrinks)
+ * sends waiting less than half the time zstd took means the link idled
+ * while zstd ran: fewer parts. So too when the link carried its bytes
+ * faster than zstd makes them: compressing can then only slow this
+ * sender (a receiver slower than its link holds the sends back too, but
+ * fewer bytes do not help it). The sends waiting longer than zstd took,
+ * on a link slower than zstd, in two windows in a row (one stall of the
+ * receiver, a flush, a starved CPU, is not a slow link): more parts. */
+static unsigned zadapt_share(struct zadapt *a, bool shrinks)
 {
 	uint64_t usec = a->cpu_usec + a->wait_usec;
-	bool idle = a->cpu_usec > 4 * a->wait_usec;
+	bool idle = a->cpu_usec > 2 * a->wait_usec;
 	bool link_fast = a->zrate && usec && a->packed * 1000000 / usec >= a->zrate;
+	bool more = !idle && !link_fast && a->wait_usec > a->cpu_usec && shrinks;
+	bool again = more && a->more;
 
+	a->more = more && !again;
 	if (idle || link_fast)
 		return a->share > ZADAPT_SHARE_MIN ? a->share - 1 : a->share;
-	if (2 * a->wait_usec > a->cpu_usec && shrinks && a->share < ZADAPT_SHARE_ONE)
+	if (again && a->share < ZADAPT_SHARE_ONE)
 		return a->share + 1;
 	return a->share;
 }

@@ -6,10 +6,11 @@
  * it started.
  *
  * Below the lowest level, a share of the frames goes raw: at level 1,
- * while compressing leaves the link idle (the sends hardly wait), or
- * while the link carries bytes faster than zstd makes them (loopback, a
- * fast LAN), fewer frames are compressed, down to ZADAPT_SHARE_MIN; while
- * the link holds the frames back again and is slower than zstd, more.
+ * while compressing leaves the link idle (the sends wait less than half
+ * as long as zstd runs), or while the link carries bytes faster than
+ * zstd makes them (loopback, a fast LAN), fewer frames are compressed,
+ * down to ZADAPT_SHARE_MIN; while the link holds the frames back longer
+ * than zstd runs, two windows in a row, and is slower than zstd, more.
  * The link, not the CPU, then sets the pace; the bytes on the wire grow
  * but, since a share is always compressed, stay below the raw bytes of
  * data that shrinks. Pure arithmetic over what the caller measured. */
@@ -42,6 +43,7 @@ struct zadapt {
 	bool on;
 	int level, start, lowest, highest; /* now, at the start, and its range so far */
 	unsigned share, share_low;	   /* ZADAPT_SHARE_ONE parts tried: now, lowest */
+	bool more;			   /* the last window called for more parts */
 	/* this window's: raw bytes in, bytes out, raw bytes given to zstd
 	 * and the time compressing them, the time encoding (compressing
 	 * too) and sending all its frames */
