@@ -203,7 +203,7 @@ static int job_send_frame(struct job *j, struct peer_conn *c, uint16_t type,
 
 /* Send the batched runs, if any, as one EXTENTS frame. */
 static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
-		      uint64_t t1);
+		      uint64_t t1, bool tried);
 static struct wire_zstd *job_pack_ctx(const struct job *j, struct wire_zstd *z);
 static void job_pack_note(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, bool tried);
 
@@ -236,8 +236,7 @@ static int job_flush(struct job *j, struct peer_conn *c, struct wire_zstd *z, un
 	if (r < 0)
 		return r;
 	job_pack_note(j, z, bt->len, elen, zz != NULL);
-	if (zz)
-		job_adapt(j, z, bt->len, elen, t0, t1);
+	job_adapt(j, z, bt->len, elen, t0, t1, zz != NULL);
 	bt->n = 0;
 	bt->len = 0;
 	return 0;
@@ -261,10 +260,10 @@ static int job_send(struct job *j, struct peer_conn *c, struct wire_zstd *z, uns
 			return r;
 		t1 = clock_usec();
 		r = job_send_frame(j, c, WIRE_BLOCKS, buf, elen, len);
-		if (r >= 0)
+		if (r >= 0) {
 			job_pack_note(j, z, len, elen, zz != NULL);
-		if (r >= 0 && zz)
-			job_adapt(j, z, len, elen, t0, t1);
+			job_adapt(j, z, len, elen, t0, t1, zz != NULL);
+		}
 		return r;
 	}
 	if (!job_batch_joins(bt, off, len)) {
@@ -339,17 +338,18 @@ static void job_pack_note(struct job *j, struct wire_zstd *z, size_t raw, size_t
 		zadapt_sent(&j->x->za, raw, elen, tried);
 }
 
-/* A data frame's costs to the transfer's level (zadapt.h): t0 before
- * its encoding, t1 after it, now after its send. */
+/* A data frame's costs to the transfer's level and share (zadapt.h):
+ * t0 before its encoding, t1 after it, now after its send; tried: it
+ * was given to zstd. */
 static void job_adapt(struct job *j, struct wire_zstd *z, size_t raw, size_t elen, uint64_t t0,
-		      uint64_t t1)
+		      uint64_t t1, bool tried)
 {
 	uint64_t now = clock_usec();
 	int level;
 
 	if (!j->x || j->x->z != z)
 		return;
-	level = zadapt_note(&j->x->za, raw, elen, t1 - t0, now - t1);
+	level = zadapt_note(&j->x->za, raw, elen, t1 - t0, now - t1, tried);
 	(void)wire_zstd_set_level(z, level); /* a level of ZADAPT's range */
 }
 
@@ -360,6 +360,11 @@ static void job_xfer_release(struct job_xfer *x)
 	if (x->za.lowest != x->za.highest)
 		log_info("resync of '%s': zstd level from %d, between %d and %d", x->j->peer->name,
 			 x->za.start, x->za.lowest, x->za.highest);
+	if (x->za.mixed)
+		log_info("resync of '%s': %llu bytes sent raw to keep the link busy "
+			 "(zstd's share down to %u/%d)",
+			 x->j->peer->name, (unsigned long long)x->za.mixed, x->za.share_low,
+			 ZADAPT_SHARE_ONE);
 	if (x->za.skipped)
 		log_info("resync of '%s': %llu bytes sent raw without a try (they did not shrink)",
 			 x->j->peer->name, (unsigned long long)x->za.skipped);
