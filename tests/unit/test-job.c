@@ -613,20 +613,40 @@ static void test_walk_first_level(void **state)
 	uint64_t count;
 	int sv[2];
 
-	assert_int_equal(job_walk_first_nodes(0), 4096);
-	assert_int_equal(job_walk_first_nodes(4999), 4096); /* loopback, a LAN */
-	assert_int_equal(job_walk_first_nodes(5000), 32768); /* 5 ms at 100 MiB/s: 512 KiB */
-	assert_int_equal(job_walk_first_nodes(50000), RESYNC_WIRE_HASHES_MAX);
-	assert_int_equal(job_walk_first_nodes(UINT64_MAX), RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(0, 8), 4096);
+	assert_int_equal(job_walk_first_nodes(4999, 8), 4096); /* loopback, a LAN */
+	assert_int_equal(job_walk_first_nodes(4999, 1), 4096);
+	assert_int_equal(job_walk_first_nodes(5000, 8), 32768); /* 5 ms at 100 MiB/s: 512 KiB */
+	/* 50 ms: 5 MiB of hashes, several requests; one for a peer that
+	 * takes one only (no WIRE_FEATURE_HASH_MORE, job-hashif.c). */
+	assert_int_equal(job_walk_first_nodes(50000, 8), 327680);
+	assert_int_equal(job_walk_first_nodes(50000, 1), RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(50000, 0), RESYNC_WIRE_HASHES_MAX);
+	/* The cap: 8 requests, however many are allowed. */
+	assert_int_equal(job_walk_first_nodes(UINT64_MAX, 8), 8 * RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(UINT64_MAX, 100), 8 * RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(UINT64_MAX, 1), RESYNC_WIRE_HASHES_MAX);
 	job_walk_first(l512, 16, 4096, &level, &count);
 	assert_int_equal(level, 2);
 	assert_int_equal(count, 512);
-	job_walk_first(l512, 16, job_walk_first_nodes(50000), &level, &count);
+	/* 512 MiB at 50 ms: level 0 whole, 131,072 hashes in 2 requests. */
+	job_walk_first(l512, 16, job_walk_first_nodes(50000, 8), &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(count, 131072);
+	assert_int_equal(job_walk_first_parts(count), 2);
+	job_walk_first(l512, 16, job_walk_first_nodes(50000, 1), &level, &count);
 	assert_int_equal(level, 1);
 	assert_int_equal(count, 8192);
-	job_walk_first(l2g, 16, job_walk_first_nodes(50000), &level, &count);
+	assert_int_equal(job_walk_first_parts(count), 1);
+	/* 2 GiB: level 0 (8 MiB) is past 50 ms's budget; within 100 ms's. */
+	job_walk_first(l2g, 16, job_walk_first_nodes(50000, 8), &level, &count);
 	assert_int_equal(level, 1);
 	assert_int_equal(count, 32768);
+	job_walk_first(l2g, 16, job_walk_first_nodes(100000, 8), &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(job_walk_first_parts(count), 8);
+	assert_int_equal(job_walk_first_parts(RESYNC_WIRE_HASHES_MAX + 1), 2);
+	assert_int_equal(job_walk_first_parts(1), 1);
 	job_walk_first(1, 16, 4096, &level, &count);
 	assert_int_equal(level, 0);
 	assert_int_equal(count, 1);
@@ -641,12 +661,20 @@ static void test_walk_first_level(void **state)
 	peer_conn_note_rtt(j->c, 70000);
 	assert_int_equal(peer_conn_rtt_usec(j->c), 50000); /* the least */
 	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(count, l512);
+	/* A first level of one request (a HASH_REQ_IF to a peer without
+	 * WIRE_FEATURE_HASH_MORE): the deepest that fits one. */
+	j->first_one = true;
+	j->first_fanout = 0;
+	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 1);
 	assert_int_equal(count, 8192);
 	/* Chosen once: a later sample changes nothing for this tree. */
 	peer_conn_note_rtt(j->c, 10);
 	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 1);
+	j->first_one = false;
 	/* Another tree's shape: chosen again, now at the floor. */
 	job_walk_first_level(j, l2g, 16, &level, &count);
 	assert_int_equal(level, 2);
@@ -680,7 +708,7 @@ static void test_walk_first_level(void **state)
 	peer_conn_note_rtt(j->c, 50000);
 	j->first_fanout = 0;
 	job_walk_first_level(j, l512, 16, &level, &count);
-	assert_int_equal(level, 1); /* 40 ms of hashing, 120 s of timeout */
+	assert_int_equal(level, 0); /* 40 ms of hashing, 120 s of timeout */
 	f->tc.cfg->session_timeout_ms = 60; /* 40 ms > 30 ms */
 	j->first_fanout = 0;
 	job_walk_first_level(j, l512, 16, &level, &count);
