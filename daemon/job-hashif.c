@@ -213,7 +213,6 @@ int job_open_early(struct node *n, struct job *j, const struct early_geom *e, bo
 		peer_conn_free(c);
 		goto plain;
 	}
-	j->first_t_sent = clock_usec();
 	r = node_peer_open_status(n, j->peer, j->write, c, &pe, j->buf, j->err, sizeof(j->err),
 				  &j->c, &j->hello, &j->status, ret_reached);
 	if (r == -EPERM || r == -ECANCELED || r == -ENOMEM)

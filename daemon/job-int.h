@@ -109,7 +109,6 @@ struct job {
 	bool prefetched;
 	struct walk_first first_req;
 	uint16_t first_rest;
-	uint64_t first_t_sent; /* clock_usec() before first_req went; 0: unknown */
 	bool first_one; /* the first level takes one request (job-hashif.c) */
 	unsigned first_level, first_fanout; /* the walk's, chosen once (job-walk.h); 0: not yet */
 	uint64_t first_nleaves;

@@ -90,8 +90,7 @@ struct walk_req {
 	size_t first, n;
 	uint64_t hashes;
 	size_t bytes; /* encoded */
-	uint64_t t_sent; /* clock_usec() when sent; 0: unknown */
-	bool pre;	 /* the prefetch's (the first level's, sent at once) */
+	uint64_t t_sent; /* clock_usec() when sent; 0: the prefetch's (unknown) */
 };
 
 struct walk {
@@ -110,7 +109,6 @@ struct walk {
 	struct walk_req q[JOB_WALK_PENDING_MAX];
 	size_t q_head, q_n; /* the FIFO of requests sent, unanswered */
 	size_t inflight;    /* bytes of q's requests but the oldest */
-	uint64_t pre_bytes; /* of the prefetch's replies read so far */
 };
 
 /* The nodes the walk's first level may have, for a link whose round trip
@@ -375,15 +373,10 @@ static int walk_recv(struct walk *w)
 		return -EBADMSG;
 	/* A lower bound of the link's rate: the reply's bytes over the time
 	 * since its request went (the round trip, the secondary's work and
-	 * slow start included). The prefetch's requests went at once, before
-	 * either side hashed its volume (the wait for that is in the time,
-	 * which only lowers the bound): every byte of their replies read so
-	 * far over the time since then. */
-	if (rq.pre)
-		w->pre_bytes += len;
+	 * slow start included; not for the prefetch's, sent before this
+	 * volume was hashed). */
 	if (rq.t_sent)
-		job_note_reply_rate(w->j, (double)(rq.pre ? w->pre_bytes : len) /
-					      (double)MAX(clock_usec() - rq.t_sent, (uint64_t)1));
+		job_note_reply_rate(w->j, (double)len / (double)MAX(clock_usec() - rq.t_sent, (uint64_t)1));
 	FAILPOINT("primary-tree-level");
 	r = wire_hash_reply_get(&rep, w->h, RESYNC_WIRE_HASHES_MAX);
 	if (r < 0)
@@ -478,8 +471,7 @@ static void walk_prefetched(struct walk *w)
 		return;
 	j->prefetched = false;
 	for (size_t i = 0; i < w->todo.n; i++)
-		w->q[i] = (struct walk_req){.first = i, .n = 1, .hashes = t[i].count,
-					    .t_sent = j->first_t_sent, .pre = true};
+		w->q[i] = (struct walk_req){.first = i, .n = 1, .hashes = t[i].count};
 	w->q_head = 0;
 	w->q_n = w->todo.n;
 	w->inflight = 0; /* a range each: far below the window */

@@ -64,7 +64,6 @@ void job_prefetch(struct job *j, uint64_t seed)
 		return;
 	*f = (struct walk_first){.seed = seed, .fanout = j->fanout, .leaf_wire = job_leaf_wire(j)};
 	job_walk_first_level(j, nl, j->fanout, &f->level, &f->count);
-	j->first_t_sent = clock_usec();
 	/* A failure shows again at the walk's first reply. */
 	j->prefetched = job_walk_first_send(j->c, WIRE_HASH_REQ, f, 0) >= 0;
 }

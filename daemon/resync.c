@@ -242,7 +242,6 @@ static void *job_open_thread(void *arg)
 			e.after = job_early_send;
 			e.arg = j;
 		}
-		j->first_t_sent = clock_usec();
 		r = node_peer_open_status(o->n, j->peer, j->write, TAKE_PTR(j->kept),
 					  early ? &e : NULL, j->buf, j->err, sizeof(j->err), &j->c,
 					  &j->hello, &j->status, &reached);
