@@ -59,6 +59,8 @@ static int peer_open(struct node *n, const struct node_config *peer, bool write,
 		r = peer_conn_send_frame(c, WIRE_STATUS_REQ, NULL, 0);
 	if (r >= 0 && status && early)
 		r = peer_conn_send_frame(c, early->type, early->payload, early->len);
+	if (r >= 0 && status && early && early->rest)
+		r = early->rest(early->rest_arg, c);
 	if (r >= 0 && status && early && early->after) {
 		r = early->after(early->arg, c);
 		if (r < 0) {

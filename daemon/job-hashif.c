@@ -144,20 +144,32 @@ void resync_early_plan(struct resync_run *run)
 	e->set = true;
 }
 
-/* The early request of j into j->buf: *ret_type and *ret_len. */
-static int early_encode(struct job *j, const struct early_geom *e, bool full, uint16_t *ret_type,
-			size_t *ret_len)
+/* The early request of j into j->buf: its first part, *ret_type and
+ * *ret_len; the rest in j->first_req and j->first_rest (sent by
+ * job_walk_first_rest()). A HASH_REQ_IF's rest goes as HASH_REQ_MORE, so
+ * a peer without WIRE_FEATURE_HASH_MORE (f) gets a first level of one
+ * request. */
+static int early_encode(struct job *j, const struct early_geom *e, bool full, uint64_t f,
+			uint16_t *ret_type, size_t *ret_len)
 {
-	struct hashtree_range first = {0, 0};
-	unsigned level;
+	struct walk_first *w = &j->first_req;
+	struct hashtree_range first;
+	size_t len;
+	int r;
 
-	job_walk_first_level(j, e->nleaves, e->fanout, &level, &first.count);
+	j->first_one = !full && !(f & WIRE_FEATURE_HASH_MORE);
+	*w = (struct walk_first){.seed = e->seed, .fanout = e->fanout, .leaf_wire = e->leaf};
+	job_walk_first_level(j, e->nleaves, e->fanout, &w->level, &w->count);
 	*ret_type = full ? WIRE_HASH_REQ : WIRE_HASH_REQ_IF;
+	j->first_rest = full ? WIRE_HASH_REQ : WIRE_HASH_REQ_MORE;
 	if (full)
-		return wire_hash_req_encode(e->seed, level, e->fanout, e->leaf, &first, 1, j->buf,
-					    RESYNC_WIRE_FRAME_MAX, ret_len);
-	return wire_hash_req_if_encode(&e->gen, &e->base, e->seed, level, e->fanout, e->leaf,
-				       &first, 1, j->buf, RESYNC_WIRE_FRAME_MAX, ret_len);
+		return job_walk_first_encode(w, 0, j->buf, ret_len);
+	first = (struct hashtree_range){0, MIN(w->count, (uint64_t)RESYNC_WIRE_HASHES_MAX)};
+	r = wire_hash_req_if_encode(&e->gen, &e->base, e->seed, w->level, e->fanout, e->leaf,
+				    &first, 1, j->buf, RESYNC_WIRE_FRAME_MAX, &len);
+	if (r >= 0)
+		*ret_len = len;
+	return r;
 }
 
 /* The HASH_IF_ACK that follows the STATUS (in the same flight: no wait
@@ -183,7 +195,7 @@ int job_open_early(struct node *n, struct job *j, const struct early_geom *e, bo
 {
 	uint64_t f = node_peer_features(n, j->peer) & node_features();
 	bool full = e->set && (e->full || drift_verify_differs(n, j->peer)), answered = true;
-	struct peer_early pe = {.payload = j->buf};
+	struct peer_early pe = {.payload = j->buf, .rest = job_walk_first_rest, .rest_arg = j};
 	struct peer_conn *c = NULL;
 	int r;
 
@@ -195,7 +207,7 @@ int job_open_early(struct node *n, struct job *j, const struct early_geom *e, bo
 		return r;
 	}
 	j->c = c; /* its round trip sizes the first level */
-	r = early_encode(j, e, full, &pe.type, &pe.len);
+	r = early_encode(j, e, full, f, &pe.type, &pe.len);
 	j->c = NULL;
 	if (r < 0) {
 		peer_conn_free(c);
@@ -214,7 +226,9 @@ int job_open_early(struct node *n, struct job *j, const struct early_geom *e, bo
 		goto plain;
 	}
 	if (!(j->hello.features & WIRE_FEATURE_FINE_LEAVES) ||
-	    (!full && !(j->hello.features & WIRE_FEATURE_HASH_IF))) {
+	    (!full && !(j->hello.features & WIRE_FEATURE_HASH_IF)) ||
+	    (!full && job_walk_first_parts(j->first_req.count) > 1 &&
+	     !(j->hello.features & WIRE_FEATURE_HASH_MORE))) {
 		/* It no longer reads what was sent, and ends the session. */
 		log_info("node '%s' no longer offers what it did: connecting again without the "
 			 "early hash request",

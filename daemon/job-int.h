@@ -50,6 +50,15 @@ struct walk_memo {
 };
 void walk_memo_release(struct walk_memo *m);
 
+/* The walk's first level as requested (job-walk.c): the whole level in
+ * parts of at most RESYNC_WIRE_HASHES_MAX nodes, one request each, as
+ * the walk itself would split it (job_walk_first_parts()). */
+struct walk_first {
+	uint64_t seed, count;
+	unsigned level, fanout;
+	uint32_t leaf_wire;
+};
+
 struct job {
 	const struct job_ctx *ctx;
 	const struct node_config *peer;
@@ -95,7 +104,12 @@ struct job {
 	bool early_ok; /* job-early.c: allowed; early: sent, with these features */
 	struct rangelist early;
 	uint64_t early_features;
-	bool prefetched; /* a HASH_REQ of one leaf awaits its answer */
+	/* The first level's requests (first_req's parts) await their
+	 * answers; first_rest: the type its parts after the first go as. */
+	bool prefetched;
+	struct walk_first first_req;
+	uint16_t first_rest;
+	bool first_one; /* the first level takes one request (job-hashif.c) */
 	unsigned first_level, first_fanout; /* the walk's, chosen once (job-walk.h); 0: not yet */
 	uint64_t first_nleaves;
 
@@ -151,9 +165,10 @@ struct job {
 };
 
 void job_prefetch(struct job *j, uint64_t seed);
-/* The HASH_REQ of memo's first level (the prefetch of a resync that took
- * its plan's walk) into buf: 0 and *ret_len, or -errno. */
-int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *ret_len);
+/* The first HASH_REQ of memo's first level (the prefetch of a resync
+ * that took its plan's walk) into j->buf, j->first_req set for the rest
+ * (job_walk_first_rest()): 0 and *ret_len, or -errno. */
+int job_memo_first_req(struct job *j, const struct walk_memo *m, size_t *ret_len);
 /* Receive a secondary's reply (an ERROR it sent: -EIO, j->err says it),
  * and the leaf size a HASH_REQ names for it. */
 int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *ret_type,

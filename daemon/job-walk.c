@@ -36,10 +36,13 @@ enum {
 	 * budget (job_walk_first_nodes()), whole. The floor: 4096 nodes
 	 * (64 KiB of hashes), what any link gets. */
 	JOB_WALK_FIRST_NODES = 4096,
-	/* The cap: one request and one reply (1 MiB of hashes), so that the
-	 * first level stays the one HASH_REQ that the prefetch and a
-	 * resync's flight of hellos send (job_prefetch(), job_memo_first_req()). */
-	JOB_WALK_FIRST_NODES_MAX = RESYNC_WIRE_HASHES_MAX,
+	/* The cap, in requests of RESYNC_WIRE_HASHES_MAX nodes (1 MiB of
+	 * hashes each): all of them go in one flight (the prefetch, the
+	 * hellos'), and their replies wait in the socket buffers while this
+	 * side hashes (job_walk_link_rtt()). 8 MiB: 100 ms at the assumed
+	 * rate, level 0 whole at 2 GiB. A peer that cannot take the rest of
+	 * a HASH_REQ_IF (WIRE_FEATURE_HASH_MORE) gets one (job-hashif.c). */
+	JOB_WALK_FIRST_REQS = 8,
 	/* The link's rate that the budget assumes, bytes a second. */
 	JOB_WALK_LINK_RATE = 100 << 20,
 	/* A slow disk's hashing rate, bytes a second (job_walk_link_rtt()). */
@@ -121,15 +124,66 @@ struct walk {
  * keep, below JOB_WALK_RTT_MIN_USEC) and the cap (one request); 50 ms
  * makes 5 MiB, capped: level 1 whole at 512 MiB (8,192 hashes) and at
  * 2 GiB (32,768). */
-uint64_t job_walk_first_nodes(uint64_t rtt_usec)
+uint64_t job_walk_first_nodes(uint64_t rtt_usec, unsigned reqs)
 {
-	uint64_t bytes;
+	uint64_t bytes, cap = (uint64_t)MAX(MIN(reqs, (unsigned)JOB_WALK_FIRST_REQS), 1u) *
+			      RESYNC_WIRE_HASHES_MAX;
 
 	if (rtt_usec < JOB_WALK_RTT_MIN_USEC)
 		return JOB_WALK_FIRST_NODES;
 	bytes = MIN(rtt_usec, (uint64_t)3600 * 1000000) * JOB_WALK_LINK_RATE / 1000000;
-	return MAX(MIN(bytes / sizeof(struct hash128), (uint64_t)JOB_WALK_FIRST_NODES_MAX),
-		   (uint64_t)JOB_WALK_FIRST_NODES);
+	return MAX(MIN(bytes / sizeof(struct hash128), cap), (uint64_t)JOB_WALK_FIRST_NODES);
+}
+
+unsigned job_walk_first_parts(uint64_t count)
+{
+	return (unsigned)DIV_ROUND_UP(count, (uint64_t)RESYNC_WIRE_HASHES_MAX);
+}
+
+/* Part k's range of the first level f (the walk's split: walk_todo_add()
+ * then walk_send(), one range of at most RESYNC_WIRE_HASHES_MAX each). */
+static struct hashtree_range walk_first_range(const struct walk_first *f, unsigned k)
+{
+	uint64_t first = (uint64_t)k * RESYNC_WIRE_HASHES_MAX;
+
+	return (struct hashtree_range){first, MIN(f->count - first, (uint64_t)RESYNC_WIRE_HASHES_MAX)};
+}
+
+int job_walk_first_encode(const struct walk_first *f, unsigned k, unsigned char *buf,
+			  size_t *ret_len)
+{
+	struct hashtree_range x;
+
+	if (k >= job_walk_first_parts(f->count))
+		return -EINVAL;
+	x = walk_first_range(f, k);
+	return wire_hash_req_encode(f->seed, f->level, f->fanout, f->leaf_wire, &x, 1, buf,
+				    RESYNC_WIRE_FRAME_MAX, ret_len);
+}
+
+int job_walk_first_send(struct peer_conn *c, uint16_t type, const struct walk_first *f,
+			unsigned from)
+{
+	unsigned char buf[128]; /* one range */
+	size_t len;
+	int r = 0;
+
+	for (unsigned k = from; k < job_walk_first_parts(f->count) && r >= 0; k++) {
+		struct hashtree_range x = walk_first_range(f, k);
+
+		r = wire_hash_req_encode(f->seed, f->level, f->fanout, f->leaf_wire, &x, 1, buf,
+					 sizeof(buf), &len);
+		if (r >= 0)
+			r = peer_conn_send_frame(c, type, buf, len);
+	}
+	return r;
+}
+
+int job_walk_first_rest(void *arg, struct peer_conn *c)
+{
+	struct job *j = arg;
+
+	return job_walk_first_send(c, j->first_rest, &j->first_req, 1);
 }
 
 /* The level a walk starts at, for a tree of nleaves leaves and fanout
@@ -196,8 +250,9 @@ void job_walk_first_level(struct job *j, uint64_t nleaves, unsigned fanout, unsi
 			uint64_t rtt = job_walk_link_rtt(j), count;
 			unsigned base;
 
-			job_walk_first(nleaves, fanout, job_walk_first_nodes(rtt), &j->first_level,
-				       &count);
+			job_walk_first(nleaves, fanout,
+				       job_walk_first_nodes(rtt, j->first_one ? 1 : JOB_WALK_FIRST_REQS),
+				       &j->first_level, &count);
 			job_walk_first(nleaves, fanout, JOB_WALK_FIRST_NODES, &base, &count);
 			if (j->first_level < base)
 				log_info("the walk of '%s' starts at level %u (%" PRIu64
@@ -213,12 +268,17 @@ void job_walk_first_level(struct job *j, uint64_t nleaves, unsigned fanout, unsi
 	*ret_count = walk_level_count(nleaves, fanout, j->first_level);
 }
 
-int job_memo_first_req(const struct walk_memo *m, unsigned char *buf, size_t *ret_len)
+int job_memo_first_req(struct job *j, const struct walk_memo *m, size_t *ret_len)
 {
-	struct hashtree_range first = {0, walk_level_count(m->nleaves, m->fanout, m->first_level)};
-
-	return wire_hash_req_encode(m->seed, m->first_level, m->fanout, m->leaf_wire, &first, 1,
-				    buf, RESYNC_WIRE_FRAME_MAX, ret_len);
+	j->first_req = (struct walk_first){
+		.seed = m->seed,
+		.count = walk_level_count(m->nleaves, m->fanout, m->first_level),
+		.level = m->first_level,
+		.fanout = m->fanout,
+		.leaf_wire = m->leaf_wire,
+	};
+	j->first_rest = WIRE_HASH_REQ;
+	return job_walk_first_encode(&j->first_req, 0, j->buf, ret_len);
 }
 
 void walk_memo_release(struct walk_memo *m)
@@ -397,21 +457,25 @@ static int walk_descend(struct walk *w)
 	return 0;
 }
 
-/* The prefetch (job_prefetch()) asked for the first level already: it
- * is the walk's first request in flight. */
+/* The prefetch (job_prefetch(), or the hellos' flight) asked for the
+ * first level already, a request a range of todo (job_walk_first_send()
+ * splits it as walk_todo_add() does): they are the walk's first requests
+ * in flight. */
 static void walk_prefetched(struct walk *w)
 {
 	struct job *j = w->j;
 	const struct hashtree_range *t = w->todo.v;
 
-	if (!j->prefetched || w->todo.n != 1)
+	if (!j->prefetched || w->todo.n > JOB_WALK_PENDING_MAX ||
+	    w->todo.n != job_walk_first_parts(j->first_req.count))
 		return;
 	j->prefetched = false;
-	w->q[0] = (struct walk_req){.first = 0, .n = 1, .hashes = t[0].count};
+	for (size_t i = 0; i < w->todo.n; i++)
+		w->q[i] = (struct walk_req){.first = i, .n = 1, .hashes = t[i].count};
 	w->q_head = 0;
-	w->q_n = 1;
-	w->inflight = 0;
-	w->next = 1;
+	w->q_n = w->todo.n;
+	w->inflight = 0; /* a range each: far below the window */
+	w->next = w->todo.n;
 }
 
 /* Whether memo m was made against this job's tree (same seed and shape)

@@ -58,18 +58,14 @@ uint32_t job_leaf_wire(const struct job *j)
 void job_prefetch(struct job *j, uint64_t seed)
 {
 	uint64_t nl = DIV_ROUND_UP(volume_size(j->ctx->vol), j->leaf);
-	struct hashtree_range first = {0, 0};
-	unsigned level;
-	size_t len;
+	struct walk_first *f = &j->first_req;
 
 	if (!j->opened || j->mode != JOB_FULL || !nl || j->prefetched)
 		return;
-	job_walk_first_level(j, nl, j->fanout, &level, &first.count);
-	if (wire_hash_req_encode(seed, level, j->fanout, job_leaf_wire(j), &first, 1, j->buf,
-				 RESYNC_WIRE_FRAME_MAX, &len) < 0)
-		return;
+	*f = (struct walk_first){.seed = seed, .fanout = j->fanout, .leaf_wire = job_leaf_wire(j)};
+	job_walk_first_level(j, nl, j->fanout, &f->level, &f->count);
 	/* A failure shows again at the walk's first reply. */
-	j->prefetched = peer_conn_send_frame(j->c, WIRE_HASH_REQ, j->buf, len) >= 0;
+	j->prefetched = job_walk_first_send(j->c, WIRE_HASH_REQ, f, 0) >= 0;
 }
 
 /* Receive a secondary's reply into buf: a transport failure or an ERROR

@@ -475,6 +475,9 @@ struct session {
 	atomic_bool superseded;
 	unsigned undo_mode;	 /* enum undo_mode: the cluster's, or the primary's UNDO */
 	bool diverged;		 /* Diverged at the primary's hello */
+	/* The session's last HASH_REQ_IF: seen, and answered (a
+	 * HASH_REQ_MORE is answered as it was). */
+	bool if_seen, if_answered;
 	bool undo;		 /* this resync's overwrites are journaled */
 	char peer[RESYNC_NAME_MAX + 1];
 	char why[RESYNC_WIRE_TEXT_MAX + 1]; /* a failed request's reason, for its ERROR */
@@ -579,6 +582,11 @@ struct peer_early {
 	uint16_t type;
 	const void *payload;
 	size_t len;
+	/* rest (NULL: none): sends what else the request takes (the rest of
+	 * a first level, job-walk.c) right behind it; its failure fails the
+	 * open. */
+	int (*rest)(void *rest_arg, struct peer_conn *c);
+	void *rest_arg;
 	/* after (NULL: none): hello_flags in the HELLO; called once the
 	 * request is sent, before a reply is read; its failure fails the open. */
 	uint32_t hello_flags;

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "job-walk.h"
 #include "resync-int.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
@@ -284,9 +285,11 @@ void resync_early_settle(struct resync_run *run, uint64_t nl)
 			j->prefetched = true;
 			continue;
 		}
-		/* A failure shows again at the job's next request. */
-		if (j->opened)
-			(void)job_recv(j, j->c, j->buf, &type, &len);
+		/* Every part's reply (job_walk_first_send()); a failure shows
+		 * again at the job's next request. */
+		for (unsigned k = 0; j->opened && k < job_walk_first_parts(j->first_req.count); k++)
+			if (job_recv(j, j->c, j->buf, &type, &len) < 0)
+				break;
 	}
 }
 

@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "job-early.h"
+#include "job-walk.h"
 #include "resync-int.h"
 #include "resync/blockcmp.h"
 #include "resync/limits.h"
@@ -265,8 +266,9 @@ static void *job_open_thread(void *arg)
 	}
 	FAILPOINT("primary-connect");
 	if (j->kept) {
-		struct peer_early e = {.type = WIRE_HASH_REQ, .payload = j->buf};
-		bool early = j->memo_in && job_memo_first_req(j->memo_in, j->buf, &e.len) >= 0;
+		struct peer_early e = {.type = WIRE_HASH_REQ, .payload = j->buf,
+				       .rest = job_walk_first_rest, .rest_arg = j};
+		bool early = j->memo_in && job_memo_first_req(j, j->memo_in, &e.len) >= 0;
 
 		j->rt_base = peer_conn_round_trips(j->kept);
 		j->ex_base = peer_conn_exchanges(j->kept);

@@ -9,6 +9,8 @@
  *   -> HASH_REQ_IF      <- HASH_IF_ACK [HASH_REPLY] (the first level, in the
  *                                            hello's flight: answered only when
  *                                            the primary is bound to compare)
+ *   -> HASH_REQ_MORE    <- [HASH_REPLY]     (the rest of that level: answered
+ *                                            as the last HASH_REQ_IF was)
  *   -> BLOCKS ...                           (primary only: fence, Inconsistent,
  *                                            write, invalidate the FUSE cache)
  *   -> EXTENTS ...                          (the same, several page runs a frame,
@@ -229,12 +231,35 @@ static int session_hash_req_if(struct session *s, size_t len)
 	if (r < 0)
 		return r;
 	full = session_full_bound(s, &q.gen, &q.base);
+	s->if_seen = true;
+	s->if_answered = full;
 	r = wire_hash_if_ack_encode(full, buf, sizeof(buf), &olen);
 	if (r >= 0)
 		r = peer_conn_send_frame(s->c, WIRE_HASH_IF_ACK, buf, olen);
 	if (r < 0 || !full)
 		return r;
 	return session_hash_answer(s, &q.req);
+}
+
+/* HASH_REQ_MORE (WIRE_FEATURE_HASH_MORE): the rest of a first level
+ * that a HASH_REQ_IF began, answered without an ACK exactly when that
+ * HASH_REQ_IF was, so that the primary knows what follows from the one
+ * ACK it read. */
+static int session_hash_req_more(struct session *s, size_t len)
+{
+	struct wire_hash_req q;
+	int r;
+
+	if (!(node_features() & WIRE_FEATURE_HASH_MORE) || !s->if_seen) {
+		/* Masked: as a build without it would; or out of order. */
+		log_warning("unexpected %s from '%s'", wire_type_name(WIRE_HASH_REQ_MORE), s->peer);
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_MESSAGE, "unexpected message");
+		return SESSION_END;
+	}
+	r = wire_hash_req_decode(s->in, len, &q);
+	if (r < 0 || !s->if_answered)
+		return r;
+	return session_hash_answer(s, &q);
 }
 
 /* PAGE_REQ: the hashes of the pages of byte ranges of this volume, read
@@ -445,6 +470,7 @@ static int session_error(struct session *s, size_t len)
 static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_HASH_REQ] = {session_hash_req, 0},
 	[WIRE_HASH_REQ_IF] = {session_hash_req_if, 0},
+	[WIRE_HASH_REQ_MORE] = {session_hash_req_more, 0},
 	[WIRE_PAGE_REQ] = {session_page_req, 0},
 	[WIRE_STATUS_REQ] = {session_status, 0},
 	[WIRE_BITMAP_REQ] = {session_bitmap, 0},

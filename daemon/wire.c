@@ -32,6 +32,7 @@ static const char *const type_names[] = {
 	[WIRE_COPY] = "COPY",		  [WIRE_COPY_ACK] = "COPY_ACK",
 	[WIRE_WEAK_REQ] = "WEAK_REQ",	  [WIRE_WEAK_REPLY] = "WEAK_REPLY",
 	[WIRE_HASH_REQ_IF] = "HASH_REQ_IF", [WIRE_HASH_IF_ACK] = "HASH_IF_ACK",
+	[WIRE_HASH_REQ_MORE] = "HASH_REQ_MORE",
 };
 
 const char *wire_type_name(unsigned type)
@@ -421,6 +422,7 @@ int wire_payload_check(unsigned type, const void *buf, size_t len)
 	case WIRE_ERROR:
 		return wire_text_decode(buf, len, &u.text);
 	case WIRE_HASH_REQ:
+	case WIRE_HASH_REQ_MORE:
 		return wire_hash_req_decode(buf, len, &u.req);
 	case WIRE_HASH_REQ_IF:
 		return wire_hash_req_if_decode(buf, len, &u.req_if);

@@ -66,7 +66,10 @@ enum wire_type {
 	WIRE_WEAK_REPLY = 33,  /* WIRE_FEATURE_ROLLING: those sums, in order */
 	WIRE_HASH_REQ_IF = 34, /* WIRE_FEATURE_HASH_IF: a HASH_REQ, if bound to compare */
 	WIRE_HASH_IF_ACK = 35, /* WIRE_FEATURE_HASH_IF: whether its HASH_REPLY follows */
-	WIRE_TYPE_MAX = WIRE_HASH_IF_ACK,
+	/* WIRE_FEATURE_HASH_MORE: a HASH_REQ, answered (no ACK) if and only if
+	 * the session's last HASH_REQ_IF was. */
+	WIRE_HASH_REQ_MORE = 36,
+	WIRE_TYPE_MAX = WIRE_HASH_REQ_MORE,
 };
 
 /* Name of a type for messages ("HELLO"), "?" if unknown. */
@@ -209,6 +212,17 @@ enum wire_features {
 	 * after its status), and takes what follows a refused hello off the
 	 * wire without applying it. Sent only to a peer that offered it. */
 	WIRE_FEATURE_EARLY_DATA = 1 << 18,
+	/* HASH_MORE (issue 18): the first level asked for in the flight of
+	 * the hello may take several requests (a HASH_REPLY holds at most
+	 * RESYNC_WIRE_HASHES_MAX hashes). The first goes as a HASH_REQ_IF,
+	 * the rest as HASH_REQ_MORE, each a HASH_REQ's payload: the secondary
+	 * answers one with its HASH_REPLY, and no HASH_IF_ACK, when the
+	 * session's last HASH_REQ_IF was answered, and ignores it when that
+	 * was declined (so a secondary that ends up quick builds no tree for
+	 * the rest either); one with no HASH_REQ_IF before it in the session
+	 * is a protocol error. Sent only to a peer whose hello offered the
+	 * bit, as the primary remembers it (job-hashif.c). */
+	WIRE_FEATURE_HASH_MORE = 1 << 19,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of

@@ -376,6 +376,7 @@ static roundtrip_fn *const roundtrips[WIRE_TYPE_MAX + 1] = {
     [WIRE_WEAK_REPLY] = weak_reply_roundtrip,
     [WIRE_HASH_REQ_IF] = hash_req_if_roundtrip,
     [WIRE_HASH_IF_ACK] = hash_if_ack_roundtrip,
+    [WIRE_HASH_REQ_MORE] = hash_req_roundtrip,
 };
 
 /* Every type from WIRE_HELLO to WIRE_TYPE_MAX that a frame header may

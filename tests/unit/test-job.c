@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -108,6 +109,8 @@ static int teardown(void **state)
 /* Write the images as pdata and sdata say, then open both nodes: the
  * primary at a generation of its own, UpToDate (as node_new() leaves
  * it), the secondary Outdated. */
+static void fx_open(struct fx *f);
+
 static void fx_nodes(struct fx *f)
 {
 	char *pi = tcluster_image(&f->tc, "p"), *si = tcluster_image(&f->tc, "s");
@@ -116,6 +119,12 @@ static void fx_nodes(struct fx *f)
 	assert_int_equal(testlib_file_write(si, f->sdata, SIZE), 0);
 	free(pi);
 	free(si);
+	fx_open(f);
+}
+
+/* Both nodes opened on the images as they are. */
+static void fx_open(struct fx *f)
+{
 	f->p = tnode_new(&f->tc, "p");
 	f->s = tnode_new(&f->tc, "s");
 	assert_true(f->p->is_primary);
@@ -181,11 +190,11 @@ static void job_tree(struct fx *f, uint64_t seed)
 {
 	struct job *j = &f->j;
 	struct blockcmp_opts o = {.block_size = j->leaf, .seed = seed};
-	uint64_t nl = DIV_ROUND_UP(SIZE, j->leaf);
+	uint64_t size = volume_size(f->p->vol), nl = DIV_ROUND_UP(size, j->leaf);
 
 	f->hashes = calloc(nl, sizeof(*f->hashes));
 	assert_non_null(f->hashes);
-	assert_int_equal(blockcmp_hash_volume(f->p->vol, 0, SIZE, &o, f->hashes), 0);
+	assert_int_equal(blockcmp_hash_volume(f->p->vol, 0, size, &o, f->hashes), 0);
 	assert_int_equal(hashtree_new(f->hashes, nl, j->fanout, seed, &f->tree), 0);
 	j->tree = f->tree;
 	j->seed = seed;
@@ -614,20 +623,40 @@ static void test_walk_first_level(void **state)
 	uint64_t count;
 	int sv[2];
 
-	assert_int_equal(job_walk_first_nodes(0), 4096);
-	assert_int_equal(job_walk_first_nodes(4999), 4096); /* loopback, a LAN */
-	assert_int_equal(job_walk_first_nodes(5000), 32768); /* 5 ms at 100 MiB/s: 512 KiB */
-	assert_int_equal(job_walk_first_nodes(50000), RESYNC_WIRE_HASHES_MAX);
-	assert_int_equal(job_walk_first_nodes(UINT64_MAX), RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(0, 8), 4096);
+	assert_int_equal(job_walk_first_nodes(4999, 8), 4096); /* loopback, a LAN */
+	assert_int_equal(job_walk_first_nodes(4999, 1), 4096);
+	assert_int_equal(job_walk_first_nodes(5000, 8), 32768); /* 5 ms at 100 MiB/s: 512 KiB */
+	/* 50 ms: 5 MiB of hashes, several requests; one for a peer that
+	 * takes one only (no WIRE_FEATURE_HASH_MORE, job-hashif.c). */
+	assert_int_equal(job_walk_first_nodes(50000, 8), 327680);
+	assert_int_equal(job_walk_first_nodes(50000, 1), RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(50000, 0), RESYNC_WIRE_HASHES_MAX);
+	/* The cap: 8 requests, however many are allowed. */
+	assert_int_equal(job_walk_first_nodes(UINT64_MAX, 8), 8 * RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(UINT64_MAX, 100), 8 * RESYNC_WIRE_HASHES_MAX);
+	assert_int_equal(job_walk_first_nodes(UINT64_MAX, 1), RESYNC_WIRE_HASHES_MAX);
 	job_walk_first(l512, 16, 4096, &level, &count);
 	assert_int_equal(level, 2);
 	assert_int_equal(count, 512);
-	job_walk_first(l512, 16, job_walk_first_nodes(50000), &level, &count);
+	/* 512 MiB at 50 ms: level 0 whole, 131,072 hashes in 2 requests. */
+	job_walk_first(l512, 16, job_walk_first_nodes(50000, 8), &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(count, 131072);
+	assert_int_equal(job_walk_first_parts(count), 2);
+	job_walk_first(l512, 16, job_walk_first_nodes(50000, 1), &level, &count);
 	assert_int_equal(level, 1);
 	assert_int_equal(count, 8192);
-	job_walk_first(l2g, 16, job_walk_first_nodes(50000), &level, &count);
+	assert_int_equal(job_walk_first_parts(count), 1);
+	/* 2 GiB: level 0 (8 MiB) is past 50 ms's budget; within 100 ms's. */
+	job_walk_first(l2g, 16, job_walk_first_nodes(50000, 8), &level, &count);
 	assert_int_equal(level, 1);
 	assert_int_equal(count, 32768);
+	job_walk_first(l2g, 16, job_walk_first_nodes(100000, 8), &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(job_walk_first_parts(count), 8);
+	assert_int_equal(job_walk_first_parts(RESYNC_WIRE_HASHES_MAX + 1), 2);
+	assert_int_equal(job_walk_first_parts(1), 1);
 	job_walk_first(1, 16, 4096, &level, &count);
 	assert_int_equal(level, 0);
 	assert_int_equal(count, 1);
@@ -642,12 +671,20 @@ static void test_walk_first_level(void **state)
 	peer_conn_note_rtt(j->c, 70000);
 	assert_int_equal(peer_conn_rtt_usec(j->c), 50000); /* the least */
 	job_walk_first_level(j, l512, 16, &level, &count);
+	assert_int_equal(level, 0);
+	assert_int_equal(count, l512);
+	/* A first level of one request (a HASH_REQ_IF to a peer without
+	 * WIRE_FEATURE_HASH_MORE): the deepest that fits one. */
+	j->first_one = true;
+	j->first_fanout = 0;
+	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 1);
 	assert_int_equal(count, 8192);
 	/* Chosen once: a later sample changes nothing for this tree. */
 	peer_conn_note_rtt(j->c, 10);
 	job_walk_first_level(j, l512, 16, &level, &count);
 	assert_int_equal(level, 1);
+	j->first_one = false;
 	/* Another tree's shape: chosen again, now at the floor. */
 	job_walk_first_level(j, l2g, 16, &level, &count);
 	assert_int_equal(level, 2);
@@ -681,7 +718,7 @@ static void test_walk_first_level(void **state)
 	peer_conn_note_rtt(j->c, 50000);
 	j->first_fanout = 0;
 	job_walk_first_level(j, l512, 16, &level, &count);
-	assert_int_equal(level, 1); /* 40 ms of hashing, 120 s of timeout */
+	assert_int_equal(level, 0); /* 40 ms of hashing, 120 s of timeout */
 	f->tc.cfg->session_timeout_ms = 60; /* 40 ms > 30 ms */
 	j->first_fanout = 0;
 	job_walk_first_level(j, l512, 16, &level, &count);
@@ -765,6 +802,219 @@ static void test_hash_req_if(void **state)
 	send_hash_req_if(j, &g, &none);
 	assert_false(recv_hash_if(j));
 	job_end(f);
+}
+
+/* HASH_REQ_MORE of the leaves [first, first + count) to a real session. */
+static void send_hash_req_more(struct job *j, uint64_t first, uint64_t count)
+{
+	struct hashtree_range r = {first, count};
+	size_t len;
+
+	assert_int_equal(wire_hash_req_encode(0x5eed, 0, NODE_FINE_FANOUT, RESYNC_PAGE, &r, 1, j->buf,
+					      RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(j->c, WIRE_HASH_REQ_MORE, j->buf, len), 0);
+}
+
+/* A HASH_REQ_IF with two HASH_REQ_MOREs behind it (512 leaves, then the
+ * other 513): the HASH_IF_ACK, and when answered the three replies, in
+ * order, with no other ACK; a STATUS right after shows nothing else came. */
+static bool hash_if_more(struct job *j, const struct meta_uuid *gen, const struct meta_uuid *base)
+{
+	const uint64_t nl = DIV_ROUND_UP(SIZE, RESYNC_PAGE), want[] = {nl, 512, nl - 512};
+	struct wire_hash_reply rep;
+	bool answered = false;
+	uint16_t type;
+	size_t len;
+
+	send_hash_req_if(j, gen, base);
+	send_hash_req_more(j, 0, 512);
+	send_hash_req_more(j, 512, nl - 512);
+	assert_int_equal(peer_conn_send_frame(j->c, WIRE_STATUS_REQ, NULL, 0), 0);
+	assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(type, WIRE_HASH_IF_ACK);
+	assert_int_equal(wire_hash_if_ack_decode(j->buf, len, &answered), 0);
+	for (size_t i = 0; answered && i < ARRAY_SIZE(want); i++) {
+		assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len),
+				 0);
+		assert_int_equal(type, WIRE_HASH_REPLY);
+		assert_int_equal(wire_hash_reply_decode(j->buf, len, &rep), 0);
+		assert_int_equal(rep.n_hashes, want[i]);
+	}
+	assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(type, WIRE_STATUS);
+	return answered;
+}
+
+/* The session ends at what it does not take: an ERROR, then nothing. */
+static void assert_refused(struct job *j)
+{
+	uint16_t type;
+	size_t len;
+
+	assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(type, WIRE_ERROR);
+	assert_true(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len) < 0);
+}
+
+/* The secondary's side of HASH_REQ_MORE (session.c): the rest of a first
+ * level is answered exactly as the HASH_REQ_IF before it was, declined
+ * (the quick way open: no tree built, nothing sent) or answered, and
+ * without an ACK of its own; one with no HASH_REQ_IF before it in the
+ * session, or to a secondary without WIRE_FEATURE_HASH_MORE, ends the
+ * session with an ERROR. */
+static void test_hash_req_more(void **state)
+{
+	struct fx *f = *state;
+	struct meta_uuid g, other, none = {{0}};
+	struct job *j;
+	char off[32];
+
+	fx_nodes(f);
+	assert_int_equal(meta_uuid_random(&g), 0);
+	assert_int_equal(meta_uuid_random(&other), 0);
+	assert_int_equal(meta_generation_set(f->s->meta, &g), 0);
+	assert_int_equal(meta_trusted_set(f->s->meta, true), 0);
+	j = job_open(f, false);
+	assert_true(j->features & WIRE_FEATURE_HASH_MORE);
+	assert_false(hash_if_more(j, &g, &none));
+	assert_null(f->sess->tree); /* declined: no tree built for the rest either */
+	assert_true(hash_if_more(j, &other, &none));
+	assert_false(hash_if_more(j, &g, &none)); /* the last HASH_REQ_IF's answer */
+	job_end(f);
+
+	/* No HASH_REQ_IF before it. */
+	j = job_open(f, false);
+	send_hash_req_more(j, 0, 512);
+	assert_refused(j);
+	job_end(f);
+
+	/* A secondary of an older build (the bit masked). */
+	snprintf(off, sizeof(off), "%#x", (unsigned)WIRE_FEATURE_HASH_MORE);
+	setenv("RESYNC_FEATURES_OFF", off, 1);
+	j = job_open(f, false);
+	assert_false(j->hello.features & WIRE_FEATURE_HASH_MORE);
+	send_hash_req_if(j, &other, &none);
+	send_hash_req_more(j, 0, 512);
+	{
+		uint16_t type;
+		size_t len;
+
+		assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len),
+				 0);
+		assert_int_equal(type, WIRE_HASH_IF_ACK);
+		assert_int_equal(peer_conn_recv_frame(j->c, &type, j->buf, RESYNC_WIRE_FRAME_MAX, &len),
+				 0);
+		assert_int_equal(type, WIRE_HASH_REPLY);
+	}
+	assert_refused(j);
+	unsetenv("RESYNC_FEATURES_OFF");
+	job_end(f);
+}
+
+/* 69,632 pages: at 50 ms the leaves are the first level, in 2 requests. */
+#define BIG ((uint64_t)272 << 20)
+
+/* Whether the two images hold the same bytes. */
+static bool images_equal(struct fx *f, const char *a, const char *b)
+{
+	char *pa = tcluster_image(&f->tc, a), *pb = tcluster_image(&f->tc, b);
+	unsigned char *x = malloc(1 << 20), *y = malloc(1 << 20);
+	FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
+	bool same = fa && fb && x && y;
+	size_t n;
+
+	while (same && (n = fread(x, 1, 1 << 20, fa)) > 0)
+		same = fread(y, 1, n, fb) == n && !memcmp(x, y, n);
+	same = same && fread(y, 1, 1, fb) == 0;
+	if (fa)
+		fclose(fa);
+	if (fb)
+		fclose(fb);
+	free(x);
+	free(y);
+	free(pa);
+	free(pb);
+	return same;
+}
+
+/* A page of seed's bytes written at page pg of n's volume. */
+static void big_page(struct node *n, uint64_t pg, uint64_t seed)
+{
+	unsigned char page[RESYNC_PAGE];
+
+	testlib_fill(page, sizeof(page), seed);
+	assert_int_equal(fd_pwrite_full(volume_fd(n->vol), page, sizeof(page), pg * RESYNC_PAGE), 0);
+}
+
+/* A first level of several requests (job-walk.c), at 272 MiB and 50 ms:
+ * the prefetch asks for the leaves in 2 requests, the walk reads both
+ * replies as its first level's and finds the pages on either side of
+ * the split; the plan's memo holds all 69,632 of them. The resync that
+ * takes the memo asks for the level again as its flight of hellos does
+ * (job_memo_first_req() and the rest), ends its walk there, and tells
+ * the moved-data search each leaf once (walk_memo_use(): the leaves
+ * were noted from the level's replies): its COPY of a page that the
+ * secondary holds elsewhere applies, and the secondary ends identical. */
+static void test_walk_first_parts(void **state)
+{
+	struct fx *f = *state;
+	const uint64_t want[] = {5, 100, 69000, 69500};
+	char *pi = tcluster_image(&f->tc, "p"), *si = tcluster_image(&f->tc, "s");
+	struct walk_memo m;
+	struct job *j;
+	size_t len;
+
+	assert_int_equal(truncate(pi, (off_t)BIG), 0);
+	assert_int_equal(truncate(si, (off_t)BIG), 0);
+	free(pi);
+	free(si);
+	fx_open(f);
+	big_page(f->p, 5, 1);
+	big_page(f->p, 69000, 2);
+	big_page(f->p, 69500, 3);
+	big_page(f->s, 100, 3); /* the primary's page 69500, elsewhere */
+	setenv("RESYNC_WALK_RTT_USEC", "50000", 1);
+
+	/* The plan's walk. */
+	j = job_open(f, false);
+	job_tree(f, 0x5eed);
+	j->memo_make = true;
+	job_prefetch(j, j->seed);
+	assert_true(j->prefetched);
+	assert_int_equal(j->first_req.level, 0);
+	assert_int_equal(j->first_req.count, BIG / RESYNC_PAGE);
+	assert_int_equal(job_walk_first_parts(j->first_req.count), 2);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_false(j->prefetched);
+	assert_true(j->memo.set);
+	assert_int_equal(j->memo.first_level, 0);
+	assert_int_equal(j->memo.nfirst, BIG / RESYNC_PAGE);
+	assert_int_equal(j->memo.nleaves_diff, ARRAY_SIZE(want));
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		assert_int_equal(j->memo.leaves[i], want[i]);
+		assert_int_equal(j->ranges.v[i].off, want[i] * RESYNC_PAGE);
+	}
+	m = j->memo;
+	memset(&j->memo, 0, sizeof(j->memo));
+
+	/* The resync: the memo's level asked for again, in 2 requests. */
+	j = job_open(f, true);
+	job_tree(f, 0x5eed);
+	j->memo_in = &m;
+	assert_int_equal(job_memo_first_req(j, &m, &len), 0);
+	assert_int_equal(job_walk_first_parts(j->first_req.count), 2);
+	assert_int_equal(peer_conn_send_frame(j->c, WIRE_HASH_REQ, j->buf, len), 0);
+	assert_int_equal(job_walk_first_rest(j, j->c), 0);
+	j->prefetched = true; /* as resync_early_settle() finds it */
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	assert_true(j->memo_used);
+	assert_int_equal(j->ranges.n, ARRAY_SIZE(want));
+	assert_int_equal(job_transfer(j, j->c, j->buf), 0);
+	assert_int_equal(j->bytes_copied, RESYNC_PAGE); /* page 69500, from page 100 */
+	job_end(f);
+	assert_true(images_equal(f, "p", "s"));
+	unsetenv("RESYNC_WALK_RTT_USEC");
+	walk_memo_release(&m);
 }
 
 /* What the primary remembers of its peers' features (job-early.c): kept
@@ -921,6 +1171,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_memo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_walk_first_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hash_req_if, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hash_req_more, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_walk_first_parts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 		cmocka_unit_test(test_early_rest),
 		cmocka_unit_test(test_settle_wait),

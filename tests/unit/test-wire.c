@@ -779,7 +779,8 @@ static void test_hash_req_if(void **state)
 	assert_int_equal(wire_hash_if_ack_encode(true, buf, 7, &len), -ENOBUFS);
 	assert_string_equal(wire_type_name(WIRE_HASH_REQ_IF), "HASH_REQ_IF");
 	assert_string_equal(wire_type_name(WIRE_HASH_IF_ACK), "HASH_IF_ACK");
-	assert_int_equal(WIRE_TYPE_MAX, WIRE_HASH_IF_ACK);
+	assert_string_equal(wire_type_name(WIRE_HASH_REQ_MORE), "HASH_REQ_MORE");
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_HASH_REQ_MORE);
 }
 
 int main(void)
