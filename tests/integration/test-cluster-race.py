@@ -129,11 +129,9 @@ def arm_kept(*faults):
     return live[0]
 
 
-def n2_result(res):
-    return next(x for x in res["nodes"] if x["name"] == "n2")
-
-
-def fallback_race():
+def diverge_n2():
+    """The same random volume on every node, then CHANGED pages of n2's
+    rewritten: a full compare finds them."""
     data = os.urandom(VOLUME)
     for n in c.names:
         with open(c.image(n), "wb") as f:
@@ -142,6 +140,14 @@ def fallback_race():
         for p in rng.sample(range(VOLUME // PAGE), CHANGED):
             f.seek(p * PAGE)
             f.write(os.urandom(PAGE))
+
+
+def n2_result(res):
+    return next(x for x in res["nodes"] if x["name"] == "n2")
+
+
+def fallback_race():
+    diverge_n2()
     start_all()
     token = plan()
     hold, orphan = Fault("hold", DOWN), Fault("orphan", UP, ftype=WIRE["CHECKPOINT"])
@@ -255,14 +261,7 @@ def promoted_window():
     e = Etcd(sc)
     e.put(leader_key("racee"), "n1")
     setup("racee", None, etcd_section(e, "racee"))
-    data = os.urandom(VOLUME)
-    for n in c.names:
-        with open(c.image(n), "wb") as f:
-            f.write(data)
-    with open(c.image("n2"), "r+b") as f:
-        for p in rng.sample(range(VOLUME // PAGE), CHANGED):
-            f.seek(p * PAGE)
-            f.write(os.urandom(PAGE))
+    diverge_n2()
     start_all()
     wait_for(lambda: "(this node is secondary)" in c.log("n2"), what="n2 a secondary")
     token = plan()
