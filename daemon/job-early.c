@@ -39,7 +39,8 @@ bool job_early_wanted(const struct job *j, const struct cluster_config *cfg, boo
 	const struct walk_memo *m = j->memo_in;
 
 	if (!j->write || !m || !m->set || !m->nleaves_diff || m->leaf > RESYNC_PAGE ||
-	    !(m->features & WIRE_FEATURE_EARLY_DATA) || cfg->before_resync_command || forced)
+	    m->nfirst > NODE_EARLY_FIRST_MAX || !(m->features & WIRE_FEATURE_EARLY_DATA) ||
+	    cfg->before_resync_command || forced)
 		return false;
 	/* moved.c searches only these; then the memo must hold nothing. */
 	if (j->delta != CONFIG_DELTA_ALIGNED && (m->features & WIRE_FEATURE_COPY) && !m->quiet)

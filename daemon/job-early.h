@@ -3,6 +3,7 @@
 #include <stdbool.h>
 
 #include "node-int.h"
+#include "resync/limits.h"
 
 enum {
 	NODE_SETTLE_FENCE_SHARE = 10, /* job_settle_wait(): fence_max / this */
@@ -11,11 +12,21 @@ enum {
 	NODE_SETTLE_RTT_MIN_USEC = 5000,
 	/* At most this much of a plan's differing bytes behind the hellos. */
 	NODE_EARLY_BYTES_MAX = 64 << 20,
+	/* No data behind a first level of more nodes than this (2 MiB of
+	 * replies): job_early_wanted(). */
+	NODE_EARLY_FIRST_MAX = 2 * RESYNC_WIRE_HASHES_MAX,
 };
 
 /* Whether job j (its memo_in taken from the plan) may send the plan's
  * differing pages behind its hellos; forced: the request's "force"
- * names its secondary. */
+ * names its secondary. Not behind a first level of more than
+ * NODE_EARLY_FIRST_MAX nodes: the secondary answers each frame in turn
+ * on one thread, so the replies the primary reads only once its data
+ * has gone must fit in the sockets' buffers, or both sides wait on a
+ * full one until the session times out. Linux grows those to 6 MiB
+ * (tcp_rmem) and 4 MiB (tcp_wmem) by default, and the plan's replies
+ * of the same size have just grown them on this connection; 8 MiB (a
+ * first level of 8 requests) would not be sure to fit. */
 bool job_early_wanted(const struct job *j, const struct cluster_config *cfg, bool forced);
 /* peer_early's after(): the UNDO, the pages (j->early: what went) and a
  * CHECKPOINT at 0, on c, with the features of the plan's hello. Returns

@@ -274,17 +274,10 @@ static void *job_open_thread(void *arg)
 		j->ex_base = peer_conn_exchanges(j->kept);
 		/* With the plan's walk: its first level asked for again in
 		 * the same flight (the prefetch, most likely), and its
-		 * differing pages behind it when allowed (job-early.c).
-		 * Not behind more than two requests of it (2 MiB of
-		 * replies): the secondary answers each frame in turn on one
-		 * thread, so the replies the primary reads only once its
-		 * data has gone must fit in the sockets' buffers, or both
-		 * sides wait on a full one until the session times out.
-		 * Linux grows those to 6 MiB (tcp_rmem) and 4 MiB (tcp_wmem)
-		 * by default, and the plan's replies of the same size have
-		 * just grown them on this connection; 8 MiB (a first level
-		 * of 8 requests) would not be sure to fit. */
-		if (early && j->early_ok && job_walk_first_parts(j->first_req.count) <= 2) {
+		 * differing pages behind it when allowed (job-early.c:
+		 * job_early_wanted(), not behind a first level of more than
+		 * two requests). */
+		if (early && j->early_ok) {
 			e.hello_flags = WIRE_HELLO_DATA_FOLLOWS;
 			e.after = job_early_send;
 			e.arg = j;

@@ -1084,6 +1084,34 @@ static void test_early_rest(void **state)
 	rangelist_release(&sent);
 }
 
+/* job_early_wanted(): data behind the hellos only behind a first level
+ * of at most NODE_EARLY_FIRST_MAX nodes (two requests), whose replies
+ * fit in the sockets' buffers while the primary is still sending. */
+static void test_early_first_max(void **state)
+{
+	struct walk_memo m = {.set = true, .nleaves_diff = 1, .leaf = RESYNC_PAGE,
+			      .features = WIRE_FEATURE_EARLY_DATA, .quiet = true};
+	struct job *j = calloc(1, sizeof(*j));
+	struct cluster_config cfg = {0};
+
+	(void)state;
+	assert_non_null(j);
+	unsetenv("RESYNC_EARLY_OFF");
+	j->write = true;
+	j->memo_in = &m;
+	assert_int_equal(NODE_EARLY_FIRST_MAX, 2 * RESYNC_WIRE_HASHES_MAX);
+	m.nfirst = 4096;
+	assert_true(job_early_wanted(j, &cfg, false));
+	m.nfirst = NODE_EARLY_FIRST_MAX; /* 512 MiB of pages at 50 ms */
+	assert_true(job_early_wanted(j, &cfg, false));
+	assert_false(job_early_wanted(j, &cfg, true)); /* forced */
+	m.nfirst = NODE_EARLY_FIRST_MAX + 1;
+	assert_false(job_early_wanted(j, &cfg, false));
+	m.nfirst = 8 * (uint64_t)RESYNC_WIRE_HASHES_MAX; /* 2 GiB at 100 ms */
+	assert_false(job_early_wanted(j, &cfg, false));
+	free(j);
+}
+
 /* node_settle_wait(): the end of pass 1 waits for its checkpoints' ACKs
  * unless a measured lower bound of the link's rate drains what no ACK
  * covers within the share of fence_max; nothing measured: it waits. */
@@ -1175,6 +1203,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_first_parts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 		cmocka_unit_test(test_early_rest),
+		cmocka_unit_test(test_early_first_max),
 		cmocka_unit_test(test_settle_wait),
 		cmocka_unit_test(test_moved_table),
 	};
