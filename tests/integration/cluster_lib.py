@@ -14,12 +14,21 @@ MB = 1 << 20
 SIZE = 64 * MB
 
 
+_given = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A port of 127.0.0.1 free now and never handed out before by this
+    process: the kernel may give a port it just closed to the next bind,
+    and two nodes of one config must not share one."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p not in _given:
+            _given.add(p)
+            return p
 
 
 class Cluster:

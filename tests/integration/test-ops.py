@@ -16,7 +16,6 @@ import http.server
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import urllib.request
 from email import message_from_bytes
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_lib import free_port  # noqa: E402
 from resyncfs_lib import (BUILD, RESYNCCTL, Scratch, check, fail,  # noqa: E402
                           is_mounted, wait_for)
 
@@ -32,14 +32,6 @@ RESYNCD = os.path.join(BUILD, "daemon", "resyncd")
 MB = 1 << 20
 SIZE = 64 * MB
 SYSTEM_PYTHON = "/usr/bin/python3"  # where Debian's python3-aiosmtpd lives
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 sc = Scratch()
