@@ -14,6 +14,58 @@
 #include "resync/limits.h"
 #include "resync/macro.h"
 
+/* ranges_json()'s serializer: its copy of the ranges, printed as the
+ * plain nested arrays json-c would print. */
+struct ranges_text {
+	size_t n;
+	struct range v[];
+};
+
+static void ranges_text_free(json_object *o, void *userdata)
+{
+	(void)o;
+	free(userdata);
+}
+
+static int ranges_text_print(json_object *o, struct printbuf *pb, int level, int flags)
+{
+	const struct ranges_text *t = json_object_get_userdata(o);
+	char b[64];
+
+	(void)level;
+	(void)flags;
+	printbuf_memappend(pb, "[", 1);
+	for (size_t i = 0; i < t->n; i++) {
+		int k = snprintf(b, sizeof(b), "%s[%" PRIu64 ",%" PRIu64 "]", i ? "," : "",
+				 t->v[i].off, t->v[i].len);
+
+		printbuf_memappend(pb, b, k);
+	}
+	printbuf_memappend(pb, "]", 1);
+	return 0;
+}
+
+/* An array whose text is made at once from a copy of l (a json-c
+ * object per range and per number cost the primary about a tenth of its
+ * CPU at 10 % of a 2 GiB volume, tens of thousands of ranges). The array
+ * reads as empty inside the daemon: it is only ever printed. */
+json_object *ranges_json(const struct rangelist *l)
+{
+	json_object *a = json_object_new_array();
+	struct ranges_text *t = malloc(sizeof(*t) + l->n * sizeof(t->v[0]));
+
+	if (!a || !t) {
+		free(t);
+		json_object_put(a);
+		return NULL;
+	}
+	t->n = l->n;
+	if (l->n)
+		memcpy(t->v, l->v, l->n * sizeof(t->v[0]));
+	json_object_set_serializer(a, ranges_text_print, t, ranges_text_free);
+	return a;
+}
+
 /* One secondary's part of the result. */
 static json_object *resync_job_json(const struct resync_run *run, const struct job *j)
 {
