@@ -19,10 +19,12 @@
  *   job-xfer.c    its transfer: batches, page hashes, CHECKPOINTs, COMMIT
  *                 (the job's types and steps: job-int.h, included below)
  *   job-hashif.c  the tree's first level asked for in the hellos' flight
- *                 (HASH_REQ_IF), and the peers' features remembered
+ *                 (HASH_REQ_IF, HASH_REQ_MORE), the peers' features
+ *                 remembered
  *   job-early.c   a resync's data behind its hellos on the plan's
  *                 connection, and when the end of a pass waits its ACK
  *   moved.c, moved-session.c  moved and shifted data as COPYs, both sides
+ *                 (moved-table.c: the leaf table, its types in moved-int.h)
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
  *                 in resync-int.h; resync-pass.c the passes and the short
  *                 fence, resync-report.c the result)
