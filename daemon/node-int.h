@@ -454,6 +454,10 @@ struct session {
 	uint64_t built;	       /* then; 0: the tree may not be cached */
 	bool writing;
 	bool wrote;
+	/* Holds the volume's mapping (volume_map_hold()) from its tree's
+	 * hashing to its end: the folds of its checkpoints find the page
+	 * tables that hashing made. */
+	bool map_held;
 	struct patch_writer *pw;
 	struct writeback wb;
 	uint64_t n_blocks, n_extents; /* BLOCKS and EXTENTS frames written */

@@ -100,6 +100,8 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 	s->tree = NULL;
 	free(s->hashes);
 	s->hashes = NULL;
+	if (!s->map_held && volume_map_hold(n->vol) == 0)
+		s->map_held = true;
 	if (tree_cache_take(n, seed, fanout, leaf, &c)) {
 		/* The plan's compare, a moment ago, of this same image. */
 		s->hashes = c.hashes;
@@ -625,6 +627,8 @@ void *session_thread(void *arg)
 	free(s->bitmap);
 	rangelist_release(&s->proof_written);
 	session_proof_fold_release(s);
+	if (s->map_held)
+		volume_map_release(n->vol);
 	free(s->in);
 	free(s->out);
 	pthread_mutex_lock(&n->sessions_lock);

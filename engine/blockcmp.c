@@ -12,9 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/magic.h>
 #include <sys/mman.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "resync/blockcmp.h"
@@ -655,16 +653,6 @@ out:
 	return r;
 }
 
-/* A shared mapping of a tmpfs file allocates a page for every hole it
- * touches: a sparse image would fill memory (or fail, the tmpfs full),
- * where reads of its holes cost nothing. */
-static bool volume_on_tmpfs(struct volume *v)
-{
-	struct statfs sf;
-
-	return fstatfs(volume_fd(v), &sf) == 0 && sf.f_type == TMPFS_MAGIC;
-}
-
 int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 			 const struct blockcmp_opts *opts, struct hash128 *hashes)
 {
@@ -685,20 +673,23 @@ int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 	job.base = off;
 	job.end = off + len;
 	job.nunits = DIV_ROUND_UP(len, (uint64_t)RESYNC_UNIT);
-	if (len && io_kind_resolve(opts->io) == IO_KIND_AUTO && !volume_on_tmpfs(v)) {
+	if (len && io_kind_resolve(opts->io) == IO_KIND_AUTO && volume_map_hold(v) == 0) {
 		/* Reads copy every byte out of the page cache: with three
 		 * nodes hashing on two cores, that copy, not the hash, was
 		 * most of the time. A mapping hashes the cached pages in
 		 * place. Only for the automatic backend, so that an explicit
 		 * one (and the fault injector) still gets every read. */
-		void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, volume_fd(v), (off_t)off);
+		uint64_t ml;
+		const unsigned char *m = volume_map(v, &ml);
 
-		if (m != MAP_FAILED)
-			job.map = m;
+		if (off + len <= ml)
+			job.map = m + off;
+		else
+			volume_map_release(v);
 	}
 	r = job_execute(&job, &backend, &threads);
 	if (job.map)
-		munmap((void *)job.map, (size_t)len);
+		volume_map_release(v);
 	job_release(&job);
 	return r;
 }

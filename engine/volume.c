@@ -2,11 +2,15 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "resync/macro.h"
@@ -21,6 +25,11 @@ struct volume {
 	ino_t ino;
 	dev_t rdev;
 	char *path;
+	/* volume_map_hold()'s mapping, its length and holders. */
+	pthread_mutex_t map_lock;
+	const unsigned char *map;
+	uint64_t map_len;
+	unsigned map_holds;
 };
 
 int volume_open(const char *path, unsigned flags, struct volume **ret)
@@ -67,6 +76,7 @@ int volume_open(const char *path, unsigned flags, struct volume **ret)
 		free(v);
 		return -ENOMEM;
 	}
+	pthread_mutex_init(&v->map_lock, NULL);
 	v->blockdev = S_ISBLK(st.st_mode);
 	v->writable = flags & VOLUME_WRITE;
 	v->dev = st.st_dev;
@@ -95,9 +105,61 @@ void volume_free(struct volume *v)
 {
 	if (!v)
 		return;
+	if (v->map)
+		munmap((void *)v->map, (size_t)v->map_len);
+	pthread_mutex_destroy(&v->map_lock);
 	close(v->fd);
 	free(v->path);
 	free(v);
+}
+
+int volume_map_hold(struct volume *v)
+{
+	uint64_t size = volume_size(v);
+	int r = 0;
+
+	pthread_mutex_lock(&v->map_lock);
+	if (!v->map) {
+		void *m;
+
+		if (!size || size > SIZE_MAX || volume_on_tmpfs(v)) {
+			r = -EOPNOTSUPP;
+			goto out;
+		}
+		m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, v->fd, 0);
+		if (m == MAP_FAILED) {
+			r = -errno;
+			goto out;
+		}
+		v->map = m;
+		v->map_len = size;
+	}
+	v->map_holds++;
+out:
+	pthread_mutex_unlock(&v->map_lock);
+	return r;
+}
+
+void volume_map_release(struct volume *v)
+{
+	pthread_mutex_lock(&v->map_lock);
+	if (v->map_holds && --v->map_holds == 0) {
+		munmap((void *)v->map, (size_t)v->map_len);
+		v->map = NULL;
+		v->map_len = 0;
+	}
+	pthread_mutex_unlock(&v->map_lock);
+}
+
+const unsigned char *volume_map(struct volume *v, uint64_t *ret_len)
+{
+	const unsigned char *m;
+
+	pthread_mutex_lock(&v->map_lock);
+	m = v->map;
+	*ret_len = v->map_len;
+	pthread_mutex_unlock(&v->map_lock);
+	return m;
 }
 
 int volume_fd(const struct volume *v)
@@ -119,6 +181,13 @@ uint64_t volume_size(const struct volume *v)
 bool volume_is_blockdev(const struct volume *v)
 {
 	return v->blockdev;
+}
+
+bool volume_on_tmpfs(const struct volume *v)
+{
+	struct statfs sf;
+
+	return fstatfs(v->fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
 }
 
 bool volume_same(const struct volume *a, const struct volume *b)

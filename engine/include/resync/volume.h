@@ -24,6 +24,27 @@ int volume_fd(const struct volume *v);
 const char *volume_path(const struct volume *v);
 uint64_t volume_size(const struct volume *v);
 bool volume_is_blockdev(const struct volume *v);
+/* Whether the volume lives on tmpfs. A shared mapping of a tmpfs file
+ * allocates a page for every hole it touches (a sparse image would fill
+ * memory, or fail with the tmpfs full), where reads of holes cost
+ * nothing: readers that map volumes elsewhere read these. */
+bool volume_on_tmpfs(const struct volume *v);
+
+/* A read-only shared mapping of the whole volume (its size when made),
+ * made by the first hold and unmapped at the last release: readers that
+ * hash in the page cache (blockcmp, the proof) hold it while they read,
+ * and a task that reads the same pages many times (a secondary's session:
+ * its tree's hashing, then the fold of every checkpoint) holds it around
+ * all of them, so that the page tables made once serve them all. A page
+ * must be populated (MADV_POPULATE_READ, which reports a read error where
+ * touching the page raises SIGBUS) before it is touched, and read only
+ * below volume_map()'s length. -EOPNOTSUPP where the volume is empty or
+ * on tmpfs (volume_on_tmpfs()): readers read instead. Thread-safe; the
+ * mapping stays while the caller holds it. */
+int volume_map_hold(struct volume *v);
+void volume_map_release(struct volume *v);
+/* The mapping (NULL when none is held) and its length. */
+const unsigned char *volume_map(struct volume *v, uint64_t *ret_len);
 /* Whether a and b are the same file or device. */
 bool volume_same(const struct volume *a, const struct volume *b);
 
