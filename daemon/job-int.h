@@ -123,6 +123,10 @@ struct job {
 	int r;
 	char err[RESYNC_WIRE_TEXT_MAX + 256];
 	enum meta_state state;
+	/* The state the secondary's ERROR said its failure left it in
+	 * (WIRE_FEATURE_ERROR_STATE, job_recv()), when err_state_said. */
+	bool err_state_said;
+	enum meta_state err_state;
 	struct rangelist ranges;
 	uint64_t differing_blocks, differing_bytes;
 	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;

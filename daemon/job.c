@@ -86,6 +86,10 @@ int job_recv(struct job *j, struct peer_conn *c, unsigned char *buf, uint16_t *r
 
 		wire_text_decode(buf, *ret_len, &t);
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name, t.text);
+		/* Its word on its state (an ERROR that did not decode says
+		 * nothing): the truth, where bytes sent are a guess. */
+		j->err_state_said = t.state_said;
+		j->err_state = t.state_said ? meta_state_from_wire(t.state) : META_STATE_UNKNOWN;
 		return -EIO;
 	}
 	return 0;
@@ -166,11 +170,15 @@ int job_quick(struct job *j)
 	return 0;
 }
 
-/* The state a writing job leaves its secondary in after r. */
+/* The state a writing job leaves its secondary in after r: what its
+ * ERROR said (WIRE_FEATURE_ERROR_STATE), else guessed from the bytes
+ * sent (a peer that does not say, or a failure that was not its ERROR). */
 static void job_write_state(struct job *j, int r)
 {
 	if (r >= 0)
 		j->state = META_STATE_UPTODATE;
+	else if (j->err_state_said)
+		j->state = j->err_state;
 	else if (j->bytes_written || j->hello.state == WIRE_STATE_INCONSISTENT)
 		/* It marked itself so at the first data frame, and no
 		 * commit took it back: its hello's state is gone. */

@@ -241,6 +241,7 @@ static void *job_open_thread(void *arg)
 			log_info("resync of '%s': the plan's connection failed (%s): connecting anew",
 				 j->peer->name, j->err);
 			j->err[0] = 0;
+			j->err_state_said = false;
 			j->rt_base = j->ex_base = 0;
 		}
 	}

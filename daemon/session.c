@@ -493,6 +493,28 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 	[WIRE_HELLO] = {session_rehello, 0},
 };
 
+/* An ERROR to the peer, with the state this node's failure left it in
+ * when the peer speaks WIRE_FEATURE_ERROR_STATE: unchanged when nothing
+ * was written (a write refused at the first, session_write_check()),
+ * Inconsistent once the first data frame marked it so. */
+static int session_send_error(struct session *s, uint32_t code, const char *text)
+{
+	struct wire_text t = {.code = code};
+	unsigned char buf[RESYNC_WIRE_TEXT_MAX + 64];
+	struct meta_info mi;
+	size_t len;
+
+	snprintf(t.text, sizeof(t.text), "%s", text);
+	if (s->features & WIRE_FEATURE_ERROR_STATE) {
+		meta_info_get(node_meta(s->n), &mi);
+		t.state_said = true;
+		t.state = wire_state_from_meta(mi.state);
+	}
+	if (wire_text_encode(&t, buf, sizeof(buf), &len) < 0)
+		return -EINVAL;
+	return peer_conn_send_frame(s->c, WIRE_ERROR, buf, len);
+}
+
 /* A handler failed with r on a frame of type: say why in an ERROR, then
  * take what the primary may still be streaming until it read the ERROR
  * and closed (briefly), so that our close does not reset the connection
@@ -506,12 +528,12 @@ static void session_fail(struct session *s, uint16_t type, int r)
 	else
 		snprintf(msg, sizeof(msg), "'%s' failed: %s", s->n->self->name, strerror(-r));
 	log_error("session with '%s': %s from %s", s->peer, strerror(-r), wire_type_name(type));
-	send_text(s->c, WIRE_ERROR,
-		  r == -EBUSY	  ? WIRE_REASON_BUSY
-		  : r == -EBADMSG ? WIRE_REASON_MESSAGE
-		  : r == -EPERM	  ? WIRE_REASON_OTHER /* refused (session_write_check()) */
-				  : WIRE_REASON_IO,
-		  msg);
+	session_send_error(s,
+			   r == -EBUSY	   ? WIRE_REASON_BUSY
+			   : r == -EBADMSG ? WIRE_REASON_MESSAGE
+			   : r == -EPERM   ? WIRE_REASON_OTHER /* refused (session_write_check()) */
+					   : WIRE_REASON_IO,
+			   msg);
 	session_linger(s);
 }
 

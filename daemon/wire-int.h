@@ -58,7 +58,7 @@ _Static_assert(offsetof(struct wire_hello_le, generation) == 40, "hello layout")
 struct wire_text_le {
 	uint32_t code;
 	uint16_t text_len;
-	uint16_t reserved;
+	uint16_t state; /* WIRE_FEATURE_ERROR_STATE: 1 + enum wire_state; 0 */
 };
 _Static_assert(sizeof(struct wire_text_le) == 8, "text layout");
 

@@ -261,11 +261,13 @@ int wire_text_encode(const struct wire_text *m, void *buf, size_t cap, size_t *r
 	size_t tl = strnlen(m->text, sizeof(m->text));
 	struct wire_text_le h;
 
-	if (tl > RESYNC_WIRE_TEXT_MAX || !text_valid(m->text, tl))
+	if (tl > RESYNC_WIRE_TEXT_MAX || !text_valid(m->text, tl) ||
+	    (m->state_said && (unsigned)m->state >= WIRE_STATE_COUNT))
 		return -EINVAL;
 	if (sizeof(h) + tl > cap)
 		return -ENOBUFS;
-	h = (struct wire_text_le){.code = htole32(m->code), .text_len = htole16(tl)};
+	h = (struct wire_text_le){.code = htole32(m->code), .text_len = htole16(tl),
+				  .state = htole16(m->state_said ? 1 + m->state : 0)};
 	memcpy(buf, &h, sizeof(h));
 	memcpy((unsigned char *)buf + sizeof(h), m->text, tl);
 	*ret_len = sizeof(h) + tl;
@@ -276,16 +278,19 @@ int wire_text_decode(const void *buf, size_t len, struct wire_text *ret)
 {
 	struct wire_text_le h;
 	const char *text = (const char *)buf + sizeof(h);
-	size_t tl;
+	size_t tl, st;
 
 	if (head_get(buf, len, &h, sizeof(h)) < 0)
 		return -EBADMSG;
 	tl = le16toh(h.text_len);
-	if (h.reserved != 0 || tl > RESYNC_WIRE_TEXT_MAX || len != sizeof(h) + tl)
+	st = le16toh(h.state);
+	if (st > WIRE_STATE_COUNT || tl > RESYNC_WIRE_TEXT_MAX || len != sizeof(h) + tl)
 		return -EBADMSG;
 	if (!text_valid(text, tl))
 		return -EBADMSG;
 	ret->code = le32toh(h.code);
+	ret->state_said = st > 0;
+	ret->state = st > 0 ? (enum wire_state)(st - 1) : WIRE_STATE_UNKNOWN;
 	memcpy(ret->text, text, tl);
 	ret->text[tl] = 0;
 	return 0;

@@ -223,6 +223,14 @@ enum wire_features {
 	 * is a protocol error. Sent only to a peer whose hello offered the
 	 * bit, as the primary remembers it (job-hashif.c). */
 	WIRE_FEATURE_HASH_MORE = 1 << 19,
+	/* ERROR_STATE: a secondary's ERROR says the state its failure left
+	 * it in (the text's 16-bit word after text_len: 1 + enum wire_state,
+	 * 0 not said; an older decoder refuses any but 0), so that the
+	 * primary reports what the secondary holds (a write refused at the
+	 * first, session_write_check(): nothing written, its state
+	 * unchanged) rather than a guess from the bytes it sent. Sent only
+	 * to a peer whose hello offered the bit. */
+	WIRE_FEATURE_ERROR_STATE = 1 << 20,
 };
 
 /* A KEEPALIVE is due after session_timeout / WIRE_KEEPALIVE_DIVISOR of
@@ -289,9 +297,14 @@ const char *wire_reason_name(uint32_t code);
 
 struct wire_text {
 	uint32_t code; /* enum wire_reason; any value is accepted */
+	/* WIRE_FEATURE_ERROR_STATE: the sender's state as its failure left
+	 * it (an ERROR of a secondary to its primary), when state_said. */
+	bool state_said;
+	enum wire_state state;
 	char text[RESYNC_WIRE_TEXT_MAX + 1];
 };
-/* Text: at most RESYNC_WIRE_TEXT_MAX bytes, no control characters. */
+/* Text: at most RESYNC_WIRE_TEXT_MAX bytes, no control characters; a
+ * state (said) below WIRE_STATE_COUNT, else -EINVAL / -EBADMSG. */
 int wire_text_encode(const struct wire_text *m, void *buf, size_t cap, size_t *ret_len);
 int wire_text_decode(const void *buf, size_t len, struct wire_text *ret);
 

@@ -227,6 +227,16 @@ def held_window(conn, what, request, during):
     return out.get("res", {}), new2
 
 
+def truthful_state(x, what):
+    """The primary's summary of n2 (x) says the state n2's own status
+    shows: its refusal wrote nothing, so not the Inconsistent that the
+    bytes sent would suggest (n2's ERROR says its state)."""
+    own = c.status("n2")["n2"]
+    check(x.get("state") == own["state"] and own["state"] != "Inconsistent",
+          "%s: the summary's state of n2 is what n2's status shows: %s, n2 says %s" %
+          (what, x.get("state"), own))
+
+
 def split_window(conn, pages, what, request):
     """A write on n2's page pages[0] in held_window(): n2 must refuse at
     its first write, nothing applied."""
@@ -247,6 +257,7 @@ def split_window(conn, pages, what, request):
           "%s: n2 not resynced: %s" % (what, res))
     check("split brain" in new2 and "refused the writes of 'n1', nothing written" in new2,
           "%s: n2 refused at its first write, in split brain: %s" % (what, new2[-3000:]))
+    truthful_state(x, what)
     after = image("n2")
     want = before[:pages[0] * PAGE] + mine + before[(pages[0] + 1) * PAGE:]
     check(after == want, "%s: n2 holds its own data and its write, nothing of n1's" % what)
@@ -270,10 +281,11 @@ def promoted_window():
     def during():
         e.put(leader_key("racee"), "n2")
         wait_for(lambda: "(this node is primary)" in c.log("n2"), what="n2 promoted")
-    _, new2 = held_window(arm_kept(), "promoted", {"cmd": "resync", "confirm": c.tag,
-                                                   "plan_token": token}, during)
+    res, new2 = held_window(arm_kept(), "promoted", {"cmd": "resync", "confirm": c.tag,
+                                                     "plan_token": token}, during)
     check("this node acts as primary now: refused the writes of 'n1', nothing written" in new2,
           "promoted: n2 refused n1's writes at its first: %s" % new2[-3000:])
+    truthful_state(n2_result(res) if res.get("nodes") else {}, "promoted")
     stop_all()
     check(image("n2") == before, "promoted: not a byte of n1's written on n2")
 

@@ -276,8 +276,37 @@ static void test_text(void **state)
 	assert_int_equal(wire_text_decode(buf, len, &d), -EBADMSG);
 	buf[10] = 0;
 	assert_int_equal(wire_text_decode(buf, len, &d), -EBADMSG);
-	put16(buf + 6, 1); /* reserved */
+	assert_false(d.state_said);
+	buf[10] = 'i';
+	assert_int_equal(wire_text_decode(buf, len, &d), 0);
+	assert_false(d.state_said);
+
+	/* WIRE_FEATURE_ERROR_STATE: 1 + the state in the word after
+	 * text_len, 0 not said; none past the last state, either way. */
+	t.state_said = true;
+	t.state = WIRE_STATE_OUTDATED;
+	assert_int_equal(wire_text_encode(&t, buf, sizeof(buf), &len), 0);
+	assert_int_equal(buf[6], 1 + WIRE_STATE_OUTDATED);
+	assert_int_equal(wire_text_decode(buf, len, &d), 0);
+	assert_true(d.state_said);
+	assert_int_equal(d.state, WIRE_STATE_OUTDATED);
+	assert_string_equal(d.text, t.text);
+	t.state = WIRE_STATE_UNKNOWN; /* said, and unknown: not "not said" */
+	assert_int_equal(wire_text_encode(&t, buf, sizeof(buf), &len), 0);
+	assert_int_equal(wire_text_decode(buf, len, &d), 0);
+	assert_true(d.state_said);
+	assert_int_equal(d.state, WIRE_STATE_UNKNOWN);
+	put16(buf + 6, WIRE_STATE_COUNT);
+	assert_int_equal(wire_text_decode(buf, len, &d), 0);
+	assert_int_equal(d.state, WIRE_STATE_COUNT - 1);
+	put16(buf + 6, WIRE_STATE_COUNT + 1);
 	assert_int_equal(wire_text_decode(buf, len, &d), -EBADMSG);
+	put16(buf + 6, 0xffff);
+	assert_int_equal(wire_text_decode(buf, len, &d), -EBADMSG);
+	t.state = WIRE_STATE_COUNT;
+	assert_int_equal(wire_text_encode(&t, buf, sizeof(buf), &len), -EINVAL);
+	t.state_said = false;
+	t.state = WIRE_STATE_UNKNOWN;
 
 	/* Empty and longest texts; one more is refused both ways. */
 	t.text[0] = 0;
