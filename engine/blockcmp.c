@@ -17,6 +17,7 @@
 
 #include "resync/blockcmp.h"
 #include "resync/clock.h"
+#include "resync/failpoint.h"
 #include "resync/limits.h"
 #include "resync/macro.h"
 
@@ -45,6 +46,9 @@ struct job {
 	/* Hashing from a read-only mapping of [base, end) instead of reads:
 	 * no copy out of the page cache (NULL: read). */
 	const unsigned char *map;
+	/* The mapping's page tables are dropped after each unit (a large
+	 * volume: see BLOCKCMP_MAP_KEEP_MAX). */
+	bool map_drop;
 
 	atomic_uint_fast64_t next_unit;
 	atomic_bool stop;
@@ -369,6 +373,8 @@ static int worker_unit_mapped(struct worker *w, uint64_t unit)
 		return r;
 	}
 	job_hash_span(job, p, start, (size_t)(end - start));
+	if (job->map_drop)
+		(void)madvise((void *)p, (size_t)(end - start), MADV_DONTNEED);
 	atomic_fetch_add(&job->bytes_read, end - start);
 	atomic_fetch_add(&job->bytes_compared, end - start);
 	job_unit_done(job, unit);
@@ -653,6 +659,14 @@ out:
 	return r;
 }
 
+/* Hashed from the volume's mapping, a range keeps its page tables while
+ * the mapping is held (8 bytes per 4 KiB page: a secondary's folds find
+ * them made), up to this many bytes; a larger one drops them unit by unit
+ * (MADV_DONTNEED: the page cache stays), or a 1 TiB volume would hold 2
+ * GiB of page tables until its session ends. */
+enum { BLOCKCMP_MAP_KEEP_MAX_GIB = 64 };
+#define BLOCKCMP_MAP_KEEP_MAX ((uint64_t)BLOCKCMP_MAP_KEEP_MAX_GIB << 30)
+
 int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 			 const struct blockcmp_opts *opts, struct hash128 *hashes)
 {
@@ -682,9 +696,11 @@ int blockcmp_hash_volume(struct volume *v, uint64_t off, uint64_t len,
 		uint64_t ml;
 		const unsigned char *m = volume_map(v, &ml);
 
-		if (off + len <= ml)
+		if (off + len <= ml) {
 			job.map = m + off;
-		else
+			job.map_drop = len > BLOCKCMP_MAP_KEEP_MAX ||
+				       (failpoint_armed && failpoint_named("blockcmp-map-drop"));
+		} else
 			volume_map_release(v);
 	}
 	r = job_execute(&job, &backend, &threads);
