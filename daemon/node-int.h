@@ -86,6 +86,12 @@ enum {
 	/* An earlier session of the primary that may rewrite this volume,
 	 * given to end once a newer one arrived (session-hello.c). */
 	NODE_SUPERSEDE_WAIT_MS = 10000,
+	/* Hashing a volume is bulk work: its threads' nice value is raised
+	 * by this much (blockcmp_opts.nice), so that the daemon's protocol
+	 * threads, and another daemon's handshake on the same machine, are
+	 * not queued behind it (three nodes on two cores: the secondary that
+	 * connected second began hashing 40 ms late). */
+	NODE_HASH_NICE = 5,
 	/* Connections past accept() that have not sent their hello yet
 	 * (handshake included): past this, the newest is closed at once. */
 	NODE_UNAUTH_MAX = 64,

@@ -527,6 +527,7 @@ static int resync_hash(struct resync_run *run)
 		job_prefetch(&run->jobs[i], run->o.seed);
 	run->o.progress = resync_hash_progress;
 	run->o.progress_arg = run;
+	run->o.nice = NODE_HASH_NICE;
 	if (run->size) {
 		/* The proof's leaves from the same reads (resync_proof()). */
 		struct proof_offer pw;

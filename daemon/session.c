@@ -86,7 +86,7 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 {
 	struct node *n = s->n;
 	uint64_t size = node_size(n);
-	struct blockcmp_opts o = {.block_size = leaf, .seed = seed};
+	struct blockcmp_opts o = {.block_size = leaf, .seed = seed, .nice = NODE_HASH_NICE};
 	uint64_t nb = DIV_ROUND_UP(size, leaf);
 	struct tree_cache c;
 	int r;

@@ -124,7 +124,8 @@ static void vnode_close(struct vnode *v)
 static int vnode_step(struct vnode *v, uint64_t off, uint64_t len)
 {
 	const struct cluster_config *cfg = v->n->cfg;
-	struct blockcmp_opts o = {.block_size = cfg->block_size, .threads = 1, .seed = v->seed};
+	struct blockcmp_opts o = {.block_size = cfg->block_size, .threads = 1, .seed = v->seed,
+				  .nice = NODE_HASH_NICE};
 	struct hashtree_range range = {off, len};
 	uint64_t nb = DIV_ROUND_UP(len, cfg->block_size), bytes = 0, blocks = 0, unmarked = 0;
 	struct wire_hash_reply rep;

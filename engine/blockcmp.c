@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "resync/blockcmp.h"
@@ -76,6 +78,8 @@ struct worker {
 	bool run_open;
 	bool punch_ok;
 	unsigned char *chunk; /* hashing by reads where a mapping cannot serve */
+	int nice;	      /* raised by this much on its thread (opts->nice) */
+	bool started;	      /* runs on a thread of its own */
 };
 
 static void job_fail(struct job *job, int err, uint64_t off, enum blockcmp_where at)
@@ -460,6 +464,16 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct job *job = w->job;
 
+	if (w->nice) {
+		/* Linux: a thread's own nice value (its tid). Best effort. */
+		id_t tid = (id_t)syscall(SYS_gettid);
+		int cur;
+
+		errno = 0;
+		cur = getpriority(PRIO_PROCESS, tid);
+		if (errno == 0)
+			(void)setpriority(PRIO_PROCESS, tid, MIN(cur + w->nice, 19));
+	}
 	while (!atomic_load(&job->stop)) {
 		uint64_t unit = atomic_fetch_add(&job->next_unit, 1);
 
@@ -544,7 +558,6 @@ static int job_execute(struct job *job, const char **ret_backend, unsigned *ret_
 	const struct blockcmp_opts *opts = job->opts;
 	unsigned n = pick_threads(opts, job->nunits);
 	_cleanup_free_ struct worker *w = calloc(n, sizeof(*w));
-	unsigned started = 0;
 	int r = 0;
 
 	if (!w)
@@ -560,17 +573,23 @@ static int job_execute(struct job *job, const char **ret_backend, unsigned *ret_
 	}
 	*ret_backend = job->map ? "mmap" : io_ctx_name(w[0].rio);
 	*ret_threads = n;
-	for (unsigned i = 1; i < n; i++) {
+	/* With a nice value, every worker is a thread of its own: the
+	 * caller's thread keeps its priority (raising it back would need a
+	 * privilege). */
+	for (unsigned i = opts->nice > 0 ? 0 : 1; i < n; i++) {
+		w[i].nice = opts->nice > 0 ? opts->nice : 0;
 		r = -pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
 		if (r < 0) {
 			atomic_store(&job->stop, true);
 			break;
 		}
-		started++;
+		w[i].started = true;
 	}
-	worker_main(&w[0]);
-	for (unsigned i = 1; i <= started; i++)
-		pthread_join(w[i].thread, NULL);
+	if (opts->nice <= 0)
+		worker_main(&w[0]);
+	for (unsigned i = 0; i < n; i++)
+		if (w[i].started)
+			pthread_join(w[i].thread, NULL);
 	if (r >= 0)
 		r = job->err;
 out:

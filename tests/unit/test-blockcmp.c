@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -795,6 +797,46 @@ static void test_cancel(void **state)
 	assert_dst_synced_upto(RESYNC_UNIT);
 }
 
+/* The nice value of the worker that reports progress (its own thread). */
+static int nice_seen(void *arg, uint64_t done, uint64_t total)
+{
+	(void)done;
+	(void)total;
+	errno = 0;
+	*(int *)arg = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+	return 0;
+}
+
+/* opts.nice: the workers hash at a raised nice value, on threads of their
+ * own; the caller's thread keeps its own; the hashes are the same. */
+static void test_hash_nice(void **state)
+{
+	const size_t n = RESYNC_UNIT + 5000;
+	_cleanup_free_ unsigned char *a = malloc(n);
+	_cleanup_free_ struct hash128 *h0 = calloc(DIV_ROUND_UP(n, 4096), sizeof(*h0));
+	_cleanup_free_ struct hash128 *h1 = calloc(DIV_ROUND_UP(n, 4096), sizeof(*h1));
+	_cleanup_volume_ struct volume *v = NULL;
+	int mine, seen = -100;
+	struct blockcmp_opts o = {.block_size = 4096, .seed = 9, .threads = 1};
+
+	(void)state;
+	assert_non_null(a);
+	testlib_fill(a, n, 11);
+	assert_int_equal(testlib_file_write(src_path, a, n), 0);
+	assert_int_equal(volume_open(src_path, 0, &v), 0);
+	errno = 0;
+	mine = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+	assert_int_equal(errno, 0);
+	assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h0), 0);
+	o.nice = 3;
+	o.progress = nice_seen;
+	o.progress_arg = &seen;
+	assert_int_equal(blockcmp_hash_volume(v, 0, n, &o, h1), 0);
+	assert_int_equal(seen, MIN(mine + 3, 19));
+	assert_int_equal(getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)), mine);
+	assert_memory_equal(h0, h1, DIV_ROUND_UP(n, 4096) * sizeof(*h0));
+}
+
 #define KIND_TESTS(kind)                                                                           \
 	cmocka_unit_test_prestate(test_blockcmp_edge_sizes, (void *)&kind),                        \
 	    cmocka_unit_test_prestate(test_blockcmp_multi_unit, (void *)&kind),                    \
@@ -822,6 +864,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_fault_threads, fault_reset),
 	    cmocka_unit_test_teardown(test_fault_transient, fault_reset),
 	    cmocka_unit_test(test_cancel),
+	    cmocka_unit_test(test_hash_nice),
 	};
 	int failed;
 

@@ -36,6 +36,12 @@ struct blockcmp_opts {
 	 * the range's offset a multiple of it. NULL: nothing extra. */
 	uint32_t extra_block;
 	struct hash128 *extra_hashes;
+	/* Bulk work: the workers run with their nice value raised by this
+	 * much (all on threads of their own, the caller's untouched), so that
+	 * latency-bound threads preempt them (a daemon's handshakes and
+	 * replies while it hashes for a peer; another daemon on the machine
+	 * starting its own). 0: as the caller. */
+	int nice;
 };
 
 enum blockcmp_where {
