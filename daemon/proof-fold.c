@@ -55,15 +55,18 @@ static int proof_check_reserve(struct session *s, size_t more)
 	return 0;
 }
 
-/* The seed-0 hash of len bytes at off of this volume, read now. */
+/* The seed-0 hash of len bytes at off of this volume, read now: in the
+ * mapping the session holds (s->map_held), else into buf. */
 static int proof_check_hash(struct session *s, unsigned char *buf, uint64_t off, size_t len,
 			    struct hash128 *ret)
 {
-	int r = fd_pread_full(volume_fd(s->n->vol), buf, len, off);
+	const unsigned char *p = buf;
+	int r = s->map_held ? volume_map_read(s->n->vol, buf, len, off, &p)
+			    : fd_pread_full(volume_fd(s->n->vol), buf, len, off);
 
 	if (r < 0)
 		return r;
-	*ret = hash_block(buf, len, 0);
+	*ret = hash_block(p, len, 0);
 	return 0;
 }
 

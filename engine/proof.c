@@ -110,66 +110,17 @@ void proof_tree_release(struct proof_tree *t)
 	t->leaves = NULL;
 }
 
-/* The volume's mapping (volume_map_hold()) while one update reads: its
- * runs are hashed in the page cache where they lie instead of copied out
- * first. A secondary's fold reads again the whole 64 KiB block of every
- * scattered page it wrote (16 times the bytes), and that copy was most of
- * its cost; its session holds the mapping since its tree's hashing, so
- * that the fold also finds the page tables made. */
-struct proof_view {
-	const unsigned char *map;
-	uint64_t base;
-	size_t len;
-};
-
-static void proof_view_open(struct proof_view *w, struct volume *v)
-{
-	uint64_t len;
-
-	*w = (struct proof_view){0};
-	if (volume_map_hold(v) < 0)
-		return;
-	w->map = volume_map(v, &len);
-	w->len = (size_t)len;
-}
-
-static void proof_view_close(struct proof_view *w, struct volume *v)
-{
-	if (w->map)
-		volume_map_release(v);
-	*w = (struct proof_view){0};
-}
-
-/* The m bytes at off: in the view, populated first (MADV_POPULATE_READ
- * reports a read error where touching the page would raise SIGBUS), or
- * read into buf where there is no view or it failed (the read then
- * reports the error, or succeeds where a mapping cannot: a hole of a
- * full file system). */
-static int proof_view_get(const struct proof_view *w, struct volume *v, unsigned char *buf,
-			  size_t m, uint64_t off, const unsigned char **ret)
-{
-	int r;
-
-	if (w->map && off >= w->base && off + m <= w->base + w->len) {
-		const unsigned char *p = w->map + (off - w->base);
-
-		if (madvise((void *)p, m, MADV_POPULATE_READ) == 0) {
-			*ret = p;
-			return 0;
-		}
-	}
-	r = fd_pread_full(volume_fd(v), buf, m, off);
-	if (r < 0)
-		return r;
-	*ret = buf;
-	return 0;
-}
+/* Runs are read through the volume's mapping (volume_map_read()), held
+ * while one update reads: hashed in the page cache where they lie instead
+ * of copied out first. A secondary's fold reads again the whole 64 KiB
+ * block of every scattered page it wrote (16 times the bytes), and that
+ * copy was most of its cost; its session holds the mapping since its
+ * tree's hashing, so that the fold also finds the page tables made. */
 
 /* Leaves [first, first+count) from v: read in chunks (or seen in the
  * view) and hashed here (each chunk then shown to fn, when given), or by
  * blockcmp's threads (xxh3 only: blockcmp hashes with hash_block). */
-static int proof_hash_run(struct proof_tree *t, struct volume *v, const struct proof_view *w,
-			  uint64_t first, uint64_t count, unsigned char *buf, proof_read_fn fn, void *arg)
+static int proof_hash_run(struct proof_tree *t, struct volume *v, uint64_t first, uint64_t count, unsigned char *buf, proof_read_fn fn, void *arg)
 {
 	uint64_t bs = t->block_size, off = first * bs;
 	uint64_t end = MIN((first + count) * bs, t->volume_size);
@@ -193,7 +144,7 @@ static int proof_hash_run(struct proof_tree *t, struct volume *v, const struct p
 		size_t m = (size_t)MIN(end - off, (uint64_t)RESYNC_CHUNK);
 		const unsigned char *p;
 
-		r = proof_view_get(w, v, buf, m, off, &p);
+		r = volume_map_read(v, buf, m, off, &p);
 		if (r < 0)
 			return r;
 		for (size_t q = 0; q < m; q += bs)
@@ -217,7 +168,7 @@ int proof_tree_update_each(struct proof_tree *t, struct volume *v, const struct 
 {
 	uint64_t bs = t->block_size, hashed = 0;
 	_cleanup_free_ unsigned char *bits = NULL, *buf = NULL;
-	struct proof_view w;
+	bool held;
 	int r = 0;
 
 	if (volume_size(v) != t->volume_size)
@@ -226,7 +177,10 @@ int proof_tree_update_each(struct proof_tree *t, struct volume *v, const struct 
 	if (!buf)
 		return -ENOMEM;
 	if (!l) {
-		r = proof_hash_run(t, v, &(struct proof_view){0}, 0, t->nleaves, buf, fn, arg);
+		held = volume_map_hold(v) == 0;
+		r = proof_hash_run(t, v, 0, t->nleaves, buf, fn, arg);
+		if (held)
+			volume_map_release(v);
 		if (r >= 0 && ret_hashed)
 			*ret_hashed = t->nleaves;
 		return r;
@@ -243,7 +197,7 @@ int proof_tree_update_each(struct proof_tree *t, struct volume *v, const struct 
 		for (uint64_t k = a / bs; k <= (e - 1) / bs; k++)
 			bits[k / 8] |= (unsigned char)(1u << (k % 8));
 	}
-	proof_view_open(&w, v);
+	held = volume_map_hold(v) == 0;
 	for (uint64_t k = 0; k < t->nleaves && r >= 0;) {
 		uint64_t e;
 
@@ -257,11 +211,12 @@ int proof_tree_update_each(struct proof_tree *t, struct volume *v, const struct 
 		}
 		for (e = k; e < t->nleaves && (bits[e / 8] & (1u << (e % 8))); e++)
 			;
-		r = proof_hash_run(t, v, &w, k, e - k, buf, fn, arg);
+		r = proof_hash_run(t, v, k, e - k, buf, fn, arg);
 		hashed += e - k;
 		k = e;
 	}
-	proof_view_close(&w, v);
+	if (held)
+		volume_map_release(v);
 	if (r >= 0 && ret_hashed)
 		*ret_hashed = hashed;
 	return r;

@@ -13,6 +13,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "resync/io.h"
 #include "resync/macro.h"
 #include "resync/volume.h"
 
@@ -149,6 +150,30 @@ void volume_map_release(struct volume *v)
 		v->map_len = 0;
 	}
 	pthread_mutex_unlock(&v->map_lock);
+}
+
+int volume_map_read(struct volume *v, void *buf, size_t len, uint64_t off,
+		    const unsigned char **ret)
+{
+	const unsigned char *m;
+	uint64_t ml, pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	int r;
+
+	m = volume_map(v, &ml);
+	if (m && len && off <= ml && len <= ml - off) {
+		/* madvise() takes whole pages. */
+		uint64_t a = off / pg * pg, e = MIN(DIV_ROUND_UP(off + len, pg) * pg, ml);
+
+		if (madvise((void *)(m + a), (size_t)(e - a), MADV_POPULATE_READ) == 0) {
+			*ret = m + off;
+			return 0;
+		}
+	}
+	r = fd_pread_full(v->fd, buf, len, off);
+	if (r < 0)
+		return r;
+	*ret = buf;
+	return 0;
 }
 
 const unsigned char *volume_map(struct volume *v, uint64_t *ret_len)

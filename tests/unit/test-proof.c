@@ -217,6 +217,48 @@ static void test_update_held(void **state)
 	}
 }
 
+/* volume_map_read(): in the mapping at unaligned offsets and lengths
+ * while it is held (the bytes written through the file since included),
+ * read into the buffer when none is held or the range lies past the
+ * mapping (the volume grew after it was made). */
+static void test_map_read(void **state)
+{
+	char path[] = "/var/tmp/test-proof-XXXXXX";
+	struct volume *v = make_volume(path, sizeof(path), 5);
+	_cleanup_free_ unsigned char *want = malloc(SIZE + 8192);
+	unsigned char buf[9000];
+	const unsigned char *p;
+	const unsigned char *m;
+	uint64_t len;
+
+	(void)state;
+	assert_non_null(want);
+	assert_int_equal(fd_pread_full(volume_fd(v), want, SIZE, 0), 0);
+	assert_int_equal(volume_map_read(v, buf, 100, 7, &p), 0);
+	assert_ptr_equal(p, buf);
+	assert_memory_equal(p, want + 7, 100);
+	assert_int_equal(volume_map_hold(v), 0);
+	m = volume_map(v, &len);
+	memset(want + 4090, 0xa5, 20);
+	assert_int_equal(fd_pwrite_full(volume_fd(v), want + 4090, 20, 4090), 0);
+	assert_int_equal(volume_map_read(v, buf, 8000, 4001, &p), 0);
+	assert_ptr_equal(p, m + 4001);
+	assert_memory_equal(p, want + 4001, 8000);
+	/* The short last page. */
+	assert_int_equal(volume_map_read(v, buf, 300, SIZE - 300, &p), 0);
+	assert_ptr_equal(p, m + SIZE - 300);
+	assert_memory_equal(p, want + SIZE - 300, 300);
+	/* Grown past the mapping: read. */
+	assert_int_equal(volume_set_size(v, SIZE + 8192), 0);
+	memset(want + SIZE, 0, 8192);
+	assert_int_equal(volume_map_read(v, buf, 5000, SIZE - 1000, &p), 0);
+	assert_ptr_equal(p, buf);
+	assert_memory_equal(p, want + SIZE - 1000, 5000);
+	volume_map_release(v);
+	volume_free(v);
+	unlink(path);
+}
+
 /* Rss of the mapping that starts at p (/proc/self/smaps), in KiB. */
 static long mapping_rss_kib(const void *p)
 {
@@ -282,6 +324,7 @@ int main(void)
 		cmocka_unit_test(test_file),
 		cmocka_unit_test(test_update_held),
 		cmocka_unit_test(test_hash_mapping_kept),
+		cmocka_unit_test(test_map_read),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

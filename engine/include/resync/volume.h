@@ -43,6 +43,12 @@ bool volume_on_tmpfs(const struct volume *v);
  * mapping stays while the caller holds it. */
 int volume_map_hold(struct volume *v);
 void volume_map_release(struct volume *v);
+/* The len bytes at off: in the mapping held (populated first, a read
+ * error reported rather than a SIGBUS), else read into buf (len bytes),
+ * which also reports the error of an unreadable page. *ret points to
+ * them either way. The caller holds the mapping or expects reads. */
+int volume_map_read(struct volume *v, void *buf, size_t len, uint64_t off,
+		    const unsigned char **ret);
 /* The mapping (NULL when none is held) and its length. */
 const unsigned char *volume_map(struct volume *v, uint64_t *ret_len);
 /* Whether a and b are the same file or device. */
