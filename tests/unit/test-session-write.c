@@ -453,15 +453,6 @@ static void test_copy(void **state)
  * the primary's summary; one that fails after data landed says
  * Inconsistent. A primary that did not offer the bit is told no state
  * (an older build refuses the word). */
-static void send_block(struct fx *f, struct wire_zstd *z, uint64_t off, const unsigned char *p)
-{
-	size_t len;
-
-	assert_int_equal(wire_blocks_encode(z, off, p, RESYNC_PAGE, f->buf, RESYNC_WIRE_FRAME_MAX,
-					    &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
-}
-
 static void test_error_state(void **state)
 {
 	struct fx *f = *state;
@@ -478,7 +469,7 @@ static void test_error_state(void **state)
 	 * after the hello (at it, the session would see two primaries). */
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
 	atomic_store(&f->n->is_primary, true);
-	send_block(f, z, 0, page);
+	send_page(f, z, 0, page);
 	t = expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER,
 			"this node acts as primary now: refused the writes of 'p', nothing written");
 	assert_true(t.state_said);
@@ -496,7 +487,7 @@ static void test_error_state(void **state)
 	send_hello(f, &h);
 	recv_type(f, WIRE_HELLO_ACK);
 	atomic_store(&f->n->is_primary, true); /* after the hello: not two primaries there */
-	send_block(f, z, 0, page);
+	send_page(f, z, 0, page);
 	t = expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER, "nothing written");
 	assert_false(t.state_said);
 	fx_end(f);
@@ -505,7 +496,7 @@ static void test_error_state(void **state)
 
 	/* Data landed, then a CHECKPOINT cut short: Inconsistent, said. */
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
-	send_block(f, z, 0, page);
+	send_page(f, z, 0, page);
 	assert_int_equal(peer_conn_send_frame(f->c, WIRE_CHECKPOINT, "\1\2", 2), 0);
 	t = expect_text(f, WIRE_ERROR, WIRE_REASON_MESSAGE, "'s' failed");
 	assert_true(t.state_said);
