@@ -86,6 +86,7 @@ static void node_etcd_leader(struct node *n, const char *value)
 	char *was = __atomic_load_n(&cfg->primary, __ATOMIC_ACQUIRE);
 	char *now = nc ? nc->name : NULL;
 	bool me = nc == n->self;
+	int r;
 
 	if (value && !nc)
 		log_warning(
@@ -102,11 +103,28 @@ static void node_etcd_leader(struct node *n, const char *value)
 	 * the old primary's COMMIT (node_etcd_commit_check()), so none lands
 	 * after this node forked its generation as the new primary. */
 	__atomic_store_n(&cfg->primary, now, __ATOMIC_RELEASE);
-	if (me && !n->is_primary && n->meta && node_primary_init(n) < 0)
-		log_error("cannot start a generation as the new primary of '%s'", n->self->volume);
+	/* A session of the old primary writing this volume stops at its
+	 * next frame (session_write_ensure()). */
+	node_role_changed(n);
+	if (!me) {
+		pthread_mutex_lock(&n->lock);
+		n->promote_refused[0] = 0; /* no longer asked to */
+		pthread_mutex_unlock(&n->lock);
+	} else if (!n->is_primary && n->meta) {
+		/* Inconsistent or being rewritten: refused, said, and this
+		 * node stays a secondary while the key names it; the leader
+		 * key is the coordinator's, not this node's to give away. */
+		r = node_primary_init(n);
+		if (r == -EUCLEAN)
+			me = false;
+		else if (r < 0)
+			log_error("cannot start a generation as the new primary of '%s'",
+				  n->self->volume);
+	}
 	n->is_primary = me;
 	log_info("primary of cluster '%s' from etcd's leader key: %s (this node is %s)", cfg->name,
-		 now ? now : "none", me ? "primary" : "secondary");
+		 now ? now : "none",
+		 me ? "primary" : nc == n->self ? "secondary: it refused the role" : "secondary");
 }
 
 int node_etcd_new(struct node *n)
