@@ -185,15 +185,21 @@ static void node_etcd_sleep(struct node_etcd *e, unsigned ms)
 static void node_etcd_watched(void *arg, const char *value, int64_t revision)
 {
 	struct node *n = arg;
-	bool run;
+	bool run, writing;
 
 	(void)revision;
 	/* Test failpoints: a watch that lags behind the whole run, so that
-	 * only the checks before the commit see the change. */
+	 * only the checks before the commit see the change; on a secondary,
+	 * behind the whole rewrite (etcd-deaf-writing: the primary's own
+	 * gate alone is tested). */
 	pthread_mutex_lock(&n->etcd->lock);
 	run = n->etcd->run;
 	pthread_mutex_unlock(&n->etcd->lock);
-	if (run && (node_failpoint("etcd-deaf") || node_failpoint("etcd-deaf-nogate"))) {
+	pthread_mutex_lock(&n->lock);
+	writing = n->writing;
+	pthread_mutex_unlock(&n->lock);
+	if ((run && (node_failpoint("etcd-deaf") || node_failpoint("etcd-deaf-nogate"))) ||
+	    (writing && node_failpoint("etcd-deaf-writing"))) {
 		log_warning("failpoint: the leader key's change to '%s' ignored during the resync",
 			    value ? value : "");
 		return;

@@ -575,6 +575,9 @@ void session_status_told(struct session *s);
  * primary may rewrite: promoted since the hello, or in a split brain the
  * primary was never told of (a write landed after its hello or status). */
 int session_write_check(struct session *s);
+/* How a session's ERROR begins when the roles changed while it wrote
+ * (session_write_ensure()): what the primary's summary recognises. */
+#define SESSION_ROLE_CHANGED "the primary changed during the resync"
 
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,

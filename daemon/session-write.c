@@ -152,7 +152,7 @@ static int session_role_changed(struct session *s)
 	const char *primary = cluster_config_primary_name(n->cfg);
 
 	snprintf(s->why, sizeof(s->why),
-		 "the primary changed during the resync (%s%s%s now%s): refused further writes "
+		 SESSION_ROLE_CHANGED " (%s%s%s now%s): refused further writes "
 		 "of '%s' after %" PRIu64 " BLOCKS and %" PRIu64 " EXTENTS frames; '%s' stays "
 		 "Inconsistent",
 		 primary ? "'" : "", primary ? primary : "no primary", primary ? "'" : "",
