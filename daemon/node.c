@@ -497,6 +497,9 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 	r = node_volume_open(n);
 	if (r >= 0)
 		r = node_services(n);
+	if (r >= 0 && n->promote_refused[0]) /* at the volume's opening: no bus yet */
+		event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT,
+				    META_STATE_INCONSISTENT, false, n->promote_refused);
 	if (r >= 0)
 		r = node_listen(n);
 	if (r < 0)

@@ -44,11 +44,13 @@ def primary_of(via):
     return json.loads(r.stdout).get("primary") if r.returncode == 0 else None
 
 
-def resync_moving_key(fp, s_env):
+def resync_moving_key(fp, s_env, watch=None):
     """p resyncs s (8 MiB at 4 MiB/s), the key moves to s meanwhile:
-    p's summary, and s's generation from before."""
+    p's summary (with s's event stream under "events" when watched), s's
+    generation from before and where s's log stood."""
     c.stop("s")
     c.start("s", env=s_env)
+    events = watch("events-nogate.jsonl") if watch else None
     c.start("p", env={"RESYNC_FAILPOINT": fp})
     wait_for(lambda: primary_of("p") == "p" and primary_of("s") == "p", what="p primary")
     gen = c.status("s")["s"]["generation"]
@@ -66,6 +68,8 @@ def resync_moving_key(fp, s_env):
     last = json.loads(out.splitlines()[-1])
     check(not last["primary_committed"], "%s: nothing committed: %s" % (fp, last))
     check(e.get(lock_key(TAG)) is None, "%s: the lock is released" % fp)
+    if events:
+        last["nodes"][0]["events"] = events
     return last["nodes"][0], gen, since
 
 
@@ -94,9 +98,36 @@ e.put(leader_key(TAG), "p")
 c.stop("p")
 print("phase done", flush=True)
 
+def events_of(path):
+    with open(path) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def refusal_event(path):
+    return [x for x in events_of(path) if x.get("event") == "state_changed" and
+            "refused to act as primary" in x.get("reason", "") and x.get("expected") is False
+            and x.get("state") == "Inconsistent"]
+
+
+def watch_events(name):
+    """resyncctl --node s events --json into a file, once its stream is open."""
+    path = sc.path(name)
+    out = open(path, "w")
+    ev = subprocess.Popen([RESYNCCTL, "--config", c.conf, "--node", "s", "events", "--json"],
+                          stdout=out, stderr=subprocess.DEVNULL)
+    wait_for(lambda: any(x.get("event") == "subscribed" for x in events_of(path)) or
+             ev.poll() is not None, what="s's event stream open")
+    check(ev.poll() is None, "resyncctl events runs")
+    return ev, path
+
+
 # 2. No gate on p; s hears the key: it refuses the role, and p's writes
 # stop at the next frame.
-s, gen, since = resync_moving_key("etcd-deaf-nogate", None)
+s, gen, since = resync_moving_key("etcd-deaf-nogate", None, watch_events)
+ev, evpath = s.pop("events")
+wait_for(lambda: refusal_event(evpath), what="s's event of its refusal")
+ev.terminate()
+ev.wait(timeout=30)
 check(s["result"] != "resynced" and s["state"] == "Inconsistent" and
       "the primary changed during the resync ('s' now)" in s.get("error", ""),
       "etcd-deaf-nogate: s refused p's next frame, Inconsistent: %s\n%s" % (s, c.log("p")[-2000:]))
