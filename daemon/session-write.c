@@ -169,7 +169,8 @@ int session_write_ensure(struct session *s)
 {
 	if (!s->writing)
 		return session_write_begin(s);
-	if (s->from_primary && atomic_load(&s->n->role_epoch) != s->role_epoch)
+	if (s->from_primary && (atomic_load(&s->n->role_epoch) != s->role_epoch ||
+				atomic_load(&s->n->is_primary)))
 		return session_role_changed(s);
 	return 0;
 }

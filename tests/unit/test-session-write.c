@@ -587,7 +587,13 @@ static void test_role_change(void **state)
 	memcpy(want + 9 * RESYNC_PAGE, page, RESYNC_PAGE);
 	send_offset(f, WIRE_CHECKPOINT, 10 * RESYNC_PAGE);
 	assert_int_equal(recv_ack(f), 10 * RESYNC_PAGE);
+
+	/* This node acting as primary stops the writes too, counter or not. */
+	atomic_store(&f->n->is_primary, true);
+	send_block(f, z, 12 * RESYNC_PAGE, page);
+	expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER, ", this node acts as primary): refused");
 	fx_end(f);
+	atomic_store(&f->n->is_primary, false);
 	assert_int_equal(testlib_file_equals(f->n->self->volume, want, SIZE), 1);
 	wire_zstd_free(z);
 	free(want);
