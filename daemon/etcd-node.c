@@ -251,6 +251,9 @@ static char *node_etcd_summary(struct node *n)
 	meta_info_get(node_meta(n), &mi);
 	pthread_mutex_lock(&n->lock);
 	last = n->last_resync;
+	if (n->promote_refused[0]) /* for the coordinator: choose another node */
+		json_object_object_add(o, "promotion_refused",
+				       json_object_new_string(n->promote_refused));
 	pthread_mutex_unlock(&n->lock);
 	json_object_object_add(o, "node", json_object_new_string(n->self->name));
 	json_object_object_add(o, "role",

@@ -143,6 +143,16 @@ check(1 <= frames <= 2 and landed <= frames * 4 * MB and landed < 8 * MB,
 st = refused_status("etcd-deaf-nogate")
 check(st["generation"] == gen, "s's generation unchanged (no fork as primary): %s %s" %
       (gen, st))
+
+
+def summary_s():
+    return json.loads(e.get("/resync/%s/nodes/s" % TAG) or "{}")
+
+
+wait_for(lambda: "refused to act as primary" in summary_s().get("promotion_refused", ""),
+         what="s's summary in etcd says it refused the role")
+check(summary_s()["role"] == "secondary" and summary_s()["state"] == "Inconsistent",
+      "s's summary: a secondary, Inconsistent: %s" % summary_s())
 check("refused to act as primary: its volume is" in c.log("s")[since:] and
       "(this node is secondary: it refused the role)" in c.log("s")[since:],
       "s's log says it refused the role: %s" % c.log("s")[since:][-2000:])
