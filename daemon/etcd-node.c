@@ -124,7 +124,9 @@ static void node_etcd_leader(struct node *n, const char *value)
 	n->is_primary = me;
 	log_info("primary of cluster '%s' from etcd's leader key: %s (this node is %s)", cfg->name,
 		 now ? now : "none",
-		 me ? "primary" : nc == n->self ? "secondary: it refused the role" : "secondary");
+		 me		 ? "primary"
+		 : nc == n->self ? "secondary: it refused the role"
+				 : "secondary");
 }
 
 int node_etcd_new(struct node *n)

@@ -139,7 +139,8 @@ int node_forward_try(struct node *n, struct control_client *cli, json_object *re
 	if (p == n->self) { /* named primary, refused the role (node_primary_init()) */
 		pthread_mutex_lock(&n->lock);
 		snprintf(err, errlen, "cluster '%s' has no acting primary: %s", n->cfg->name,
-			 n->promote_refused[0] ? n->promote_refused : "this node is not primary yet");
+			 n->promote_refused[0] ? n->promote_refused
+					       : "this node is not primary yet");
 		pthread_mutex_unlock(&n->lock);
 		return 1;
 	}
@@ -206,8 +207,8 @@ int session_control(struct session *s, size_t len)
 		snprintf(why, sizeof(why), "%s%s",
 			 n->promote_refused[0] ? "no acting primary: " : "",
 			 n->promote_refused[0] ? n->promote_refused
-			 : n->is_primary      ? "the primary has no control socket"
-					      : "this node is not the primary");
+			 : n->is_primary       ? "the primary has no control socket"
+					       : "this node is not the primary");
 		pthread_mutex_unlock(&n->lock);
 		send_text(s->c, WIRE_ERROR, WIRE_REASON_OTHER, why);
 		return SESSION_END;

@@ -236,7 +236,8 @@ static int node_primary_refuse_locked(struct node *n, const struct meta_info *mi
 		 "cluster's; it stays a secondary (Inconsistent) until a resync from a node "
 		 "with good data completes",
 		 n->self->name,
-		 n->writing ? "being rewritten by a resync" : "Inconsistent (a resync stopped half-way)");
+		 n->writing ? "being rewritten by a resync"
+			    : "Inconsistent (a resync stopped half-way)");
 	return -EUCLEAN;
 }
 

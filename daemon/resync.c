@@ -677,7 +677,8 @@ static void resync_etcd_note(struct resync_run *run)
 			snprintf(j->err, sizeof(j->err), "%s", why);
 		} else if (strstr(j->err, SESSION_ROLE_CHANGED)) {
 			snprintf(was, sizeof(was), "%s", j->err);
-			if (snprintf(j->err, sizeof(j->err), "%s; %s", why, was) >= (int)sizeof(j->err))
+			if (snprintf(j->err, sizeof(j->err), "%s; %s", why, was) >=
+			    (int)sizeof(j->err))
 				log_trace("the reasons of '%s' cut short", j->peer->name);
 		}
 	}

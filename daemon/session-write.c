@@ -152,9 +152,9 @@ static int session_role_changed(struct session *s)
 	const char *primary = cluster_config_primary_name(n->cfg);
 
 	snprintf(s->why, sizeof(s->why),
-		 SESSION_ROLE_CHANGED " (%s%s%s now%s): refused further writes "
-		 "of '%s' after %" PRIu64 " BLOCKS and %" PRIu64 " EXTENTS frames; '%s' stays "
-		 "Inconsistent",
+		 "%s (%s%s%s now%s): refused further writes of '%s' after %" PRIu64
+		 " BLOCKS and %" PRIu64 " EXTENTS frames; '%s' stays Inconsistent",
+		 SESSION_ROLE_CHANGED,
 		 primary ? "'" : "", primary ? primary : "no primary", primary ? "'" : "",
 		 atomic_load(&n->is_primary) ? ", this node acts as primary" : "", s->peer,
 		 s->n_blocks, s->n_extents, n->self->name);
@@ -169,8 +169,8 @@ int session_write_ensure(struct session *s)
 {
 	if (!s->writing)
 		return session_write_begin(s);
-	if (s->from_primary && (atomic_load(&s->n->role_epoch) != s->role_epoch ||
-				atomic_load(&s->n->is_primary)))
+	if (s->from_primary &&
+	    (atomic_load(&s->n->role_epoch) != s->role_epoch || atomic_load(&s->n->is_primary)))
 		return session_role_changed(s);
 	return 0;
 }

@@ -556,8 +556,7 @@ static void test_role_change(void **state)
 
 	/* The next batch is refused at once: its page does not land. */
 	send_block(f, z, 8 * RESYNC_PAGE, page);
-	t = expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER,
-			"the primary changed during the resync");
+	t = expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER, "the primary changed during the resync");
 	assert_non_null(strstr(t.text, "after 1 BLOCKS"));
 	assert_true(t.state_said);
 	assert_int_equal(t.state, WIRE_STATE_INCONSISTENT);
