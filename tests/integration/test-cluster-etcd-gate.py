@@ -98,6 +98,7 @@ e.put(leader_key(TAG), "p")
 c.stop("p")
 print("phase done", flush=True)
 
+
 def events_of(path):
     with open(path) as f:
         return [json.loads(x) for x in f if x.strip()]
@@ -131,13 +132,15 @@ ev.wait(timeout=30)
 check(s["result"] != "resynced" and s["state"] == "Inconsistent" and
       "the primary changed during the resync ('s' now)" in s.get("error", ""),
       "etcd-deaf-nogate: s refused p's next frame, Inconsistent: %s\n%s" % (s, c.log("p")[-2000:]))
-# p sent it all (bytes_written counts what p sent), but s wrote only the
-# frames before the key moved (the first, whose start the test waited
-# for), each at most 4 MiB (RESYNC_WIRE_BLOCKS_MAX): not p's 8 MiB.
+# p sent it all (bytes_written counts what p sent, 2 s at 4 MiB/s), but s
+# wrote only the frames it took before the key moved (the first, whose
+# start the test waited for, and any within the watch's latency), each at
+# most 4 MiB (RESYNC_WIRE_BLOCKS_MAX): not p's 8 MiB, which all landed
+# before (the COMMIT refused alone).
 m = re.search(r"after (\d+) BLOCKS and (\d+) EXTENTS frames", s["error"])
 frames = int(m.group(1)) + int(m.group(2))
 landed = same_pages("p", "s", 8 * MB) * 4096
-check(1 <= frames <= 2 and landed <= frames * 4 * MB and landed < 8 * MB,
+check(frames >= 1 and landed <= frames * 4 * MB and landed < 8 * MB,
       "etcd-deaf-nogate: the writes stopped at the key's move, not at the COMMIT: s holds "
       "%d bytes of p's 8 MiB after %d frames: %s" % (landed, frames, s))
 st = refused_status("etcd-deaf-nogate")
