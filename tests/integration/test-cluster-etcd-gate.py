@@ -165,6 +165,9 @@ c.stop("s")
 since = len(c.log("s"))
 c.start("s")
 refused_status("restart")
+r = c.ctl("--node", "s", "status")
+check(r.returncode == 0 and "s: NOT ACTING AS PRIMARY: 's' refused to act as primary" in r.stdout,
+      "status (text) says s refused the role: %s %s" % (r.stdout, r.stderr))
 check("primary of cluster 'eg' from etcd's leader key: s" in c.log("s")[since:] and
       "refused to act as primary" in c.log("s")[since:],
       "s refused at its start: %s" % c.log("s")[since:][-2000:])
