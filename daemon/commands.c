@@ -52,6 +52,8 @@ struct status_node {
 	char reason[RESYNC_WIRE_TEXT_MAX];
 	struct wire_undo_info undo; /* the undo journal it holds (WIRE_UNDO_HELD) */
 	char error[RESYNC_WIRE_TEXT_MAX + 256];
+	/* This node, named primary, refused the role (node_primary_init()). */
+	char refused[RESYNC_WIRE_TEXT_MAX];
 };
 
 /* A peer's state from what it said (hello, status), judged by v. */
@@ -161,6 +163,7 @@ static void status_self(struct node *n, const struct status_view *v, struct stat
 	sn->split_brain = !n->is_primary && n->split_brain[0];
 	if (sn->split_brain)
 		snprintf(sn->reason, sizeof(sn->reason), "%s", n->split_brain);
+	snprintf(sn->refused, sizeof(sn->refused), "%s", n->promote_refused);
 	pthread_mutex_unlock(&n->lock);
 	if (node_volume_check(n, why, sizeof(why)) < 0) {
 		sn->state = META_STATE_UNKNOWN;
@@ -235,6 +238,8 @@ static json_object *status_node_json(struct node *n, const struct status_node *s
 		json_object_object_add(o, "reason", json_object_new_string(sn->reason));
 	if (sn->error[0])
 		json_object_object_add(o, "error", json_object_new_string(sn->error));
+	if (sn->refused[0])
+		json_object_object_add(o, "promotion_refused", json_object_new_string(sn->refused));
 	return o;
 }
 
@@ -308,6 +313,12 @@ static int cmd_status(void *userdata, struct control_client *cli, json_object *r
 
 	if (n->is_primary || !cluster_config_primary_name(n->cfg))
 		return status_local(n, cli, NULL);
+	/* Named primary but refused the role: no primary to ask. */
+	pthread_mutex_lock(&n->lock);
+	snprintf(err, sizeof(err), "%s", n->promote_refused);
+	pthread_mutex_unlock(&n->lock);
+	if (err[0] && cluster_config_primary_is(n->cfg, n->self->name))
+		return status_local(n, cli, err);
 	r = node_forward_try(n, cli, req, status_forward_edit, err, sizeof(err));
 	if (r != 1)
 		return r;

@@ -86,6 +86,7 @@ static void node_etcd_leader(struct node *n, const char *value)
 	char *was = __atomic_load_n(&cfg->primary, __ATOMIC_ACQUIRE);
 	char *now = nc ? nc->name : NULL;
 	bool me = nc == n->self;
+	int r;
 
 	if (value && !nc)
 		log_warning(
@@ -102,11 +103,30 @@ static void node_etcd_leader(struct node *n, const char *value)
 	 * the old primary's COMMIT (node_etcd_commit_check()), so none lands
 	 * after this node forked its generation as the new primary. */
 	__atomic_store_n(&cfg->primary, now, __ATOMIC_RELEASE);
-	if (me && !n->is_primary && n->meta && node_primary_init(n) < 0)
-		log_error("cannot start a generation as the new primary of '%s'", n->self->volume);
+	/* A session of the old primary writing this volume stops at its
+	 * next frame (session_write_ensure()). */
+	node_role_changed(n);
+	if (!me) {
+		pthread_mutex_lock(&n->lock);
+		n->promote_refused[0] = 0; /* no longer asked to */
+		pthread_mutex_unlock(&n->lock);
+	} else if (!n->is_primary && n->meta) {
+		/* Inconsistent or being rewritten: refused, said, and this
+		 * node stays a secondary while the key names it; the leader
+		 * key is the coordinator's, not this node's to give away. */
+		r = node_primary_init(n);
+		if (r == -EUCLEAN)
+			me = false;
+		else if (r < 0)
+			log_error("cannot start a generation as the new primary of '%s'",
+				  n->self->volume);
+	}
 	n->is_primary = me;
 	log_info("primary of cluster '%s' from etcd's leader key: %s (this node is %s)", cfg->name,
-		 now ? now : "none", me ? "primary" : "secondary");
+		 now ? now : "none",
+		 me		 ? "primary"
+		 : nc == n->self ? "secondary: it refused the role"
+				 : "secondary");
 }
 
 int node_etcd_new(struct node *n)
@@ -167,15 +187,21 @@ static void node_etcd_sleep(struct node_etcd *e, unsigned ms)
 static void node_etcd_watched(void *arg, const char *value, int64_t revision)
 {
 	struct node *n = arg;
-	bool run;
+	bool run, writing;
 
 	(void)revision;
 	/* Test failpoints: a watch that lags behind the whole run, so that
-	 * only the checks before the commit see the change. */
+	 * only the checks before the commit see the change; on a secondary,
+	 * behind the whole rewrite (etcd-deaf-writing: the primary's own
+	 * gate alone is tested). */
 	pthread_mutex_lock(&n->etcd->lock);
 	run = n->etcd->run;
 	pthread_mutex_unlock(&n->etcd->lock);
-	if (run && (node_failpoint("etcd-deaf") || node_failpoint("etcd-deaf-nogate"))) {
+	pthread_mutex_lock(&n->lock);
+	writing = n->writing;
+	pthread_mutex_unlock(&n->lock);
+	if ((run && (node_failpoint("etcd-deaf") || node_failpoint("etcd-deaf-nogate"))) ||
+	    (writing && node_failpoint("etcd-deaf-writing"))) {
 		log_warning("failpoint: the leader key's change to '%s' ignored during the resync",
 			    value ? value : "");
 		return;
@@ -227,6 +253,9 @@ static char *node_etcd_summary(struct node *n)
 	meta_info_get(node_meta(n), &mi);
 	pthread_mutex_lock(&n->lock);
 	last = n->last_resync;
+	if (n->promote_refused[0]) /* for the coordinator: choose another node */
+		json_object_object_add(o, "promotion_refused",
+				       json_object_new_string(n->promote_refused));
 	pthread_mutex_unlock(&n->lock);
 	json_object_object_add(o, "node", json_object_new_string(n->self->name));
 	json_object_object_add(o, "role",

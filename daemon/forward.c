@@ -136,6 +136,14 @@ int node_forward_try(struct node *n, struct control_client *cli, json_object *re
 		snprintf(err, errlen, "cluster '%s' has no primary", n->cfg->name);
 		return 1;
 	}
+	if (p == n->self) { /* named primary, refused the role (node_primary_init()) */
+		pthread_mutex_lock(&n->lock);
+		snprintf(err, errlen, "cluster '%s' has no acting primary: %s", n->cfg->name,
+			 n->promote_refused[0] ? n->promote_refused
+					       : "this node is not primary yet");
+		pthread_mutex_unlock(&n->lock);
+		return 1;
+	}
 	if (!buf)
 		return -ENOMEM;
 	r = forward_open(n, p, req, buf, err, errlen, &c);
@@ -193,9 +201,16 @@ int session_control(struct session *s, size_t len)
 	int r;
 
 	if (!n->is_primary || !n->self->control) {
-		send_text(s->c, WIRE_ERROR, WIRE_REASON_OTHER,
-			  n->is_primary ? "the primary has no control socket"
-					: "this node is not the primary");
+		char why[RESYNC_WIRE_TEXT_MAX + 64];
+
+		pthread_mutex_lock(&n->lock);
+		snprintf(why, sizeof(why), "%s%s",
+			 n->promote_refused[0] ? "no acting primary: " : "",
+			 n->promote_refused[0] ? n->promote_refused
+			 : n->is_primary       ? "the primary has no control socket"
+					       : "this node is not the primary");
+		pthread_mutex_unlock(&n->lock);
+		send_text(s->c, WIRE_ERROR, WIRE_REASON_OTHER, why);
 		return SESSION_END;
 	}
 	if (len == 0 || len > RESYNC_CONTROL_LINE_MAX || s->in[len - 1] != '\n')

@@ -188,6 +188,15 @@ struct node {
 	 * none): what status shows of this node itself; protected by lock. */
 	char split_brain[RESYNC_WIRE_TEXT_MAX];
 	struct meta_uuid split_brain_gen; /* the peer's generation it was seen with */
+	/* Bumped at every change of the cluster's primary or of this node's
+	 * role (node_role_changed()): a session writing this volume compares
+	 * it with its snapshot at each write batch (session_write_ensure()),
+	 * a load rather than a syscall. */
+	atomic_uint role_epoch;
+	/* Why this node, named primary, refused the role (its volume
+	 * Inconsistent or being rewritten: node_primary_init()); empty when
+	 * it did not. What status and the log say; protected by lock. */
+	char promote_refused[RESYNC_WIRE_TEXT_MAX];
 	char *state_path; /* IMAGE.resync-node: last_resync, base, primary_generation */
 	uint64_t *peer_features; /* [cfg->n_nodes] last hellos' (job-hashif.h); protected by lock */
 	/* Events, notifications, metrics, live pace (events.h, notify.h,
@@ -474,6 +483,7 @@ struct session {
 	struct meta_uuid target; /* the primary's generation (from its hello) */
 	uint64_t features;	 /* both peers' (from its hello) */
 	bool from_primary;	 /* the hello came from the cluster's primary */
+	unsigned role_epoch;	 /* n->role_epoch when the writing began */
 	bool data_follows;	 /* its hello said WIRE_HELLO_DATA_FOLLOWS */
 	/* Split brain as the primary could judge it (session-hello.c): from
 	 * this node's hello, then from its last STATUS (not behind a hello
@@ -571,6 +581,9 @@ void session_status_told(struct session *s);
  * primary may rewrite: promoted since the hello, or in a split brain the
  * primary was never told of (a write landed after its hello or status). */
 int session_write_check(struct session *s);
+/* How a session's ERROR begins when the roles changed while it wrote
+ * (session_write_ensure()): what the primary's summary recognises. */
+#define SESSION_ROLE_CHANGED "the primary changed during the resync"
 
 /* ---- client.c ---- */
 int node_peer_open(struct node *n, const struct node_config *peer, bool write, char *err,
@@ -756,8 +769,15 @@ int node_peer_rollback(struct peer_conn *c, unsigned char *buf, uint64_t *ret_by
  * 100 ms passed. */
 void node_sessions_wait(struct node *n);
 /* A primary has a generation and is UpToDate by definition: at start,
- * and when etcd's leader key makes this node primary. */
+ * and when etcd's leader key makes this node primary. A volume that is
+ * Inconsistent (a resync's half-written data) or that a session is
+ * rewriting is never presented as good data: -EUCLEAN, nothing changed
+ * on disk, the reason kept in n->promote_refused (status), logged and
+ * published as an event; the caller keeps this node secondary. */
 int node_primary_init(struct node *n);
+/* The primary or this node's role changed: a session rewriting this
+ * volume writes nothing more (n->role_epoch). Thread-safe. */
+void node_role_changed(struct node *n);
 
 /* ---- etcd-node.c, etcd-lock.c (issue 14) ---- */
 /* With an [etcd] section (else each does nothing): read the leader key

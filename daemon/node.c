@@ -213,15 +213,53 @@ static int node_transport(struct node *n)
 	return r;
 }
 
+void node_role_changed(struct node *n)
+{
+	atomic_fetch_add(&n->role_epoch, 1);
+}
+
+/* DRBD's rule: a node whose data is Inconsistent (a resync stopped
+ * half-way) or being rewritten (n->writing: a session of the old primary
+ * marks it Inconsistent at its first write) is not promoted with that
+ * data shown as good. With n->lock held: -EUCLEAN, the reason kept. The
+ * lock orders it against session_write_begin(): a session that set
+ * n->writing before is seen here, one after sees the new primary in
+ * session_write_check() and writes nothing. */
+static int node_primary_refuse_locked(struct node *n, const struct meta_info *mi)
+{
+	if (mi->state != META_STATE_INCONSISTENT && !n->writing) {
+		n->promote_refused[0] = 0;
+		return 0;
+	}
+	snprintf(n->promote_refused, sizeof(n->promote_refused),
+		 "'%s' refused to act as primary: its volume is %s, its data is not the "
+		 "cluster's; it stays a secondary (Inconsistent) until a resync from a node "
+		 "with good data completes",
+		 n->self->name,
+		 n->writing ? "being rewritten by a resync"
+			    : "Inconsistent (a resync stopped half-way)");
+	return -EUCLEAN;
+}
+
 /* A primary has a generation and is UpToDate by definition. */
 int node_primary_init(struct node *n)
 {
 	struct meta_info mi;
 	struct meta_uuid g, own;
+	char why[RESYNC_WIRE_TEXT_MAX];
 	int r = 0;
 
-	meta_info_get(node_meta(n), &mi);
 	pthread_mutex_lock(&n->lock);
+	meta_info_get(node_meta(n), &mi);
+	r = node_primary_refuse_locked(n, &mi);
+	if (r < 0) {
+		snprintf(why, sizeof(why), "%s", n->promote_refused);
+		pthread_mutex_unlock(&n->lock);
+		log_error("%s", why);
+		event_publish_state(n->bus, n->self->name, mi.state, META_STATE_INCONSISTENT, false,
+				    why);
+		return r;
+	}
 	/* A primary of a build that kept no record adopts its generation
 	 * (its base stays: a fork here would make every secondary's next
 	 * resync a full compare). */
@@ -321,7 +359,9 @@ static int node_volume_open(struct node *n)
 	n->meta = fusefs_meta(n->fs);
 	if (n->is_primary) {
 		r = node_primary_init(n);
-		if (r < 0)
+		if (r == -EUCLEAN)
+			n->is_primary = false; /* said: served as a secondary */
+		else if (r < 0)
 			return r;
 	}
 	tree_file_load(n);
@@ -458,6 +498,9 @@ int node_new(const struct cluster_config *cfg, const char *name, struct node **r
 	r = node_volume_open(n);
 	if (r >= 0)
 		r = node_services(n);
+	if (r >= 0 && n->promote_refused[0]) /* at the volume's opening: no bus yet */
+		event_publish_state(n->bus, n->self->name, META_STATE_INCONSISTENT,
+				    META_STATE_INCONSISTENT, false, n->promote_refused);
 	if (r >= 0)
 		r = node_listen(n);
 	if (r < 0)

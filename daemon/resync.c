@@ -661,16 +661,28 @@ void resync_proof_before(struct resync_run *run)
 }
 
 /* Jobs that etcd stopped (the leader moved, etcd lost) say why rather
- * than "cancelled" (issue 14). */
+ * than "cancelled" (issue 14); a secondary that saw the same move first
+ * and refused the next frame (SESSION_ROLE_CHANGED) is said after it. */
 static void resync_etcd_note(struct resync_run *run)
 {
-	char why[RESYNC_WIRE_TEXT_MAX];
+	char why[RESYNC_WIRE_TEXT_MAX], was[sizeof(run->jobs[0].err)];
 
 	if (!node_etcd_stopped(run->n, why, sizeof(why)))
 		return;
-	for (size_t i = 0; i < run->nj; i++)
-		if (run->jobs[i].r < 0 && !strcmp(run->jobs[i].err, "cancelled"))
-			snprintf(run->jobs[i].err, sizeof(run->jobs[i].err), "%s", why);
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (j->r >= 0)
+			continue;
+		if (!strcmp(j->err, "cancelled")) {
+			snprintf(j->err, sizeof(j->err), "%s", why);
+		} else if (strstr(j->err, SESSION_ROLE_CHANGED)) {
+			snprintf(was, sizeof(was), "%s", j->err);
+			if (snprintf(j->err, sizeof(j->err), "%s; %s", why, was) >=
+			    (int)sizeof(j->err))
+				log_trace("the reasons of '%s' cut short", j->peer->name);
+		}
+	}
 }
 
 /* Let go of everything the run holds; the tree of this volume (not

@@ -68,6 +68,8 @@ static int session_write_begin(struct session *s)
 	pthread_mutex_unlock(&n->lock);
 	s->writing = true;
 	s->wrote = true;
+	/* Before the check: a change after it is seen at the next frame. */
+	s->role_epoch = atomic_load(&n->role_epoch);
 	node_proof_begin(n);
 	r = node_fence_freeze(n);
 	if (r < 0)
@@ -141,10 +143,36 @@ void session_write_end(struct session *s)
 	s->writing = false;
 }
 
-/* Start writing (fence, Inconsistent on disk) at the first data frame. */
+/* The primary or this node's role changed since the writing began
+ * (etcd's leader key moved, this node was promoted): the old primary's
+ * session writes nothing more, and the volume stays Inconsistent. */
+static int session_role_changed(struct session *s)
+{
+	struct node *n = s->n;
+	const char *primary = cluster_config_primary_name(n->cfg);
+
+	snprintf(s->why, sizeof(s->why),
+		 "%s (%s%s%s now%s): refused further writes of '%s' after %" PRIu64
+		 " BLOCKS and %" PRIu64 " EXTENTS frames; '%s' stays Inconsistent",
+		 SESSION_ROLE_CHANGED,
+		 primary ? "'" : "", primary ? primary : "no primary", primary ? "'" : "",
+		 atomic_load(&n->is_primary) ? ", this node acts as primary" : "", s->peer,
+		 s->n_blocks, s->n_extents, n->self->name);
+	log_warning("%s", s->why);
+	return -EPERM;
+}
+
+/* Start writing (fence, Inconsistent on disk) at the first data frame;
+ * at each later one, the roles compared with the writing's start (an
+ * atomic load: no syscall on the write path). */
 int session_write_ensure(struct session *s)
 {
-	return s->writing ? 0 : session_write_begin(s);
+	if (!s->writing)
+		return session_write_begin(s);
+	if (s->from_primary &&
+	    (atomic_load(&s->n->role_epoch) != s->role_epoch || atomic_load(&s->n->is_primary)))
+		return session_role_changed(s);
+	return 0;
 }
 
 int session_blocks(struct session *s, size_t len)

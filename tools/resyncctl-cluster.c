@@ -46,7 +46,8 @@ static const char status_usage[] =
 	"whether it is connected, and its last resync: the primary's view, asked now.\n";
 
 /* Under the table, what a node's row cannot say: split brain and why,
- * the undo window a rollback can use, and a proof that did not match. */
+ * a primary's role refused, the undo window a rollback can use, and a
+ * proof that did not match. */
 static void status_print_notes(json_object *nodes)
 {
 	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
@@ -57,6 +58,9 @@ static void status_print_notes(json_object *nodes)
 		if (json_object_get_boolean(json_object_object_get(n, "split_brain")))
 			printf("%s: SPLIT BRAIN: %s (resync refuses it without --force %s)\n", name,
 			       resyncctl_jstr(n, "reason") ? resyncctl_jstr(n, "reason") : "?", name);
+		if (resyncctl_jstr(n, "promotion_refused"))
+			printf("%s: NOT ACTING AS PRIMARY: %s\n", name,
+			       resyncctl_jstr(n, "promotion_refused"));
 		if (json_object_object_get_ex(n, "undo", &u) && u)
 			printf("%s: undo window: %s saved, restores %s, until %s%s (resyncctl rollback %s)\n",
 			       name, format_bytes(resyncctl_ju64(u, "saved_bytes"), b, sizeof(b)),

@@ -3,9 +3,10 @@
 three-member etcd cluster on loopback. One member killed during a
 resync (the one resyncd spoke to first): the resync completes, since
 etcd's quorum holds. Then the lock survives its holder's crash only for
-its lease: kill -9 of the primary's daemon during a resync; the leader
-key moves to another node, whose resync is refused (naming the dead
-holder) while the lease runs, and starts once it expired (lock_ttl 4s),
+its lease: kill -9 of the primary's daemon during a resync of one node;
+the leader key moves to that node, half-rewritten, which refuses the
+role (Inconsistent), then to another node, whose resync is refused
+(naming the dead holder) while the lease runs, and starts once it expired (lock_ttl 4s),
 not before; it ends identical."""
 import json
 import os
@@ -59,15 +60,27 @@ check(e.get(lock_key(TAG)) is None, "the lock is released")
 check("reading the leader key again" in c.log("a"),
       "a's watch on the killed member broke and went on through another one")
 
-# kill -9 of the holder mid-resync: its lock lives as long as its lease.
+# kill -9 of the holder mid-resync (of d; b keeps its consistent data):
+# its lock lives as long as its lease.
 c.write("a", 0, os.urandom(24 * MB))
 since = len(c.log("d"))
-p = slow_resync("a")
+p = slow_resync("a", "--node", "d")
 wait_for(lambda: e.get(lock_key(TAG)) is not None, what="the resync lock taken")
 wait_for(lambda: "rewriting this volume" in c.log("d")[since:], what="d being rewritten")
 c.kill9("a")
 t_kill = time.monotonic()
 p.communicate(timeout=60)
+# d, half-rewritten by the dead holder, refuses the primary's role.
+e.put(leader_key(TAG), "d")
+wait_for(lambda: "refused to act as primary" in c.log("d")[since:], what="d's refusal")
+r = c.ctl("--node", "d", "status", "--json")
+st = {x["name"]: x for x in json.loads(r.stdout)["nodes"]} if r.returncode == 0 else {}
+check(st.get("d", {}).get("state") == "Inconsistent" and
+      "its volume is Inconsistent" in st["d"].get("promotion_refused", ""),
+      "d, Inconsistent, refused the role: %s %s" % (r.stdout, r.stderr))
+r = c.ctl("--node", "b", "resync", "--yes", "--node", "d")
+check(r.returncode != 0 and "no acting primary: 'd' refused to act as primary" in r.stderr,
+      "a resync while the key names d is refused, saying why: %s %s" % (r.stdout, r.stderr))
 e.put(leader_key(TAG), "b")
 wait_for(lambda: primary_of("b") == "b" and primary_of("d") == "b", what="b primary")
 r = c.ctl("--node", "b", "resync", "--yes", "--node", "d")

@@ -506,6 +506,89 @@ static void test_error_state(void **state)
 	wire_zstd_free(z);
 }
 
+/* (m) A promotion while the old primary's session rewrites this volume
+ * (etcd's leader key moved to it, issue 18's debt): node_primary_init()
+ * refuses while the session writes and while the volume is Inconsistent
+ * (nothing changed on disk: no generation, no UpToDate), and once the
+ * roles changed (node_role_changed()) the session's next write batch is
+ * refused at once, not at the COMMIT: its bytes never land. An Outdated
+ * volume nobody writes is promoted as before. */
+static void test_role_change(void **state)
+{
+	struct fx *f = *state;
+	struct wire_zstd *z = NULL;
+	unsigned char page[RESYNC_PAGE];
+	unsigned char *want = malloc(SIZE);
+	struct meta_info before, mi;
+	struct wire_text t;
+
+	assert_non_null(want);
+	memcpy(want, f->data, SIZE);
+	assert_int_equal(meta_state_set(f->n->meta, META_STATE_OUTDATED), 0);
+	assert_int_equal(wire_zstd_new(0, &z), 0);
+	memset(page, 0x5a, sizeof(page));
+
+	/* The old primary's first batch lands, made durable. */
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
+	send_block(f, z, 0, page);
+	memcpy(want, page, RESYNC_PAGE);
+	send_offset(f, WIRE_CHECKPOINT, RESYNC_PAGE);
+	assert_int_equal(recv_ack(f), RESYNC_PAGE);
+	assert_true(f->n->writing);
+
+	/* Named primary meanwhile: refused, nothing changed on disk. */
+	assert_int_equal(meta_info_get(f->n->meta, &before), 0);
+	node_role_changed(f->n);
+	assert_int_equal(node_primary_init(f->n), -EUCLEAN);
+	assert_non_null(strstr(f->n->promote_refused, "being rewritten"));
+	assert_int_equal(meta_info_get(f->n->meta, &mi), 0);
+	assert_int_equal(mi.state, META_STATE_INCONSISTENT);
+	assert_memory_equal(mi.generation.b, before.generation.b, 16);
+
+	/* The next batch is refused at once: its page does not land. */
+	send_block(f, z, 8 * RESYNC_PAGE, page);
+	t = expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER, "the primary changed during the resync");
+	assert_non_null(strstr(t.text, "after 1 BLOCKS"));
+	assert_true(t.state_said);
+	assert_int_equal(t.state, WIRE_STATE_INCONSISTENT);
+	fx_end(f);
+	assert_false(f->n->writing);
+	assert_int_equal(testlib_file_equals(f->n->self->volume, want, SIZE), 1);
+
+	/* No session now, but the data is half-written: still refused. */
+	assert_int_equal(node_primary_init(f->n), -EUCLEAN);
+	assert_non_null(strstr(f->n->promote_refused, "Inconsistent (a resync stopped"));
+	assert_int_equal(state_of(f->n), META_STATE_INCONSISTENT);
+
+	/* A consistent volume nobody writes: promoted, a new generation. */
+	assert_int_equal(meta_state_set(f->n->meta, META_STATE_OUTDATED), 0);
+	assert_int_equal(node_primary_init(f->n), 0);
+	assert_string_equal(f->n->promote_refused, "");
+	assert_int_equal(meta_info_get(f->n->meta, &mi), 0);
+	assert_int_equal(mi.state, META_STATE_UPTODATE);
+	assert_memory_not_equal(mi.generation.b, before.generation.b, 16);
+
+	/* A session that began after a change runs: the snapshot is its. */
+	assert_int_equal(meta_state_set(f->n->meta, META_STATE_OUTDATED), 0);
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
+	send_block(f, z, 8 * RESYNC_PAGE, page);
+	memcpy(want + 8 * RESYNC_PAGE, page, RESYNC_PAGE);
+	send_block(f, z, 9 * RESYNC_PAGE, page);
+	memcpy(want + 9 * RESYNC_PAGE, page, RESYNC_PAGE);
+	send_offset(f, WIRE_CHECKPOINT, 10 * RESYNC_PAGE);
+	assert_int_equal(recv_ack(f), 10 * RESYNC_PAGE);
+
+	/* This node acting as primary stops the writes too, counter or not. */
+	atomic_store(&f->n->is_primary, true);
+	send_block(f, z, 12 * RESYNC_PAGE, page);
+	expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER, ", this node acts as primary): refused");
+	fx_end(f);
+	atomic_store(&f->n->is_primary, false);
+	assert_int_equal(testlib_file_equals(f->n->self->volume, want, SIZE), 1);
+	wire_zstd_free(z);
+	free(want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -516,6 +599,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_proof_fold_pieces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_proof_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_role_change, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
