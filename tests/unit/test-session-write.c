@@ -530,7 +530,7 @@ static void test_role_change(void **state)
 
 	/* The old primary's first batch lands, made durable. */
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
-	send_block(f, z, 0, page);
+	send_page(f, z, 0, page);
 	memcpy(want, page, RESYNC_PAGE);
 	send_offset(f, WIRE_CHECKPOINT, RESYNC_PAGE);
 	assert_int_equal(recv_ack(f), RESYNC_PAGE);
@@ -546,7 +546,7 @@ static void test_role_change(void **state)
 	assert_memory_equal(mi.generation.b, before.generation.b, 16);
 
 	/* The next batch is refused at once: its page does not land. */
-	send_block(f, z, 8 * RESYNC_PAGE, page);
+	send_page(f, z, 8 * RESYNC_PAGE, page);
 	t = expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER, "the primary changed during the resync");
 	assert_non_null(strstr(t.text, "after 1 BLOCKS"));
 	assert_true(t.state_said);
@@ -571,16 +571,16 @@ static void test_role_change(void **state)
 	/* A session that began after a change runs: the snapshot is its. */
 	assert_int_equal(meta_state_set(f->n->meta, META_STATE_OUTDATED), 0);
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, NULL);
-	send_block(f, z, 8 * RESYNC_PAGE, page);
+	send_page(f, z, 8 * RESYNC_PAGE, page);
 	memcpy(want + 8 * RESYNC_PAGE, page, RESYNC_PAGE);
-	send_block(f, z, 9 * RESYNC_PAGE, page);
+	send_page(f, z, 9 * RESYNC_PAGE, page);
 	memcpy(want + 9 * RESYNC_PAGE, page, RESYNC_PAGE);
 	send_offset(f, WIRE_CHECKPOINT, 10 * RESYNC_PAGE);
 	assert_int_equal(recv_ack(f), 10 * RESYNC_PAGE);
 
 	/* This node acting as primary stops the writes too, counter or not. */
 	atomic_store(&f->n->is_primary, true);
-	send_block(f, z, 12 * RESYNC_PAGE, page);
+	send_page(f, z, 12 * RESYNC_PAGE, page);
 	expect_text(f, WIRE_ERROR, WIRE_REASON_OTHER, ", this node acts as primary): refused");
 	fx_end(f);
 	atomic_store(&f->n->is_primary, false);
