@@ -26,8 +26,9 @@
  *   moved.c, moved-session.c  moved and shifted data as COPYs, both sides
  *                 (moved-table.c: the leaf table, its types in moved-int.h)
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
- *                 in resync-int.h; resync-pass.c the passes and the short
- *                 fence, resync-report.c the result)
+ *                 in resync-int.h; resync-pass.c the passes, the short
+ *                 fence and the primary's proof, resync-report.c the
+ *                 result)
  *   plan-keep.c   a plan's connections and walks, kept for its resync
  *   forward.c     cluster-wide requests sent to the primary, both ends
  *   commands.c    the control commands and their table

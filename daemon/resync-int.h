@@ -90,6 +90,11 @@ void resync_commit_primary(struct resync_run *run);
 /* Passes 2 and later, the fence, the last pass, the commits and the
  * thaw (the short fence); pass 1 ran. */
 int resync_passes(struct resync_run *run);
+/* The primary's root for the proof, under its fence; and the one made
+ * just before the fence, so that under it only the last pass's blocks
+ * are hashed. */
+void resync_proof(struct resync_run *run);
+void resync_proof_before(struct resync_run *run);
 
 /* ---- plan-keep.c ---- */
 /* A plan's connections and walks kept for the resync that presents its
@@ -110,8 +115,3 @@ json_object *resync_report(struct resync_run *run);
 json_object *ranges_json(const struct rangelist *l);
 /* The primary's next generation, its bitmap cleared (and trusted). */
 void resync_next_generation(struct resync_run *run);
-/* The primary's root for the proof, under its fence; and the one made
- * just before the fence, so that under it only the last pass's blocks
- * are hashed. */
-void resync_proof(struct resync_run *run);
-void resync_proof_before(struct resync_run *run);

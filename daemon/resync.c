@@ -615,51 +615,6 @@ void resync_next_generation(struct resync_run *run)
 			  strerror(-r));
 }
 
-/* The primary's root for the proof, under its fence (or with nothing to
- * fence: no mount), before any job commits; every job compares its
- * secondary's root with it before its COMMIT. */
-void resync_proof(struct resync_run *run)
-{
-	struct node *n = run->n;
-	uint64_t t0 = clock_usec();
-	int r;
-
-	if (!run->write || !n->cfg->proof || run->proof_done)
-		return;
-	/* run->set: every block written since the last unfenced swap,
-	 * which came before resync_proof_before(). */
-	r = run->proof_pre ? node_proof_compute_since(n, run->proof_seq, &run->set, &run->proof)
-			   : -ESTALE;
-	if (r == -ESTALE)
-		r = node_proof_compute(n, (enum proof_hash)n->cfg->proof_hash, PROOF_BLOCK_DEFAULT,
-				       NULL, &run->proof, NULL);
-	run->proof_seconds = (double)(clock_usec() - t0) / 1e6;
-	if (r < 0) {
-		snprintf(run->proof_err, sizeof(run->proof_err), "cannot hash the primary's volume '%s': %s",
-			 n->self->volume, strerror(-r));
-		log_error("no proof: %s", run->proof_err);
-		return;
-	}
-	run->proof_done = true;
-	FAILPOINT("primary-proof-computed");
-	for (size_t i = 0; i < run->nj; i++)
-		run->jobs[i].proof_primary = &run->proof;
-}
-
-/* The primary's root made before the fence, after the last unfenced
- * swap: its dirty blocks hashed while its writers still write, so that
- * under the fence only the last pass's blocks are (resync_proof()). */
-void resync_proof_before(struct resync_run *run)
-{
-	struct node *n = run->n;
-	struct wire_proof p;
-
-	if (!run->write || !n->cfg->proof || !run->tracking)
-		return;
-	run->proof_pre = node_proof_compute(n, (enum proof_hash)n->cfg->proof_hash,
-					    PROOF_BLOCK_DEFAULT, NULL, &p, &run->proof_seq) >= 0;
-}
-
 /* Jobs that etcd stopped (the leader moved, etcd lost) say why rather
  * than "cancelled" (issue 14); a secondary that saw the same move first
  * and refused the next frame (SESSION_ROLE_CHANGED) is said after it. */
