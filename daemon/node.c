@@ -382,12 +382,17 @@ static int node_services(struct node *n)
 	const struct cluster_config *cfg = n->cfg;
 	struct notify_opts no = {.cfg = cfg, .node = n->self->name};
 	struct metrics_opts mo = {.cfg = cfg, .node = n->self->name, .listen = n->self->metrics};
+	const char *retry = getenv("RESYNC_TEST_NOTIFY_RETRY_MS");
 	int r;
 
 	r = event_bus_new(cfg->name, &n->bus);
 	if (r < 0)
 		return r;
 	no.bus = mo.bus = n->bus;
+	/* Tests only (tests/integration/test-ops.py): every retry after this
+	 * many ms, where the default backoff (1 s, doubling) waits seconds. */
+	if (retry)
+		no.backoff_min_ms = no.backoff_max_ms = (unsigned)strtoul(retry, NULL, 10);
 	mo.meta = node_meta(n);
 	mo.health = health_http;
 	mo.render = health_metrics;

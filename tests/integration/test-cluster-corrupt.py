@@ -8,7 +8,10 @@ there the flips are aimed at the header of a chosen frame of each type
 (magic, version, type, length, flags), so that the frame decoders are
 what refuses them. After each: the resync exits non-zero and fails s,
 and s is Inconsistent or unchanged, never UpToDate with data differing
-from the primary's. Prints corrupted streams rejected: N/N.
+from the primary's; changed and Outdated only when s committed the whole
+resync while the primary failed it (its commit's answer lost or late: a
+loaded machine and session_timeout = 3s), then holding exactly the
+primary's data. Prints corrupted streams rejected: N/N.
 
 Plaintext payload flips (the bytes of a BLOCKS or EXTENTS run, a hash in
 a reply) have no check but TLS's: insecure = true is for tests and
@@ -34,7 +37,7 @@ sc = Scratch()
 # Frame types by direction (daemon/wire.h) and the header bytes to flip.
 WIRE = {"HELLO": 1, "HELLO_ACK": 2, "HASH_REQ": 4, "HASH_REPLY": 5, "BLOCKS": 6,
         "ACK": 7, "CHECKPOINT": 8, "COMMIT": 9, "STATUS_REQ": 11, "STATUS": 12,
-        "PAGE_REQ": 15, "PAGE_REPLY": 16, "EXTENTS": 17}
+        "PAGE_REQ": 15, "PAGE_REPLY": 16, "EXTENTS": 17, "PROOF_COMMIT": 27}
 HEADER = [("magic", 0, 0x01), ("magic", 3, 0x80), ("version", 4, 0x02), ("type", 7, 0x40),
           ("length", 11, 0x80), ("flags", 12, 0x10), ("flags", 15, 0x80)]
 
@@ -95,6 +98,7 @@ class Run:
         self.by_kind = {}
         self.unfired = 0
         self.failed = 0
+        self.committed_unheard = 0
         self.state = None  # s's state after the last resync (None: ask)
 
     def one(self, c, relay, fault, label):
@@ -112,8 +116,18 @@ class Run:
         if st == "UpToDate":
             check(image(c, "s", "s") == image(c, "p", "p"),
                   "%s: s UpToDate with data differing from the primary's (%s)" % (label, fault))
-        elif st not in ("Inconsistent",):
-            check(image(c, "s", "s") == before, "%s: s %s but changed (%s)" % (label, st, fault))
+        elif st not in ("Inconsistent",) and image(c, "s", "s") != before:
+            # Changed, yet not Inconsistent: only a whole resync that s
+            # committed while the primary failed it (the answer to its
+            # commit lost, or later than session_timeout: the primary
+            # keeps its generation, so s's new one is unknown to it and it
+            # says Outdated). Then s holds the primary's data, all of it.
+            same = image(c, "p", "p") == BUF["s"]
+            check(same, "%s: s %s but changed, and not into the primary's data (%s): exit %d, "
+                  "%s %s" % (label, st, fault, rc, summary, err))
+            self.committed_unheard += 1
+            print("%s: s committed a resync that the primary failed (%s): s %s, exit %d, %s"
+                  % (label, fault, st, rc, err.strip()[-300:]), flush=True)
         if not fault.fired:
             self.unfired += 1
             return
@@ -170,7 +184,9 @@ c, relay = setup("plain", insecure=True)
 run.state = None  # another cluster
 try:
     c.write("p", 0, os.urandom(8 * MB))
-    targets = [(UP, "HASH_REQ"), (UP, "EXTENTS"), (UP, "COMMIT"), (UP, "STATUS_REQ"),
+    # (The commit of this build's peers is PROOF_COMMIT; COMMIT's flips
+    # never fired.)
+    targets = [(UP, "HASH_REQ"), (UP, "EXTENTS"), (UP, "PROOF_COMMIT"), (UP, "STATUS_REQ"),
                (DOWN, "HASH_REPLY"), (DOWN, "STATUS"), (DOWN, "ACK")]
     reps = 3 if LONG else 1
     for d, t in targets:
@@ -192,12 +208,33 @@ finally:
     c.kill_and_unmount()
     relay.stop()
 
+# ---- the one change that is not Inconsistent: a commit the primary did not hear ----
+# s commits, then fails before its ACK (what a lost or late answer does):
+# the primary fails s and keeps its own generation; status says Outdated
+# (s's generation is none it knows), and s holds the primary's data.
+c = Cluster(sc, "unheard", ["p", "s"], "p", size=SIZE)
+try:
+    c.start("p")
+    c.start("s", env={"RESYNC_FAILPOINT": "secondary-commit-before-ack:error:1"})
+    c.write("p", 0, os.urandom(4 * MB))
+    before = bytes(image(c, "s", "before"))
+    rc, plan, summary, err = resync_json(c, "--node", "s")
+    check(rc != 0 and not summary["primary_committed"],
+          "unheard commit: the primary failed s and kept its generation (%d): %s" % (rc, summary))
+    st = state_of_s(c, "unheard commit", "secondary-commit-before-ack")
+    check(st == "Outdated" and image(c, "s", "s") != before and
+          image(c, "s", "s") == image(c, "p", "p"),
+          "unheard commit: s Outdated (%s), holding the primary's data" % st)
+finally:
+    c.kill_and_unmount()
+
 for k, (ok, n) in sorted(run.by_kind.items()):
     print("  %-32s %d/%d" % (k, ok, n))
 print("corrupted streams rejected: %d/%d (%d failed the resync in progress, the others "
       "a connection it did not need; %d armed faults fell past the end of their stream and "
-      "are not counted) in %.1f s" %
-      (run.rejected, run.fired, run.failed, run.unfired, time.monotonic() - T0))
+      "are not counted; %d resyncs committed on s that the primary failed) in %.1f s" %
+      (run.rejected, run.fired, run.failed, run.unfired, run.committed_unheard,
+       time.monotonic() - T0))
 if run.rejected != run.fired:
     fail("%d corrupted streams were not rejected" % (run.fired - run.rejected))
 check(run.fired >= 200, "at least 200 corrupted streams (%d)" % run.fired)
