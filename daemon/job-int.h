@@ -127,6 +127,11 @@ struct job {
 	 * (WIRE_FEATURE_ERROR_STATE, job_recv()), when err_state_said. */
 	bool err_state_said;
 	enum meta_state err_state;
+	/* The COMMIT (or PROOF_COMMIT) left: a failure after it, unless the
+	 * secondary said its state, may be a commit the secondary made whose
+	 * answer was lost or late (commit_unheard: asked again once the run
+	 * ends, resync_ask_unheard()). */
+	bool commit_sent, commit_unheard;
 	struct rangelist ranges;
 	uint64_t differing_blocks, differing_bytes;
 	uint64_t bytes_compared, bytes_read, bytes_sent, bytes_written;

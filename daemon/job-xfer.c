@@ -649,6 +649,7 @@ static int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf, boo
 	if (r < 0)
 		return r;
 	r = peer_conn_send_frame(c, commit ? WIRE_PROOF_COMMIT : WIRE_PROOF_REQ, buf, len);
+	j->commit_sent |= commit && r >= 0;
 	if (r < 0) {
 		snprintf(j->err, sizeof(j->err), "node '%s': %s", j->peer->name,
 			 peer_conn_error(c));
@@ -724,6 +725,7 @@ static int job_xfer_commit(struct job_xfer *x)
 	r = wire_commit_encode(&g, cbuf, sizeof(cbuf), &len);
 	if (r >= 0)
 		r = peer_conn_send_frame(x->c, WIRE_COMMIT, cbuf, len);
+	j->commit_sent |= r >= 0;
 	if (r >= 0)
 		r = job_acks_until(j, x->c, x->buf, 0); /* the checkpoints' */
 	if (r >= 0)

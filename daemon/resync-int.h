@@ -109,6 +109,9 @@ void resync_early_settle(struct resync_run *run, uint64_t nl);
 /* ---- resync-report.c ---- */
 /* The result of the run, per secondary and for the whole. */
 json_object *resync_report(struct resync_run *run);
+/* Before the report: the state of each secondary whose commit's answer
+ * was lost, asked again (struct job's commit_unheard). */
+void resync_ask_unheard(struct resync_run *run);
 
 /* ---- resync.c ---- */
 /* [[off, len], ...] of l. */

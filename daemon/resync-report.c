@@ -166,6 +166,51 @@ static void resync_proof_note(struct resync_run *run, const struct job *j)
 	pthread_mutex_unlock(&n->lock);
 }
 
+/* A secondary whose commit's answer was lost or came too late may have
+ * committed (its generation then one the primary did not take: Outdated
+ * over the primary's data) or not (Inconsistent): asked again on a new
+ * connection, judged as status judges it, once this run let go of the
+ * fence. Unreachable, it stays Unknown. */
+void resync_ask_unheard(struct resync_run *run)
+{
+	_cleanup_free_ unsigned char *buf = NULL;
+
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+		char why[RESYNC_WIRE_TEXT_MAX] = "", note[RESYNC_WIRE_TEXT_MAX + 64];
+		struct peer_conn *c = NULL;
+		struct wire_hello h;
+		struct wire_status ws;
+		size_t at;
+		int r;
+
+		if (j->r >= 0 || !j->commit_unheard)
+			continue;
+		if (!buf && !(buf = malloc(RESYNC_WIRE_FRAME_MAX)))
+			return; /* Unknown, as said */
+		r = node_peer_open(run->n, j->peer, false, why, sizeof(why), &c, &h);
+		if (r >= 0) {
+			r = node_peer_status(c, buf, &ws);
+			if (r < 0)
+				snprintf(why, sizeof(why), "no status: %s",
+					 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
+			peer_conn_free(c);
+		}
+		if (r >= 0) {
+			j->state = node_status_judge(run->n, &h, &ws);
+			snprintf(note, sizeof(note), "asked again, it is %s",
+				 meta_state_name(j->state));
+		} else {
+			snprintf(note, sizeof(note), "it could not be asked again: %s", why);
+		}
+		at = strlen(j->err);
+		if (at + 1 < sizeof(j->err))
+			snprintf(j->err + at, sizeof(j->err) - at,
+				 "; its commit's answer was lost; %s", note);
+		log_info("resync of '%s': its commit's answer was lost; %s", j->peer->name, note);
+	}
+}
+
 /* The result: every job's part, the events, and the primary's own
  * commit when every secondary has every block. */
 json_object *resync_report(struct resync_run *run)

@@ -831,6 +831,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	FAILPOINT("primary-report");
 	/* Sent last, once this run let go of everything: a client may
 	 * start the next run the moment it reads the result. */
+	resync_ask_unheard(&run);
 	resync_etcd_note(&run); /* issue 14 */
 	final = resync_report(&run);
 	if (run.plan && !run.write)

@@ -225,6 +225,28 @@ try:
     check(st == "Outdated" and image(c, "s", "s") != before and
           image(c, "s", "s") == image(c, "p", "p"),
           "unheard commit: s Outdated (%s), holding the primary's data" % st)
+    # The primary's summary says what s says: it asked again (or s said so
+    # itself), never the Inconsistent that bytes sent would suggest.
+    said = {x["name"]: x for x in summary["nodes"]}["s"]
+    check(said.get("state") == "Outdated",
+          "unheard commit: the summary says s is Outdated, as s does: %s" % said)
+    # s dies after its commit, before its ACK: the primary cannot ask it
+    # again, and says Unknown (committed or not), with why.
+    c.write("p", 8 * MB, os.urandom(MB))
+    c.stop("s")
+    c.start("s", env={"RESYNC_FAILPOINT": "secondary-commit-before-ack:kill:1"})
+    rc, plan, summary, err = resync_json(c, "--node", "s")
+    said = {x["name"]: x for x in summary["nodes"]}["s"]
+    check(rc != 0 and said.get("state") == "Unknown" and
+          "could not be asked again" in said.get("error", ""),
+          "unheard commit, s killed: the summary says Unknown and why (%d): %s" % (rc, said))
+    p = c.procs.pop("s")
+    p.wait(timeout=30)
+    c.start("s")
+    st = state_of_s(c, "unheard commit, s killed", "secondary-commit-before-ack:kill")
+    check(st == "Outdated" and image(c, "s", "s") == image(c, "p", "p"),
+          "unheard commit, s killed: s Outdated (%s) after its restart, holding the "
+          "primary's data" % st)
 finally:
     c.kill_and_unmount()
 
