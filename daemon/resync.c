@@ -471,6 +471,10 @@ static int resync_hash_progress(void *arg, uint64_t done, uint64_t total)
 
 	(void)done;
 	(void)total;
+	/* Stopped at the next unit when the node stops or the run is
+	 * cancelled: a large volume's hash would hold either until its end. */
+	if (atomic_load(&run->n->stopping) || atomic_load(&run->n->cancel))
+		return 1;
 	for (size_t i = 0; i < run->nj; i++) {
 		struct job *j = &run->jobs[i];
 
@@ -539,6 +543,12 @@ static int resync_hash(struct resync_run *run)
 			node_proof_offer(n, &pw, &run->o);
 		free(run->o.extra_hashes);
 		run->o.extra_hashes = NULL;
+		if (r == -ECANCELED) {
+			control_client_error(run->cli, "%s while the primary's volume was hashed",
+					     atomic_load(&n->stopping) ? "this node is stopping"
+								       : "cancelled");
+			return 1;
+		}
 		if (r < 0) {
 			control_client_error(run->cli, "cannot read the primary's volume '%s': %s",
 					     n->self->volume, strerror(-r));

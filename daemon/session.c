@@ -65,20 +65,26 @@ int session_volume_check(struct session *s)
 }
 
 /* blockcmp's progress while this volume is hashed for a HASH_REQ: a
- * KEEPALIVE when the connection was silent for a while, so that the
- * asking side, waiting for the HASH_REPLY, does not give up on a large
- * volume. Called on blockcmp's worker threads, one at a time (its
- * contract), while the session's thread waits inside
- * blockcmp_hash_volume() and does not touch the connection: the
- * connection still has one user at a time. A failed send is left for
- * the reply's send to report (the connection is broken by then). */
+ * KEEPALIVE when the connection was silent for a while (a peer that
+ * speaks them), so that the asking side, waiting for the HASH_REPLY,
+ * does not give up on a large volume. Called on blockcmp's worker
+ * threads, one at a time (its contract), while the session's thread
+ * waits inside blockcmp_hash_volume() and does not touch the
+ * connection: the connection still has one user at a time. A failed
+ * send is left for the reply's send to report (the connection is broken
+ * by then). The hash stops at the next unit (-ECANCELED) once this node
+ * stops or a newer session of the peer took over: a large volume's hash
+ * would hold the stop (or the volume) for as long as it takes. */
 static int session_hash_progress(void *arg, uint64_t done, uint64_t total)
 {
 	struct session *s = arg;
 
 	(void)done;
 	(void)total;
-	(void)peer_conn_keepalive(s->c, node_keepalive_ms(s->n->cfg));
+	if (atomic_load(&s->n->stopping) || atomic_load(&s->superseded))
+		return 1;
+	if (s->features & WIRE_FEATURE_KEEPALIVE)
+		(void)peer_conn_keepalive(s->c, node_keepalive_ms(s->n->cfg));
 	return 0;
 }
 
@@ -115,10 +121,8 @@ static int session_tree(struct session *s, uint64_t seed, unsigned fanout, uint3
 		return 0;
 	}
 	s->built = node_image_still(n, &s->id) ? clock_usec() : 0;
-	if (s->features & WIRE_FEATURE_KEEPALIVE) {
-		o.progress = session_hash_progress;
-		o.progress_arg = s;
-	}
+	o.progress = session_hash_progress;
+	o.progress_arg = s;
 	s->hashes = calloc(nb ? nb : 1, sizeof(*s->hashes));
 	if (!s->hashes)
 		return -ENOMEM;

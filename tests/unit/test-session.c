@@ -268,6 +268,26 @@ static void test_hash_req(void **state)
 	free(leaves);
 }
 
+/* (g) A node that stops ends a hash of its volume for a peer at the
+ * next unit (here the only one): an ERROR, no HASH_REPLY; the next
+ * request, once it runs again, hashes in full. */
+static void test_hash_req_stopping(void **state)
+{
+	struct fx *f = *state;
+	uint32_t leaf = wire_tree_leaf(SIZE, TN_BLOCK);
+	struct hashtree_range top = {0, 1};
+	size_t len;
+
+	fx_open(f, "t", 0, NULL);
+	atomic_store(&f->n->stopping, true);
+	assert_int_equal(wire_hash_req_encode(0x5eed, 0, NODE_FINE_FANOUT, leaf, &top, 1, f->buf,
+					      RESYNC_WIRE_FRAME_MAX, &len),
+			 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+	expect_text(f, WIRE_ERROR, WIRE_REASON_IO, "Operation canceled");
+	atomic_store(&f->n->stopping, false);
+}
+
 /* (h) Payloads that do not decode: ERROR, reason MESSAGE; nothing
  * written. */
 static void test_malformed(void **state)
@@ -316,13 +336,14 @@ static void test_malformed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_first_not_hello, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_writes_not_primary, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unexpected, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_status_bitmap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hash_req, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_first_not_hello, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_writes_not_primary, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unexpected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_status_bitmap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hash_req, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hash_req_stopping, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
