@@ -173,18 +173,18 @@ int job_quick(struct job *j)
 /* The state a writing job leaves its secondary in after r: what its
  * ERROR said (WIRE_FEATURE_ERROR_STATE), else guessed from the bytes
  * sent (a peer that does not say, or a failure that was not its ERROR).
- * After the COMMIT left, a failure that is not the secondary's word of
- * being Inconsistent, nor its PROOF with another root than this one's
- * (it did not commit), may have met a commit made: Unknown until asked
- * again (resync_ask_unheard()). A secondary that says UpToDate
- * committed, but to a generation this failed run does not take: the
- * cluster's judgement (Outdated) is asked for too. */
+ * After the COMMIT left, a failure without the secondary's word, or with
+ * its word of being UpToDate (it committed, to a generation this failed
+ * run does not take, or its refusal wrote nothing), may have met a
+ * commit made: Unknown until asked again (resync_ask_unheard()), where
+ * the cluster's judgement (Outdated) is asked for. Not after its PROOF
+ * with another root than this one's: it did not commit. */
 static void job_write_state(struct job *j, int r)
 {
 	if (r >= 0)
 		j->state = META_STATE_UPTODATE;
 	else if (j->commit_sent && !(j->proof_done && !j->proof_match) &&
-		 !(j->err_state_said && j->err_state == META_STATE_INCONSISTENT)) {
+		 (!j->err_state_said || j->err_state == META_STATE_UPTODATE)) {
 		j->state = META_STATE_UNKNOWN;
 		j->commit_unheard = true;
 	} else if (j->err_state_said)

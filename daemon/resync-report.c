@@ -170,7 +170,8 @@ static void resync_proof_note(struct resync_run *run, const struct job *j)
  * committed (its generation then one the primary did not take: Outdated
  * over the primary's data) or not (Inconsistent): asked again on a new
  * connection, judged as status judges it, once this run let go of the
- * fence. Unreachable, it stays Unknown. */
+ * fence. When this node cannot judge (unreached, or no longer the
+ * primary), what the secondary's ERROR said stands, else Unknown. */
 void resync_ask_unheard(struct resync_run *run)
 {
 	_cleanup_free_ unsigned char *buf = NULL;
@@ -181,6 +182,7 @@ void resync_ask_unheard(struct resync_run *run)
 		struct peer_conn *c = NULL;
 		struct wire_hello h;
 		struct wire_status ws;
+		enum meta_state judged;
 		size_t at;
 		int r;
 
@@ -196,18 +198,31 @@ void resync_ask_unheard(struct resync_run *run)
 					 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
 			peer_conn_free(c);
 		}
-		if (r >= 0) {
-			j->state = node_status_judge(run->n, &h, &ws);
-			snprintf(note, sizeof(note), "asked again, it is %s",
-				 meta_state_name(j->state));
+		judged = r >= 0 ? node_status_judge(run->n, &h, &ws) : META_STATE_UNKNOWN;
+		if (judged != META_STATE_UNKNOWN) {
+			j->state = judged;
+			if (j->err_state_said && judged == j->err_state)
+				continue; /* what it said: nothing to add */
+			snprintf(note, sizeof(note), "asked again after the failure, it is %s",
+				 meta_state_name(judged));
+		} else if (j->err_state_said) {
+			/* Not for this node to judge now (no longer the
+			 * primary), or not reached: the secondary's own word. */
+			j->state = j->err_state;
+			continue;
+		} else if (r >= 0) {
+			snprintf(note, sizeof(note),
+				 "asked again after the failure, but this node no longer judges it "
+				 "(not the primary)");
 		} else {
-			snprintf(note, sizeof(note), "it could not be asked again: %s", why);
+			snprintf(note, sizeof(note),
+				 "it could not be asked again after the failure: %s", why);
 		}
 		at = strlen(j->err);
 		if (at + 1 < sizeof(j->err))
-			snprintf(j->err + at, sizeof(j->err) - at,
-				 "; its commit's answer was lost; %s", note);
-		log_info("resync of '%s': its commit's answer was lost; %s", j->peer->name, note);
+			snprintf(j->err + at, sizeof(j->err) - at, "; %s", note);
+		log_info("resync of '%s' failed after its commit was sent: %s", j->peer->name,
+			 note);
 	}
 }
 

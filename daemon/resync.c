@@ -471,9 +471,11 @@ static int resync_hash_progress(void *arg, uint64_t done, uint64_t total)
 
 	(void)done;
 	(void)total;
-	/* Stopped at the next unit when the node stops or the run is
-	 * cancelled: a large volume's hash would hold either until its end. */
-	if (atomic_load(&run->n->stopping) || atomic_load(&run->n->cancel))
+	/* Stopped at the next unit when the node stops: a large volume's
+	 * hash would hold its exit until the end. (Not when the run is
+	 * cancelled: its jobs then end cancelled after the hash, each with
+	 * its part in the summary, as they did.) */
+	if (atomic_load(&run->n->stopping))
 		return 1;
 	for (size_t i = 0; i < run->nj; i++) {
 		struct job *j = &run->jobs[i];
@@ -544,9 +546,8 @@ static int resync_hash(struct resync_run *run)
 		free(run->o.extra_hashes);
 		run->o.extra_hashes = NULL;
 		if (r == -ECANCELED) {
-			control_client_error(run->cli, "%s while the primary's volume was hashed",
-					     atomic_load(&n->stopping) ? "this node is stopping"
-								       : "cancelled");
+			control_client_error(run->cli,
+					     "this node is stopping: the primary's volume was not hashed");
 			return 1;
 		}
 		if (r < 0) {

@@ -72,9 +72,9 @@ def setup(tag, primary, extra=""):
 
 setup("race", "n1")
 
-def start_all():
+def start_all(env1=None):
     c.conf = via
-    c.start("n1")
+    c.start("n1", env=env1)
     c.conf = own
     c.start("n2")
     c.conf = via
@@ -268,12 +268,16 @@ def split_window(conn, pages, what, request):
 
 def promoted_window():
     """etcd's leader key moves to n2 in held_window(), on the plan's kept
-    connection: n2, primary now, must refuse n1's writes at the first."""
+    connection: n2, primary now, must refuse n1's writes at the first.
+    n1's watch lags behind its run (etcd-deaf): otherwise n1 may stop its
+    run itself, at its own sight of the change, before its held frames
+    reach n2 (then n2 has nothing to refuse, and n1 only guesses what its
+    unanswered bytes did), and n2's defence would go untested."""
     e = Etcd(sc)
     e.put(leader_key("racee"), "n1")
     setup("racee", None, etcd_section(e, "racee"))
     diverge_n2()
-    start_all()
+    start_all({"RESYNC_FAILPOINT": "etcd-deaf"})
     wait_for(lambda: "(this node is secondary)" in c.log("n2"), what="n2 a secondary")
     token = plan()
     before = image("n2")
@@ -284,7 +288,8 @@ def promoted_window():
     res, new2 = held_window(arm_kept(), "promoted", {"cmd": "resync", "confirm": c.tag,
                                                      "plan_token": token}, during)
     check("this node acts as primary now: refused the writes of 'n1', nothing written" in new2,
-          "promoted: n2 refused n1's writes at its first: %s" % new2[-3000:])
+          "promoted: n2 refused n1's writes at its first: %s\nn1's log: %s\nthe result: %s" %
+          (new2[-3000:], c.log("n1")[-3000:], res))
     truthful_state(n2_result(res) if res.get("nodes") else {}, "promoted")
     stop_all()
     check(image("n2") == before, "promoted: not a byte of n1's written on n2")
