@@ -546,8 +546,8 @@ static int resync_hash(struct resync_run *run)
 		free(run->o.extra_hashes);
 		run->o.extra_hashes = NULL;
 		if (r == -ECANCELED) {
-			control_client_error(run->cli,
-					     "this node is stopping: the primary's volume was not hashed");
+			control_client_error(
+			    run->cli, "this node is stopping: the primary's volume was not hashed");
 			return 1;
 		}
 		if (r < 0) {
