@@ -87,6 +87,24 @@ def sanitizer_free(n, since):
     sanitizer_free_of(c, n, since)
 
 
+def sigterm(cl, victim, what):
+    """SIGTERM to cl's resyncd victim: (exit code, seconds to exit); fails
+    with where its threads waited when it is not gone within STOP_BOUND
+    (what: the failure's words after the node's name)."""
+    p = cl.procs.pop(victim)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        where = threads_where(p.pid)
+        p.kill()
+        p.wait()
+        fail("resyncd %s did not exit within %.0f s of SIGTERM %s\nwhere its threads "
+             "waited:\n%s" % (victim, STOP_BOUND, what, where))
+    return rc, time.monotonic() - t0
+
+
 def log_size_of(cl, n):
     try:
         return len(cl.log(n))
@@ -115,19 +133,8 @@ for rnd_i in range(ROUNDS):
     # plan, the hashing, the transfer or the commit).
     time.sleep(delay)
     running = run.poll() is None
-    p = c.procs.pop(victim)
-    t0 = time.monotonic()
-    p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(timeout=STOP_BOUND)
-    except subprocess.TimeoutExpired:
-        where = threads_where(p.pid)
-        p.kill()
-        p.wait()
-        fail("round %d: resyncd %s did not exit within %.0f s of SIGTERM (%.2f s into "
-             "the resync):\n%s\nwhere its threads waited:\n%s" %
-             (rnd_i, victim, STOP_BOUND, delay, c.log(victim)[since:], where))
-    took = time.monotonic() - t0
+    rc, took = sigterm(c, victim, "(round %d, %.2f s into the resync):\n%s" %
+                       (rnd_i, delay, c.log(victim)[since:]))
     stops.append(took)
     print("round %d: SIGTERM to %s %.2f s into the resync (%s): exit %d in %.3f s" %
           (rnd_i, victim, delay, "running" if running else "already ended", rc, took),
@@ -177,18 +184,7 @@ try:
                                stderr=subprocess.DEVNULL)
         wait_for(lambda: mark in big.log(victim)[since:], timeout=60,
                  what="%s at '%s'" % (victim, mark))
-        p = big.procs.pop(victim)
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        try:
-            rc = p.wait(timeout=STOP_BOUND)
-        except subprocess.TimeoutExpired:
-            where = threads_where(p.pid)
-            p.kill()
-            p.wait()
-            fail("16 GiB: resyncd %s did not exit within %.0f s of SIGTERM while hashing:\n"
-                 "%s" % (victim, STOP_BOUND, where))
-        took = time.monotonic() - t0
+        rc, took = sigterm(big, victim, "while 16 GiB hash:\n%s" % big.log(victim)[since:][-3000:])
         print("16 GiB: SIGTERM to %s while hashing: exit %d in %.3f s" % (victim, rc, took),
               flush=True)
         check(rc == 0, "16 GiB: resyncd %s stopped cleanly (exit %d)" % (victim, rc))
