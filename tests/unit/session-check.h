@@ -106,6 +106,20 @@ static inline void send_hello(struct fx *f, const struct wire_hello *h)
 	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HELLO, f->buf, len), 0);
 }
 
+/* A HASH_REQ of the first leaf (seed 0x5eed): the session hashes its
+ * whole volume first (and the proof's leaves from the same reads). */
+static inline void send_leaf_req(struct fx *f)
+{
+	struct hashtree_range first = {0, 1};
+	size_t len;
+
+	assert_int_equal(wire_hash_req_encode(0x5eed, 0, NODE_FINE_FANOUT,
+					      wire_tree_leaf(SIZE, TN_BLOCK), &first, 1, f->buf,
+					      RESYNC_WIRE_FRAME_MAX, &len),
+			 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+}
+
 /* The next frame, of type; returns its length (payload in f->buf). */
 static inline size_t recv_type(struct fx *f, uint16_t want)
 {

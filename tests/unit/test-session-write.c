@@ -197,8 +197,6 @@ static void test_proof_fold(void **state)
 	struct fx *f = *state;
 	struct wire_zstd *z = NULL;
 	struct meta_uuid gen;
-	struct hashtree_range top = {0, 1};
-	uint32_t leaf = wire_tree_leaf(SIZE, TN_BLOCK);
 	struct proof_digest meant, now;
 	struct wire_proof a;
 	unsigned char b = 0;
@@ -209,9 +207,7 @@ static void test_proof_fold(void **state)
 	assert_int_equal(meta_uuid_random(&gen), 0);
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
 	/* A compare's hashing: the proof's leaves from the same reads. */
-	assert_int_equal(wire_hash_req_encode(0x5eed, 0, NODE_FINE_FANOUT, leaf, &top, 1, f->buf,
-					      RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+	send_leaf_req(f);
 	recv_type(f, WIRE_HASH_REPLY);
 
 	/* Two pages in blocks 0 and 3, a checkpoint, then a page in block 5. */
@@ -284,8 +280,6 @@ static void test_proof_fold_pieces(void **state)
 	struct fx *f = *state;
 	struct wire_zstd *z = NULL;
 	struct meta_uuid gen;
-	struct hashtree_range top = {0, 1};
-	uint32_t leaf = wire_tree_leaf(SIZE, TN_BLOCK);
 	uint64_t cross = (1 << 20) - 2048;
 	struct proof_digest meant, now;
 	struct wire_proof a;
@@ -294,9 +288,7 @@ static void test_proof_fold_pieces(void **state)
 	assert_int_equal(wire_zstd_new(0, &z), 0);
 	assert_int_equal(meta_uuid_random(&gen), 0);
 	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
-	assert_int_equal(wire_hash_req_encode(0x5eed, 0, NODE_FINE_FANOUT, leaf, &top, 1, f->buf,
-					      RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_HASH_REQ, f->buf, len), 0);
+	send_leaf_req(f);
 	recv_type(f, WIRE_HASH_REPLY);
 	for (uint64_t k = 0; k < 15; k++) {
 		uint64_t off = k * PROOF_BLOCK_DEFAULT;
