@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -117,10 +116,12 @@ void proof_tree_release(struct proof_tree *t)
  * copy was most of its cost; its session holds the mapping since its
  * tree's hashing, so that the fold also finds the page tables made. */
 
-/* Leaves [first, first+count) from v: read in chunks (or seen in the
- * view) and hashed here (each chunk then shown to fn, when given), or by
- * blockcmp's threads (xxh3 only: blockcmp hashes with hash_block). */
-static int proof_hash_run(struct proof_tree *t, struct volume *v, uint64_t first, uint64_t count, unsigned char *buf, proof_read_fn fn, void *arg)
+/* Leaves [first, first+count) from v: read in chunks (or found in the
+ * held mapping) and hashed here (each chunk then shown to fn, when
+ * given), or by blockcmp's threads (xxh3 only: blockcmp hashes with
+ * hash_block). */
+static int proof_hash_run(struct proof_tree *t, struct volume *v, uint64_t first, uint64_t count,
+			  unsigned char *buf, proof_read_fn fn, void *arg)
 {
 	uint64_t bs = t->block_size, off = first * bs;
 	uint64_t end = MIN((first + count) * bs, t->volume_size);
