@@ -149,16 +149,22 @@ bool node_grow_to_primary(struct node *n, const struct wire_hello *h)
 	return true;
 }
 
-int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text)
+int send_wire_text(struct peer_conn *c, uint16_t type, const struct wire_text *t)
 {
-	struct wire_text t = {.code = code};
 	unsigned char buf[RESYNC_WIRE_TEXT_MAX + 64];
 	size_t len;
 
-	snprintf(t.text, sizeof(t.text), "%s", text);
-	if (wire_text_encode(&t, buf, sizeof(buf), &len) < 0)
+	if (wire_text_encode(t, buf, sizeof(buf), &len) < 0)
 		return -EINVAL;
 	return peer_conn_send_frame(c, type, buf, len);
+}
+
+int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text)
+{
+	struct wire_text t = {.code = code};
+
+	snprintf(t.text, sizeof(t.text), "%s", text);
+	return send_wire_text(c, type, &t);
 }
 
 /* ---- split brain (issue 11) ----

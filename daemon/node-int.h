@@ -406,6 +406,8 @@ void node_hello_make(struct node *n, struct wire_hello *h);
 int node_hello_check(struct node *n, const struct wire_hello *h, struct wire_text *why);
 bool node_grow_to_primary(struct node *n, const struct wire_hello *h);
 int send_text(struct peer_conn *c, uint16_t type, uint32_t code, const char *text);
+/* The same of a text already made (a state said with it, say). */
+int send_wire_text(struct peer_conn *c, uint16_t type, const struct wire_text *t);
 /* Split brain (DRBD's rule on generation UUIDs; see hello.c): whether
  * the secondary whose current generation is sec_gen and which holds
  * writes since its last commit (sec_writes: 0 none, 1 dirty bytes, 2 a

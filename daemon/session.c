@@ -504,9 +504,7 @@ static const struct session_op session_ops[WIRE_TYPE_MAX + 1] = {
 static int session_send_error(struct session *s, uint32_t code, const char *text)
 {
 	struct wire_text t = {.code = code};
-	unsigned char buf[RESYNC_WIRE_TEXT_MAX + 64];
 	struct meta_info mi;
-	size_t len;
 
 	snprintf(t.text, sizeof(t.text), "%s", text);
 	if (s->features & WIRE_FEATURE_ERROR_STATE) {
@@ -514,9 +512,7 @@ static int session_send_error(struct session *s, uint32_t code, const char *text
 		t.state_said = true;
 		t.state = wire_state_from_meta(mi.state);
 	}
-	if (wire_text_encode(&t, buf, sizeof(buf), &len) < 0)
-		return -EINVAL;
-	return peer_conn_send_frame(s->c, WIRE_ERROR, buf, len);
+	return send_wire_text(s->c, WIRE_ERROR, &t);
 }
 
 /* A handler failed with r on a frame of type: say why in an ERROR, then
