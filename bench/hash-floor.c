@@ -1,4 +1,4 @@
-/* hash-floor IMAGE [--runs N]
+/* hash-floor IMAGE [--runs N] [--impl avx512|avx2|sse2]
  *
  * What a secondary's compare costs at least on this machine, step by step,
  * one thread, IMAGE in the page cache (read it once before): what a
@@ -139,15 +139,17 @@ static int run_once(int fd, uint64_t size, unsigned char *buf, double t[STEPS], 
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: hash-floor IMAGE [--runs N]\n"
+	fprintf(f, "usage: hash-floor IMAGE [--runs N] [--impl avx512|avx2|sse2]\n"
 		   "What a secondary's compare of IMAGE costs at least, step by step (one\n"
 		   "thread, IMAGE in the page cache): populate the mapping, the seeded 4 KiB\n"
-		   "hashes, the proof's 64 KiB pass, unmap; and pread-and-hash for comparison.\n");
+		   "hashes, the proof's 64 KiB pass, unmap; and pread-and-hash for comparison.\n"
+		   "--impl: the hash's vector path (default: the widest this CPU runs).\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"runs", required_argument, NULL, 'r'},
+					     {"impl", required_argument, NULL, 'i'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	double t[RUNS_MAX][STEPS], med[STEPS], col[RUNS_MAX];
@@ -158,9 +160,15 @@ int main(int argc, char **argv)
 	off_t end;
 	int c, fd;
 
-	while ((c = getopt_long(argc, argv, "r:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:i:h", opts, NULL)) != -1) {
 		if (c == 'r') {
 			runs = (unsigned)strtoul(optarg, NULL, 10);
+		} else if (c == 'i') {
+			if (hash_impl_set(optarg) < 0) {
+				fprintf(stderr, "hash-floor: --impl %s: not on this CPU or build\n",
+					optarg);
+				return 2;
+			}
 		} else if (c == 'h') {
 			usage(stdout);
 			return 0;

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <string.h>
 #include <sys/random.h>
 
 #define XXH_INLINE_ALL
@@ -16,10 +17,13 @@ struct hash128 hash_block_sse2(const void *data, size_t len, uint64_t seed)
 
 typedef struct hash128 (*hash_fn)(const void *, size_t, uint64_t);
 
+/* The widest path this CPU runs: AVX-512 (AVX512F), AVX2, the baseline. */
 static hash_fn hash_pick(void)
 {
 #if defined(__x86_64__) && defined(HAVE_HASH_AVX2)
 	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		return hash_block_avx512;
 	if (__builtin_cpu_supports("avx2"))
 		return hash_block_avx2;
 #endif
@@ -41,10 +45,31 @@ struct hash128 hash_block(const void *data, size_t len, uint64_t seed)
 const char *hash_impl_name(void)
 {
 #if defined(__x86_64__) && defined(HAVE_HASH_AVX2)
+	if (hash_impl == hash_block_avx512)
+		return "avx512";
 	if (hash_impl == hash_block_avx2)
 		return "avx2";
 #endif
 	return "sse2";
+}
+
+int hash_impl_set(const char *name)
+{
+	hash_fn f = NULL;
+
+	if (!strcmp(name, "sse2"))
+		f = hash_block_sse2;
+#if defined(__x86_64__) && defined(HAVE_HASH_AVX2)
+	__builtin_cpu_init();
+	if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2"))
+		f = hash_block_avx2;
+	if (!strcmp(name, "avx512") && __builtin_cpu_supports("avx512f"))
+		f = hash_block_avx512;
+#endif
+	if (!f)
+		return -ENOTSUP;
+	hash_impl = f;
+	return 0;
 }
 
 int hash_seed_random(uint64_t *ret)

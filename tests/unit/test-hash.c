@@ -1,9 +1,12 @@
 /* Block hashing: deterministic for a seed, sensitive to seed and data, and
  * the same function on every vector path. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,12 +20,15 @@
 
 #define BIG (1 << 20)
 
-static bool have_avx2(void)
+static bool have_cpu(const char *feature)
 {
 #if defined(__x86_64__)
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2");
+	if (!strcmp(feature, "avx512f"))
+		return __builtin_cpu_supports("avx512f");
+	return !strcmp(feature, "avx2") && __builtin_cpu_supports("avx2");
 #else
+	(void)feature;
 	return false;
 #endif
 }
@@ -116,23 +122,20 @@ static void test_hash_data_differs(void **state)
 	}
 }
 
-static void test_hash_avx2_equals_sse2(void **state)
+#if defined(__x86_64__)
+/* f computes what the baseline path does: every length up to 1 KiB (all
+ * the short-input branches), then random lengths and offsets up to 1 MiB,
+ * several seeds; and the dispatched hash_block() agrees. */
+static void hash_path_equals_sse2(struct hash128 (*f)(const void *, size_t, uint64_t))
 {
 	_cleanup_free_ unsigned char *buf = malloc(BIG + 64);
 	uint64_t st = 17;
 
 	assert_non_null(buf);
 	testlib_fill(buf, BIG + 64, 13);
-	if (!have_avx2()) {
-		skip();
-		return;
-	}
-#if defined(__x86_64__)
-	/* Every length up to 1 KiB (all the short-input branches), then
-	 * random lengths and offsets up to 1 MiB, several seeds. */
 	for (size_t len = 0; len <= 1024; len++) {
 		uint64_t seed = testlib_rand(&st);
-		struct hash128 a = hash_block_avx2(buf, len, seed);
+		struct hash128 a = f(buf, len, seed);
 		struct hash128 b = hash_block_sse2(buf, len, seed);
 
 		assert_true(hash128_equal(&a, &b));
@@ -141,19 +144,43 @@ static void test_hash_avx2_equals_sse2(void **state)
 		size_t off = (size_t)testlib_rand_below(&st, 64);
 		size_t len = (size_t)testlib_rand_below(&st, BIG + 1);
 		uint64_t seed = i == 0 ? 0 : testlib_rand(&st);
-		struct hash128 a = hash_block_avx2(buf + off, len, seed);
+		struct hash128 a = f(buf + off, len, seed);
 		struct hash128 b = hash_block_sse2(buf + off, len, seed);
 
 		assert_true(hash128_equal(&a, &b));
 	}
 	for (size_t len = 4096; len <= BIG; len *= 2) {
-		struct hash128 a = hash_block_avx2(buf, len, 0xfeed);
+		struct hash128 a = f(buf, len, 0xfeed);
 		struct hash128 b = hash_block_sse2(buf, len, 0xfeed);
 		struct hash128 c = hash_block(buf, len, 0xfeed);
 
 		assert_true(hash128_equal(&a, &b));
 		assert_true(hash128_equal(&a, &c));
 	}
+}
+#endif
+
+static void test_hash_avx2_equals_sse2(void **state)
+{
+	if (!have_cpu("avx2")) {
+		skip();
+		return;
+	}
+#if defined(__x86_64__)
+	hash_path_equals_sse2(hash_block_avx2);
+#endif
+}
+
+static void test_hash_avx512_equals_sse2(void **state)
+{
+	if (!have_cpu("avx512f")) {
+		fprintf(stderr, "test-hash: SKIPPED: this CPU has no AVX-512 (avx512f): "
+				"the AVX-512 path is not checked here\n");
+		skip();
+		return;
+	}
+#if defined(__x86_64__)
+	hash_path_equals_sse2(hash_block_avx512);
 #endif
 }
 
@@ -162,11 +189,36 @@ static void test_hash_impl_name(void **state)
 	const char *name = hash_impl_name();
 
 	assert_non_null(name);
-#if defined(__x86_64__)
-	assert_string_equal(name, have_avx2() ? "avx2" : "sse2");
-#else
-	assert_string_equal(name, "sse2");
-#endif
+	assert_string_equal(name, have_cpu("avx512f") ? "avx512" : have_cpu("avx2") ? "avx2" : "sse2");
+}
+
+/* hash_impl_set() picks a path by name, refuses one this CPU lacks, and
+ * every path gives the same hash. */
+static void test_hash_impl_set(void **state)
+{
+	static const char *const names[] = {"sse2", "avx2", "avx512"};
+	_cleanup_free_ unsigned char *buf = malloc(65536);
+	const char *was = hash_impl_name();
+	struct hash128 ref;
+
+	assert_non_null(buf);
+	testlib_fill(buf, 65536, 21);
+	ref = hash_block(buf, 65536, 99);
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		bool have = !strcmp(names[i], "sse2") || have_cpu(names[i][3] == '5' ? "avx512f" : "avx2");
+		struct hash128 h;
+
+		if (!have) {
+			assert_int_equal(hash_impl_set(names[i]), -ENOTSUP);
+			continue;
+		}
+		assert_int_equal(hash_impl_set(names[i]), 0);
+		assert_string_equal(hash_impl_name(), names[i]);
+		h = hash_block(buf, 65536, 99);
+		assert_true(hash128_equal(&h, &ref));
+	}
+	assert_int_equal(hash_impl_set("avx1024"), -ENOTSUP);
+	assert_int_equal(hash_impl_set(was), 0);
 }
 
 static void test_hash_seed_random(void **state)
@@ -184,7 +236,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hash_is_xxh3_128),	  cmocka_unit_test(test_hash_deterministic),
 	    cmocka_unit_test(test_hash_seeds_differ),	  cmocka_unit_test(test_hash_data_differs),
-	    cmocka_unit_test(test_hash_avx2_equals_sse2), cmocka_unit_test(test_hash_impl_name),
+	    cmocka_unit_test(test_hash_avx2_equals_sse2), cmocka_unit_test(test_hash_avx512_equals_sse2),
+	    cmocka_unit_test(test_hash_impl_name),	  cmocka_unit_test(test_hash_impl_set),
 	    cmocka_unit_test(test_hash_seed_random),
 	};
 

@@ -20,5 +20,9 @@ static inline int hash128_equal(const struct hash128 *a, const struct hash128 *b
 struct hash128 hash_block(const void *data, size_t len, uint64_t seed);
 /* A fresh random seed from the kernel. */
 int hash_seed_random(uint64_t *ret);
-/* Name of the vector path chosen on this CPU ("avx2", "sse2"). */
+/* Name of the vector path chosen on this CPU ("avx512", "avx2", "sse2"). */
 const char *hash_impl_name(void);
+/* Use the path named (as hash_impl_name() says) from now on, for a
+ * benchmark's comparison: -ENOTSUP when this CPU or build has none of
+ * that name. Not thread-safe: before any hashing starts. */
+int hash_impl_set(const char *name);
