@@ -199,6 +199,11 @@ int job_compare(struct job *j, struct peer_conn *c, unsigned char *buf);
 int job_quick(struct job *j);
 int job_transfer(struct job *j, struct peer_conn *c, unsigned char *buf);
 void *job_thread(void *arg);
+/* The end of an opened job whose secondary ended the connection while
+ * this volume was hashed (resync_hash()): what it said before (its ERROR,
+ * with its state) or that the connection ended, in j->err; its state,
+ * r and time as a failed job's; the connection closed. */
+void job_gone(struct job *j);
 
 /* ---- job-xfer.c ---- */
 /* A transfer in passes, on j->c: open, send ranges once a pass (the

@@ -211,6 +211,41 @@ static void job_end(struct job *j, int r)
 	}
 }
 
+void job_gone(struct job *j)
+{
+	char was[256];
+	bool said = false;
+	int r = -ECONNRESET;
+
+	/* What it sent before is still there: its prefetch's reply, an
+	 * ERROR with its state; then the end of the stream, at once. */
+	for (unsigned k = 0; j->c && j->buf && k < 64; k++) {
+		uint16_t type = 0;
+		size_t len;
+
+		r = job_recv(j, j->c, j->buf, &type, &len);
+		if (r < 0) {
+			said = type == WIRE_ERROR; /* its words, in j->err */
+			break;
+		}
+	}
+	if (!said) {
+		snprintf(was, sizeof(was), "%s", j->c ? peer_conn_error(j->c) : "");
+		snprintf(j->err, sizeof(j->err),
+			 "node '%s': its connection ended while this node hashed its volume%s%s%s",
+			 j->peer->name, was[0] ? " (" : "", was, was[0] ? ")" : "");
+	}
+	if (r >= 0)
+		r = -ECONNRESET;
+	/* As a job whose compare failed (job_thread()): the state its
+	 * hello said stands, or what its ERROR said. */
+	if (said && j->err_state_said)
+		j->state = j->err_state;
+	job_end(j, r);
+	j->opened = false;
+	peer_conn_free(TAKE_PTR(j->c));
+}
+
 /* The differing ranges: the bitmaps' union or the tree's walk. */
 static int job_ranges(struct job *j)
 {

@@ -582,6 +582,15 @@ bool peer_conn_readable(struct peer_conn *c)
 	return poll(&p, 1, 0) > 0;
 }
 
+bool peer_conn_peer_closed(struct peer_conn *c)
+{
+	struct pollfd p = {.fd = c->fd, .events = POLLRDHUP};
+
+	if (c->broken)
+		return true;
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 /* Read and validate one frame header within deadline. */
 static int conn_recv_header(struct peer_conn *c, uint64_t deadline, struct wire_header *ret)
 {

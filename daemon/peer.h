@@ -96,6 +96,11 @@ int peer_conn_keepalive(struct peer_conn *c, unsigned idle_ms);
  * receive after it waits for the next frame: peers send KEEPALIVEs only
  * while the other side waits for their answer, never while it streams. */
 bool peer_conn_readable(struct peer_conn *c);
+/* Whether the peer ended the connection (it closed it, or its process is
+ * gone: the kernel closed it), or a send or receive broke it: nothing it
+ * sends can arrive any more, though what it sent before may still be
+ * read. Without waiting; a peer whose machine went silent is not seen. */
+bool peer_conn_peer_closed(struct peer_conn *c);
 /* Receive one frame into buf (cap bytes): its header is validated
  * (wire_header_decode) and its length checked against cap before the
  * payload is read. KEEPALIVE frames are skipped (from any peer, whether

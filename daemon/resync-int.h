@@ -29,6 +29,9 @@ struct resync_run {
 	struct plan_kept *kept;
 	size_t nkept;
 	bool any_full, frozen;
+	/* Every opened secondary ended its connection while this volume
+	 * was hashed: the hash stopped there, the jobs ended (job_gone()). */
+	bool hash_cut;
 	struct early_geom early; /* asked in the hellos' flight (job-hashif.c) */
 	struct meta_info mi;
 	struct meta_uuid base;

@@ -456,6 +456,25 @@ static void resync_geometry(struct resync_run *run)
 	}
 }
 
+/* Whether every opened secondary ended its connection (its process gone,
+ * or it closed it after an ERROR): nothing this hash is for can still be
+ * done. */
+static bool resync_all_gone(struct resync_run *run)
+{
+	size_t opened = 0;
+
+	for (size_t i = 0; i < run->nj; i++) {
+		struct job *j = &run->jobs[i];
+
+		if (!j->opened)
+			continue;
+		opened++;
+		if (!j->c || !peer_conn_peer_closed(j->c))
+			return false;
+	}
+	return opened > 0;
+}
+
 /* blockcmp's progress while this volume is hashed: a KEEPALIVE to every
  * opened secondary that speaks them, once its connection was silent for
  * a while, so that its session, idle until this hashing ends (or until
@@ -464,13 +483,14 @@ static void resync_geometry(struct resync_run *run)
  * thread that owns the jobs' connections waits inside
  * blockcmp_hash_volume() and no job thread runs (phase one was joined,
  * phase two has not started): each connection has one user at a time. A
- * failed send breaks that connection, and its job's first frame says so. */
+ * failed send breaks that connection, and its job's first frame says so.
+ * Stopped too, at the next unit, once every opened secondary ended its
+ * connection: a large volume's hash would hold the run's failure (and
+ * the next run) until its end, for no one. */
 static int resync_hash_progress(void *arg, uint64_t done, uint64_t total)
 {
 	struct resync_run *run = arg;
 
-	(void)done;
-	(void)total;
 	/* Stopped at the next unit when the node stops: a large volume's
 	 * hash would hold its exit until the end. (Not when the run is
 	 * cancelled: its jobs then end cancelled after the hash, each with
@@ -482,6 +502,12 @@ static int resync_hash_progress(void *arg, uint64_t done, uint64_t total)
 
 		if (j->opened && (j->features & WIRE_FEATURE_KEEPALIVE))
 			(void)peer_conn_keepalive(j->c, node_keepalive_ms(run->n->cfg));
+	}
+	if (resync_all_gone(run)) {
+		log_warning("every secondary ended its connection: this volume's hash stopped at "
+			    "%" PRIu64 " of %" PRIu64 " bytes", done, total);
+		run->hash_cut = true;
+		return 1;
 	}
 	return 0;
 }
@@ -545,6 +571,14 @@ static int resync_hash(struct resync_run *run)
 			node_proof_offer(n, &pw, &run->o);
 		free(run->o.extra_hashes);
 		run->o.extra_hashes = NULL;
+		if (r == -ECANCELED && run->hash_cut && !atomic_load(&n->stopping)) {
+			/* Each job says what its secondary said, or that it
+			 * went; no tree is made (nor kept) of a partial hash. */
+			for (size_t i = 0; i < run->nj; i++)
+				if (run->jobs[i].opened)
+					job_gone(&run->jobs[i]);
+			return 0;
+		}
 		if (r == -ECANCELED) {
 			control_client_error(
 			    run->cli, "this node is stopping: the primary's volume was not hashed");
@@ -813,6 +847,8 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 	r = resync_hash(&run);
 	if (r != 0)
 		goto out;
+	if (run.hash_cut)
+		goto report;
 	log_trace("primary run: this volume's tree ready");
 	FAILPOINT("primary-hashed");
 	r = resync_bitmap(&run);
@@ -839,6 +875,7 @@ int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, 
 			resync_fence_end(&run);
 		}
 	}
+report:
 	FAILPOINT("primary-report");
 	/* Sent last, once this run let go of everything: a client may
 	 * start the next run the moment it reads the result. */

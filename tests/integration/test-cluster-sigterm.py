@@ -7,6 +7,7 @@ nothing freed under one), its log has no sanitizer report, it restarts,
 and the next resync ends with every secondary byte-identical."""
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -196,6 +197,46 @@ try:
         for n in list(big.procs):
             big.stop(n)
         run.wait(timeout=60)
+
+    # ---- every secondary gone while the primary hashes ----
+    # The primary's own hash stops at the next unit once every secondary
+    # it hashes for has ended its connection (here: SIGKILLed), rather
+    # than hash the rest of 16 GiB for no one: the run fails at once, and
+    # says why.
+    for n in big.names:
+        big.start(n, env=trace)
+    since = log_size_of(big, "p")
+    run = subprocess.Popen([RESYNCCTL, "--config", big.conf, "resync", "--yes", "--json"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: "primary run: secondaries opened" in big.log("p")[since:], timeout=60,
+             what="p hashing its volume")
+    big.kill9("s")
+    t0 = time.monotonic()
+    try:
+        out, err = run.communicate(timeout=STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        run.wait()
+        fail("16 GiB: resyncctl did not end within %.0f s of the only secondary's SIGKILL "
+             "while p hashed its volume:\n%s" % (STOP_BOUND, big.log("p")[since:][-3000:]))
+    took = time.monotonic() - t0
+    plog = big.log("p")[since:]
+    m = re.search(r"every secondary ended its connection: this volume's hash stopped at "
+                  r"(\d+) of (\d+) bytes", plog)
+    print("16 GiB: the only secondary SIGKILLed while p hashed: resyncctl ended in %.3f s "
+          "(exit %d)%s" % (took, run.returncode,
+                           ", p's hash stopped at %s of %s bytes" % m.groups() if m else ""),
+          flush=True)
+    check(m and int(m.group(1)) < int(m.group(2)),
+          "16 GiB: p's hash stopped short once its secondary was gone:\n%s" % plog[-3000:])
+    check(run.returncode != 0, "16 GiB: the resync without its secondary fails (exit %d)" %
+          run.returncode)
+    check("its connection ended while this node hashed its volume" in out,
+          "16 GiB: the plan says the secondary's connection ended while p hashed:\n%s\n%s" %
+          (out, err))
+    sanitizer_free_of(big, "p", since)
+    big.stop("p")
 finally:
     big.kill_and_unmount()
 
