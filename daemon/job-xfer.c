@@ -19,6 +19,11 @@
 #include "resync/macro.h"
 #include "zadapt.h"
 
+/* How long a cancelled job waits for the secondary's last word
+ * (job_cancel_heard()): its session ends at once when the cancel
+ * arrives; this bounds a silent one. */
+enum { JOB_CANCEL_HEAR_MS = 2000 };
+
 static int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf);
 
 /* The oldest CHECKPOINT in flight acknowledged: what it covered and
@@ -550,6 +555,35 @@ static int job_xfer_checkpoint(struct job_xfer *x, uint64_t off)
 
 /* A cancel asked for: said to the peer, the job's error. A job given up
  * on (j->abort) stops too; its connection was shut down. */
+/* After the cancel's ERROR, once data went: what the secondary says before
+ * its session ends. Data frames sent before the cancel reach it first,
+ * so it marked itself Inconsistent at the first unless it refused them
+ * (its role changed, a split brain: etcd moved the leader, and this node
+ * saw it too and cancelled), and then its ERROR says its state, which
+ * job_write_state() takes over the guess from bytes sent. Its ACKs are
+ * read past; its session's end (the connection closed) or
+ * JOB_CANCEL_HEAR_MS of silence ends the wait. The words stay "cancelled"
+ * unless it said something. */
+static void job_cancel_heard(struct job *j, struct peer_conn *c)
+{
+	unsigned char *buf = j->buf;
+
+	if (!j->bytes_written || !buf)
+		return;
+	peer_conn_set_timeout(c, JOB_CANCEL_HEAR_MS);
+	for (unsigned k = 0; k < 4096; k++) {
+		uint16_t type = 0;
+		size_t len;
+
+		if (job_recv(j, c, buf, &type, &len) < 0) {
+			if (type != WIRE_ERROR)
+				snprintf(j->err, sizeof(j->err), "cancelled");
+			return;
+		}
+	}
+	snprintf(j->err, sizeof(j->err), "cancelled");
+}
+
 int job_cancelled(struct job *j, struct peer_conn *c)
 {
 	if (atomic_load(&j->abort)) {
@@ -561,6 +595,7 @@ int job_cancelled(struct job *j, struct peer_conn *c)
 		return 0;
 	send_text(c, WIRE_ERROR, WIRE_REASON_OTHER, "resync cancelled");
 	snprintf(j->err, sizeof(j->err), "cancelled");
+	job_cancel_heard(j, c);
 	return -ECANCELED;
 }
 

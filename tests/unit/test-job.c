@@ -362,6 +362,50 @@ static void test_cancel_during(void **state)
 	free(want);
 }
 
+static bool job_heard_back(void *arg)
+{
+	return peer_conn_readable(arg);
+}
+
+/* A cancel after a frame that the secondary refused (it acts as primary
+ * now: etcd moved the leader, and this node saw it too and cancelled):
+ * its ERROR, read after the cancel, says its state, which the job takes
+ * over the Inconsistent that the bytes sent would suggest. Nothing was
+ * written there. */
+static void test_cancel_refused(void **state)
+{
+	struct fx *f = *state;
+	struct xfer_thread x = {0};
+	pthread_t t;
+	struct job *j;
+
+	change_primary(f);
+	fx_nodes(f);
+	j = job_open(f, true);
+	j->features &= ~(uint64_t)WIRE_FEATURE_EXTENTS;
+	job_tree(f, 7);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	ratectl_set_paused(&f->rate, true);
+	atomic_store(&f->s->is_primary, true);
+	x.j = j;
+	assert_int_equal(pthread_create(&t, NULL, xfer_main, &x), 0);
+	/* Paused after its first frame; the secondary's refusal waits in
+	 * the socket, unread, when the cancel comes. */
+	assert_int_equal(testlib_wait_until(job_heard_back, j->c, DEADLINE_USEC), 0);
+	atomic_store(&f->cancel, true);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(x.r, -ECANCELED);
+	assert_true(j->bytes_written > 0);
+	assert_non_null(strstr(j->err, "this node acts as primary now: refused the writes"));
+	/* What it said of itself (its state unchanged), not the guess
+	 * from the bytes sent. */
+	assert_true(j->err_state_said);
+	assert_int_equal(j->err_state, META_STATE_OUTDATED);
+	job_end(f);
+	assert_int_equal(state_of(f->s), META_STATE_OUTDATED);
+	assert_image(f, "s", f->sdata);
+}
+
 /* job_quick: the union of both dirty bitmaps, whole blocks; its
  * transfer sends only the pages of those blocks that differ (PAGE_REQ),
  * and leaves the secondary the primary's image. */
@@ -1193,6 +1237,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_compare_transfer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_before, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_during, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pass_paced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_walk_bad_replies, setup, teardown),
