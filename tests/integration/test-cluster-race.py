@@ -28,7 +28,10 @@ a resync runs, a rollback of n2 through the primary is refused: it
 would be a second session of the primary that may rewrite n2. Last, with
 etcd naming the primary, the leader key moves to n2 while the resync's
 frames are held after n2's STATUS: n2, primary now, refuses n1's writes
-at the first and holds not a byte of n1's."""
+at the first and holds not a byte of n1's; once with n1's own watch of
+etcd lagging (n2's refusal stops the run), once without (n1 may cancel
+its run first, after its held data: its summary must still not call n2
+Inconsistent, since n2 wrote nothing)."""
 import os
 import random
 import re
@@ -266,33 +269,48 @@ def split_window(conn, pages, what, request):
           "%s: n1 sees n2 in split brain now: %s" % (what, st["n2"]))
 
 
-def promoted_window():
+def promoted_window(deaf=True):
     """etcd's leader key moves to n2 in held_window(), on the plan's kept
     connection: n2, primary now, must refuse n1's writes at the first.
-    n1's watch lags behind its run (etcd-deaf): otherwise n1 may stop its
-    run itself, at its own sight of the change, before its held frames
-    reach n2 (then n2 has nothing to refuse, and n1 only guesses what its
-    unanswered bytes did), and n2's defence would go untested."""
-    e = Etcd(sc)
-    e.put(leader_key("racee"), "n1")
-    setup("racee", None, etcd_section(e, "racee"))
+    deaf: n1's watch lags behind its run (etcd-deaf), so that n2's defence
+    is what stops the run. Not deaf: n1 may stop its run itself, at its
+    own sight of the change, before or after its held frames reach n2;
+    either way n2 wrote nothing, and n1's summary must not call it
+    Inconsistent (a cancelled job that sent data reads n2's refusal, with
+    its state, rather than guess from the bytes sent)."""
+    tag = "racee" if deaf else "raced"
+    e = Etcd(sc, tag="etcd" if deaf else "etcdb")
+    e.put(leader_key(tag), "n1")
+    setup(tag, None, etcd_section(e, tag))
     diverge_n2()
-    start_all({"RESYNC_FAILPOINT": "etcd-deaf"})
+    start_all({"RESYNC_FAILPOINT": "etcd-deaf"} if deaf else None)
     wait_for(lambda: "(this node is secondary)" in c.log("n2"), what="n2 a secondary")
     token = plan()
     before = image("n2")
 
     def during():
-        e.put(leader_key("racee"), "n2")
+        e.put(leader_key(tag), "n2")
         wait_for(lambda: "(this node is primary)" in c.log("n2"), what="n2 promoted")
-    res, new2 = held_window(arm_kept(), "promoted", {"cmd": "resync", "confirm": c.tag,
-                                                     "plan_token": token}, during)
-    check("this node acts as primary now: refused the writes of 'n1', nothing written" in new2,
-          "promoted: n2 refused n1's writes at its first: %s\nn1's log: %s\nthe result: %s" %
-          (new2[-3000:], c.log("n1")[-3000:], res))
-    truthful_state(n2_result(res) if res.get("nodes") else {}, "promoted")
+    what = "promoted" if deaf else "promoted, n1 seeing it too"
+    res, new2 = held_window(arm_kept(), what, {"cmd": "resync", "confirm": c.tag,
+                                               "plan_token": token}, during)
+    x = n2_result(res) if res.get("nodes") else {}
+    if deaf:
+        check("this node acts as primary now: refused the writes of 'n1', nothing written"
+              in new2, "%s: n2 refused n1's writes at its first: %s\nn1's log: %s\nthe "
+              "result: %s" % (what, new2[-3000:], c.log("n1")[-3000:], res))
+        truthful_state(x, what)
+    else:
+        own_state = c.status("n2")["n2"]["state"]
+        print("%s: n2 %s, state %s (its status: %s): %s" %
+              (what, x.get("result"), x.get("state"), own_state, x.get("error")), flush=True)
+        check(x.get("result") != "resynced" and x.get("state") != "Inconsistent" and
+              own_state != "Inconsistent",
+              "%s: n2 not resynced, and not called Inconsistent (it wrote nothing; its "
+              "status says %s): %s\nn1's log: %s" % (what, own_state, res,
+                                                     c.log("n1")[-3000:]))
     stop_all()
-    check(image("n2") == before, "promoted: not a byte of n1's written on n2")
+    check(image("n2") == before, "%s: not a byte of n1's written on n2" % what)
 
 
 def forced():
@@ -319,6 +337,9 @@ try:
     c.kill_and_unmount()
     relay.stop()
     promoted_window()
+    c.kill_and_unmount()
+    relay.stop()
+    promoted_window(deaf=False)
 finally:
     c.kill_and_unmount()
     relay.stop()
