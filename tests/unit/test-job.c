@@ -327,10 +327,38 @@ static bool is_inconsistent(void *arg)
 	return state_of(arg) == META_STATE_INCONSISTENT;
 }
 
+/* A transfer on its own thread (x, t), BLOCKS one piece each (extents
+ * are not offered), paused (ratectl) after its first frame until the
+ * cancel; with refuse, the secondary acts as primary from its first
+ * frame on (etcd moved the leader to it). */
+static struct job *job_xfer_paused(struct fx *f, struct xfer_thread *x, pthread_t *t, bool refuse)
+{
+	struct job *j;
+
+	change_primary(f);
+	fx_nodes(f);
+	j = job_open(f, true);
+	j->features &= ~(uint64_t)WIRE_FEATURE_EXTENTS;
+	job_tree(f, 7);
+	assert_int_equal(job_compare(j, j->c, j->buf), 0);
+	ratectl_set_paused(&f->rate, true);
+	if (refuse)
+		atomic_store(&f->s->is_primary, true);
+	x->j = j;
+	assert_int_equal(pthread_create(t, NULL, xfer_main, x), 0);
+	return j;
+}
+
+/* The cancel, and the transfer's end with it. */
+static void job_xfer_cancel(struct fx *f, struct xfer_thread *x, pthread_t t)
+{
+	atomic_store(&f->cancel, true);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(x->r, -ECANCELED);
+}
+
 /* A cancel once something was written: the secondary stays
- * Inconsistent, with the first range written and the rest not. The
- * transfer is paused (ratectl) after its first frame (BLOCKS, one piece
- * each: extents are not offered) until the cancel. */
+ * Inconsistent, with the first range written and the rest not. */
 static void test_cancel_during(void **state)
 {
 	struct fx *f = *state;
@@ -340,19 +368,9 @@ static void test_cancel_during(void **state)
 	struct job *j;
 
 	assert_non_null(want);
-	change_primary(f);
-	fx_nodes(f);
-	j = job_open(f, true);
-	j->features &= ~(uint64_t)WIRE_FEATURE_EXTENTS;
-	job_tree(f, 7);
-	assert_int_equal(job_compare(j, j->c, j->buf), 0);
-	ratectl_set_paused(&f->rate, true);
-	x.j = j;
-	assert_int_equal(pthread_create(&t, NULL, xfer_main, &x), 0);
+	j = job_xfer_paused(f, &x, &t, false);
 	assert_int_equal(testlib_wait_until(is_inconsistent, f->s, DEADLINE_USEC), 0);
-	atomic_store(&f->cancel, true);
-	assert_int_equal(pthread_join(t, NULL), 0);
-	assert_int_equal(x.r, -ECANCELED);
+	job_xfer_cancel(f, &x, t);
 	assert_int_equal(j->bytes_written, changed[0].len);
 	job_end(f);
 	assert_int_equal(state_of(f->s), META_STATE_INCONSISTENT);
@@ -379,22 +397,11 @@ static void test_cancel_refused(void **state)
 	pthread_t t;
 	struct job *j;
 
-	change_primary(f);
-	fx_nodes(f);
-	j = job_open(f, true);
-	j->features &= ~(uint64_t)WIRE_FEATURE_EXTENTS;
-	job_tree(f, 7);
-	assert_int_equal(job_compare(j, j->c, j->buf), 0);
-	ratectl_set_paused(&f->rate, true);
-	atomic_store(&f->s->is_primary, true);
-	x.j = j;
-	assert_int_equal(pthread_create(&t, NULL, xfer_main, &x), 0);
-	/* Paused after its first frame; the secondary's refusal waits in
-	 * the socket, unread, when the cancel comes. */
+	j = job_xfer_paused(f, &x, &t, true);
+	/* The secondary's refusal waits in the socket, unread, when the
+	 * cancel comes. */
 	assert_int_equal(testlib_wait_until(job_heard_back, j->c, DEADLINE_USEC), 0);
-	atomic_store(&f->cancel, true);
-	assert_int_equal(pthread_join(t, NULL), 0);
-	assert_int_equal(x.r, -ECANCELED);
+	job_xfer_cancel(f, &x, t);
 	assert_true(j->bytes_written > 0);
 	assert_non_null(strstr(j->err, "this node acts as primary now: refused the writes"));
 	/* What it said of itself (its state unchanged), not the guess
