@@ -440,6 +440,30 @@ static int cmd_rollback(void *userdata, struct control_client *cli, json_object 
 	return control_client_result(cli, o);
 }
 
+/* promote, with "force": this node, named primary and refusing the role
+ * (its volume Inconsistent), acts as primary with the data it holds
+ * (node_primary_force()). Answered by this node, never forwarded: an
+ * operator runs it on the node whose data they choose. */
+static int cmd_promote(void *userdata, struct control_client *cli, json_object *req)
+{
+	struct node *n = userdata;
+	char why[RESYNC_WIRE_TEXT_MAX + 256];
+	json_object *o;
+
+	if (!json_object_get_boolean(json_object_object_get(req, "force")))
+		return control_client_error(
+		    cli, "refused: the primary is the node the configuration or etcd's leader key "
+			 "names; promote only overrides the refusal of a named primary whose volume "
+			 "is Inconsistent, with \"force\": true");
+	if (node_primary_force(n, why, sizeof(why)) < 0)
+		return control_client_error(cli, "%s", why);
+	o = json_object_new_object();
+	json_object_object_add(o, "node", json_object_new_string(n->self->name));
+	json_object_object_add(o, "promoted", json_object_new_boolean(true));
+	json_object_object_add(o, "message", json_object_new_string(why));
+	return control_client_result(cli, o);
+}
+
 static int cmd_events(void *userdata, struct control_client *cli, json_object *req)
 {
 	return events_cmd_stream(((struct node *)userdata)->bus, cli, req);
@@ -479,6 +503,10 @@ static const struct control_field rollback_fields[] = {
 	{"node", CONTROL_FIELD_STRING, CONTROL_FIELD_REQUIRED},
 	{NULL, 0, 0},
 };
+static const struct control_field promote_fields[] = {
+	{"force", CONTROL_FIELD_BOOL, CONTROL_FIELD_REQUIRED},
+	{NULL, 0, 0},
+};
 static const struct control_field rate_fields[] = {
 	{"rate", CONTROL_FIELD_UINT64, CONTROL_FIELD_REQUIRED},
 	{NULL, 0, 0},
@@ -494,6 +522,8 @@ const struct control_command node_commands[] = {
 	{"resume", cmd_pace, NULL, 0},
 	{"rate", cmd_pace, rate_fields, 0},
 	{"rollback", cmd_rollback, rollback_fields, CONTROL_CMD_ERASES},
+	/* Its data made the cluster's: the others' erased at the next resync. */
+	{"promote", cmd_promote, promote_fields, CONTROL_CMD_ERASES},
 };
 
 const size_t node_commands_n = ARRAY_SIZE(node_commands);

@@ -778,6 +778,14 @@ void node_sessions_wait(struct node *n);
  * on disk, the reason kept in n->promote_refused (status), logged and
  * published as an event; the caller keeps this node secondary. */
 int node_primary_init(struct node *n);
+/* An operator's word (resyncctl promote --force, DRBD's primary --force)
+ * that this node, named primary and refusing the role, acts as primary
+ * with the data it holds: marked UpToDate, its bitmap untrusted (the
+ * half-done resync's writes are in no bitmap: every later resync compares
+ * in full), a new generation (node_primary_init()). Refused while a
+ * session rewrites it, or when it refuses nothing. Returns 0, or -errno
+ * with why. Thread-safe. */
+int node_primary_force(struct node *n, char *why, size_t whylen);
 /* The primary or this node's role changed: a session rewriting this
  * volume writes nothing more (n->role_epoch). Thread-safe. */
 void node_role_changed(struct node *n);

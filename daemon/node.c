@@ -315,6 +315,59 @@ int node_primary_init(struct node *n)
 	return r;
 }
 
+int node_primary_force(struct node *n, char *why, size_t whylen)
+{
+	struct meta_info mi;
+	bool refused, writing;
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	refused = n->promote_refused[0];
+	writing = n->writing;
+	pthread_mutex_unlock(&n->lock);
+	if (!refused) {
+		snprintf(why, whylen,
+			 atomic_load(&n->is_primary)
+				 ? "'%s' acts as primary already: nothing to force"
+				 : "refused: '%s' is not a primary that refused its role (the "
+				   "configuration or etcd's leader key names the primary): nothing to force",
+			 n->self->name);
+		return -EINVAL;
+	}
+	if (writing) {
+		snprintf(why, whylen,
+			 "refused: a resync is rewriting '%s' now: stop it first (resyncctl cancel "
+			 "on the node that runs it)", n->self->name);
+		return -EBUSY;
+	}
+	meta_info_get(node_meta(n), &mi);
+	r = meta_trusted_set(node_meta(n), false);
+	if (r >= 0)
+		r = meta_state_set(node_meta(n), META_STATE_UPTODATE);
+	if (r < 0) {
+		snprintf(why, whylen, "cannot mark '%s' UpToDate: %s", n->self->volume, strerror(-r));
+		return r;
+	}
+	/* A session that began rewriting meanwhile is seen here (refused
+	 * again, and its first write marks the volume Inconsistent anew). */
+	r = node_primary_init(n);
+	if (r < 0) {
+		pthread_mutex_lock(&n->lock);
+		snprintf(why, whylen, "%s", r == -EUCLEAN ? n->promote_refused : strerror(-r));
+		pthread_mutex_unlock(&n->lock);
+		return r;
+	}
+	atomic_store(&n->is_primary, true);
+	node_role_changed(n);
+	snprintf(why, whylen,
+		 "'%s' acts as primary by force with the data it holds (it was %s): the next "
+		 "resync makes every secondary identical to it",
+		 n->self->name, meta_state_name(mi.state));
+	log_warning("%s", why);
+	event_publish_state(n->bus, n->self->name, mi.state, META_STATE_UPTODATE, false, why);
+	return 0;
+}
+
 /* The volume, opened and locked, served at the mount point (after a
  * dead daemon's stale mount is detached; never on top of a live one). */
 static int node_volume_open(struct node *n)

@@ -769,6 +769,87 @@ out:
 	return rc;
 }
 
+/* promote --force [--yes] [--json]: the node this talks to, named primary
+ * and refusing the role (its volume Inconsistent), acts as primary with
+ * the data it holds. */
+int resyncctl_promote(int argc, char **argv)
+{
+	static const char usage[] = "usage: resyncctl [--config FILE] [--node NAME] promote --force "
+				    "[--yes] [--json]";
+	struct resyncctl_session s = {0};
+	json_object *req, *res;
+	bool json = false, yes = false, force = false;
+	int rc = 1;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--yes"))
+			yes = true;
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!strcmp(argv[i], "--force"))
+			force = true;
+		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			printf("%s\n\n"
+			       "Make the node this talks to (the local one, or --node) act as primary\n"
+			       "with the data it holds, when the configuration or etcd's leader key\n"
+			       "names it primary and it refused the role because its volume is\n"
+			       "Inconsistent (a resync stopped half-way): as DRBD's primary --force,\n"
+			       "for when no node with good data is left. Its data becomes the cluster's:\n"
+			       "the next resync erases what differs on every other node. Confirm by\n"
+			       "typing the cluster's name, or pass --yes.\n", usage);
+			return 0;
+		} else {
+			resyncctl_errorf("%s", usage);
+			return EXIT_USAGE;
+		}
+	}
+	if (!force) {
+		resyncctl_errorf("promote needs --force: the primary is the node the configuration or "
+				 "etcd's leader key names; this only overrides its refusal of the role");
+		return EXIT_USAGE;
+	}
+	rc = resyncctl_session_open(&s);
+	if (rc)
+		goto out;
+	rc = 1;
+	if (!yes) {
+		if (!isatty(STDIN_FILENO)) {
+			resyncctl_errorf("no terminal to confirm on: pass --yes to make this node act as "
+					 "primary with the data it holds; nothing was changed");
+			goto out;
+		}
+		printf("This node will act as primary with the data it holds, though a resync stopped "
+		       "half-way through it.\nThe next resync erases what differs on every other "
+		       "node and replaces it with this data.\n");
+		if (!confirm(s.cfg->name)) {
+			resyncctl_errorf("not confirmed; nothing was changed");
+			goto out;
+		}
+	}
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("promote"));
+	json_object_object_add(req, "force", json_object_new_boolean(true));
+	json_object_object_add(req, "confirm", json_object_new_string(s.cfg->name));
+	res = resyncctl_request(&s, req, NULL, NULL);
+	json_object_put(req);
+	if (!res || !resyncctl_result_ok(res)) {
+		json_object_put(res);
+		goto out;
+	}
+	if (json) {
+		json_object_object_del(res, "type");
+		json_object_object_del(res, "ok");
+		resyncctl_print_json(res);
+	} else {
+		printf("%s\n", json_object_get_string(json_object_object_get(res, "message")));
+	}
+	json_object_put(res);
+	rc = 0;
+out:
+	resyncctl_session_close(&s);
+	return rc;
+}
+
 int resyncctl_cancel(int argc, char **argv)
 {
 	struct resyncctl_session s = {0};

@@ -206,6 +206,7 @@ static const struct command commands[] = {
 	{"resync", resyncctl_resync, "make every secondary identical to the primary"},
 	{"cancel", resyncctl_cancel, "stop a running resync at a checkpoint"},
 	{"rollback", resyncctl_rollback, "put back what the last resync overwrote on a node"},
+	{"promote", resyncctl_promote, "make a named primary that refused its role act as primary (--force)"},
 	{"events", resyncctl_events, "print the daemon's events as they happen"},
 	{"pause", resyncctl_pause, "hold the running resync"},
 	{"resume", resyncctl_resume, "let a paused resync go on"},

@@ -13,6 +13,7 @@ int resyncctl_verify(int argc, char **argv);
 int resyncctl_resync(int argc, char **argv);
 int resyncctl_cancel(int argc, char **argv);
 int resyncctl_rollback(int argc, char **argv);
+int resyncctl_promote(int argc, char **argv);
 /* resyncctl-events.c */
 int resyncctl_events(int argc, char **argv);
 int resyncctl_pause(int argc, char **argv);

@@ -10,8 +10,12 @@ secondary-inconsistent). The configuration then names b the primary and
 both restart: b logs its refusal; status through b shows b Inconsistent
 with its promotion_refused, and through a, b's line says the refusal; a
 resync asked through either node fails and names it; b's image is not
-touched meanwhile.
-Named primary again, a resyncs b: byte-identical, UpToDate."""
+touched meanwhile. Then the operator's way out (resyncctl promote
+--force, DRBD's primary --force): refused without a terminal or --yes,
+and on a node that refuses nothing; with --yes b acts as primary with
+the data it holds, unchanged, UpToDate; its next resync compares a in
+full and leaves it byte-identical to b."""
+import json
 import os
 import sys
 
@@ -42,7 +46,9 @@ c = Cluster(sc, "refuse", ["a", "b"], "a", size=SIZE)
 try:
     c.start("a")
     c.start("b", env={"RESYNC_FAILPOINT": "secondary-inconsistent"})
-    c.write("a", 0, os.urandom(4 * MB))
+    # Under undo_max_bytes (10 % of the volume): when b, forced, resyncs a,
+    # what a held is journaled, a diverged node's default.
+    c.write("a", 0, os.urandom(1 * MB))
     rc, _, summary, err = resync_json(c)
     check(rc != 0, "the resync that kills b at its first data fails (%d): %s" % (rc, err))
     c.procs.pop("b").wait(timeout=30)  # killed by its failpoint
@@ -71,20 +77,38 @@ try:
               "a resync asked through %s fails and names b's refusal: %s %s" %
               (via, r.stdout, r.stderr))
     check(image(c, "b") == before, "b's image untouched while it refuses the role")
-    for n in ("b", "a"):
-        c.stop(n)
 
-    set_primary(c, "a")
-    c.start("a")
-    c.start("b")
-    resync_ok(c, "a's resync of b after the refusal")
-    check(c.same_through_mounts("a", "b"), "a and b byte-identical")
-    st = c.status("a")
-    check(st["b"].get("state") == "UpToDate" and not st["b"].get("promotion_refused"),
-          "b UpToDate, nothing refused: %s" % st["b"])
+    # The operator's way out when no node with good data is left
+    # (DRBD's primary --force): b acts as primary with what it holds.
+    r = c.ctl("--node", "b", "promote", "--force")
+    check(r.returncode != 0 and "no terminal to confirm on" in r.stderr,
+          "promote --force without a terminal or --yes changes nothing: %s %s" %
+          (r.stdout, r.stderr))
+    r = c.ctl("--node", "a", "promote", "--force", "--yes")
+    check(r.returncode != 0 and "is not a primary that refused its role" in r.stderr,
+          "promote --force of a, a secondary that refused nothing, is refused: %s %s" %
+          (r.stdout, r.stderr))
+    check(REFUSED in c.status("b")["b"].get("promotion_refused", ""), "b still refuses")
+    r = c.ctl("--node", "b", "promote", "--force", "--yes", "--json")
+    check(r.returncode == 0 and json.loads(r.stdout).get("promoted") is True,
+          "promote --force --yes of b: %s %s" % (r.stdout, r.stderr))
+    check("acts as primary by force with the data it holds (it was Inconsistent)" in
+          c.log("b")[since["b"]:], "b's log says it was forced: %s" % c.log("b")[-2000:])
+    check(image(c, "b") == before, "b's data as it was: the promotion wrote none of it")
+    st = c.status("b")
+    check(st["b"].get("role") == "primary" and st["b"].get("state") == "UpToDate" and
+          not st["b"].get("promotion_refused"),
+          "b primary and UpToDate, nothing refused: %s" % st["b"])
+    # Its bitmap untrusted (the half-done resync's writes are in none):
+    # the next resync compares a in full, and a ends with b's data.
+    x = resync_ok(c, "b's resync of a after the forced promotion")["a"]
+    check(x.get("mode") == "full" and x.get("bytes_written", 0) > 0,
+          "a compared in full and rewritten with b's data: %s" % x)
+    check(c.same_through_mounts("b", "a"), "a byte-identical to b")
+    check(c.status("b")["a"].get("state") == "UpToDate", "a UpToDate")
     for n in ("b", "a"):
         c.stop(n)
 finally:
     c.kill_and_unmount()
 print("ok: b, Inconsistent and named primary by the configuration, refused the role; "
-      "a then resynced it")
+      "promote --force made it primary, and it resynced a")
