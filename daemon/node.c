@@ -234,10 +234,11 @@ static int node_primary_refuse_locked(struct node *n, const struct meta_info *mi
 	snprintf(n->promote_refused, sizeof(n->promote_refused),
 		 "'%s' refused to act as primary: its volume is %s, its data is not the "
 		 "cluster's; it stays a secondary (Inconsistent) until a resync from a node "
-		 "with good data completes",
+		 "with good data completes (with none left: resyncctl --node %s promote --force)",
 		 n->self->name,
 		 n->writing ? "being rewritten by a resync"
-			    : "Inconsistent (a resync stopped half-way)");
+			    : "Inconsistent (a resync stopped half-way)",
+		 n->self->name);
 	return -EUCLEAN;
 }
 
