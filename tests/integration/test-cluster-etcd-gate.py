@@ -171,6 +171,15 @@ check(r.returncode == 0 and "s: NOT ACTING AS PRIMARY: 's' refused to act as pri
 check("primary of cluster 'eg' from etcd's leader key: s" in c.log("s")[since:] and
       "refused to act as primary" in c.log("s")[since:],
       "s refused at its start: %s" % c.log("s")[since:][-2000:])
+# The way out when no node with good data is left (DRBD's primary
+# --force): s, named by the key, acts as primary with what it holds.
+r = c.ctl("--node", "s", "promote", "--force", "--yes")
+check(r.returncode == 0 and "'s' acts as primary by force" in r.stdout,
+      "promote --force of s, the key's node: %s %s" % (r.stdout, r.stderr))
+wait_for(lambda: summary_s().get("role") == "primary" and
+         not summary_s().get("promotion_refused") and summary_s().get("state") == "UpToDate",
+         what=lambda: "s's summary in etcd: primary, UpToDate, nothing refused: %s" %
+         summary_s())
 e.put(leader_key(TAG), "p")
 print("phase done", flush=True)
 
