@@ -162,7 +162,9 @@ function renderStatus() {
     const lr = S.lastResult[n.name];
     const tr = el('tr', { 'data-node': n.name },
       el('th', { scope: 'row', text: n.name + (n.name === d.node ? ' (this node)' : '') }),
-      el('td', { text: n.role }),
+      el('td', { text: n.role, class: n.promotion_refused ? 'error' : '',
+        title: n.promotion_refused || '' },
+        n.promotion_refused ? ' — named primary, refused the role' : ''),
       el('td', {}, stateBadge(n.state)),
       el('td', { class: 'mono', text: n.generation ? n.generation.slice(0, 8) : '—', title: n.generation || '' }),
       el('td', { class: 'num', text: n.dirty_bytes === null || n.dirty_bytes === undefined ? '—' : bytes(n.dirty_bytes) }),
