@@ -316,7 +316,11 @@ int node_primary_init(struct node *n)
 	return r;
 }
 
-int node_primary_force(struct node *n, char *why, size_t whylen)
+/* One forced promotion at a time (two operators at once): the second
+ * finds nothing refused. */
+static pthread_mutex_t node_force_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int node_primary_force_locked(struct node *n, char *why, size_t whylen)
 {
 	struct meta_info mi;
 	bool refused, writing;
@@ -367,6 +371,16 @@ int node_primary_force(struct node *n, char *why, size_t whylen)
 	log_warning("%s", why);
 	event_publish_state(n->bus, n->self->name, mi.state, META_STATE_UPTODATE, false, why);
 	return 0;
+}
+
+int node_primary_force(struct node *n, char *why, size_t whylen)
+{
+	int r;
+
+	pthread_mutex_lock(&node_force_lock);
+	r = node_primary_force_locked(n, why, whylen);
+	pthread_mutex_unlock(&node_force_lock);
+	return r;
 }
 
 /* The volume, opened and locked, served at the mount point (after a
