@@ -192,25 +192,35 @@ static struct wire_proof ask_proof(struct fx *f)
  * of the written bytes: that block is hashed again and the root is the
  * image's as it is, not the one the resync meant. Data after the last
  * checkpoint is hashed at the proof. */
+/* A session of the primary (a new generation) whose compare hashed the
+ * volume, the proof's leaves from the same reads: the folds' start. The
+ * zstd context for its data frames. */
+static struct wire_zstd *fold_open(struct fx *f)
+{
+	struct wire_zstd *z = NULL;
+	struct meta_uuid gen;
+
+	assert_int_equal(wire_zstd_new(0, &z), 0);
+	assert_int_equal(meta_uuid_random(&gen), 0);
+	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
+	send_leaf_req(f);
+	recv_type(f, WIRE_HASH_REPLY);
+	return z;
+}
+
 static void test_proof_fold(void **state)
 {
 	struct fx *f = *state;
-	struct wire_zstd *z = NULL;
-	struct meta_uuid gen;
+	struct wire_zstd *z;
 	struct proof_digest meant, now;
 	struct wire_proof a;
 	unsigned char b = 0;
 	size_t len;
 	int fd;
 
-	assert_int_equal(wire_zstd_new(0, &z), 0);
-	assert_int_equal(meta_uuid_random(&gen), 0);
-	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
-	/* A compare's hashing: the proof's leaves from the same reads. */
-	send_leaf_req(f);
-	recv_type(f, WIRE_HASH_REPLY);
-
-	/* Two pages in blocks 0 and 3, a checkpoint, then a page in block 5. */
+	z = fold_open(f);
+	/* A compare's hashing made the proof's leaves: the fold starts there.
+	 * Two pages in blocks 0 and 3, a checkpoint, then a page in block 5. */
 	testlib_fill(f->data + RESYNC_PAGE, RESYNC_PAGE, 31);
 	testlib_fill(f->data + 200000, 2000, 32);
 	testlib_fill(f->data + 5 * TN_BLOCK + 8192, RESYNC_PAGE, 33);
@@ -278,18 +288,13 @@ static void flip_byte(struct fx *f, uint64_t off)
 static void test_proof_fold_pieces(void **state)
 {
 	struct fx *f = *state;
-	struct wire_zstd *z = NULL;
-	struct meta_uuid gen;
+	struct wire_zstd *z;
 	uint64_t cross = (1 << 20) - 2048;
 	struct proof_digest meant, now;
 	struct wire_proof a;
 	size_t len;
 
-	assert_int_equal(wire_zstd_new(0, &z), 0);
-	assert_int_equal(meta_uuid_random(&gen), 0);
-	fx_open(f, "p", WIRE_HELLO_PRIMARY, &gen);
-	send_leaf_req(f);
-	recv_type(f, WIRE_HASH_REPLY);
+	z = fold_open(f);
 	for (uint64_t k = 0; k < 15; k++) {
 		uint64_t off = k * PROOF_BLOCK_DEFAULT;
 
