@@ -226,3 +226,14 @@ int resyncctl_parse_opts(int argc, char **argv, const char *usage, bool *json, i
 	return optind;
 }
 
+bool resyncctl_confirm(const char *cluster)
+{
+	char line[256];
+
+	printf("type the cluster name '%s' to go on: ", cluster);
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return false;
+	line[strcspn(line, "\n")] = 0;
+	return !strcmp(line, cluster);
+}

@@ -1,4 +1,4 @@
-/* resyncctl's commands that talk to resyncd (resyncctl-cluster.c). */
+/* resyncctl's commands that talk to resyncd (resyncctl-cluster.c, -node.c, -events.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -12,6 +12,7 @@ int resyncctl_status(int argc, char **argv);
 int resyncctl_verify(int argc, char **argv);
 int resyncctl_resync(int argc, char **argv);
 int resyncctl_cancel(int argc, char **argv);
+/* resyncctl-node.c */
 int resyncctl_rollback(int argc, char **argv);
 int resyncctl_promote(int argc, char **argv);
 /* resyncctl-events.c */
@@ -61,6 +62,8 @@ uint64_t resyncctl_ju64(struct json_object *o, const char *key);
 double resyncctl_jdbl(struct json_object *o, const char *key);
 struct json_object *resyncctl_jnodes(struct json_object *o);
 void resyncctl_print_json(struct json_object *o);
+/* Asks on the terminal to type the cluster's name: whether it was. */
+bool resyncctl_confirm(const char *cluster);
 int resyncctl_parse_opts(int argc, char **argv, const char *usage, bool *json, int nargs);
 
 /* Consume leading --config FILE / --node NAME; returns the count of argv
