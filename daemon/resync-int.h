@@ -116,6 +116,15 @@ json_object *resync_report(struct resync_run *run);
  * was lost, asked again (struct job's commit_unheard). */
 void resync_ask_unheard(struct resync_run *run);
 
+/* ---- resync-tree.c ---- */
+/* The tree's leaf and fanout, for the run and each job. */
+void resync_geometry(struct resync_run *run);
+/* This volume's tree and the run's seed, hashed or taken back (each full
+ * job's prefetch sent). 0; 1 when the failure was answered to the client
+ * (this node stopping, a read error); -errno. With every secondary gone
+ * meanwhile, 0 and run->hash_cut: no tree, each job ended (job_gone()). */
+int resync_hash(struct resync_run *run);
+
 /* ---- resync.c ---- */
 /* [[off, len], ...] of l. */
 json_object *ranges_json(const struct rangelist *l);
