@@ -228,3 +228,11 @@ void *job_pass_thread(void *arg);
 /* A cancel or a give-up (j->abort) asked for: said to the peer, the
  * job's error (-ECANCELED, -ETIMEDOUT); 0 otherwise. */
 int job_cancelled(struct job *j, struct peer_conn *c);
+/* ---- job-end.c ---- (job_cancelled() above is there too) */
+/* The proof's exchange before the commit (PROOF_COMMIT when commit, its
+ * ACK read; else PROOF_REQ): 0 when the secondary's root is the
+ * primary's, -EILSEQ on a mismatch (not committed), -errno, j->err saying
+ * why. */
+int job_proof(struct job *j, struct peer_conn *c, unsigned char *buf, bool commit);
+/* job-xfer.c's: the next frame, which must be an ACK (-EBADMSG else). */
+int job_wait_ack(struct job *j, struct peer_conn *c, unsigned char *buf);
