@@ -17,7 +17,8 @@
  *   job.c         the primary's work toward one secondary
  *   job-walk.c    its walk of the secondary's hash tree, a level a round trip
  *   job-xfer.c    its transfer: batches, page hashes, CHECKPOINTs, COMMIT
- *                 (the job's types and steps: job-int.h, included below)
+ *                 (the job's types and steps: job-int.h, included below);
+ *                 job-end.c the proof before the commit, and a cancel
  *   job-hashif.c  the tree's first level asked for in the hellos' flight
  *                 (HASH_REQ_IF, HASH_REQ_MORE), the peers' features
  *                 remembered
@@ -26,9 +27,9 @@
  *   moved.c, moved-session.c  moved and shifted data as COPYs, both sides
  *                 (moved-table.c: the leaf table, its types in moved-int.h)
  *   resync.c      verify and resync: plan, hash, run jobs, commit (its run
- *                 in resync-int.h; resync-pass.c the passes, the short
- *                 fence and the primary's proof, resync-report.c the
- *                 result)
+ *                 in resync-int.h; resync-tree.c this volume's tree,
+ *                 resync-pass.c the passes, the short fence and the
+ *                 primary's proof, resync-report.c the result)
  *   plan-keep.c   a plan's connections and walks, kept for its resync
  *   forward.c     cluster-wide requests sent to the primary, both ends
  *   commands.c    the control commands and their table
@@ -628,7 +629,7 @@ int node_peer_open_status(struct node *n, const struct node_config *peer, bool w
 			  bool *ret_reached);
 int node_peer_bitmap(struct peer_conn *c, unsigned char *buf, unsigned char *bm, size_t size);
 
-#include "job-int.h" /* job.c, job-walk.c, job-xfer.c */
+#include "job-int.h" /* job.c, job-walk.c, job-xfer.c, job-end.c */
 
 /* ---- moved.c, moved-session.c ---- */
 /* Moved blocks and shifted data travel as COPY (WIRE_FEATURE_COPY,
