@@ -1,8 +1,9 @@
 /* The primary's job toward one secondary (job.c, job-walk.c, job-xfer.c,
  * job-end.c): what it needs of the node (struct job_ctx), the walk's
- * memo, the job itself and the steps its rooms offer each other. Part of node-int.h,
- * which includes it in place (it uses the node's enums and the client's
- * types declared above it there): include node-int.h, not this. */
+ * memo, the job itself and the steps its rooms offer each other. Part of
+ * node-int.h, which includes it in place (it uses the node's enums and
+ * the client's types declared above it there): include node-int.h, not
+ * this. */
 #pragma once
 
 /* ---- job.c ---- */
