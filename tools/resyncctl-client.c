@@ -185,6 +185,13 @@ void resyncctl_print_json(json_object *o)
 	fflush(stdout);
 }
 
+void resyncctl_print_result(json_object *res)
+{
+	json_object_object_del(res, "type");
+	json_object_object_del(res, "ok");
+	resyncctl_print_json(res);
+}
+
 /* Options every daemon command takes: --config, --node, --json, --help;
  * then exactly nargs operands. Returns the index of the first operand, or
  * -1 after printing the usage (a usage error). --help exits 0. */

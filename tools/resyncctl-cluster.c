@@ -104,9 +104,7 @@ int resyncctl_status(int argc, char **argv)
 	}
 	nodes = resyncctl_jnodes(res);
 	if (json) {
-		json_object_object_del(res, "type");
-		json_object_object_del(res, "ok");
-		resyncctl_print_json(res);
+		resyncctl_print_result(res);
 	} else {
 		printf("cluster: %s\nprimary: %s\n", resyncctl_jstr(res, "cluster"),
 		       resyncctl_jstr(res, "primary") ? resyncctl_jstr(res, "primary") : "(none)");
@@ -704,9 +702,7 @@ int resyncctl_cancel(int argc, char **argv)
 		goto out;
 	}
 	if (json) {
-		json_object_object_del(res, "type");
-		json_object_object_del(res, "ok");
-		resyncctl_print_json(res);
+		resyncctl_print_result(res);
 	} else {
 		puts(json_object_get_boolean(json_object_object_get(res, "cancelled"))
 			     ? "the running resync was asked to stop"

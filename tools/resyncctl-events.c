@@ -165,9 +165,7 @@ static int pace_request(json_object *req, bool json)
 		return 1;
 	}
 	if (json) {
-		json_object_object_del(res, "type");
-		json_object_object_del(res, "ok");
-		puts(json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
+		resyncctl_print_result(res);
 	} else {
 		uint64_t rate = json_object_get_uint64(json_object_object_get(res, "max_rate"));
 

@@ -71,14 +71,6 @@ static json_object *erasing_request(struct resyncctl_session *s, json_object *re
 	return res;
 }
 
-/* A result for --json: its fields without the reply's framing. */
-static void print_result_json(json_object *res)
-{
-	json_object_object_del(res, "type");
-	json_object_object_del(res, "ok");
-	resyncctl_print_json(res);
-}
-
 /* rollback NODE [--yes] [--json]: put back what the last resync
  * overwrote on NODE, from its undo journal. */
 int resyncctl_rollback(int argc, char **argv)
@@ -120,7 +112,7 @@ int resyncctl_rollback(int argc, char **argv)
 	if (!res)
 		goto out;
 	if (json) {
-		print_result_json(res);
+		resyncctl_print_result(res);
 	} else {
 		printf("'%s' rolled back: %llu bytes put back\n", node,
 		       (unsigned long long)json_object_get_uint64(json_object_object_get(res, "bytes")));
@@ -176,7 +168,7 @@ int resyncctl_promote(int argc, char **argv)
 	if (!res)
 		goto out;
 	if (json) {
-		print_result_json(res);
+		resyncctl_print_result(res);
 	} else {
 		printf("%s\n", json_object_get_string(json_object_object_get(res, "message")));
 	}

@@ -62,6 +62,8 @@ uint64_t resyncctl_ju64(struct json_object *o, const char *key);
 double resyncctl_jdbl(struct json_object *o, const char *key);
 struct json_object *resyncctl_jnodes(struct json_object *o);
 void resyncctl_print_json(struct json_object *o);
+/* A result for --json: its fields without the reply's framing (type, ok). */
+void resyncctl_print_result(struct json_object *res);
 /* Asks on the terminal to type the cluster's name: whether it was. */
 bool resyncctl_confirm(const char *cluster);
 int resyncctl_parse_opts(int argc, char **argv, const char *usage, bool *json, int nargs);
