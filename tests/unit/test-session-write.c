@@ -14,6 +14,21 @@
 #include "resync/rollsum.h"
 #include "session-check.h"
 
+/* BLOCKS of n bytes at off, from p. */
+static void send_blocks(struct fx *f, struct wire_zstd *z, uint64_t off, const unsigned char *p,
+			size_t n)
+{
+	size_t len;
+
+	assert_int_equal(wire_blocks_encode(z, off, p, n, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
+	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+}
+
+static void send_page(struct fx *f, struct wire_zstd *z, uint64_t off, const unsigned char *p)
+{
+	send_blocks(f, z, off, p, RESYNC_PAGE);
+}
+
 /* (g) The primary rewrites: BLOCKS and EXTENTS land in the image, a
  * CHECKPOINT is durable and recorded under the primary's generation,
  * the COMMIT makes the volume UpToDate at that generation with a clean
@@ -51,9 +66,7 @@ static void test_primary_rewrite(void **state)
 	assert_true(len < 2 * RESYNC_PAGE); /* compressed */
 	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
 	testlib_fill(want + 40000, 2000, 99);
-	assert_int_equal(wire_blocks_encode(z, 40000, want + 40000, 2000, f->buf,
-					    RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	send_blocks(f, z, 40000, want + 40000, 2000);
 
 	/* A checkpoint: durable, recorded, acknowledged. */
 	send_offset(f, WIRE_CHECKPOINT, 64 << 10);
@@ -100,15 +113,6 @@ static void test_primary_rewrite(void **state)
  * this node), nothing that followed it is applied, although it was on
  * the wire before the refusal was read; accepted from the primary, the
  * data lands. */
-static void send_page(struct fx *f, struct wire_zstd *z, uint64_t off, const unsigned char *p)
-{
-	size_t len;
-
-	assert_int_equal(wire_blocks_encode(z, off, p, RESYNC_PAGE, f->buf, RESYNC_WIRE_FRAME_MAX,
-					    &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
-}
-
 static void test_rehello_data(void **state)
 {
 	struct fx *f = *state;
@@ -215,7 +219,6 @@ static void test_proof_fold(void **state)
 	struct proof_digest meant, now;
 	struct wire_proof a;
 	unsigned char b = 0;
-	size_t len;
 	int fd;
 
 	z = fold_open(f);
@@ -224,24 +227,16 @@ static void test_proof_fold(void **state)
 	testlib_fill(f->data + RESYNC_PAGE, RESYNC_PAGE, 31);
 	testlib_fill(f->data + 200000, 2000, 32);
 	testlib_fill(f->data + 5 * TN_BLOCK + 8192, RESYNC_PAGE, 33);
-	assert_int_equal(wire_blocks_encode(z, RESYNC_PAGE, f->data + RESYNC_PAGE, RESYNC_PAGE,
-					    f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
-	assert_int_equal(wire_blocks_encode(z, 200000, f->data + 200000, 2000, f->buf,
-					    RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	send_blocks(f, z, RESYNC_PAGE, f->data + RESYNC_PAGE, RESYNC_PAGE);
+	send_blocks(f, z, 200000, f->data + 200000, 2000);
 	/* Most of block 8: left to the proof (reading it again saves nothing). */
 	testlib_fill(f->data + 8 * TN_BLOCK, 40000, 34);
-	assert_int_equal(wire_blocks_encode(z, 8 * TN_BLOCK, f->data + 8 * TN_BLOCK, 40000, f->buf,
-					    RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	send_blocks(f, z, 8 * TN_BLOCK, f->data + 8 * TN_BLOCK, 40000);
 	send_offset(f, WIRE_CHECKPOINT, 0);
 	assert_int_equal(recv_ack(f), 0);
 	assert_int_equal(f->s->proof_folded_blocks, 2);
 	assert_int_equal(f->s->n_checks, 2);
-	assert_int_equal(wire_blocks_encode(z, 5 * TN_BLOCK + 8192, f->data + 5 * TN_BLOCK + 8192,
-					    RESYNC_PAGE, f->buf, RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	send_page(f, z, 5 * TN_BLOCK + 8192, f->data + 5 * TN_BLOCK + 8192);
 
 	/* Nothing changed: the dense block and the one written after the
 	 * checkpoint. */
@@ -292,21 +287,16 @@ static void test_proof_fold_pieces(void **state)
 	uint64_t cross = (1 << 20) - 2048;
 	struct proof_digest meant, now;
 	struct wire_proof a;
-	size_t len;
 
 	z = fold_open(f);
 	for (uint64_t k = 0; k < 15; k++) {
 		uint64_t off = k * PROOF_BLOCK_DEFAULT;
 
 		testlib_fill(f->data + off, RESYNC_PAGE, 40 + (unsigned)k);
-		assert_int_equal(wire_blocks_encode(z, off, f->data + off, RESYNC_PAGE, f->buf,
-						    RESYNC_WIRE_FRAME_MAX, &len), 0);
-		assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+		send_blocks(f, z, off, f->data + off, RESYNC_PAGE);
 	}
 	testlib_fill(f->data + cross, SIZE - cross, 60);
-	assert_int_equal(wire_blocks_encode(z, cross, f->data + cross, SIZE - cross, f->buf,
-					    RESYNC_WIRE_FRAME_MAX, &len), 0);
-	assert_int_equal(peer_conn_send_frame(f->c, WIRE_BLOCKS, f->buf, len), 0);
+	send_blocks(f, z, cross, f->data + cross, SIZE - cross);
 	send_offset(f, WIRE_CHECKPOINT, 0);
 	assert_int_equal(recv_ack(f), 0);
 	assert_int_equal(f->s->proof_folded_blocks, 17);
