@@ -204,22 +204,24 @@ static int worker_compare_chunk(struct worker *w, struct slot *s)
 
 /* The hashes of len bytes at p, volume offset off (a multiple of the
  * block size, and of extra_block when extra hashes are asked): one per
- * block, and one per extra_block with seed 0, hashed while that span is
- * still in the cache. */
+ * block, and one per extra_block with seed 0, both from one pass over
+ * each extra_block's bytes (hash_span()). */
 static void job_hash_span(struct job *job, const unsigned char *p, uint64_t off, size_t len)
 {
 	const struct blockcmp_opts *o = job->opts;
 	uint32_t bs = job->bs;
-	size_t span = o->extra_hashes ? o->extra_block : len;
 
-	for (size_t x = 0; x < len; x += span) {
-		size_t xl = MIN(span, len - x);
-
-		for (size_t k = x; k < x + xl; k += bs)
+	if (!o->extra_hashes) {
+		for (size_t k = 0; k < len; k += bs)
 			job->hashes[(off + k - job->base) / bs] =
 				hash_block(p + k, MIN((size_t)bs, len - k), o->seed);
-		if (o->extra_hashes)
-			o->extra_hashes[(off + x - job->base) / span] = hash_block(p + x, xl, 0);
+		return;
+	}
+	for (size_t x = 0; x < len; x += o->extra_block) {
+		size_t xl = MIN((size_t)o->extra_block, len - x);
+
+		hash_span(p + x, xl, bs, o->seed, &job->hashes[(off + x - job->base) / bs],
+			  &o->extra_hashes[(off + x - job->base) / o->extra_block]);
 	}
 }
 

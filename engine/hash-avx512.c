@@ -9,10 +9,17 @@
 #include <xxhash.h>
 
 #include "hash-int.h"
+#include "hash-span.h"
 
 struct hash128 hash_block_avx512(const void *data, size_t len, uint64_t seed)
 {
 	XXH128_hash_t h = XXH3_128bits_withSeed(data, len, seed);
 
 	return (struct hash128){h.low64, h.high64};
+}
+
+void hash_span_avx512(const void *data, size_t len, size_t bs, uint64_t seed,
+		      struct hash128 *leaves, struct hash128 *ret_whole)
+{
+	hash_span_fused(data, len, bs, seed, leaves, ret_whole);
 }

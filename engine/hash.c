@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -6,6 +7,7 @@
 #include <xxhash.h>
 
 #include "hash-int.h"
+#include "hash-span.h"
 
 /* The baseline build (SSE2 on x86-64, scalar elsewhere). */
 struct hash128 hash_block_sse2(const void *data, size_t len, uint64_t seed)
@@ -15,61 +17,82 @@ struct hash128 hash_block_sse2(const void *data, size_t len, uint64_t seed)
 	return (struct hash128){h.low64, h.high64};
 }
 
-typedef struct hash128 (*hash_fn)(const void *, size_t, uint64_t);
+void hash_span_sse2(const void *data, size_t len, size_t bs, uint64_t seed, struct hash128 *leaves,
+		    struct hash128 *ret_whole)
+{
+	hash_span_fused(data, len, bs, seed, leaves, ret_whole);
+}
 
-/* The widest path this CPU runs: AVX-512 (AVX512F), AVX2, the baseline. */
-static hash_fn hash_pick(void)
+/* A vector path: its block hash and its span hash, built for it. */
+struct hash_path {
+	const char *name;
+	struct hash128 (*block)(const void *, size_t, uint64_t);
+	void (*span)(const void *, size_t, size_t, uint64_t, struct hash128 *, struct hash128 *);
+};
+
+static const struct hash_path hash_paths[] = {
+    {"sse2", hash_block_sse2, hash_span_sse2},
+#if defined(__x86_64__) && defined(HAVE_HASH_AVX2)
+    {"avx2", hash_block_avx2, hash_span_avx2},
+    {"avx512", hash_block_avx512, hash_span_avx512},
+#endif
+};
+
+static bool hash_path_runs(const struct hash_path *p)
 {
 #if defined(__x86_64__) && defined(HAVE_HASH_AVX2)
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx512f"))
-		return hash_block_avx512;
-	if (__builtin_cpu_supports("avx2"))
-		return hash_block_avx2;
+	if (!strcmp(p->name, "avx512"))
+		return __builtin_cpu_supports("avx512f");
+	if (!strcmp(p->name, "avx2"))
+		return __builtin_cpu_supports("avx2");
 #endif
-	return hash_block_sse2;
+	return !strcmp(p->name, "sse2");
 }
 
-static hash_fn hash_impl;
+static const struct hash_path *hash_impl = &hash_paths[0];
 
+/* The widest path this CPU runs: AVX-512 (AVX512F), AVX2, the baseline. */
 __attribute__((constructor)) static void hash_init(void)
 {
-	hash_impl = hash_pick();
+	for (size_t i = 0; i < sizeof(hash_paths) / sizeof(hash_paths[0]); i++)
+		if (hash_path_runs(&hash_paths[i]))
+			hash_impl = &hash_paths[i];
 }
 
 struct hash128 hash_block(const void *data, size_t len, uint64_t seed)
 {
-	return hash_impl(data, len, seed);
+	return hash_impl->block(data, len, seed);
+}
+
+void hash_span(const void *data, size_t len, size_t bs, uint64_t seed, struct hash128 *leaves,
+	       struct hash128 *ret_whole)
+{
+	const unsigned char *p = data;
+
+	if (bs && bs % HASH_SPAN_BLOCK == 0 && len && len % bs == 0) {
+		hash_impl->span(data, len, bs, seed, leaves, ret_whole);
+		return;
+	}
+	for (size_t k = 0, i = 0; k < len; k += bs, i++)
+		leaves[i] = hash_impl->block(p + k, len - k < bs ? len - k : bs, seed);
+	*ret_whole = hash_impl->block(data, len, 0);
 }
 
 const char *hash_impl_name(void)
 {
-#if defined(__x86_64__) && defined(HAVE_HASH_AVX2)
-	if (hash_impl == hash_block_avx512)
-		return "avx512";
-	if (hash_impl == hash_block_avx2)
-		return "avx2";
-#endif
-	return "sse2";
+	return hash_impl->name;
 }
 
 int hash_impl_set(const char *name)
 {
-	hash_fn f = NULL;
-
-	if (!strcmp(name, "sse2"))
-		f = hash_block_sse2;
-#if defined(__x86_64__) && defined(HAVE_HASH_AVX2)
-	__builtin_cpu_init();
-	if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2"))
-		f = hash_block_avx2;
-	if (!strcmp(name, "avx512") && __builtin_cpu_supports("avx512f"))
-		f = hash_block_avx512;
-#endif
-	if (!f)
-		return -ENOTSUP;
-	hash_impl = f;
-	return 0;
+	for (size_t i = 0; i < sizeof(hash_paths) / sizeof(hash_paths[0]); i++) {
+		if (!strcmp(name, hash_paths[i].name) && hash_path_runs(&hash_paths[i])) {
+			hash_impl = &hash_paths[i];
+			return 0;
+		}
+	}
+	return -ENOTSUP;
 }
 
 int hash_seed_random(uint64_t *ret)

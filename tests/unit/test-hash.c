@@ -231,6 +231,59 @@ static void test_hash_impl_set(void **state)
 	assert_int_equal(hash_impl_set(was), 0);
 }
 
+/* hash_span() on every path this CPU runs: its leaves and its whole are
+ * the reference library's xxh3-128 of the same bytes (leaves with the
+ * seed, the whole with seed 0), for the one-pass geometries (leaves of 1,
+ * 4 and 64 KiB, spans of one leaf to 64, seed 0 or not, any alignment)
+ * and for those it hashes twice instead (short or odd leaves, a short
+ * span). Where a path is missing on this CPU, it says so. */
+static void test_hash_span(void **state)
+{
+	static const char *const names[] = {"sse2", "avx2", "avx512"};
+	static const struct {
+		size_t bs, len;
+	} g[] = {{1024, 1024},	 {1024, 65536},	  {4096, 4096},	 {4096, 65536}, {4096, 1 << 20},
+		 {65536, 65536}, {65536, 262144}, {4096, 12288}, {512, 4096},	{4096, 6000},
+		 {3072, 9216},	 {4096, 100},	  {2048, 2048}};
+	_cleanup_free_ unsigned char *buf = malloc(BIG + 64);
+	_cleanup_free_ struct hash128 *leaves = calloc(BIG / 512 + 1, sizeof(*leaves));
+	const char *was = hash_impl_name();
+	uint64_t st = 41;
+
+	assert_non_null(buf);
+	assert_non_null(leaves);
+	testlib_fill(buf, BIG + 64, 29);
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		if (hash_impl_set(names[i]) < 0) {
+			fprintf(stderr,
+				"test-hash: SKIPPED: this CPU has no %s: its span hash is not "
+				"checked here\n",
+				names[i]);
+			continue;
+		}
+		for (size_t k = 0; k < ARRAY_SIZE(g); k++) {
+			for (int r = 0; r < 3; r++) {
+				size_t off = r == 0 ? 0 : (size_t)testlib_rand_below(&st, 64);
+				uint64_t seed = r == 1 ? 0 : testlib_rand(&st);
+				const unsigned char *p = buf + off;
+				struct hash128 whole;
+				XXH128_hash_t ref = XXH3_128bits_withSeed(p, g[k].len, 0);
+
+				hash_span(p, g[k].len, g[k].bs, seed, leaves, &whole);
+				assert_true(whole.lo == ref.low64 && whole.hi == ref.high64);
+				for (size_t o = 0, n = 0; o < g[k].len; o += g[k].bs, n++) {
+					size_t l = MIN(g[k].bs, g[k].len - o);
+
+					ref = XXH3_128bits_withSeed(p + o, l, seed);
+					assert_true(leaves[n].lo == ref.low64 &&
+						    leaves[n].hi == ref.high64);
+				}
+			}
+		}
+	}
+	assert_int_equal(hash_impl_set(was), 0);
+}
+
 static void test_hash_seed_random(void **state)
 {
 	uint64_t a = 0, b = 0;
@@ -244,10 +297,15 @@ static void test_hash_seed_random(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_hash_is_xxh3_128),	  cmocka_unit_test(test_hash_deterministic),
-	    cmocka_unit_test(test_hash_seeds_differ),	  cmocka_unit_test(test_hash_data_differs),
-	    cmocka_unit_test(test_hash_avx2_equals_sse2), cmocka_unit_test(test_hash_avx512_equals_sse2),
-	    cmocka_unit_test(test_hash_impl_name),	  cmocka_unit_test(test_hash_impl_set),
+	    cmocka_unit_test(test_hash_is_xxh3_128),
+	    cmocka_unit_test(test_hash_deterministic),
+	    cmocka_unit_test(test_hash_seeds_differ),
+	    cmocka_unit_test(test_hash_data_differs),
+	    cmocka_unit_test(test_hash_avx2_equals_sse2),
+	    cmocka_unit_test(test_hash_avx512_equals_sse2),
+	    cmocka_unit_test(test_hash_impl_name),
+	    cmocka_unit_test(test_hash_impl_set),
+	    cmocka_unit_test(test_hash_span),
 	    cmocka_unit_test(test_hash_seed_random),
 	};
 

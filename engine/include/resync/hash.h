@@ -18,6 +18,13 @@ static inline int hash128_equal(const struct hash128 *a, const struct hash128 *b
 /* Hash len bytes of data with seed. Thread-safe; deterministic for a seed
  * on every CPU (the vector paths compute the same function). */
 struct hash128 hash_block(const void *data, size_t len, uint64_t seed);
+/* The hashes of len bytes at data in one pass over them: leaves[i] =
+ * hash_block() of the i-th bs bytes with seed (the last may be short), and
+ * *ret_whole = hash_block(data, len, 0). Where bs is a multiple of 1 KiB
+ * and len of bs, each stripe of bytes feeds both hashings as it is loaded
+ * (hash-span.h); otherwise the bytes are hashed twice. */
+void hash_span(const void *data, size_t len, size_t bs, uint64_t seed, struct hash128 *leaves,
+	       struct hash128 *ret_whole);
 /* A fresh random seed from the kernel. */
 int hash_seed_random(uint64_t *ret);
 /* Name of the vector path chosen on this CPU ("avx512", "avx2", "sse2"). */

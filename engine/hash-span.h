@@ -1,0 +1,107 @@
+/* One pass over a span for two xxh3-128 hashings of the same bytes: each
+ * leaf of bs bytes with a seed (the hash tree's leaves) and the whole span
+ * with seed 0 (the proof's leaf). Hashing the span again after its leaves
+ * costs a second run of xxh3's arithmetic over bytes that came from memory
+ * at memory's rate; here each 64-byte stripe, loaded once, feeds both
+ * accumulators, so the second hashing runs while the loads wait
+ * (bench/hash-floor: the span pass at 0.02-0.04 s a GiB over the leaves
+ * alone became 0.01).
+ *
+ * The same function as XXH3_128bits_withSeed() for inputs over 240 bytes
+ * (xxhash.h 0.8, its long-input loop): accumulate 16 stripes of a 1 KiB
+ * block with the secret at 8 bytes a stripe, scramble after each block
+ * but the last; in the last block, 15 stripes, then the input's last 64
+ * bytes with the secret's last-stripe offset; merge the accumulators.
+ * Leaves and span are both whole numbers of 1 KiB blocks, so both
+ * hashings cut the bytes at the same places. test-hash checks each path
+ * against hash_block().
+ *
+ * Included by each vector path's file after <xxhash.h> (XXH_INLINE_ALL,
+ * its XXH_VECTOR), so that XXH3_accumulate_512 and XXH3_scrambleAcc are
+ * that path's. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "resync/hash.h"
+
+#if XXH_VERSION_NUMBER < 800 || XXH_VERSION_NUMBER >= 900
+#error "hash-span.h follows xxhash 0.8's long-input loop"
+#endif
+
+enum {
+	HASH_SPAN_STRIPES = 16,
+	/* 16 stripes of 64 bytes: the default secret's block. */
+	HASH_SPAN_BLOCK = HASH_SPAN_STRIPES * XXH_STRIPE_LEN,
+};
+_Static_assert(XXH_SECRET_DEFAULT_SIZE == 192, "xxh3's default secret");
+_Static_assert((XXH_SECRET_DEFAULT_SIZE - XXH_STRIPE_LEN) / XXH_SECRET_CONSUME_RATE ==
+		   HASH_SPAN_STRIPES,
+	       "xxh3's stripes a block");
+
+/* The 128-bit value of accumulators that took len bytes. */
+static inline struct hash128 hash_span_merge(const xxh_u64 *acc, const xxh_u8 *secret, size_t len)
+{
+	struct hash128 h;
+
+	h.lo =
+	    XXH3_mergeAccs(acc, secret + XXH_SECRET_MERGEACCS_START, (xxh_u64)len * XXH_PRIME64_1);
+	h.hi = XXH3_mergeAccs(
+	    acc, secret + XXH_SECRET_DEFAULT_SIZE - 8 * XXH_ACC_NB - XXH_SECRET_MERGEACCS_START,
+	    ~((xxh_u64)len * XXH_PRIME64_2));
+	return h;
+}
+
+/* One 1 KiB block into acc: its 16 stripes, the last one as an input's
+ * last stripe when last. */
+XXH_FORCE_INLINE void hash_span_stripe(xxh_u64 *acc, const xxh_u8 *in, const xxh_u8 *secret,
+				       size_t s, bool last)
+{
+	const xxh_u8 *k =
+	    last && s == HASH_SPAN_STRIPES - 1
+		? secret + XXH_SECRET_DEFAULT_SIZE - XXH_STRIPE_LEN - XXH_SECRET_LASTACC_START
+		: secret + s * XXH_SECRET_CONSUME_RATE;
+
+	XXH3_accumulate_512(acc, in, k);
+}
+
+/* leaves[i] = xxh3-128(data + i*bs, bs, seed) and *ret_whole =
+ * xxh3-128(data, len, 0). bs: a multiple of HASH_SPAN_BLOCK; len: a
+ * multiple of bs. */
+static inline void hash_span_fused(const void *data, size_t len, size_t bs, uint64_t seed,
+				   struct hash128 *leaves, struct hash128 *ret_whole)
+{
+	XXH_ALIGN(XXH_SEC_ALIGN) xxh_u8 custom[XXH_SECRET_DEFAULT_SIZE];
+	XXH_ALIGN(XXH_ACC_ALIGN) xxh_u64 whole[XXH_ACC_NB] = XXH3_INIT_ACC;
+	const xxh_u8 *p = data, *sw = XXH3_kSecret, *sl = XXH3_kSecret;
+	size_t per_leaf = bs / HASH_SPAN_BLOCK, blocks = len / HASH_SPAN_BLOCK;
+
+	if (seed) {
+		XXH3_initCustomSecret(custom, seed);
+		sl = custom;
+	}
+	for (size_t b = 0; b < blocks; b += per_leaf) {
+		XXH_ALIGN(XXH_ACC_ALIGN) xxh_u64 leaf[XXH_ACC_NB] = XXH3_INIT_ACC;
+
+		for (size_t j = 0; j < per_leaf; j++) {
+			const xxh_u8 *in = p + (b + j) * HASH_SPAN_BLOCK;
+			bool last_leaf = j == per_leaf - 1, last_whole = b + j == blocks - 1;
+
+			for (size_t s = 0; s < HASH_SPAN_STRIPES; s++) {
+				const xxh_u8 *st = in + s * XXH_STRIPE_LEN;
+
+				XXH_PREFETCH(st + XXH_PREFETCH_DIST);
+				hash_span_stripe(leaf, st, sl, s, last_leaf);
+				hash_span_stripe(whole, st, sw, s, last_whole);
+			}
+			if (!last_leaf)
+				XXH3_scrambleAcc(leaf,
+						 sl + XXH_SECRET_DEFAULT_SIZE - XXH_STRIPE_LEN);
+			if (!last_whole)
+				XXH3_scrambleAcc(whole,
+						 sw + XXH_SECRET_DEFAULT_SIZE - XXH_STRIPE_LEN);
+		}
+		leaves[b / per_leaf] = hash_span_merge(leaf, sl, bs);
+	}
+	*ret_whole = hash_span_merge(whole, sw, len);
+}
