@@ -8,9 +8,7 @@
 
 struct hash128 hash_block_avx2(const void *data, size_t len, uint64_t seed)
 {
-	XXH128_hash_t h = XXH3_128bits_withSeed(data, len, seed);
-
-	return (struct hash128){h.low64, h.high64};
+	return hash_span_block(data, len, seed);
 }
 
 void hash_span_avx2(const void *data, size_t len, size_t bs, uint64_t seed, struct hash128 *leaves,

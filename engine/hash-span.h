@@ -113,3 +113,43 @@ static inline void hash_span_fused(const void *data, size_t len, size_t bs, uint
 	}
 	*ret_whole = hash_span_merge(whole, sw, len);
 }
+
+/* xxh3-128(data, len, seed) by the same loop, for len a multiple of
+ * HASH_SPAN_BLOCK: a block hash whose bytes come from memory (a page, the
+ * proof's 64 KiB block) with them asked for a page ahead. */
+static inline struct hash128 hash_span_one(const void *data, size_t len, uint64_t seed)
+{
+	XXH_ALIGN(XXH_SEC_ALIGN) xxh_u8 custom[XXH_SECRET_DEFAULT_SIZE];
+	XXH_ALIGN(XXH_ACC_ALIGN) xxh_u64 acc[XXH_ACC_NB] = XXH3_INIT_ACC;
+	const xxh_u8 *p = data, *sec = XXH3_kSecret;
+	size_t blocks = len / HASH_SPAN_BLOCK;
+
+	if (seed) {
+		XXH3_initCustomSecret(custom, seed);
+		sec = custom;
+	}
+	for (size_t b = 0; b < blocks; b++) {
+		const xxh_u8 *in = p + b * HASH_SPAN_BLOCK;
+		bool last = b == blocks - 1;
+
+		for (size_t s = 0; s < HASH_SPAN_STRIPES; s++) {
+			XXH_PREFETCH(in + s * XXH_STRIPE_LEN + HASH_SPAN_PREFETCH);
+			hash_span_stripe(acc, in + s * XXH_STRIPE_LEN, sec, s, last);
+		}
+		if (!last)
+			XXH3_scrambleAcc(acc, sec + XXH_SECRET_DEFAULT_SIZE - XXH_STRIPE_LEN);
+	}
+	return hash_span_merge(acc, sec, len);
+}
+
+/* hash_block() of a path: whole-KiB inputs by hash_span_one(), the rest
+ * (short inputs' own branches, odd lengths) by xxhash.h. */
+static inline struct hash128 hash_span_block(const void *data, size_t len, uint64_t seed)
+{
+	XXH128_hash_t h;
+
+	if (len >= HASH_SPAN_BLOCK && len % HASH_SPAN_BLOCK == 0)
+		return hash_span_one(data, len, seed);
+	h = XXH3_128bits_withSeed(data, len, seed);
+	return (struct hash128){h.low64, h.high64};
+}

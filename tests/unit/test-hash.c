@@ -236,7 +236,8 @@ static void test_hash_impl_set(void **state)
  * seed, the whole with seed 0), for the one-pass geometries (leaves of 1,
  * 4 and 64 KiB, spans of one leaf to 64, seed 0 or not, any alignment)
  * and for those it hashes twice instead (short or odd leaves, a short
- * span). Where a path is missing on this CPU, it says so. */
+ * span); and hash_block() of whole KiB, which runs the same loop. Where
+ * a path is missing on this CPU, it says so. */
 static void test_hash_span(void **state)
 {
 	static const char *const names[] = {"sse2", "avx2", "avx512"};
@@ -279,6 +280,17 @@ static void test_hash_span(void **state)
 						    leaves[n].hi == ref.high64);
 				}
 			}
+		}
+		/* hash_block() of whole KiB goes by the same loop. */
+		for (int r = 0; r < 64; r++) {
+			size_t len = r < 8 ? ((size_t)1024 << r)
+					   : 1024 * (1 + (size_t)testlib_rand_below(&st, BIG / 1024));
+			size_t off = (size_t)testlib_rand_below(&st, 64);
+			uint64_t seed = r % 2 ? 0 : testlib_rand(&st);
+			struct hash128 h = hash_block(buf + off, len, seed);
+			XXH128_hash_t ref = XXH3_128bits_withSeed(buf + off, len, seed);
+
+			assert_true(h.lo == ref.low64 && h.hi == ref.high64);
 		}
 	}
 	assert_int_equal(hash_impl_set(was), 0);
