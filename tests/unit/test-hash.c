@@ -234,7 +234,7 @@ static void test_hash_impl_set(void **state)
 /* hash_span() on every path this CPU runs: its leaves and its whole are
  * the reference library's xxh3-128 of the same bytes (leaves with the
  * seed, the whole with seed 0), for the one-pass geometries (leaves of 1,
- * 4 and 64 KiB, spans of one leaf to 64, seed 0 or not, any alignment)
+ * 4 and 64 KiB, spans of one leaf to 256, seed 0 or not, any alignment)
  * and for those it hashes twice instead (short or odd leaves, a short
  * span); and hash_block() of whole KiB, which runs the same loop. Where
  * a path is missing on this CPU, it says so. */
