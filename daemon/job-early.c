@@ -19,7 +19,10 @@
  * they were read (later passes send what changes), and when the
  * first-level reply shows the secondary written since the plan, the walk
  * goes on from there and pass 1 sends what else differs (job-xfer.c
- * leaves out what went early). A CHECKPOINT at offset 0 (it claims no
+ * leaves out what went early). The data stops when the answers come
+ * (job_early_cut()): it fills their round trip, and the run, which waits
+ * for every secondary's open, is not held by one slow link's share of
+ * NODE_EARLY_BYTES_MAX while the others idle. A CHECKPOINT at offset 0 (it claims no
  * byte below anything) ends the early data: its ACK tells the pace at
  * which the secondary takes bytes for the end of pass 1
  * (job_settle_wait()). */
@@ -73,6 +76,15 @@ int job_early_rest(const struct rangelist *l, const struct rangelist *sent, stru
 		}
 	}
 	return r;
+}
+
+int job_early_cut(struct rangelist *l, uint64_t off)
+{
+	while (l->n && l->v[l->n - 1].off >= off)
+		l->n--;
+	if (l->n && l->v[l->n - 1].off + l->v[l->n - 1].len > off)
+		l->v[l->n - 1].len = off - l->v[l->n - 1].off;
+	return 0;
 }
 
 /* The plan's differing leaves as ranges, ascending, at most

@@ -15,6 +15,9 @@ enum {
 	/* No data behind a first level of more nodes than this (2 MiB of
 	 * replies): job_early_wanted(). */
 	NODE_EARLY_FIRST_MAX = 2 * RESYNC_WIRE_HASHES_MAX,
+	/* Behind the hellos, a look for their answers after this much data
+	 * (job-xfer.c): one poll() a MiB, not one a page. */
+	NODE_EARLY_LOOK_BYTES = 1 << 20,
 };
 
 /* Whether job j (its memo_in taken from the plan) may send the plan's
@@ -32,6 +35,10 @@ bool job_early_wanted(const struct job *j, const struct cluster_config *cfg, boo
  * CHECKPOINT at 0, on c, with the features of the plan's hello. Returns
  * 0 or -errno (j->err may say why). */
 int job_early_send(void *arg, struct peer_conn *c);
+/* The early ranges l cut at off (ascending: what went is below it):
+ * what lies at or above off is dropped, for pass 1 to send. Returns 0
+ * (it only shrinks the list). */
+int job_early_cut(struct rangelist *l, uint64_t off);
 /* After the hellos: the features the early data assumed are this
  * hello's (-EPROTO, j->err says so, otherwise). */
 int job_early_opened(struct job *j);

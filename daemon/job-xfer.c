@@ -314,6 +314,10 @@ struct job_xfer {
 	uint64_t t0, last, done, since_ckpt;
 	struct pacer pace;
 	bool early; /* JOB_SEND_EARLY: nothing read meanwhile */
+	/* Behind the hellos: bytes written at the last look for their
+	 * answers, and where the data stopped when they came (0: it did
+	 * not). */
+	uint64_t early_looked, early_cut;
 };
 
 static bool job_xfer_early(const struct job *j)
@@ -582,6 +586,18 @@ static int job_xfer_batch(struct job_xfer *x)
 			FAILPOINT_RETURN("primary-batch-sent");
 			off += k;
 			x->done += k;
+			/* Data behind the hellos fills the wait for their
+			 * answers, no more: once they come, this job opens
+			 * and the rest goes in pass 1, so that a slow link
+			 * does not hold the other secondaries' opens (the
+			 * run waits for all) for its whole early share. */
+			if (x->early && j->bytes_written - x->early_looked >= NODE_EARLY_LOOK_BYTES) {
+				x->early_looked = j->bytes_written;
+				if (peer_conn_readable(x->c)) {
+					x->early_cut = off;
+					return 1;
+				}
+			}
 			x->since_ckpt += j->bytes_written - before;
 			j->bytes_sent = peer_conn_bytes_sent(x->c);
 			/* A checkpoint says that every byte below it was sent:
@@ -753,6 +769,8 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 	}
 	job_xfer_rewind(x, l, flags & JOB_SEND_CHECKPOINTS);
 	x->early = flags & JOB_SEND_EARLY;
+	x->early_looked = j->bytes_written;
+	x->early_cut = 0;
 	/* After pass 1, every range is a block written meanwhile: its pages
 	 * that the peer already holds stay here. Behind the hellos, the
 	 * plan's leaves are pages. */
@@ -763,11 +781,13 @@ int job_send_ranges(struct job *j, const struct rangelist *l, unsigned flags)
 	else
 		r = job_xfer_pages(x, job_pages(j));
 	x->pace.ignore_pause = flags & JOB_SEND_FINAL;
-	while (r >= 0 && x->i < l->n) {
+	while (r == 0 && x->i < l->n) {
 		r = job_xfer_ask_pages(x, job_xfer_next_batch(x));
 		if (r >= 0)
 			r = job_xfer_batch(x);
 	}
+	if (r > 0) /* the answers came: what went is below the cut */
+		r = job_early_cut(&j->early, x->early_cut);
 	if (r >= 0) {
 		/* The last batched runs count at the rate like every other
 		 * (up to RESYNC_WIRE_BLOCKS_MAX of them: a whole pass of a

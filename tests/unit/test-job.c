@@ -1135,6 +1135,46 @@ static void test_early_rest(void **state)
 	rangelist_release(&sent);
 }
 
+/* job_early_cut(): the early ranges that went before the hellos'
+ * answers came, and pass 1's rest of them (job_early_rest()) exactly
+ * what did not go. */
+static void test_early_cut(void **state)
+{
+	struct rangelist l = {0}, e = {0}, rest = {0};
+	const uint64_t cuts[] = {0, 5, 10, 15, 20, 25, 30, 45, 61, 1000};
+
+	(void)state;
+	for (size_t c = 0; c < ARRAY_SIZE(cuts); c++) {
+		uint64_t want = 0;
+
+		rangelist_release(&l);
+		assert_int_equal(rangelist_add(&l, 0, 10), 0);
+		assert_int_equal(rangelist_add(&l, 20, 10), 0);
+		assert_int_equal(rangelist_add(&l, 40, 20), 0);
+		for (size_t i = 0; i < l.n; i++)
+			if (l.v[i].off < cuts[c])
+				want += MIN(l.v[i].len, cuts[c] - l.v[i].off);
+		rangelist_release(&e);
+		for (size_t i = 0; i < l.n; i++)
+			assert_int_equal(rangelist_add(&e, l.v[i].off, l.v[i].len), 0);
+		assert_int_equal(job_early_cut(&e, cuts[c]), 0);
+		assert_int_equal(rangelist_bytes(&e), want);
+		for (size_t i = 0; i < e.n; i++) {
+			assert_true(e.v[i].len > 0);
+			assert_true(e.v[i].off + e.v[i].len <= cuts[c]);
+		}
+		/* What went and what pass 1 sends: the whole, once. */
+		rangelist_release(&rest);
+		assert_int_equal(job_early_rest(&l, &e, &rest), 0);
+		assert_int_equal(rangelist_bytes(&rest) + want, rangelist_bytes(&l));
+		for (size_t i = 0; i < rest.n; i++)
+			assert_true(rest.v[i].off >= cuts[c]); /* below it, all went */
+	}
+	rangelist_release(&l);
+	rangelist_release(&e);
+	rangelist_release(&rest);
+}
+
 /* job_early_wanted(): data behind the hellos only behind a first level
  * of at most NODE_EARLY_FIRST_MAX nodes (two requests), whose replies
  * fit in the sockets' buffers while the primary is still sending. */
@@ -1255,6 +1295,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_first_parts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_features, setup, teardown),
 		cmocka_unit_test(test_early_rest),
+		cmocka_unit_test(test_early_cut),
 		cmocka_unit_test(test_early_first_max),
 		cmocka_unit_test(test_settle_wait),
 		cmocka_unit_test(test_moved_table),
