@@ -158,7 +158,8 @@ static int early_encode(struct job *j, const struct early_geom *e, bool full, ui
 	int r;
 
 	j->first_one = !full && !(f & WIRE_FEATURE_HASH_MORE);
-	*w = (struct walk_first){.seed = e->seed, .fanout = e->fanout, .leaf_wire = e->leaf};
+	*w = (struct walk_first){.seed = e->seed, .fanout = e->fanout, .leaf_wire = e->leaf,
+				 .t_sent = clock_usec()};
 	job_walk_first_level(j, e->nleaves, e->fanout, &w->level, &w->count);
 	*ret_type = full ? WIRE_HASH_REQ : WIRE_HASH_REQ_IF;
 	j->first_rest = full ? WIRE_HASH_REQ : WIRE_HASH_REQ_MORE;

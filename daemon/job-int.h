@@ -58,6 +58,10 @@ struct walk_first {
 	uint64_t seed, count;
 	unsigned level, fanout;
 	uint32_t leaf_wire;
+	/* clock_usec() when its first part went (0: unknown): its replies'
+	 * bytes over the time since are a lower bound of the link's rate
+	 * (the secondary's hashing and this side's late reading included). */
+	uint64_t t_sent;
 };
 
 struct job {

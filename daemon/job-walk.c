@@ -90,7 +90,7 @@ struct walk_req {
 	size_t first, n;
 	uint64_t hashes;
 	size_t bytes; /* encoded */
-	uint64_t t_sent; /* clock_usec() when sent; 0: the prefetch's (unknown) */
+	uint64_t t_sent; /* clock_usec() when sent; 0: unknown */
 };
 
 struct walk {
@@ -276,6 +276,7 @@ int job_memo_first_req(struct job *j, const struct walk_memo *m, size_t *ret_len
 		.level = m->first_level,
 		.fanout = m->fanout,
 		.leaf_wire = m->leaf_wire,
+		.t_sent = clock_usec(), /* it goes in the hellos' flight */
 	};
 	j->first_rest = WIRE_HASH_REQ;
 	return job_walk_first_encode(&j->first_req, 0, j->buf, ret_len);
@@ -373,8 +374,10 @@ static int walk_recv(struct walk *w)
 		return -EBADMSG;
 	/* A lower bound of the link's rate: the reply's bytes over the time
 	 * since its request went (the round trip, the secondary's work and
-	 * slow start included; not for the prefetch's, sent before this
-	 * volume was hashed). */
+	 * slow start included; for the prefetch's, also this volume's hash
+	 * before it was read: a low bound then, which the fastest reply
+	 * taken leaves out; a resync with its plan's walk has little else
+	 * measured). */
 	if (rq.t_sent)
 		job_note_reply_rate(w->j, (double)len / (double)MAX(clock_usec() - rq.t_sent, (uint64_t)1));
 	FAILPOINT("primary-tree-level");
@@ -471,7 +474,8 @@ static void walk_prefetched(struct walk *w)
 		return;
 	j->prefetched = false;
 	for (size_t i = 0; i < w->todo.n; i++)
-		w->q[i] = (struct walk_req){.first = i, .n = 1, .hashes = t[i].count};
+		w->q[i] = (struct walk_req){.first = i, .n = 1, .hashes = t[i].count,
+					    .t_sent = j->first_req.t_sent};
 	w->q_head = 0;
 	w->q_n = w->todo.n;
 	w->inflight = 0; /* a range each: far below the window */

@@ -62,7 +62,8 @@ void job_prefetch(struct job *j, uint64_t seed)
 
 	if (!j->opened || j->mode != JOB_FULL || !nl || j->prefetched)
 		return;
-	*f = (struct walk_first){.seed = seed, .fanout = j->fanout, .leaf_wire = job_leaf_wire(j)};
+	*f = (struct walk_first){.seed = seed, .fanout = j->fanout, .leaf_wire = job_leaf_wire(j),
+				 .t_sent = clock_usec()};
 	job_walk_first_level(j, nl, j->fanout, &f->level, &f->count);
 	/* A failure shows again at the walk's first reply. */
 	j->prefetched = job_walk_first_send(j->c, WIRE_HASH_REQ, f, 0) >= 0;
