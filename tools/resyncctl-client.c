@@ -107,15 +107,27 @@ void resyncctl_session_close(struct resyncctl_session *s)
 
 /* Send req, pass stream lines to fn, return the result line (caller puts)
  * or NULL after printing why. */
-json_object *resyncctl_request(struct resyncctl_session *s, json_object *req,
-				 resyncctl_line_fn fn, void *arg)
+bool resyncctl_send(struct resyncctl_session *s, json_object *req)
 {
 	int r = control_send(s->fd, req);
 
-	if (r < 0) {
+	if (r < 0)
 		resyncctl_errorf("cannot talk to node '%s': %s", s->node->name, strerror(-r));
+	return r >= 0;
+}
+
+json_object *resyncctl_request(struct resyncctl_session *s, json_object *req,
+				 resyncctl_line_fn fn, void *arg)
+{
+	if (!resyncctl_send(s, req))
 		return NULL;
-	}
+	return resyncctl_result(s, fn, arg);
+}
+
+json_object *resyncctl_result(struct resyncctl_session *s, resyncctl_line_fn fn, void *arg)
+{
+	int r;
+
 	for (;;) {
 		json_object *o = NULL;
 

@@ -54,6 +54,10 @@ typedef void (*resyncctl_line_fn)(void *arg, struct json_object *line);
  * (the caller puts it), or NULL after printing why. */
 struct json_object *resyncctl_request(struct resyncctl_session *s, struct json_object *req,
 				      resyncctl_line_fn fn, void *arg);
+/* resyncctl_request() in two halves, for a client with work between
+ * them: send req (false after printing why), then its lines and result. */
+bool resyncctl_send(struct resyncctl_session *s, struct json_object *req);
+struct json_object *resyncctl_result(struct resyncctl_session *s, resyncctl_line_fn fn, void *arg);
 /* Whether a result line says ok; prints its error when not. */
 bool resyncctl_result_ok(struct json_object *res);
 
