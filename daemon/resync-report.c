@@ -170,8 +170,9 @@ static void resync_proof_note(struct resync_run *run, const struct job *j)
  * committed (its generation then one the primary did not take: Outdated
  * over the primary's data) or not (Inconsistent): asked again on a new
  * connection, judged as status judges it, once this run let go of the
- * fence. When this node cannot judge (unreached, or no longer the
- * primary), what the secondary's ERROR said stands, else Unknown. */
+ * fence. When this node cannot judge (unreached, no longer the primary,
+ * or the secondary acts as primary itself now), what the secondary's
+ * ERROR said stands, else Unknown. */
 void resync_ask_unheard(struct resync_run *run)
 {
 	_cleanup_free_ unsigned char *buf = NULL;
@@ -183,6 +184,7 @@ void resync_ask_unheard(struct resync_run *run)
 		struct wire_hello h;
 		struct wire_status ws;
 		enum meta_state judged;
+		bool peer_primary;
 		size_t at;
 		int r;
 
@@ -198,7 +200,12 @@ void resync_ask_unheard(struct resync_run *run)
 					 r == -EBADMSG ? "malformed reply" : peer_conn_error(c));
 			peer_conn_free(c);
 		}
-		judged = r >= 0 ? node_status_judge(run->n, &h, &ws) : META_STATE_UNKNOWN;
+		/* A peer that acts as primary itself (etcd moved the leader
+		 * and this node has not seen it yet) is not this node's to
+		 * judge: its refusal's word stands. */
+		peer_primary = r >= 0 && (h.flags & WIRE_HELLO_PRIMARY);
+		judged = r >= 0 && !peer_primary ? node_status_judge(run->n, &h, &ws)
+						 : META_STATE_UNKNOWN;
 		if (judged != META_STATE_UNKNOWN) {
 			j->state = judged;
 			if (j->err_state_said && judged == j->err_state)
@@ -213,7 +220,7 @@ void resync_ask_unheard(struct resync_run *run)
 		} else if (r >= 0) {
 			snprintf(note, sizeof(note),
 				 "asked again after the failure, but this node no longer judges it "
-				 "(not the primary)");
+				 "(%s)", peer_primary ? "it acts as primary itself" : "not the primary");
 		} else {
 			snprintf(note, sizeof(note),
 				 "it could not be asked again after the failure: %s", why);

@@ -236,8 +236,9 @@ def truthful_state(x, what):
     bytes sent would suggest (n2's ERROR says its state)."""
     own = c.status("n2")["n2"]
     check(x.get("state") == own["state"] and own["state"] != "Inconsistent",
-          "%s: the summary's state of n2 is what n2's status shows: %s, n2 says %s" %
-          (what, x.get("state"), own))
+          "%s: the summary's state of n2 is what n2's status shows: %s, n2 says %s\n"
+          "the summary: %s\nn1's log: %s\nn2's log: %s" %
+          (what, x.get("state"), own, x, c.log("n1")[-3000:], c.log("n2")[-2000:]))
 
 
 def split_window(conn, pages, what, request):
