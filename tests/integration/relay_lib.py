@@ -213,8 +213,12 @@ class _Conn:
         self.silent = False  # partitioned: nothing more goes through
         self.lost = {UP: False, DOWN: False}  # orphaned: this direction's bytes dropped
         self.lock = threading.Lock()
+        if relay.line_bytes < LINE_BYTES:
+            # A small line is a link that pushes back early: the
+            # kernel's buffer in front of it small too.
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, relay.line_bytes)
         for d, src, dst in ((UP, a, b), (DOWN, b, a)):
-            q = _Line()
+            q = _Line(relay.line_bytes)
             relay._spawn(self._read, d, src, q)
             relay._spawn(self._write, d, dst, q)
 
@@ -382,6 +386,9 @@ class Relay:
         _allowed(listen_host)
         self.target, self.netns = target, netns
         self.shape = {UP: up or Shape(), DOWN: down or Shape()}
+        # Bytes a direction holds in flight: LINE_BYTES, or fewer for
+        # connections accepted after it is set.
+        self.line_bytes = LINE_BYTES
         self.armed = []       # lists of faults, until they fire or disarm()
         self.conns = 0
         self.live = []

@@ -32,7 +32,9 @@ byte of its image changed although the primary's pages followed the
 hello; and one cut off entirely at the resync (its connection reset,
 new ones dropped): the same. Last, a resync whose token is not the kept
 plan's: the plan is let go, the connections are made again, and the
-round trips are more than with the plan kept."""
+round trips are more than with the plan kept. Last, a slow link to n2
+(16 MiB/s, a relay that holds 256 KiB): the plan's pages behind its
+hellos stop when the answers come, the rest goes in pass 1."""
 import os
 import random
 import re
@@ -41,7 +43,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_lib import MB, Cluster, check, resync_json, resync_ok, verify  # noqa: E402
-from relay_lib import Relay, Shape  # noqa: E402
+from relay_lib import UP, Relay, Shape  # noqa: E402
 from resyncfs_lib import Scratch  # noqa: E402
 
 T0 = time.monotonic()
@@ -82,6 +84,9 @@ MAX_ROUND_TRIPS = 3
 MAX_PLAN_ROUND_TRIPS = 5
 MAX_PLAN_EARLY_ROUND_TRIPS = 3
 CHANGED = 300  # pages changed on each secondary
+# The slow link's step: pages changed on n2 alone, and its link's rate.
+SLOW_PAGES = 4096
+SLOW_RATE = 16 << 20
 QUICK_MAX_ROUND_TRIPS = 7
 rng = random.Random(18)
 sc = Scratch()
@@ -337,6 +342,32 @@ try:
     stop_all()
     for n in ("n2", "n3"):
         check(same(n), "%s byte-identical after the stale token's resync" % n)
+
+    # A slow link to n2 (16 MiB/s, a relay that holds 256 KiB): the
+    # plan's 16 MiB of n2's pages cannot all go behind the hellos before
+    # their answers come; they stop there (job_early_cut()), and the rest
+    # goes in pass 1. n3's link stays fast.
+    diverge()  # n3's few pages: a full compare for both
+    big = rng.sample(SPAN_PAGES, SLOW_PAGES)
+    with open(c.image("n2"), "r+b") as f:
+        for p in big:
+            f.seek(p * PAGE)
+            f.write(os.urandom(PAGE))
+    relays["n2"].set_shape(UP, Shape(ONE_WAY, rate=SLOW_RATE))
+    relays["n2"].line_bytes = 256 << 10
+    start_all()
+    slow = plan_then_resync(lambda t: t)
+    early = slow["n2"].get("bytes_early", 0)
+    check(0 < early < SLOW_PAGES * PAGE * 3 // 4,
+          "n2's early pages stopped at the hellos' answers: %d of %d bytes: %s" %
+          (early, SLOW_PAGES * PAGE, slow["n2"]))
+    check(slow["n2"].get("bytes_written", 0) >= SLOW_PAGES * PAGE,
+          "n2's other pages went in pass 1: %s" % slow["n2"])
+    check(slow["n3"].get("plan_walk") is True, "n3 took the plan's walk: %s" % slow["n3"])
+    stop_all()
+    relays["n2"].set_shape(UP, Shape(ONE_WAY))
+    for n in ("n2", "n3"):
+        check(same(n), "%s byte-identical after the slow link's resync" % n)
 finally:
     c.kill_and_unmount()
     for r in relays.values():
@@ -346,5 +377,6 @@ print("rtt (50 ms): full resync %.2f s, round trips n2 %d n3 %d (limit %d), exch
       (full_s, rt["n2"], rt["n3"], MAX_ROUND_TRIPS, ex, stale["n2"]["round_trips"],
        stale["n3"]["round_trips"], prt, MAX_PLAN_ROUND_TRIPS, early_plans,
        MAX_PLAN_EARLY_ROUND_TRIPS))
+print("slow link to n2: %d of %d bytes behind the hellos" % (early, SLOW_PAGES * PAGE))
 print("ok: round trips in sequence bounded over a 50 ms relay in %.1f s" %
       (time.monotonic() - T0))
