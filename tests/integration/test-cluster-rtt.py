@@ -30,7 +30,7 @@ secondary that refuses its HELLO again (a failpoint) and cannot be
 reached anew (the relay drops new connections): not resynced, and not a
 byte of its image changed although the primary's pages followed the
 hello; and one cut off entirely at the resync (its connection reset,
-new ones dropped): the same. Last, a resync whose token is not the kept
+new ones dropped): the same. Then a resync whose token is not the kept
 plan's: the plan is let go, the connections are made again, and the
 round trips are more than with the plan kept. Last, a slow link to n2
 (16 MiB/s, a relay that holds 256 KiB): the plan's pages behind its
