@@ -497,6 +497,9 @@ static const struct control_field jobs_fields[] = {
 	/* A resync's: the token of the plan it follows, whose connections
 	 * and walks it takes while they are still right (plan-keep.c). */
 	{"plan_token", CONTROL_FIELD_STRING, 0},
+	/* A plan's: its token in a line of its own before the result
+	 * (node_run_jobs()), for a client that asks the resync at once. */
+	{"token_first", CONTROL_FIELD_BOOL, 0},
 	{NULL, 0, 0},
 };
 static const struct control_field rollback_fields[] = {

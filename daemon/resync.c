@@ -572,6 +572,28 @@ static void resync_release(struct resync_run *run)
 	pthread_mutex_destroy(&run->cli_lock);
 }
 
+/* A plan's token, when it kept connections, in a
+ * line of its own ahead of the result ("token_first"): a client that
+ * needs no more of the plan to ask for the resync (resyncctl resync
+ * --yes) sends it at once, while the result, over a MB of JSON at 10 %
+ * of a few GiB, is still on its way and being read. This run has let go
+ * of everything: the request waits in the socket until the result is
+ * out, as one sent after it would. */
+static void resync_token_first(struct control_client *cli, json_object *final)
+{
+	json_object *tok, *o;
+
+	/* A result line is ok (control_client_result()); a token, only
+	 * when connections were kept (resync_keep_plan()). */
+	if (!json_object_object_get_ex(final, "plan_token", &tok))
+		return;
+	o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string("plan_kept"));
+	json_object_object_add(o, "plan_token", json_object_get(tok));
+	control_client_send(cli, o); /* a failure shows at the result's send */
+	json_object_put(o);
+}
+
 /* verify (write = false) and resync (write = true, unless dry_run). */
 int node_run_jobs(struct node *n, struct control_client *cli, json_object *req, bool write)
 {
@@ -730,6 +752,8 @@ report:
 out:
 	resync_release(&run);
 	log_trace("primary run: released, result sent");
+	if (final && run.plan && req_bool(req, "token_first"))
+		resync_token_first(cli, final);
 	if (final)
 		r = control_client_result(cli, final);
 	else if (r > 0)

@@ -247,7 +247,7 @@ int resyncctl_verify(int argc, char **argv)
  * this resync (it checks them again). */
 static json_object *resync_request(const char *cluster, json_object *names, bool have_rate,
 				   uint64_t rate, bool whole, bool undo, const char *delta,
-				   json_object *force, json_object *plan)
+				   json_object *force, const char *token)
 {
 	json_object *req = json_object_new_object();
 
@@ -265,10 +265,36 @@ static json_object *resync_request(const char *cluster, json_object *names, bool
 		json_object_object_add(req, "delta", json_object_new_string(delta));
 	if (json_object_array_length(force))
 		json_object_object_add(req, "force", json_object_get(force));
-	if (resyncctl_jstr(plan, "plan_token"))
-		json_object_object_add(req, "plan_token",
-				       json_object_new_string(resyncctl_jstr(plan, "plan_token")));
+	if (token)
+		json_object_object_add(req, "plan_token", json_object_new_string(token));
 	return req;
+}
+
+/* With --yes: the resync asked for the moment the plan's token comes in
+ * its own line ("token_first", resyncd(8)), before its result, over a MB
+ * of JSON at 10 % of a few GiB, is read. */
+struct early_resync {
+	struct resyncctl_session *s;
+	json_object *names, *force;
+	bool have_rate, whole, undo;
+	uint64_t rate;
+	const char *delta;
+	bool sent, failed;
+};
+
+static void plan_line(void *arg, json_object *line)
+{
+	struct early_resync *e = arg;
+	const char *type = resyncctl_jstr(line, "type"), *token = resyncctl_jstr(line, "plan_token");
+	json_object *req;
+
+	if (e->sent || e->failed || !type || strcmp(type, "plan_kept") || !token)
+		return;
+	req = resync_request(e->s->cfg->name, e->names, e->have_rate, e->rate, e->whole, e->undo,
+			     e->delta, e->force, token);
+	e->sent = resyncctl_send(e->s, req);
+	e->failed = !e->sent;
+	json_object_put(req);
 }
 
 static const char resync_usage[] =
@@ -401,6 +427,7 @@ int resyncctl_resync(int argc, char **argv)
 	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
 	bool yes = false, dry = false, json = false, have_rate = false, all_ok = true;
 	bool unreachable = false, sent = false;
+	struct early_resync early;
 	uint64_t rate = 0;
 	const char *fence = NULL; /* NULL: the cluster's */
 	const char *delta = NULL; /* NULL: the cluster's */
@@ -500,20 +527,27 @@ int resyncctl_resync(int argc, char **argv)
 	/* The plan says where undo applies: with --undo, everywhere. */
 	if (undo)
 		json_object_object_add(req, "undo", json_object_new_boolean(true));
-	plan = resyncctl_request(&s, req, NULL, NULL);
+	whole = fence ? !strcmp(fence, "whole") : s.cfg->fence == CONFIG_FENCE_WHOLE;
+	if (yes && !dry)
+		json_object_object_add(req, "token_first", json_object_new_boolean(true));
+	early = (struct early_resync){&s, names, force, have_rate, whole, undo, rate, delta, false,
+				      false};
+	plan = resyncctl_request(&s, req, plan_line, &early);
 	json_object_put(req);
-	if (!plan || !resyncctl_result_ok(plan))
+	sent = early.sent;
+	if (early.failed || !plan || !resyncctl_result_ok(plan))
 		goto out;
 	nodes = resyncctl_jnodes(plan);
 	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++)
 		if (resyncctl_jstr(json_object_array_get_idx(nodes, i), "error"))
 			unreachable = true;
-	whole = fence ? !strcmp(fence, "whole") : s.cfg->fence == CONFIG_FENCE_WHOLE;
-	/* With --yes nothing waits for a reader: the resync goes first and
+	/* With --yes nothing waits for a reader: the resync goes first (at
+	 * the plan's token line, or here for a primary that sends none) and
 	 * the plan is shown while the primary starts it (a plan of 10 % of a
 	 * 2 GiB volume is over a MB of JSON, a tenth of a second to print). */
-	if (yes && !dry) {
-		req = resync_request(s.cfg->name, names, have_rate, rate, whole, undo, delta, force, plan);
+	if (yes && !dry && !sent) {
+		req = resync_request(s.cfg->name, names, have_rate, rate, whole, undo, delta, force,
+				     resyncctl_jstr(plan, "plan_token"));
 		sent = resyncctl_send(&s, req);
 		json_object_put(req);
 		if (!sent)
@@ -587,7 +621,8 @@ int resyncctl_resync(int argc, char **argv)
 	}
 
 	if (!sent) {
-		req = resync_request(s.cfg->name, names, have_rate, rate, whole, undo, delta, force, plan);
+		req = resync_request(s.cfg->name, names, have_rate, rate, whole, undo, delta, force,
+				     resyncctl_jstr(plan, "plan_token"));
 		sent = resyncctl_send(&s, req);
 		json_object_put(req);
 		if (!sent)

@@ -120,8 +120,9 @@ class Cluster:
         check(r.returncode == 0, "status exits 0: " + r.stderr)
         return {x["name"]: x for x in json.loads(r.stdout)["nodes"]}
 
-    def ask(self, n, line, timeout=120):
-        """One request (a dict) on n's control socket: its result."""
+    def ask(self, n, line, timeout=120, lines=None):
+        """One request (a dict) on n's control socket: its result (the
+        lines before it appended to lines, when given)."""
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(timeout)
         s.connect(self.control(n))
@@ -137,6 +138,8 @@ class Cluster:
                     o = json.loads(one)
                     if o.get("type") == "result":
                         return o
+                    if lines is not None:
+                        lines.append(o)
         finally:
             s.close()
 

@@ -126,9 +126,9 @@ def stop_all():
         c.stop(n)
 
 
-def ask(line, timeout=120):
+def ask(line, timeout=120, lines=None):
     """One request on n1's control socket: its result (JSON)."""
-    return c.ask("n1", line, timeout)
+    return c.ask("n1", line, timeout, lines)
 
 
 def diverge():
@@ -156,8 +156,11 @@ def cut_off(n, refuse):
     as it was, n3 resynced."""
     before = image_bytes(n)
     log0 = len(c.log("n1"))
-    plan = ask({"cmd": "verify", "plan": True, "no_ranges": True})
+    lines = []
+    plan = ask({"cmd": "verify", "plan": True, "no_ranges": True}, lines=lines)
     check(plan.get("ok") is True and plan.get("plan_token"), "the plan: %s" % plan)
+    check(not any(x.get("type") == "plan_kept" for x in lines),
+          "no plan_kept line unless asked (token_first): %s" % lines)
     relays[n].partitioned = True  # new connections dropped; the kept one lives
     if not refuse:
         relays[n].reset_all()
@@ -182,8 +185,15 @@ def cut_off(n, refuse):
 def plan_then_resync(token_of, between=None):
     """A plan, then (after between()) a resync presenting token_of(the
     plan's token): each secondary's part of the resync's result."""
-    plan = ask({"cmd": "verify", "plan": True, "no_ranges": True})
+    lines = []
+    plan = ask({"cmd": "verify", "plan": True, "no_ranges": True, "token_first": True},
+               lines=lines)
     check(plan.get("ok") is True, "the plan: %s" % plan)
+    # Its token in a line of its own before the result (resyncctl resync
+    # --yes sends the resync on it).
+    kept = [x for x in lines if x.get("type") == "plan_kept"]
+    check(len(kept) == 1 and kept[0].get("plan_token") == plan.get("plan_token"),
+          "the plan's token came first, in one plan_kept line: %s" % kept)
     for x in plan["nodes"]:
         # The primary knows the peers' features now: the first level
         # goes with the hellos.

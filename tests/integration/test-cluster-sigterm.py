@@ -152,7 +152,9 @@ for rnd_i in range(ROUNDS):
         run.wait(timeout=60)
     except subprocess.TimeoutExpired:
         run.kill()
-        fail("round %d: the interrupted resync did not end" % rnd_i)
+        fail("round %d: the interrupted resync did not end; the primary's log:\n%s\n"
+             "its threads:\n%s" % (rnd_i, c.log("p")[-4000:],
+                                    threads_where(c.procs["p"].pid) if "p" in c.procs else "-"))
     c.start(victim)
     resync_ok(c, "round %d: the resync after %s restarted" % (rnd_i, victim))
     for s in ("s1", "s2"):
