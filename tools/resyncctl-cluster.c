@@ -241,39 +241,11 @@ int resyncctl_verify(int argc, char **argv)
 
 /* ---- resync ---- */
 
-/* The resync request (typed or --yes: the daemon runs an erasing
- * request only when it names the cluster), with the plan's token: the
- * plan's connections and walks, kept by the primary a short while for
- * this resync (it checks them again). */
-static json_object *resync_request(const char *cluster, json_object *names, bool have_rate,
-				   uint64_t rate, bool whole, bool undo, const char *delta,
-				   json_object *force, const char *token)
-{
-	json_object *req = json_object_new_object();
-
-	json_object_object_add(req, "cmd", json_object_new_string("resync"));
-	json_object_object_add(req, "confirm", json_object_new_string(cluster));
-	json_object_object_add(req, "nodes", json_object_get(names));
-	/* The summary shows no ranges: the reply need not carry them. */
-	json_object_object_add(req, "no_ranges", json_object_new_boolean(true));
-	if (have_rate)
-		json_object_object_add(req, "max_rate", json_object_new_uint64(rate));
-	json_object_object_add(req, "fence", json_object_new_string(whole ? "whole" : "short"));
-	if (undo)
-		json_object_object_add(req, "undo", json_object_new_boolean(true));
-	if (delta)
-		json_object_object_add(req, "delta", json_object_new_string(delta));
-	if (json_object_array_length(force))
-		json_object_object_add(req, "force", json_object_get(force));
-	if (token)
-		json_object_object_add(req, "plan_token", json_object_new_string(token));
-	return req;
-}
-
-/* With --yes: the resync asked for the moment the plan's token comes in
- * its own line ("token_first", resyncd(8)), before its result, over a MB
- * of JSON at 10 % of a few GiB, is read. */
-struct early_resync {
+/* What the resync request carries besides the plan's token, and
+ * whether it went. With --yes it goes the moment the plan's token comes
+ * in its own line ("token_first", resyncd(8)), before the plan's result,
+ * over a MB of JSON at 10 % of a few GiB, is read. */
+struct resync_ask {
 	struct resyncctl_session *s;
 	json_object *names, *force;
 	bool have_rate, whole, undo;
@@ -282,19 +254,44 @@ struct early_resync {
 	bool sent, failed;
 };
 
+/* Send the resync request (typed or --yes: the daemon runs an erasing
+ * request only when it names the cluster), with the plan's token when
+ * there is one: the plan's connections and walks, kept by the primary a
+ * short while for this resync (it checks them again). */
+static bool resync_send(struct resync_ask *a, const char *token)
+{
+	json_object *req = json_object_new_object();
+
+	json_object_object_add(req, "cmd", json_object_new_string("resync"));
+	json_object_object_add(req, "confirm", json_object_new_string(a->s->cfg->name));
+	json_object_object_add(req, "nodes", json_object_get(a->names));
+	/* The summary shows no ranges: the reply need not carry them. */
+	json_object_object_add(req, "no_ranges", json_object_new_boolean(true));
+	if (a->have_rate)
+		json_object_object_add(req, "max_rate", json_object_new_uint64(a->rate));
+	json_object_object_add(req, "fence", json_object_new_string(a->whole ? "whole" : "short"));
+	if (a->undo)
+		json_object_object_add(req, "undo", json_object_new_boolean(true));
+	if (a->delta)
+		json_object_object_add(req, "delta", json_object_new_string(a->delta));
+	if (json_object_array_length(a->force))
+		json_object_object_add(req, "force", json_object_get(a->force));
+	if (token)
+		json_object_object_add(req, "plan_token", json_object_new_string(token));
+	a->sent = resyncctl_send(a->s, req);
+	a->failed = !a->sent;
+	json_object_put(req);
+	return a->sent;
+}
+
+/* The plan's lines before its result: its token's, with --yes. */
 static void plan_line(void *arg, json_object *line)
 {
-	struct early_resync *e = arg;
+	struct resync_ask *a = arg;
 	const char *type = resyncctl_jstr(line, "type"), *token = resyncctl_jstr(line, "plan_token");
-	json_object *req;
 
-	if (e->sent || e->failed || !type || strcmp(type, "plan_kept") || !token)
-		return;
-	req = resync_request(e->s->cfg->name, e->names, e->have_rate, e->rate, e->whole, e->undo,
-			     e->delta, e->force, token);
-	e->sent = resyncctl_send(e->s, req);
-	e->failed = !e->sent;
-	json_object_put(req);
+	if (!a->sent && !a->failed && type && !strcmp(type, "plan_kept") && token)
+		resync_send(a, token);
 }
 
 static const char resync_usage[] =
@@ -426,8 +423,8 @@ int resyncctl_resync(int argc, char **argv)
 	struct progress_ctx pc = {0};
 	json_object *names = json_object_new_array(), *req, *res = NULL, *plan = NULL, *nodes;
 	bool yes = false, dry = false, json = false, have_rate = false, all_ok = true;
-	bool unreachable = false, sent = false;
-	struct early_resync early;
+	bool unreachable = false;
+	struct resync_ask ask;
 	uint64_t rate = 0;
 	const char *fence = NULL; /* NULL: the cluster's */
 	const char *delta = NULL; /* NULL: the cluster's */
@@ -530,12 +527,10 @@ int resyncctl_resync(int argc, char **argv)
 	whole = fence ? !strcmp(fence, "whole") : s.cfg->fence == CONFIG_FENCE_WHOLE;
 	if (yes && !dry)
 		json_object_object_add(req, "token_first", json_object_new_boolean(true));
-	early = (struct early_resync){&s, names, force, have_rate, whole, undo, rate, delta, false,
-				      false};
-	plan = resyncctl_request(&s, req, plan_line, &early);
+	ask = (struct resync_ask){&s, names, force, have_rate, whole, undo, rate, delta, false, false};
+	plan = resyncctl_request(&s, req, yes && !dry ? plan_line : NULL, &ask);
 	json_object_put(req);
-	sent = early.sent;
-	if (early.failed || !plan || !resyncctl_result_ok(plan))
+	if (ask.failed || !plan || !resyncctl_result_ok(plan))
 		goto out;
 	nodes = resyncctl_jnodes(plan);
 	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++)
@@ -545,14 +540,8 @@ int resyncctl_resync(int argc, char **argv)
 	 * the plan's token line, or here for a primary that sends none) and
 	 * the plan is shown while the primary starts it (a plan of 10 % of a
 	 * 2 GiB volume is over a MB of JSON, a tenth of a second to print). */
-	if (yes && !dry && !sent) {
-		req = resync_request(s.cfg->name, names, have_rate, rate, whole, undo, delta, force,
-				     resyncctl_jstr(plan, "plan_token"));
-		sent = resyncctl_send(&s, req);
-		json_object_put(req);
-		if (!sent)
-			goto out;
-	}
+	if (yes && !dry && !ask.sent && !resync_send(&ask, resyncctl_jstr(plan, "plan_token")))
+		goto out;
 	if (json) {
 		json_object *o = json_object_new_object();
 
@@ -604,7 +593,7 @@ int resyncctl_resync(int argc, char **argv)
 	}
 	/* Progress goes to stderr: the plan must be out before it. */
 	fflush(stdout);
-	if (sent) { /* let go while the primary works, not after */
+	if (ask.sent) { /* let go while the primary works, not after */
 		json_object_put(plan);
 		plan = NULL;
 	}
@@ -620,14 +609,8 @@ int resyncctl_resync(int argc, char **argv)
 		}
 	}
 
-	if (!sent) {
-		req = resync_request(s.cfg->name, names, have_rate, rate, whole, undo, delta, force,
-				     resyncctl_jstr(plan, "plan_token"));
-		sent = resyncctl_send(&s, req);
-		json_object_put(req);
-		if (!sent)
-			goto out;
-	}
+	if (!ask.sent && !resync_send(&ask, resyncctl_jstr(plan, "plan_token")))
+		goto out;
 	res = resyncctl_result(&s, resync_progress, &pc);
 	if (!res || !resyncctl_result_ok(res))
 		goto out;
